@@ -1,0 +1,109 @@
+#!/usr/bin/env node
+// The `granary` command: run a silo hosting the grain classes a module
+// exports; SIGTERM or SIGINT stops it gracefully.
+
+import { parseArgs } from 'node:util';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { Grain, type GrainClass } from '../grain/grain.ts';
+import { Silo } from '../runtime/silo.ts';
+import { memoryStorage } from '../providers/memory/storage.ts';
+import { sqliteStorage } from '../providers/sqlite/storage.ts';
+import type { StorageProvider } from '../storage/provider.ts';
+
+const USAGE = `usage:
+  granary silo --grains <module> [--host H] [--port N] [--cluster-id ID]
+               [--storage memory | sqlite:<path>] [--collection-age-ms MS]
+      Starts a silo hosting every grain class the module exports.
+      SIGTERM or SIGINT stops it gracefully.
+  granary version
+  granary help`;
+
+/** Grain classes among a module's exports. */
+export function grainClasses(mod: Record<string, unknown>): GrainClass[] {
+  return Object.values(mod).filter((v): v is GrainClass => typeof v === 'function' && v.prototype instanceof Grain);
+}
+
+/** Parses `--storage`. */
+export function parseStorage(spec: string): StorageProvider {
+  if (spec === 'memory') return memoryStorage();
+  if (spec.startsWith('sqlite:') && spec.length > 'sqlite:'.length) return sqliteStorage({ path: spec.slice('sqlite:'.length) });
+  throw new Error(`--storage takes 'memory' or 'sqlite:<path>', got '${spec}'`);
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+async function silo(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      grains: { type: 'string' },
+      host: { type: 'string' },
+      port: { type: 'string' },
+      'cluster-id': { type: 'string' },
+      storage: { type: 'string', default: 'sqlite:.granary/state.db' },
+      'collection-age-ms': { type: 'string' },
+    },
+    strict: true,
+  });
+  if (values.grains === undefined) throw new Error('granary silo needs --grains <module>');
+  const mod = (await import(pathToFileURL(resolve(values.grains)).href)) as Record<string, unknown>;
+  const grains = grainClasses(mod);
+  if (grains.length === 0) throw new Error(`${values.grains} exports no grain class (a class that extends Grain)`);
+  const num = (name: string, v: string | undefined): number | undefined => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new Error(`--${name} takes a number, got '${v}'`);
+    return n;
+  };
+  const port = num('port', values.port);
+  const age = num('collection-age-ms', values['collection-age-ms']);
+  const s = await Silo.start({
+    grains,
+    storage: { default: parseStorage(values.storage) },
+    ...(values.host !== undefined ? { host: values.host } : {}),
+    ...(port !== undefined ? { port } : {}),
+    ...(values['cluster-id'] !== undefined ? { clusterId: values['cluster-id'] } : {}),
+    ...(age !== undefined ? { collectionAgeMs: age } : {}),
+  });
+  let stopping = false;
+  const stop = (sig: string): void => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`${sig}: stopping silo gracefully\n`);
+    s.stop().then(() => process.exit(0), (e: unknown) => {
+      process.stderr.write(`stop failed: ${String(e)}\n`);
+      process.exit(1);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'silo':
+      return silo(rest);
+    case 'version':
+    case '--version':
+      console.log(version());
+      return;
+    case 'help':
+    case '--help':
+    case undefined:
+      console.log(USAGE);
+      return;
+    default:
+      throw new Error(`unknown command '${cmd}'\n${USAGE}`);
+  }
+}
+
+main(process.argv.slice(2)).catch((e: unknown) => {
+  process.stderr.write(`granary: ${(e as Error)?.message ?? String(e)}\n`);
+  process.exit(2);
+});

@@ -1,0 +1,124 @@
+// The Grain base class. A grain is a plain class that extends Grain; the
+// runtime constructs it and hands it its activation context, through which
+// every member below reaches the hosting silo.
+
+import { GranaryError } from '../errors.ts';
+import type { GrainId } from './identity.ts';
+import type { GrainRef } from './ref.ts';
+import type { PersistentState, PersistentStateOptions } from '../storage/persistent-state.ts';
+
+/** Why an activation is being deactivated. */
+export type DeactivationReason = 'idle' | 'requested' | 'shutdown' | 'error';
+
+/** A read-only view of the hosting silo. */
+export interface SiloInfo {
+  /** `host:port` of the silo. */
+  readonly address: string;
+  readonly clusterId: string;
+}
+
+/** Options of `registerTimer`. */
+export interface TimerOptions {
+  /** Delay before the first tick, in ms. Default 0. */
+  dueMs?: number;
+  /** Period between the end of one tick and the next, in ms; 0 or absent: one tick only. */
+  periodMs?: number;
+  /** Let ticks interleave with calls, as `@alwaysInterleave` would. Default false. */
+  interleave?: boolean;
+  /** Ticks count as use, so the grain is not collected while its timer runs. Default false. */
+  keepAlive?: boolean;
+}
+
+/** A registered timer. */
+export interface TimerHandle {
+  dispose(): void;
+}
+
+/** A grain class: extends Grain, constructed by the runtime only. */
+export type GrainClass<T extends Grain = Grain> = (new () => T) & { grainOptions?: unknown };
+
+/** What an activation gives its grain instance. Implemented by the runtime. */
+export interface GrainContext {
+  readonly id: GrainId;
+  readonly silo: SiloInfo;
+  getGrain(type: GrainClass | string, key: string): unknown;
+  persistentState<T>(name: string, options: PersistentStateOptions<T>): PersistentState<T>;
+  registerTimer(callback: () => unknown, options: TimerOptions): TimerHandle;
+  deactivateOnIdle(): void;
+  delayDeactivation(ms: number): void;
+}
+
+let constructing: GrainContext | undefined;
+
+/** Constructs a grain instance bound to `ctx`. Runtime use only. */
+export function constructGrain<T extends Grain>(cls: new () => T, ctx: GrainContext): T {
+  const prev = constructing;
+  constructing = ctx;
+  try {
+    return new cls();
+  } finally {
+    constructing = prev;
+  }
+}
+
+/** The base class of every grain. Its public async methods are its interface. */
+export abstract class Grain {
+  readonly #ctx: GrainContext;
+
+  constructor() {
+    const ctx = constructing;
+    if (ctx === undefined) {
+      throw new GranaryError(`${new.target.name} is a grain: it is never constructed by user code; get a reference with getGrain(${new.target.name}, key)`, 'GRANARY_GRAIN_CONSTRUCTED');
+    }
+    constructing = undefined;
+    this.#ctx = ctx;
+  }
+
+  /** The grain's string key. */
+  get key(): string {
+    return this.#ctx.id.key;
+  }
+
+  /** The grain's identity, printable as `type/key`. */
+  get id(): GrainId {
+    return this.#ctx.id;
+  }
+
+  /** The hosting silo. */
+  get silo(): SiloInfo {
+    return this.#ctx.silo;
+  }
+
+  /** A reference to another grain, by class or by type name. */
+  getGrain<T extends Grain>(type: GrainClass<T>, key: string): GrainRef<T>;
+  getGrain<T>(type: string, key: string): GrainRef<T>;
+  getGrain(type: GrainClass | string, key: string): unknown {
+    return this.#ctx.getGrain(type, key);
+  }
+
+  /** Declares a persistent state, read from storage before `onActivate` runs. */
+  persistentState<T>(name: string, options: PersistentStateOptions<T>): PersistentState<T> {
+    return this.#ctx.persistentState(name, options);
+  }
+
+  /** An in-memory timer whose ticks are turns of this grain. */
+  registerTimer(callback: () => unknown, options: TimerOptions = {}): TimerHandle {
+    return this.#ctx.registerTimer(callback, options);
+  }
+
+  /** Deactivates this activation once the current turn ends. */
+  deactivateOnIdle(): void {
+    this.#ctx.deactivateOnIdle();
+  }
+
+  /** Keeps this activation alive for at least `ms`, whatever its idle time. */
+  delayDeactivation(ms: number): void {
+    this.#ctx.delayDeactivation(ms);
+  }
+
+  /** Runs before the first call is let in. A throw fails that call and discards the activation. */
+  async onActivate(): Promise<void> {}
+
+  /** Runs when the activation is deactivated. */
+  async onDeactivate(_reason: DeactivationReason): Promise<void> {}
+}

@@ -1,0 +1,163 @@
+// GrainRef<T>: a typed reference built from the grain class with no code
+// generation. With the class at hand, a per-type reference class carries one
+// method per grain method; with only a type name, a Proxy stands in.
+
+import { inspect } from 'node:util';
+import { GRAIN_REF, type RefIdentity } from '../serialization/symbols.ts';
+import type { GrainId } from './identity.ts';
+import type { Grain } from './grain.ts';
+import type { GrainTypeInfo, MethodInfo } from './options.ts';
+
+/** Per-call options, set with `ref.withOptions(...)`. */
+export interface CallOptions {
+  /** Deadline of each call made through the reference, in ms. Default: the silo's `responseTimeoutMs`. */
+  timeoutMs?: number;
+}
+
+type MethodKeys<T> = {
+  [K in keyof T]-?: K extends keyof Grain ? never : K extends string ? (T[K] extends (...args: any[]) => any ? K : never) : never;
+}[keyof T];
+
+/** Members every reference has, beside the grain's methods. */
+export interface GrainRefBase<T> {
+  /** The referenced grain's `{ type, key }`. */
+  readonly id: GrainId;
+  /** The same reference with other call options. */
+  withOptions(options: CallOptions): GrainRef<T>;
+}
+
+/**
+ * A reference to a grain of class T: every public method of T that is not a
+ * Grain member, each returning a promise of its awaited result.
+ */
+export type GrainRef<T> = {
+  readonly [K in MethodKeys<T>]: T[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<Awaited<R>> : never;
+} & GrainRefBase<T>;
+
+/** The call chain of a waiting call, as a linked list of grain ids (innermost first). */
+export interface ChainNode {
+  readonly id: string;
+  readonly parent: ChainNode | undefined;
+}
+
+/** Where a reference is used from: an activation (for call chains), or nothing (a client). */
+export interface CallerContext {
+  /** The chain of the caller's current turn, extended by the caller itself. */
+  callChain(): ChainNode | undefined;
+}
+
+/** Sends calls. Implemented by the silo runtime and by clients. */
+export interface Invoker {
+  invoke(core: RefCore, method: MethodInfo | string, args: unknown[]): Promise<unknown>;
+  /** The reference to use when a reference arrives in `caller`'s hands. */
+  ref(type: string, key: string, caller: CallerContext | undefined): GrainRefBase<unknown>;
+}
+
+/** The state behind a reference. Internal. */
+export class RefCore {
+  readonly id: GrainId;
+  /** `type/key`, the key of the runtime's tables. */
+  readonly idStr: string;
+  readonly type: GrainTypeInfo | undefined;
+  readonly invoker: Invoker;
+  readonly caller: CallerContext | undefined;
+  readonly options: CallOptions | undefined;
+  /** The invoker's cache of where the grain was last found. */
+  target: unknown;
+  constructor(id: GrainId, idStr: string, type: GrainTypeInfo | undefined, invoker: Invoker, caller: CallerContext | undefined, options: CallOptions | undefined) {
+    this.id = id;
+    this.idStr = idStr;
+    this.type = type;
+    this.invoker = invoker;
+    this.caller = caller;
+    this.options = options;
+    this.target = undefined;
+  }
+}
+
+/** Property under which a reference keeps its core. */
+export const CORE: unique symbol = Symbol('granary.refCore') as never;
+
+/** The base of every reference object. */
+export class GrainReference {
+  readonly [CORE]: RefCore;
+  constructor(core: RefCore) {
+    this[CORE] = core;
+  }
+  get id(): GrainId {
+    return this[CORE].id;
+  }
+  get [GRAIN_REF](): RefIdentity {
+    return this[CORE].id;
+  }
+  withOptions(options: CallOptions): GrainRefBase<unknown> {
+    const c = this[CORE];
+    const merged = { ...c.options, ...options };
+    return makeRef(new RefCore(c.id, c.idStr, c.type, c.invoker, c.caller, merged));
+  }
+  toString(): string {
+    return `GrainRef(${this[CORE].idStr})`;
+  }
+  toJSON(): { type: string; key: string } {
+    const id = this[CORE].id;
+    return { type: id.type, key: id.key };
+  }
+  [inspect.custom](): string {
+    return this.toString();
+  }
+}
+
+type RefClass = new (core: RefCore) => GrainReference;
+const refClasses = new WeakMap<GrainTypeInfo, RefClass>();
+
+function methodFn(m: MethodInfo): (this: GrainReference, ...args: unknown[]) => Promise<unknown> {
+  return function (this: GrainReference, ...args: unknown[]): Promise<unknown> {
+    const c = this[CORE];
+    return c.invoker.invoke(c, m, args);
+  };
+}
+
+function refClass(type: GrainTypeInfo): RefClass {
+  let cls = refClasses.get(type);
+  if (cls === undefined) {
+    cls = class extends GrainReference {};
+    Object.defineProperty(cls, 'name', { value: `GrainRef<${type.name}>` });
+    for (const m of type.methods.values()) {
+      Object.defineProperty(cls.prototype, m.name, { value: methodFn(m), writable: false, enumerable: false, configurable: false });
+    }
+    refClasses.set(type, cls);
+  }
+  return cls;
+}
+
+const byName = new Map<string, (this: GrainReference, ...args: unknown[]) => Promise<unknown>>();
+
+const proxyHandler: ProxyHandler<GrainReference> = {
+  get(target, prop, receiver) {
+    if (typeof prop === 'symbol' || prop in target) return Reflect.get(target, prop, receiver);
+    // Never a thenable: a reference can be returned from an async function.
+    if (prop === 'then') return undefined;
+    let fn = byName.get(prop);
+    if (fn === undefined) {
+      fn = function (this: GrainReference, ...args: unknown[]): Promise<unknown> {
+        const c = this[CORE];
+        return c.invoker.invoke(c, prop, args);
+      };
+      byName.set(prop, fn);
+    }
+    return fn;
+  },
+};
+
+/** Builds the reference object for a core: a typed reference class when the type is known, a Proxy otherwise. */
+export function makeRef(core: RefCore): GrainRefBase<unknown> {
+  if (core.type !== undefined) return new (refClass(core.type))(core) as unknown as GrainRefBase<unknown>;
+  const base = new GrainReference(core);
+  return new Proxy(base, proxyHandler) as unknown as GrainRefBase<unknown>;
+}
+
+/** The core of a reference, or undefined if `value` is not one. */
+export function refCore(value: unknown): RefCore | undefined {
+  if (typeof value === 'object' && value !== null && CORE in value) return (value as GrainReference)[CORE];
+  return undefined;
+}

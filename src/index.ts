@@ -1,0 +1,16 @@
+// The public surface of `granary`: grains, decorators, the silo, errors,
+// memory providers and types. Named exports only.
+
+export { Grain, type GrainClass, type DeactivationReason, type SiloInfo, type TimerOptions, type TimerHandle } from './grain/grain.ts';
+export { grain, reentrant, readOnly, alwaysInterleave, oneWay, statelessWorker, placement, callChainReentrancy, collectionAge, type GrainOptions, type MethodOptions, type PlacementStrategy, type CustomPlacement } from './grain/options.ts';
+export { grainId, type GrainId } from './grain/identity.ts';
+export type { GrainRef, GrainRefBase, CallOptions } from './grain/ref.ts';
+export { Silo, siloDefaults, type SiloOptions } from './runtime/silo.ts';
+export * from './errors.ts';
+export { immutable, encode, decode } from './serialization/codec.ts';
+export { registerType, registerError } from './serialization/registry.ts';
+export type { PersistentState, PersistentStateOptions } from './storage/persistent-state.ts';
+export type { StorageProvider, StateAddress, StoredState, StateSerializer, ProviderContext } from './storage/provider.ts';
+export { memoryStorage } from './providers/memory/storage.ts';
+export { defaultLogger, silentLogger, type Logger } from './observability/logger.ts';
+export { channels } from './observability/channels.ts';

@@ -1,0 +1,96 @@
+// A request on its way to a grain, and the caller's pending promise. One
+// object carries the call from the reference to the mailbox and back, and is
+// also its own node in the deadline queue, so a call allocates little.
+
+import type { ChainNode, CallerContext } from '../grain/ref.ts';
+import type { MethodInfo } from '../grain/options.ts';
+
+let capturedResolve: ((v: unknown) => void) | undefined;
+let capturedReject: ((e: unknown) => void) | undefined;
+function capture(res: (v: unknown) => void, rej: (e: unknown) => void): void {
+  capturedResolve = res;
+  capturedReject = rej;
+}
+
+const noop = (): void => {};
+
+/** Cancellation state of a call that was given an AbortSignal. */
+export interface CallCancellation {
+  readonly callerSignal: AbortSignal;
+  readonly controller: AbortController;
+  listener: (() => void) | undefined;
+}
+
+/** The timer a tick message belongs to. */
+export interface TickOwner {
+  /** Ticks count as use of the activation. */
+  readonly keepAlive: boolean;
+  /** The tick's turn ended, with the error it threw if any. */
+  tickDone(error: unknown): void;
+}
+
+/** A call: target, method, arguments, chain, deadline, and the caller's promise. */
+export class Message {
+  /** `type/key` of the target. */
+  readonly targetId: string;
+  readonly method: MethodInfo;
+  readonly args: unknown[];
+  /** Grains waiting on this call, innermost first; undefined for calls from outside any grain. */
+  readonly chain: ChainNode | undefined;
+  /** Where the result goes: references in it are bound to this context. */
+  readonly caller: CallerContext | undefined;
+  /** Epoch ms after which the caller gets a TimeoutError. */
+  readonly deadline: number;
+  readonly timeoutMs: number;
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+  /** Settled (result, error, timeout or cancel): later outcomes are dropped. */
+  done: boolean;
+  /** Forwarding hops taken (deactivated or moved targets). */
+  hops: number;
+  cancel: CallCancellation | undefined;
+  /** Set on timer ticks, which are turns with no caller. */
+  tick: TickOwner | undefined;
+  // Deadline queue links.
+  prev: Message | undefined;
+  next: Message | undefined;
+
+  constructor(targetId: string, method: MethodInfo, args: unknown[], chain: ChainNode | undefined, caller: CallerContext | undefined, timeoutMs: number, now: number) {
+    this.targetId = targetId;
+    this.method = method;
+    this.args = args;
+    this.chain = chain;
+    this.caller = caller;
+    this.timeoutMs = timeoutMs;
+    this.deadline = now + timeoutMs;
+    this.resolve = noop;
+    this.reject = noop;
+    this.done = false;
+    this.hops = 0;
+    this.cancel = undefined;
+    this.tick = undefined;
+    this.prev = undefined;
+    this.next = undefined;
+  }
+
+  /** Creates the caller's promise and keeps its settle functions here. */
+  promise(): Promise<unknown> {
+    const p = new Promise(capture);
+    this.resolve = capturedResolve as (v: unknown) => void;
+    this.reject = capturedReject as (e: unknown) => void;
+    return p;
+  }
+}
+
+/** True when `id` is among the waiting grains of `chain`. */
+export function chainContains(chain: ChainNode | undefined, id: string): boolean {
+  for (let n = chain; n !== undefined; n = n.parent) if (n.id === id) return true;
+  return false;
+}
+
+/** The chain as printed grain ids, outermost first, ending with `last`. */
+export function chainPath(chain: ChainNode | undefined, last: string): string[] {
+  const out: string[] = [last];
+  for (let n = chain; n !== undefined; n = n.parent) out.push(n.id);
+  return out.reverse();
+}

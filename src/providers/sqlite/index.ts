@@ -1,0 +1,5 @@
+// The `granary/sqlite` entry point: embedded SQLite providers, the default for
+// local and single-host use.
+
+export { sqliteStorage, sqliteStorageDefaults } from './storage.ts';
+export type { SqliteStorageOptions } from './storage.ts';

@@ -1,0 +1,374 @@
+// An activation: one in-memory instance of a grain, its mailbox and the turn
+// scheduler that decides which call runs when (non-reentrant by default,
+// read-only and always-interleave calls, reentrant grains, call chains).
+
+import { DeadlockError } from '../errors.ts';
+import { constructGrain, type DeactivationReason, type Grain, type GrainClass, type GrainContext, type SiloInfo, type TimerHandle, type TimerOptions } from '../grain/grain.ts';
+import type { GrainId } from '../grain/identity.ts';
+import type { GrainTypeInfo } from '../grain/options.ts';
+import type { CallerContext, ChainNode } from '../grain/ref.ts';
+import { chainContains, chainPath, type Message } from '../messaging/message.ts';
+import type { RefIdentity } from '../serialization/symbols.ts';
+import { PersistentStateImpl, type PersistentState, type PersistentStateOptions } from '../storage/persistent-state.ts';
+import type { Runtime } from './runtime.ts';
+import { GrainTimer } from './timers.ts';
+
+/** Lifecycle states, in order. */
+export const enum ActivationState {
+  Activating = 0,
+  Valid = 1,
+  Deactivating = 2,
+  Invalid = 3,
+}
+
+/** The message whose turn is running synchronously right now, and its activation. */
+export let currentMessage: Message | undefined;
+export let currentActivation: Activation | undefined;
+
+/** Something calls can be delivered to: an activation or a stateless-worker pool. */
+export interface Target {
+  receive(msg: Message): void;
+  /** False once the target left the catalog; a cached reference must look again. */
+  readonly live: boolean;
+}
+
+/** One activation of a grain. */
+export class Activation implements GrainContext, CallerContext, Target {
+  readonly id: GrainId;
+  readonly idStr: string;
+  readonly type: GrainTypeInfo;
+  readonly runtime: Runtime;
+  /** The stateless-worker pool this activation belongs to, if any. */
+  readonly pool: { remove(a: Activation): void } | undefined;
+  state: ActivationState = ActivationState.Activating;
+  instance: Grain | undefined;
+
+  // Mailbox: a FIFO array with a moving head, allocated on first use.
+  #queue: Message[] | undefined;
+  #head = 0;
+  /** Turns running now, and how many of them exclude others (plain calls) or writers (read-only calls). */
+  running = 0;
+  #exclusive = 0;
+  #readers = 0;
+  /** The only running message when that is known; chains of calls made after an await use it. */
+  #sole: Message | undefined;
+  #chainOf: Message | undefined;
+  #chainNode: ChainNode | undefined;
+
+  /** Used since the collector last looked. */
+  used = true;
+  idleSince = 0;
+  keepAliveUntil = 0;
+  #states: PersistentStateImpl<unknown>[] | undefined;
+  #timers: Set<GrainTimer> | undefined;
+  #deactivateRequested = false;
+  #reason: DeactivationReason = 'idle';
+  #deactivated: Promise<void> | undefined;
+  #resolveDeactivated: (() => void) | undefined;
+
+  constructor(runtime: Runtime, id: GrainId, idStr: string, type: GrainTypeInfo, pool: { remove(a: Activation): void } | undefined) {
+    this.runtime = runtime;
+    this.id = id;
+    this.idStr = idStr;
+    this.type = type;
+    this.pool = pool;
+  }
+
+  get live(): boolean {
+    return this.state <= ActivationState.Valid;
+  }
+
+  get silo(): SiloInfo {
+    return this.runtime.siloInfo;
+  }
+
+  get queueLength(): number {
+    return this.#queue === undefined ? 0 : this.#queue.length - this.#head;
+  }
+
+  // ---- GrainContext -------------------------------------------------------
+
+  getGrain(type: GrainClass | string, key: string): unknown {
+    return this.runtime.getGrain(type, key, this);
+  }
+
+  persistentState<T>(name: string, options: PersistentStateOptions<T>): PersistentState<T> {
+    if (this.state !== ActivationState.Activating || this.instance !== undefined) {
+      throw new Error(`persistentState('${name}') of ${this.idStr} must be declared while the grain is constructed (as a field initializer)`);
+    }
+    const storageName = options?.storage ?? 'default';
+    const provider = this.runtime.storageProvider(storageName, this.idStr, name);
+    if (typeof options?.initial !== 'function') {
+      throw new TypeError(`persistentState('${name}') of ${this.idStr} needs an 'initial' function giving the state of a grain with no record`);
+    }
+    const s = new PersistentStateImpl<T>({ grainType: this.id.type, grainKey: this.id.key, stateName: name }, provider, storageName, options.initial);
+    (this.#states ??= []).push(s as PersistentStateImpl<unknown>);
+    return s;
+  }
+
+  registerTimer(callback: () => unknown, options: TimerOptions): TimerHandle {
+    if (typeof callback !== 'function') throw new TypeError(`registerTimer of ${this.idStr} needs a callback function`);
+    if (this.state >= ActivationState.Deactivating) throw new Error(`${this.idStr} is deactivating: it cannot register a timer`);
+    const t = new GrainTimer(this, callback, options);
+    (this.#timers ??= new Set()).add(t);
+    return t;
+  }
+
+  /** A timer was disposed. */
+  timerDisposed(t: GrainTimer): void {
+    this.#timers?.delete(t);
+  }
+
+  deactivateOnIdle(): void {
+    this.#deactivateRequested = true;
+    if (this.running === 0 && this.state === ActivationState.Valid) queueMicrotask(() => this.#maybeDeactivateRequested());
+  }
+
+  #maybeDeactivateRequested(): void {
+    if (this.#deactivateRequested && this.running === 0 && this.state === ActivationState.Valid) void this.deactivate('requested');
+  }
+
+  delayDeactivation(ms: number): void {
+    if (!(ms >= 0)) throw new RangeError(`delayDeactivation of ${this.idStr} takes a non-negative number of ms, got ${String(ms)}`);
+    this.keepAliveUntil = Math.max(this.keepAliveUntil, Date.now() + ms);
+    this.#deactivateRequested = false;
+  }
+
+  // ---- CallerContext / CodecContext --------------------------------------
+
+  callChain(): ChainNode {
+    let m: Message | undefined;
+    if (currentActivation === this) m = currentMessage;
+    else if (this.running === 1) m = this.#sole;
+    if (m !== this.#chainOf || this.#chainNode === undefined) {
+      this.#chainOf = m;
+      this.#chainNode = { id: this.idStr, parent: m?.chain };
+    }
+    return this.#chainNode;
+  }
+
+  reviveRef(id: RefIdentity): unknown {
+    return this.runtime.ref(id.type, id.key, this);
+  }
+
+  // ---- Lifecycle ------------------------------------------------------------
+
+  /** Constructs the grain, loads its state and runs onActivate; queued calls run after. */
+  activate(): void {
+    try {
+      this.instance = constructGrain(this.type.cls as new () => Grain, this);
+    } catch (e) {
+      this.#failActivation(e);
+      return;
+    }
+    this.idleSince = Date.now();
+    if (this.#states === undefined && !this.type.hasOnActivate) {
+      this.state = ActivationState.Valid;
+      this.runtime.activated(this);
+      return;
+    }
+    void this.#activateAsync();
+  }
+
+  async #activateAsync(): Promise<void> {
+    try {
+      if (this.#states !== undefined) {
+        for (const s of this.#states) await s.read();
+      }
+      if (this.type.hasOnActivate) await (this.instance as Grain).onActivate();
+    } catch (e) {
+      this.#failActivation(e);
+      return;
+    }
+    this.state = ActivationState.Valid;
+    this.runtime.activated(this);
+    if (this.#deactivateRequested && this.queueLength === 0) {
+      void this.deactivate('requested');
+      return;
+    }
+    this.#pump();
+  }
+
+  #failActivation(err: unknown): void {
+    this.state = ActivationState.Invalid;
+    this.#disposeTimers();
+    this.runtime.activationFailed(this, err);
+    const q = this.#takeQueue();
+    for (const m of q) this.runtime.fail(m, err);
+    this.#resolveDeactivated?.();
+  }
+
+  /**
+   * Deactivates after the running turns end. Calls that arrive meanwhile wait
+   * and are then delivered to a new activation: none is lost.
+   */
+  deactivate(reason: DeactivationReason): Promise<void> {
+    if (this.#deactivated !== undefined) return this.#deactivated;
+    this.#deactivated = new Promise<void>((r) => (this.#resolveDeactivated = r));
+    this.#reason = reason;
+    if (this.state === ActivationState.Activating) {
+      // Deactivate once activation completes (or fails).
+      this.#deactivateRequested = true;
+      return this.#deactivated;
+    }
+    if (this.state === ActivationState.Invalid) {
+      this.#resolveDeactivated?.();
+      return this.#deactivated;
+    }
+    this.state = ActivationState.Deactivating;
+    if (this.running === 0) void this.#finishDeactivation();
+    return this.#deactivated;
+  }
+
+  async #finishDeactivation(): Promise<void> {
+    this.#disposeTimers();
+    if (this.type.hasOnDeactivate && this.instance !== undefined) {
+      try {
+        await this.instance.onDeactivate(this.#reason);
+      } catch (e) {
+        this.runtime.logger.warn({ grain: this.idStr, err: e }, 'onDeactivate threw');
+      }
+    }
+    this.state = ActivationState.Invalid;
+    this.runtime.deactivated(this, this.#reason);
+    for (const m of this.#takeQueue()) this.runtime.redispatch(m);
+    this.#resolveDeactivated?.();
+  }
+
+  #disposeTimers(): void {
+    if (this.#timers === undefined) return;
+    for (const t of [...this.#timers]) t.dispose();
+    this.#timers = undefined;
+  }
+
+  #takeQueue(): Message[] {
+    const q = this.#queue;
+    if (q === undefined) return [];
+    const out = this.#head === 0 ? q : q.slice(this.#head);
+    this.#queue = undefined;
+    this.#head = 0;
+    return out;
+  }
+
+  // ---- Scheduler ----------------------------------------------------------
+
+  /** Delivers a call: runs it now if the rules allow, else queues it (or refuses a deadlock). */
+  receive(msg: Message): void {
+    const state = this.state;
+    if (state === ActivationState.Valid) {
+      if (this.#mayRun(msg, this.queueLength === 0)) {
+        this.#start(msg);
+        return;
+      }
+    } else if (state === ActivationState.Invalid) {
+      this.runtime.redispatch(msg);
+      return;
+    }
+    if (msg.chain !== undefined && chainContains(msg.chain, this.idStr) && !this.#chainMayEnter()) {
+      this.runtime.fail(msg, new DeadlockError(chainPath(msg.chain, this.idStr)));
+      return;
+    }
+    this.#enqueue(msg);
+  }
+
+  #chainMayEnter(): boolean {
+    return this.type.callChainReentrancy && this.state === ActivationState.Valid;
+  }
+
+  #mayRun(msg: Message, queueEmpty: boolean): boolean {
+    if (this.running === 0) return queueEmpty;
+    const t = this.type;
+    const m = msg.method;
+    if (t.reentrant || m.alwaysInterleave) return true;
+    if (m.readOnly) return this.#exclusive === 0 && queueEmpty;
+    if (t.callChainReentrancy && msg.chain !== undefined && chainContains(msg.chain, this.idStr)) return true;
+    return false;
+  }
+
+  #enqueue(msg: Message): void {
+    if (this.#queue === undefined) this.#queue = [msg];
+    else this.#queue.push(msg);
+  }
+
+  #pump(): void {
+    const q = this.#queue;
+    if (q === undefined) return;
+    while (this.#head < q.length) {
+      const msg = q[this.#head] as Message;
+      if (msg.done) {
+        q[this.#head++] = undefined as never;
+        continue;
+      }
+      if (!this.#mayRun(msg, true)) break;
+      q[this.#head++] = undefined as never;
+      this.#start(msg);
+      if (this.state !== ActivationState.Valid) return;
+    }
+    if (this.#head >= q.length) {
+      this.#queue = undefined;
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > q.length) {
+      this.#queue = q.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+
+  #start(msg: Message): void {
+    const m = msg.method;
+    if (this.running++ === 0) this.#sole = msg;
+    else this.#sole = undefined;
+    if (!m.alwaysInterleave) {
+      if (m.readOnly) this.#readers++;
+      else this.#exclusive++;
+    }
+    void this.#turn(msg);
+  }
+
+  async #turn(msg: Message): Promise<void> {
+    const prevMsg = currentMessage;
+    const prevAct = currentActivation;
+    currentMessage = msg;
+    currentActivation = this;
+    let result: unknown;
+    try {
+      result = msg.method.fn.apply(this.instance, msg.args);
+    } catch (e) {
+      currentMessage = prevMsg;
+      currentActivation = prevAct;
+      this.#end(msg);
+      this.runtime.fail(msg, e);
+      return;
+    }
+    currentMessage = prevMsg;
+    currentActivation = prevAct;
+    try {
+      result = await result;
+    } catch (e) {
+      this.#end(msg);
+      this.runtime.fail(msg, e);
+      return;
+    }
+    this.#end(msg);
+    this.runtime.succeed(msg, result);
+  }
+
+  #end(msg: Message): void {
+    const m = msg.method;
+    this.running--;
+    if (this.#sole === msg) this.#sole = undefined;
+    if (!m.alwaysInterleave) {
+      if (m.readOnly) this.#readers--;
+      else this.#exclusive--;
+    }
+    if (msg.tick === undefined || msg.tick.keepAlive) this.used = true;
+    if (this.state === ActivationState.Deactivating) {
+      if (this.running === 0) void this.#finishDeactivation();
+      return;
+    }
+    if (this.running === 0 && this.#deactivateRequested) {
+      void this.deactivate('requested');
+      return;
+    }
+    if (this.#queue !== undefined) this.#pump();
+  }
+}

@@ -1,0 +1,362 @@
+// The silo runtime: the catalog of activations, call dispatch, deadlines and
+// cancellation, idle collection, and the settling of callers' promises.
+// Everything a call touches between a reference and a grain method is here
+// or in activation.ts.
+
+import { CancelledError, ConfigurationError, SiloStoppedError, TimeoutError, UnknownGrainTypeError, UnknownMethodError, GranaryError } from '../errors.ts';
+import { Grain, type GrainClass, type SiloInfo } from '../grain/grain.ts';
+import { grainId, type GrainId } from '../grain/identity.ts';
+import { grainTypeInfo, type GrainTypeInfo, type MethodInfo } from '../grain/options.ts';
+import { makeRef, RefCore, type CallerContext, type GrainRefBase, type Invoker } from '../grain/ref.ts';
+import { Deadlines } from '../messaging/deadlines.ts';
+import { Message } from '../messaging/message.ts';
+import { channels } from '../observability/channels.ts';
+import type { Logger } from '../observability/logger.ts';
+import { copy, copyArgs } from '../serialization/codec.ts';
+import type { CodecContext, RefIdentity } from '../serialization/symbols.ts';
+import type { StorageProvider } from '../storage/provider.ts';
+import { Activation, ActivationState, currentActivation, type Target } from './activation.ts';
+import { WorkerPool } from './worker-pool.ts';
+
+/** What the runtime needs from the silo. */
+export interface RuntimeConfig {
+  readonly siloInfo: SiloInfo;
+  readonly logger: Logger;
+  readonly responseTimeoutMs: number;
+  readonly collectionAgeMs: number;
+  readonly collectionQuantumMs: number | undefined;
+  readonly maxForwardCount: number;
+  readonly storage: ReadonlyMap<string, StorageProvider>;
+  readonly cpus: number;
+}
+
+/** The runtime of one silo. */
+export class Runtime implements Invoker {
+  readonly siloInfo: SiloInfo;
+  readonly logger: Logger;
+  readonly #cfg: RuntimeConfig;
+  readonly #types = new Map<string, GrainTypeInfo>();
+  readonly #byClass = new Map<object, GrainTypeInfo>();
+  readonly #catalog = new Map<string, Target>();
+  readonly #deadlines: Deadlines;
+  readonly #rootCtx: CodecContext;
+  #stopping = false;
+  #collector: NodeJS.Timeout | undefined;
+  #activations = 0;
+
+  constructor(cfg: RuntimeConfig) {
+    this.#cfg = cfg;
+    this.siloInfo = cfg.siloInfo;
+    this.logger = cfg.logger;
+    this.#deadlines = new Deadlines(this.#expire);
+    this.#rootCtx = { reviveRef: (id: RefIdentity) => this.ref(id.type, id.key, undefined) };
+  }
+
+  /** Registers a grain class; its type name must be unique. */
+  register(cls: GrainClass): GrainTypeInfo {
+    const info = grainTypeInfo(cls as new () => object, Grain.prototype, this.#cfg.cpus);
+    const prev = this.#types.get(info.name);
+    if (prev !== undefined && prev.cls !== info.cls) {
+      throw new ConfigurationError(`two grain classes use the type name '${info.name}' (${prev.cls.name} and ${info.cls.name}): give one another name with @grain('...')`);
+    }
+    this.#types.set(info.name, info);
+    this.#byClass.set(cls, info);
+    return info;
+  }
+
+  /** Registered grain types by name. */
+  get types(): ReadonlyMap<string, GrainTypeInfo> {
+    return this.#types;
+  }
+
+  /** Activations in memory now (stateless workers counted one by one). */
+  get activationCount(): number {
+    return this.#activations;
+  }
+
+  /** Calls waiting for a result. */
+  get pendingCalls(): number {
+    return this.#deadlines.size;
+  }
+
+  /** The root codec context: references revived here belong to no activation. */
+  get codecContext(): CodecContext {
+    return this.#rootCtx;
+  }
+
+  // ---- References -----------------------------------------------------------
+
+  getGrain(type: GrainClass | string, key: string, caller: CallerContext | undefined): GrainRefBase<unknown> {
+    if (typeof key !== 'string') throw new TypeError(`a grain key is a string, got ${typeof key}`);
+    if (typeof type === 'string') return this.ref(type, key, caller);
+    const info = this.#byClass.get(type);
+    if (info === undefined) {
+      throw new UnknownGrainTypeError(`grain class ${String((type as { name?: unknown })?.name)} is not registered with this silo: add it to the silo's 'grains' option`);
+    }
+    return makeRef(new RefCore(grainId(info.name, key), `${info.name}/${key}`, info, this, caller, undefined));
+  }
+
+  ref(type: string, key: string, caller: CallerContext | undefined): GrainRefBase<unknown> {
+    return makeRef(new RefCore(grainId(type, key), `${type}/${key}`, this.#types.get(type), this, caller, undefined));
+  }
+
+  // ---- Calls ----------------------------------------------------------------
+
+  invoke(core: RefCore, method: MethodInfo | string, args: unknown[]): Promise<unknown> {
+    let type = core.type;
+    if (type === undefined) {
+      type = this.#types.get(core.id.type);
+      if (type === undefined) {
+        const known = [...this.#types.keys()].join(', ') || 'none';
+        return Promise.reject(new UnknownGrainTypeError(`unknown grain type '${core.id.type}' (calling ${core.idStr}); this silo hosts: ${known}`));
+      }
+    }
+    let m: MethodInfo;
+    if (typeof method === 'string') {
+      const found = type.methods.get(method);
+      if (found === undefined) {
+        const known = [...type.methods.keys()].join(', ') || 'none';
+        return Promise.reject(new UnknownMethodError(`grain type '${type.name}' has no method '${method}' (calling ${core.idStr}); its methods: ${known}`));
+      }
+      m = found;
+    } else m = method;
+    if (this.#stopping) return Promise.reject(new SiloStoppedError(`silo ${this.siloInfo.address} is stopping: call to ${core.idStr}.${m.name} refused`));
+
+    let target = core.target as Target | undefined;
+    if (target === undefined || !target.live) {
+      target = this.#lookup(core.id, core.idStr, type);
+      core.target = target;
+    }
+
+    const n = args.length;
+    let signal: AbortSignal | undefined;
+    if (n > 0 && args[n - 1] instanceof AbortSignal) {
+      signal = args[n - 1] as AbortSignal;
+      args.length = n - 1;
+    }
+    try {
+      copyArgs(args, target as unknown as CodecContext);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const caller = core.caller ?? currentActivation;
+    const timeoutMs = core.options?.timeoutMs ?? this.#cfg.responseTimeoutMs;
+    const msg = new Message(core.idStr, m, args, m.oneWay || caller === undefined ? undefined : caller.callChain(), caller, timeoutMs, Date.now());
+    if (m.oneWay) {
+      if (signal !== undefined) this.#attachSignal(msg, signal);
+      target.receive(msg);
+      return Promise.resolve(undefined);
+    }
+    const p = msg.promise();
+    this.#deadlines.add(msg);
+    if (signal !== undefined && !this.#attachSignal(msg, signal)) return p;
+    target.receive(msg);
+    return p;
+  }
+
+  /** Gives the callee its own signal in the caller's argument slot; false if already aborted. */
+  #attachSignal(msg: Message, signal: AbortSignal): boolean {
+    const controller = new AbortController();
+    msg.args.push(controller.signal);
+    if (signal.aborted) {
+      controller.abort(signal.reason);
+      this.fail(msg, new CancelledError(`call to ${msg.targetId}.${msg.method.name} was cancelled before it was sent`, { cause: signal.reason }));
+      return false;
+    }
+    const cancel = { callerSignal: signal, controller, listener: undefined as (() => void) | undefined };
+    cancel.listener = () => {
+      controller.abort(signal.reason);
+      this.fail(msg, new CancelledError(`call to ${msg.targetId}.${msg.method.name} was cancelled by the caller`, { cause: signal.reason }));
+    };
+    signal.addEventListener('abort', cancel.listener, { once: true });
+    msg.cancel = cancel;
+    return true;
+  }
+
+  #lookup(id: GrainId, idStr: string, type: GrainTypeInfo): Target {
+    let t = this.#catalog.get(idStr);
+    if (t === undefined) {
+      if (type.maxLocalWorkers > 0) t = new WorkerPool(this, id, idStr, type);
+      else t = this.newActivation(id, idStr, type, undefined);
+      this.#catalog.set(idStr, t);
+    }
+    return t;
+  }
+
+  /** Creates and starts an activation. */
+  newActivation(id: GrainId, idStr: string, type: GrainTypeInfo, pool: WorkerPool | undefined): Activation {
+    const a = new Activation(this, id, idStr, type, pool);
+    this.#activations++;
+    this.#ensureCollector();
+    a.activate();
+    return a;
+  }
+
+  /** Delivers a call whose activation went away before running it. */
+  redispatch(msg: Message): void {
+    if (msg.done || msg.tick !== undefined) return;
+    if (++msg.hops > this.#cfg.maxForwardCount) {
+      this.fail(msg, new GranaryError(`call to ${msg.targetId}.${msg.method.name} was forwarded ${msg.hops - 1} times without reaching an activation`, 'GRANARY_FORWARD_LIMIT'));
+      return;
+    }
+    if (this.#stopping) {
+      this.fail(msg, new SiloStoppedError(`silo ${this.siloInfo.address} stopped before the call to ${msg.targetId}.${msg.method.name} could run`));
+      return;
+    }
+    const slash = msg.targetId.indexOf('/');
+    const type = this.#types.get(msg.targetId.slice(0, slash)) as GrainTypeInfo;
+    this.#lookup(grainId(type.name, msg.targetId.slice(slash + 1)), msg.targetId, type).receive(msg);
+  }
+
+  readonly #expire = (msg: Message): void => {
+    if (msg.done) return;
+    msg.done = true;
+    this.#releaseSignal(msg, true);
+    msg.reject(new TimeoutError(`call to ${msg.targetId}.${msg.method.name} timed out after ${msg.timeoutMs} ms`));
+  };
+
+  #releaseSignal(msg: Message, abortCallee: boolean): void {
+    const c = msg.cancel;
+    if (c === undefined) return;
+    if (c.listener !== undefined) c.callerSignal.removeEventListener('abort', c.listener);
+    c.listener = undefined;
+    if (abortCallee && !c.controller.signal.aborted) c.controller.abort(new TimeoutError(`call to ${msg.targetId}.${msg.method.name} timed out`));
+  }
+
+  /** Settles a call with its result. */
+  succeed(msg: Message, value: unknown): void {
+    if (msg.tick !== undefined) {
+      msg.tick.tickDone(undefined);
+      return;
+    }
+    if (msg.done) return;
+    msg.done = true;
+    if (msg.method.oneWay) return;
+    this.#deadlines.remove(msg);
+    if (msg.cancel !== undefined) this.#releaseSignal(msg, false);
+    let v: unknown;
+    try {
+      v = copy(value, msg.caller ?? this.#rootCtx, 'result');
+    } catch (e) {
+      msg.reject(e);
+      return;
+    }
+    msg.resolve(v);
+  }
+
+  /** Settles a call with an error. */
+  fail(msg: Message, err: unknown): void {
+    if (msg.tick !== undefined) {
+      msg.tick.tickDone(err ?? new Error('timer tick threw undefined'));
+      return;
+    }
+    if (msg.done) return;
+    msg.done = true;
+    if (msg.method.oneWay) {
+      this.logger.warn({ grain: msg.targetId, method: msg.method.name, err }, 'one-way call failed');
+      return;
+    }
+    this.#deadlines.remove(msg);
+    if (msg.cancel !== undefined) this.#releaseSignal(msg, false);
+    let e: unknown;
+    try {
+      e = copy(err, msg.caller ?? this.#rootCtx, 'error');
+    } catch {
+      e = new GranaryError(`call to ${msg.targetId}.${msg.method.name} failed with an error that cannot be copied: ${String(err)}`);
+    }
+    msg.reject(e);
+  }
+
+  // ---- Activation events -------------------------------------------------
+
+  activated(a: Activation): void {
+    if (channels.activationCreated.hasSubscribers) channels.activationCreated.publish({ silo: this.siloInfo.address, grain: a.idStr, type: a.type.name });
+  }
+
+  activationFailed(a: Activation, err: unknown): void {
+    this.#remove(a);
+    this.logger.warn({ grain: a.idStr, err }, 'activation failed');
+    if (channels.activationFailed.hasSubscribers) channels.activationFailed.publish({ silo: this.siloInfo.address, grain: a.idStr, type: a.type.name, error: err });
+  }
+
+  deactivated(a: Activation, reason: string): void {
+    this.#remove(a);
+    if (channels.activationDeactivated.hasSubscribers) channels.activationDeactivated.publish({ silo: this.siloInfo.address, grain: a.idStr, type: a.type.name, reason });
+  }
+
+  #remove(a: Activation): void {
+    this.#activations--;
+    if (a.pool !== undefined) a.pool.remove(a);
+    else if (this.#catalog.get(a.idStr) === a) this.#catalog.delete(a.idStr);
+  }
+
+  poolEmpty(p: WorkerPool): void {
+    if (this.#catalog.get(p.idStr) === p) this.#catalog.delete(p.idStr);
+  }
+
+  /** The storage provider a grain's state names; a clear error if it is not configured. */
+  storageProvider(name: string, grain: string, state: string): StorageProvider {
+    const p = this.#cfg.storage.get(name);
+    if (p === undefined) {
+      const known = [...this.#cfg.storage.keys()].join(', ') || 'none';
+      throw new ConfigurationError(`grain ${grain} declares state '${state}' on storage provider '${name}', which is not configured; configured providers: ${known}`);
+    }
+    return p;
+  }
+
+  // ---- Idle collection -------------------------------------------------------
+
+  #quantum(): number {
+    if (this.#cfg.collectionQuantumMs !== undefined) return this.#cfg.collectionQuantumMs;
+    let min = this.#cfg.collectionAgeMs;
+    for (const t of this.#types.values()) if (t.collectionAgeMs !== undefined && t.collectionAgeMs < min) min = t.collectionAgeMs;
+    return Math.max(5, Math.min(60_000, Math.floor(min / 4)));
+  }
+
+  #ensureCollector(): void {
+    if (this.#collector !== undefined || this.#stopping) return;
+    this.#collector = setInterval(this.#collect, this.#quantum());
+    this.#collector.unref();
+  }
+
+  readonly #collect = (): void => {
+    const now = Date.now();
+    const defAge = this.#cfg.collectionAgeMs;
+    for (const t of this.#catalog.values()) {
+      if (t instanceof WorkerPool) {
+        for (const w of [...t.workers]) this.#consider(w, now, defAge);
+      } else this.#consider(t as Activation, now, defAge);
+    }
+    if (this.#catalog.size === 0 && this.#collector !== undefined) {
+      clearInterval(this.#collector);
+      this.#collector = undefined;
+    }
+  };
+
+  #consider(a: Activation, now: number, defAge: number): void {
+    if (a.state !== ActivationState.Valid) return;
+    if (a.running > 0 || a.queueLength > 0 || a.used) {
+      a.used = false;
+      a.idleSince = now;
+      return;
+    }
+    if (now < a.keepAliveUntil) return;
+    if (now - a.idleSince >= (a.type.collectionAgeMs ?? defAge)) void a.deactivate('idle');
+  }
+
+  // ---- Stop -----------------------------------------------------------------
+
+  /** Refuses new calls and deactivates every activation, letting running turns finish. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    if (this.#collector !== undefined) clearInterval(this.#collector);
+    this.#collector = undefined;
+    const all: Promise<void>[] = [];
+    for (const t of [...this.#catalog.values()]) {
+      if (t instanceof WorkerPool) for (const w of [...t.workers]) all.push(w.deactivate('shutdown'));
+      else all.push((t as Activation).deactivate('shutdown'));
+    }
+    await Promise.all(all);
+    this.#deadlines.close();
+  }
+}

@@ -1,0 +1,163 @@
+// Silo: hosts grains. `Silo.start()` with no options is a working cluster of
+// one with in-memory storage. A silo is also a client: `silo.getGrain(...)`.
+
+import { availableParallelism } from 'node:os';
+import { ConfigurationError } from '../errors.ts';
+import type { Grain, GrainClass, SiloInfo } from '../grain/grain.ts';
+import type { GrainRef } from '../grain/ref.ts';
+import { channels } from '../observability/channels.ts';
+import { defaultLogger, type Logger } from '../observability/logger.ts';
+import { memoryStorage } from '../providers/memory/storage.ts';
+import { decode, encode } from '../serialization/codec.ts';
+import type { StateSerializer, StorageProvider } from '../storage/provider.ts';
+import { Runtime } from './runtime.ts';
+
+/** Options of `Silo.start`. Every field is optional. */
+export interface SiloOptions {
+  /** Cluster this silo belongs to. Default `dev`. */
+  clusterId?: string;
+  /** Grain classes this silo hosts. */
+  grains?: GrainClass<any>[];
+  /** Host of the silo-to-silo endpoint. Default `127.0.0.1`. */
+  host?: string;
+  /** Port of the silo-to-silo endpoint. Default 11111. */
+  port?: number;
+  /** Port for external clients. Default: none. */
+  gatewayPort?: number;
+  /** Named storage providers; `default` is used when a state names none. Default `{ default: memoryStorage() }`. */
+  storage?: Record<string, StorageProvider>;
+  /** Deadline of a call, in ms. Default 30 000. */
+  responseTimeoutMs?: number;
+  /** Idle time after which an activation is deactivated, in ms. Default 900 000 (15 minutes). */
+  collectionAgeMs?: number;
+  /** How often idle activations are looked for, in ms. Default: a quarter of the smallest collection age, at most 60 000. */
+  collectionQuantumMs?: number;
+  /** How many times a call may be forwarded to a new activation. Default 2. */
+  maxForwardCount?: number;
+  /** Where the silo logs; a pino logger fits. Default: pino at GRANARY_LOG_LEVEL (default info) to stderr. */
+  logger?: Logger;
+}
+
+/** Defaults of SiloOptions. */
+export const siloDefaults = {
+  clusterId: 'dev',
+  host: '127.0.0.1',
+  port: 11111,
+  responseTimeoutMs: 30_000,
+  collectionAgeMs: 15 * 60_000,
+  maxForwardCount: 2,
+} as const;
+
+function positive(name: string, v: number | undefined): void {
+  if (v !== undefined && !(typeof v === 'number' && v > 0 && Number.isFinite(v))) {
+    throw new ConfigurationError(`silo option ${name} must be a positive number of milliseconds, got ${String(v)}`);
+  }
+}
+
+/** A running silo. */
+export class Silo {
+  readonly #runtime: Runtime;
+  readonly #storage: Map<string, StorageProvider>;
+  readonly #logger: Logger;
+  #stopped: Promise<void> | undefined;
+
+  private constructor(runtime: Runtime, storage: Map<string, StorageProvider>, logger: Logger) {
+    this.#runtime = runtime;
+    this.#storage = storage;
+    this.#logger = logger;
+  }
+
+  /** Starts a silo. */
+  static async start(options: SiloOptions = {}): Promise<Silo> {
+    positive('responseTimeoutMs', options.responseTimeoutMs);
+    positive('collectionAgeMs', options.collectionAgeMs);
+    positive('collectionQuantumMs', options.collectionQuantumMs);
+    if (options.maxForwardCount !== undefined && !(Number.isInteger(options.maxForwardCount) && options.maxForwardCount >= 0)) {
+      throw new ConfigurationError(`silo option maxForwardCount must be a non-negative integer, got ${String(options.maxForwardCount)}`);
+    }
+    const clusterId = options.clusterId ?? siloDefaults.clusterId;
+    const host = options.host ?? siloDefaults.host;
+    const port = options.port ?? siloDefaults.port;
+    const logger = (options.logger ?? defaultLogger()).child({ silo: `${host}:${port}` });
+    const storage = new Map(Object.entries(options.storage ?? { default: memoryStorage() }));
+    for (const [name, p] of storage) {
+      if (p === null || typeof p !== 'object' || typeof p.read !== 'function' || typeof p.write !== 'function') {
+        throw new ConfigurationError(`storage provider '${name}' is not a storage provider (give e.g. memoryStorage() or sqliteStorage({ path }))`);
+      }
+    }
+    const siloInfo: SiloInfo = Object.freeze({ address: `${host}:${port}`, clusterId });
+    const runtime = new Runtime({
+      siloInfo,
+      logger,
+      responseTimeoutMs: options.responseTimeoutMs ?? siloDefaults.responseTimeoutMs,
+      collectionAgeMs: options.collectionAgeMs ?? siloDefaults.collectionAgeMs,
+      collectionQuantumMs: options.collectionQuantumMs,
+      maxForwardCount: options.maxForwardCount ?? siloDefaults.maxForwardCount,
+      storage,
+      cpus: availableParallelism(),
+    });
+    for (const cls of options.grains ?? []) runtime.register(cls);
+    const ctx = runtime.codecContext;
+    const serializer: StateSerializer = { encode, decode: (b) => decode(b, ctx) };
+    const inited: StorageProvider[] = [];
+    try {
+      for (const [name, p] of storage) {
+        await p.init({ name, logger: logger.child({ storage: name }), serializer });
+        inited.push(p);
+      }
+    } catch (e) {
+      for (const p of inited) await p.close();
+      throw e;
+    }
+    logger.info({
+      clusterId,
+      address: siloInfo.address,
+      grains: [...runtime.types.keys()],
+      storage: Object.fromEntries([...storage].map(([n, p]) => [n, p.kind])),
+      responseTimeoutMs: options.responseTimeoutMs ?? siloDefaults.responseTimeoutMs,
+      collectionAgeMs: options.collectionAgeMs ?? siloDefaults.collectionAgeMs,
+    }, 'silo started');
+    if (channels.siloStarted.hasSubscribers) channels.siloStarted.publish({ silo: siloInfo.address, address: siloInfo.address });
+    return new Silo(runtime, storage, logger);
+  }
+
+  /** This silo's address and cluster. */
+  get info(): SiloInfo {
+    return this.#runtime.siloInfo;
+  }
+
+  /** Activations in memory now. */
+  get activationCount(): number {
+    return this.#runtime.activationCount;
+  }
+
+  /** A reference to a grain, by class or by type name. */
+  getGrain<T extends Grain>(type: GrainClass<T>, key: string): GrainRef<T>;
+  getGrain<T>(type: string, key: string): GrainRef<T>;
+  getGrain(type: GrainClass | string, key: string): unknown {
+    return this.#runtime.getGrain(type, key, undefined);
+  }
+
+  /**
+   * Stops gracefully: refuses new calls, lets running turns finish, deactivates
+   * every grain (onDeactivate runs), then closes the storage providers.
+   */
+  stop(): Promise<void> {
+    this.#stopped ??= this.#stop();
+    return this.#stopped;
+  }
+
+  async #stop(): Promise<void> {
+    this.#logger.info({}, 'silo stopping');
+    await this.#runtime.stop();
+    for (const [name, p] of this.#storage) {
+      try {
+        await p.close();
+      } catch (e) {
+        this.#logger.warn({ storage: name, err: e }, 'storage provider failed to close');
+      }
+    }
+    this.#logger.info({}, 'silo stopped');
+    if (channels.siloStopped.hasSubscribers) channels.siloStopped.publish({ silo: this.info.address, address: this.info.address });
+  }
+}

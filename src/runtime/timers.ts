@@ -1,0 +1,60 @@
+// Grain timers: in-memory, gone with the activation. Each tick is a turn of
+// the grain, queued like a call, so it never runs beside a call unless the
+// grain is reentrant or the timer interleaves. The period counts from the end
+// of a tick, so slow ticks never pile up.
+
+import type { TimerHandle, TimerOptions } from '../grain/grain.ts';
+import type { MethodInfo } from '../grain/options.ts';
+import { Message, type TickOwner } from '../messaging/message.ts';
+import type { Activation } from './activation.ts';
+
+/** One registered timer of an activation. */
+export class GrainTimer implements TimerHandle, TickOwner {
+  readonly #act: Activation;
+  readonly #method: MethodInfo;
+  readonly #periodMs: number;
+  readonly keepAlive: boolean;
+  #handle: NodeJS.Timeout | undefined;
+  #disposed = false;
+
+  constructor(act: Activation, callback: () => unknown, options: TimerOptions) {
+    const due = options.dueMs ?? 0;
+    const period = options.periodMs ?? 0;
+    if (!(due >= 0) || !(period >= 0)) {
+      throw new RangeError(`registerTimer of ${act.idStr}: dueMs and periodMs must be non-negative numbers of ms, got ${String(options.dueMs)} and ${String(options.periodMs)}`);
+    }
+    this.#act = act;
+    this.#periodMs = period;
+    this.keepAlive = options.keepAlive === true;
+    this.#method = { name: `timer:${callback.name || 'anonymous'}`, fn: callback as (...a: unknown[]) => unknown, readOnly: false, alwaysInterleave: options.interleave === true, oneWay: false };
+    this.#schedule(due);
+  }
+
+  #schedule(ms: number): void {
+    this.#handle = setTimeout(this.#fire, ms);
+    this.#handle.unref();
+  }
+
+  readonly #fire = (): void => {
+    this.#handle = undefined;
+    if (this.#disposed) return;
+    const m = new Message(this.#act.idStr, this.#method, [], undefined, undefined, 0, 0);
+    m.tick = this;
+    this.#act.receive(m);
+  };
+
+  tickDone(error: unknown): void {
+    if (error !== undefined) this.#act.runtime.logger.warn({ grain: this.#act.idStr, timer: this.#method.name, err: error }, 'timer tick threw');
+    if (this.#disposed) return;
+    if (this.#periodMs > 0) this.#schedule(this.#periodMs);
+    else this.dispose();
+  }
+
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    if (this.#handle !== undefined) clearTimeout(this.#handle);
+    this.#handle = undefined;
+    this.#act.timerDisposed(this);
+  }
+}

@@ -1,0 +1,72 @@
+// Stateless workers: several local activations of one grain id, never
+// registered in the directory. A call goes to an idle activation; when all are
+// busy the pool grows up to maxLocal, then queues on the least loaded one.
+// Idle activations are collected one by one, so the pool shrinks when idle.
+
+import type { GrainId } from '../grain/identity.ts';
+import type { GrainTypeInfo } from '../grain/options.ts';
+import type { Message } from '../messaging/message.ts';
+import type { RefIdentity } from '../serialization/symbols.ts';
+import { Activation, ActivationState, type Target } from './activation.ts';
+import type { Runtime } from './runtime.ts';
+
+/** The local activations of one stateless-worker grain id. */
+export class WorkerPool implements Target {
+  readonly id: GrainId;
+  readonly idStr: string;
+  readonly type: GrainTypeInfo;
+  readonly #runtime: Runtime;
+  readonly workers: Activation[] = [];
+  live = true;
+
+  constructor(runtime: Runtime, id: GrainId, idStr: string, type: GrainTypeInfo) {
+    this.#runtime = runtime;
+    this.id = id;
+    this.idStr = idStr;
+    this.type = type;
+  }
+
+  receive(msg: Message): void {
+    if (!this.live) {
+      this.#runtime.redispatch(msg);
+      return;
+    }
+    const ws = this.workers;
+    let best: Activation | undefined;
+    let bestLoad = Infinity;
+    for (let i = 0; i < ws.length; i++) {
+      const w = ws[i] as Activation;
+      if (w.state > ActivationState.Valid) continue;
+      const load = w.running + w.queueLength + (w.state === ActivationState.Activating ? 1 : 0);
+      if (load === 0) {
+        w.receive(msg);
+        return;
+      }
+      if (load < bestLoad) {
+        bestLoad = load;
+        best = w;
+      }
+    }
+    if (ws.length < this.type.maxLocalWorkers || best === undefined) {
+      const w = this.#runtime.newActivation(this.id, this.idStr, this.type, this);
+      ws.push(w);
+      w.receive(msg);
+      return;
+    }
+    best.receive(msg);
+  }
+
+  reviveRef(id: RefIdentity): unknown {
+    return this.#runtime.ref(id.type, id.key, undefined);
+  }
+
+  /** A worker left (deactivated or failed). */
+  remove(a: Activation): void {
+    const i = this.workers.indexOf(a);
+    if (i >= 0) this.workers.splice(i, 1);
+    if (this.workers.length === 0) {
+      this.live = false;
+      this.#runtime.poolEmpty(this);
+    }
+  }
+}
