@@ -1,9 +1,9 @@
 // GrainRef<T>: a typed reference built from the grain class with no code
 // generation. With the class at hand, a per-type reference class carries one
-// method per grain method; with only a type name, a Proxy stands in.
+// method per grain method; any other name is a call by name (see below).
 
 import { inspect } from 'node:util';
-import { GRAIN_REF, type RefIdentity } from '../serialization/symbols.ts';
+import { GRAIN_REF, type CodecContext, type RefIdentity } from '../serialization/symbols.ts';
 import type { GrainId } from './identity.ts';
 import type { Grain } from './grain.ts';
 import type { GrainTypeInfo, MethodInfo } from './options.ts';
@@ -40,8 +40,11 @@ export interface ChainNode {
   readonly parent: ChainNode | undefined;
 }
 
-/** Where a reference is used from: an activation (for call chains), or nothing (a client). */
-export interface CallerContext {
+/**
+ * Where a reference is used from: an activation (for call chains), or nothing
+ * (a client). References in results are revived bound to it.
+ */
+export interface CallerContext extends CodecContext {
   /** The chain of the caller's current turn, extended by the caller itself. */
   callChain(): ChainNode | undefined;
 }
@@ -132,7 +135,13 @@ function refClass(type: GrainTypeInfo): RefClass {
 
 const byName = new Map<string, (this: GrainReference, ...args: unknown[]) => Promise<unknown>>();
 
-const proxyHandler: ProxyHandler<GrainReference> = {
+/**
+ * The end of every reference's prototype chain: a name that no class defines
+ * becomes a call by name, so a reference from a type name alone works, and an
+ * unknown method fails at the call with UnknownMethodError instead of a
+ * TypeError. Names a class defines never reach it, so typed calls pay nothing.
+ */
+const byNameFallback = new Proxy(Object.create(Object.prototype) as object, {
   get(target, prop, receiver) {
     if (typeof prop === 'symbol' || prop in target) return Reflect.get(target, prop, receiver);
     // Never a thenable: a reference can be returned from an async function.
@@ -147,13 +156,13 @@ const proxyHandler: ProxyHandler<GrainReference> = {
     }
     return fn;
   },
-};
+});
+Object.setPrototypeOf(GrainReference.prototype, byNameFallback);
 
 /** Builds the reference object for a core: a typed reference class when the type is known, a Proxy otherwise. */
 export function makeRef(core: RefCore): GrainRefBase<unknown> {
   if (core.type !== undefined) return new (refClass(core.type))(core) as unknown as GrainRefBase<unknown>;
-  const base = new GrainReference(core);
-  return new Proxy(base, proxyHandler) as unknown as GrainRefBase<unknown>;
+  return new GrainReference(core) as unknown as GrainRefBase<unknown>;
 }
 
 /** The core of a reference, or undefined if `value` is not one. */

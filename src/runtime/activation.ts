@@ -62,6 +62,9 @@ export class Activation implements GrainContext, CallerContext, Target {
   #states: PersistentStateImpl<unknown>[] | undefined;
   #timers: Set<GrainTimer> | undefined;
   #deactivateRequested = false;
+  #stopRequested = false;
+  /** Activation begins with the first call, so that a failure fails that call. */
+  #started = false;
   #reason: DeactivationReason = 'idle';
   #deactivated: Promise<void> | undefined;
   #resolveDeactivated: (() => void) | undefined;
@@ -72,6 +75,11 @@ export class Activation implements GrainContext, CallerContext, Target {
     this.idStr = idStr;
     this.type = type;
     this.pool = pool;
+  }
+
+  /** Whether the activation has received a call and begun activating. */
+  get started(): boolean {
+    return this.#started;
   }
 
   get live(): boolean {
@@ -155,6 +163,7 @@ export class Activation implements GrainContext, CallerContext, Target {
 
   /** Constructs the grain, loads its state and runs onActivate; queued calls run after. */
   activate(): void {
+    this.#started = true;
     try {
       this.instance = constructGrain(this.type.cls as new () => Grain, this);
     } catch (e) {
@@ -165,6 +174,7 @@ export class Activation implements GrainContext, CallerContext, Target {
     if (this.#states === undefined && !this.type.hasOnActivate) {
       this.state = ActivationState.Valid;
       this.runtime.activated(this);
+      this.#pump();
       return;
     }
     void this.#activateAsync();
@@ -182,6 +192,10 @@ export class Activation implements GrainContext, CallerContext, Target {
     }
     this.state = ActivationState.Valid;
     this.runtime.activated(this);
+    if (this.#stopRequested) {
+      void this.deactivate(this.#reason);
+      return;
+    }
     if (this.#deactivateRequested && this.queueLength === 0) {
       void this.deactivate('requested');
       return;
@@ -203,20 +217,31 @@ export class Activation implements GrainContext, CallerContext, Target {
    * and are then delivered to a new activation: none is lost.
    */
   deactivate(reason: DeactivationReason): Promise<void> {
-    if (this.#deactivated !== undefined) return this.#deactivated;
-    this.#deactivated = new Promise<void>((r) => (this.#resolveDeactivated = r));
-    this.#reason = reason;
-    if (this.state === ActivationState.Activating) {
-      // Deactivate once activation completes (or fails).
-      this.#deactivateRequested = true;
-      return this.#deactivated;
+    this.#deactivated ??= new Promise<void>((r) => (this.#resolveDeactivated = r));
+    switch (this.state) {
+      case ActivationState.Activating:
+        if (!this.#started) {
+          // Never received a call: nothing to run down.
+          this.state = ActivationState.Invalid;
+          this.runtime.deactivated(this, reason);
+          this.#resolveDeactivated?.();
+          break;
+        }
+        // Deactivate as soon as activation completes (or fails).
+        this.#stopRequested = true;
+        this.#reason = reason;
+        break;
+      case ActivationState.Valid:
+        this.#reason = reason;
+        this.state = ActivationState.Deactivating;
+        if (this.running === 0) void this.#finishDeactivation();
+        break;
+      case ActivationState.Invalid:
+        this.#resolveDeactivated?.();
+        break;
+      default:
+        break;
     }
-    if (this.state === ActivationState.Invalid) {
-      this.#resolveDeactivated?.();
-      return this.#deactivated;
-    }
-    this.state = ActivationState.Deactivating;
-    if (this.running === 0) void this.#finishDeactivation();
     return this.#deactivated;
   }
 
@@ -262,6 +287,10 @@ export class Activation implements GrainContext, CallerContext, Target {
       }
     } else if (state === ActivationState.Invalid) {
       this.runtime.redispatch(msg);
+      return;
+    } else if (!this.#started) {
+      this.#enqueue(msg);
+      this.activate();
       return;
     }
     if (msg.chain !== undefined && chainContains(msg.chain, this.idStr) && !this.#chainMayEnter()) {

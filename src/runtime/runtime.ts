@@ -137,6 +137,7 @@ export class Runtime implements Invoker {
     try {
       copyArgs(args, target as unknown as CodecContext);
     } catch (e) {
+      if (target instanceof Activation && !target.started) void target.deactivate('error');
       return Promise.reject(e);
     }
     const caller = core.caller ?? currentActivation;
@@ -183,12 +184,11 @@ export class Runtime implements Invoker {
     return t;
   }
 
-  /** Creates and starts an activation. */
+  /** Creates an activation; it activates when it receives its first call. */
   newActivation(id: GrainId, idStr: string, type: GrainTypeInfo, pool: WorkerPool | undefined): Activation {
     const a = new Activation(this, id, idStr, type, pool);
     this.#activations++;
     this.#ensureCollector();
-    a.activate();
     return a;
   }
 

@@ -58,7 +58,7 @@ describe('activation lifecycle', () => {
 
   it('honours collectionAgeMs per grain type over the silo default', async () => {
     class LongLived extends Lifecycle {
-      static override grainOptions = { name: 'longLived', collectionAgeMs: 60_000 };
+      static grainOptions = { name: 'longLived', collectionAgeMs: 60_000 };
     }
     const s2 = await Silo.start({ grains: [LongLived, Lifecycle], collectionAgeMs: 60, logger: silentLogger() });
     try {

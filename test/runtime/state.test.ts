@@ -3,15 +3,21 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Silo, Grain, grain, silentLogger, memoryStorage, InconsistentStateError, ConfigurationError, StorageError, type GrainRef, type StorageProvider, type StateAddress } from 'granary';
+import { Silo, Grain, grain, silentLogger, memoryStorage, InconsistentStateError, ConfigurationError, StorageError, type GrainRef, type StorageProvider, type StateAddress, type PersistentState } from 'granary';
 import { sqliteStorage } from 'granary/sqlite';
 import { Counter } from '../grains/basic.ts';
 
 const seenAtActivate: Array<{ key: string; value: number; exists: boolean }> = [];
 
+interface ProfileData {
+  name: string;
+  friends: GrainRef<Profile>[];
+  seen: Map<string, Date>;
+}
+
 @grain('profile')
 class Profile extends Grain {
-  readonly data = this.persistentState('data', { initial: () => ({ name: '', friends: [] as GrainRef<Profile>[], seen: new Map<string, Date>() }) });
+  readonly data: PersistentState<ProfileData> = this.persistentState<ProfileData>('data', { initial: () => ({ name: '', friends: [], seen: new Map() }) });
   readonly visits = this.persistentState('visits', { storage: 'other', initial: () => ({ value: 0 }) });
 
   override async onActivate(): Promise<void> {
