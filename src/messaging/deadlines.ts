@@ -1,12 +1,20 @@
 // Deadlines of pending calls. Calls with the same timeout expire in the order
 // they were made, so each timeout value keeps an intrusive FIFO list: O(1) to
-// add and to remove, and one coarse sweep timer for all of them.
+// add and to remove. Time is counted in sweeps of one coarse timer rather than
+// read from the clock per call: a call expires after the number of sweeps that
+// covers its timeout, so a busy event loop can only lengthen a deadline,
+// never shorten it.
 
 import type { Message } from './message.ts';
 
 class Queue {
   head: Message | undefined = undefined;
   tail: Message | undefined = undefined;
+  /** Sweeps a call of this queue lives. */
+  sweeps: number;
+  constructor(sweeps: number) {
+    this.sweeps = sweeps;
+  }
 }
 
 /** The deadline tracker of one runtime. */
@@ -17,6 +25,8 @@ export class Deadlines {
   #timer: NodeJS.Timeout | undefined;
   #sweepMs = 100;
   #count = 0;
+  /** Sweeps so far; a message stores the value at its creation. */
+  epoch = 0;
   readonly #onExpire: (m: Message) => void;
 
   constructor(onExpire: (m: Message) => void) {
@@ -28,33 +38,36 @@ export class Deadlines {
     return this.#count;
   }
 
-  add(m: Message): void {
-    let q: Queue | undefined;
-    if (m.timeoutMs === this.#lastTimeout) q = this.#last;
-    else {
-      q = this.#queues.get(m.timeoutMs);
-      if (q === undefined) {
-        q = new Queue();
-        this.#queues.set(m.timeoutMs, q);
-        // Sweep often enough for the shortest timeout to be honoured closely.
-        const sweep = Math.max(5, Math.min(100, Math.floor(m.timeoutMs / 4)));
-        if (sweep < this.#sweepMs) {
-          this.#sweepMs = sweep;
-          if (this.#timer !== undefined) {
-            clearInterval(this.#timer);
-            this.#timer = undefined;
-          }
+  #queue(timeoutMs: number): Queue {
+    let q = this.#queues.get(timeoutMs);
+    if (q === undefined) {
+      // Sweep often enough for the shortest timeout to be honoured within a quarter.
+      const sweep = Math.max(5, Math.min(100, Math.floor(timeoutMs / 4)));
+      if (sweep < this.#sweepMs) {
+        this.#sweepMs = sweep;
+        for (const [t, other] of this.#queues) other.sweeps = Math.ceil(t / sweep);
+        if (this.#timer !== undefined) {
+          clearInterval(this.#timer);
+          this.#timer = undefined;
         }
       }
-      this.#lastTimeout = m.timeoutMs;
-      this.#last = q;
+      q = new Queue(Math.ceil(timeoutMs / this.#sweepMs));
+      this.#queues.set(timeoutMs, q);
     }
-    const t = (q as Queue).tail;
+    this.#lastTimeout = timeoutMs;
+    this.#last = q;
+    return q;
+  }
+
+  add(m: Message): void {
+    const q = m.timeoutMs === this.#lastTimeout ? (this.#last as Queue) : this.#queue(m.timeoutMs);
+    m.epoch = this.epoch;
+    const t = q.tail;
     m.prev = t;
     m.next = undefined;
-    if (t === undefined) (q as Queue).head = m;
+    if (t === undefined) q.head = m;
     else t.next = m;
-    (q as Queue).tail = m;
+    q.tail = m;
     this.#count++;
     if (this.#timer === undefined) {
       this.#timer = setInterval(this.#sweep, this.#sweepMs);
@@ -78,10 +91,11 @@ export class Deadlines {
   }
 
   readonly #sweep = (): void => {
-    const now = Date.now();
+    const epoch = ++this.epoch;
     for (const q of this.#queues.values()) {
       let m = q.head;
-      while (m !== undefined && m.deadline <= now) {
+      // Strictly more sweeps than needed: the first sweep may come at once after the call.
+      while (m !== undefined && epoch - m.epoch > q.sweeps) {
         const next = m.next;
         this.remove(m);
         this.#onExpire(m);

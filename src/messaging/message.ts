@@ -30,39 +30,40 @@ export interface TickOwner {
 }
 
 /** A call: target, method, arguments, chain, deadline, and the caller's promise. */
+// Fields are `declare`d and set in the constructor only: one shape, no define-semantics cost per call.
 export class Message {
   /** `type/key` of the target. */
-  readonly targetId: string;
-  readonly method: MethodInfo;
-  readonly args: unknown[];
+  declare readonly targetId: string;
+  declare readonly method: MethodInfo;
+  declare readonly args: unknown[];
   /** Grains waiting on this call, innermost first; undefined for calls from outside any grain. */
-  readonly chain: ChainNode | undefined;
+  declare readonly chain: ChainNode | undefined;
   /** Where the result goes: references in it are bound to this context. */
-  readonly caller: CallerContext | undefined;
-  /** Epoch ms after which the caller gets a TimeoutError. */
-  readonly deadline: number;
-  readonly timeoutMs: number;
-  resolve: (v: unknown) => void;
-  reject: (e: unknown) => void;
+  declare readonly caller: CallerContext | undefined;
+  declare readonly timeoutMs: number;
+  /** The deadline tracker's sweep count when the call was made. */
+  declare epoch: number;
+  declare resolve: (v: unknown) => void;
+  declare reject: (e: unknown) => void;
   /** Settled (result, error, timeout or cancel): later outcomes are dropped. */
-  done: boolean;
+  declare done: boolean;
   /** Forwarding hops taken (deactivated or moved targets). */
-  hops: number;
-  cancel: CallCancellation | undefined;
+  declare hops: number;
+  declare cancel: CallCancellation | undefined;
   /** Set on timer ticks, which are turns with no caller. */
-  tick: TickOwner | undefined;
+  declare tick: TickOwner | undefined;
   // Deadline queue links.
-  prev: Message | undefined;
-  next: Message | undefined;
+  declare prev: Message | undefined;
+  declare next: Message | undefined;
 
-  constructor(targetId: string, method: MethodInfo, args: unknown[], chain: ChainNode | undefined, caller: CallerContext | undefined, timeoutMs: number, now: number) {
+  constructor(targetId: string, method: MethodInfo, args: unknown[], chain: ChainNode | undefined, caller: CallerContext | undefined, timeoutMs: number) {
     this.targetId = targetId;
     this.method = method;
     this.args = args;
     this.chain = chain;
     this.caller = caller;
     this.timeoutMs = timeoutMs;
-    this.deadline = now + timeoutMs;
+    this.epoch = 0;
     this.resolve = noop;
     this.reject = noop;
     this.done = false;

@@ -281,7 +281,7 @@ export class Activation implements GrainContext, CallerContext, Target {
   receive(msg: Message): void {
     const state = this.state;
     if (state === ActivationState.Valid) {
-      if (this.#mayRun(msg, this.queueLength === 0)) {
+      if (this.#mayRun(msg, this.#queue === undefined)) {
         this.#start(msg);
         return;
       }
@@ -350,17 +350,14 @@ export class Activation implements GrainContext, CallerContext, Target {
       if (m.readOnly) this.#readers++;
       else this.#exclusive++;
     }
-    void this.#turn(msg);
-  }
-
-  async #turn(msg: Message): Promise<void> {
+    // The synchronous part of the turn runs here, with the current message known.
     const prevMsg = currentMessage;
     const prevAct = currentActivation;
     currentMessage = msg;
     currentActivation = this;
     let result: unknown;
     try {
-      result = msg.method.fn.apply(this.instance, msg.args);
+      result = m.fn.apply(this.instance, msg.args);
     } catch (e) {
       currentMessage = prevMsg;
       currentActivation = prevAct;
@@ -370,15 +367,46 @@ export class Activation implements GrainContext, CallerContext, Target {
     }
     currentMessage = prevMsg;
     currentActivation = prevAct;
+    if (!(result instanceof Promise)) {
+      if (result !== null && typeof result === 'object' && typeof (result as { then?: unknown }).then === 'function') {
+        void this.#await(msg, result as Promise<unknown>); // a foreign thenable
+        return;
+      }
+      this.#end(msg);
+      this.runtime.succeed(msg, result);
+    } else if (this.#awaiting === undefined) {
+      // One turn at a time can use the activation's own settle handlers: no per-call closure.
+      this.#awaiting = msg;
+      result.then(this.#settled ??= this.#makeSettled(true), this.#failed ??= this.#makeSettled(false));
+    } else void this.#await(msg, result);
+  }
+
+  /** The turn whose promise the activation's own handlers wait on. */
+  #awaiting: Message | undefined;
+  #settled: ((v: unknown) => void) | undefined;
+  #failed: ((e: unknown) => void) | undefined;
+
+  #makeSettled(ok: boolean): (v: unknown) => void {
+    return (v: unknown): void => {
+      const msg = this.#awaiting as Message;
+      this.#awaiting = undefined;
+      this.#end(msg);
+      if (ok) this.runtime.succeed(msg, v);
+      else this.runtime.fail(msg, v);
+    };
+  }
+
+  async #await(msg: Message, result: Promise<unknown>): Promise<void> {
+    let v: unknown;
     try {
-      result = await result;
+      v = await result;
     } catch (e) {
       this.#end(msg);
       this.runtime.fail(msg, e);
       return;
     }
     this.#end(msg);
-    this.runtime.succeed(msg, result);
+    this.runtime.succeed(msg, v);
   }
 
   #end(msg: Message): void {

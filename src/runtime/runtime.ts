@@ -142,7 +142,7 @@ export class Runtime implements Invoker {
     }
     const caller = core.caller ?? currentActivation;
     const timeoutMs = core.options?.timeoutMs ?? this.#cfg.responseTimeoutMs;
-    const msg = new Message(core.idStr, m, args, m.oneWay || caller === undefined ? undefined : caller.callChain(), caller, timeoutMs, Date.now());
+    const msg = new Message(core.idStr, m, args, m.oneWay || caller === undefined ? undefined : caller.callChain(), caller, timeoutMs);
     if (m.oneWay) {
       if (signal !== undefined) this.#attachSignal(msg, signal);
       target.receive(msg);
@@ -234,6 +234,11 @@ export class Runtime implements Invoker {
     if (msg.method.oneWay) return;
     this.#deadlines.remove(msg);
     if (msg.cancel !== undefined) this.#releaseSignal(msg, false);
+    const t = typeof value;
+    if (value === null || (t !== 'object' && t !== 'function' && t !== 'symbol')) {
+      msg.resolve(value);
+      return;
+    }
     let v: unknown;
     try {
       v = copy(value, msg.caller ?? this.#rootCtx, 'result');

@@ -38,7 +38,7 @@ export class GrainTimer implements TimerHandle, TickOwner {
   readonly #fire = (): void => {
     this.#handle = undefined;
     if (this.#disposed) return;
-    const m = new Message(this.#act.idStr, this.#method, [], undefined, undefined, 0, 0);
+    const m = new Message(this.#act.idStr, this.#method, [], undefined, undefined, 0);
     m.tick = this;
     this.#act.receive(m);
   };
