@@ -46,10 +46,9 @@ export class Activation implements GrainContext, CallerContext, Target {
   // Mailbox: a FIFO array with a moving head, allocated on first use.
   #queue: Message[] | undefined;
   #head = 0;
-  /** Turns running now, and how many of them exclude others (plain calls) or writers (read-only calls). */
+  /** Turns running now, and how many of them exclude every other turn (plain calls). */
   running = 0;
   #exclusive = 0;
-  #readers = 0;
   /** The only running message when that is known; chains of calls made after an await use it. */
   #sole: Message | undefined;
   #chainOf: Message | undefined;
@@ -346,14 +345,12 @@ export class Activation implements GrainContext, CallerContext, Target {
     const m = msg.method;
     if (this.running++ === 0) this.#sole = msg;
     else this.#sole = undefined;
-    if (!m.alwaysInterleave) {
-      if (m.readOnly) this.#readers++;
-      else this.#exclusive++;
-    }
+    if (!m.alwaysInterleave && !m.readOnly) this.#exclusive++;
     // The synchronous part of the turn runs here, with the current message known.
     const prevMsg = currentMessage;
     const prevAct = currentActivation;
     currentMessage = msg;
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the running activation is the point
     currentActivation = this;
     let result: unknown;
     try {
@@ -413,10 +410,7 @@ export class Activation implements GrainContext, CallerContext, Target {
     const m = msg.method;
     this.running--;
     if (this.#sole === msg) this.#sole = undefined;
-    if (!m.alwaysInterleave) {
-      if (m.readOnly) this.#readers--;
-      else this.#exclusive--;
-    }
+    if (!m.alwaysInterleave && !m.readOnly) this.#exclusive--;
     if (msg.tick === undefined || msg.tick.keepAlive) this.used = true;
     if (this.state === ActivationState.Deactivating) {
       if (this.running === 0) void this.#finishDeactivation();
