@@ -18,6 +18,25 @@ import type { StorageProvider } from '../storage/provider.ts';
 import { Activation, ActivationState, currentActivation, type Target } from './activation.ts';
 import { WorkerPool } from './worker-pool.ts';
 
+/**
+ * Awaits a call so that a failure's stack also shows the caller's frames: V8
+ * knows the chain of awaiting async functions only while one of them runs, so
+ * the frames are taken here, in the caller's await chain, and only on failure.
+ */
+async function withCallerStack(p: Promise<unknown>): Promise<unknown> {
+  try {
+    return await p;
+  } catch (e) {
+    if (e instanceof Error && typeof e.stack === 'string') {
+      const here = new Error().stack ?? '';
+      // Drop the message line and this function's own frame.
+      const frames = here.split('\n').slice(2).join('\n');
+      if (frames !== '') e.stack = `${e.stack}\n    --- the call, on the caller's side ---\n${frames}`;
+    }
+    throw e;
+  }
+}
+
 /** What the runtime needs from the silo. */
 export interface RuntimeConfig {
   readonly siloInfo: SiloInfo;
@@ -28,6 +47,7 @@ export interface RuntimeConfig {
   readonly maxForwardCount: number;
   readonly storage: ReadonlyMap<string, StorageProvider>;
   readonly cpus: number;
+  readonly callerStacks: boolean;
 }
 
 /** The runtime of one silo. */
@@ -150,9 +170,8 @@ export class Runtime implements Invoker {
     }
     const p = msg.promise();
     this.#deadlines.add(msg);
-    if (signal !== undefined && !this.#attachSignal(msg, signal)) return p;
-    target.receive(msg);
-    return p;
+    if (signal === undefined || this.#attachSignal(msg, signal)) target.receive(msg);
+    return this.#cfg.callerStacks ? withCallerStack(p) : p;
   }
 
   /** Gives the callee its own signal in the caller's argument slot; false if already aborted. */
@@ -268,6 +287,12 @@ export class Runtime implements Invoker {
       e = copy(err, msg.caller ?? this.#rootCtx, 'error');
     } catch {
       e = new GranaryError(`call to ${msg.targetId}.${msg.method.name} failed with an error that cannot be copied: ${String(err)}`);
+    }
+    if (e !== err && e instanceof Error && typeof e.stack === 'string') {
+      // The grain's frames, then the call and the grains waiting on it.
+      let s = `${e.stack}\n    at <grain call> ${msg.targetId}.${msg.method.name}`;
+      for (let n = msg.chain; n !== undefined; n = n.parent) s += `\n    at <awaited by grain> ${n.id}`;
+      e.stack = s;
     }
     msg.reject(e);
   }

@@ -113,3 +113,31 @@ describe('calls', () => {
     assert.ok(Date.now() - started < 200, 'one-way call waited for the grain');
   });
 });
+
+describe('error stacks', () => {
+  async function callerFrameForTest(silo: Silo): Promise<void> {
+    await silo.getGrain(Box, 'stacks').throwOutOfStock('s');
+  }
+
+  it('show the grain\'s frames and the call by default, and the caller\'s frames with callerStacks', async () => {
+    const plain = await Silo.start({ grains: [Box], logger: silentLogger() });
+    const full = await Silo.start({ grains: [Box], callerStacks: true, logger: silentLogger() });
+    try {
+      await assert.rejects(callerFrameForTest(plain), (e: unknown) => {
+        const stack = String((e as Error).stack);
+        assert.match(stack, /throwOutOfStock/);
+        assert.match(stack, /<grain call> box\/stacks\.throwOutOfStock/);
+        return true;
+      });
+      await assert.rejects(callerFrameForTest(full), (e: unknown) => {
+        const stack = String((e as Error).stack);
+        assert.match(stack, /<grain call> box\/stacks\.throwOutOfStock/);
+        assert.match(stack, /on the caller's side[\s\S]*callerFrameForTest/);
+        return true;
+      });
+    } finally {
+      await plain.stop();
+      await full.stop();
+    }
+  });
+});
