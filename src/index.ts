@@ -11,6 +11,6 @@ export { immutable, encode, decode } from './serialization/codec.ts';
 export { registerType, registerError } from './serialization/registry.ts';
 export type { PersistentState, PersistentStateOptions } from './storage/persistent-state.ts';
 export type { StorageProvider, StateAddress, StoredState, StateSerializer, ProviderContext } from './storage/provider.ts';
-export { memoryStorage } from './providers/memory/storage.ts';
+export { memoryStorage, MemoryStore, type MemoryStorageOptions } from './providers/memory/storage.ts';
 export { defaultLogger, silentLogger, type Logger } from './observability/logger.ts';
 export { channels } from './observability/channels.ts';

@@ -70,10 +70,13 @@ async function silo(argv: string[]): Promise<void> {
     ...(values['cluster-id'] !== undefined ? { clusterId: values['cluster-id'] } : {}),
     ...(age !== undefined ? { collectionAgeMs: age } : {}),
   });
+  // Serve until a signal says stop, whatever handles the silo holds.
+  const alive = setInterval(() => {}, 1 << 30);
   let stopping = false;
   const stop = (sig: string): void => {
     if (stopping) return;
     stopping = true;
+    clearInterval(alive);
     process.stderr.write(`${sig}: stopping silo gracefully\n`);
     s.stop().then(() => process.exit(0), (e: unknown) => {
       process.stderr.write(`stop failed: ${String(e)}\n`);

@@ -24,7 +24,7 @@ describe('granary command', () => {
     child.kill('SIGTERM');
     const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
     assert.equal(code, 0, err);
-    assert.match(err, /silo stopped/);
+    assert.match(err, /SIGTERM: stopping silo gracefully[\s\S]*silo stopped/);
   });
 
   it('fails with a clear message on bad arguments', () => {

@@ -1,11 +1,11 @@
-// The serializer storage tests hand to providers. A stand-in built on node:v8
-// until the project codec lands; then this one export switches to it.
+// The serializer storage tests hand to providers: the project codec, as a
+// silo hands it (references decode to plain markers here: no silo to bind to).
 
-import { deserialize, serialize } from 'node:v8';
+import { decode, encode } from '../../src/serialization/codec.ts';
 import type { StateSerializer } from '../../src/storage/provider.ts';
 
-/** Turns state into bytes and back with the structured-clone format of node:v8. */
+/** The codec's encode and decode. */
 export const testSerializer: StateSerializer = {
-  encode: (value) => serialize(value),
-  decode: (bytes) => deserialize(bytes),
+  encode: (value) => encode(value),
+  decode: (bytes) => decode(bytes),
 };
