@@ -107,9 +107,18 @@ export class RemoteError extends GranaryError {
   }
 }
 
+
+
+/** The membership table could not be read or written (store down, bad row). */
+export class MembershipError extends GranaryError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, 'GRANARY_MEMBERSHIP', options);
+  }
+}
+
 /** Error classes of Granary itself, rebuilt by name when they arrive. */
 export const builtinErrorClasses: ReadonlyArray<new (...args: never[]) => Error> = [
   GranaryError, TimeoutError, DeadlockError, SiloUnavailableError, InconsistentStateError,
   SerializationError, StorageError, UnknownGrainTypeError, UnknownMethodError, CancelledError,
-  SiloStoppedError, ConfigurationError, RemoteError,
+  SiloStoppedError, ConfigurationError, RemoteError, MembershipError,
 ];
