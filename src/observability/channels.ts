@@ -11,6 +11,8 @@ export const channels = {
   activationFailed: diagnostics_channel.channel('granary:activation:failed'),
   /** `{ silo, grain, type, reason }` when an activation has been deactivated. */
   activationDeactivated: diagnostics_channel.channel('granary:activation:deactivated'),
+  /** `{ silo, version, active }` when a silo's view of the active silos changed. */
+  membershipChanged: diagnostics_channel.channel('granary:membership:changed'),
   /** `{ silo, address }` when a silo has started. */
   siloStarted: diagnostics_channel.channel('granary:silo:started'),
   /** `{ silo, address }` when a silo has stopped. */

@@ -3,3 +3,5 @@
 
 export { sqliteStorage, sqliteStorageDefaults } from './storage.ts';
 export type { SqliteStorageOptions } from './storage.ts';
+export { sqliteMembership, sqliteMembershipDefaults } from './membership.ts';
+export type { SqliteMembershipOptions } from './membership.ts';

@@ -1,0 +1,409 @@
+// Redis membership table: per cluster, a version hash, a hash of rows and a
+// hash of I-am-alive times (ioredis). Every change is one Lua script, so each
+// compare-and-swap is atomic on the server.
+
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { ConfigurationError, GranaryError, MembershipError } from '../../errors.ts';
+import type { MembershipContext, MembershipSnapshot, MembershipTable, SiloEntry, SiloStatus, Suspicion, TableVersion } from '../../membership/table.ts';
+import { siloId } from '../../membership/table.ts';
+
+/** Options of `redisMembership`. */
+export interface RedisMembershipOptions {
+  /** Where Redis is, e.g. `redis://:secret@cache:6379/0`. Required. */
+  readonly url: string;
+  /**
+   * Prepended to every key, so several clusters or test runs can share one
+   * Redis. Default `granary:`: keys `granary:membership:{<clusterId>}:version`, `:rows` and `:alive`.
+   */
+  readonly keyPrefix?: string;
+  /** How long to wait for the connection to open, in ms. Default 10 000. */
+  readonly connectTimeoutMs?: number;
+  /** How long to wait for the answer to one command, in ms, before a call fails. Default 10 000. */
+  readonly commandTimeoutMs?: number;
+}
+
+/** Defaults of the optional `RedisMembershipOptions` fields. */
+export const redisMembershipDefaults: Readonly<Required<Omit<RedisMembershipOptions, 'url'>>> = {
+  keyPrefix: 'granary:',
+  connectTimeoutMs: 10_000,
+  commandTimeoutMs: 10_000,
+};
+
+/** The ETag of the version of a cluster that has no version hash (only after `deleteCluster`); never issued otherwise. */
+const NO_VERSION_ETAG = '0';
+
+const STATUSES: ReadonlySet<string> = new Set<SiloStatus>(['Joining', 'Active', 'ShuttingDown', 'Dead']);
+
+// KEYS of every script: 1 version hash {version, etag}, 2 rows hash (silo id ->
+// JSON {etag, entry without iAmAliveAt}), 3 alive hash (silo id -> iAmAliveAt).
+// iAmAliveAt lives apart so that updateIAmAlive is one HSET that cannot lose a
+// concurrent update, and so that no script re-encodes JSON (cjson would turn
+// [] into {} and round numbers). A missing version hash reads as version 0
+// with NO_VERSION_ETAG.
+
+/** ARGV: etag. Creates the version hash at version 0 unless it exists; 1 if it did. */
+const ENSURE = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'version', '0', 'etag', ARGV[1])
+return 1`;
+
+/** The three hashes, flat, read at one moment. */
+const READ = `return { redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3]) }`;
+
+/** ARGV: version etag read, next version, new version etag, silo id, row JSON, iAmAliveAt[, row etag read]. */
+const CHANGE_HEAD = `
+if (redis.call('HGET', KEYS[1], 'etag') or '${NO_VERSION_ETAG}') ~= ARGV[1] then return 0 end`;
+const CHANGE_TAIL = `
+redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[6])
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'etag', ARGV[3])
+return 1`;
+const INSERT = `${CHANGE_HEAD}
+if redis.call('HEXISTS', KEYS[2], ARGV[4]) == 1 then return 0 end${CHANGE_TAIL}`;
+const UPDATE = `${CHANGE_HEAD}
+local row = redis.call('HGET', KEYS[2], ARGV[4])
+if not row or cjson.decode(row).etag ~= ARGV[7] then return 0 end${CHANGE_TAIL}`;
+
+/** KEYS: rows, alive. ARGV: silo id, iAmAliveAt. Only for a silo that has a row. */
+const ALIVE = `
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1`;
+
+/** KEYS: rows, alive. ARGV: cut-off. Deletes Dead rows last alive before it; returns how many. */
+const CLEANUP = `
+local before = tonumber(ARGV[1])
+local rows = redis.call('HGETALL', KEYS[1])
+local deleted = 0
+for i = 1, #rows, 2 do
+  local id = rows[i]
+  local at = tonumber(redis.call('HGET', KEYS[2], id))
+  if cjson.decode(rows[i + 1]).entry.status == 'Dead' and at ~= nil and at < before then
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+    deleted = deleted + 1
+  end
+end
+return deleted`;
+
+/** The scripts, as defineCommand adds them to the connection. */
+interface Scripts {
+  granaryMembershipEnsure(version: string, etag: string): Promise<number>;
+  granaryMembershipRead(version: string, rows: string, alive: string): Promise<[string[], string[], string[]]>;
+  granaryMembershipInsert(version: string, rows: string, alive: string, ...args: string[]): Promise<number>;
+  granaryMembershipUpdate(version: string, rows: string, alive: string, ...args: string[]): Promise<number>;
+  granaryMembershipAlive(rows: string, alive: string, id: string, at: string): Promise<number>;
+  granaryMembershipCleanup(rows: string, alive: string, before: string): Promise<number>;
+}
+
+/**
+ * A membership table in Redis (kind `redis`). Connects and creates the
+ * cluster's version on `init`, not here.
+ */
+export function redisMembership(options: RedisMembershipOptions): MembershipTable {
+  return new RedisMembership(validate(options));
+}
+
+interface Settings {
+  readonly url: string;
+  /** The URL with any password replaced, for messages and logs. */
+  readonly safeUrl: string;
+  readonly keyPrefix: string;
+  readonly connectTimeoutMs: number;
+  readonly commandTimeoutMs: number;
+}
+
+interface Keys {
+  readonly version: string;
+  readonly rows: string;
+  readonly alive: string;
+}
+
+/** The JSON of a row in the rows hash. */
+interface StoredRow {
+  readonly etag: string;
+  readonly entry: Omit<SiloEntry, 'iAmAliveAt'>;
+}
+
+class RedisMembership implements MembershipTable {
+  readonly kind = 'redis';
+  #settings: Settings;
+  #clusterId: string | undefined;
+  #redis: (Redis & Scripts) | undefined;
+  #keys: Keys | undefined;
+
+  constructor(settings: Settings) {
+    this.#settings = settings;
+  }
+
+  // Re-init after close opens a new connection, so a restarted silo can reuse the provider.
+  async init(ctx: MembershipContext): Promise<void> {
+    if (this.#redis !== undefined) {
+      if (ctx.clusterId === this.#clusterId) return;
+      throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
+    }
+    this.#clusterId = ctx.clusterId;
+    const { url, safeUrl, keyPrefix, connectTimeoutMs, commandTimeoutMs } = this.#settings;
+    // Fail fast rather than wait for Redis: no offline queue, no retry of a
+    // command after a reconnect (a CAS whose answer was lost must not run
+    // twice), and a deadline on every command. The connection itself keeps
+    // reconnecting in the background.
+    let lastError: unknown;
+    let up = false;
+    let opened = false;
+    const redis = new Redis(url, {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+      connectTimeout: connectTimeoutMs,
+      commandTimeout: commandTimeoutMs,
+      // No retry of the first connection: init fails at once and leaves no timer behind.
+      retryStrategy: (times) => (opened ? Math.min(times * 50, 2000) : null),
+    });
+    // Without a listener an 'error' would crash the process. Log the first
+    // error of an outage and the recovery, not every reconnect attempt.
+    redis.on('error', (err: unknown) => {
+      lastError = err;
+      if (!up) return;
+      up = false;
+      ctx.logger.warn({ err, redis: safeUrl, clusterId: ctx.clusterId }, 'redis membership: connection lost; calls fail until it is back');
+    });
+    redis.on('ready', () => {
+      if (this.#redis === redis && !up) ctx.logger.info({ redis: safeUrl, clusterId: ctx.clusterId }, 'redis membership: connection back');
+      up = true;
+    });
+    const scripts = defineScripts(redis);
+    const keys = clusterKeys(keyPrefix, ctx.clusterId);
+    try {
+      await redis.connect();
+      if ((await scripts.granaryMembershipEnsure(keys.version, randomUUID())) === 1) {
+        ctx.logger.info({ key: keys.version, redis: safeUrl }, 'created membership version');
+      }
+    } catch (err) {
+      if (redis.status !== 'end') redis.disconnect();
+      const cause = lastError ?? err;
+      throw this.#error('init', `cannot reach Redis or set up key ${keys.version}: ${errorMessage(cause)}`, cause);
+    }
+    opened = true;
+    this.#redis = scripts;
+    this.#keys = keys;
+    ctx.logger.debug({ redis: safeUrl, keys, connectTimeoutMs, commandTimeoutMs, clusterId: ctx.clusterId }, 'redis membership opened');
+  }
+
+  async readAll(): Promise<MembershipSnapshot> {
+    const { redis, keys } = this.#use('readAll');
+    let read: [string[], string[], string[]];
+    try {
+      read = await redis.granaryMembershipRead(keys.version, keys.rows, keys.alive);
+    } catch (err) {
+      throw this.#wrap(err, 'readAll');
+    }
+    const [versionFlat, rowsFlat, aliveFlat] = read;
+    const version = pairs(versionFlat);
+    const alive = pairs(aliveFlat);
+    const entries = [...pairs(rowsFlat)].map(([id, json]) => this.#decode(id, json, alive.get(id)));
+    const number = version.get('version');
+    const etag = version.get('etag');
+    if (number === undefined || etag === undefined) return { version: { version: 0, etag: NO_VERSION_ETAG }, entries };
+    return { version: { version: Number(number), etag }, entries };
+  }
+
+  async insert(entry: SiloEntry, next: TableVersion): Promise<boolean> {
+    const { redis, keys } = this.#use('insert');
+    try {
+      return (await redis.granaryMembershipInsert(keys.version, keys.rows, keys.alive, ...changeArgs(entry, next))) === 1;
+    } catch (err) {
+      throw this.#wrap(err, 'insert', `silo ${siloId(entry)}`);
+    }
+  }
+
+  async update(entry: SiloEntry, etag: string, next: TableVersion): Promise<boolean> {
+    const { redis, keys } = this.#use('update');
+    try {
+      return (await redis.granaryMembershipUpdate(keys.version, keys.rows, keys.alive, ...changeArgs(entry, next), etag)) === 1;
+    } catch (err) {
+      throw this.#wrap(err, 'update', `silo ${siloId(entry)}`);
+    }
+  }
+
+  async updateIAmAlive(address: string, generation: number, at: number): Promise<void> {
+    const { redis, keys } = this.#use('updateIAmAlive');
+    const id = siloId({ address, generation });
+    try {
+      await redis.granaryMembershipAlive(keys.rows, keys.alive, id, String(at));
+    } catch (err) {
+      throw this.#wrap(err, 'updateIAmAlive', `silo ${id}`);
+    }
+  }
+
+  async cleanupDefunct(before: number): Promise<number> {
+    const { redis, keys } = this.#use('cleanupDefunct');
+    // Lua's tonumber reads neither Infinity nor NaN.
+    if (Number.isNaN(before)) throw this.#error('cleanupDefunct', 'the cut-off is NaN');
+    const cutOff = Number.isFinite(before) ? String(before) : before > 0 ? '1e308' : '-1e308';
+    try {
+      return await redis.granaryMembershipCleanup(keys.rows, keys.alive, cutOff);
+    } catch (err) {
+      throw this.#wrap(err, 'cleanupDefunct');
+    }
+  }
+
+  async deleteCluster(): Promise<void> {
+    const { redis, keys } = this.#use('deleteCluster');
+    try {
+      await redis.del(keys.version, keys.rows, keys.alive);
+    } catch (err) {
+      throw this.#wrap(err, 'deleteCluster');
+    }
+  }
+
+  async close(): Promise<void> {
+    const redis = this.#redis;
+    this.#redis = undefined;
+    this.#keys = undefined;
+    if (redis === undefined) return;
+    try {
+      await redis.quit();
+    } catch {
+      // Not connected: nothing to say goodbye to.
+    } finally {
+      redis.disconnect();
+    }
+  }
+
+  #decode(id: string, json: string, alive: string | undefined): { entry: SiloEntry; etag: string } {
+    const corrupt = (problem: string, cause?: unknown): MembershipError =>
+      this.#error('readAll', `corrupt row ${id} in ${this.#keys?.rows ?? 'the rows hash'}: ${problem}`, cause);
+    let stored: unknown;
+    try {
+      stored = JSON.parse(json);
+    } catch (err) {
+      throw corrupt(`not JSON: ${errorMessage(err)}`, err);
+    }
+    if (typeof stored !== 'object' || stored === null) throw corrupt('not a JSON object');
+    const { etag, entry } = stored as { etag?: unknown; entry?: unknown };
+    if (typeof etag !== 'string' || typeof entry !== 'object' || entry === null) throw corrupt('lacks etag or entry');
+    const e = entry as Record<string, unknown>;
+    const { address, generation, status, gatewayAddress, hostName, startedAt } = e;
+    if (typeof address !== 'string' || typeof hostName !== 'string') throw corrupt('address and hostName must be strings');
+    if (typeof generation !== 'number' || typeof startedAt !== 'number') throw corrupt('generation and startedAt must be numbers');
+    if (typeof status !== 'string' || !STATUSES.has(status)) throw corrupt(`unknown status ${JSON.stringify(status)}`);
+    if (gatewayAddress !== null && typeof gatewayAddress !== 'string') throw corrupt('gatewayAddress must be a string or null');
+    const iAmAliveAt = Number(alive);
+    if (alive === undefined || !Number.isFinite(iAmAliveAt)) throw corrupt(`its I-am-alive time is ${alive === undefined ? 'missing' : JSON.stringify(alive)}`);
+    let suspicions: Suspicion[];
+    try {
+      suspicions = parseSuspicions(e['suspicions']);
+    } catch (err) {
+      throw corrupt(`bad suspicions: ${errorMessage(err)}`, err);
+    }
+    return { entry: { address, generation, status: status as SiloStatus, gatewayAddress, hostName, startedAt, iAmAliveAt, suspicions }, etag };
+  }
+
+  #use(op: string): { redis: Redis & Scripts; keys: Keys } {
+    if (this.#redis === undefined || this.#keys === undefined) {
+      throw this.#error(op, 'the table is not open (init() not called, did not succeed, or closed)');
+    }
+    return { redis: this.#redis, keys: this.#keys };
+  }
+
+  #error(op: string, problem: string, cause?: unknown): MembershipError {
+    return new MembershipError(
+      `redis membership (cluster ${JSON.stringify(this.#clusterId)}, ${this.#settings.safeUrl}): ${op} failed: ${problem}`,
+      cause === undefined ? undefined : { cause },
+    );
+  }
+
+  /** Granary errors pass through; driver errors become a MembershipError that names the operation, cluster and server. */
+  #wrap(err: unknown, op: string, what?: string): GranaryError {
+    if (err instanceof GranaryError) return err;
+    return this.#error(op, `${what === undefined ? '' : `${what}: `}${errorMessage(err)}`, err);
+  }
+}
+
+function defineScripts(redis: Redis): Redis & Scripts {
+  redis.defineCommand('granaryMembershipEnsure', { numberOfKeys: 1, lua: ENSURE });
+  redis.defineCommand('granaryMembershipRead', { numberOfKeys: 3, lua: READ });
+  redis.defineCommand('granaryMembershipInsert', { numberOfKeys: 3, lua: INSERT });
+  redis.defineCommand('granaryMembershipUpdate', { numberOfKeys: 3, lua: UPDATE });
+  redis.defineCommand('granaryMembershipAlive', { numberOfKeys: 2, lua: ALIVE });
+  redis.defineCommand('granaryMembershipCleanup', { numberOfKeys: 2, lua: CLEANUP });
+  return redis as Redis & Scripts;
+}
+
+/** The keys of a cluster. The hash tag keeps them in one slot, as a script on Redis Cluster needs. */
+function clusterKeys(keyPrefix: string, clusterId: string): Keys {
+  const base = `${keyPrefix}membership:{${clusterId}}`;
+  return { version: `${base}:version`, rows: `${base}:rows`, alive: `${base}:alive` };
+}
+
+/** ARGV 1-6 of INSERT and UPDATE: the version check, the new version, the row with a new ETag. */
+function changeArgs(e: SiloEntry, next: TableVersion): string[] {
+  const stored: StoredRow = {
+    etag: randomUUID(),
+    entry: {
+      address: e.address,
+      generation: e.generation,
+      status: e.status,
+      gatewayAddress: e.gatewayAddress,
+      hostName: e.hostName,
+      startedAt: e.startedAt,
+      suspicions: e.suspicions.map((s) => ({ by: s.by, at: s.at })),
+    },
+  };
+  return [next.etag, String(next.version), randomUUID(), siloId(e), JSON.stringify(stored), String(e.iAmAliveAt)];
+}
+
+function pairs(flat: string[]): Map<string, string> {
+  const map = new Map<string, string>();
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const key = flat[i];
+    const value = flat[i + 1];
+    if (key !== undefined && value !== undefined) map.set(key, value);
+  }
+  return map;
+}
+
+function parseSuspicions(value: unknown): Suspicion[] {
+  if (!Array.isArray(value)) throw new Error('not an array');
+  return value.map((s: unknown) => {
+    if (typeof s !== 'object' || s === null) throw new Error('an element is not an object');
+    const { by, at } = s as { by?: unknown; at?: unknown };
+    if (typeof by !== 'string' || typeof at !== 'number') throw new Error('an element lacks by (string) or at (number)');
+    return { by, at };
+  });
+}
+
+function validate(options: RedisMembershipOptions): Settings {
+  const { url } = options;
+  if (typeof url !== 'string' || !/^rediss?:\/\//.test(url)) {
+    throw new ConfigurationError(`redisMembership: option url must be a Redis URL such as redis://127.0.0.1:6379, got ${JSON.stringify(url)}`);
+  }
+  const keyPrefix = options.keyPrefix ?? redisMembershipDefaults.keyPrefix;
+  if (typeof keyPrefix !== 'string') throw new ConfigurationError(`redisMembership: option keyPrefix must be a string, got ${JSON.stringify(keyPrefix)}`);
+  const connectTimeoutMs = options.connectTimeoutMs ?? redisMembershipDefaults.connectTimeoutMs;
+  const commandTimeoutMs = options.commandTimeoutMs ?? redisMembershipDefaults.commandTimeoutMs;
+  for (const [name, value] of [['connectTimeoutMs', connectTimeoutMs], ['commandTimeoutMs', commandTimeoutMs]] as const) {
+    if (!Number.isSafeInteger(value) || value < 1 || value > 0x7fffffff) {
+      throw new ConfigurationError(`redisMembership: option ${name} must be a whole number of ms from 1 to 2147483647, got ${value}`);
+    }
+  }
+  return { url, safeUrl: redact(url), keyPrefix, connectTimeoutMs, commandTimeoutMs };
+}
+
+/** The URL without its password, for messages and logs. */
+function redact(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== '') parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '(unparsable Redis URL)';
+  }
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

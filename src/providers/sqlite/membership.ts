@@ -1,0 +1,420 @@
+// SQLite membership table: the silos of one host (several processes) share
+// one database file (better-sqlite3, WAL, busy timeout); every
+// compare-and-swap runs in one BEGIN IMMEDIATE transaction.
+
+import { randomUUID } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { ConfigurationError, GranaryError, MembershipError } from '../../errors.ts';
+import type { MembershipContext, MembershipSnapshot, MembershipTable, SiloEntry, SiloStatus, Suspicion, TableVersion } from '../../membership/table.ts';
+import { siloId } from '../../membership/table.ts';
+
+/** Options of `sqliteMembership`. */
+export interface SqliteMembershipOptions {
+  /**
+   * The database file, e.g. `.granary/cluster.db`; its folder is created if
+   * missing. Every silo of the host must name the same file. `:memory:`
+   * gives a table private to this provider. Required.
+   */
+  readonly path: string;
+  /**
+   * Prepended to the table names (letters, digits, `_`), so several
+   * clusters or test runs can share one file. Default `granary_`: tables
+   * `granary_membership` and `granary_membership_version`.
+   */
+  readonly tablePrefix?: string;
+  /** How long to wait for a lock held by another connection or process, in ms. Default 5000. */
+  readonly busyTimeoutMs?: number;
+}
+
+/** Defaults of the optional `SqliteMembershipOptions` fields. */
+export const sqliteMembershipDefaults: Readonly<Required<Omit<SqliteMembershipOptions, 'path'>>> = {
+  tablePrefix: 'granary_',
+  busyTimeoutMs: 5000,
+};
+
+/** The ETag of the version of a cluster that has no version row (only after `deleteCluster`); never issued otherwise. */
+const NO_VERSION_ETAG = '0';
+
+const STATUSES: ReadonlySet<string> = new Set<SiloStatus>(['Joining', 'Active', 'ShuttingDown', 'Dead']);
+
+const ROW_COLUMNS = [
+  'cluster_id', 'silo_id', 'address', 'generation', 'status', 'gateway_address', 'host_name',
+  'started_at', 'i_am_alive_at', 'suspicions', 'etag',
+];
+const VERSION_COLUMNS = ['cluster_id', 'version', 'etag'];
+
+/**
+ * A membership table in an SQLite database file (kind `sqlite`). Creates its
+ * tables on `init`; opens the file there, not here.
+ */
+export function sqliteMembership(options: SqliteMembershipOptions): MembershipTable {
+  return new SqliteMembership(validate(options));
+}
+
+interface Settings {
+  readonly path: string;
+  readonly table: string;
+  readonly versionTable: string;
+  readonly busyTimeoutMs: number;
+}
+
+interface VersionRow {
+  readonly version: number;
+  readonly etag: string;
+}
+
+interface EntryRow {
+  readonly silo_id: string;
+  readonly address: unknown;
+  readonly generation: unknown;
+  readonly status: unknown;
+  readonly gateway_address: unknown;
+  readonly host_name: unknown;
+  readonly started_at: unknown;
+  readonly i_am_alive_at: unknown;
+  readonly suspicions: unknown;
+  readonly etag: unknown;
+}
+
+/** Prepared once per open database; each runs in its own transaction (or is one statement). */
+interface Statements {
+  readonly readAll: (clusterId: string) => { version: VersionRow | undefined; rows: EntryRow[] };
+  readonly insert: (clusterId: string, entry: SiloEntry, next: TableVersion) => boolean;
+  readonly update: (clusterId: string, entry: SiloEntry, etag: string, next: TableVersion) => boolean;
+  readonly updateIAmAlive: (clusterId: string, id: string, at: number) => void;
+  readonly cleanupDefunct: (clusterId: string, before: number) => number;
+  readonly deleteCluster: (clusterId: string) => void;
+}
+
+class SqliteMembership implements MembershipTable {
+  readonly kind = 'sqlite';
+  #settings: Settings;
+  #clusterId: string | undefined;
+  #db: Database.Database | undefined;
+  #statements: Statements | undefined;
+
+  constructor(settings: Settings) {
+    this.#settings = settings;
+  }
+
+  // Re-init after close reopens the file, so a restarted silo can reuse the provider.
+  async init(ctx: MembershipContext): Promise<void> {
+    if (this.#db !== undefined) {
+      if (ctx.clusterId === this.#clusterId) return;
+      throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
+    }
+    this.#clusterId = ctx.clusterId;
+    const { path, table, versionTable, busyTimeoutMs } = this.#settings;
+    const db = this.#open();
+    try {
+      if (this.#createSchema(db, ctx.clusterId)) ctx.logger.info({ tables: [table, versionTable], path }, 'created membership tables');
+      this.#statements = this.#prepare(db);
+    } catch (err) {
+      db.close();
+      throw this.#wrap(err, 'init', `cannot set up tables ${table} and ${versionTable}`);
+    }
+    this.#db = db;
+    ctx.logger.debug({ path, table, versionTable, busyTimeoutMs, clusterId: ctx.clusterId }, 'sqlite membership opened');
+  }
+
+  async readAll(): Promise<MembershipSnapshot> {
+    const { statements, clusterId } = this.#use('readAll');
+    let read: ReturnType<Statements['readAll']>;
+    try {
+      read = statements.readAll(clusterId);
+    } catch (err) {
+      throw this.#wrap(err, 'readAll');
+    }
+    return {
+      version: read.version === undefined ? { version: 0, etag: NO_VERSION_ETAG } : { version: read.version.version, etag: read.version.etag },
+      entries: read.rows.map((row) => this.#decode(row)),
+    };
+  }
+
+  async insert(entry: SiloEntry, next: TableVersion): Promise<boolean> {
+    const { statements, clusterId } = this.#use('insert');
+    try {
+      return statements.insert(clusterId, entry, next);
+    } catch (err) {
+      throw this.#wrap(err, 'insert', `silo ${siloId(entry)}`);
+    }
+  }
+
+  async update(entry: SiloEntry, etag: string, next: TableVersion): Promise<boolean> {
+    const { statements, clusterId } = this.#use('update');
+    try {
+      return statements.update(clusterId, entry, etag, next);
+    } catch (err) {
+      throw this.#wrap(err, 'update', `silo ${siloId(entry)}`);
+    }
+  }
+
+  async updateIAmAlive(address: string, generation: number, at: number): Promise<void> {
+    const { statements, clusterId } = this.#use('updateIAmAlive');
+    const id = siloId({ address, generation });
+    try {
+      statements.updateIAmAlive(clusterId, id, at);
+    } catch (err) {
+      throw this.#wrap(err, 'updateIAmAlive', `silo ${id}`);
+    }
+  }
+
+  async cleanupDefunct(before: number): Promise<number> {
+    const { statements, clusterId } = this.#use('cleanupDefunct');
+    try {
+      return statements.cleanupDefunct(clusterId, before);
+    } catch (err) {
+      throw this.#wrap(err, 'cleanupDefunct');
+    }
+  }
+
+  async deleteCluster(): Promise<void> {
+    const { statements, clusterId } = this.#use('deleteCluster');
+    try {
+      statements.deleteCluster(clusterId);
+    } catch (err) {
+      throw this.#wrap(err, 'deleteCluster');
+    }
+  }
+
+  async close(): Promise<void> {
+    const db = this.#db;
+    this.#db = undefined;
+    this.#statements = undefined;
+    if (db === undefined) return;
+    try {
+      db.close();
+    } catch (err) {
+      throw this.#wrap(err, 'close');
+    }
+  }
+
+  #open(): Database.Database {
+    const { path, busyTimeoutMs } = this.#settings;
+    if (path !== ':memory:') {
+      try {
+        mkdirSync(dirname(path), { recursive: true });
+      } catch (err) {
+        throw this.#wrap(err, 'init', `cannot create the folder of database file ${path}`);
+      }
+    }
+    let db: Database.Database | undefined;
+    try {
+      db = new Database(path, { timeout: busyTimeoutMs });
+      // busy_timeout first, so that switching to WAL waits for other processes.
+      db.pragma(`busy_timeout = ${busyTimeoutMs}`);
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+      return db;
+    } catch (err) {
+      db?.close();
+      throw this.#wrap(err, 'init', `cannot open database file ${path}`);
+    }
+  }
+
+  /** Creates the tables if missing and the cluster's version row; true if this call created the tables. */
+  #createSchema(db: Database.Database, clusterId: string): boolean {
+    const { table, versionTable } = this.#settings;
+    // IMMEDIATE: of several processes starting at once, exactly one creates (and logs).
+    return db.transaction((): boolean => {
+      const created = !this.#exists(db, table, ROW_COLUMNS);
+      this.#exists(db, versionTable, VERSION_COLUMNS);
+      db.exec(`CREATE TABLE IF NOT EXISTS ${quote(versionTable)} (
+        cluster_id TEXT    NOT NULL PRIMARY KEY,
+        version    INTEGER NOT NULL,
+        etag       TEXT    NOT NULL
+      )`);
+      // Times are epoch ms; suspicions a JSON array of {by, at}.
+      db.exec(`CREATE TABLE IF NOT EXISTS ${quote(table)} (
+        cluster_id      TEXT    NOT NULL,
+        silo_id         TEXT    NOT NULL,
+        address         TEXT    NOT NULL,
+        generation      INTEGER NOT NULL,
+        status          TEXT    NOT NULL CHECK (status IN ('Joining', 'Active', 'ShuttingDown', 'Dead')),
+        gateway_address TEXT,
+        host_name       TEXT    NOT NULL,
+        started_at      INTEGER NOT NULL,
+        i_am_alive_at   INTEGER NOT NULL,
+        suspicions      TEXT    NOT NULL,
+        etag            TEXT    NOT NULL,
+        PRIMARY KEY (cluster_id, silo_id)
+      )`);
+      db.prepare(`INSERT INTO ${quote(versionTable)} (cluster_id, version, etag) VALUES (?, 0, ?) ON CONFLICT (cluster_id) DO NOTHING`)
+        .run(clusterId, randomUUID());
+      return created;
+    }).immediate();
+  }
+
+  /** Whether `name` exists; if it does, that it has the columns this provider needs. */
+  #exists(db: Database.Database, name: string, columns: readonly string[]): boolean {
+    if (db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(name) === undefined) return false;
+    const found = new Set(db.prepare<[], { name: string }>(`PRAGMA table_info(${quote(name)})`).all().map((c) => c.name));
+    const missing = columns.filter((c) => !found.has(c));
+    if (missing.length > 0) {
+      throw this.#error(
+        'init',
+        `table ${name} exists but lacks column(s) ${missing.join(', ')}; it was not made by this provider: choose another tablePrefix`,
+      );
+    }
+    return true;
+  }
+
+  #prepare(db: Database.Database): Statements {
+    const t = quote(this.#settings.table);
+    const v = quote(this.#settings.versionTable);
+    const selectVersion = db.prepare<[string], VersionRow>(`SELECT version, etag FROM ${v} WHERE cluster_id = ?`);
+    const selectRows = db.prepare<[string], EntryRow>(
+      `SELECT silo_id, address, generation, status, gateway_address, host_name, started_at, i_am_alive_at, suspicions, etag
+       FROM ${t} WHERE cluster_id = ?`,
+    );
+    const setVersion = db.prepare<[string, number, string]>(
+      `INSERT INTO ${v} (cluster_id, version, etag) VALUES (?, ?, ?)
+       ON CONFLICT (cluster_id) DO UPDATE SET version = excluded.version, etag = excluded.etag`,
+    );
+    // address .. etag, in column order.
+    type Fields = [string, number, string, string | null, string, number, number, string, string];
+    const insertRow = db.prepare<[string, string, ...Fields]>(
+      `INSERT INTO ${t} (cluster_id, silo_id, address, generation, status, gateway_address, host_name, started_at, i_am_alive_at, suspicions, etag)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (cluster_id, silo_id) DO NOTHING`,
+    );
+    const updateRow = db.prepare<[...Fields, string, string, string]>(
+      `UPDATE ${t} SET address = ?, generation = ?, status = ?, gateway_address = ?, host_name = ?,
+         started_at = ?, i_am_alive_at = ?, suspicions = ?, etag = ?
+       WHERE cluster_id = ? AND silo_id = ? AND etag = ?`,
+    );
+    const setAlive = db.prepare<[number, string, string]>(`UPDATE ${t} SET i_am_alive_at = ? WHERE cluster_id = ? AND silo_id = ?`);
+    const deleteDefunct = db.prepare<[string, number]>(`DELETE FROM ${t} WHERE cluster_id = ? AND status = 'Dead' AND i_am_alive_at < ?`);
+    const deleteRows = db.prepare<[string]>(`DELETE FROM ${t} WHERE cluster_id = ?`);
+    const deleteVersion = db.prepare<[string]>(`DELETE FROM ${v} WHERE cluster_id = ?`);
+
+    const fields = (e: SiloEntry): Fields => [
+      e.address, e.generation, e.status, e.gatewayAddress, e.hostName,
+      e.startedAt, e.iAmAliveAt, JSON.stringify(e.suspicions.map((s) => ({ by: s.by, at: s.at }))), randomUUID(),
+    ];
+    const versionIs = (clusterId: string, etag: string): boolean => (selectVersion.get(clusterId)?.etag ?? NO_VERSION_ETAG) === etag;
+
+    // Each check reads inside the transaction that writes, and IMMEDIATE takes
+    // the write lock before the read, so no other process can slip in between.
+    const insert = db.transaction((clusterId: string, entry: SiloEntry, next: TableVersion): boolean => {
+      if (!versionIs(clusterId, next.etag)) return false;
+      if (insertRow.run(clusterId, siloId(entry), ...fields(entry)).changes !== 1) return false;
+      setVersion.run(clusterId, next.version, randomUUID());
+      return true;
+    });
+    const update = db.transaction((clusterId: string, entry: SiloEntry, etag: string, next: TableVersion): boolean => {
+      if (!versionIs(clusterId, next.etag)) return false;
+      if (updateRow.run(...fields(entry), clusterId, siloId(entry), etag).changes !== 1) return false;
+      setVersion.run(clusterId, next.version, randomUUID());
+      return true;
+    });
+    // Deferred: a read transaction, so that version and rows come from one snapshot.
+    const readAll = db.transaction((clusterId: string) => ({ version: selectVersion.get(clusterId), rows: selectRows.all(clusterId) }));
+    const deleteCluster = db.transaction((clusterId: string): void => {
+      deleteRows.run(clusterId);
+      deleteVersion.run(clusterId);
+    });
+    return {
+      readAll: (clusterId) => readAll(clusterId),
+      insert: (clusterId, entry, next) => insert.immediate(clusterId, entry, next),
+      update: (clusterId, entry, etag, next) => update.immediate(clusterId, entry, etag, next),
+      updateIAmAlive: (clusterId, id, at) => void setAlive.run(at, clusterId, id),
+      cleanupDefunct: (clusterId, before) => deleteDefunct.run(clusterId, before).changes,
+      deleteCluster: (clusterId) => deleteCluster.immediate(clusterId),
+    };
+  }
+
+  #decode(row: EntryRow): { entry: SiloEntry; etag: string } {
+    const corrupt = (problem: string, cause?: unknown): MembershipError =>
+      new MembershipError(
+        `sqlite membership (cluster ${JSON.stringify(this.#clusterId)}, file ${this.#settings.path}): ` +
+          `corrupt row ${row.silo_id} in table ${this.#settings.table}: ${problem}`,
+        cause === undefined ? undefined : { cause },
+      );
+    const { address, generation, status, gateway_address, host_name, started_at, i_am_alive_at, etag } = row;
+    if (typeof address !== 'string' || typeof host_name !== 'string' || typeof etag !== 'string') throw corrupt('address, host_name and etag must be text');
+    if (typeof generation !== 'number' || typeof started_at !== 'number' || typeof i_am_alive_at !== 'number') {
+      throw corrupt('generation, started_at and i_am_alive_at must be numbers');
+    }
+    if (typeof status !== 'string' || !STATUSES.has(status)) throw corrupt(`unknown status ${JSON.stringify(status)}`);
+    if (gateway_address !== null && typeof gateway_address !== 'string') throw corrupt('gateway_address must be text or NULL');
+    let suspicions: Suspicion[];
+    try {
+      suspicions = parseSuspicions(row.suspicions);
+    } catch (err) {
+      throw corrupt(`bad suspicions: ${errorMessage(err)}`, err);
+    }
+    return {
+      entry: {
+        address,
+        generation,
+        status: status as SiloStatus,
+        gatewayAddress: gateway_address,
+        hostName: host_name,
+        startedAt: started_at,
+        iAmAliveAt: i_am_alive_at,
+        suspicions,
+      },
+      etag,
+    };
+  }
+
+  #use(op: string): { statements: Statements; clusterId: string } {
+    if (this.#statements === undefined || this.#clusterId === undefined) {
+      throw this.#error(op, 'the table is not open (init() not called, or closed)');
+    }
+    return { statements: this.#statements, clusterId: this.#clusterId };
+  }
+
+  #error(op: string, problem: string, cause?: unknown): MembershipError {
+    return new MembershipError(
+      `sqlite membership (cluster ${JSON.stringify(this.#clusterId)}, file ${this.#settings.path}): ${op} failed: ${problem}`,
+      cause === undefined ? undefined : { cause },
+    );
+  }
+
+  /** Granary errors pass through; driver errors become a MembershipError that names the operation, cluster and file. */
+  #wrap(err: unknown, op: string, what?: string): GranaryError {
+    if (err instanceof GranaryError) return err;
+    return this.#error(op, `${what === undefined ? '' : `${what}: `}${errorMessage(err)}`, err);
+  }
+}
+
+function validate(options: SqliteMembershipOptions): Settings {
+  const { path } = options;
+  if (typeof path !== 'string' || path === '') {
+    throw new ConfigurationError(`sqliteMembership: option path must be a database file path or ':memory:', got ${JSON.stringify(path)}`);
+  }
+  const tablePrefix = options.tablePrefix ?? sqliteMembershipDefaults.tablePrefix;
+  if (typeof tablePrefix !== 'string' || !/^[A-Za-z0-9_]*$/.test(tablePrefix)) {
+    throw new ConfigurationError(`sqliteMembership: option tablePrefix may hold only letters, digits and '_', got ${JSON.stringify(tablePrefix)}`);
+  }
+  const busyTimeoutMs = options.busyTimeoutMs ?? sqliteMembershipDefaults.busyTimeoutMs;
+  if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0 || busyTimeoutMs > 0x7fffffff) {
+    throw new ConfigurationError(`sqliteMembership: option busyTimeoutMs must be a whole number of ms from 0 to 2147483647, got ${busyTimeoutMs}`);
+  }
+  return { path, table: `${tablePrefix}membership`, versionTable: `${tablePrefix}membership_version`, busyTimeoutMs };
+}
+
+/** The suspicions column: a JSON array of {by: string, at: number}. */
+function parseSuspicions(text: unknown): Suspicion[] {
+  if (typeof text !== 'string') throw new Error('not text');
+  const value: unknown = JSON.parse(text);
+  if (!Array.isArray(value)) throw new Error('not a JSON array');
+  return value.map((s: unknown) => {
+    if (typeof s !== 'object' || s === null) throw new Error('an element is not an object');
+    const { by, at } = s as { by?: unknown; at?: unknown };
+    if (typeof by !== 'string' || typeof at !== 'number') throw new Error('an element lacks by (string) or at (number)');
+    return { by, at };
+  });
+}
+
+function quote(identifier: string): string {
+  return `"${identifier}"`;
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,207 @@
+// Redis membership: the conformance suite against the server at
+// GRANARY_TEST_REDIS (default the local one) under a random key prefix deleted
+// at the end, plus an unreachable server, a server that goes away and comes
+// back through a proxy, key layout and corrupt rows.
+
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import net from 'node:net';
+import { after, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { MembershipError } from '../../../src/errors.ts';
+import type { SiloEntry, TableVersion } from '../../../src/membership/table.ts';
+import type { Logger } from '../../../src/observability/logger.ts';
+import { silentLogger } from '../../../src/observability/logger.ts';
+import { redisMembership } from '../../../src/providers/redis/index.ts';
+import { eventually } from '../../helpers.ts';
+import { membershipConformance } from '../../membership/conformance.ts';
+
+const url = process.env['GRANARY_TEST_REDIS'] ?? 'redis://127.0.0.1:6379';
+const keyPrefix = `test:${randomUUID()}:`;
+
+after(async () => {
+  const admin = new Redis(url, { lazyConnect: true });
+  await admin.connect();
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await admin.scan(cursor, 'MATCH', `${keyPrefix}*`, 'COUNT', 1000);
+      if (keys.length > 0) await admin.del(...keys);
+      cursor = next;
+    } while (cursor !== '0');
+  } finally {
+    admin.disconnect();
+  }
+});
+
+membershipConformance('redis membership', { create: () => redisMembership({ url, keyPrefix }) });
+
+interface LogRecord {
+  readonly level: string;
+  readonly message: string | undefined;
+}
+
+function recordingLogger(records: LogRecord[] = []): Logger & { records: LogRecord[] } {
+  const at = (level: string) => (_fields: object, message?: string): void => {
+    records.push({ level, message });
+  };
+  const logger = { records, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => logger };
+  return logger;
+}
+
+function silo(n: number): SiloEntry {
+  return {
+    address: `10.0.0.${n}:11111`,
+    generation: 1_700_000_000_000 + n,
+    status: 'Active',
+    gatewayAddress: null,
+    hostName: 'h',
+    startedAt: 1_700_000_000_000,
+    iAmAliveAt: 1_700_000_001_000,
+    suspicions: [],
+  };
+}
+
+function after1(v: TableVersion): TableVersion {
+  return { version: v.version + 1, etag: v.etag };
+}
+
+interface Proxy {
+  readonly port: number;
+  /** Closes the listening socket and every connection through it: the server is gone. */
+  cut(): Promise<void>;
+  /** Listens again on the same port. */
+  restore(): Promise<void>;
+}
+
+/** A TCP proxy on a loopback port to the Redis of `url`, which a test can cut and restore. */
+async function startProxy(): Promise<Proxy> {
+  const target = new URL(url);
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port || 6379), target.hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  const listen = (port: number): Promise<number> =>
+    new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => {
+        server.off('error', reject);
+        const address = server.address();
+        assert.ok(address !== null && typeof address === 'object');
+        resolve(address.port);
+      });
+    });
+  const port = await listen(0);
+  return {
+    port,
+    cut: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const s of sockets) s.destroy();
+      await closed;
+    },
+    restore: async () => {
+      await listen(port);
+    },
+  };
+}
+
+describe('redis membership specifics', () => {
+  it('has kind redis', () => {
+    assert.equal(redisMembership({ url }).kind, 'redis');
+  });
+
+  it('keeps a cluster in three keys under the prefix, with a hash tag on the cluster id', async () => {
+    const clusterId = `c-${randomUUID()}`;
+    const t = redisMembership({ url, keyPrefix });
+    await t.init({ clusterId, logger: silentLogger() });
+    const admin = new Redis(url);
+    try {
+      assert.equal(await t.insert(silo(1), after1((await t.readAll()).version)), true);
+      const base = `${keyPrefix}membership:{${clusterId}}`;
+      assert.deepEqual(await admin.hgetall(`${base}:version`), { version: '1', etag: (await t.readAll()).version.etag });
+      assert.deepEqual(Object.keys(await admin.hgetall(`${base}:rows`)), ['10.0.0.1:11111@1700000000001']);
+      assert.deepEqual(await admin.hgetall(`${base}:alive`), { '10.0.0.1:11111@1700000000001': '1700000001000' });
+      await t.deleteCluster();
+      assert.equal(await admin.exists(`${base}:version`, `${base}:rows`, `${base}:alive`), 0, 'deleteCluster leaves no key');
+    } finally {
+      admin.disconnect();
+      await t.close();
+    }
+  });
+
+  it('fails init and later calls with a MembershipError when Redis cannot be reached', { timeout: 15_000 }, async () => {
+    const t = redisMembership({ url: 'redis://:hunter2@127.0.0.1:1', connectTimeoutMs: 2_000 });
+    await assert.rejects(t.init({ clusterId: 'c', logger: silentLogger() }), (err: unknown) => {
+      assert.ok(err instanceof MembershipError, String(err));
+      assert.equal(err.code, 'GRANARY_MEMBERSHIP');
+      assert.match(err.message, /redis membership .*127\.0\.0\.1:1.*init failed.*ECONNREFUSED/);
+      assert.doesNotMatch(err.message, /hunter2/, 'the password is not in the message');
+      return true;
+    });
+    await assert.rejects(t.readAll(), (err: unknown) => err instanceof MembershipError && /readAll failed: the table is not open/.test(err.message));
+    await t.close();
+  });
+
+  it('fails calls with a MembershipError while Redis is gone, and works again once it is back', { timeout: 20_000 }, async () => {
+    const proxy = await startProxy();
+    const logs = recordingLogger();
+    const t = redisMembership({ url: `redis://127.0.0.1:${proxy.port}`, keyPrefix, commandTimeoutMs: 2_000 });
+    await t.init({ clusterId: `c-${randomUUID()}`, logger: logs });
+    try {
+      assert.equal(await t.insert(silo(1), after1((await t.readAll()).version)), true);
+      await proxy.cut();
+      await eventually('the provider notices the lost connection', () => logs.records.some((r) => r.level === 'warn' && /connection lost/.test(r.message ?? '')));
+      await assert.rejects(t.readAll(), (err: unknown) => err instanceof MembershipError && /readAll failed/.test(err.message));
+      await assert.rejects(t.updateIAmAlive(silo(1).address, silo(1).generation, 1), MembershipError);
+
+      await proxy.restore();
+      await eventually('readAll works again after Redis is back', async () => {
+        try {
+          return (await t.readAll()).version.version === 1;
+        } catch (err) {
+          assert.ok(err instanceof MembershipError, `only MembershipErrors while reconnecting, got ${String(err)}`);
+          return false;
+        }
+      }, 10_000);
+      assert.ok(logs.records.some((r) => r.level === 'info' && /connection back/.test(r.message ?? '')));
+      await t.deleteCluster();
+    } finally {
+      await t.close();
+      await proxy.cut();
+    }
+  });
+
+  it('fails a read of a corrupt row with a MembershipError naming the row', async () => {
+    const clusterId = `c-${randomUUID()}`;
+    const t = redisMembership({ url, keyPrefix });
+    await t.init({ clusterId, logger: silentLogger() });
+    const admin = new Redis(url);
+    try {
+      assert.equal(await t.insert(silo(1), after1((await t.readAll()).version)), true);
+      await admin.hset(`${keyPrefix}membership:{${clusterId}}:rows`, '10.0.0.1:11111@1700000000001', '{"etag":"e","entry":{"status":"Zombie"}}');
+      await assert.rejects(t.readAll(), (err: unknown) => {
+        assert.ok(err instanceof MembershipError);
+        assert.match(err.message, /corrupt row 10\.0\.0\.1:11111@1700000000001/);
+        return true;
+      });
+    } finally {
+      admin.disconnect();
+      await t.deleteCluster();
+      await t.close();
+    }
+  });
+
+  it('refuses invalid options with a ConfigurationError saying what to change', () => {
+    assert.throws(() => redisMembership({ url: '127.0.0.1:6379' }), { name: 'ConfigurationError', message: /url/ });
+    assert.throws(() => redisMembership({ url, commandTimeoutMs: 0 }), { name: 'ConfigurationError', message: /commandTimeoutMs/ });
+  });
+});
