@@ -3,6 +3,7 @@
 // method per grain method; any other name is a call by name (see below).
 
 import { inspect } from 'node:util';
+import { ConfigurationError } from '../errors.ts';
 import { GRAIN_REF, type CodecContext, type RefIdentity } from '../serialization/symbols.ts';
 import type { GrainId } from './identity.ts';
 import type { Grain } from './grain.ts';
@@ -38,6 +39,10 @@ export type GrainRef<T> = {
 export interface ChainNode {
   readonly id: string;
   readonly parent: ChainNode | undefined;
+  /** The turn of grain `id` that made the call, when known (same silo). */
+  readonly turn?: unknown;
+  /** Made in this process: without a turn it was made outside any turn (onActivate, onDeactivate). */
+  readonly local?: boolean;
 }
 
 /**
@@ -94,6 +99,10 @@ export class GrainReference {
     return this[CORE].id;
   }
   withOptions(options: CallOptions): GrainRefBase<unknown> {
+    const t = options.timeoutMs;
+    if (t !== undefined && !(typeof t === 'number' && t > 0 && t <= 2_147_483_647)) {
+      throw new ConfigurationError(`timeoutMs must be a positive number of milliseconds up to 2147483647, got ${String(t)}`);
+    }
     const c = this[CORE];
     const merged = { ...c.options, ...options };
     return makeRef(new RefCore(c.id, c.idStr, c.type, c.invoker, c.caller, merged));

@@ -80,7 +80,6 @@ export class MembershipService {
   readonly #prober: Prober;
   readonly #self: SiloEntry;
   readonly #selfId: string;
-  #selfEtag = '';
   #view: ClusterView;
   #viewVersion = 0;
   readonly #listeners = new Set<(v: ClusterView) => void>();
@@ -234,10 +233,9 @@ export class MembershipService {
       return;
     }
     const active = new Map<string, ActiveSilo>();
-    for (const { entry, etag } of snap.entries) {
+    for (const { entry } of snap.entries) {
       const id = siloId(entry);
       if (id === this.#selfId) {
-        this.#selfEtag = etag;
         if (entry.status === 'Dead' && !this.#stopped) {
           this.#logger.error({ silo: id }, 'this silo was declared dead by the cluster: stopping at once');
           this.stop();

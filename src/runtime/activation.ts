@@ -49,8 +49,13 @@ export class Activation implements GrainContext, CallerContext, Target {
   /** Turns running now, and how many of them exclude every other turn (plain calls). */
   running = 0;
   #exclusive = 0;
-  /** The only running message when that is known; chains of calls made after an await use it. */
+  /** The running message when exactly one runs; chains of calls made after an await use it. */
   #sole: Message | undefined;
+  /** All running messages while more than one runs (allocated on the first interleaving). */
+  #several: Message[] | undefined;
+  #pumping = false;
+  /** Deactivate once the mailbox drains (graceful stop: accepted calls still run). */
+  #draining = false;
   #chainOf: Message | undefined;
   #chainNode: ChainNode | undefined;
 
@@ -149,7 +154,7 @@ export class Activation implements GrainContext, CallerContext, Target {
     else if (this.running === 1) m = this.#sole;
     if (m !== this.#chainOf || this.#chainNode === undefined) {
       this.#chainOf = m;
-      this.#chainNode = { id: this.idStr, parent: m?.chain };
+      this.#chainNode = { id: this.idStr, parent: m?.chain, turn: m, local: true };
     }
     return this.#chainNode;
   }
@@ -193,7 +198,7 @@ export class Activation implements GrainContext, CallerContext, Target {
     this.runtime.activated(this);
     if (this.#stopRequested) {
       void this.deactivate(this.#reason);
-      return;
+      if (this.state !== ActivationState.Valid) return;
     }
     if (this.#deactivateRequested && this.queueLength === 0) {
       void this.deactivate('requested');
@@ -232,6 +237,11 @@ export class Activation implements GrainContext, CallerContext, Target {
         break;
       case ActivationState.Valid:
         this.#reason = reason;
+        if (reason === 'shutdown' && (this.running > 0 || this.#queue !== undefined)) {
+          // Graceful stop: calls already accepted run first.
+          this.#draining = true;
+          break;
+        }
         this.state = ActivationState.Deactivating;
         if (this.running === 0) void this.#finishDeactivation();
         break;
@@ -242,6 +252,19 @@ export class Activation implements GrainContext, CallerContext, Target {
         break;
     }
     return this.#deactivated;
+  }
+
+  /**
+   * Drops the activation at once, whatever runs (a stop whose deactivation
+   * timed out). Queued calls fail with `err`; running turns finish unobserved.
+   */
+  forceInvalidate(err: unknown): void {
+    if (this.state === ActivationState.Invalid) return;
+    this.state = ActivationState.Invalid;
+    this.#disposeTimers();
+    this.runtime.deactivated(this, this.#reason);
+    for (const m of this.#takeQueue()) this.runtime.fail(m, err);
+    this.#resolveDeactivated?.();
   }
 
   async #finishDeactivation(): Promise<void> {
@@ -292,15 +315,35 @@ export class Activation implements GrainContext, CallerContext, Target {
       this.activate();
       return;
     }
-    if (msg.chain !== undefined && chainContains(msg.chain, this.idStr) && !this.#chainMayEnter()) {
+    if (msg.chain !== undefined && this.#deadlocked(msg.chain)) {
       this.runtime.fail(msg, new DeadlockError(chainPath(msg.chain, this.idStr)));
       return;
     }
     this.#enqueue(msg);
   }
 
-  #chainMayEnter(): boolean {
-    return this.type.callChainReentrancy && this.state === ActivationState.Valid;
+  /**
+   * Whether a call with this chain would wait for itself: this grain is in the
+   * chain, waiting in a turn that is still running (or in onActivate /
+   * onDeactivate). A chain node from another silo carries no turn: its grain
+   * id alone decides.
+   */
+  #deadlocked(chain: ChainNode): boolean {
+    for (let n: ChainNode | undefined = chain; n !== undefined; n = n.parent) {
+      if (n.id !== this.idStr) continue;
+      if (this.type.callChainReentrancy && this.state === ActivationState.Valid) return false;
+      const turn = n.turn as Message | undefined;
+      if (turn === undefined) {
+        if (!n.local || this.state !== ActivationState.Valid) return true;
+        continue;
+      }
+      if (this.#isRunning(turn)) return true;
+    }
+    return false;
+  }
+
+  #isRunning(m: Message): boolean {
+    return this.#sole === m || (this.#several !== undefined && this.#several.includes(m));
   }
 
   #mayRun(msg: Message, queueEmpty: boolean): boolean {
@@ -308,8 +351,8 @@ export class Activation implements GrainContext, CallerContext, Target {
     const t = this.type;
     const m = msg.method;
     if (t.reentrant || m.alwaysInterleave) return true;
-    if (m.readOnly) return this.#exclusive === 0 && queueEmpty;
     if (t.callChainReentrancy && msg.chain !== undefined && chainContains(msg.chain, this.idStr)) return true;
+    if (m.readOnly) return this.#exclusive === 0 && queueEmpty;
     return false;
   }
 
@@ -319,32 +362,54 @@ export class Activation implements GrainContext, CallerContext, Target {
   }
 
   #pump(): void {
+    if (this.#pumping) return; // a turn that ended synchronously inside the loop below
     const q = this.#queue;
     if (q === undefined) return;
-    while (this.#head < q.length) {
-      const msg = q[this.#head] as Message;
-      if (msg.done) {
+    this.#pumping = true;
+    try {
+      while (this.#head < q.length) {
+        const msg = q[this.#head] as Message;
+        if (msg.done) {
+          q[this.#head++] = undefined as never;
+          continue;
+        }
+        if (!this.#mayRun(msg, true)) break;
         q[this.#head++] = undefined as never;
-        continue;
+        this.#start(msg);
+        if (this.state !== ActivationState.Valid) return;
       }
-      if (!this.#mayRun(msg, true)) break;
-      q[this.#head++] = undefined as never;
-      this.#start(msg);
-      if (this.state !== ActivationState.Valid) return;
+    } finally {
+      this.#pumping = false;
+      if (this.#queue === q) {
+        if (this.#head >= q.length) {
+          this.#queue = undefined;
+          this.#head = 0;
+        } else if (this.#head > 1024 && this.#head * 2 > q.length) {
+          this.#queue = q.slice(this.#head);
+          this.#head = 0;
+        }
+      }
     }
-    if (this.#head >= q.length) {
-      this.#queue = undefined;
-      this.#head = 0;
-    } else if (this.#head > 1024 && this.#head * 2 > q.length) {
-      this.#queue = q.slice(this.#head);
-      this.#head = 0;
-    }
+    if (this.running === 0 && this.state === ActivationState.Valid) this.#idleAfterTurns();
+  }
+
+  /** Nothing runs: deactivate if asked to, or if draining and the mailbox is empty. */
+  #idleAfterTurns(): void {
+    if (this.#deactivateRequested) void this.deactivate('requested');
+    else if (this.#draining && this.#queue === undefined) void this.deactivate(this.#reason);
   }
 
   #start(msg: Message): void {
     const m = msg.method;
     if (this.running++ === 0) this.#sole = msg;
-    else this.#sole = undefined;
+    else {
+      const several = (this.#several ??= []);
+      if (this.#sole !== undefined) {
+        several.push(this.#sole);
+        this.#sole = undefined;
+      }
+      several.push(msg);
+    }
     if (!m.alwaysInterleave && !m.readOnly) this.#exclusive++;
     // The synchronous part of the turn runs here, with the current message known.
     const prevMsg = currentMessage;
@@ -353,29 +418,33 @@ export class Activation implements GrainContext, CallerContext, Target {
     // eslint-disable-next-line @typescript-eslint/no-this-alias -- the running activation is the point
     currentActivation = this;
     let result: unknown;
+    let thenable = false;
     try {
       result = m.fn.apply(this.instance, msg.args);
+      if (!(result instanceof Promise) && result !== null && typeof result === 'object') {
+        thenable = typeof (result as { then?: unknown }).then === 'function';
+      }
     } catch (e) {
       currentMessage = prevMsg;
       currentActivation = prevAct;
-      this.#end(msg);
       this.runtime.fail(msg, e);
+      this.#end(msg);
       return;
     }
     currentMessage = prevMsg;
     currentActivation = prevAct;
-    if (!(result instanceof Promise)) {
-      if (result !== null && typeof result === 'object' && typeof (result as { then?: unknown }).then === 'function') {
-        void this.#await(msg, result as Promise<unknown>); // a foreign thenable
-        return;
-      }
-      this.#end(msg);
+    if (result instanceof Promise) {
+      if (this.#awaiting === undefined) {
+        // One turn at a time can use the activation's own settle handlers: no per-call closure.
+        this.#awaiting = msg;
+        result.then(this.#settled ??= this.#makeSettled(true), this.#failed ??= this.#makeSettled(false));
+      } else void this.#await(msg, result);
+    } else if (thenable) {
+      void this.#await(msg, result as Promise<unknown>); // a foreign thenable
+    } else {
       this.runtime.succeed(msg, result);
-    } else if (this.#awaiting === undefined) {
-      // One turn at a time can use the activation's own settle handlers: no per-call closure.
-      this.#awaiting = msg;
-      result.then(this.#settled ??= this.#makeSettled(true), this.#failed ??= this.#makeSettled(false));
-    } else void this.#await(msg, result);
+      this.#end(msg);
+    }
   }
 
   /** The turn whose promise the activation's own handlers wait on. */
@@ -387,9 +456,9 @@ export class Activation implements GrainContext, CallerContext, Target {
     return (v: unknown): void => {
       const msg = this.#awaiting as Message;
       this.#awaiting = undefined;
-      this.#end(msg);
       if (ok) this.runtime.succeed(msg, v);
       else this.runtime.fail(msg, v);
+      this.#end(msg);
     };
   }
 
@@ -398,18 +467,24 @@ export class Activation implements GrainContext, CallerContext, Target {
     try {
       v = await result;
     } catch (e) {
-      this.#end(msg);
       this.runtime.fail(msg, e);
+      this.#end(msg);
       return;
     }
-    this.#end(msg);
     this.runtime.succeed(msg, v);
+    this.#end(msg);
   }
 
   #end(msg: Message): void {
     const m = msg.method;
     this.running--;
     if (this.#sole === msg) this.#sole = undefined;
+    else if (this.#several !== undefined) {
+      const sv = this.#several;
+      const i = sv.indexOf(msg);
+      if (i >= 0) sv.splice(i, 1);
+      if (this.running === 1 && sv.length === 1) this.#sole = sv.pop();
+    }
     if (!m.alwaysInterleave && !m.readOnly) this.#exclusive--;
     if (msg.tick === undefined || msg.tick.keepAlive) this.used = true;
     if (this.state === ActivationState.Deactivating) {
@@ -417,9 +492,11 @@ export class Activation implements GrainContext, CallerContext, Target {
       return;
     }
     if (this.running === 0 && this.#deactivateRequested) {
+      // Deactivate after this turn; queued calls go to a new activation.
       void this.deactivate('requested');
       return;
     }
     if (this.#queue !== undefined) this.#pump();
+    else if (this.running === 0 && this.state === ActivationState.Valid) this.#idleAfterTurns();
   }
 }

@@ -48,6 +48,7 @@ export interface RuntimeConfig {
   readonly storage: ReadonlyMap<string, StorageProvider>;
   readonly cpus: number;
   readonly callerStacks: boolean;
+  readonly deactivationTimeoutMs: number;
 }
 
 /** The runtime of one silo. */
@@ -140,8 +141,14 @@ export class Runtime implements Invoker {
       }
       m = found;
     } else m = method;
-    if (this.#stopping) return Promise.reject(new SiloStoppedError(`silo ${this.siloInfo.address} is stopping: call to ${core.idStr}.${m.name} refused`));
-
+    if (this.#stopping) {
+      // A stopping silo takes no new work from outside, and makes no new activations; calls in
+      // flight between its grains still reach the activations that are draining.
+      const existing = this.#catalog.get(core.idStr);
+      if ((core.caller === undefined && currentActivation === undefined) || existing === undefined || !existing.live) {
+        return Promise.reject(new SiloStoppedError(`silo ${this.siloInfo.address} is stopping: call to ${core.idStr}.${m.name} refused`));
+      }
+    }
     let target = core.target as Target | undefined;
     if (target === undefined || !target.live) {
       target = this.#lookup(core.id, core.idStr, type);
@@ -157,21 +164,35 @@ export class Runtime implements Invoker {
     try {
       copyArgs(args, target as unknown as CodecContext);
     } catch (e) {
-      if (target instanceof Activation && !target.started) void target.deactivate('error');
+      this.#discardUnused(target);
       return Promise.reject(e);
     }
     const caller = core.caller ?? currentActivation;
     const timeoutMs = core.options?.timeoutMs ?? this.#cfg.responseTimeoutMs;
     const msg = new Message(core.idStr, m, args, m.oneWay || caller === undefined ? undefined : caller.callChain(), caller, timeoutMs);
     if (m.oneWay) {
-      if (signal !== undefined) this.#attachSignal(msg, signal);
+      if (signal !== undefined && !this.#attachSignal(msg, signal)) {
+        this.#discardUnused(target);
+        return Promise.resolve(undefined);
+      }
       target.receive(msg);
       return Promise.resolve(undefined);
     }
     const p = msg.promise();
     this.#deadlines.add(msg);
     if (signal === undefined || this.#attachSignal(msg, signal)) target.receive(msg);
+    else this.#discardUnused(target);
     return this.#cfg.callerStacks ? withCallerStack(p) : p;
+  }
+
+  /** Removes a target created for a call that was then never delivered. */
+  #discardUnused(t: Target): void {
+    if (t instanceof Activation) {
+      if (!t.started) void t.deactivate('error');
+    } else if (t instanceof WorkerPool && t.workers.length === 0) {
+      t.live = false;
+      this.poolEmpty(t);
+    }
   }
 
   /** Gives the callee its own signal in the caller's argument slot; false if already aborted. */
@@ -213,11 +234,8 @@ export class Runtime implements Invoker {
 
   /** Delivers a call whose activation went away before running it. */
   redispatch(msg: Message): void {
+    // Re-queueing on this silo is no hop: each new activation runs at least the call that made it, so this ends.
     if (msg.done || msg.tick !== undefined) return;
-    if (++msg.hops > this.#cfg.maxForwardCount) {
-      this.fail(msg, new GranaryError(`call to ${msg.targetId}.${msg.method.name} was forwarded ${msg.hops - 1} times without reaching an activation`, 'GRANARY_FORWARD_LIMIT'));
-      return;
-    }
     if (this.#stopping) {
       this.fail(msg, new SiloStoppedError(`silo ${this.siloInfo.address} stopped before the call to ${msg.targetId}.${msg.method.name} could run`));
       return;
@@ -250,9 +268,9 @@ export class Runtime implements Invoker {
     }
     if (msg.done) return;
     msg.done = true;
+    if (msg.cancel !== undefined) this.#releaseSignal(msg, false);
     if (msg.method.oneWay) return;
     this.#deadlines.remove(msg);
-    if (msg.cancel !== undefined) this.#releaseSignal(msg, false);
     const t = typeof value;
     if (value === null || (t !== 'object' && t !== 'function' && t !== 'symbol')) {
       msg.resolve(value);
@@ -276,12 +294,12 @@ export class Runtime implements Invoker {
     }
     if (msg.done) return;
     msg.done = true;
+    if (msg.cancel !== undefined) this.#releaseSignal(msg, false);
     if (msg.method.oneWay) {
-      this.logger.warn({ grain: msg.targetId, method: msg.method.name, err }, 'one-way call failed');
+      if (!(err instanceof CancelledError)) this.logger.warn({ grain: msg.targetId, method: msg.method.name, err }, 'one-way call failed');
       return;
     }
     this.#deadlines.remove(msg);
-    if (msg.cancel !== undefined) this.#releaseSignal(msg, false);
     let e: unknown;
     try {
       e = copy(err, msg.caller ?? this.#rootCtx, 'error');
@@ -376,17 +394,31 @@ export class Runtime implements Invoker {
 
   // ---- Stop -----------------------------------------------------------------
 
-  /** Refuses new calls and deactivates every activation, letting running turns finish. */
+  /**
+   * Refuses new calls and deactivates every activation, letting running turns
+   * and accepted calls finish. Activations still busy after
+   * `deactivationTimeoutMs` are dropped with a warning.
+   */
   async stop(): Promise<void> {
     this.#stopping = true;
     if (this.#collector !== undefined) clearInterval(this.#collector);
     this.#collector = undefined;
-    const all: Promise<void>[] = [];
+    const acts: Activation[] = [];
     for (const t of [...this.#catalog.values()]) {
-      if (t instanceof WorkerPool) for (const w of [...t.workers]) all.push(w.deactivate('shutdown'));
-      else all.push((t as Activation).deactivate('shutdown'));
+      if (t instanceof WorkerPool) acts.push(...t.workers);
+      else acts.push(t as Activation);
     }
-    await Promise.all(all);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(true), this.#cfg.deactivationTimeoutMs);
+    });
+    const done = await Promise.race([Promise.all(acts.map((a) => a.deactivate('shutdown'))).then(() => false), timedOut]);
+    clearTimeout(timer);
+    if (done) {
+      const stuck = acts.filter((a) => a.state !== ActivationState.Invalid);
+      this.logger.warn({ grains: stuck.slice(0, 20).map((a) => a.idStr), count: stuck.length, timeoutMs: this.#cfg.deactivationTimeoutMs }, 'activations did not deactivate in time; dropping them');
+      for (const a of stuck) a.forceInvalidate(new SiloStoppedError(`silo ${this.siloInfo.address} stopped before the call could run`));
+    }
     this.#deadlines.close();
   }
 }

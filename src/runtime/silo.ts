@@ -32,6 +32,8 @@ export interface SiloOptions {
   collectionAgeMs?: number;
   /** How often idle activations are looked for, in ms. Default: a quarter of the smallest collection age, at most 60 000. */
   collectionQuantumMs?: number;
+  /** How long stop() waits for an activation to finish its turns and onDeactivate, in ms. Default 30 000. */
+  deactivationTimeoutMs?: number;
   /** How many times a call may be forwarded to a new activation. Default 2. */
   maxForwardCount?: number;
   /**
@@ -54,6 +56,7 @@ export const siloDefaults = {
   collectionAgeMs: 15 * 60_000,
   maxForwardCount: 2,
   callerStacks: false,
+  deactivationTimeoutMs: 30_000,
 } as const;
 
 function positive(name: string, v: number | undefined): void {
@@ -80,6 +83,7 @@ export class Silo {
     positive('responseTimeoutMs', options.responseTimeoutMs);
     positive('collectionAgeMs', options.collectionAgeMs);
     positive('collectionQuantumMs', options.collectionQuantumMs);
+    positive('deactivationTimeoutMs', options.deactivationTimeoutMs);
     if (options.maxForwardCount !== undefined && !(Number.isInteger(options.maxForwardCount) && options.maxForwardCount >= 0)) {
       throw new ConfigurationError(`silo option maxForwardCount must be a non-negative integer, got ${String(options.maxForwardCount)}`);
     }
@@ -104,6 +108,7 @@ export class Silo {
       storage,
       cpus: availableParallelism(),
       callerStacks: options.callerStacks ?? siloDefaults.callerStacks,
+      deactivationTimeoutMs: options.deactivationTimeoutMs ?? siloDefaults.deactivationTimeoutMs,
     });
     for (const cls of options.grains ?? []) runtime.register(cls);
     const ctx = runtime.codecContext;

@@ -20,8 +20,9 @@ export class GrainTimer implements TimerHandle, TickOwner {
   constructor(act: Activation, callback: () => unknown, options: TimerOptions) {
     const due = options.dueMs ?? 0;
     const period = options.periodMs ?? 0;
-    if (!(due >= 0) || !(period >= 0)) {
-      throw new RangeError(`registerTimer of ${act.idStr}: dueMs and periodMs must be non-negative numbers of ms, got ${String(options.dueMs)} and ${String(options.periodMs)}`);
+    const MAX = 2_147_483_647; // setTimeout's limit; beyond it Node fires at once
+    if (!(due >= 0 && due <= MAX) || !(period >= 0 && period <= MAX)) {
+      throw new RangeError(`registerTimer of ${act.idStr}: dueMs and periodMs must be numbers of ms from 0 to ${MAX}, got ${String(options.dueMs)} and ${String(options.periodMs)}`);
     }
     this.#act = act;
     this.#periodMs = period;

@@ -34,9 +34,11 @@ export class WorkerPool implements Target {
     const ws = this.workers;
     let best: Activation | undefined;
     let bestLoad = Infinity;
+    let live = 0;
     for (let i = 0; i < ws.length; i++) {
       const w = ws[i] as Activation;
       if (w.state > ActivationState.Valid) continue;
+      live++;
       const load = w.running + w.queueLength + (w.state === ActivationState.Activating ? 1 : 0);
       if (load === 0) {
         w.receive(msg);
@@ -47,7 +49,7 @@ export class WorkerPool implements Target {
         best = w;
       }
     }
-    if (ws.length < this.type.maxLocalWorkers || best === undefined) {
+    if (live < this.type.maxLocalWorkers || best === undefined) {
       const w = this.#runtime.newActivation(this.id, this.idStr, this.type, this);
       ws.push(w);
       w.receive(msg);
