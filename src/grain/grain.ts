@@ -15,6 +15,8 @@ export interface SiloInfo {
   /** `host:port` of the silo. */
   readonly address: string;
   readonly clusterId: string;
+  /** `host:port` of this silo's gateway for clients, if it has one. */
+  readonly gatewayAddress?: string | null;
 }
 
 /** Options of `registerTimer`. */

@@ -29,6 +29,15 @@ export interface TickOwner {
   tickDone(error: unknown): void;
 }
 
+/** Where the response to a call that came over the wire goes. */
+export interface RemoteReply {
+  /** Sends the response frame; `status` as in the protocol. */
+  respond(reqId: number, status: number, value: unknown): void;
+  /** Tells the caller that the grain lives elsewhere. */
+  relocated(targetId: string, address: string): void;
+  readonly reqId: number;
+}
+
 /** A call: target, method, arguments, chain, deadline, and the caller's promise. */
 // Fields are `declare`d and set in the constructor only: one shape, no define-semantics cost per call.
 export class Message {
@@ -52,6 +61,11 @@ export class Message {
   declare cancel: CallCancellation | undefined;
   /** Set on timer ticks, which are turns with no caller. */
   declare tick: TickOwner | undefined;
+  /** A call that came over the wire: where its response goes. */
+  declare reply: RemoteReply | undefined;
+  /** A call sent over the wire: the silo it went to, and its request id there. */
+  declare via: string | undefined;
+  declare reqId: number;
   // Deadline queue links.
   declare prev: Message | undefined;
   declare next: Message | undefined;
@@ -70,6 +84,9 @@ export class Message {
     this.hops = 0;
     this.cancel = undefined;
     this.tick = undefined;
+    this.reply = undefined;
+    this.via = undefined;
+    this.reqId = 0;
     this.prev = undefined;
     this.next = undefined;
   }

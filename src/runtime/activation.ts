@@ -30,6 +30,8 @@ export interface Target {
   receive(msg: Message): void;
   /** False once the target left the catalog; a cached reference must look again. */
   readonly live: boolean;
+  /** True for a silo across the network: arguments are encoded there, not copied here. */
+  readonly remote?: boolean;
 }
 
 /** One activation of a grain. */
@@ -42,6 +44,10 @@ export class Activation implements GrainContext, CallerContext, Target {
   readonly pool: { remove(a: Activation): void } | undefined;
   state: ActivationState = ActivationState.Activating;
   instance: Grain | undefined;
+  /** Tells this incarnation apart from others of the same grain on this silo (directory entries). */
+  readonly seq: number;
+  /** Registered in the cluster's directory (so it unregisters when it goes). */
+  registered = false;
 
   // Mailbox: a FIFO array with a moving head, allocated on first use.
   #queue: Message[] | undefined;
@@ -73,8 +79,9 @@ export class Activation implements GrainContext, CallerContext, Target {
   #deactivated: Promise<void> | undefined;
   #resolveDeactivated: (() => void) | undefined;
 
-  constructor(runtime: Runtime, id: GrainId, idStr: string, type: GrainTypeInfo, pool: { remove(a: Activation): void } | undefined) {
+  constructor(runtime: Runtime, id: GrainId, idStr: string, type: GrainTypeInfo, pool: { remove(a: Activation): void } | undefined, seq: number) {
     this.runtime = runtime;
+    this.seq = seq;
     this.id = id;
     this.idStr = idStr;
     this.type = type;
@@ -168,6 +175,10 @@ export class Activation implements GrainContext, CallerContext, Target {
   /** Constructs the grain, loads its state and runs onActivate; queued calls run after. */
   activate(): void {
     this.#started = true;
+    if (this.pool === undefined && this.runtime.clustered) {
+      void this.#registerThenActivate();
+      return;
+    }
     try {
       this.instance = constructGrain(this.type.cls as new () => Grain, this);
     } catch (e) {
@@ -182,6 +193,33 @@ export class Activation implements GrainContext, CallerContext, Target {
       return;
     }
     void this.#activateAsync();
+  }
+
+  /** In a cluster: the directory decides first whether this activation may exist. */
+  async #registerThenActivate(): Promise<void> {
+    let winner: string | undefined;
+    try {
+      winner = await this.runtime.registerActivation(this);
+    } catch (e) {
+      this.#failActivation(e);
+      return;
+    }
+    if (winner !== undefined) {
+      // Another silo hosts this grain: hand it every call that came here.
+      this.state = ActivationState.Invalid;
+      this.runtime.activationLost(this, winner, this.#takeQueue());
+      this.#resolveDeactivated?.();
+      return;
+    }
+    this.registered = true;
+    try {
+      this.instance = constructGrain(this.type.cls as new () => Grain, this);
+    } catch (e) {
+      this.#failActivation(e);
+      return;
+    }
+    this.idleSince = Date.now();
+    await this.#activateAsync();
   }
 
   async #activateAsync(): Promise<void> {

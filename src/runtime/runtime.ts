@@ -7,9 +7,11 @@ import { CancelledError, ConfigurationError, SiloStoppedError, TimeoutError, Unk
 import { Grain, type GrainClass, type SiloInfo } from '../grain/grain.ts';
 import { grainId, type GrainId } from '../grain/identity.ts';
 import { grainTypeInfo, type GrainTypeInfo, type MethodInfo } from '../grain/options.ts';
-import { makeRef, RefCore, type CallerContext, type GrainRefBase, type Invoker } from '../grain/ref.ts';
+import { makeRef, RefCore, type CallerContext, type ChainNode, type GrainRefBase, type Invoker } from '../grain/ref.ts';
 import { Deadlines } from '../messaging/deadlines.ts';
-import { Message } from '../messaging/message.ts';
+import { Message, type RemoteReply } from '../messaging/message.ts';
+import { RequestFlags, ResponseStatus, decodeRequestArgs, type RequestHeader } from '../messaging/protocol.ts';
+import type { SiloCluster } from './cluster.ts';
 import { channels } from '../observability/channels.ts';
 import type { Logger } from '../observability/logger.ts';
 import { copy, copyArgs } from '../serialization/codec.ts';
@@ -53,8 +55,9 @@ export interface RuntimeConfig {
 
 /** The runtime of one silo. */
 export class Runtime implements Invoker {
-  readonly siloInfo: SiloInfo;
-  readonly logger: Logger;
+  /** Set again once the silo knows the address it listens on. */
+  siloInfo: SiloInfo;
+  logger: Logger;
   readonly #cfg: RuntimeConfig;
   readonly #types = new Map<string, GrainTypeInfo>();
   readonly #byClass = new Map<object, GrainTypeInfo>();
@@ -64,6 +67,10 @@ export class Runtime implements Invoker {
   #stopping = false;
   #collector: NodeJS.Timeout | undefined;
   #activations = 0;
+  #seq = 0;
+  #cluster: SiloCluster | undefined;
+  /** Calls that came over the wire with a signal, by connection and request id, for Cancel frames. */
+  readonly #remoteCancels = new Map<object, Map<number, Message>>();
 
   constructor(cfg: RuntimeConfig) {
     this.#cfg = cfg;
@@ -83,6 +90,16 @@ export class Runtime implements Invoker {
     this.#types.set(info.name, info);
     this.#byClass.set(cls, info);
     return info;
+  }
+
+  /** Joins the runtime to its cluster layer (a networked silo). */
+  attachCluster(c: SiloCluster): void {
+    this.#cluster = c;
+  }
+
+  /** Whether activations register in a cluster directory. */
+  get clustered(): boolean {
+    return this.#cluster !== undefined;
   }
 
   /** Registered grain types by name. */
@@ -141,7 +158,7 @@ export class Runtime implements Invoker {
       }
       m = found;
     } else m = method;
-    if (this.#stopping) {
+    if (this.#stopping && this.#cluster === undefined) {
       // A stopping silo takes no new work from outside, and makes no new activations; calls in
       // flight between its grains still reach the activations that are draining.
       const existing = this.#catalog.get(core.idStr);
@@ -152,7 +169,7 @@ export class Runtime implements Invoker {
     let target = core.target as Target | undefined;
     if (target === undefined || !target.live) {
       target = this.#lookup(core.id, core.idStr, type);
-      core.target = target;
+      if (target.remote !== true) core.target = target;
     }
 
     const n = args.length;
@@ -161,11 +178,13 @@ export class Runtime implements Invoker {
       signal = args[n - 1] as AbortSignal;
       args.length = n - 1;
     }
-    try {
-      copyArgs(args, target as unknown as CodecContext);
-    } catch (e) {
-      this.#discardUnused(target);
-      return Promise.reject(e);
+    if (target.remote !== true) {
+      try {
+        copyArgs(args, target as unknown as CodecContext);
+      } catch (e) {
+        this.#discardUnused(target);
+        return Promise.reject(e);
+      }
     }
     const caller = core.caller ?? currentActivation;
     const timeoutMs = core.options?.timeoutMs ?? this.#cfg.responseTimeoutMs;
@@ -207,6 +226,7 @@ export class Runtime implements Invoker {
     const cancel = { callerSignal: signal, controller, listener: undefined as (() => void) | undefined };
     cancel.listener = () => {
       controller.abort(signal.reason);
+      if (msg.via !== undefined) this.#cluster?.abandon(msg, true);
       this.fail(msg, new CancelledError(`call to ${msg.targetId}.${msg.method.name} was cancelled by the caller`, { cause: signal.reason }));
     };
     signal.addEventListener('abort', cancel.listener, { once: true });
@@ -216,17 +236,40 @@ export class Runtime implements Invoker {
 
   #lookup(id: GrainId, idStr: string, type: GrainTypeInfo): Target {
     let t = this.#catalog.get(idStr);
-    if (t === undefined) {
-      if (type.maxLocalWorkers > 0) t = new WorkerPool(this, id, idStr, type);
-      else t = this.newActivation(id, idStr, type, undefined);
+    if (t === undefined || (!t.live && this.#stopping)) {
+      if (type.maxLocalWorkers > 0) {
+        if (this.#stopping && this.#cluster !== undefined) return this.#cluster.route(idStr, type, id) ?? this.#refuse(idStr);
+        t = new WorkerPool(this, id, idStr, type);
+      } else {
+        if (this.#cluster !== undefined) {
+          const remote = this.#cluster.route(idStr, type, id);
+          if (remote !== undefined) return remote;
+          if (this.#stopping) return this.#refuse(idStr);
+        }
+        t = this.newActivation(id, idStr, type, undefined);
+      }
       this.#catalog.set(idStr, t);
     }
     return t;
   }
 
+  /** The local target for a grain, activating it here if needed. */
+  #lookupHere(id: GrainId, idStr: string, type: GrainTypeInfo): Target {
+    let t = this.#catalog.get(idStr);
+    if (t === undefined) {
+      t = type.maxLocalWorkers > 0 ? new WorkerPool(this, id, idStr, type) : this.newActivation(id, idStr, type, undefined);
+      this.#catalog.set(idStr, t);
+    }
+    return t;
+  }
+
+  #refuse(idStr: string): Target {
+    return { live: true, remote: true, receive: (msg: Message) => this.fail(msg, new SiloStoppedError(`silo ${this.siloInfo.address} is stopping and no other silo can take ${idStr}`)) };
+  }
+
   /** Creates an activation; it activates when it receives its first call. */
   newActivation(id: GrainId, idStr: string, type: GrainTypeInfo, pool: WorkerPool | undefined): Activation {
-    const a = new Activation(this, id, idStr, type, pool);
+    const a = new Activation(this, id, idStr, type, pool, ++this.#seq);
     this.#activations++;
     this.#ensureCollector();
     return a;
@@ -236,7 +279,7 @@ export class Runtime implements Invoker {
   redispatch(msg: Message): void {
     // Re-queueing on this silo is no hop: each new activation runs at least the call that made it, so this ends.
     if (msg.done || msg.tick !== undefined) return;
-    if (this.#stopping) {
+    if (this.#stopping && this.#cluster === undefined) {
       this.fail(msg, new SiloStoppedError(`silo ${this.siloInfo.address} stopped before the call to ${msg.targetId}.${msg.method.name} could run`));
       return;
     }
@@ -249,6 +292,8 @@ export class Runtime implements Invoker {
     if (msg.done) return;
     msg.done = true;
     this.#releaseSignal(msg, true);
+    if (msg.via !== undefined) this.#cluster?.abandon(msg, true);
+    if (msg.reply !== undefined) return; // the caller, on its own silo, times out by itself
     msg.reject(new TimeoutError(`call to ${msg.targetId}.${msg.method.name} timed out after ${msg.timeoutMs} ms`));
   };
 
@@ -271,6 +316,11 @@ export class Runtime implements Invoker {
     if (msg.cancel !== undefined) this.#releaseSignal(msg, false);
     if (msg.method.oneWay) return;
     this.#deadlines.remove(msg);
+    if (msg.reply !== undefined) {
+      this.#forgetRemoteCancel(msg);
+      msg.reply.respond(msg.reply.reqId, ResponseStatus.Ok, value);
+      return;
+    }
     const t = typeof value;
     if (value === null || (t !== 'object' && t !== 'function' && t !== 'symbol')) {
       msg.resolve(value);
@@ -300,6 +350,11 @@ export class Runtime implements Invoker {
       return;
     }
     this.#deadlines.remove(msg);
+    if (msg.reply !== undefined) {
+      this.#forgetRemoteCancel(msg);
+      msg.reply.respond(msg.reply.reqId, ResponseStatus.Error, err);
+      return;
+    }
     let e: unknown;
     try {
       e = copy(err, msg.caller ?? this.#rootCtx, 'error');
@@ -313,6 +368,130 @@ export class Runtime implements Invoker {
       e.stack = s;
     }
     msg.reject(e);
+  }
+
+  /** Settles a call with a value decoded from the wire (already a fresh copy). */
+  succeedDecoded(msg: Message, value: unknown): void {
+    if (msg.done) return;
+    msg.done = true;
+    if (msg.cancel !== undefined) this.#releaseSignal(msg, false);
+    this.#deadlines.remove(msg);
+    if (msg.reply !== undefined) {
+      msg.reply.respond(msg.reply.reqId, ResponseStatus.Ok, value);
+      return;
+    }
+    msg.resolve(value);
+  }
+
+  /** Delivers a call that came over the wire (from a silo or a client through this gateway). */
+  receiveRemote(h: RequestHeader, body: Buffer, reply: RemoteReply | undefined, conn: object): void {
+    const slash = h.targetId.indexOf('/');
+    const typeName = slash < 0 ? h.targetId : h.targetId.slice(0, slash);
+    const key = slash < 0 ? '' : h.targetId.slice(slash + 1);
+    const type = this.#types.get(typeName);
+    if (type === undefined) {
+      reply?.respond(h.reqId, ResponseStatus.Error, new UnknownGrainTypeError(`unknown grain type '${typeName}' (calling ${h.targetId}); silo ${this.siloInfo.address} hosts: ${[...this.#types.keys()].join(', ') || 'none'}`));
+      return;
+    }
+    const m = type.methods.get(h.method);
+    if (m === undefined) {
+      reply?.respond(h.reqId, ResponseStatus.Error, new UnknownMethodError(`grain type '${type.name}' has no method '${h.method}' (calling ${h.targetId}); its methods: ${[...type.methods.keys()].join(', ') || 'none'}`));
+      return;
+    }
+    // A silo that sent the call here placed it here: activate here and let the directory decide.
+    // A client's call (through this gateway) is placed as a local call would be.
+    const fromSilo = (conn as { peer?: { role?: string } }).peer?.role === 'silo';
+    const target = fromSilo && !this.#stopping ? this.#lookupHere(grainId(typeName, key), h.targetId, type) : this.#lookup(grainId(typeName, key), h.targetId, type);
+    let args: unknown[];
+    try {
+      args = decodeRequestArgs(body, h, target.remote === true ? this.#rootCtx : (target as unknown as CodecContext));
+    } catch (e) {
+      this.#discardUnused(target);
+      reply?.respond(h.reqId, ResponseStatus.Error, e);
+      return;
+    }
+    let chain: ChainNode | undefined;
+    if (h.chain !== null) for (let i = h.chain.length - 1; i >= 0; i--) chain = { id: h.chain[i] as string, parent: chain };
+    const msg = new Message(h.targetId, m, args, chain, undefined, h.timeoutMs > 0 ? h.timeoutMs : this.#cfg.responseTimeoutMs);
+    msg.hops = h.hops;
+    msg.reply = reply;
+    if ((h.flags & RequestFlags.Signal) !== 0) {
+      const controller = new AbortController();
+      args.push(controller.signal);
+      msg.cancel = { callerSignal: controller.signal, controller, listener: undefined };
+      if (reply !== undefined) {
+        let byConn = this.#remoteCancels.get(conn);
+        if (byConn === undefined) this.#remoteCancels.set(conn, (byConn = new Map()));
+        byConn.set(h.reqId, msg);
+      }
+    }
+    if (reply !== undefined) this.#deadlines.add(msg);
+    if (target.remote === true && fromSilo) msg.hops++;
+    if (msg.hops > this.#cfg.maxForwardCount) {
+      this.fail(msg, new GranaryError(`call to ${h.targetId}.${h.method} was forwarded ${msg.hops} times without reaching an activation`, 'GRANARY_FORWARD_LIMIT'));
+      return;
+    }
+    target.receive(msg);
+  }
+
+  /** A Cancel frame: abort the callee's signal of that call. */
+  cancelRemote(conn: object, reqId: number): void {
+    const msg = this.#remoteCancels.get(conn)?.get(reqId);
+    if (msg === undefined) return;
+    this.#forgetRemoteCancel(msg);
+    msg.cancel?.controller.abort(new CancelledError('cancelled by the caller'));
+    // The call is settled for nobody: its caller already gave up.
+    msg.done = true;
+    this.#deadlines.remove(msg);
+  }
+
+  #forgetRemoteCancel(msg: Message): void {
+    if (msg.cancel === undefined || msg.reply === undefined) return;
+    for (const [conn, byConn] of this.#remoteCancels) {
+      if (byConn.get(msg.reply.reqId) === msg) {
+        byConn.delete(msg.reply.reqId);
+        if (byConn.size === 0) this.#remoteCancels.delete(conn);
+        return;
+      }
+    }
+  }
+
+  /** In a cluster: registers an activation; resolves to the winner's address if another won. */
+  registerActivation(a: Activation): Promise<string | undefined> {
+    return this.#cluster === undefined ? Promise.resolve(undefined) : this.#cluster.register(a);
+  }
+
+  /** An activation lost its registration to one on `winner`: its calls go there. */
+  activationLost(a: Activation, winner: string, queued: Message[]): void {
+    this.#remove(a);
+    for (const m of queued) this.forward(m, winner);
+  }
+
+  /** Sends a call on to another silo, counting the hop. */
+  forward(msg: Message, address: string): void {
+    if (msg.done) return;
+    if (++msg.hops > this.#cfg.maxForwardCount || this.#cluster === undefined) {
+      this.fail(msg, new GranaryError(`call to ${msg.targetId}.${msg.method.name} was forwarded ${msg.hops - 1} times without reaching an activation`, 'GRANARY_FORWARD_LIMIT'));
+      return;
+    }
+    msg.reply?.relocated(msg.targetId, address);
+    this.#cluster.send(msg, address);
+  }
+
+  /** Local activations as directory entries (for re-registration on a view change). */
+  *localEntries(address: string): Iterable<[string, { address: string; activation: number }]> {
+    for (const t of this.#catalog.values()) {
+      if (t instanceof Activation && t.registered && t.state <= ActivationState.Valid) yield [t.idStr, { address, activation: t.seq }];
+    }
+  }
+
+  /** Another activation of a local grain won in the directory: deactivate ours; its calls follow. */
+  duplicateFound(grain: string, winner: string): void {
+    const t = this.#catalog.get(grain);
+    if (!(t instanceof Activation)) return;
+    this.logger.warn({ grain, winner }, 'duplicate activation found: deactivating this one, its callers go to the other');
+    t.registered = false;
+    void t.deactivate('requested');
   }
 
   // ---- Activation events -------------------------------------------------
@@ -334,6 +513,10 @@ export class Runtime implements Invoker {
 
   #remove(a: Activation): void {
     this.#activations--;
+    if (a.registered) {
+      a.registered = false;
+      this.#cluster?.unregister(a);
+    }
     if (a.pool !== undefined) a.pool.remove(a);
     else if (this.#catalog.get(a.idStr) === a) this.#catalog.delete(a.idStr);
   }

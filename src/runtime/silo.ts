@@ -11,6 +11,11 @@ import { memoryStorage } from '../providers/memory/storage.ts';
 import { decode, encode } from '../serialization/codec.ts';
 import type { StateSerializer, StorageProvider } from '../storage/provider.ts';
 import { Runtime } from './runtime.ts';
+import { SiloCluster } from './cluster.ts';
+import { memoryMembership } from '../providers/memory/membership.ts';
+import type { MembershipTable } from '../membership/table.ts';
+import type { MembershipOptions } from '../membership/service.ts';
+import type { TransportLimits } from '../transport/limits.ts';
 
 /** Options of `Silo.start`. Every field is optional. */
 export interface SiloOptions {
@@ -43,6 +48,20 @@ export interface SiloOptions {
    * of local call throughput), so it is for debugging. Default false.
    */
   callerStacks?: boolean;
+  /**
+   * The membership table that makes this silo one of a cluster. With it (or with
+   * `gatewayPort`), the silo listens on `host:port` (0 picks a free port) and
+   * joins; without either it runs alone, with no sockets. Default: none.
+   */
+  membership?: MembershipTable;
+  /** Failure-detection timing; see `membershipDefaults`. */
+  membershipOptions?: MembershipOptions;
+  /** Transport limits (frame size, time-outs); see `transportDefaults`. */
+  transport?: TransportLimits;
+  /** How often a silo tells the others its activation count (placement), in ms. Default 1000. */
+  loadReportIntervalMs?: number;
+  /** Deadline of control-plane calls between silos (directory, probes), in ms. Default 5000. */
+  systemCallTimeoutMs?: number;
   /** Where the silo logs; a pino logger fits. Default: pino at GRANARY_LOG_LEVEL (default info) to stderr. */
   logger?: Logger;
 }
@@ -57,6 +76,8 @@ export const siloDefaults = {
   maxForwardCount: 2,
   callerStacks: false,
   deactivationTimeoutMs: 30_000,
+  loadReportIntervalMs: 1000,
+  systemCallTimeoutMs: 5000,
 } as const;
 
 function positive(name: string, v: number | undefined): void {
@@ -70,12 +91,35 @@ export class Silo {
   readonly #runtime: Runtime;
   readonly #storage: Map<string, StorageProvider>;
   readonly #logger: Logger;
+  readonly #cluster: SiloCluster | undefined;
   #stopped: Promise<void> | undefined;
+  #resolveTerminated!: (how: 'stopped' | 'declared dead') => void;
+  /** Resolves when the silo has stopped: 'stopped' after stop(), 'declared dead' when the cluster declared it dead. */
+  readonly terminated: Promise<'stopped' | 'declared dead'>;
 
-  private constructor(runtime: Runtime, storage: Map<string, StorageProvider>, logger: Logger) {
+  private constructor(runtime: Runtime, storage: Map<string, StorageProvider>, logger: Logger, cluster: SiloCluster | undefined) {
     this.#runtime = runtime;
     this.#storage = storage;
     this.#logger = logger;
+    this.#cluster = cluster;
+    this.terminated = new Promise((r) => (this.#resolveTerminated = r));
+  }
+
+  /** The cluster layer, when the silo is networked. Internal: tests and tools. */
+  get cluster(): SiloCluster | undefined {
+    return this.#cluster;
+  }
+
+  /** The cluster declared this silo dead: stop at once, with no goodbye. */
+  declaredDead(): void {
+    if (this.#stopped !== undefined) return;
+    this.#stopped = (async () => {
+      this.#logger.error({}, 'stopping at once: declared dead by the cluster');
+      await this.#cluster?.close();
+      await this.#runtime.stop();
+      await this.#closeStorage();
+      this.#resolveTerminated('declared dead');
+    })();
   }
 
   /** Starts a silo. */
@@ -90,7 +134,8 @@ export class Silo {
     const clusterId = options.clusterId ?? siloDefaults.clusterId;
     const host = options.host ?? siloDefaults.host;
     const port = options.port ?? siloDefaults.port;
-    const logger = (options.logger ?? defaultLogger()).child({ silo: `${host}:${port}` });
+    const base = options.logger ?? defaultLogger();
+    const logger = base.child({ silo: `${host}:${port}` });
     const storage = new Map(Object.entries(options.storage ?? { default: memoryStorage() }));
     for (const [name, p] of storage) {
       if (p === null || typeof p !== 'object' || typeof p.read !== 'function' || typeof p.write !== 'function') {
@@ -123,16 +168,49 @@ export class Silo {
       for (const p of inited) await p.close();
       throw e;
     }
-    logger.info({
+    let cluster: SiloCluster | undefined;
+    let siloLogger = logger;
+    const networked = options.membership !== undefined || options.gatewayPort !== undefined || options.port !== undefined;
+    const made: { silo?: Silo } = {};
+    if (networked) {
+      positive('loadReportIntervalMs', options.loadReportIntervalMs);
+      positive('systemCallTimeoutMs', options.systemCallTimeoutMs);
+      try {
+        cluster = await SiloCluster.start(runtime, {
+          clusterId,
+          host,
+          port,
+          gatewayPort: options.gatewayPort,
+          membership: options.membership ?? memoryMembership(),
+          membershipOptions: options.membershipOptions ?? {},
+          transport: options.transport,
+          loadReportIntervalMs: options.loadReportIntervalMs ?? siloDefaults.loadReportIntervalMs,
+          systemCallTimeoutMs: options.systemCallTimeoutMs ?? siloDefaults.systemCallTimeoutMs,
+          maxForwardCount: options.maxForwardCount ?? siloDefaults.maxForwardCount,
+          logger: base.child({ silo: `${host}:${port}` }),
+        }, () => made.silo?.declaredDead());
+      } catch (e) {
+        for (const p of inited) await p.close();
+        throw e;
+      }
+      runtime.attachCluster(cluster);
+      siloLogger = base.child({ silo: cluster.address });
+      runtime.logger = siloLogger;
+      runtime.siloInfo = Object.freeze({ address: cluster.address, clusterId, gatewayAddress: cluster.gatewayAddress });
+    }
+    siloLogger.info({
       clusterId,
-      address: siloInfo.address,
+      address: runtime.siloInfo.address,
+      gateway: cluster?.gatewayAddress ?? null,
       grains: [...runtime.types.keys()],
       storage: Object.fromEntries([...storage].map(([n, p]) => [n, p.kind])),
+      membership: options.membership?.kind ?? (networked ? 'memory' : 'none'),
       responseTimeoutMs: options.responseTimeoutMs ?? siloDefaults.responseTimeoutMs,
       collectionAgeMs: options.collectionAgeMs ?? siloDefaults.collectionAgeMs,
     }, 'silo started');
-    if (channels.siloStarted.hasSubscribers) channels.siloStarted.publish({ silo: siloInfo.address, address: siloInfo.address });
-    return new Silo(runtime, storage, logger);
+    if (channels.siloStarted.hasSubscribers) channels.siloStarted.publish({ silo: runtime.siloInfo.address, address: runtime.siloInfo.address });
+    made.silo = new Silo(runtime, storage, siloLogger, cluster);
+    return made.silo;
   }
 
   /** This silo's address and cluster. */
@@ -163,7 +241,16 @@ export class Silo {
 
   async #stop(): Promise<void> {
     this.#logger.info({}, 'silo stopping');
+    await this.#cluster?.beginStop();
     await this.#runtime.stop();
+    await this.#cluster?.finishStop();
+    await this.#closeStorage();
+    this.#logger.info({}, 'silo stopped');
+    if (channels.siloStopped.hasSubscribers) channels.siloStopped.publish({ silo: this.info.address, address: this.info.address });
+    this.#resolveTerminated('stopped');
+  }
+
+  async #closeStorage(): Promise<void> {
     for (const [name, p] of this.#storage) {
       try {
         await p.close();
@@ -171,7 +258,5 @@ export class Silo {
         this.#logger.warn({ storage: name, err: e }, 'storage provider failed to close');
       }
     }
-    this.#logger.info({}, 'silo stopped');
-    if (channels.siloStopped.hasSubscribers) channels.siloStopped.publish({ silo: this.info.address, address: this.info.address });
   }
 }

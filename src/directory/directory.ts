@@ -1,0 +1,216 @@
+// The distributed grain directory. The ring of active silos partitions grain
+// ids; the owner of a grain's partition holds its entry, and registration is
+// first writer wins, so concurrent first calls from every silo end in one
+// activation. Each silo caches where grains live and corrects the cache when it
+// proves stale. On a view change, entries move to their new owners: a leaving
+// silo hands its partition over, and every silo re-registers the activations
+// whose owner changed, which also rebuilds the entries a crashed owner held.
+
+import type { Logger } from '../observability/logger.ts';
+import type { ClusterView } from '../membership/service.ts';
+import { Ring } from './ring.ts';
+
+/** Where one activation of a grain lives. `activation` tells incarnations on one silo apart. */
+export interface DirectoryEntry {
+  readonly address: string;
+  readonly activation: number;
+}
+
+/** How the directory reaches other silos. */
+export interface DirectoryTransport {
+  call(address: string, op: string, args: unknown[]): Promise<unknown>;
+}
+
+/** The directory part of one silo: its partition and its cache. */
+export class GrainDirectory {
+  readonly #self: string;
+  readonly #partition = new Map<string, DirectoryEntry>();
+  readonly #cache = new Map<string, string>();
+  readonly #net: DirectoryTransport;
+  readonly #logger: Logger;
+  #view: ClusterView;
+
+  constructor(self: string, net: DirectoryTransport, logger: Logger) {
+    this.#self = self;
+    this.#net = net;
+    this.#logger = logger;
+    this.#view = { version: 0, active: new Map(), ring: new Ring([]), dead: new Set() };
+  }
+
+  /** Entries this silo holds as owner (for tests and metrics). */
+  get partitionSize(): number {
+    return this.#partition.size;
+  }
+
+  /** The owner of a grain's entry under the current view. */
+  ownerOf(grain: string): string | undefined {
+    return this.#view.ring.ownerOf(grain);
+  }
+
+  /** Where the cache says a grain lives. */
+  cached(grain: string): string | undefined {
+    return this.#cache.get(grain);
+  }
+
+  cache(grain: string, address: string): void {
+    if (address === this.#self) this.#cache.delete(grain);
+    else this.#cache.set(grain, address);
+  }
+
+  invalidate(grain: string, address?: string): void {
+    if (address === undefined || this.#cache.get(grain) === address) this.#cache.delete(grain);
+  }
+
+  /**
+   * Registers an activation; resolves to the entry that won, which is `entry`
+   * itself unless another live activation registered first.
+   */
+  async register(grain: string, entry: DirectoryEntry): Promise<DirectoryEntry> {
+    for (let attempt = 0; ; attempt++) {
+      const owner = this.ownerOf(grain);
+      if (owner === undefined || owner === this.#self) return this.registerLocal(grain, entry, true);
+      try {
+        const won = (await this.#net.call(owner, 'dir.register', [grain, entry.address, entry.activation])) as [string, number] | null;
+        if (won === null) {
+          // The owner's view differs from ours; try again with whatever view we have by then.
+          if (attempt >= 5) throw new Error(`silo ${owner} keeps refusing to own ${grain}`);
+          await new Promise((r) => setTimeout(r, 20 * (attempt + 1)));
+          continue;
+        }
+        return { address: won[0], activation: won[1] };
+      } catch (e) {
+        if (attempt >= 5) throw e;
+        await new Promise((r) => setTimeout(r, 20 * (attempt + 1)));
+      }
+    }
+  }
+
+  /**
+   * Registers at this silo as owner. First writer wins, unless the existing
+   * entry's silo is no longer active. Returns null when `checkOwner` is set and
+   * this silo does not own the grain under its view.
+   */
+  registerLocal(grain: string, entry: DirectoryEntry, checkOwner: boolean): DirectoryEntry;
+  registerLocal(grain: string, entry: DirectoryEntry, checkOwner: boolean): DirectoryEntry | null {
+    if (checkOwner) {
+      const owner = this.ownerOf(grain);
+      if (owner !== undefined && owner !== this.#self) return null;
+    }
+    const cur = this.#partition.get(grain);
+    if (cur !== undefined && (cur.address === this.#self || this.#view.active.has(cur.address)) && !(cur.address === entry.address && cur.activation === entry.activation)) {
+      if (cur.address !== entry.address || cur.activation !== entry.activation) return cur;
+    }
+    this.#partition.set(grain, entry);
+    return entry;
+  }
+
+  /** Removes an entry if it is still this activation's. Fire and forget. */
+  unregister(grain: string, entry: DirectoryEntry): void {
+    this.#cache.delete(grain);
+    const owner = this.ownerOf(grain);
+    if (owner === undefined || owner === this.#self) {
+      this.unregisterLocal(grain, entry);
+      return;
+    }
+    this.#net.call(owner, 'dir.unregister', [grain, entry.address, entry.activation]).catch((e: unknown) => {
+      this.#logger.debug({ grain, owner, err: e }, 'unregister failed; the entry goes when its silo leaves the view');
+    });
+  }
+
+  unregisterLocal(grain: string, entry: DirectoryEntry): void {
+    const cur = this.#partition.get(grain);
+    if (cur !== undefined && cur.address === entry.address && cur.activation === entry.activation) this.#partition.delete(grain);
+  }
+
+  /** Where the owner says a grain lives, or undefined. */
+  async lookup(grain: string): Promise<DirectoryEntry | undefined> {
+    const owner = this.ownerOf(grain);
+    if (owner === undefined || owner === this.#self) return this.#partition.get(grain);
+    const r = (await this.#net.call(owner, 'dir.lookup', [grain])) as [string, number] | null;
+    return r === null ? undefined : { address: r[0], activation: r[1] };
+  }
+
+  lookupLocal(grain: string): [string, number] | null {
+    const e = this.#partition.get(grain);
+    return e === undefined ? null : [e.address, e.activation];
+  }
+
+  /** Takes entries handed over by a leaving silo or an old owner. Existing live entries win. */
+  acceptHandoff(entries: Array<[string, string, number]>): void {
+    for (const [grain, address, activation] of entries) {
+      const cur = this.#partition.get(grain);
+      if (cur === undefined || !this.#view.active.has(cur.address)) this.#partition.set(grain, { address, activation });
+    }
+  }
+
+  /**
+   * A new view: forget entries and cache lines of silos that left, hand over
+   * the entries this silo no longer owns, and re-register the local
+   * activations whose owner changed. `onDuplicate` is told of each local
+   * activation that lost to another.
+   */
+  async viewChanged(view: ClusterView, local: Iterable<[string, DirectoryEntry]>, onDuplicate: (grain: string, winner: DirectoryEntry) => void): Promise<void> {
+    const old = this.#view;
+    this.#view = view;
+    const live = (a: string): boolean => a === this.#self || view.active.has(a);
+    for (const [g, e] of this.#partition) if (!live(e.address)) this.#partition.delete(g);
+    for (const [g, a] of this.#cache) if (!view.active.has(a)) this.#cache.delete(g);
+    if (!view.active.has(this.#self)) return; // not (or no longer) a member: nothing to own
+    // Hand over what others own now.
+    const handoff = new Map<string, Array<[string, string, number]>>();
+    for (const [g, e] of this.#partition) {
+      const owner = view.ring.ownerOf(g);
+      if (owner !== undefined && owner !== this.#self) {
+        let list = handoff.get(owner);
+        if (list === undefined) handoff.set(owner, (list = []));
+        list.push([g, e.address, e.activation]);
+        this.#partition.delete(g);
+      }
+    }
+    // Re-register local activations whose owner changed (or whose owner is gone).
+    const again = new Map<string, Array<[string, string, number]>>();
+    for (const [g, e] of local) {
+      const before = old.ring.ownerOf(g);
+      const now = view.ring.ownerOf(g);
+      if (now === undefined || (before === now && old.active.size > 0 && view.active.has(before))) continue;
+      if (now === this.#self) {
+        const won = this.registerLocal(g, e, false);
+        if (won.address !== e.address || won.activation !== e.activation) onDuplicate(g, won);
+        continue;
+      }
+      let list = again.get(now);
+      if (list === undefined) again.set(now, (list = []));
+      list.push([g, e.address, e.activation]);
+    }
+    await Promise.all([
+      ...[...handoff].map(([owner, list]) => this.#net.call(owner, 'dir.handoff', [list]).catch((e: unknown) => this.#logger.warn({ owner, entries: list.length, err: e }, 'directory handoff failed; the hosts will re-register'))),
+      ...[...again].map(async ([owner, list]) => {
+        try {
+          const results = (await this.#net.call(owner, 'dir.registerMany', [list])) as Array<[string, number] | null>;
+          list.forEach(([g, address, activation], i) => {
+            const r = results[i];
+            if (r !== null && r !== undefined && (r[0] !== address || r[1] !== activation)) onDuplicate(g, { address: r[0], activation: r[1] });
+          });
+        } catch (e) {
+          this.#logger.warn({ owner, entries: list.length, err: e }, 're-registration failed');
+        }
+      }),
+    ]);
+  }
+
+  /** Hands every entry this silo owns to the owners of the view without it (graceful stop). */
+  async handOffAll(view: ClusterView): Promise<void> {
+    const without = new Ring([...view.active.keys()].filter((a) => a !== this.#self));
+    const byOwner = new Map<string, Array<[string, string, number]>>();
+    for (const [g, e] of this.#partition) {
+      if (e.address === this.#self) continue; // our own activations are going away
+      const owner = without.ownerOf(g);
+      if (owner === undefined) continue;
+      let list = byOwner.get(owner);
+      if (list === undefined) byOwner.set(owner, (list = []));
+      list.push([g, e.address, e.activation]);
+    }
+    this.#partition.clear();
+    await Promise.all([...byOwner].map(([owner, list]) => this.#net.call(owner, 'dir.handoff', [list]).catch((e: unknown) => this.#logger.warn({ owner, err: e }, 'directory handoff failed'))));
+  }
+}

@@ -1,0 +1,526 @@
+// The silo's cluster layer: its listeners and connections, the membership
+// service, the directory partition, placement with load reports, and remote
+// calls (requests out, responses back, system calls for the control plane).
+// The runtime hands it the calls it cannot serve locally.
+
+import { hostname } from 'node:os';
+import { GranaryError, SiloUnavailableError, TimeoutError } from '../errors.ts';
+import { GrainDirectory, type DirectoryEntry } from '../directory/directory.ts';
+import type { GrainTypeInfo } from '../grain/options.ts';
+import { MembershipService, type ClusterView, type MembershipOptions, type Prober } from '../membership/service.ts';
+import type { MembershipTable } from '../membership/table.ts';
+import type { Message, RemoteReply } from '../messaging/message.ts';
+import { Frame, RequestFlags, ResponseStatus, decodeRequestHeader, encodeRequest, encodeResponse, encodeSystemCall, encodeSystemResult, responseHead, responseValue } from '../messaging/protocol.ts';
+import type { Logger } from '../observability/logger.ts';
+import { place, type PlacementCandidate } from '../placement/placement.ts';
+import { decode, encode } from '../serialization/codec.ts';
+import { Connector, listen, makeHello, type Connection, type ConnectionHandler, type Listener, type TransportLimits } from '../transport/index.ts';
+import type { Activation, Target } from './activation.ts';
+import type { Runtime } from './runtime.ts';
+
+/** Options of the cluster layer, given through SiloOptions. */
+export interface ClusterConfig {
+  readonly clusterId: string;
+  readonly host: string;
+  readonly port: number;
+  readonly gatewayPort: number | undefined;
+  readonly membership: MembershipTable;
+  readonly membershipOptions: MembershipOptions;
+  readonly transport: TransportLimits | undefined;
+  readonly loadReportIntervalMs: number;
+  readonly systemCallTimeoutMs: number;
+  readonly maxForwardCount: number;
+  readonly logger: Logger;
+}
+
+/** A silo across the network, as a delivery target. */
+class RemoteTarget implements Target {
+  readonly live = true;
+  readonly remote = true;
+  readonly #cluster: SiloCluster;
+  readonly address: string;
+  constructor(cluster: SiloCluster, address: string) {
+    this.#cluster = cluster;
+    this.address = address;
+  }
+  receive(msg: Message): void {
+    this.#cluster.send(msg, this.address);
+  }
+}
+
+/** The response path of a call that came in on a connection. */
+class ConnectionReply implements RemoteReply {
+  readonly #conn: Connection;
+  readonly reqId: number;
+  constructor(conn: Connection, reqId: number) {
+    this.#conn = conn;
+    this.reqId = reqId;
+  }
+  respond(reqId: number, status: number, value: unknown): void {
+    if (this.#conn.state === 'closed') return;
+    let body: Buffer;
+    try {
+      body = encodeResponse(reqId, status, value);
+    } catch (e) {
+      body = encodeResponse(reqId, ResponseStatus.Error, e);
+    }
+    this.#conn.send(Frame.Response, body);
+  }
+  relocated(targetId: string, address: string): void {
+    if (this.#conn.state !== 'closed') this.#conn.send(Frame.Location, encode([targetId, address]));
+  }
+}
+
+interface SystemPending {
+  resolve(v: unknown): void;
+  reject(e: unknown): void;
+  timer: NodeJS.Timeout;
+  address: string;
+}
+
+/** The cluster layer of one silo. */
+export class SiloCluster implements ConnectionHandler, Prober {
+  readonly address: string;
+  readonly generation: number;
+  readonly gatewayAddress: string | null;
+  readonly #runtime: Runtime;
+  readonly #cfg: ClusterConfig;
+  readonly #logger: Logger;
+  readonly #listener: Listener;
+  readonly #gateway: Listener | undefined;
+  readonly #connector: Connector;
+  readonly membership: MembershipService;
+  readonly directory: GrainDirectory;
+  readonly #pending = new Map<number, Message>();
+  #reqSeq = 0;
+  readonly #sysPending = new Map<number, SystemPending>();
+  #sysSeq = 0;
+  readonly #loads = new Map<string, number>();
+  readonly #remotes = new Map<string, RemoteTarget>();
+  /** Silos that refused a connection since the last view change: not placed on, not trusted in the cache. */
+  readonly #unreachable = new Set<string>();
+  #view: ClusterView;
+  #loadTimer: NodeJS.Timeout | undefined;
+  #stopping = false;
+  #closed = false;
+
+  private constructor(runtime: Runtime, cfg: ClusterConfig, listener: Listener, gateway: Listener | undefined, generation: number, onDeclaredDead: () => void) {
+    this.#runtime = runtime;
+    this.#cfg = cfg;
+    this.#logger = cfg.logger;
+    this.#listener = listener;
+    this.#gateway = gateway;
+    this.address = listener.address;
+    this.generation = generation;
+    this.gatewayAddress = gateway?.address ?? null;
+    this.#connector = new Connector({
+      hello: makeHello({ clusterId: cfg.clusterId, address: this.address, generation, role: 'silo' }),
+      handler: this,
+      ...(cfg.transport !== undefined ? { limits: cfg.transport } : {}),
+      logger: cfg.logger,
+      onConnection: (c) => {
+        void c.closed.then(() => this.#connectionLost(c));
+      },
+    });
+    this.directory = new GrainDirectory(this.address, { call: (a, op, args) => this.systemCall(a, op, args) }, cfg.logger);
+    this.membership = new MembershipService(cfg.membership, { address: this.address, generation, gatewayAddress: this.gatewayAddress }, this, cfg.logger, cfg.membershipOptions, onDeclaredDead);
+    this.#view = this.membership.view;
+    this.membership.subscribe((v) => this.#onView(v));
+  }
+
+  /** Binds the listeners, joins the membership table and becomes active. */
+  static async start(runtime: Runtime, cfg: ClusterConfig, onDeclaredDead: () => void): Promise<SiloCluster> {
+    const generation = Date.now();
+    const hello = { clusterId: cfg.clusterId, generation, role: 'silo' as const };
+    let self: SiloCluster | undefined;
+    const handler: ConnectionHandler = { onFrame: (type, body, conn) => (self as SiloCluster).onFrame(type, body, conn) };
+    const common = { ...(cfg.transport !== undefined ? { limits: cfg.transport } : {}), logger: cfg.logger, handler };
+    const listener = await listen({ host: cfg.host, port: cfg.port, hello, acceptRoles: ['silo'], onConnection: () => {}, ...common });
+    let gateway: Listener | undefined;
+    try {
+      if (cfg.gatewayPort !== undefined) gateway = await listen({ host: cfg.host, port: cfg.gatewayPort, hello, acceptRoles: ['client'], onConnection: () => {}, ...common });
+      await cfg.membership.init({ clusterId: cfg.clusterId, logger: cfg.logger.child({ membership: cfg.membership.kind }) });
+      self = new SiloCluster(runtime, cfg, listener, gateway, generation, onDeclaredDead);
+      await self.membership.join();
+    } catch (e) {
+      await listener.close();
+      await gateway?.close();
+      if (self !== undefined) await self.#connector.close();
+      throw e;
+    }
+    const started = self;
+    started.#loadTimer = setInterval(() => started.#reportLoad(), cfg.loadReportIntervalMs);
+    started.#loadTimer.unref();
+    return started;
+  }
+
+  /** The current view of active silos. */
+  get view(): ClusterView {
+    return this.#view;
+  }
+
+  #remote(address: string): RemoteTarget {
+    let t = this.#remotes.get(address);
+    if (t === undefined) this.#remotes.set(address, (t = new RemoteTarget(this, address)));
+    return t;
+  }
+
+  /**
+   * Where a call to a grain this silo does not host goes: a remote silo, or
+   * undefined to activate it here. The cache first, then placement.
+   */
+  route(idStr: string, type: GrainTypeInfo, grain: { type: string; key: string }): Target | undefined {
+    const view = this.#view;
+    if (view.active.size === 0) return this.#stopping ? this.#unavailable(idStr) : undefined;
+    const cached = this.directory.cached(idStr);
+    if (cached !== undefined && cached !== this.address && view.active.has(cached) && !this.#unreachable.has(cached)) return this.#remote(cached);
+    const candidates: PlacementCandidate[] = [];
+    for (const a of view.active.keys()) {
+      if (this.#unreachable.has(a)) continue;
+      if (a === this.address) {
+        if (!this.#stopping) candidates.push({ address: a, activations: this.#runtime.activationCount });
+      } else candidates.push({ address: a, activations: this.#loads.get(a) ?? 0 });
+    }
+    if (candidates.length === 0) return this.#unavailable(idStr);
+    const chosen = place(type.placement, grain, idStr, candidates, this.address);
+    return chosen === this.address ? undefined : this.#remote(chosen);
+  }
+
+  #unavailable(idStr: string): Target {
+    return {
+      live: true,
+      remote: true,
+      receive: (msg: Message) => this.#runtime.fail(msg, new SiloUnavailableError(`no active silo can host ${idStr}: the cluster has no other member`)),
+    };
+  }
+
+  // ---- Directory hooks --------------------------------------------------------
+
+  /** Registers a new local activation; resolves to undefined if it won, else to the winner's address. */
+  async register(a: Activation): Promise<string | undefined> {
+    const won = await this.directory.register(a.idStr, { address: this.address, activation: a.seq });
+    if (won.address === this.address && won.activation === a.seq) return undefined;
+    if (won.address === this.address) {
+      // Another activation on this very silo won (an older incarnation still registered): take its place.
+      this.directory.registerLocal(a.idStr, { address: this.address, activation: a.seq }, false);
+      return undefined;
+    }
+    this.directory.cache(a.idStr, won.address);
+    return won.address;
+  }
+
+  unregister(a: Activation): void {
+    if (this.#closed) return;
+    this.directory.unregister(a.idStr, { address: this.address, activation: a.seq });
+  }
+
+  // ---- Outgoing calls -----------------------------------------------------------
+
+  /** Sends a call to another silo; a failure to reach it fails the call at once. */
+  send(msg: Message, address: string): void {
+    if (msg.done) return;
+    const conn = this.#connector.peek(address);
+    if (conn !== undefined && conn.state === 'open') {
+      this.#sendOn(conn, msg, address);
+      return;
+    }
+    this.#connector.get(address).then(
+      (c) => this.#sendOn(c, msg, address),
+      (e: unknown) => this.#unsent(msg, address, e),
+    );
+  }
+
+  /**
+   * A call could not be sent: the silo refused the connection, so the call never
+   * left. Route it again elsewhere (a hop), and look at the table sooner.
+   */
+  #unsent(msg: Message, address: string, e: unknown): void {
+    this.#unreachable.add(address);
+    this.directory.invalidate(msg.targetId, address);
+    void this.membership.refresh();
+    const err = e instanceof SiloUnavailableError ? e : new SiloUnavailableError(`silo ${address} is unavailable: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+    if (msg.done) return;
+    if (msg.hops >= this.#cfg.maxForwardCount || this.#closed) {
+      this.#runtime.fail(msg, err);
+      return;
+    }
+    msg.hops++;
+    this.#runtime.redispatch(msg);
+  }
+
+  #sendOn(conn: Connection, msg: Message, address: string): void {
+    if (msg.done) return;
+    let args = msg.args;
+    let flags = msg.method.oneWay ? RequestFlags.OneWay : 0;
+    if (msg.cancel !== undefined) {
+      flags |= RequestFlags.Signal;
+      args = args.slice(0, -1);
+    }
+    const chain: string[] = [];
+    for (let n = msg.chain; n !== undefined; n = n.parent) chain.push(n.id);
+    const reqId = (this.#reqSeq = (this.#reqSeq + 1) >>> 0 || 1);
+    let body: Buffer;
+    try {
+      body = encodeRequest(reqId, flags, msg.targetId, msg.method.name, msg.timeoutMs, chain.length > 0 ? chain : null, msg.hops, args);
+    } catch (e) {
+      this.#runtime.fail(msg, e);
+      return;
+    }
+    msg.reqId = reqId;
+    msg.via = address;
+    if (!msg.method.oneWay) this.#pending.set(reqId, msg);
+    conn.send(Frame.Request, body);
+  }
+
+  /** The caller gave up on a call (deadline, cancel): forget it, and tell the callee to cancel. */
+  abandon(msg: Message, cancelCallee: boolean): void {
+    if (msg.via === undefined || this.#pending.get(msg.reqId) !== msg) return;
+    this.#pending.delete(msg.reqId);
+    if (cancelCallee) {
+      const conn = this.#connector.peek(msg.via);
+      if (conn !== undefined && conn.state === 'open') conn.send(Frame.Cancel, encode([msg.reqId]));
+    }
+  }
+
+  #connectionLost(conn: Connection): void {
+    const address = conn.peer?.address;
+    if (address === undefined) return;
+    const err = new SiloUnavailableError(`connection to silo ${address} was lost${conn.closeInfo !== undefined ? `: ${conn.closeInfo.reason}` : ''}`);
+    for (const [id, msg] of this.#pending) {
+      if (msg.via === address) {
+        this.#pending.delete(id);
+        this.#runtime.fail(msg, err);
+      }
+    }
+    for (const [seq, p] of this.#sysPending) {
+      if (p.address === address) {
+        this.#sysPending.delete(seq);
+        clearTimeout(p.timer);
+        p.reject(err);
+      }
+    }
+  }
+
+  // ---- Incoming frames ------------------------------------------------------------
+
+  onFrame(type: number, body: Buffer, conn: Connection): boolean {
+    switch (type) {
+      case Frame.Request:
+        this.#onRequest(body, conn);
+        return true;
+      case Frame.Response:
+        this.#onResponse(body);
+        return true;
+      case Frame.Cancel: {
+        const [reqId] = decode(body) as [number];
+        this.#runtime.cancelRemote(conn, reqId);
+        return true;
+      }
+      case Frame.Location: {
+        const [grain, address] = decode(body) as [string, string];
+        if (typeof grain === 'string' && typeof address === 'string') this.directory.cache(grain, address);
+        return true;
+      }
+      case Frame.SystemCall:
+        this.#onSystemCall(body, conn);
+        return true;
+      case Frame.SystemResult:
+        this.#onSystemResult(body);
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  #onRequest(body: Buffer, conn: Connection): void {
+    const h = decodeRequestHeader(body);
+    const reply = (h.flags & RequestFlags.OneWay) !== 0 ? undefined : new ConnectionReply(conn, h.reqId);
+    this.#runtime.receiveRemote(h, body, reply, conn);
+  }
+
+  #onResponse(body: Buffer): void {
+    const { reqId, status } = responseHead(body);
+    const msg = this.#pending.get(reqId);
+    if (msg === undefined) return; // the caller gave up (deadline, cancel)
+    this.#pending.delete(reqId);
+    let value: unknown;
+    try {
+      value = responseValue(body, msg.caller ?? this.#runtime.codecContext);
+    } catch (e) {
+      this.#runtime.fail(msg, e);
+      return;
+    }
+    if (msg.via !== undefined) this.directory.cache(msg.targetId, msg.via);
+    if (status === ResponseStatus.Ok) this.#runtime.succeedDecoded(msg, value);
+    else this.#runtime.fail(msg, value);
+  }
+
+  // ---- System calls -------------------------------------------------------------
+
+  /** A control-plane call to another silo (or this one). */
+  async systemCall(address: string, op: string, args: unknown[], timeoutMs = this.#cfg.systemCallTimeoutMs): Promise<unknown> {
+    if (address === this.address) return this.#system(op, args, undefined);
+    const conn = this.#connector.peek(address) ?? (await this.#connector.get(address));
+    const seq = (this.#sysSeq = (this.#sysSeq + 1) >>> 0 || 1);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#sysPending.delete(seq);
+        reject(new TimeoutError(`system call ${op} to ${address} timed out after ${timeoutMs} ms`));
+      }, timeoutMs);
+      timer.unref();
+      this.#sysPending.set(seq, { resolve, reject, timer, address });
+      conn.send(Frame.SystemCall, encodeSystemCall(seq, op, args));
+    });
+  }
+
+  #onSystemCall(body: Buffer, conn: Connection): void {
+    const [seq, op, args] = decode(body) as [number, string, unknown[]];
+    Promise.resolve()
+      .then(() => this.#system(op, args, conn))
+      .then(
+        (v) => conn.send(Frame.SystemResult, encodeSystemResult(seq, true, v)),
+        (e: unknown) => conn.send(Frame.SystemResult, encodeSystemResult(seq, false, e instanceof Error ? e : new GranaryError(String(e)))),
+      );
+  }
+
+  #onSystemResult(body: Buffer): void {
+    const [seq, ok, value] = decode(body) as [number, boolean, unknown];
+    const p = this.#sysPending.get(seq);
+    if (p === undefined) return;
+    this.#sysPending.delete(seq);
+    clearTimeout(p.timer);
+    if (ok) p.resolve(value);
+    else p.reject(value);
+  }
+
+  async #system(op: string, args: unknown[], conn: Connection | undefined): Promise<unknown> {
+    const d = this.directory;
+    switch (op) {
+      case 'ping':
+        return true;
+      case 'refresh':
+        void this.membership.refresh();
+        return null;
+      case 'probe':
+        return this.probe(args[0] as string, args[1] as number);
+      case 'load':
+        if (conn?.peer !== undefined) this.#loads.set(conn.peer.address, args[0] as number);
+        return null;
+      case 'dir.register': {
+        const won = d.registerLocal(args[0] as string, { address: args[1] as string, activation: args[2] as number }, true) as DirectoryEntry | null;
+        return won === null ? null : [won.address, won.activation];
+      }
+      case 'dir.registerMany':
+        return (args[0] as Array<[string, string, number]>).map(([g, address, activation]) => {
+          const won = d.registerLocal(g, { address, activation }, false);
+          return [won.address, won.activation];
+        });
+      case 'dir.unregister':
+        d.unregisterLocal(args[0] as string, { address: args[1] as string, activation: args[2] as number });
+        return null;
+      case 'dir.lookup':
+        return d.lookupLocal(args[0] as string);
+      case 'dir.handoff':
+        d.acceptHandoff(args[0] as Array<[string, string, number]>);
+        return null;
+      default:
+        throw new GranaryError(`unknown system call '${op}'`, 'GRANARY_PROTOCOL');
+    }
+  }
+
+  // ---- Prober -------------------------------------------------------------------
+
+  probe(address: string, timeoutMs: number): Promise<boolean> {
+    return this.systemCall(address, 'ping', [], timeoutMs).then(() => true, () => false);
+  }
+
+  probeIndirect(via: string, target: string, timeoutMs: number): Promise<boolean> {
+    return this.systemCall(via, 'probe', [target, timeoutMs], timeoutMs).then((r) => r === true, () => false);
+  }
+
+  // ---- Views and load -----------------------------------------------------------
+
+  #onView(view: ClusterView): void {
+    const old = this.#view;
+    this.#view = view;
+    this.#unreachable.clear();
+    for (const a of view.active.keys()) if (!old.active.has(a)) this.#connector.forget(a);
+    for (const a of old.active.keys()) {
+      if (view.active.has(a)) continue;
+      this.#loads.delete(a);
+      this.#remotes.delete(a);
+      if (view.dead.has(a)) {
+        this.#connector.markDead(a);
+        const err = new SiloUnavailableError(`silo ${a} was declared dead`);
+        for (const [id, msg] of this.#pending) {
+          if (msg.via === a) {
+            this.#pending.delete(id);
+            this.#runtime.fail(msg, err);
+          }
+        }
+      }
+    }
+    void this.directory.viewChanged(view, this.#runtime.localEntries(this.address), (grain, winner) => this.#runtime.duplicateFound(grain, winner.address));
+  }
+
+  #reportLoad(): void {
+    const count = this.#runtime.activationCount;
+    for (const a of this.#view.active.keys()) {
+      if (a !== this.address) this.systemCall(a, 'load', [count]).catch(() => undefined);
+    }
+  }
+
+  // ---- Stop ---------------------------------------------------------------------
+
+  /** Graceful stop, first part: leave the active set so that no new work is placed here. */
+  async beginStop(): Promise<void> {
+    this.#stopping = true;
+    try {
+      await this.membership.shuttingDown();
+    } catch (e) {
+      this.#logger.warn({ err: e }, 'could not mark this silo ShuttingDown; others will see it leave');
+    }
+    await this.gossip();
+  }
+
+  /** Tells every other active silo to re-read the table now (a status changed). */
+  async gossip(): Promise<void> {
+    await Promise.all([...this.#view.active.keys()].filter((a) => a !== this.address).map((a) => this.systemCall(a, 'refresh', [], 1000).catch(() => undefined)));
+  }
+
+  get stopping(): boolean {
+    return this.#stopping;
+  }
+
+  /** Graceful stop, last part: hand the directory over, leave the table, close connections. */
+  async finishStop(): Promise<void> {
+    await this.directory.handOffAll(this.#view);
+    await this.membership.leave();
+    await this.gossip();
+    await this.close();
+  }
+
+  /** Closes everything at once (abrupt stop, or after a graceful one). */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#stopping = true;
+    this.membership.stop();
+    if (this.#loadTimer !== undefined) clearInterval(this.#loadTimer);
+    const err = new SiloUnavailableError(`silo ${this.address} stopped`);
+    for (const msg of this.#pending.values()) this.#runtime.fail(msg, err);
+    this.#pending.clear();
+    for (const p of this.#sysPending.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.#sysPending.clear();
+    await Promise.all([this.#listener.close(), this.#gateway?.close(), this.#connector.close()]);
+    await this.#cfg.membership.close();
+  }
+
+  /** For logs and diagnostics. */
+  describe(): object {
+    return { address: this.address, generation: this.generation, gateway: this.gatewayAddress, host: hostname() };
+  }
+}

@@ -1,0 +1,96 @@
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Silo, Grain, grain, silentLogger } from 'granary';
+import type { MembershipOptions } from '../../src/membership/service.ts';
+import { memoryMembership, MemoryMembershipStore } from '../../src/providers/memory/membership.ts';
+import { eventually } from '../helpers.ts';
+
+/** Where each activation of each grain was made: grain -> silo addresses. */
+const activations = new Map<string, string[]>();
+
+@grain('where')
+class Where extends Grain {
+  override async onActivate(): Promise<void> {
+    const list = activations.get(this.key) ?? [];
+    list.push(this.silo.address);
+    activations.set(this.key, list);
+  }
+  async address(): Promise<string> {
+    return this.silo.address;
+  }
+  async viaOther(key: string): Promise<string> {
+    return this.getGrain(Where, key).address();
+  }
+}
+
+const fast: MembershipOptions = { iAmAliveIntervalMs: 100, tableRefreshIntervalMs: 50, probeIntervalMs: 50, probeTimeoutMs: 100, missedProbesLimit: 2, joinTimeoutMs: 2000 };
+
+async function cluster(n: number): Promise<{ silos: Silo[]; store: MemoryMembershipStore; start(): Promise<Silo> }> {
+  const store = new MemoryMembershipStore();
+  const start = (): Promise<Silo> => Silo.start({ clusterId: 'inproc', grains: [Where], port: 0, membership: memoryMembership({ store }), membershipOptions: fast, loadReportIntervalMs: 50, logger: silentLogger() });
+  const silos: Silo[] = [];
+  for (let i = 0; i < n; i++) silos.push(await start());
+  await eventually('every silo sees every silo', () => silos.every((s) => s.cluster?.view.active.size === n));
+  return { silos, store, start };
+}
+
+describe('a cluster of silos in one process, over loopback TCP', () => {
+  const open: Silo[] = [];
+  after(async () => {
+    await Promise.all(open.map((s) => s.stop().catch(() => undefined)));
+  });
+
+  it('spreads grains over the silos and reaches every grain from every silo', async () => {
+    const { silos } = await cluster(3);
+    open.push(...silos);
+    const [a, b, c] = silos as [Silo, Silo, Silo];
+    const where = new Map<string, number>();
+    for (let i = 0; i < 300; i++) {
+      const addr = await a.getGrain(Where, `spread-${i}`).address();
+      where.set(addr, (where.get(addr) ?? 0) + 1);
+    }
+    assert.equal(where.size, 3, `all grains on ${[...where.keys()].join(', ')}`);
+    for (const [addr, count] of where) assert.ok(count >= 60, `${addr} hosts only ${count} of 300`);
+    // The same grain from another silo is the same activation.
+    for (let i = 0; i < 30; i++) {
+      const fromB = await b.getGrain(Where, `spread-${i}`).address();
+      const fromC = await c.getGrain(Where, `spread-${i}`).address();
+      assert.equal(fromB, fromC);
+      assert.equal(activations.get(`spread-${i}`)?.length, 1);
+    }
+    // Grain to grain across silos.
+    assert.ok(typeof (await b.getGrain(Where, 'spread-1').viaOther('spread-2')) === 'string');
+  });
+
+  it('makes exactly one activation when every silo calls a cold grain at once', async () => {
+    const { silos } = await cluster(3);
+    open.push(...silos);
+    const calls: Promise<string>[] = [];
+    for (let i = 0; i < 300; i++) for (const s of silos) calls.push(s.getGrain(Where, `race-${i % 10}`).address());
+    const results = await Promise.all(calls);
+    for (let g = 0; g < 10; g++) {
+      assert.equal(activations.get(`race-${g}`)?.length, 1, `race-${g} activated on ${activations.get(`race-${g}`)?.join(', ')}`);
+      const seen = new Set(results.filter((_, i) => Math.floor(i / 3) % 10 === g));
+      assert.equal(seen.size, 1);
+    }
+  });
+
+  it('moves grains off a silo that stops gracefully, and off one that dies', async () => {
+    const { silos } = await cluster(3);
+    open.push(...silos);
+    const [a, b, c] = silos as [Silo, Silo, Silo];
+    const keys = Array.from({ length: 60 }, (_, i) => `move-${i}`);
+    const before = await Promise.all(keys.map((k) => a.getGrain(Where, k).address()));
+    const bAddr = b.info.address;
+    assert.ok(before.includes(bAddr));
+    await b.stop();
+    const after1 = await Promise.all(keys.map((k) => a.getGrain(Where, k).address()));
+    assert.ok(!after1.includes(bAddr), 'a grain still answered from the stopped silo');
+    // Abrupt: close c's sockets without a goodbye; a declares it dead and takes its grains.
+    const cAddr = c.info.address;
+    await c.cluster?.close();
+    await eventually('c declared dead', () => !a.cluster?.view.active.has(cAddr), 5000);
+    const after2 = await Promise.all(keys.map((k) => a.getGrain(Where, k).address()));
+    assert.ok(after2.every((x) => x === a.info.address));
+  });
+});
