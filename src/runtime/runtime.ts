@@ -440,6 +440,7 @@ export class Runtime implements Invoker {
     if (msg === undefined) return;
     this.#forgetRemoteCancel(msg);
     msg.cancel?.controller.abort(new CancelledError('cancelled by the caller'));
+    if (msg.via !== undefined) this.#cluster?.abandon(msg, true); // forwarded on: cancel there too
     // The call is settled for nobody: its caller already gave up.
     msg.done = true;
     this.#deadlines.remove(msg);
@@ -576,6 +577,19 @@ export class Runtime implements Invoker {
   }
 
   // ---- Stop -----------------------------------------------------------------
+
+  /** Drops every activation at once with no deactivation (a crash, for tests). */
+  abandon(): void {
+    this.#stopping = true;
+    if (this.#collector !== undefined) clearInterval(this.#collector);
+    this.#collector = undefined;
+    const err = new SiloStoppedError(`silo ${this.siloInfo.address} was aborted`);
+    for (const t of [...this.#catalog.values()]) {
+      if (t instanceof WorkerPool) for (const w of [...t.workers]) w.forceInvalidate(err);
+      else (t as Activation).forceInvalidate(err);
+    }
+    this.#deadlines.close();
+  }
 
   /**
    * Refuses new calls and deactivates every activation, letting running turns

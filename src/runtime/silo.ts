@@ -110,6 +110,23 @@ export class Silo {
     return this.#cluster;
   }
 
+  /**
+   * Stops abruptly, as a crash would: sockets close with no goodbye, nothing is
+   * written to the membership table, grains are not deactivated (their state is
+   * what was last written). The others detect the death. For tests and chaos drills.
+   */
+  async abort(): Promise<void> {
+    if (this.#stopped !== undefined) return this.#stopped;
+    this.#stopped = (async () => {
+      this.#logger.warn({}, 'aborting: no goodbye');
+      await this.#cluster?.close();
+      this.#runtime.abandon();
+      await this.#closeStorage();
+      this.#resolveTerminated('stopped');
+    })();
+    return this.#stopped;
+  }
+
   /** The cluster declared this silo dead: stop at once, with no goodbye. */
   declaredDead(): void {
     if (this.#stopped !== undefined) return;

@@ -1,0 +1,295 @@
+// ClusterClient: an external client of a cluster. It connects to gateways
+// (given, or read from the membership table), spreads requests over them,
+// notices a gateway's death and moves to the others. Every routing decision
+// is the gateway's: a client only needs grain type names.
+
+import { randomUUID } from 'node:crypto';
+import { CancelledError, ConfigurationError, SiloUnavailableError, TimeoutError, UnknownGrainTypeError } from '../errors.ts';
+import { Grain, type GrainClass } from '../grain/grain.ts';
+import { grainId } from '../grain/identity.ts';
+import { grainTypeInfo, type GrainTypeInfo, type MethodInfo } from '../grain/options.ts';
+import { makeRef, RefCore, type GrainRef, type GrainRefBase, type Invoker } from '../grain/ref.ts';
+import type { MembershipTable } from '../membership/table.ts';
+import { Deadlines } from '../messaging/deadlines.ts';
+import { Message } from '../messaging/message.ts';
+import { Frame, RequestFlags, ResponseStatus, encodeRequest, responseHead, responseValue } from '../messaging/protocol.ts';
+import { defaultLogger, type Logger } from '../observability/logger.ts';
+import type { CodecContext, RefIdentity } from '../serialization/symbols.ts';
+import { encode } from '../serialization/codec.ts';
+import { Connector, type Connection, type ConnectionHandler, type TransportLimits } from '../transport/index.ts';
+import { availableParallelism } from 'node:os';
+
+/** Options of `ClusterClient.connect`. Give `gateways` or `membership`. */
+export interface ClusterClientOptions {
+  /** The cluster to join; gateways of other clusters refuse the handshake. */
+  clusterId: string;
+  /** Gateway addresses, `host:port`. */
+  gateways?: string[];
+  /** Or a membership table to read the active silos' gateways from. */
+  membership?: MembershipTable;
+  /** Deadline of a call, in ms. Default 30 000. */
+  responseTimeoutMs?: number;
+  /** How often the gateway list is re-read from the membership table, in ms. Default 5000. */
+  gatewayRefreshIntervalMs?: number;
+  /** How long connect() tries to reach a first gateway, in ms. Default 10 000. */
+  connectTimeoutMs?: number;
+  transport?: TransportLimits;
+  logger?: Logger;
+}
+
+const noopFn = (): undefined => undefined;
+
+/** A client connected to a cluster through its gateways. */
+export class ClusterClient implements Invoker, ConnectionHandler {
+  readonly id: string;
+  readonly #opts: ClusterClientOptions;
+  readonly #logger: Logger;
+  readonly #connector: Connector;
+  readonly #deadlines: Deadlines;
+  readonly #pending = new Map<number, Message>();
+  readonly #methods = new Map<string, MethodInfo>();
+  readonly #types = new Map<object, GrainTypeInfo>();
+  readonly #rootCtx: CodecContext;
+  #gateways: string[] = [];
+  #next = 0;
+  #reqSeq = 0;
+  #refresh: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  private constructor(opts: ClusterClientOptions) {
+    this.#opts = opts;
+    this.id = `client-${randomUUID()}`;
+    this.#logger = (opts.logger ?? defaultLogger()).child({ client: this.id });
+    this.#deadlines = new Deadlines((m) => this.#expire(m));
+    this.#rootCtx = { reviveRef: (r: RefIdentity) => this.#ref(r.type, r.key) };
+    this.#connector = new Connector({
+      hello: { clusterId: opts.clusterId, address: this.id, generation: Date.now(), role: 'client' },
+      handler: this,
+      ...(opts.transport !== undefined ? { limits: opts.transport } : {}),
+      logger: this.#logger,
+      onConnection: (c) => {
+        void c.closed.then(() => this.#lost(c));
+      },
+    });
+  }
+
+  /** Connects to a cluster; resolves once a gateway answered. */
+  static async connect(options: ClusterClientOptions): Promise<ClusterClient> {
+    if (typeof options?.clusterId !== 'string' || options.clusterId === '') throw new ConfigurationError('ClusterClient.connect needs a clusterId');
+    if ((options.gateways === undefined || options.gateways.length === 0) && options.membership === undefined) {
+      throw new ConfigurationError('ClusterClient.connect needs gateways (host:port list) or a membership table to find them');
+    }
+    const c = new ClusterClient(options);
+    try {
+      await c.#start();
+    } catch (e) {
+      await c.close();
+      throw e;
+    }
+    return c;
+  }
+
+  async #start(): Promise<void> {
+    const o = this.#opts;
+    if (o.membership !== undefined) {
+      await o.membership.init({ clusterId: o.clusterId, logger: this.#logger });
+      await this.#readGateways();
+      this.#refresh = setInterval(() => void this.#readGateways().catch((e: unknown) => this.#logger.warn({ err: e }, 'could not read gateways from the membership table')), o.gatewayRefreshIntervalMs ?? 5000);
+      this.#refresh.unref();
+    }
+    if (o.gateways !== undefined) this.#gateways = [...new Set([...this.#gateways, ...o.gateways])];
+    const deadline = Date.now() + (o.connectTimeoutMs ?? 10_000);
+    for (;;) {
+      const results = await Promise.allSettled(this.#gateways.map((g) => this.#connector.get(g)));
+      if (results.some((r) => r.status === 'fulfilled')) return;
+      if (Date.now() > deadline) {
+        const why = results.map((r, i) => `${this.#gateways[i]}: ${r.status === 'rejected' ? (r.reason as Error).message : 'ok'}`).join('; ');
+        throw new SiloUnavailableError(`no gateway of cluster '${o.clusterId}' could be reached (${why || 'no gateways known'})`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+      if (o.membership !== undefined) await this.#readGateways().catch(() => undefined);
+    }
+  }
+
+  async #readGateways(): Promise<void> {
+    const snap = await (this.#opts.membership as MembershipTable).readAll();
+    const found = snap.entries.filter((e) => e.entry.status === 'Active' && e.entry.gatewayAddress !== null).map((e) => e.entry.gatewayAddress as string);
+    this.#gateways = [...new Set([...found, ...(this.#opts.gateways ?? [])])];
+  }
+
+  /** Gateways this client knows. */
+  get gateways(): readonly string[] {
+    return this.#gateways;
+  }
+
+  /** A reference to a grain, by class or by type name. */
+  getGrain<T extends Grain>(type: GrainClass<T>, key: string): GrainRef<T>;
+  getGrain<T>(type: string, key: string): GrainRef<T>;
+  getGrain(type: GrainClass | string, key: string): unknown {
+    if (typeof key !== 'string') throw new TypeError(`a grain key is a string, got ${typeof key}`);
+    if (typeof type === 'string') return this.#ref(type, key);
+    let info = this.#types.get(type);
+    if (info === undefined) {
+      if (typeof type !== 'function' || !(type.prototype instanceof Grain)) throw new UnknownGrainTypeError(`${String(type)} is not a grain class`);
+      info = grainTypeInfo(type as new () => object, Grain.prototype, availableParallelism());
+      this.#types.set(type, info);
+    }
+    return makeRef(new RefCore(grainId(info.name, key), `${info.name}/${key}`, info, this, undefined, undefined));
+  }
+
+  #ref(type: string, key: string): GrainRefBase<unknown> {
+    return makeRef(new RefCore(grainId(type, key), `${type}/${key}`, undefined, this, undefined, undefined));
+  }
+
+  ref(type: string, key: string): GrainRefBase<unknown> {
+    return this.#ref(type, key);
+  }
+
+  #method(name: string): MethodInfo {
+    let m = this.#methods.get(name);
+    if (m === undefined) this.#methods.set(name, (m = { name, fn: noopFn, readOnly: false, alwaysInterleave: false, oneWay: false }));
+    return m;
+  }
+
+  /** The next open gateway connection, round robin. */
+  #gateway(): Connection | undefined {
+    const gs = this.#gateways;
+    for (let i = 0; i < gs.length; i++) {
+      const g = gs[(this.#next + i) % gs.length] as string;
+      const c = this.#connector.peek(g);
+      if (c !== undefined && c.state === 'open') {
+        this.#next = (this.#next + i + 1) % gs.length;
+        return c;
+      }
+    }
+    return undefined;
+  }
+
+  invoke(core: RefCore, method: MethodInfo | string, args: unknown[]): Promise<unknown> {
+    if (this.#closed) return Promise.reject(new SiloUnavailableError('the client is closed'));
+    const m = typeof method === 'string' ? this.#method(method) : method;
+    const n = args.length;
+    let signal: AbortSignal | undefined;
+    if (n > 0 && args[n - 1] instanceof AbortSignal) {
+      signal = args[n - 1] as AbortSignal;
+      args.length = n - 1;
+      if (signal.aborted) return Promise.reject(new CancelledError(`call to ${core.idStr}.${m.name} was cancelled before it was sent`, { cause: signal.reason }));
+    }
+    const msg = new Message(core.idStr, m, args, undefined, undefined, core.options?.timeoutMs ?? this.#opts.responseTimeoutMs ?? 30_000);
+    const p = m.oneWay ? Promise.resolve(undefined) : msg.promise();
+    const conn = this.#gateway();
+    if (conn !== undefined) this.#send(conn, msg, signal);
+    else {
+      // No gateway open right now: wait for one (reconnects are under way), within the deadline.
+      const tryAll = this.#gateways.map((g) => this.#connector.get(g));
+      Promise.any(tryAll).then(
+        (c) => this.#send(c, msg, signal),
+        () => this.#fail(msg, new SiloUnavailableError(`no gateway reachable for the call to ${core.idStr}.${m.name} (${this.#gateways.join(', ') || 'none known'})`)),
+      );
+    }
+    return p;
+  }
+
+  #send(conn: Connection, msg: Message, signal: AbortSignal | undefined): void {
+    if (msg.done) return;
+    const reqId = (this.#reqSeq = (this.#reqSeq + 1) >>> 0 || 1);
+    let body: Buffer;
+    try {
+      body = encodeRequest(reqId, (msg.method.oneWay ? RequestFlags.OneWay : 0) | (signal !== undefined ? RequestFlags.Signal : 0), msg.targetId, msg.method.name, msg.timeoutMs, null, 0, msg.args);
+    } catch (e) {
+      this.#fail(msg, e);
+      return;
+    }
+    msg.reqId = reqId;
+    msg.via = conn.peer?.address;
+    if (!msg.method.oneWay) {
+      this.#pending.set(reqId, msg);
+      this.#deadlines.add(msg);
+      if (signal !== undefined) {
+        const onAbort = (): void => {
+          if (msg.done) return;
+          this.#pending.delete(reqId);
+          if (conn.state === 'open') conn.send(Frame.Cancel, encode([reqId]));
+          this.#fail(msg, new CancelledError(`call to ${msg.targetId}.${msg.method.name} was cancelled by the caller`, { cause: signal.reason }));
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        msg.cancel = { callerSignal: signal, controller: new AbortController(), listener: onAbort };
+      }
+    }
+    conn.send(Frame.Request, body);
+  }
+
+  #release(msg: Message): void {
+    const c = msg.cancel;
+    if (c?.listener !== undefined) c.callerSignal.removeEventListener('abort', c.listener);
+  }
+
+  #fail(msg: Message, err: unknown): void {
+    if (msg.done) return;
+    msg.done = true;
+    this.#deadlines.remove(msg);
+    this.#release(msg);
+    msg.reject(err);
+  }
+
+  #expire(msg: Message): void {
+    if (msg.done) return;
+    this.#pending.delete(msg.reqId);
+    msg.done = true;
+    this.#release(msg);
+    msg.reject(new TimeoutError(`call to ${msg.targetId}.${msg.method.name} timed out after ${msg.timeoutMs} ms`));
+  }
+
+  onFrame(type: number, body: Buffer): boolean {
+    if (type === Frame.Location) return true; // routing is the gateway's
+    if (type !== Frame.Response) return false;
+    const { reqId, status } = responseHead(body);
+    const msg = this.#pending.get(reqId);
+    if (msg === undefined) return true;
+    this.#pending.delete(reqId);
+    let value: unknown;
+    try {
+      value = responseValue(body, this.#rootCtx);
+    } catch (e) {
+      this.#fail(msg, e);
+      return true;
+    }
+    if (msg.done) return true;
+    msg.done = true;
+    this.#deadlines.remove(msg);
+    this.#release(msg);
+    if (status === ResponseStatus.Ok) msg.resolve(value);
+    else {
+      if (value instanceof Error && typeof value.stack === 'string') value.stack += `\n    at <grain call> ${msg.targetId}.${msg.method.name} (through gateway ${msg.via ?? '?'})`;
+      msg.reject(value);
+    }
+    return true;
+  }
+
+  /** A gateway connection closed: its calls in flight fail with SiloUnavailableError; new calls go to the others. */
+  #lost(conn: Connection): void {
+    const address = conn.peer?.address;
+    if (address === undefined) return;
+    this.#logger.warn({ gateway: address, reason: conn.closeInfo?.reason }, 'gateway connection lost; using the other gateways');
+    const err = new SiloUnavailableError(`gateway ${address} went away while the call was in flight`);
+    for (const [id, msg] of this.#pending) {
+      if (msg.via === address) {
+        this.#pending.delete(id);
+        this.#fail(msg, err);
+      }
+    }
+  }
+
+  /** Closes every gateway connection; calls in flight fail with SiloUnavailableError. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#refresh !== undefined) clearInterval(this.#refresh);
+    const err = new SiloUnavailableError('the client was closed');
+    for (const msg of this.#pending.values()) this.#fail(msg, err);
+    this.#pending.clear();
+    this.#deadlines.close();
+    await this.#connector.close();
+    await this.#opts.membership?.close();
+  }
+}

@@ -1,0 +1,3 @@
+// granary/testing: clusters for tests, in this process or as child processes.
+
+export { TestCluster, fastMembership, waitFor, type TestClusterOptions } from './test-cluster.ts';
