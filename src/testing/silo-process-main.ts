@@ -1,0 +1,61 @@
+// The child side of SiloProcess: builds the silo described in
+// GRANARY_SILO_PROCESS, reports its addresses, stops gracefully on SIGTERM,
+// and exits with code 3 if the cluster declares it dead.
+
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Grain, type GrainClass } from '../grain/grain.ts';
+import type { MembershipTable } from '../membership/table.ts';
+import { memoryMembership } from '../providers/memory/membership.ts';
+import { memoryStorage } from '../providers/memory/storage.ts';
+import { sqliteMembership } from '../providers/sqlite/membership.ts';
+import { sqliteStorage } from '../providers/sqlite/storage.ts';
+import { Silo } from '../runtime/silo.ts';
+import type { StorageProvider } from '../storage/provider.ts';
+import type { ProviderSpec, SiloProcessOptions } from './process.ts';
+
+async function membershipOf(spec: ProviderSpec): Promise<MembershipTable> {
+  switch (spec.kind) {
+    case 'memory':
+      return memoryMembership();
+    case 'sqlite':
+      return sqliteMembership({ path: spec.path, ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}) });
+    case 'postgres': {
+      const { postgresMembership } = await import('../providers/postgres/index.ts');
+      return postgresMembership({ connectionString: spec.connectionString, ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}) });
+    }
+    case 'redis': {
+      const { redisMembership } = await import('../providers/redis/index.ts');
+      return redisMembership({ url: spec.url, ...(spec.keyPrefix !== undefined ? { keyPrefix: spec.keyPrefix } : {}) });
+    }
+  }
+}
+
+function storageOf(spec: ProviderSpec | undefined): StorageProvider {
+  if (spec === undefined || spec.kind === 'memory') return memoryStorage();
+  if (spec.kind === 'sqlite') return sqliteStorage({ path: spec.path, ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}) });
+  throw new Error(`storage kind '${spec.kind}' is not available in a silo process yet`);
+}
+
+const opts = JSON.parse(process.env['GRANARY_SILO_PROCESS'] ?? 'null') as SiloProcessOptions | null;
+if (opts === null) throw new Error('GRANARY_SILO_PROCESS is not set');
+const mod = (await import(pathToFileURL(resolve(opts.grains)).href)) as Record<string, unknown>;
+const grains = Object.values(mod).filter((v): v is GrainClass => typeof v === 'function' && v.prototype instanceof Grain);
+const silo = await Silo.start({
+  ...(opts.siloOptions as object),
+  clusterId: opts.clusterId,
+  grains,
+  host: '127.0.0.1',
+  port: 0,
+  ...(opts.gateway !== false ? { gatewayPort: 0 } : {}),
+  membership: await membershipOf(opts.membership),
+  storage: { default: storageOf(opts.storage) },
+  ...(opts.membershipOptions !== undefined ? { membershipOptions: opts.membershipOptions } : {}),
+});
+const alive = setInterval(() => {}, 1 << 30);
+void silo.terminated.then((how) => {
+  clearInterval(alive);
+  process.exit(how === 'declared dead' ? 3 : 0);
+});
+process.on('SIGTERM', () => void silo.stop());
+process.send?.({ type: 'ready', address: silo.info.address, gateway: silo.cluster?.gatewayAddress ?? null });
