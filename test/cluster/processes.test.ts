@@ -202,3 +202,26 @@ describe('silos as child processes', { timeout: 240_000 }, () => {
     await Promise.all(others.map((s) => s.stop()));
   });
 });
+
+describe('three silo processes on server-backed membership', { timeout: 120_000 }, () => {
+  const stores: Array<[string, () => SiloProcessOptions['membership']]> = [
+    ['PostgreSQL', () => ({ kind: 'postgres', connectionString: 'postgres://postgres@127.0.0.1:5432/test', tablePrefix: `gt_${Math.random().toString(36).slice(2, 8)}_` })],
+    ['Redis', () => ({ kind: 'redis', url: 'redis://127.0.0.1:6379', keyPrefix: `gt:${Math.random().toString(36).slice(2, 8)}:` })],
+  ];
+  for (const [name, spec] of stores) {
+    it(`forms a cluster on ${name}, spreads grains, and recovers from a crash`, async () => {
+      const c = await startCluster(3, { membership: spec() });
+      const res = await Promise.all(Array.from({ length: 300 }, (_, i) => c.client.getGrain<PCounter>('pcounter', `m-${i}`).add(1)));
+      assert.ok(res.every((v) => v === 1));
+      const where = await Promise.all(Array.from({ length: 300 }, (_, i) => c.client.getGrain<PCounter>('pcounter', `m-${i}`).where()));
+      assert.equal(new Set(where.map((w) => w.silo)).size, 3);
+      const victim = c.silos[2] as SiloProcess;
+      await victim.kill();
+      await waitFor('every grain answers after the kill', async () => {
+        const r = await Promise.allSettled(Array.from({ length: 300 }, (_, i) => c.client.getGrain<PCounter>('pcounter', `m-${i}`).get()));
+        return r.every((x) => x.status === 'fulfilled' && x.value === 1);
+      }, 15_000);
+      await Promise.all(c.silos.slice(0, 2).map((s) => s.stop()));
+    });
+  }
+});

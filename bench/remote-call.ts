@@ -1,0 +1,456 @@
+// bench/remote-call: a grain call from a ClusterClient to a silo in another
+// process against the raw limit (the same request/response over one loopback
+// socket, the project's codec, per-tick batched frames, no framework), and
+// what one more hop, silo A to silo B, adds. Measured in one run.
+// Run: node --import tsx --conditions=source bench/remote-call.ts
+//   --quick              a short run (about 20 s instead of about 60 s)
+//   --only=raw,client,hop measure only these paths (for profiling one of them)
+//   --cpu-prof-dir=DIR   children run with --cpu-prof and write their profiles there
+
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { ClusterClient, Grain, Silo, decode, encode, grain, placement, silentLogger, type CustomPlacement, type GrainRef } from 'granary';
+import { sqliteMembership } from 'granary/sqlite';
+
+// ---- Grains (the silo children host them; the parent uses the classes for typed references) ----
+
+@grain('benchRemotePing')
+class Ping extends Grain {
+  async ping(n: number): Promise<number> {
+    return n + 1;
+  }
+}
+
+/** Places a new activation on any silo but the one placing it, so the hop really crosses. */
+const elsewhere: CustomPlacement = {
+  name: 'elsewhere',
+  place: (_grain, silos, local) => silos.find((s) => s !== local) ?? local,
+};
+
+@grain('benchRemotePong')
+@placement(elsewhere)
+class Pong extends Grain {
+  async ping(n: number): Promise<number> {
+    return n + 1;
+  }
+  async where(): Promise<string> {
+    return this.silo.address;
+  }
+}
+
+/** Lives on the gateway silo A (the client's call is placed there) and calls its Pong on B. */
+@grain('benchRemoteRelay')
+@placement('preferLocal')
+class Relay extends Grain {
+  // Kept, as a grain that calls another often would: the figure is the hop, not getGrain.
+  #pong: GrainRef<Pong> | undefined;
+  async relay(n: number): Promise<number> {
+    this.#pong ??= this.getGrain(Pong, this.key);
+    return this.#pong.ping(n);
+  }
+  async where(): Promise<[string, string]> {
+    return [this.silo.address, await this.getGrain(Pong, this.key).where()];
+  }
+}
+
+// ---- Settings ----
+
+const argv = process.argv.slice(2);
+const option = (name: string): string | undefined => argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+const quick = argv.includes('--quick');
+const ROUNDS = 3;
+const SEQ_CALLS = quick ? 1000 : 5000;
+/** A round's sequential calls stop here even if fewer were made. */
+const SEQ_MAX_MS = quick ? 1000 : 3000;
+const CON_MS = quick ? 400 : 1500;
+const WARM_SEQ_CALLS = quick ? 300 : 1000;
+const WARM_CON_MS = quick ? 200 : 500;
+const CALLERS = 1000;
+/** Per caller and round: a bound besides the clock. */
+const CALLS_PER_CALLER_MAX = 1_000_000;
+/** The whole run is killed past this. */
+const BUDGET_MS = quick ? 40_000 : 100_000;
+const START_TIMEOUT_MS = 30_000;
+const CLUSTER = 'bench-remote';
+type PathName = 'raw' | 'client' | 'hop';
+const ALL_PATHS: readonly PathName[] = ['raw', 'client', 'hop'];
+const paths = new Set<PathName>((option('only')?.split(',') ?? ALL_PATHS).filter((p): p is PathName => (ALL_PATHS as readonly string[]).includes(p)));
+const profileDir = option('cpu-prof-dir');
+
+// ---- The raw baseline: length-prefixed frames, batched per tick, codec bodies ----
+
+/** One socket, `[u32 BE length][body]` frames both ways, one socket.write per setImmediate batch. */
+class RawPeer {
+  readonly #socket: Socket;
+  #out = Buffer.allocUnsafe(64 * 1024);
+  #outLength = 0;
+  #scheduled = false;
+  #rest: Buffer | undefined;
+  readonly #flush = (): void => {
+    this.#scheduled = false;
+    this.#socket.write(this.#out.subarray(0, this.#outLength));
+    this.#out = Buffer.allocUnsafe(64 * 1024);
+    this.#outLength = 0;
+  };
+
+  constructor(socket: Socket, onBody: (body: Buffer) => void) {
+    this.#socket = socket;
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => {
+      const buf = this.#rest === undefined ? chunk : Buffer.concat([this.#rest, chunk]);
+      let off = 0;
+      while (buf.length - off >= 4) {
+        const length = buf.readUInt32BE(off);
+        if (buf.length - off - 4 < length) break;
+        onBody(buf.subarray(off + 4, off + 4 + length));
+        off += 4 + length;
+      }
+      this.#rest = off < buf.length ? buf.subarray(off) : undefined;
+    });
+  }
+
+  send(body: Uint8Array): void {
+    const need = this.#outLength + 4 + body.length;
+    if (need > this.#out.length) {
+      const bigger = Buffer.allocUnsafe(Math.max(need, this.#out.length * 2));
+      this.#out.copy(bigger, 0, 0, this.#outLength);
+      this.#out = bigger;
+    }
+    this.#out.writeUInt32BE(body.length, this.#outLength);
+    this.#out.set(body, this.#outLength + 4);
+    this.#outLength = need;
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(this.#flush);
+    }
+  }
+}
+
+/** The parent's end of the baseline: `[id, n]` out, `[id, n + 1]` back. */
+class RawClient {
+  readonly #peer: RawPeer;
+  readonly #pending = new Map<number, { resolve: (n: number) => void; reject: (e: Error) => void }>();
+  #next = 0;
+
+  constructor(socket: Socket) {
+    this.#peer = new RawPeer(socket, (body) => {
+      const [id, n] = decode(body) as [number, number];
+      const p = this.#pending.get(id);
+      this.#pending.delete(id);
+      p?.resolve(n);
+    });
+    socket.on('close', () => {
+      for (const p of this.#pending.values()) p.reject(new Error('the raw echo process closed the socket'));
+      this.#pending.clear();
+    });
+  }
+
+  call(n: number): Promise<number> {
+    const id = (this.#next = (this.#next + 1) >>> 0);
+    const done = new Promise<number>((resolve, reject) => this.#pending.set(id, { resolve, reject }));
+    this.#peer.send(encode([id, n]));
+    return done;
+  }
+}
+
+// ---- Children ----
+
+type ToParent =
+  | { kind: 'ready'; port?: number; address?: string; gateway?: string | null }
+  | { kind: 'view'; active: number };
+type ToChild = { kind: 'view'; active: number; timeoutMs: number };
+
+async function rawChild(): Promise<void> {
+  const server = createServer((socket) => {
+    const peer: RawPeer = new RawPeer(socket, (body) => {
+      const [id, n] = decode(body) as [number, number];
+      peer.send(encode([id, n + 1]));
+    });
+    socket.on('error', () => {});
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const address = server.address();
+  process.send?.({ kind: 'ready', port: typeof address === 'object' && address !== null ? address.port : 0 } satisfies ToParent);
+}
+
+async function siloChild(): Promise<void> {
+  const membershipPath = option('membership');
+  const silo = await Silo.start({
+    clusterId: CLUSTER,
+    grains: [Ping, Pong, Relay],
+    host: '127.0.0.1',
+    port: 0,
+    ...(argv.includes('--gateway') ? { gatewayPort: 0 } : {}),
+    ...(membershipPath !== undefined ? { membership: sqliteMembership({ path: membershipPath }) } : {}),
+    logger: silentLogger(),
+  });
+  process.on('message', (m: ToChild) => {
+    if (m.kind !== 'view') return;
+    // Poll the view with a deadline; the parent fails with what it saw.
+    const deadline = Date.now() + m.timeoutMs;
+    const poll = (): void => {
+      const active = silo.cluster?.view.active.size ?? 0;
+      if (active >= m.active || Date.now() > deadline) process.send?.({ kind: 'view', active } satisfies ToParent);
+      else setTimeout(poll, 20);
+    };
+    poll();
+  });
+  process.send?.({ kind: 'ready', address: silo.info.address, gateway: silo.info.gatewayAddress ?? null } satisfies ToParent);
+}
+
+// ---- The parent: process handling ----
+
+const children = new Set<ChildProcess>();
+
+function spawn(name: string, args: string[]): ChildProcess {
+  const execArgv = ['--import', 'tsx', '--conditions=source'];
+  if (profileDir !== undefined) execArgv.push('--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${name}.${Date.now()}.cpuprofile`);
+  const child = fork(fileURLToPath(import.meta.url), ['child', ...args], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+/** The next message of `child` that `accept` takes, within `timeoutMs`; rejects if the child exits first. */
+function nextMessage<T>(child: ChildProcess, what: string, timeoutMs: number, accept: (m: ToParent) => T | undefined): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+    };
+    const onMessage = (m: ToParent): void => {
+      const v = accept(m);
+      if (v === undefined) return;
+      done();
+      resolve(v);
+    };
+    const onExit = (code: number | null, signal: string | null): void => {
+      done();
+      reject(new Error(`${what}: the child exited first (code ${code}, signal ${signal})`));
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`${what}: no answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    child.on('message', onMessage);
+    child.once('exit', onExit);
+  });
+}
+
+const ready = (child: ChildProcess, what: string): Promise<ToParent & { kind: 'ready' }> =>
+  nextMessage(child, `${what} start`, START_TIMEOUT_MS, (m) => (m.kind === 'ready' ? m : undefined));
+
+async function waitForView(child: ChildProcess, what: string, active: number): Promise<void> {
+  child.send({ kind: 'view', active, timeoutMs: START_TIMEOUT_MS } satisfies ToChild);
+  const seen = await nextMessage(child, `${what} view`, START_TIMEOUT_MS + 1000, (m) => (m.kind === 'view' ? m.active : undefined));
+  if (seen < active) throw new Error(`${what} sees ${seen} active silos after ${START_TIMEOUT_MS} ms, expected ${active}`);
+}
+
+/** Asks every child to exit (they exit on disconnect, so profiles get written), then kills the stragglers. */
+async function stopChildren(): Promise<void> {
+  const all = [...children];
+  await Promise.all(all.map(async (child) => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    if (child.connected) child.disconnect();
+    else child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  }));
+}
+
+process.on('exit', () => {
+  for (const child of children) child.kill('SIGKILL');
+});
+
+// ---- The parent: measurements ----
+
+type Call = (caller: number, n: number) => Promise<number>;
+
+interface Latency {
+  p50: number;
+  p99: number;
+  calls: number;
+}
+
+/** One caller awaiting each call in turn: per-call latency in µs. */
+async function sequential(call: Call, count: number, maxMs: number): Promise<Latency> {
+  const samples = new Float64Array(count);
+  let calls = 0;
+  const end = performance.now() + maxMs;
+  while (calls < count) {
+    const t0 = performance.now();
+    if (t0 > end) break;
+    const r = await call(0, calls);
+    samples[calls] = (performance.now() - t0) * 1000;
+    if (r !== calls + 1) throw new Error(`sequential call ${calls} returned ${r}, expected ${calls + 1}`);
+    calls++;
+  }
+  const sorted = samples.subarray(0, calls).sort();
+  const at = (q: number): number => sorted[Math.min(calls - 1, Math.floor(q * calls))] ?? NaN;
+  return { p50: at(0.5), p99: at(0.99), calls };
+}
+
+/** CALLERS callers, each on its own target, each awaiting its calls in turn: calls per second. */
+async function concurrent(call: Call, ms: number): Promise<number> {
+  let calls = 0;
+  const start = performance.now();
+  const end = start + ms;
+  await Promise.all(Array.from({ length: CALLERS }, async (_, c) => {
+    for (let i = 0; i < CALLS_PER_CALLER_MAX && performance.now() < end; i++) {
+      await call(c, i);
+      calls++;
+    }
+  }));
+  return calls / ((performance.now() - start) / 1000);
+}
+
+interface PathResult {
+  seq: Latency[];
+  con: number[];
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? NaN;
+}
+
+async function main(): Promise<void> {
+  const watchdog = setTimeout(() => {
+    console.error(`bench/remote-call: over its ${BUDGET_MS} ms budget; killing the child processes`);
+    for (const child of children) child.kill('SIGKILL');
+    process.exit(1);
+  }, BUDGET_MS);
+  const tmp = mkdtempSync(join(tmpdir(), 'granary-bench-remote-'));
+  const cleanups: Array<() => Promise<void> | void> = [];
+  try {
+    const started = performance.now();
+    // Every child starts at once; each path waits only for its own.
+    const rawProc = paths.has('raw') ? spawn('raw', ['raw']) : undefined;
+    const soloProc = paths.has('client') ? spawn('silo', ['silo', '--gateway']) : undefined;
+    const dbPath = join(tmp, 'membership.db');
+    const aProc = paths.has('hop') ? spawn('siloA', ['silo', '--gateway', `--membership=${dbPath}`]) : undefined;
+    const bProc = paths.has('hop') ? spawn('siloB', ['silo', `--membership=${dbPath}`]) : undefined;
+
+    const calls = new Map<PathName, Call>();
+    if (rawProc !== undefined) {
+      const { port } = await ready(rawProc, 'raw echo process');
+      const socket = connect({ host: '127.0.0.1', port: port ?? 0 });
+      await new Promise<void>((resolve, reject) => {
+        socket.once('connect', resolve);
+        socket.once('error', reject);
+      });
+      cleanups.push(() => void socket.destroy());
+      const raw = new RawClient(socket);
+      calls.set('raw', (_c, n) => raw.call(n));
+    }
+    if (soloProc !== undefined) {
+      const { gateway } = await ready(soloProc, 'silo');
+      const client = await ClusterClient.connect({ clusterId: CLUSTER, gateways: [gateway ?? ''], responseTimeoutMs: 10_000, logger: silentLogger() });
+      cleanups.push(() => client.close());
+      const refs = Array.from({ length: CALLERS }, (_, c) => client.getGrain(Ping, `k${c}`));
+      calls.set('client', (c, n) => (refs[c] as GrainRef<Ping>).ping(n));
+    }
+    if (aProc !== undefined && bProc !== undefined) {
+      const [a] = await Promise.all([ready(aProc, 'silo A'), ready(bProc, 'silo B')]);
+      await Promise.all([waitForView(aProc, 'silo A', 2), waitForView(bProc, 'silo B', 2)]);
+      const client = await ClusterClient.connect({ clusterId: CLUSTER, gateways: [a.gateway ?? ''], responseTimeoutMs: 10_000, logger: silentLogger() });
+      cleanups.push(() => client.close());
+      const refs = Array.from({ length: CALLERS }, (_, c) => client.getGrain(Relay, `k${c}`));
+      // Every relay must run on A and its callee on B: one silo-to-silo call per client call.
+      const where = await Promise.all(refs.map((r) => r.where()));
+      where.forEach(([caller, callee], c) => {
+        if (caller !== a.address || callee === caller) {
+          throw new Error(`relay k${c} runs on ${caller} and calls a pong on ${callee}; expected the relay on silo A (${a.address}) and the pong on the other silo`);
+        }
+      });
+      calls.set('hop', (c, n) => (refs[c] as GrainRef<Relay>).relay(n));
+    }
+    const startMs = performance.now() - started;
+
+    // Warm up (activations exist, code is optimised), then interleave the rounds.
+    for (const call of calls.values()) {
+      await sequential(call, WARM_SEQ_CALLS, SEQ_MAX_MS);
+      await concurrent(call, WARM_CON_MS);
+    }
+    const results = new Map<PathName, PathResult>();
+    for (const p of calls.keys()) results.set(p, { seq: [], con: [] });
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [p, call] of calls) {
+        const r = results.get(p) as PathResult;
+        r.seq.push(await sequential(call, SEQ_CALLS, SEQ_MAX_MS));
+        r.con.push(await concurrent(call, CON_MS));
+      }
+    }
+    report(results, startMs, performance.now() - started);
+  } finally {
+    for (const c of cleanups.reverse()) {
+      try {
+        await c();
+      } catch {
+        // closing what may already be broken
+      }
+    }
+    await stopChildren();
+    rmSync(tmp, { recursive: true, force: true });
+    clearTimeout(watchdog);
+  }
+}
+
+function report(results: ReadonlyMap<PathName, PathResult>, startMs: number, totalMs: number): void {
+  const f = (n: number, d = 0): string => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '–');
+  const fig = (p: PathName): { p50: number; p99: number; con: number; calls: number } => {
+    const r = results.get(p);
+    if (r === undefined) return { p50: NaN, p99: NaN, con: NaN, calls: NaN };
+    return { p50: median(r.seq.map((s) => s.p50)), p99: median(r.seq.map((s) => s.p99)), con: median(r.con), calls: Math.min(...r.seq.map((s) => s.calls)) };
+  };
+  const raw = fig('raw'), client = fig('client'), hop = fig('hop');
+  const verdict = (ok: boolean): string => (ok ? 'met' : 'missed');
+  const seqCalls = Math.min(...[raw.calls, client.calls, hop.calls].filter(Number.isFinite));
+  console.log(`remote call over loopback, 2 cores (median of ${ROUNDS} rounds; sequential: ${f(seqCalls)} awaited calls per round on one grain; concurrent: ${f(CALLERS)} callers on ${f(CALLERS)} grains for ${f(CON_MS)} ms)`);
+  console.log('');
+  console.log('| figure | raw (codec, framed socket, no framework) | client → silo (other process) | ratio | target |');
+  console.log('| --- | --- | --- | --- | --- |');
+  const p50x = client.p50 / raw.p50;
+  const share = (100 * client.con) / raw.con;
+  console.log(`| sequential p50 µs | ${f(raw.p50, 1)} | ${f(client.p50, 1)} | ${f(p50x, 2)}x raw (${verdict(p50x <= 1.3)}) | within 1.3x |`);
+  console.log(`| sequential p99 µs | ${f(raw.p99, 1)} | ${f(client.p99, 1)} | ${f(client.p99 / raw.p99, 2)}x raw | |`);
+  console.log(`| concurrent calls/s | ${f(raw.con)} | ${f(client.con)} | ${f(share, 1)}% of raw (${verdict(share >= 80)}) | at least 80% |`);
+  console.log('');
+  console.log('| figure | client → silo | client → silo A → silo B (one silo-to-silo call each) | ratio |');
+  console.log('| --- | --- | --- | --- |');
+  console.log(`| sequential p50 µs | ${f(client.p50, 1)} | ${f(hop.p50, 1)} | ${f(hop.p50 / client.p50, 2)}x (+${f(hop.p50 - client.p50, 1)} µs for the hop) |`);
+  console.log(`| sequential p99 µs | ${f(client.p99, 1)} | ${f(hop.p99, 1)} | ${f(hop.p99 / client.p99, 2)}x |`);
+  console.log(`| concurrent calls/s | ${f(client.con)} | ${f(hop.con)} | ${f((100 * hop.con) / client.con, 1)}% of client → silo |`);
+  console.log('');
+  const rounds = (p: PathName): string => {
+    const r = results.get(p);
+    return r === undefined ? '–' : `p50 ${r.seq.map((s) => f(s.p50, 1)).join(' / ')} µs, ${r.con.map((c) => f(c)).join(' / ')} calls/s`;
+  };
+  console.log(`rounds: raw ${rounds('raw')}; client ${rounds('client')}; hop ${rounds('hop')}`);
+  console.log(`startup ${f(startMs / 1000, 1)} s, whole run ${f(totalMs / 1000, 1)} s`);
+  console.log(`command: node --import tsx --conditions=source bench/remote-call.ts${argv.length > 0 ? ` ${argv.join(' ')}` : ''}`);
+}
+
+if (argv[0] === 'child') {
+  // Exit with the parent: on disconnect (also when it dies), so --cpu-prof gets written.
+  process.on('disconnect', () => process.exit(0));
+  if (argv[1] === 'raw') await rawChild();
+  else await siloChild();
+} else {
+  process.once('SIGINT', () => {
+    for (const child of children) child.kill('SIGKILL');
+    process.exit(130);
+  });
+  await main();
+}
