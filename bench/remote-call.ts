@@ -10,7 +10,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -63,10 +63,12 @@ class Relay extends Grain {
 const argv = process.argv.slice(2);
 const option = (name: string): string | undefined => argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const quick = argv.includes('--quick');
-const ROUNDS = 3;
+const ROUNDS = quick ? 3 : 5;
 const SEQ_CALLS = quick ? 1000 : 5000;
 /** A round's sequential calls stop here even if fewer were made. */
-const SEQ_MAX_MS = quick ? 1000 : 3000;
+const SEQ_MAX_MS = quick ? 2000 : 6000;
+/** Sequential calls a path makes before the next path takes its turn. */
+const SEQ_BLOCK = 250;
 const CON_MS = quick ? 400 : 1500;
 const WARM_SEQ_CALLS = quick ? 300 : 1000;
 const WARM_CON_MS = quick ? 200 : 500;
@@ -212,8 +214,10 @@ const children = new Set<ChildProcess>();
 
 function spawn(name: string, args: string[]): ChildProcess {
   const execArgv = ['--import', 'tsx', '--conditions=source'];
-  if (profileDir !== undefined) execArgv.push('--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${name}.${Date.now()}.cpuprofile`);
+  // Node names each thread's profile CPU.<date>.<pid>.<thread>...: the main thread's is the one with thread 0.
+  if (profileDir !== undefined) execArgv.push('--cpu-prof', `--cpu-prof-dir=${profileDir}`);
   const child = fork(fileURLToPath(import.meta.url), ['child', ...args], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  if (profileDir !== undefined) console.error(`profiling ${name}: pid ${child.pid}, profiles in ${profileDir}`);
   children.add(child);
   child.once('exit', () => children.delete(child));
   return child;
@@ -283,22 +287,52 @@ interface Latency {
   calls: number;
 }
 
-/** One caller awaiting each call in turn: per-call latency in µs. */
-async function sequential(call: Call, count: number, maxMs: number): Promise<Latency> {
-  const samples = new Float64Array(count);
-  let calls = 0;
-  const end = performance.now() + maxMs;
-  while (calls < count) {
-    const t0 = performance.now();
-    if (t0 > end) break;
-    const r = await call(0, calls);
-    samples[calls] = (performance.now() - t0) * 1000;
-    if (r !== calls + 1) throw new Error(`sequential call ${calls} returned ${r}, expected ${calls + 1}`);
-    calls++;
+/** Sequential latencies of one path in one round, in µs. */
+class Samples {
+  readonly #us: Float64Array;
+  #n = 0;
+  constructor(capacity: number) {
+    this.#us = new Float64Array(capacity);
   }
-  const sorted = samples.subarray(0, calls).sort();
-  const at = (q: number): number => sorted[Math.min(calls - 1, Math.floor(q * calls))] ?? NaN;
-  return { p50: at(0.5), p99: at(0.99), calls };
+  get full(): boolean {
+    return this.#n === this.#us.length;
+  }
+  add(us: number): void {
+    this.#us[this.#n++] = us;
+  }
+  summary(): Latency {
+    const n = this.#n;
+    const sorted = this.#us.subarray(0, n).sort();
+    const at = (q: number): number => sorted[Math.min(n - 1, Math.floor(q * n))] ?? NaN;
+    return { p50: at(0.5), p99: at(0.99), calls: n };
+  }
+}
+
+/**
+ * One caller awaiting each call in turn, `count` calls per path, the paths
+ * taking turns in blocks of SEQ_BLOCK calls so that each sees the same
+ * machine (on a small, busy box the latency of one
+ * path drifts by 2x from one second to the next). Stops at `maxMs`.
+ */
+async function sequential(calls: ReadonlyMap<PathName, Call>, count: number, maxMs: number): Promise<Map<PathName, Latency>> {
+  const samples = new Map<PathName, Samples>();
+  for (const p of calls.keys()) samples.set(p, new Samples(count));
+  const end = performance.now() + maxMs;
+  let n = 0;
+  while (n < count && performance.now() < end) {
+    const block = Math.min(SEQ_BLOCK, count - n);
+    for (const [p, call] of calls) {
+      const s = samples.get(p) as Samples;
+      for (let i = n; i < n + block; i++) {
+        const t0 = performance.now();
+        const r = await call(0, i);
+        s.add((performance.now() - t0) * 1000);
+        if (r !== i + 1) throw new Error(`${p}: sequential call ${i} returned ${r}, expected ${i + 1}`);
+      }
+    }
+    n += block;
+  }
+  return new Map([...samples].map(([p, s]) => [p, s.summary()]));
 }
 
 /** CALLERS callers, each on its own target, each awaiting its calls in turn: calls per second. */
@@ -379,18 +413,13 @@ async function main(): Promise<void> {
     const startMs = performance.now() - started;
 
     // Warm up (activations exist, code is optimised), then interleave the rounds.
-    for (const call of calls.values()) {
-      await sequential(call, WARM_SEQ_CALLS, SEQ_MAX_MS);
-      await concurrent(call, WARM_CON_MS);
-    }
+    await sequential(calls, WARM_SEQ_CALLS, SEQ_MAX_MS);
+    for (const call of calls.values()) await concurrent(call, WARM_CON_MS);
     const results = new Map<PathName, PathResult>();
     for (const p of calls.keys()) results.set(p, { seq: [], con: [] });
     for (let round = 0; round < ROUNDS; round++) {
-      for (const [p, call] of calls) {
-        const r = results.get(p) as PathResult;
-        r.seq.push(await sequential(call, SEQ_CALLS, SEQ_MAX_MS));
-        r.con.push(await concurrent(call, CON_MS));
-      }
+      for (const [p, latency] of await sequential(calls, SEQ_CALLS, SEQ_MAX_MS)) (results.get(p) as PathResult).seq.push(latency);
+      for (const [p, call] of calls) (results.get(p) as PathResult).con.push(await concurrent(call, CON_MS));
     }
     report(results, startMs, performance.now() - started);
   } finally {
@@ -417,7 +446,7 @@ function report(results: ReadonlyMap<PathName, PathResult>, startMs: number, tot
   const raw = fig('raw'), client = fig('client'), hop = fig('hop');
   const verdict = (ok: boolean): string => (ok ? 'met' : 'missed');
   const seqCalls = Math.min(...[raw.calls, client.calls, hop.calls].filter(Number.isFinite));
-  console.log(`remote call over loopback, 2 cores (median of ${ROUNDS} rounds; sequential: ${f(seqCalls)} awaited calls per round on one grain; concurrent: ${f(CALLERS)} callers on ${f(CALLERS)} grains for ${f(CON_MS)} ms)`);
+  console.log(`remote call over loopback, ${availableParallelism()} cores (median of ${ROUNDS} rounds; sequential: ${f(seqCalls)} awaited calls per round on one grain; concurrent: ${f(CALLERS)} callers on ${f(CALLERS)} grains for ${f(CON_MS)} ms)`);
   console.log('');
   console.log('| figure | raw (codec, framed socket, no framework) | client → silo (other process) | ratio | target |');
   console.log('| --- | --- | --- | --- | --- |');

@@ -6,7 +6,7 @@ export { grain, reentrant, readOnly, alwaysInterleave, oneWay, statelessWorker, 
 export { grainId, type GrainId } from './grain/identity.ts';
 export type { GrainRef, GrainRefBase, CallOptions } from './grain/ref.ts';
 export { Silo, siloDefaults, type SiloOptions } from './runtime/silo.ts';
-export { ClusterClient, type ClusterClientOptions } from './client/client.ts';
+export { ClusterClient, type ClusterClientOptions, type ObserverRef } from './client/client.ts';
 export { memoryMembership, MemoryMembershipStore, type MemoryMembershipOptions } from './providers/memory/membership.ts';
 export { membershipDefaults, type MembershipOptions, type ClusterView, type ActiveSilo } from './membership/service.ts';
 export type { MembershipTable, SiloEntry, SiloStatus, TableVersion, MembershipSnapshot, Suspicion } from './membership/table.ts';

@@ -4,7 +4,7 @@
 // is the gateway's: a client only needs grain type names.
 
 import { randomUUID } from 'node:crypto';
-import { CancelledError, ConfigurationError, SiloUnavailableError, TimeoutError, UnknownGrainTypeError } from '../errors.ts';
+import { CancelledError, ConfigurationError, SiloUnavailableError, TimeoutError, UnknownGrainTypeError, UnknownMethodError } from '../errors.ts';
 import { Grain, type GrainClass } from '../grain/grain.ts';
 import { grainId } from '../grain/identity.ts';
 import { grainTypeInfo, type GrainTypeInfo, type MethodInfo } from '../grain/options.ts';
@@ -12,7 +12,8 @@ import { makeRef, RefCore, type GrainRef, type GrainRefBase, type Invoker } from
 import type { MembershipTable } from '../membership/table.ts';
 import { Deadlines } from '../messaging/deadlines.ts';
 import { Message } from '../messaging/message.ts';
-import { Frame, RequestFlags, ResponseStatus, encodeRequest, responseHead, responseValue } from '../messaging/protocol.ts';
+import { Frame, RequestFlags, ResponseStatus, decodeRequestArgs, decodeRequestHeader, encodeRequest, encodeResponse, responseHead, responseValue } from '../messaging/protocol.ts';
+import { OBSERVER_TYPE } from '../runtime/runtime.ts';
 import { defaultLogger, type Logger } from '../observability/logger.ts';
 import type { CodecContext, RefIdentity } from '../serialization/symbols.ts';
 import { encode } from '../serialization/codec.ts';
@@ -39,6 +40,9 @@ export interface ClusterClientOptions {
 
 const noopFn = (): undefined => undefined;
 
+/** An observer: a reference grains can call, whose calls reach an object in the client. */
+export type ObserverRef<T> = GrainRef<T> & { dispose(): void };
+
 /** A client connected to a cluster through its gateways. */
 export class ClusterClient implements Invoker, ConnectionHandler {
   readonly id: string;
@@ -50,6 +54,8 @@ export class ClusterClient implements Invoker, ConnectionHandler {
   readonly #methods = new Map<string, MethodInfo>();
   readonly #types = new Map<object, GrainTypeInfo>();
   readonly #rootCtx: CodecContext;
+  readonly #observers = new Map<string, object>();
+  #observerSeq = 0;
   #gateways: string[] = [];
   #next = 0;
   #reqSeq = 0;
@@ -135,6 +141,22 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       this.#types.set(type, info);
     }
     return makeRef(new RefCore(grainId(info.name, key), `${info.name}/${key}`, info, this, undefined, undefined));
+  }
+
+  /**
+   * Makes an object that grains can call back: pass the result to a grain (as
+   * an argument, or kept in its state); its calls reach `impl` here, through
+   * the gateway this client used when it made it. `dispose()` stops delivery.
+   */
+  createObserver<T extends object>(impl: T): ObserverRef<T> {
+    if (impl === null || typeof impl !== 'object') throw new TypeError('createObserver takes an object whose methods grains will call');
+    const gw = this.#gateway();
+    if (gw === undefined) throw new SiloUnavailableError('no gateway is connected: an observer needs one to be reached through');
+    const key = `${this.id}.${++this.#observerSeq}@${gw.peer?.address ?? ''}`;
+    this.#observers.set(key, impl);
+    const ref = this.#ref(OBSERVER_TYPE, key) as ObserverRef<T>;
+    Object.defineProperty(ref, 'dispose', { value: () => void this.#observers.delete(key), enumerable: false });
+    return ref;
   }
 
   #ref(type: string, key: string): GrainRefBase<unknown> {
@@ -240,8 +262,12 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     msg.reject(new TimeoutError(`call to ${msg.targetId}.${msg.method.name} timed out after ${msg.timeoutMs} ms`));
   }
 
-  onFrame(type: number, body: Buffer): boolean {
+  onFrame(type: number, body: Buffer, conn: Connection): boolean {
     if (type === Frame.Location) return true; // routing is the gateway's
+    if (type === Frame.Request) {
+      this.#observerCall(body, conn);
+      return true;
+    }
     if (type !== Frame.Response) return false;
     const { reqId, status } = responseHead(body);
     const msg = this.#pending.get(reqId);
@@ -264,6 +290,39 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       msg.reject(value);
     }
     return true;
+  }
+
+  /** A grain calls one of this client's observers. */
+  #observerCall(body: Buffer, conn: Connection): void {
+    const h = decodeRequestHeader(body);
+    const oneWay = (h.flags & RequestFlags.OneWay) !== 0;
+    const respond = (status: number, value: unknown): void => {
+      if (oneWay || conn.state !== 'open') return;
+      let out: Buffer;
+      try {
+        out = encodeResponse(h.reqId, status, value);
+      } catch (e) {
+        out = encodeResponse(h.reqId, ResponseStatus.Error, e);
+      }
+      conn.send(Frame.Response, out);
+    };
+    const key = h.targetId.slice(OBSERVER_TYPE.length + 1);
+    const impl = this.#observers.get(key) as Record<string, unknown> | undefined;
+    const fn = impl?.[h.method];
+    if (impl === undefined || typeof fn !== 'function') {
+      respond(ResponseStatus.Error, new UnknownMethodError(impl === undefined ? `observer ${key} is disposed or unknown to this client` : `observer ${key} has no method '${h.method}'`));
+      return;
+    }
+    let args: unknown[];
+    try {
+      args = decodeRequestArgs(body, h, this.#rootCtx);
+    } catch (e) {
+      respond(ResponseStatus.Error, e);
+      return;
+    }
+    Promise.resolve()
+      .then(() => (fn as (...a: unknown[]) => unknown).apply(impl, args))
+      .then((v) => respond(ResponseStatus.Ok, v), (e: unknown) => respond(ResponseStatus.Error, e));
   }
 
   /** A gateway connection closed: its calls in flight fail with SiloUnavailableError; new calls go to the others. */

@@ -97,6 +97,8 @@ export class SiloCluster implements ConnectionHandler, Prober {
   #sysSeq = 0;
   readonly #loads = new Map<string, number>();
   readonly #remotes = new Map<string, RemoteTarget>();
+  /** Clients connected to this silo's gateway, by client id (observers are called through them). */
+  readonly #clients = new Map<string, Connection>();
   /** Silos that refused a connection since the last view change: not placed on, not trusted in the cache. */
   readonly #unreachable = new Set<string>();
   #view: ClusterView;
@@ -138,7 +140,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
     const listener = await listen({ host: cfg.host, port: cfg.port, hello, acceptRoles: ['silo'], onConnection: () => {}, ...common });
     let gateway: Listener | undefined;
     try {
-      if (cfg.gatewayPort !== undefined) gateway = await listen({ host: cfg.host, port: cfg.gatewayPort, hello, acceptRoles: ['client'], onConnection: () => {}, ...common });
+      if (cfg.gatewayPort !== undefined) gateway = await listen({ host: cfg.host, port: cfg.gatewayPort, hello, acceptRoles: ['client'], onConnection: (c) => self?.clientConnected(c), ...common });
       await cfg.membership.init({ clusterId: cfg.clusterId, logger: cfg.logger.child({ membership: cfg.membership.kind }) });
       self = new SiloCluster(runtime, cfg, listener, gateway, generation, onDeclaredDead);
       await self.membership.join();
@@ -192,6 +194,39 @@ export class SiloCluster implements ConnectionHandler, Prober {
       remote: true,
       receive: (msg: Message) => this.#runtime.fail(msg, new SiloUnavailableError(`no active silo can host ${idStr}: the cluster has no other member`)),
     };
+  }
+
+  // ---- Observers --------------------------------------------------------------
+
+  /** A client connected to this gateway. */
+  clientConnected(conn: Connection): void {
+    const id = conn.peer?.address;
+    if (id === undefined) return;
+    this.#clients.set(id, conn);
+    void conn.closed.then(() => {
+      if (this.#clients.get(id) === conn) this.#clients.delete(id);
+      this.#connectionLost(conn);
+    });
+  }
+
+  /**
+   * Where calls to an observer go. Its key is `clientId.n@gateway`: the
+   * gateway the client made it through, which relays to the client.
+   */
+  observerTarget(key: string): Target {
+    const at = key.lastIndexOf('@');
+    const dot = key.lastIndexOf('.', at);
+    const clientId = key.slice(0, dot);
+    const gateway = key.slice(at + 1);
+    const gone = (why: string): Target => ({ live: true, remote: true, receive: (msg: Message) => this.#runtime.fail(msg, new SiloUnavailableError(`observer ${key} is unreachable: ${why}`)) });
+    if (at < 0 || dot < 0) return gone('malformed observer key');
+    if (gateway === this.gatewayAddress) {
+      const conn = this.#clients.get(clientId);
+      if (conn === undefined || conn.state !== 'open') return gone(`client ${clientId} is not connected to gateway ${gateway}`);
+      return { live: true, remote: true, receive: (msg: Message) => this.#sendOn(conn, msg, clientId) };
+    }
+    for (const s of this.#view.active.values()) if (s.gatewayAddress === gateway) return this.#remote(s.address);
+    return gone(`no active silo has gateway ${gateway}`);
   }
 
   // ---- Directory hooks --------------------------------------------------------

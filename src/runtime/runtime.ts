@@ -39,6 +39,18 @@ async function withCallerStack(p: Promise<unknown>): Promise<unknown> {
   }
 }
 
+/** The type name of client observers' references. */
+export const OBSERVER_TYPE = '$observer';
+
+const observerMethods = new Map<string, MethodInfo>();
+const noop = (): undefined => undefined;
+/** Method info for a call by name on an observer (its class lives in the client). */
+function observerMethod(name: string): MethodInfo {
+  let m = observerMethods.get(name);
+  if (m === undefined) observerMethods.set(name, (m = { name, fn: noop, readOnly: false, alwaysInterleave: false, oneWay: false }));
+  return m;
+}
+
 /** What the runtime needs from the silo. */
 export interface RuntimeConfig {
   readonly siloInfo: SiloInfo;
@@ -144,6 +156,9 @@ export class Runtime implements Invoker {
     let type = core.type;
     if (type === undefined) {
       type = this.#types.get(core.id.type);
+      if (type === undefined && core.id.type === OBSERVER_TYPE && this.#cluster !== undefined) {
+        return this.#callObserver(core, typeof method === 'string' ? method : method.name, args);
+      }
       if (type === undefined) {
         const known = [...this.#types.keys()].join(', ') || 'none';
         return Promise.reject(new UnknownGrainTypeError(`unknown grain type '${core.id.type}' (calling ${core.idStr}); this silo hosts: ${known}`));
@@ -212,6 +227,17 @@ export class Runtime implements Invoker {
       t.live = false;
       this.poolEmpty(t);
     }
+  }
+
+  /** A call to a client's observer: through the client's gateway, always encoded. */
+  #callObserver(core: RefCore, name: string, args: unknown[]): Promise<unknown> {
+    const target = (this.#cluster as SiloCluster).observerTarget(core.id.key);
+    const caller = core.caller ?? currentActivation;
+    const msg = new Message(core.idStr, observerMethod(name), args, caller?.callChain(), caller, core.options?.timeoutMs ?? this.#cfg.responseTimeoutMs);
+    const p = msg.promise();
+    this.#deadlines.add(msg);
+    target.receive(msg);
+    return p;
   }
 
   /** Gives the callee its own signal in the caller's argument slot; false if already aborted. */
@@ -389,6 +415,21 @@ export class Runtime implements Invoker {
     const typeName = slash < 0 ? h.targetId : h.targetId.slice(0, slash);
     const key = slash < 0 ? '' : h.targetId.slice(slash + 1);
     const type = this.#types.get(typeName);
+    if (type === undefined && typeName === OBSERVER_TYPE && this.#cluster !== undefined) {
+      let args: unknown[];
+      try {
+        args = decodeRequestArgs(body, h, this.#rootCtx);
+      } catch (e) {
+        reply?.respond(h.reqId, ResponseStatus.Error, e);
+        return;
+      }
+      const msg = new Message(h.targetId, observerMethod(h.method), args, undefined, undefined, h.timeoutMs > 0 ? h.timeoutMs : this.#cfg.responseTimeoutMs);
+      msg.hops = h.hops + 1;
+      msg.reply = reply;
+      if (reply !== undefined) this.#deadlines.add(msg);
+      this.#cluster.observerTarget(key).receive(msg);
+      return;
+    }
     if (type === undefined) {
       reply?.respond(h.reqId, ResponseStatus.Error, new UnknownGrainTypeError(`unknown grain type '${typeName}' (calling ${h.targetId}); silo ${this.siloInfo.address} hosts: ${[...this.#types.keys()].join(', ') || 'none'}`));
       return;
