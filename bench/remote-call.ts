@@ -8,6 +8,7 @@
 //   --cpu-prof-dir=DIR   children run with --cpu-prof and write their profiles there
 
 import { fork, type ChildProcess } from 'node:child_process';
+import diagnostics_channel from 'node:diagnostics_channel';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -84,6 +85,33 @@ const ALL_PATHS: readonly PathName[] = ['raw', 'client', 'hop'];
 const paths = new Set<PathName>((option('only')?.split(',') ?? ALL_PATHS).filter((p): p is PathName => (ALL_PATHS as readonly string[]).includes(p)));
 const profileDir = option('cpu-prof-dir');
 
+// ---- Counters of this process: frames sent and socket writes, raw and Granary ----
+
+const rawIo = { frames: 0, writes: 0 };
+/** Granary connections of this process, from the transport's public open event. */
+const granaryConnections = new Set<{ readonly stats: { readonly framesSent: number; readonly writes: number } }>();
+diagnostics_channel.subscribe('granary:transport:open', (event) => {
+  const { connection } = event as { connection: { readonly stats: { readonly framesSent: number; readonly writes: number } } };
+  granaryConnections.add(connection);
+});
+
+interface Usage {
+  /** CPU time of the process, user and system, in µs. */
+  cpuUs: number;
+  frames: number;
+  writes: number;
+}
+
+function usage(): Usage {
+  const cpu = process.cpuUsage();
+  let frames = rawIo.frames, writes = rawIo.writes;
+  for (const c of granaryConnections) {
+    frames += c.stats.framesSent;
+    writes += c.stats.writes;
+  }
+  return { cpuUs: cpu.user + cpu.system, frames, writes };
+}
+
 // ---- The raw baseline: length-prefixed frames, batched per tick, codec bodies ----
 
 /** One socket, `[u32 BE length][body]` frames both ways, one socket.write per setImmediate batch. */
@@ -95,6 +123,7 @@ class RawPeer {
   #rest: Buffer | undefined;
   readonly #flush = (): void => {
     this.#scheduled = false;
+    rawIo.writes++;
     this.#socket.write(this.#out.subarray(0, this.#outLength));
     this.#out = Buffer.allocUnsafe(64 * 1024);
     this.#outLength = 0;
@@ -126,6 +155,7 @@ class RawPeer {
     this.#out.writeUInt32BE(body.length, this.#outLength);
     this.#out.set(body, this.#outLength + 4);
     this.#outLength = need;
+    rawIo.frames++;
     if (!this.#scheduled) {
       this.#scheduled = true;
       setImmediate(this.#flush);
@@ -164,8 +194,16 @@ class RawClient {
 
 type ToParent =
   | { kind: 'ready'; port?: number; address?: string; gateway?: string | null }
-  | { kind: 'view'; active: number };
-type ToChild = { kind: 'view'; active: number; timeoutMs: number };
+  | { kind: 'view'; active: number }
+  | ({ kind: 'usage' } & Usage);
+type ToChild = { kind: 'view'; active: number; timeoutMs: number } | { kind: 'usage' };
+
+/** Every child answers a `usage` message with its counters. */
+function answerUsage(): void {
+  process.on('message', (m: ToChild) => {
+    if (m.kind === 'usage') process.send?.({ kind: 'usage', ...usage() } satisfies ToParent);
+  });
+}
 
 async function rawChild(): Promise<void> {
   const server = createServer((socket) => {
@@ -180,6 +218,7 @@ async function rawChild(): Promise<void> {
     server.listen(0, '127.0.0.1', resolve);
   });
   const address = server.address();
+  answerUsage();
   process.send?.({ kind: 'ready', port: typeof address === 'object' && address !== null ? address.port : 0 } satisfies ToParent);
 }
 
@@ -205,6 +244,7 @@ async function siloChild(): Promise<void> {
     };
     poll();
   });
+  answerUsage();
   process.send?.({ kind: 'ready', address: silo.info.address, gateway: silo.info.gatewayAddress ?? null } satisfies ToParent);
 }
 
@@ -335,8 +375,8 @@ async function sequential(calls: ReadonlyMap<PathName, Call>, count: number, max
   return new Map([...samples].map(([p, s]) => [p, s.summary()]));
 }
 
-/** CALLERS callers, each on its own target, each awaiting its calls in turn: calls per second. */
-async function concurrent(call: Call, ms: number): Promise<number> {
+/** CALLERS callers, each on its own target, each awaiting its calls in turn. */
+async function concurrent(call: Call, ms: number): Promise<{ rate: number; calls: number }> {
   let calls = 0;
   const start = performance.now();
   const end = start + ms;
@@ -346,12 +386,37 @@ async function concurrent(call: Call, ms: number): Promise<number> {
       calls++;
     }
   }));
-  return calls / ((performance.now() - start) / 1000);
+  return { rate: calls / ((performance.now() - start) / 1000), calls };
+}
+
+/** Counters of the parent and of the children that serve one path. */
+async function usages(servers: readonly ChildProcess[]): Promise<Usage[]> {
+  const theirs = await Promise.all(servers.map((child) => {
+    const answer = nextMessage(child, 'usage', 5000, (m) => (m.kind === 'usage' ? m : undefined));
+    child.send({ kind: 'usage' } satisfies ToChild);
+    return answer;
+  }));
+  return [usage(), ...theirs.map(({ cpuUs, frames, writes }) => ({ cpuUs, frames, writes }))];
+}
+
+/** Per call, over the concurrent rounds: CPU µs and frames per write, of the caller and of the serving processes together. */
+interface Cost {
+  calls: number;
+  caller: Usage;
+  servers: Usage;
+}
+
+function addDelta(into: Usage, before: Usage | undefined, after: Usage | undefined): void {
+  if (before === undefined || after === undefined) return;
+  into.cpuUs += after.cpuUs - before.cpuUs;
+  into.frames += after.frames - before.frames;
+  into.writes += after.writes - before.writes;
 }
 
 interface PathResult {
   seq: Latency[];
   con: number[];
+  cost: Cost;
 }
 
 function median(xs: readonly number[]): number {
@@ -377,6 +442,7 @@ async function main(): Promise<void> {
     const bProc = paths.has('hop') ? spawn('siloB', ['silo', `--membership=${dbPath}`]) : undefined;
 
     const calls = new Map<PathName, Call>();
+    const servers = new Map<PathName, ChildProcess[]>();
     if (rawProc !== undefined) {
       const { port } = await ready(rawProc, 'raw echo process');
       const socket = connect({ host: '127.0.0.1', port: port ?? 0 });
@@ -387,6 +453,7 @@ async function main(): Promise<void> {
       cleanups.push(() => void socket.destroy());
       const raw = new RawClient(socket);
       calls.set('raw', (_c, n) => raw.call(n));
+      servers.set('raw', [rawProc]);
     }
     if (soloProc !== undefined) {
       const { gateway } = await ready(soloProc, 'silo');
@@ -394,6 +461,7 @@ async function main(): Promise<void> {
       cleanups.push(() => client.close());
       const refs = Array.from({ length: CALLERS }, (_, c) => client.getGrain(Ping, `k${c}`));
       calls.set('client', (c, n) => (refs[c] as GrainRef<Ping>).ping(n));
+      servers.set('client', [soloProc]);
     }
     if (aProc !== undefined && bProc !== undefined) {
       const [a] = await Promise.all([ready(aProc, 'silo A'), ready(bProc, 'silo B')]);
@@ -409,6 +477,7 @@ async function main(): Promise<void> {
         }
       });
       calls.set('hop', (c, n) => (refs[c] as GrainRef<Relay>).relay(n));
+      servers.set('hop', [aProc, bProc]);
     }
     const startMs = performance.now() - started;
 
@@ -416,10 +485,20 @@ async function main(): Promise<void> {
     await sequential(calls, WARM_SEQ_CALLS, SEQ_MAX_MS);
     for (const call of calls.values()) await concurrent(call, WARM_CON_MS);
     const results = new Map<PathName, PathResult>();
-    for (const p of calls.keys()) results.set(p, { seq: [], con: [] });
+    const zero = (): Usage => ({ cpuUs: 0, frames: 0, writes: 0 });
+    for (const p of calls.keys()) results.set(p, { seq: [], con: [], cost: { calls: 0, caller: zero(), servers: zero() } });
     for (let round = 0; round < ROUNDS; round++) {
       for (const [p, latency] of await sequential(calls, SEQ_CALLS, SEQ_MAX_MS)) (results.get(p) as PathResult).seq.push(latency);
-      for (const [p, call] of calls) (results.get(p) as PathResult).con.push(await concurrent(call, CON_MS));
+      for (const [p, call] of calls) {
+        const r = results.get(p) as PathResult;
+        const before = await usages(servers.get(p) ?? []);
+        const { rate, calls: made } = await concurrent(call, CON_MS);
+        const after = await usages(servers.get(p) ?? []);
+        r.con.push(rate);
+        r.cost.calls += made;
+        addDelta(r.cost.caller, before[0], after[0]);
+        for (let i = 1; i < before.length; i++) addDelta(r.cost.servers, before[i], after[i]);
+      }
     }
     report(results, startMs, performance.now() - started);
   } finally {
@@ -464,8 +543,21 @@ function report(results: ReadonlyMap<PathName, PathResult>, startMs: number, tot
   console.log('');
   const rounds = (p: PathName): string => {
     const r = results.get(p);
-    return r === undefined ? '–' : `p50 ${r.seq.map((s) => f(s.p50, 1)).join(' / ')} µs, ${r.con.map((c) => f(c)).join(' / ')} calls/s`;
+    return r === undefined ? '–' : `p50 ${r.seq.map((x) => f(x.p50, 1)).join(' / ')} µs, ${r.con.map((x) => f(x)).join(' / ')} calls/s`;
   };
+  console.log('| concurrent, per call | raw | client → silo | client → silo A → silo B |');
+  console.log('| --- | --- | --- | --- |');
+  const cost = (p: PathName, pick: (c: Cost) => number, d: number): string => {
+    const r = results.get(p);
+    return r === undefined ? '–' : f(pick(r.cost), d);
+  };
+  const perCall = (u: Usage, calls: number): number => u.cpuUs / calls;
+  const perWrite = (u: Usage): number => u.frames / u.writes;
+  console.log(`| CPU µs, calling process | ${cost('raw', (c) => perCall(c.caller, c.calls), 2)} | ${cost('client', (c) => perCall(c.caller, c.calls), 2)} | ${cost('hop', (c) => perCall(c.caller, c.calls), 2)} |`);
+  console.log(`| CPU µs, serving process(es) | ${cost('raw', (c) => perCall(c.servers, c.calls), 2)} | ${cost('client', (c) => perCall(c.servers, c.calls), 2)} | ${cost('hop', (c) => perCall(c.servers, c.calls), 2)} (A and B) |`);
+  console.log(`| frames per socket write, calling process | ${cost('raw', (c) => perWrite(c.caller), 1)} | ${cost('client', (c) => perWrite(c.caller), 1)} | ${cost('hop', (c) => perWrite(c.caller), 1)} |`);
+  console.log(`| frames per socket write, serving process(es) | ${cost('raw', (c) => perWrite(c.servers), 1)} | ${cost('client', (c) => perWrite(c.servers), 1)} | ${cost('hop', (c) => perWrite(c.servers), 1)} |`);
+  console.log('');
   console.log(`rounds: raw ${rounds('raw')}; client ${rounds('client')}; hop ${rounds('hop')}`);
   console.log(`startup ${f(startMs / 1000, 1)} s, whole run ${f(totalMs / 1000, 1)} s`);
   console.log(`command: node --import tsx --conditions=source bench/remote-call.ts${argv.length > 0 ? ` ${argv.join(' ')}` : ''}`);

@@ -10,19 +10,38 @@ import { Grain, type GrainClass } from '../grain/grain.ts';
 import { Silo } from '../runtime/silo.ts';
 import { memoryStorage } from '../providers/memory/storage.ts';
 import { sqliteStorage } from '../providers/sqlite/storage.ts';
+import { sqliteMembership } from '../providers/sqlite/membership.ts';
+import type { MembershipTable } from '../membership/table.ts';
 import type { StorageProvider } from '../storage/provider.ts';
 
 const USAGE = `usage:
-  granary silo --grains <module> [--host H] [--port N] [--cluster-id ID]
+  granary silo --grains <module> [--host H] [--port N] [--gateway-port N] [--cluster-id ID]
+               [--membership sqlite:<path> | postgres:<url> | redis:<url>]
                [--storage memory | sqlite:<path>] [--collection-age-ms MS]
-      Starts a silo hosting every grain class the module exports.
-      SIGTERM or SIGINT stops it gracefully.
+      Starts a silo hosting every grain class the module exports. With
+      --membership (or a port) it listens and joins that cluster.
+      SIGTERM or SIGINT stops it gracefully; exit code 3 if the cluster
+      declared it dead.
   granary version
   granary help`;
 
 /** Grain classes among a module's exports. */
 export function grainClasses(mod: Record<string, unknown>): GrainClass[] {
   return Object.values(mod).filter((v): v is GrainClass => typeof v === 'function' && v.prototype instanceof Grain);
+}
+
+/** Parses `--membership`. */
+export async function parseMembership(spec: string): Promise<MembershipTable> {
+  if (spec.startsWith('sqlite:') && spec.length > 7) return sqliteMembership({ path: spec.slice(7) });
+  if (spec.startsWith('postgres:') || spec.startsWith('postgresql:')) {
+    const { postgresMembership } = await import('../providers/postgres/index.ts');
+    return postgresMembership({ connectionString: spec });
+  }
+  if (spec.startsWith('redis:')) {
+    const { redisMembership } = await import('../providers/redis/index.ts');
+    return redisMembership({ url: spec });
+  }
+  throw new Error(`--membership takes 'sqlite:<path>', 'postgres://...' or 'redis://...', got '${spec}'`);
 }
 
 /** Parses `--storage`. */
@@ -45,6 +64,8 @@ async function silo(argv: string[]): Promise<void> {
       host: { type: 'string' },
       port: { type: 'string' },
       'cluster-id': { type: 'string' },
+      'gateway-port': { type: 'string' },
+      membership: { type: 'string' },
       storage: { type: 'string', default: 'sqlite:.granary/state.db' },
       'collection-age-ms': { type: 'string' },
     },
@@ -61,12 +82,16 @@ async function silo(argv: string[]): Promise<void> {
     return n;
   };
   const port = num('port', values.port);
+  const gatewayPort = num('gateway-port', values['gateway-port']);
+  const membership = values.membership !== undefined ? await parseMembership(values.membership) : undefined;
   const age = num('collection-age-ms', values['collection-age-ms']);
   const s = await Silo.start({
     grains,
     storage: { default: parseStorage(values.storage) },
     ...(values.host !== undefined ? { host: values.host } : {}),
     ...(port !== undefined ? { port } : {}),
+    ...(gatewayPort !== undefined ? { gatewayPort } : {}),
+    ...(membership !== undefined ? { membership } : {}),
     ...(values['cluster-id'] !== undefined ? { clusterId: values['cluster-id'] } : {}),
     ...(age !== undefined ? { collectionAgeMs: age } : {}),
   });
@@ -83,6 +108,12 @@ async function silo(argv: string[]): Promise<void> {
       process.exit(1);
     });
   };
+  void s.terminated.then((how) => {
+    if (how === 'declared dead') {
+      clearInterval(alive);
+      process.exit(3);
+    }
+  });
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }

@@ -30,6 +30,7 @@ export interface ClusterConfig {
   readonly loadReportIntervalMs: number;
   readonly systemCallTimeoutMs: number;
   readonly maxForwardCount: number;
+  readonly maxPendingRequests: number;
   readonly logger: Logger;
 }
 
@@ -299,6 +300,10 @@ export class SiloCluster implements ConnectionHandler, Prober {
       body = encodeRequest(reqId, flags, msg.targetId, msg.method.name, msg.timeoutMs, chain.length > 0 ? chain : null, msg.hops, args);
     } catch (e) {
       this.#runtime.fail(msg, e);
+      return;
+    }
+    if (!msg.method.oneWay && this.#pending.size >= this.#cfg.maxPendingRequests) {
+      this.#runtime.fail(msg, new GranaryError(`too many calls waiting for other silos (${this.#pending.size}, limit maxPendingRequests): call to ${msg.targetId}.${msg.method.name} refused`, 'GRANARY_OVERLOADED'));
       return;
     }
     msg.reqId = reqId;

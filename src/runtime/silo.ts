@@ -60,6 +60,8 @@ export interface SiloOptions {
   transport?: TransportLimits;
   /** How often a silo tells the others its activation count (placement), in ms. Default 1000. */
   loadReportIntervalMs?: number;
+  /** Calls this silo may have waiting on other silos at once; past it calls fail with code GRANARY_OVERLOADED. Default 100 000. */
+  maxPendingRequests?: number;
   /** Deadline of control-plane calls between silos (directory, probes), in ms. Default 5000. */
   systemCallTimeoutMs?: number;
   /** Where the silo logs; a pino logger fits. Default: pino at GRANARY_LOG_LEVEL (default info) to stderr. */
@@ -78,6 +80,7 @@ export const siloDefaults = {
   deactivationTimeoutMs: 30_000,
   loadReportIntervalMs: 1000,
   systemCallTimeoutMs: 5000,
+  maxPendingRequests: 100_000,
 } as const;
 
 function positive(name: string, v: number | undefined): void {
@@ -204,6 +207,7 @@ export class Silo {
           loadReportIntervalMs: options.loadReportIntervalMs ?? siloDefaults.loadReportIntervalMs,
           systemCallTimeoutMs: options.systemCallTimeoutMs ?? siloDefaults.systemCallTimeoutMs,
           maxForwardCount: options.maxForwardCount ?? siloDefaults.maxForwardCount,
+          maxPendingRequests: options.maxPendingRequests ?? siloDefaults.maxPendingRequests,
           logger: base.child({ silo: `${host}:${port}` }),
         }, () => made.silo?.declaredDead());
       } catch (e) {

@@ -75,3 +75,45 @@ describe('ClusterClient through gateways', () => {
     }
   });
 });
+
+describe('cluster limits and discovery', () => {
+  it('finds gateways through the membership table', async () => {
+    const { memoryMembership, MemoryMembershipStore } = await import('granary');
+    const store = new MemoryMembershipStore();
+    const c = await TestCluster.start({ silos: 2, grains: [Echo], membership: () => memoryMembership({ store }) });
+    try {
+      const client = await ClusterClient.connect({ clusterId: c.clusterId, membership: memoryMembership({ store }), logger: silentLogger() });
+      try {
+        assert.equal(client.gateways.length, 2);
+        assert.equal(await client.getGrain(Echo, 'found').echo('yes'), 'yes');
+      } finally {
+        await client.close();
+      }
+    } finally {
+      await c.stop();
+    }
+  });
+
+  it('refuses calls to other silos past maxPendingRequests with GRANARY_OVERLOADED, and serves the rest', async () => {
+    @grain('slowEcho')
+    class Slow extends Grain {
+      async nap(ms: number): Promise<string> {
+        await new Promise((r) => setTimeout(r, ms));
+        return this.silo.address;
+      }
+    }
+    const c = await TestCluster.start({ silos: 2, grains: [Slow], siloOptions: { maxPendingRequests: 5 } });
+    try {
+      const a = c.silos[0];
+      assert.ok(a !== undefined);
+      const results = await Promise.allSettled(Array.from({ length: 60 }, (_, i) => a.getGrain(Slow, `s${i}`).nap(100)));
+      const overloaded = results.filter((r) => r.status === 'rejected' && (r.reason as { code?: string }).code === 'GRANARY_OVERLOADED');
+      const ok = results.filter((r) => r.status === 'fulfilled');
+      assert.ok(overloaded.length > 0, 'no call was refused');
+      assert.ok(ok.length >= 5, 'the limit refused too much');
+      assert.equal(overloaded.length + ok.length, 60, 'a call failed some other way');
+    } finally {
+      await c.stop();
+    }
+  });
+});
