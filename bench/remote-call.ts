@@ -5,6 +5,7 @@
 // Run: node --import tsx --conditions=source bench/remote-call.ts
 //   --quick              a short run (about 20 s instead of about 60 s)
 //   --only=raw,client,hop measure only these paths (for profiling one of them)
+//   --sequential-calls=N sequential calls per round and path (default 5,000; 1,000 with --quick; 0: none)
 //   --cpu-prof-dir=DIR   children run with --cpu-prof and write their profiles there
 
 import { fork, type ChildProcess } from 'node:child_process';
@@ -65,7 +66,8 @@ const argv = process.argv.slice(2);
 const option = (name: string): string | undefined => argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const quick = argv.includes('--quick');
 const ROUNDS = quick ? 3 : 5;
-const SEQ_CALLS = quick ? 1000 : 5000;
+const SEQ_CALLS = Number(option('sequential-calls') ?? (quick ? 1000 : 5000));
+if (!(Number.isInteger(SEQ_CALLS) && SEQ_CALLS >= 0)) throw new Error(`--sequential-calls takes a whole number of calls (0 for none), got '${option('sequential-calls')}'`);
 /** A round's sequential calls stop here even if fewer were made. */
 const SEQ_MAX_MS = quick ? 2000 : 6000;
 /** Sequential calls a path makes before the next path takes its turn. */
@@ -399,11 +401,11 @@ async function usages(servers: readonly ChildProcess[]): Promise<Usage[]> {
   return [usage(), ...theirs.map(({ cpuUs, frames, writes }) => ({ cpuUs, frames, writes }))];
 }
 
-/** Per call, over the concurrent rounds: CPU µs and frames per write, of the caller and of the serving processes together. */
+/** Counter deltas over the concurrent rounds: of the calling process and of each serving process. */
 interface Cost {
   calls: number;
   caller: Usage;
-  servers: Usage;
+  servers: Usage[];
 }
 
 function addDelta(into: Usage, before: Usage | undefined, after: Usage | undefined): void {
@@ -486,9 +488,9 @@ async function main(): Promise<void> {
     for (const call of calls.values()) await concurrent(call, WARM_CON_MS);
     const results = new Map<PathName, PathResult>();
     const zero = (): Usage => ({ cpuUs: 0, frames: 0, writes: 0 });
-    for (const p of calls.keys()) results.set(p, { seq: [], con: [], cost: { calls: 0, caller: zero(), servers: zero() } });
+    for (const p of calls.keys()) results.set(p, { seq: [], con: [], cost: { calls: 0, caller: zero(), servers: (servers.get(p) ?? []).map(zero) } });
     for (let round = 0; round < ROUNDS; round++) {
-      for (const [p, latency] of await sequential(calls, SEQ_CALLS, SEQ_MAX_MS)) (results.get(p) as PathResult).seq.push(latency);
+      if (SEQ_CALLS > 0) for (const [p, latency] of await sequential(calls, SEQ_CALLS, SEQ_MAX_MS)) (results.get(p) as PathResult).seq.push(latency);
       for (const [p, call] of calls) {
         const r = results.get(p) as PathResult;
         const before = await usages(servers.get(p) ?? []);
@@ -497,7 +499,7 @@ async function main(): Promise<void> {
         r.con.push(rate);
         r.cost.calls += made;
         addDelta(r.cost.caller, before[0], after[0]);
-        for (let i = 1; i < before.length; i++) addDelta(r.cost.servers, before[i], after[i]);
+        r.cost.servers.forEach((u, i) => addDelta(u, before[i + 1], after[i + 1]));
       }
     }
     report(results, startMs, performance.now() - started);
@@ -547,16 +549,13 @@ function report(results: ReadonlyMap<PathName, PathResult>, startMs: number, tot
   };
   console.log('| concurrent, per call | raw | client → silo | client → silo A → silo B |');
   console.log('| --- | --- | --- | --- |');
-  const cost = (p: PathName, pick: (c: Cost) => number, d: number): string => {
-    const r = results.get(p);
-    return r === undefined ? '–' : f(pick(r.cost), d);
+  // Each cell: the calling process, then each serving process (silo A, then B, for the hop).
+  const cost = (p: PathName, pick: (u: Usage, calls: number) => number, d: number): string => {
+    const c = results.get(p)?.cost;
+    return c === undefined ? '–' : [c.caller, ...c.servers].map((u) => f(pick(u, c.calls), d)).join(' / ');
   };
-  const perCall = (u: Usage, calls: number): number => u.cpuUs / calls;
-  const perWrite = (u: Usage): number => u.frames / u.writes;
-  console.log(`| CPU µs, calling process | ${cost('raw', (c) => perCall(c.caller, c.calls), 2)} | ${cost('client', (c) => perCall(c.caller, c.calls), 2)} | ${cost('hop', (c) => perCall(c.caller, c.calls), 2)} |`);
-  console.log(`| CPU µs, serving process(es) | ${cost('raw', (c) => perCall(c.servers, c.calls), 2)} | ${cost('client', (c) => perCall(c.servers, c.calls), 2)} | ${cost('hop', (c) => perCall(c.servers, c.calls), 2)} (A and B) |`);
-  console.log(`| frames per socket write, calling process | ${cost('raw', (c) => perWrite(c.caller), 1)} | ${cost('client', (c) => perWrite(c.caller), 1)} | ${cost('hop', (c) => perWrite(c.caller), 1)} |`);
-  console.log(`| frames per socket write, serving process(es) | ${cost('raw', (c) => perWrite(c.servers), 1)} | ${cost('client', (c) => perWrite(c.servers), 1)} | ${cost('hop', (c) => perWrite(c.servers), 1)} |`);
+  console.log(`| CPU µs per call: caller / server(s) | ${cost('raw', (u, n) => u.cpuUs / n, 2)} | ${cost('client', (u, n) => u.cpuUs / n, 2)} | ${cost('hop', (u, n) => u.cpuUs / n, 2)} |`);
+  console.log(`| frames per socket write: caller / server(s) | ${cost('raw', (u) => u.frames / u.writes, 0)} | ${cost('client', (u) => u.frames / u.writes, 0)} | ${cost('hop', (u) => u.frames / u.writes, 0)} |`);
   console.log('');
   console.log(`rounds: raw ${rounds('raw')}; client ${rounds('client')}; hop ${rounds('hop')}`);
   console.log(`startup ${f(startMs / 1000, 1)} s, whole run ${f(totalMs / 1000, 1)} s`);

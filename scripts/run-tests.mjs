@@ -20,6 +20,6 @@ if (files.length === 0) {
   process.exit(1);
 }
 const r = spawnSync(process.execPath, [
-  '--import', 'tsx', '--conditions=source', '--test', '--test-concurrency=2', ...files,
+  '--import', 'tsx', '--conditions=source', '--test', '--test-concurrency=1', ...files,
 ], { stdio: 'inherit', env: { ...process.env, GRANARY_LOG_LEVEL: process.env.GRANARY_LOG_LEVEL ?? 'silent' } });
 process.exit(r.status ?? 1);

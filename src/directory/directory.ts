@@ -6,6 +6,7 @@
 // silo hands its partition over, and every silo re-registers the activations
 // whose owner changed, which also rebuilds the entries a crashed owner held.
 
+import { SiloUnavailableError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { ClusterView } from '../membership/service.ts';
 import { Ring } from './ring.ts';
@@ -19,6 +20,8 @@ export interface DirectoryEntry {
 /** How the directory reaches other silos. */
 export interface DirectoryTransport {
   call(address: string, op: string, args: unknown[]): Promise<unknown>;
+  /** Re-reads the membership table (our view may be behind). */
+  refresh(): Promise<void>;
 }
 
 /** The directory part of one silo: its partition and its cache. */
@@ -66,23 +69,25 @@ export class GrainDirectory {
    * itself unless another live activation registered first.
    */
   async register(grain: string, entry: DirectoryEntry): Promise<DirectoryEntry> {
-    for (let attempt = 0; ; attempt++) {
+    let last: unknown;
+    for (let attempt = 0; attempt < 10; attempt++) {
+      if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(400, 25 * 2 ** (attempt - 1))));
       const owner = this.ownerOf(grain);
       if (owner === undefined || owner === this.#self) return this.registerLocal(grain, entry, true);
       try {
         const won = (await this.#net.call(owner, 'dir.register', [grain, entry.address, entry.activation])) as [string, number] | null;
-        if (won === null) {
-          // The owner's view differs from ours; try again with whatever view we have by then.
-          if (attempt >= 5) throw new Error(`silo ${owner} keeps refusing to own ${grain}`);
-          await new Promise((r) => setTimeout(r, 20 * (attempt + 1)));
-          continue;
-        }
-        return { address: won[0], activation: won[1] };
+        if (won !== null) return { address: won[0], activation: won[1] };
+        // The owner's view and ours differ (a silo just joined or died): both re-read the table, then retry.
+        last = new SiloUnavailableError(`silo ${owner} does not own ${grain} in its view of the cluster`);
+        await Promise.all([this.#net.refresh(), this.#net.call(owner, 'refresh', []).catch(() => undefined)]);
       } catch (e) {
-        if (attempt >= 5) throw e;
-        await new Promise((r) => setTimeout(r, 20 * (attempt + 1)));
+        last = e;
+        await this.#net.refresh();
       }
     }
+    throw last instanceof SiloUnavailableError
+      ? last
+      : new SiloUnavailableError(`could not register ${grain} in the directory while the cluster changes: ${(last as Error)?.message ?? String(last)}`, { cause: last });
   }
 
   /**

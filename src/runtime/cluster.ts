@@ -125,7 +125,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
         void c.closed.then(() => this.#connectionLost(c));
       },
     });
-    this.directory = new GrainDirectory(this.address, { call: (a, op, args) => this.systemCall(a, op, args) }, cfg.logger);
+    this.directory = new GrainDirectory(this.address, { call: (a, op, args) => this.systemCall(a, op, args), refresh: () => this.membership.refresh() }, cfg.logger);
     this.membership = new MembershipService(cfg.membership, { address: this.address, generation, gatewayAddress: this.gatewayAddress }, this, cfg.logger, cfg.membershipOptions, onDeclaredDead);
     this.#view = this.membership.view;
     this.membership.subscribe((v) => this.#onView(v));
@@ -186,7 +186,11 @@ export class SiloCluster implements ConnectionHandler, Prober {
     }
     if (candidates.length === 0) return this.#unavailable(idStr);
     const chosen = place(type.placement, grain, idStr, candidates, this.address);
-    return chosen === this.address ? undefined : this.#remote(chosen);
+    if (chosen === this.address) return undefined;
+    // Count the placement at once: load reports are periodic, and a burst of new grains
+    // would otherwise all go to whichever silo looked lightest at the last report.
+    this.#loads.set(chosen, (this.#loads.get(chosen) ?? 0) + 1);
+    return this.#remote(chosen);
   }
 
   #unavailable(idStr: string): Target {
