@@ -265,7 +265,15 @@ function spawn(name: string, args: string[]): ChildProcess {
   if (profileDir !== undefined) console.error(`profiling ${name}: pid ${child.pid}, profiles in ${profileDir}`);
   children.add(child);
   child.once('exit', () => children.delete(child));
+  // A failed send (the child is gone) surfaces through tell() and the waits on 'exit'.
+  child.on('error', () => {});
   return child;
+}
+
+/** Sends a message to a child; throws, saying which, when the child is gone. */
+function tell(child: ChildProcess, what: string, message: ToChild): void {
+  if (!child.connected) throw new Error(`${what}: the child process is gone (exit code ${child.exitCode}, signal ${child.signalCode})`);
+  child.send(message);
 }
 
 /** The next message of `child` that `accept` takes, within `timeoutMs`; rejects if the child exits first. */
@@ -299,8 +307,9 @@ const ready = (child: ChildProcess, what: string): Promise<ToParent & { kind: 'r
   nextMessage(child, `${what} start`, START_TIMEOUT_MS, (m) => (m.kind === 'ready' ? m : undefined));
 
 async function waitForView(child: ChildProcess, what: string, active: number): Promise<void> {
-  child.send({ kind: 'view', active, timeoutMs: START_TIMEOUT_MS } satisfies ToChild);
-  const seen = await nextMessage(child, `${what} view`, START_TIMEOUT_MS + 1000, (m) => (m.kind === 'view' ? m.active : undefined));
+  const answer = nextMessage(child, `${what} view`, START_TIMEOUT_MS + 1000, (m) => (m.kind === 'view' ? m.active : undefined));
+  tell(child, what, { kind: 'view', active, timeoutMs: START_TIMEOUT_MS });
+  const seen = await answer;
   if (seen < active) throw new Error(`${what} sees ${seen} active silos after ${START_TIMEOUT_MS} ms, expected ${active}`);
 }
 
@@ -395,7 +404,7 @@ async function concurrent(call: Call, ms: number): Promise<{ rate: number; calls
 async function usages(servers: readonly ChildProcess[]): Promise<Usage[]> {
   const theirs = await Promise.all(servers.map((child) => {
     const answer = nextMessage(child, 'usage', 5000, (m) => (m.kind === 'usage' ? m : undefined));
-    child.send({ kind: 'usage' } satisfies ToChild);
+    tell(child, 'usage', { kind: 'usage' });
     return answer;
   }));
   return [usage(), ...theirs.map(({ cpuUs, frames, writes }) => ({ cpuUs, frames, writes }))];

@@ -150,12 +150,11 @@ export class GrainDirectory {
 
   /**
    * A new view: forget entries and cache lines of silos that left, hand over
-   * the entries this silo no longer owns, and re-register the local
-   * activations whose owner changed. `onDuplicate` is told of each local
-   * activation that lost to another.
+   * the entries this silo no longer owns, and re-register every local
+   * activation with its owner (batched per owner). `onDuplicate` is told of
+   * each local activation that lost to another.
    */
   async viewChanged(view: ClusterView, local: Iterable<[string, DirectoryEntry]>, onDuplicate: (grain: string, winner: DirectoryEntry) => void): Promise<void> {
-    const old = this.#view;
     this.#view = view;
     const live = (a: string): boolean => a === this.#self || view.active.has(a);
     for (const [g, e] of this.#partition) if (!live(e.address)) this.#partition.delete(g);
@@ -172,12 +171,12 @@ export class GrainDirectory {
         this.#partition.delete(g);
       }
     }
-    // Re-register local activations whose owner changed (or whose owner is gone).
+    // Re-register every local activation: entries move to new owners, entries a crashed owner
+    // held come back, and an activation the directory no longer points at shows up as a duplicate.
     const again = new Map<string, Array<[string, string, number]>>();
     for (const [g, e] of local) {
-      const before = old.ring.ownerOf(g);
       const now = view.ring.ownerOf(g);
-      if (now === undefined || (before === now && old.active.size > 0 && view.active.has(before))) continue;
+      if (now === undefined) continue;
       if (now === this.#self) {
         const won = this.registerLocal(g, e, false);
         if (won.address !== e.address || won.activation !== e.activation) onDuplicate(g, won);
