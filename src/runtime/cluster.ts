@@ -132,13 +132,16 @@ export class SiloCluster implements ConnectionHandler, Prober {
   }
 
   /** Binds the listeners, joins the membership table and becomes active. */
-  static async start(runtime: Runtime, cfg: ClusterConfig, onDeclaredDead: () => void): Promise<SiloCluster> {
+  static async start(runtime: Runtime, config: ClusterConfig, onDeclaredDead: () => void): Promise<SiloCluster> {
+    let cfg = config;
     const generation = Date.now();
     const hello = { clusterId: cfg.clusterId, generation, role: 'silo' as const };
     let self: SiloCluster | undefined;
     const handler: ConnectionHandler = { onFrame: (type, body, conn) => (self as SiloCluster).onFrame(type, body, conn) };
     const common = { ...(cfg.transport !== undefined ? { limits: cfg.transport } : {}), logger: cfg.logger, handler };
     const listener = await listen({ host: cfg.host, port: cfg.port, hello, acceptRoles: ['silo'], onConnection: () => {}, ...common });
+    // Log lines name the address the silo really listens on (port 0 picks one).
+    cfg = { ...cfg, logger: cfg.logger.child({ silo: listener.address }) };
     let gateway: Listener | undefined;
     try {
       if (cfg.gatewayPort !== undefined) gateway = await listen({ host: cfg.host, port: cfg.gatewayPort, hello, acceptRoles: ['client'], onConnection: (c) => self?.clientConnected(c), ...common });

@@ -208,7 +208,7 @@ export class Silo {
           systemCallTimeoutMs: options.systemCallTimeoutMs ?? siloDefaults.systemCallTimeoutMs,
           maxForwardCount: options.maxForwardCount ?? siloDefaults.maxForwardCount,
           maxPendingRequests: options.maxPendingRequests ?? siloDefaults.maxPendingRequests,
-          logger: base.child({ silo: `${host}:${port}` }),
+          logger: base,
         }, () => made.silo?.declaredDead());
       } catch (e) {
         for (const p of inited) await p.close();
