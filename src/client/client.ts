@@ -12,7 +12,7 @@ import { makeRef, RefCore, type GrainRef, type GrainRefBase, type Invoker } from
 import type { MembershipTable } from '../membership/table.ts';
 import { Deadlines } from '../messaging/deadlines.ts';
 import { Message } from '../messaging/message.ts';
-import { Frame, RequestFlags, ResponseStatus, decodeRequestArgs, decodeRequestHeader, encodeRequest, encodeResponse, responseHead, responseValue } from '../messaging/protocol.ts';
+import { Frame, RequestFlags, ResponseStatus, decodeRequestArgs, decodeRequestHeader, requestArgs, requestHead, responseBody, responseHeadBytes, responseId, responseStatus, responseValue } from '../messaging/protocol.ts';
 import { OBSERVER_TYPE } from '../runtime/runtime.ts';
 import { defaultLogger, type Logger } from '../observability/logger.ts';
 import type { CodecContext, RefIdentity } from '../serialization/symbols.ts';
@@ -215,9 +215,11 @@ export class ClusterClient implements Invoker, ConnectionHandler {
   #send(conn: Connection, msg: Message, signal: AbortSignal | undefined): void {
     if (msg.done) return;
     const reqId = (this.#reqSeq = (this.#reqSeq + 1) >>> 0 || 1);
-    let body: Buffer;
+    let body: Uint8Array;
+    let head: Buffer;
     try {
-      body = encodeRequest(reqId, (msg.method.oneWay ? RequestFlags.OneWay : 0) | (signal !== undefined ? RequestFlags.Signal : 0), msg.targetId, msg.method.name, msg.timeoutMs, null, 0, msg.args);
+      body = requestArgs(msg.args);
+      head = requestHead(reqId, (msg.method.oneWay ? RequestFlags.OneWay : 0) | (signal !== undefined ? RequestFlags.Signal : 0), msg.targetId, msg.method.name, msg.timeoutMs, null, 0);
     } catch (e) {
       this.#fail(msg, e);
       return;
@@ -238,7 +240,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
         msg.cancel = { callerSignal: signal, controller: new AbortController(), listener: onAbort };
       }
     }
-    conn.send(Frame.Request, body);
+    conn.send2(Frame.Request, head, body);
   }
 
   #release(msg: Message): void {
@@ -269,7 +271,8 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       return true;
     }
     if (type !== Frame.Response) return false;
-    const { reqId, status } = responseHead(body);
+    const reqId = responseId(body);
+    const status = responseStatus(body);
     const msg = this.#pending.get(reqId);
     if (msg === undefined) return true;
     this.#pending.delete(reqId);
@@ -298,13 +301,14 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     const oneWay = (h.flags & RequestFlags.OneWay) !== 0;
     const respond = (status: number, value: unknown): void => {
       if (oneWay || conn.state !== 'open') return;
-      let out: Buffer;
+      let out: Uint8Array;
       try {
-        out = encodeResponse(h.reqId, status, value);
+        out = responseBody(status, value);
       } catch (e) {
-        out = encodeResponse(h.reqId, ResponseStatus.Error, e);
+        status = ResponseStatus.Error;
+        out = responseBody(status, e);
       }
-      conn.send(Frame.Response, out);
+      conn.send2(Frame.Response, responseHeadBytes(h.reqId, status), out);
     };
     const key = h.targetId.slice(OBSERVER_TYPE.length + 1);
     const impl = this.#observers.get(key) as Record<string, unknown> | undefined;

@@ -29,13 +29,12 @@ export interface TickOwner {
   tickDone(error: unknown): void;
 }
 
-/** Where the response to a call that came over the wire goes. */
+/** Where the responses to calls that came over one connection go. */
 export interface RemoteReply {
   /** Sends the response frame; `status` as in the protocol. */
   respond(reqId: number, status: number, value: unknown): void;
   /** Tells the caller that the grain lives elsewhere. */
   relocated(targetId: string, address: string): void;
-  readonly reqId: number;
 }
 
 /** A call: target, method, arguments, chain, deadline, and the caller's promise. */
@@ -63,6 +62,8 @@ export class Message {
   declare tick: TickOwner | undefined;
   /** A call that came over the wire: where its response goes. */
   declare reply: RemoteReply | undefined;
+  /** The caller's request id of a call that came over the wire. */
+  declare replyId: number;
   /** A call sent over the wire: the silo it went to, and its request id there. */
   declare via: string | undefined;
   declare reqId: number;
@@ -85,6 +86,7 @@ export class Message {
     this.cancel = undefined;
     this.tick = undefined;
     this.reply = undefined;
+    this.replyId = 0;
     this.via = undefined;
     this.reqId = 0;
     this.prev = undefined;

@@ -2,10 +2,11 @@
 // the transport's frames. Grain calls have their own frame types (the hot
 // path); everything else is a small system call with an operation name.
 //
-// REQUEST body:  u32 reqId | u8 flags | u32 headerLength | header | args
-//   header = codec([targetId, method, timeoutMs, chain ids (innermost first) | null, hops])
-//   args   = codec(args), decoded once the target is known, so references bind to it
+// REQUEST body:  u32 reqId | u8 flags | u32 timeoutMs | u8 hops
+//                | u16 len + target id | u8 len + method | u16 count + (u16 len + grain id)* chain
+//                | codec(args), decoded once the target is known, so references bind to it
 // RESPONSE body: u32 reqId | u8 status | codec(value or error)
+// Headers are plain binary, read and written in place: no codec on the hot path.
 
 import { decode, encode } from '../serialization/codec.ts';
 import type { CodecContext } from '../serialization/symbols.ts';
@@ -47,60 +48,127 @@ export interface RequestHeader {
   readonly argsOffset: number;
 }
 
-/** Encodes a request; `args` must already exclude any AbortSignal. Throws SerializationError for bad args. */
-export function encodeRequest(reqId: number, flags: number, targetId: string, method: string, timeoutMs: number, chain: string[] | null, hops: number, args: unknown[]): Buffer {
-  const header = encode([targetId, method, timeoutMs, chain, hops]);
-  const body = encode(args, 'args');
-  const out = Buffer.allocUnsafe(9 + header.length + body.length);
-  out.writeUInt32BE(reqId >>> 0, 0);
-  out[4] = flags;
-  out.writeUInt32BE(header.length, 5);
-  out.set(header, 9);
-  out.set(body, 9 + header.length);
-  return out;
+const HEAD_MAX = 64 * 1024;
+/** Scratch space for headers: written, then copied into the frame at once. */
+const scratch = Buffer.allocUnsafe(HEAD_MAX);
+
+function writeStr(s: string, at: number, lenBytes: 1 | 2): number {
+  const n = scratch.write(s, at + lenBytes, HEAD_MAX - at - lenBytes, 'utf8');
+  if (n === HEAD_MAX - at - lenBytes || n >= (lenBytes === 1 ? 256 : 65536)) throw new RangeError(`'${s.slice(0, 40)}...' is too long for a request header`);
+  if (lenBytes === 1) scratch[at] = n;
+  else scratch.writeUInt16BE(n, at);
+  return at + lenBytes + n;
 }
 
-/** Decodes a request's header; throws SerializationError when malformed. */
+/**
+ * Writes a request's header into scratch space and returns a view of it; the
+ * view is valid until the next call. Send it with the encoded args at once.
+ */
+export function requestHead(reqId: number, flags: number, targetId: string, method: string, timeoutMs: number, chain: readonly string[] | null, hops: number): Buffer {
+  scratch.writeUInt32BE(reqId >>> 0, 0);
+  scratch[4] = flags;
+  scratch.writeUInt32BE(Math.min(0xffffffff, Math.max(0, Math.round(timeoutMs))), 5);
+  scratch[9] = Math.min(255, hops);
+  let at = writeStr(targetId, 10, 2);
+  at = writeStr(method, at, 1);
+  const n = chain === null ? 0 : chain.length;
+  scratch.writeUInt16BE(n, at);
+  at += 2;
+  for (let i = 0; i < n; i++) at = writeStr((chain as readonly string[])[i] as string, at, 2);
+  return scratch.subarray(0, at);
+}
+
+/** Encodes a request's arguments; throws SerializationError naming `args[i]...` for bad ones. */
+export function requestArgs(args: unknown[]): Uint8Array {
+  return encode(args, 'args');
+}
+
+/** Encodes a whole request into one new buffer (tests, tools). */
+export function encodeRequest(reqId: number, flags: number, targetId: string, method: string, timeoutMs: number, chain: string[] | null, hops: number, args: unknown[]): Buffer {
+  const body = requestArgs(args);
+  const head = requestHead(reqId, flags, targetId, method, timeoutMs, chain, hops);
+  return Buffer.concat([head, body]);
+}
+
+/** Decodes a request's header in place; throws RangeError when malformed. */
 export function decodeRequestHeader(body: Buffer): RequestHeader {
-  if (body.length < 9) throw new RangeError(`request frame of ${body.length} bytes is too short`);
+  const len = body.length;
+  if (len < 15) throw new RangeError(`request frame of ${len} bytes is too short`);
   const reqId = body.readUInt32BE(0);
   const flags = body[4] as number;
-  const hlen = body.readUInt32BE(5);
-  if (9 + hlen > body.length) throw new RangeError(`request header length ${hlen} overruns a ${body.length}-byte frame`);
-  const h = decode(body.subarray(9, 9 + hlen));
-  if (!Array.isArray(h) || typeof h[0] !== 'string' || typeof h[1] !== 'string' || typeof h[2] !== 'number') {
-    throw new RangeError('malformed request header');
+  const timeoutMs = body.readUInt32BE(5);
+  const hops = body[9] as number;
+  const tlen = body.readUInt16BE(10);
+  let at = 12 + tlen;
+  if (at + 1 > len) throw new RangeError('request header overruns its frame (target)');
+  const targetId = body.toString('utf8', 12, at);
+  const mlen = body[at] as number;
+  if (at + 1 + mlen + 2 > len) throw new RangeError('request header overruns its frame (method)');
+  const method = body.toString('utf8', at + 1, at + 1 + mlen);
+  at += 1 + mlen;
+  const n = body.readUInt16BE(at);
+  at += 2;
+  let chain: string[] | null = null;
+  if (n > 0) {
+    chain = [];
+    for (let i = 0; i < n; i++) {
+      if (at + 2 > len) throw new RangeError('request header overruns its frame (chain)');
+      const l = body.readUInt16BE(at);
+      if (at + 2 + l > len) throw new RangeError('request header overruns its frame (chain)');
+      chain.push(body.toString('utf8', at + 2, at + 2 + l));
+      at += 2 + l;
+    }
   }
-  const chain = Array.isArray(h[3]) ? (h[3] as string[]) : null;
-  return { reqId, flags, targetId: h[0], method: h[1], timeoutMs: h[2], chain, hops: typeof h[4] === 'number' ? h[4] : 0, argsOffset: 9 + hlen };
+  if (at >= len) throw new RangeError('request frame has no arguments');
+  return { reqId, flags, targetId, method, timeoutMs, chain, hops, argsOffset: at };
 }
 
 /** Decodes a request's arguments, binding references to `ctx`. */
 export function decodeRequestArgs(body: Buffer, header: RequestHeader, ctx: CodecContext): unknown[] {
-  const args = decode(body.subarray(header.argsOffset), ctx);
+  const args = decode(body, ctx, header.argsOffset);
   if (!Array.isArray(args)) throw new RangeError('request arguments are not an array');
   return args;
 }
 
-/** Encodes a response; throws SerializationError if the value cannot be encoded. */
+const respHead = Buffer.allocUnsafe(5);
+
+/** A response's 5-byte head, in scratch space valid until the next call. */
+export function responseHeadBytes(reqId: number, status: number): Buffer {
+  respHead.writeUInt32BE(reqId >>> 0, 0);
+  respHead[4] = status;
+  return respHead;
+}
+
+/** Encodes a response's value; throws SerializationError if it cannot be encoded. */
+export function responseBody(status: number, value: unknown): Uint8Array {
+  return encode(value, status === ResponseStatus.Ok ? 'result' : 'error');
+}
+
+/** Encodes a whole response into one new buffer (tests, tools). */
 export function encodeResponse(reqId: number, status: number, value: unknown): Buffer {
-  const v = encode(value, status === ResponseStatus.Ok ? 'result' : 'error');
-  const out = Buffer.allocUnsafe(5 + v.length);
-  out.writeUInt32BE(reqId >>> 0, 0);
-  out[4] = status;
-  out.set(v, 5);
-  return out;
+  const v = responseBody(status, value);
+  return Buffer.concat([responseHeadBytes(reqId, status), v]);
+}
+
+/** The request id of a response. */
+export function responseId(body: Buffer): number {
+  if (body.length < 5) throw new RangeError(`response frame of ${body.length} bytes is too short`);
+  return body.readUInt32BE(0);
+}
+
+/** The status of a response. */
+export function responseStatus(body: Buffer): number {
+  return body[4] as number;
 }
 
 /** The request id and status of a response, before its value is decoded. */
 export function responseHead(body: Buffer): { reqId: number; status: number } {
-  if (body.length < 5) throw new RangeError(`response frame of ${body.length} bytes is too short`);
-  return { reqId: body.readUInt32BE(0), status: body[4] as number };
+  return { reqId: responseId(body), status: responseStatus(body) };
 }
 
 /** Decodes a response's value, binding references to `ctx`. */
 export function responseValue(body: Buffer, ctx: CodecContext | undefined): unknown {
-  return decode(body.subarray(5), ctx);
+  return decode(body, ctx, 5);
 }
 
 /** A system call: codec([seq, op, args]). */

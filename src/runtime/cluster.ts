@@ -10,7 +10,7 @@ import type { GrainTypeInfo } from '../grain/options.ts';
 import { MembershipService, type ClusterView, type MembershipOptions, type Prober } from '../membership/service.ts';
 import type { MembershipTable } from '../membership/table.ts';
 import type { Message, RemoteReply } from '../messaging/message.ts';
-import { Frame, RequestFlags, ResponseStatus, decodeRequestHeader, encodeRequest, encodeResponse, encodeSystemCall, encodeSystemResult, responseHead, responseValue } from '../messaging/protocol.ts';
+import { Frame, RequestFlags, ResponseStatus, decodeRequestHeader, encodeSystemCall, encodeSystemResult, requestArgs, requestHead, responseBody, responseHeadBytes, responseId, responseStatus, responseValue } from '../messaging/protocol.ts';
 import type { Logger } from '../observability/logger.ts';
 import { place, type PlacementCandidate } from '../placement/placement.ts';
 import { decode, encode } from '../serialization/codec.ts';
@@ -49,27 +49,33 @@ class RemoteTarget implements Target {
   }
 }
 
-/** The response path of a call that came in on a connection. */
+/** The response path of the calls that came in on one connection. */
 class ConnectionReply implements RemoteReply {
   readonly #conn: Connection;
-  readonly reqId: number;
-  constructor(conn: Connection, reqId: number) {
+  constructor(conn: Connection) {
     this.#conn = conn;
-    this.reqId = reqId;
   }
   respond(reqId: number, status: number, value: unknown): void {
     if (this.#conn.state === 'closed') return;
-    let body: Buffer;
+    let body: Uint8Array;
     try {
-      body = encodeResponse(reqId, status, value);
+      body = responseBody(status, value);
     } catch (e) {
-      body = encodeResponse(reqId, ResponseStatus.Error, e);
+      status = ResponseStatus.Error;
+      body = responseBody(status, e);
     }
-    this.#conn.send(Frame.Response, body);
+    this.#conn.send2(Frame.Response, responseHeadBytes(reqId, status), body);
   }
   relocated(targetId: string, address: string): void {
     if (this.#conn.state !== 'closed') this.#conn.send(Frame.Location, encode([targetId, address]));
   }
+}
+
+const replies = new WeakMap<Connection, ConnectionReply>();
+function replyOf(conn: Connection): ConnectionReply {
+  let r = replies.get(conn);
+  if (r === undefined) replies.set(conn, (r = new ConnectionReply(conn)));
+  return r;
 }
 
 interface SystemPending {
@@ -299,12 +305,12 @@ export class SiloCluster implements ConnectionHandler, Prober {
       flags |= RequestFlags.Signal;
       args = args.slice(0, -1);
     }
-    const chain: string[] = [];
-    for (let n = msg.chain; n !== undefined; n = n.parent) chain.push(n.id);
+    let chain: string[] | null = null;
+    for (let n = msg.chain; n !== undefined; n = n.parent) (chain ??= []).push(n.id);
     const reqId = (this.#reqSeq = (this.#reqSeq + 1) >>> 0 || 1);
-    let body: Buffer;
+    let body: Uint8Array;
     try {
-      body = encodeRequest(reqId, flags, msg.targetId, msg.method.name, msg.timeoutMs, chain.length > 0 ? chain : null, msg.hops, args);
+      body = requestArgs(args);
     } catch (e) {
       this.#runtime.fail(msg, e);
       return;
@@ -313,10 +319,17 @@ export class SiloCluster implements ConnectionHandler, Prober {
       this.#runtime.fail(msg, new GranaryError(`too many calls waiting for other silos (${this.#pending.size}, limit maxPendingRequests): call to ${msg.targetId}.${msg.method.name} refused`, 'GRANARY_OVERLOADED'));
       return;
     }
+    let head: Buffer;
+    try {
+      head = requestHead(reqId, flags, msg.targetId, msg.method.name, msg.timeoutMs, chain, msg.hops);
+    } catch (e) {
+      this.#runtime.fail(msg, e);
+      return;
+    }
     msg.reqId = reqId;
     msg.via = address;
     if (!msg.method.oneWay) this.#pending.set(reqId, msg);
-    conn.send(Frame.Request, body);
+    conn.send2(Frame.Request, head, body);
   }
 
   /** The caller gave up on a call (deadline, cancel): forget it, and tell the callee to cancel. */
@@ -381,12 +394,12 @@ export class SiloCluster implements ConnectionHandler, Prober {
 
   #onRequest(body: Buffer, conn: Connection): void {
     const h = decodeRequestHeader(body);
-    const reply = (h.flags & RequestFlags.OneWay) !== 0 ? undefined : new ConnectionReply(conn, h.reqId);
-    this.#runtime.receiveRemote(h, body, reply, conn);
+    this.#runtime.receiveRemote(h, body, (h.flags & RequestFlags.OneWay) !== 0 ? undefined : replyOf(conn), conn);
   }
 
   #onResponse(body: Buffer): void {
-    const { reqId, status } = responseHead(body);
+    const reqId = responseId(body);
+    const status = responseStatus(body);
     const msg = this.#pending.get(reqId);
     if (msg === undefined) return; // the caller gave up (deadline, cancel)
     this.#pending.delete(reqId);
@@ -397,7 +410,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
       this.#runtime.fail(msg, e);
       return;
     }
-    if (msg.via !== undefined) this.directory.cache(msg.targetId, msg.via);
+    if (msg.via !== undefined && this.directory.cached(msg.targetId) !== msg.via) this.directory.cache(msg.targetId, msg.via);
     if (status === ResponseStatus.Ok) this.#runtime.succeedDecoded(msg, value);
     else this.#runtime.fail(msg, value);
   }

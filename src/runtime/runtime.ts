@@ -344,7 +344,7 @@ export class Runtime implements Invoker {
     this.#deadlines.remove(msg);
     if (msg.reply !== undefined) {
       this.#forgetRemoteCancel(msg);
-      msg.reply.respond(msg.reply.reqId, ResponseStatus.Ok, value);
+      msg.reply.respond(msg.replyId, ResponseStatus.Ok, value);
       return;
     }
     const t = typeof value;
@@ -378,7 +378,7 @@ export class Runtime implements Invoker {
     this.#deadlines.remove(msg);
     if (msg.reply !== undefined) {
       this.#forgetRemoteCancel(msg);
-      msg.reply.respond(msg.reply.reqId, ResponseStatus.Error, err);
+      msg.reply.respond(msg.replyId, ResponseStatus.Error, err);
       return;
     }
     let e: unknown;
@@ -403,7 +403,7 @@ export class Runtime implements Invoker {
     if (msg.cancel !== undefined) this.#releaseSignal(msg, false);
     this.#deadlines.remove(msg);
     if (msg.reply !== undefined) {
-      msg.reply.respond(msg.reply.reqId, ResponseStatus.Ok, value);
+      msg.reply.respond(msg.replyId, ResponseStatus.Ok, value);
       return;
     }
     msg.resolve(value);
@@ -411,38 +411,36 @@ export class Runtime implements Invoker {
 
   /** Delivers a call that came over the wire (from a silo or a client through this gateway). */
   receiveRemote(h: RequestHeader, body: Buffer, reply: RemoteReply | undefined, conn: object): void {
-    const slash = h.targetId.indexOf('/');
-    const typeName = slash < 0 ? h.targetId : h.targetId.slice(0, slash);
-    const key = slash < 0 ? '' : h.targetId.slice(slash + 1);
-    const type = this.#types.get(typeName);
-    if (type === undefined && typeName === OBSERVER_TYPE && this.#cluster !== undefined) {
-      let args: unknown[];
-      try {
-        args = decodeRequestArgs(body, h, this.#rootCtx);
-      } catch (e) {
-        reply?.respond(h.reqId, ResponseStatus.Error, e);
-        return;
-      }
-      const msg = new Message(h.targetId, observerMethod(h.method), args, undefined, undefined, h.timeoutMs > 0 ? h.timeoutMs : this.#cfg.responseTimeoutMs);
-      msg.hops = h.hops + 1;
-      msg.reply = reply;
-      if (reply !== undefined) this.#deadlines.add(msg);
-      this.#cluster.observerTarget(key).receive(msg);
-      return;
-    }
-    if (type === undefined) {
-      reply?.respond(h.reqId, ResponseStatus.Error, new UnknownGrainTypeError(`unknown grain type '${typeName}' (calling ${h.targetId}); silo ${this.siloInfo.address} hosts: ${[...this.#types.keys()].join(', ') || 'none'}`));
-      return;
-    }
-    const m = type.methods.get(h.method);
-    if (m === undefined) {
-      reply?.respond(h.reqId, ResponseStatus.Error, new UnknownMethodError(`grain type '${type.name}' has no method '${h.method}' (calling ${h.targetId}); its methods: ${[...type.methods.keys()].join(', ') || 'none'}`));
-      return;
-    }
     // A silo that sent the call here placed it here: activate here and let the directory decide.
     // A client's call (through this gateway) is placed as a local call would be.
     const fromSilo = (conn as { peer?: { role?: string } }).peer?.role === 'silo';
-    const target = fromSilo && !this.#stopping ? this.#lookupHere(grainId(typeName, key), h.targetId, type) : this.#lookup(grainId(typeName, key), h.targetId, type);
+    // The common case first: the grain is here.
+    let target: Target | undefined = this.#catalog.get(h.targetId);
+    let type: GrainTypeInfo | undefined;
+    if (target !== undefined && target.live && !this.#stopping) type = (target as Activation | WorkerPool).type;
+    else {
+      target = undefined;
+      const slash = h.targetId.indexOf('/');
+      const typeName = slash < 0 ? h.targetId : h.targetId.slice(0, slash);
+      const key = slash < 0 ? '' : h.targetId.slice(slash + 1);
+      type = this.#types.get(typeName);
+      if (type === undefined && typeName === OBSERVER_TYPE && this.#cluster !== undefined) {
+        this.#relayToObserver(h, body, reply, key);
+        return;
+      }
+      if (type === undefined) {
+        reply?.respond(h.reqId, ResponseStatus.Error, new UnknownGrainTypeError(`unknown grain type '${typeName}' (calling ${h.targetId}); silo ${this.siloInfo.address} hosts: ${[...this.#types.keys()].join(', ') || 'none'}`));
+        return;
+      }
+      const id = grainId(typeName, key);
+      target = fromSilo && !this.#stopping ? this.#lookupHere(id, h.targetId, type) : this.#lookup(id, h.targetId, type);
+    }
+    const m = type.methods.get(h.method);
+    if (m === undefined) {
+      this.#discardUnused(target);
+      reply?.respond(h.reqId, ResponseStatus.Error, new UnknownMethodError(`grain type '${type.name}' has no method '${h.method}' (calling ${h.targetId}); its methods: ${[...type.methods.keys()].join(', ') || 'none'}`));
+      return;
+    }
     let args: unknown[];
     try {
       args = decodeRequestArgs(body, h, target.remote === true ? this.#rootCtx : (target as unknown as CodecContext));
@@ -456,6 +454,7 @@ export class Runtime implements Invoker {
     const msg = new Message(h.targetId, m, args, chain, undefined, h.timeoutMs > 0 ? h.timeoutMs : this.#cfg.responseTimeoutMs);
     msg.hops = h.hops;
     msg.reply = reply;
+    msg.replyId = h.reqId;
     if ((h.flags & RequestFlags.Signal) !== 0) {
       const controller = new AbortController();
       args.push(controller.signal);
@@ -475,6 +474,23 @@ export class Runtime implements Invoker {
     target.receive(msg);
   }
 
+  /** A call to a client's observer, relayed towards the client's gateway. */
+  #relayToObserver(h: RequestHeader, body: Buffer, reply: RemoteReply | undefined, key: string): void {
+    let args: unknown[];
+    try {
+      args = decodeRequestArgs(body, h, this.#rootCtx);
+    } catch (e) {
+      reply?.respond(h.reqId, ResponseStatus.Error, e);
+      return;
+    }
+    const msg = new Message(h.targetId, observerMethod(h.method), args, undefined, undefined, h.timeoutMs > 0 ? h.timeoutMs : this.#cfg.responseTimeoutMs);
+    msg.hops = h.hops + 1;
+    msg.reply = reply;
+    msg.replyId = h.reqId;
+    if (reply !== undefined) this.#deadlines.add(msg);
+    (this.#cluster as SiloCluster).observerTarget(key).receive(msg);
+  }
+
   /** A Cancel frame: abort the callee's signal of that call. */
   cancelRemote(conn: object, reqId: number): void {
     const msg = this.#remoteCancels.get(conn)?.get(reqId);
@@ -490,8 +506,8 @@ export class Runtime implements Invoker {
   #forgetRemoteCancel(msg: Message): void {
     if (msg.cancel === undefined || msg.reply === undefined) return;
     for (const [conn, byConn] of this.#remoteCancels) {
-      if (byConn.get(msg.reply.reqId) === msg) {
-        byConn.delete(msg.reply.reqId);
+      if (byConn.get(msg.replyId) === msg) {
+        byConn.delete(msg.replyId);
         if (byConn.size === 0) this.#remoteCancels.delete(conn);
         return;
       }

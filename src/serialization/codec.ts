@@ -868,14 +868,14 @@ export function encode(value: unknown, path = 'value'): Uint8Array {
  * (without one they come back as frozen `{ type, key }` markers). Corrupt or
  * truncated bytes throw a SerializationError.
  */
-export function decode(bytes: Uint8Array, ctx?: CodecContext): unknown {
+export function decode(bytes: Uint8Array, ctx?: CodecContext, start = 0): unknown {
   if (!(bytes instanceof Uint8Array)) throw new SerializationError('cannot decode: expected a Uint8Array');
-  if (bytes.length < 2) throw new SerializationError(`cannot decode: ${bytes.length} bytes is too short to be an encoded value`);
-  if (bytes[0] !== FORMAT) throw new SerializationError(`cannot decode: unknown format byte 0x${(bytes[0] ?? 0).toString(16)}; not data written by this codec`);
+  if (bytes.length - start < 2) throw new SerializationError(`cannot decode: ${bytes.length - start} bytes is too short to be an encoded value`);
+  if (bytes[start] !== FORMAT) throw new SerializationError(`cannot decode: unknown format byte 0x${(bytes[start] ?? 0).toString(16)}; not data written by this codec`);
   const saved = decodeCtx;
   decodeCtx = ctx;
   try {
-    return packr.unpack(bytes, FROM_SECOND_BYTE);
+    return packr.unpack(bytes, start === 0 ? FROM_SECOND_BYTE : { start: start + 1 });
   } catch (e) {
     if (e instanceof SerializationError) throw e;
     throw new SerializationError(`cannot decode: corrupt or truncated data (${describeThrown(e)})`, '', { cause: e });

@@ -261,6 +261,17 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     }
   }
 
+  /** Like send, with the body given in two parts (a header and a payload), copied once. */
+  send2(type: number, head: Uint8Array, body: Uint8Array): void {
+    if (this.#state !== OPEN) throw this.#notOpen();
+    this.#writer.append2(type, head, body);
+    this.#stats.framesSent++;
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(this.#flushCallback);
+    }
+  }
+
   /** Writes the pending batch now instead of at the end of the tick. */
   flush(): void {
     this.#flushNow();

@@ -84,6 +84,24 @@ export class FrameWriter {
     this.#end = at + FRAME_OVERHEAD_BYTES + bodyLength;
   }
 
+  /** Appends one frame whose body is `head` followed by `body`, with no intermediate copy. */
+  append2(type: number, head: Uint8Array, body: Uint8Array): void {
+    if ((type & 0xff) !== type) throw new RangeError(`frame type must be an integer from 0 to 255, got ${type}`);
+    const bodyLength = head.length + body.length;
+    const length = bodyLength + 1;
+    if (length > this.#maxFrameBytes) {
+      throw new FrameError(`frame of ${length} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`, 'GRANARY_FRAME_TOO_LARGE');
+    }
+    let at = this.#end;
+    if (at + FRAME_OVERHEAD_BYTES + bodyLength > this.#slab.length) at = this.#grow(FRAME_OVERHEAD_BYTES + bodyLength);
+    const slab = this.#slab;
+    slab.writeUInt32BE(length, at);
+    slab.writeUInt8(type, at + 4);
+    slab.set(head, at + FRAME_OVERHEAD_BYTES);
+    if (body.length !== 0) slab.set(body, at + FRAME_OVERHEAD_BYTES + head.length);
+    this.#end = at + FRAME_OVERHEAD_BYTES + bodyLength;
+  }
+
   /** The pending frames as one Buffer (a view nobody writes again), or undefined when there are none. */
   take(): Buffer | undefined {
     const start = this.#start;
