@@ -839,6 +839,14 @@ const packr = new Packr({
   int64AsType: 'bigint',
 });
 const FROM_SECOND_BYTE = { start: 1 } as const;
+// Decode options by start offset, made once: message headers repeat their lengths.
+const starts: Array<{ start: number } | undefined> = [];
+function startAt(n: number): { start: number } {
+  if (n >= 4096) return { start: n };
+  let o = starts[n];
+  if (o === undefined) starts[n] = o = { start: n };
+  return o;
+}
 
 /**
  * Encodes a value for the wire or for storage, by the same rules as `copy`
@@ -875,7 +883,7 @@ export function decode(bytes: Uint8Array, ctx?: CodecContext, start = 0): unknow
   const saved = decodeCtx;
   decodeCtx = ctx;
   try {
-    return packr.unpack(bytes, start === 0 ? FROM_SECOND_BYTE : { start: start + 1 });
+    return packr.unpack(bytes, start === 0 ? FROM_SECOND_BYTE : startAt(start + 1));
   } catch (e) {
     if (e instanceof SerializationError) throw e;
     throw new SerializationError(`cannot decode: corrupt or truncated data (${describeThrown(e)})`, '', { cause: e });
