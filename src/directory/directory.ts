@@ -92,7 +92,7 @@ export class GrainDirectory {
 
   /**
    * Registers at this silo as owner. First writer wins, unless the existing
-   * entry's silo is no longer active. Returns null when `checkOwner` is set and
+   * entry's silo was declared dead. Returns null when `checkOwner` is set and
    * this silo does not own the grain under its view.
    */
   registerLocal(grain: string, entry: DirectoryEntry, checkOwner: boolean): DirectoryEntry;
@@ -102,9 +102,9 @@ export class GrainDirectory {
       if (owner !== undefined && owner !== this.#self) return null;
     }
     const cur = this.#partition.get(grain);
-    if (cur !== undefined && (cur.address === this.#self || this.#view.active.has(cur.address)) && !(cur.address === entry.address && cur.activation === entry.activation)) {
-      if (cur.address !== entry.address || cur.activation !== entry.activation) return cur;
-    }
+    // An entry stands until its silo is declared dead. (Not merely absent from this silo's
+    // view: a silo that joined a moment ago may not be in it yet, and its activations are real.)
+    if (cur !== undefined && !this.#view.dead.has(cur.address) && (cur.address !== entry.address || cur.activation !== entry.activation)) return cur;
     this.#partition.set(grain, entry);
     return entry;
   }
@@ -144,7 +144,7 @@ export class GrainDirectory {
   acceptHandoff(entries: Array<[string, string, number]>): void {
     for (const [grain, address, activation] of entries) {
       const cur = this.#partition.get(grain);
-      if (cur === undefined || !this.#view.active.has(cur.address)) this.#partition.set(grain, { address, activation });
+      if (cur === undefined || this.#view.dead.has(cur.address)) this.#partition.set(grain, { address, activation });
     }
   }
 
@@ -156,8 +156,7 @@ export class GrainDirectory {
    */
   async viewChanged(view: ClusterView, local: Iterable<[string, DirectoryEntry]>, onDuplicate: (grain: string, winner: DirectoryEntry) => void): Promise<void> {
     this.#view = view;
-    const live = (a: string): boolean => a === this.#self || view.active.has(a);
-    for (const [g, e] of this.#partition) if (!live(e.address)) this.#partition.delete(g);
+    for (const [g, e] of this.#partition) if (view.dead.has(e.address)) this.#partition.delete(g);
     for (const [g, a] of this.#cache) if (!view.active.has(a)) this.#cache.delete(g);
     if (!view.active.has(this.#self)) return; // not (or no longer) a member: nothing to own
     // Hand over what others own now.
