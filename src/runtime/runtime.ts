@@ -79,7 +79,8 @@ export class Runtime implements Invoker {
   #stopping = false;
   #collector: NodeJS.Timeout | undefined;
   #activations = 0;
-  #seq = 0;
+  /** Activation numbers start at a random point, so a restarted silo on the same address never reuses one. */
+  #seq = Math.floor(Math.random() * 2 ** 40);
   #cluster: SiloCluster | undefined;
   /** Calls that came over the wire with a signal, by connection and request id, for Cancel frames. */
   readonly #remoteCancels = new Map<object, Map<number, Message>>();
