@@ -34,6 +34,7 @@ export interface FrameSink {
 }
 
 const EMPTY = Buffer.alloc(0);
+const NO_HEAD = new Uint8Array(0);
 
 /** Appends frames to a growing batch; `take()` returns the batch as one Buffer. */
 export class FrameWriter {
@@ -69,19 +70,7 @@ export class FrameWriter {
    * (`GRANARY_FRAME_TOO_LARGE`) for a body over the limit.
    */
   append(type: number, body: Uint8Array): void {
-    if ((type & 0xff) !== type) throw new RangeError(`frame type must be an integer from 0 to 255, got ${type}`);
-    const bodyLength = body.length;
-    const length = bodyLength + 1;
-    if (length > this.#maxFrameBytes) {
-      throw new FrameError(`frame of ${length} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`, 'GRANARY_FRAME_TOO_LARGE');
-    }
-    let at = this.#end;
-    if (at + FRAME_OVERHEAD_BYTES + bodyLength > this.#slab.length) at = this.#grow(FRAME_OVERHEAD_BYTES + bodyLength);
-    const slab = this.#slab;
-    slab.writeUInt32BE(length, at);
-    slab.writeUInt8(type, at + 4);
-    if (bodyLength !== 0) slab.set(body, at + FRAME_OVERHEAD_BYTES);
-    this.#end = at + FRAME_OVERHEAD_BYTES + bodyLength;
+    this.append2(type, NO_HEAD, body);
   }
 
   /** Appends one frame whose body is `head` followed by `body`, with no intermediate copy. */
@@ -97,7 +86,7 @@ export class FrameWriter {
     const slab = this.#slab;
     slab.writeUInt32BE(length, at);
     slab.writeUInt8(type, at + 4);
-    slab.set(head, at + FRAME_OVERHEAD_BYTES);
+    if (head.length !== 0) slab.set(head, at + FRAME_OVERHEAD_BYTES);
     if (body.length !== 0) slab.set(body, at + FRAME_OVERHEAD_BYTES + head.length);
     this.#end = at + FRAME_OVERHEAD_BYTES + bodyLength;
   }
