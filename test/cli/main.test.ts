@@ -38,3 +38,49 @@ describe('granary command', () => {
     assert.match(v.stdout, /^\d+\.\d+\.\d+/);
   });
 });
+
+describe('granary command in a cluster', () => {
+  it('joins silos through a SQLite membership file, serves a client through their gateways, and stops on SIGTERM', { timeout: 60_000 }, async () => {
+    const { mkdtempSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { ClusterClient, silentLogger } = await import('granary');
+    const dir = mkdtempSync(join(tmpdir(), 'granary-cli-'));
+    const start = (): { child: ReturnType<typeof spawn>; gateway: Promise<string>; log: () => string } => {
+      const child = spawn(process.execPath, [...cli, 'silo', '--grains', 'test/grains/basic.ts', '--storage', `sqlite:${join(dir, 'state.db')}`,
+        '--membership', `sqlite:${join(dir, 'cluster.db')}`, '--cluster-id', 'cli', '--port', '0', '--gateway-port', '0'], {
+        env: { ...process.env, GRANARY_LOG_LEVEL: 'info' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let err = '';
+      const gateway = new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no 'silo started' line: ${err}`)), 20_000);
+        child.stderr?.on('data', (d) => {
+          err += String(d);
+          const m = /"gateway":"([^"]+)"[^\n]*"msg":"silo started"/.exec(err);
+          if (m !== null) {
+            clearTimeout(timer);
+            resolve(m[1] as string);
+          }
+        });
+      });
+      return { child, gateway, log: () => err };
+    };
+    const a = start();
+    const gwA = await a.gateway;
+    const b = start();
+    const gwB = await b.gateway;
+    const client = await ClusterClient.connect({ clusterId: 'cli', gateways: [gwA, gwB], logger: silentLogger() });
+    try {
+      const values = await Promise.all(Array.from({ length: 20 }, (_, i) => client.getGrain<{ increment(by?: number): Promise<number> }>('counter', `c${i}`).increment(2)));
+      assert.deepEqual(values, new Array(20).fill(2));
+    } finally {
+      await client.close();
+    }
+    for (const s of [a, b]) {
+      s.child.kill('SIGTERM');
+      const code = await new Promise<number | null>((resolve) => s.child.on('exit', (c) => resolve(c)));
+      assert.equal(code, 0, s.log());
+    }
+  });
+});
