@@ -2,6 +2,7 @@
 // never a bare sleep used as synchronisation.
 
 import diagnostics_channel from 'node:diagnostics_channel';
+import net from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 
 /** Polls `check` until it returns true; fails naming `what` after `timeoutMs`. */
@@ -40,4 +41,52 @@ export function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => 
     reject = rej;
   });
   return { promise, resolve, reject };
+}
+
+/** A TCP proxy on a loopback port, which a test can cut (the server is gone) and restore. */
+export interface CuttableProxy {
+  readonly port: number;
+  /** Closes the listening socket and every connection through it. */
+  cut(): Promise<void>;
+  /** Listens again on the same port. */
+  restore(): Promise<void>;
+}
+
+/** Starts a proxy from a free loopback port to `host:port` (a store under test). */
+export async function startProxy(host: string, port: number): Promise<CuttableProxy> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, host);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  const listen = (p: number): Promise<number> =>
+    new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(p, '127.0.0.1', () => {
+        server.off('error', reject);
+        const address = server.address();
+        if (address === null || typeof address !== 'object') reject(new Error('proxy has no address'));
+        else resolve(address.port);
+      });
+    });
+  const own = await listen(0);
+  return {
+    port: own,
+    cut: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const s of sockets) s.destroy();
+      await closed;
+    },
+    restore: async () => {
+      await listen(own);
+    },
+  };
 }

@@ -3,9 +3,8 @@
 // compare-and-swap runs in one BEGIN IMMEDIATE transaction.
 
 import { randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { openSqlite } from './open.ts';
 import { ConfigurationError, GranaryError, MembershipError } from '../../errors.ts';
 import type { MembershipContext, MembershipSnapshot, MembershipTable, SiloEntry, SiloStatus, Suspicion, TableVersion } from '../../membership/table.ts';
 import { siloId } from '../../membership/table.ts';
@@ -193,26 +192,9 @@ class SqliteMembership implements MembershipTable {
 
   #open(): Database.Database {
     const { path, busyTimeoutMs } = this.#settings;
-    if (path !== ':memory:') {
-      try {
-        mkdirSync(dirname(path), { recursive: true });
-      } catch (err) {
-        throw this.#wrap(err, 'init', `cannot create the folder of database file ${path}`);
-      }
-    }
-    let db: Database.Database | undefined;
-    try {
-      db = new Database(path, { timeout: busyTimeoutMs });
-      // busy_timeout first, so that switching to WAL waits for other processes.
-      db.pragma(`busy_timeout = ${busyTimeoutMs}`);
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = NORMAL');
-      return db;
-    } catch (err) {
-      db?.close();
-      throw this.#wrap(err, 'init', `cannot open database file ${path}`);
-    }
+    return openSqlite(path, busyTimeoutMs, (err, what) => this.#wrap(err, 'init', what));
   }
+
 
   /** Creates the tables if missing and the cluster's version row; true if this call created the tables. */
   #createSchema(db: Database.Database, clusterId: string): boolean {

@@ -2,9 +2,8 @@
 // (better-sqlite3), safe for several processes on one host to share (WAL,
 // busy timeout), with the ETag check done atomically in SQL.
 
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { openSqlite } from './open.ts';
 import { ConfigurationError, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
 import type { ProviderContext, StateAddress, StorageProvider, StoredState } from '../../storage/provider.ts';
 
@@ -168,30 +167,12 @@ class SqliteStorage implements StorageProvider {
 
   #open(): Database.Database {
     const { path, busyTimeoutMs } = this.#settings;
-    if (path !== ':memory:') {
-      try {
-        mkdirSync(dirname(path), { recursive: true });
-      } catch (err) {
-        throw new StorageError(
-          `sqlite storage '${this.#name}': cannot create the folder of database file ${path}: ${errorMessage(err)}`,
-          'GRANARY_STORAGE',
-          { cause: err },
-        );
-      }
-    }
-    let db: Database.Database | undefined;
-    try {
-      db = new Database(path, { timeout: busyTimeoutMs });
-      // busy_timeout first, so that switching to WAL waits for other processes.
-      db.pragma(`busy_timeout = ${busyTimeoutMs}`);
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = NORMAL');
-      return db;
-    } catch (err) {
-      db?.close();
-      throw this.#wrap(err, `cannot open database file ${path}`);
-    }
+    return openSqlite(path, busyTimeoutMs, (err, what) =>
+      what.startsWith('cannot create')
+        ? new StorageError(`sqlite storage '${this.#name}': ${what}: ${errorMessage(err)}`, 'GRANARY_STORAGE', { cause: err })
+        : (this.#wrap(err, what) as Error));
   }
+
 
   /** Creates the tables if missing; true if this call created the storage table. */
   #createSchema(db: Database.Database): boolean {

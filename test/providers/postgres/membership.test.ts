@@ -5,7 +5,6 @@
 
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import net from 'node:net';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { MembershipError } from '../../../src/errors.ts';
@@ -14,7 +13,7 @@ import type { Logger } from '../../../src/observability/logger.ts';
 import { silentLogger } from '../../../src/observability/logger.ts';
 import { postgresMembership } from '../../../src/providers/postgres/index.ts';
 import type { PostgresMembershipOptions } from '../../../src/providers/postgres/index.ts';
-import { eventually } from '../../helpers.ts';
+import { eventually, startProxy as startProxyTo, type CuttableProxy } from '../../helpers.ts';
 import { membershipConformance } from '../../membership/conformance.ts';
 
 const connectionString = process.env['GRANARY_TEST_POSTGRES'] ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -83,52 +82,10 @@ async function withTable(options: Partial<PostgresMembershipOptions>, logger: Lo
   }
 }
 
-interface Proxy {
-  readonly port: number;
-  /** Closes the listening socket and every connection through it: the server is gone. */
-  cut(): Promise<void>;
-  /** Listens again on the same port. */
-  restore(): Promise<void>;
-}
-
-/** A TCP proxy on a loopback port to the server of `connectionString`, which a test can cut and restore. */
-async function startProxy(): Promise<Proxy> {
+/** A cuttable proxy to the server under test. */
+function startProxy(): Promise<CuttableProxy> {
   const target = new URL(connectionString);
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(target.port || 5432), target.hostname);
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => {
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    client.pipe(upstream).pipe(client);
-  });
-  const listen = (port: number): Promise<number> =>
-    new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, '127.0.0.1', () => {
-        server.off('error', reject);
-        const address = server.address();
-        assert.ok(address !== null && typeof address === 'object');
-        resolve(address.port);
-      });
-    });
-  const port = await listen(0);
-  return {
-    port,
-    cut: async () => {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const s of sockets) s.destroy();
-      await closed;
-    },
-    restore: async () => {
-      await listen(port);
-    },
-  };
+  return startProxyTo(target.hostname, Number(target.port || 5432));
 }
 
 describe('postgres membership specifics', () => {
