@@ -161,6 +161,9 @@ export class SiloCluster implements ConnectionHandler, Prober {
       throw e;
     }
     const started = self;
+    // Tell the others now rather than at their next table read: until every silo has the new
+    // view, two silos can disagree on who owns a grain's directory entry.
+    await started.gossip();
     started.#loadTimer = setInterval(() => started.#reportLoad(), cfg.loadReportIntervalMs);
     started.#loadTimer.unref();
     return started;
