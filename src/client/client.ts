@@ -12,7 +12,7 @@ import { makeRef, RefCore, type GrainRef, type GrainRefBase, type Invoker } from
 import type { MembershipTable } from '../membership/table.ts';
 import { Deadlines } from '../messaging/deadlines.ts';
 import { Message } from '../messaging/message.ts';
-import { Frame, RequestFlags, ResponseStatus, decodeRequestArgs, decodeRequestHeader, requestArgs, requestHead, responseBody, responseHeadBytes, responseId, responseStatus, responseValue } from '../messaging/protocol.ts';
+import { Frame, RequestFlags, ResponseStatus, decodeRequestArgs, decodeRequestHeader, headScratch, requestArgs, responseBody, responseHeadBytes, responseId, responseStatus, responseValue, targetBytes, writeRequestHead } from '../messaging/protocol.ts';
 import { OBSERVER_TYPE } from '../runtime/runtime.ts';
 import { defaultLogger, type Logger } from '../observability/logger.ts';
 import type { CodecContext, RefIdentity } from '../serialization/symbols.ts';
@@ -57,6 +57,8 @@ export class ClusterClient implements Invoker, ConnectionHandler {
   readonly #observers = new Map<string, object>();
   #observerSeq = 0;
   #gateways: string[] = [];
+  /** Open gateway connections, in the order they opened; calls go round robin over them. */
+  #open: Connection[] = [];
   #next = 0;
   #reqSeq = 0;
   #refresh: NodeJS.Timeout | undefined;
@@ -74,6 +76,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       ...(opts.transport !== undefined ? { limits: opts.transport } : {}),
       logger: this.#logger,
       onConnection: (c) => {
+        this.#open.push(c);
         void c.closed.then(() => this.#lost(c));
       },
     });
@@ -175,12 +178,14 @@ export class ClusterClient implements Invoker, ConnectionHandler {
 
   /** The next open gateway connection, round robin. */
   #gateway(): Connection | undefined {
-    const gs = this.#gateways;
-    for (let i = 0; i < gs.length; i++) {
-      const g = gs[(this.#next + i) % gs.length] as string;
-      const c = this.#connector.peek(g);
-      if (c !== undefined && c.state === 'open') {
-        this.#next = (this.#next + i + 1) % gs.length;
+    const open = this.#open;
+    const n = open.length;
+    for (let i = 0; i < n; i++) {
+      let k = this.#next + i;
+      if (k >= n) k -= n;
+      const c = open[k] as Connection;
+      if (c.isOpen) {
+        this.#next = k + 1 >= n ? 0 : k + 1;
         return c;
       }
     }
@@ -197,29 +202,38 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       args.length = n - 1;
       if (signal.aborted) return Promise.reject(new CancelledError(`call to ${core.idStr}.${m.name} was cancelled before it was sent`, { cause: signal.reason }));
     }
+    // The reference keeps its target's header bytes (core.target is the invoker's to use).
+    let target = core.target as Buffer | undefined;
+    if (target === undefined) {
+      try {
+        core.target = target = targetBytes(core.idStr);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    }
     const msg = new Message(core.idStr, m, args, undefined, undefined, core.options?.timeoutMs ?? this.#opts.responseTimeoutMs ?? 30_000);
     const p = m.oneWay ? Promise.resolve(undefined) : msg.promise();
     const conn = this.#gateway();
-    if (conn !== undefined) this.#send(conn, msg, signal);
+    if (conn !== undefined) this.#send(conn, msg, signal, target);
     else {
       // No gateway open right now: wait for one (reconnects are under way), within the deadline.
       const tryAll = this.#gateways.map((g) => this.#connector.get(g));
       Promise.any(tryAll).then(
-        (c) => this.#send(c, msg, signal),
+        (c) => this.#send(c, msg, signal, target),
         () => this.#fail(msg, new SiloUnavailableError(`no gateway reachable for the call to ${core.idStr}.${m.name} (${this.#gateways.join(', ') || 'none known'})`)),
       );
     }
     return p;
   }
 
-  #send(conn: Connection, msg: Message, signal: AbortSignal | undefined): void {
+  #send(conn: Connection, msg: Message, signal: AbortSignal | undefined, target: Buffer): void {
     if (msg.done) return;
     const reqId = (this.#reqSeq = (this.#reqSeq + 1) >>> 0 || 1);
     let body: Uint8Array;
-    let head: Buffer;
+    let headLength: number;
     try {
       body = requestArgs(msg.args);
-      head = requestHead(reqId, (msg.method.oneWay ? RequestFlags.OneWay : 0) | (signal !== undefined ? RequestFlags.Signal : 0), msg.targetId, msg.method.name, msg.timeoutMs, null, 0);
+      headLength = writeRequestHead(reqId, (msg.method.oneWay ? RequestFlags.OneWay : 0) | (signal !== undefined ? RequestFlags.Signal : 0), msg.targetId, target, msg.method.name, msg.timeoutMs, null, 0);
     } catch (e) {
       this.#fail(msg, e);
       return;
@@ -240,7 +254,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
         msg.cancel = { callerSignal: signal, controller: new AbortController(), listener: onAbort };
       }
     }
-    conn.send2(Frame.Request, head, body);
+    conn.send2(Frame.Request, headScratch, body, headLength);
   }
 
   #release(msg: Message): void {
@@ -331,6 +345,11 @@ export class ClusterClient implements Invoker, ConnectionHandler {
 
   /** A gateway connection closed: its calls in flight fail with SiloUnavailableError; new calls go to the others. */
   #lost(conn: Connection): void {
+    const i = this.#open.indexOf(conn);
+    if (i >= 0) {
+      this.#open.splice(i, 1);
+      if (this.#next >= this.#open.length) this.#next = 0;
+    }
     const address = conn.peer?.address;
     if (address === undefined) return;
     this.#logger.warn({ gateway: address, reason: conn.closeInfo?.reason }, 'gateway connection lost; using the other gateways');

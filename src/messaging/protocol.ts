@@ -8,6 +8,7 @@
 // RESPONSE body: u32 reqId | u8 status | codec(value or error)
 // Headers are plain binary, read and written in place: no codec on the hot path.
 
+import type { ChainNode } from '../grain/ref.ts';
 import { decode, encode } from '../serialization/codec.ts';
 import type { CodecContext } from '../serialization/symbols.ts';
 
@@ -48,9 +49,15 @@ export interface RequestHeader {
   readonly argsOffset: number;
 }
 
-const HEAD_MAX = 64 * 1024;
-/** Scratch space for headers: written, then copied into the frame at once. */
-const scratch = Buffer.allocUnsafe(HEAD_MAX);
+// Room for the longest target (u16 length) and method (u8 length) with room to spare; chains are checked as written.
+const HEAD_MAX = 128 * 1024;
+/**
+ * Scratch space for request headers: `writeRequestHead` writes one here and the
+ * caller sends its first `n` bytes at once (`send2(type, headScratch, body, n)`),
+ * before anything else writes a header.
+ */
+export const headScratch = Buffer.allocUnsafe(HEAD_MAX);
+const scratch = headScratch;
 
 function writeStr(s: string, at: number, lenBytes: 1 | 2): number {
   const n = scratch.write(s, at + lenBytes, HEAD_MAX - at - lenBytes, 'utf8');
@@ -60,22 +67,83 @@ function writeStr(s: string, at: number, lenBytes: 1 | 2): number {
   return at + lenBytes + n;
 }
 
+function writeBytes(b: Uint8Array, at: number): number {
+  const n = b.length;
+  for (let i = 0; i < n; i++) scratch[at + i] = b[i] as number;
+  return at + n;
+}
+
+/**
+ * The UTF-8 bytes of a grain id for request headers, with their u16 length in
+ * front: a reference that keeps them writes its target with a copy instead of
+ * an encoding per call. Throws a RangeError when the id is too long.
+ */
+export function targetBytes(targetId: string): Buffer {
+  const body = Buffer.from(targetId, 'utf8');
+  if (body.length >= 65536) throw new RangeError(`'${targetId.slice(0, 40)}...' is too long for a request header`);
+  const out = Buffer.allocUnsafe(2 + body.length);
+  out.writeUInt16BE(body.length, 0);
+  body.copy(out, 2);
+  return out;
+}
+
+/** Method names with their u8 length in front; a handful per grain type, so kept (bounded all the same). */
+const methodNames = new Map<string, Buffer>();
+const METHOD_NAMES_MAX = 4096;
+
+function methodBytes(method: string): Buffer {
+  let b = methodNames.get(method);
+  if (b === undefined) {
+    const body = Buffer.from(method, 'utf8');
+    if (body.length >= 256) throw new RangeError(`method name '${method.slice(0, 40)}...' is too long for a request header`);
+    b = Buffer.allocUnsafe(1 + body.length);
+    b[0] = body.length;
+    body.copy(b, 1);
+    if (methodNames.size >= METHOD_NAMES_MAX) methodNames.clear();
+    methodNames.set(method, b);
+  }
+  return b;
+}
+
+/**
+ * Writes a request's header into `headScratch` and returns its length. Send
+ * it with the encoded args at once. `target`, when given, is
+ * `targetBytes(targetId)`, kept by the caller.
+ */
+export function writeRequestHead(reqId: number, flags: number, targetId: string, target: Uint8Array | undefined, method: string, timeoutMs: number, chain: readonly string[] | ChainNode | null | undefined, hops: number): number {
+  scratch.writeUInt32BE(reqId >>> 0, 0);
+  scratch[4] = flags;
+  scratch.writeUInt32BE(Math.min(0xffffffff, Math.max(0, Math.round(timeoutMs))), 5);
+  scratch[9] = Math.min(255, hops);
+  let at = target !== undefined ? writeBytes(target, 10) : writeStr(targetId, 10, 2);
+  at = writeBytes(methodBytes(method), at);
+  const countAt = at;
+  at += 2;
+  let n = 0;
+  if (chain == null) {
+    // no chain
+  } else if (Array.isArray(chain)) {
+    n = chain.length;
+    for (let i = 0; i < n; i++) at = writeStr(chain[i] as string, at, 2);
+  } else {
+    // The waiting grains as linked by the runtime, innermost first: written as they are walked.
+    for (let c: ChainNode | undefined = chain as ChainNode; c !== undefined; c = c.parent) {
+      at = writeStr(c.id, at, 2);
+      n++;
+    }
+  }
+  if (n > 0xffff) throw new RangeError(`a call chain of ${n} grains is too long for a request header`);
+  scratch[countAt] = n >>> 8;
+  scratch[countAt + 1] = n & 0xff;
+  return at;
+}
+
 /**
  * Writes a request's header into scratch space and returns a view of it; the
  * view is valid until the next call. Send it with the encoded args at once.
  */
 export function requestHead(reqId: number, flags: number, targetId: string, method: string, timeoutMs: number, chain: readonly string[] | null, hops: number): Buffer {
-  scratch.writeUInt32BE(reqId >>> 0, 0);
-  scratch[4] = flags;
-  scratch.writeUInt32BE(Math.min(0xffffffff, Math.max(0, Math.round(timeoutMs))), 5);
-  scratch[9] = Math.min(255, hops);
-  let at = writeStr(targetId, 10, 2);
-  at = writeStr(method, at, 1);
-  const n = chain === null ? 0 : chain.length;
-  scratch.writeUInt16BE(n, at);
-  at += 2;
-  for (let i = 0; i < n; i++) at = writeStr((chain as readonly string[])[i] as string, at, 2);
-  return scratch.subarray(0, at);
+  return scratch.subarray(0, writeRequestHead(reqId, flags, targetId, undefined, method, timeoutMs, chain, hops));
 }
 
 /** Encodes a request's arguments; throws SerializationError naming `args[i]...` for bad ones. */

@@ -20,7 +20,9 @@ import { resolveTransportLimits, type ResolvedTransportLimits, type TransportLim
 //   of a batch only, schedules one flush with setImmediate (a callback bound once
 //   per connection). The flush is one socket.write of the whole batch, after the
 //   current round of I/O callbacks, ticks and promise jobs: every send made while
-//   handling a chunk of requests shares it.
+//   handling a chunk of requests shares it. A batch that reaches flushBytes is
+//   written at once: under load the peer starts on the first calls of a tick while
+//   this side makes the rest, so the two processes overlap instead of taking turns.
 // - Back-pressure is ours, not the socket's 16 KiB highWaterMark (which a single
 //   batch may exceed while the kernel takes it all at once): after a write, if the
 //   socket still queues writeHighWaterMark bytes or more, the connection turns
@@ -140,6 +142,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #peer: Hello | undefined;
   #closeInfo: CloseInfo | undefined;
   #flushScheduled = false;
+  /** limits.flushBytes, read per frame. */
+  readonly #flushBytes: number;
   #blocked = false;
   #handshakeTimer: NodeJS.Timeout | undefined;
   #resolveReady: (hello: Hello) => void = noop;
@@ -165,6 +169,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.remoteAddress = endpoint(socket.remoteAddress, socket.remotePort);
     this.#peerName = options.peerName ?? this.remoteAddress;
     this.#writer = new FrameWriter(this.#limits.maxFrameBytes);
+    this.#flushBytes = this.#limits.flushBytes;
     const sink: FrameSink = { onFrame: (type, body) => this.#deliver(type, body) };
     this.#decoder = new FrameDecoder(sink, Math.min(this.#limits.maxFrameBytes, HANDSHAKE_MAX_FRAME_BYTES));
     this.ready = new Promise<Hello>((resolve, reject) => {
@@ -195,6 +200,11 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   /** `handshaking`, `open` or `closed`. */
   get state(): ConnectionState {
     return stateNames[this.#state] ?? 'closed';
+  }
+
+  /** True while the connection is open (handshake done, not closed): `state === 'open'` without the string. */
+  get isOpen(): boolean {
+    return this.#state === OPEN;
   }
 
   /** The peer's HELLO, once the handshake is done. */
@@ -255,18 +265,20 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     if (this.#state !== OPEN) throw this.#notOpen();
     this.#writer.append(type, body);
     this.#stats.framesSent++;
-    if (!this.#flushScheduled) {
+    if (this.#writer.pendingBytes >= this.#flushBytes) this.#flushNow();
+    else if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       setImmediate(this.#flushCallback);
     }
   }
 
-  /** Like send, with the body given in two parts (a header and a payload), copied once. */
-  send2(type: number, head: Uint8Array, body: Uint8Array): void {
+  /** Like send, with the body given in two parts (the first `headLength` bytes of `head`, then `body`), copied once. */
+  send2(type: number, head: Uint8Array, body: Uint8Array, headLength = head.length): void {
     if (this.#state !== OPEN) throw this.#notOpen();
-    this.#writer.append2(type, head, body);
+    this.#writer.append2(type, head, body, headLength);
     this.#stats.framesSent++;
-    if (!this.#flushScheduled) {
+    if (this.#writer.pendingBytes >= this.#flushBytes) this.#flushNow();
+    else if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       setImmediate(this.#flushCallback);
     }

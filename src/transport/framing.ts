@@ -35,6 +35,8 @@ export interface FrameSink {
 
 const EMPTY = Buffer.alloc(0);
 const NO_HEAD = new Uint8Array(0);
+/** Heads up to this size are copied byte by byte. */
+const SMALL_HEAD_BYTES = 96;
 
 /** Appends frames to a growing batch; `take()` returns the batch as one Buffer. */
 export class FrameWriter {
@@ -73,10 +75,15 @@ export class FrameWriter {
     this.append2(type, NO_HEAD, body);
   }
 
-  /** Appends one frame whose body is `head` followed by `body`, with no intermediate copy. */
-  append2(type: number, head: Uint8Array, body: Uint8Array): void {
+  /**
+   * Appends one frame whose body is the first `headLength` bytes of `head`
+   * followed by `body`, with no intermediate copy (so a header can be written
+   * into reused scratch space and sent without a view of its own).
+   */
+  append2(type: number, head: Uint8Array, body: Uint8Array, headLength = head.length): void {
     if ((type & 0xff) !== type) throw new RangeError(`frame type must be an integer from 0 to 255, got ${type}`);
-    const bodyLength = head.length + body.length;
+    if (!(headLength >= 0 && headLength <= head.length)) throw new RangeError(`headLength ${headLength} is outside the head's ${head.length} bytes`);
+    const bodyLength = headLength + body.length;
     const length = bodyLength + 1;
     if (length > this.#maxFrameBytes) {
       throw new FrameError(`frame of ${length} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`, 'GRANARY_FRAME_TOO_LARGE');
@@ -86,8 +93,14 @@ export class FrameWriter {
     const slab = this.#slab;
     slab.writeUInt32BE(length, at);
     slab.writeUInt8(type, at + 4);
-    if (head.length !== 0) slab.set(head, at + FRAME_OVERHEAD_BYTES);
-    if (body.length !== 0) slab.set(body, at + FRAME_OVERHEAD_BYTES + head.length);
+    const h = at + FRAME_OVERHEAD_BYTES;
+    if (headLength <= SMALL_HEAD_BYTES) {
+      // Headers are tens of bytes: a loop beats a native copy's call cost, and needs no view.
+      for (let i = 0; i < headLength; i++) slab[h + i] = head[i] as number;
+    } else {
+      slab.set(headLength === head.length ? head : new Uint8Array(head.buffer, head.byteOffset, headLength), h);
+    }
+    if (body.length !== 0) slab.set(body, h + headLength);
     this.#end = at + FRAME_OVERHEAD_BYTES + bodyLength;
   }
 

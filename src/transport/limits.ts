@@ -21,6 +21,12 @@ export interface TransportLimits {
    * (`writable === false`, a 'blocked' event) until the socket drains. Default 1 MiB.
    */
   writeHighWaterMark?: number;
+  /**
+   * A batch is written as soon as it holds this many bytes, instead of at the
+   * end of the tick: the peer starts on the first calls while this side is
+   * still making the rest, so both processes work at once. Default 16 KiB.
+   */
+  flushBytes?: number;
   /** How long a gracefully closing connection waits for the peer to hang up before it is destroyed, in ms. Default 2000. */
   closeTimeoutMs?: number;
 }
@@ -36,6 +42,7 @@ export const transportDefaults: ResolvedTransportLimits = Object.freeze({
   backoffMinMs: 50,
   backoffMaxMs: 5000,
   writeHighWaterMark: 1024 * 1024,
+  flushBytes: 16384,
   closeTimeoutMs: 2000,
 });
 
@@ -51,6 +58,7 @@ const ranges: Record<keyof TransportLimits, readonly [min: number, max: number, 
   backoffMinMs: [1, MAX_TIMER_MS, 'ms'],
   backoffMaxMs: [1, MAX_TIMER_MS, 'ms'],
   writeHighWaterMark: [1, Number.MAX_SAFE_INTEGER, 'bytes'],
+  flushBytes: [1, Number.MAX_SAFE_INTEGER, 'bytes'],
   closeTimeoutMs: [0, MAX_TIMER_MS, 'ms'],
 };
 

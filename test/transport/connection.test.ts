@@ -1,5 +1,5 @@
 // Connections over loopback: the handshake result, round trips of mixed sizes,
-// batching of one tick's sends into one write, frames cut byte by byte, and
+// batching of one tick's sends (early writes of full batches), frames cut byte by byte, and
 // back-pressure reported while the peer does not read.
 
 import { after, before, describe, it } from 'node:test';
@@ -72,23 +72,54 @@ describe('connection', () => {
     }
   });
 
-  it('sends 10,000 frames of one tick in order, in one socket write', async () => {
-    const conn = await connector.get(listener.address);
-    const framesBefore = server.frames.length;
-    const writesBefore = conn.stats.writes;
+  /** Sends 10,000 small frames in one tick; returns the bytes they take on the wire. */
+  function sendTenThousand(conn: Connection): number {
+    let bytes = 0;
     for (let i = 0; i < 10_000; i++) {
       const b = Buffer.allocUnsafe(4 + (i % 50));
       b.writeUInt32BE(i, 0);
       conn.send(42, b);
+      bytes += 5 + b.length;
     }
-    assert.equal(conn.stats.writes, writesBefore, 'nothing written before the tick ends');
+    return bytes;
+  }
+
+  async function assertTenThousandArrived(framesBefore: number): Promise<void> {
     await eventually('10,000 frames at the server', () => server.frames.length - framesBefore === 10_000);
     for (let i = 0; i < 10_000; i++) {
       const f = server.frames[framesBefore + i];
       assert.equal(f?.body.readUInt32BE(0), i, `frame ${i} in order`);
       assert.equal(f.body.length, 4 + (i % 50));
     }
-    assert.equal(conn.stats.writes - writesBefore, 1, 'one socket write for the batch');
+  }
+
+  it('sends 10,000 frames of one tick in order, writing a batch as soon as it holds flushBytes', async () => {
+    const conn = await connector.get(listener.address);
+    const framesBefore = server.frames.length;
+    const writesBefore = conn.stats.writes;
+    const bytes = sendTenThousand(conn);
+    const inTick = conn.stats.writes - writesBefore;
+    const full = Math.floor(bytes / transportDefaults.flushBytes);
+    // Each write in the tick took a full batch (at least flushBytes), and no more than one frame over it.
+    assert.ok(inTick >= Math.floor(bytes / (transportDefaults.flushBytes + 5 + 53)) && inTick <= full, `${inTick} writes in the tick for ${bytes} bytes`);
+    assert.ok(inTick >= 2, 'the peer gets the first frames before the tick ends');
+    await assertTenThousandArrived(framesBefore);
+    assert.equal(conn.stats.writes - writesBefore, inTick + 1, 'the rest leaves in one write at the end of the tick');
+  });
+
+  it('with a flushBytes above the tick\'s bytes, sends the tick\'s frames in one socket write', async () => {
+    const own = new Connector({ hello: { clusterId: 'test', address: 'one-write-client', generation: 1, role: 'client' }, handler: collector(), limits: { flushBytes: 64 * 1024 * 1024 } });
+    try {
+      const conn = await own.get(listener.address);
+      const framesBefore = server.frames.length;
+      const writesBefore = conn.stats.writes;
+      sendTenThousand(conn);
+      assert.equal(conn.stats.writes, writesBefore, 'nothing written before the tick ends');
+      await assertTenThousandArrived(framesBefore);
+      assert.equal(conn.stats.writes - writesBefore, 1, 'one socket write for the batch');
+    } finally {
+      await own.close();
+    }
   });
 
   it('reassembles a frame written to the socket one byte at a time', async () => {
