@@ -11,7 +11,6 @@ import { grainTypeInfo, type GrainTypeInfo, type MethodInfo } from '../grain/opt
 import { makeRef, RefCore, type GrainRef, type GrainRefBase, type Invoker } from '../grain/ref.ts';
 import type { MembershipTable } from '../membership/table.ts';
 import { Deadlines } from '../messaging/deadlines.ts';
-import { Message } from '../messaging/message.ts';
 import { Frame, RequestFlags, ResponseStatus, decodeRequestArgs, decodeRequestHeader, headScratch, requestArgs, responseBody, responseHeadBytes, responseId, responseStatus, responseValue, targetBytes, writeRequestHead } from '../messaging/protocol.ts';
 import { OBSERVER_TYPE } from '../runtime/runtime.ts';
 import { defaultLogger, type Logger } from '../observability/logger.ts';
@@ -39,6 +38,56 @@ export interface ClusterClientOptions {
 }
 
 const noopFn = (): undefined => undefined;
+const noop = (): void => {};
+
+let capturedResolve: (v: unknown) => void = noop;
+let capturedReject: (e: unknown) => void = noop;
+function capture(res: (v: unknown) => void, rej: (e: unknown) => void): void {
+  capturedResolve = res;
+  capturedReject = rej;
+}
+
+/** A call in flight from this client: what a response, a deadline or a cancel needs, and no more. */
+// Fields are `declare`d and set in the constructor only: one shape, no define-semantics cost per call.
+class ClientCall {
+  declare readonly targetId: string;
+  declare readonly method: MethodInfo;
+  declare readonly args: unknown[];
+  declare readonly timeoutMs: number;
+  declare epoch: number;
+  declare resolve: (v: unknown) => void;
+  declare reject: (e: unknown) => void;
+  declare done: boolean;
+  /** The gateway it went through, and its request id there. */
+  declare via: string | undefined;
+  declare reqId: number;
+  declare cancel: { readonly callerSignal: AbortSignal; readonly listener: () => void } | undefined;
+  declare prev: ClientCall | undefined;
+  declare next: ClientCall | undefined;
+
+  constructor(targetId: string, method: MethodInfo, args: unknown[], timeoutMs: number) {
+    this.targetId = targetId;
+    this.method = method;
+    this.args = args;
+    this.timeoutMs = timeoutMs;
+    this.epoch = 0;
+    this.resolve = noop;
+    this.reject = noop;
+    this.done = false;
+    this.via = undefined;
+    this.reqId = 0;
+    this.cancel = undefined;
+    this.prev = undefined;
+    this.next = undefined;
+  }
+
+  promise(): Promise<unknown> {
+    const p = new Promise(capture);
+    this.resolve = capturedResolve;
+    this.reject = capturedReject;
+    return p;
+  }
+}
 
 /** An observer: a reference grains can call, whose calls reach an object in the client. */
 export type ObserverRef<T> = GrainRef<T> & { dispose(): void };
@@ -49,8 +98,8 @@ export class ClusterClient implements Invoker, ConnectionHandler {
   readonly #opts: ClusterClientOptions;
   readonly #logger: Logger;
   readonly #connector: Connector;
-  readonly #deadlines: Deadlines;
-  readonly #pending = new Map<number, Message>();
+  readonly #deadlines: Deadlines<ClientCall>;
+  readonly #pending = new Map<number, ClientCall>();
   readonly #methods = new Map<string, MethodInfo>();
   readonly #types = new Map<object, GrainTypeInfo>();
   readonly #rootCtx: CodecContext;
@@ -211,7 +260,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
         return Promise.reject(e);
       }
     }
-    const msg = new Message(core.idStr, m, args, undefined, undefined, core.options?.timeoutMs ?? this.#opts.responseTimeoutMs ?? 30_000);
+    const msg = new ClientCall(core.idStr, m, args, core.options?.timeoutMs ?? this.#opts.responseTimeoutMs ?? 30_000);
     const p = m.oneWay ? Promise.resolve(undefined) : msg.promise();
     const conn = this.#gateway();
     if (conn !== undefined) this.#send(conn, msg, signal, target);
@@ -226,7 +275,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     return p;
   }
 
-  #send(conn: Connection, msg: Message, signal: AbortSignal | undefined, target: Buffer): void {
+  #send(conn: Connection, msg: ClientCall, signal: AbortSignal | undefined, target: Buffer): void {
     if (msg.done) return;
     const reqId = (this.#reqSeq = (this.#reqSeq + 1) >>> 0 || 1);
     let body: Uint8Array;
@@ -251,18 +300,18 @@ export class ClusterClient implements Invoker, ConnectionHandler {
           this.#fail(msg, new CancelledError(`call to ${msg.targetId}.${msg.method.name} was cancelled by the caller`, { cause: signal.reason }));
         };
         signal.addEventListener('abort', onAbort, { once: true });
-        msg.cancel = { callerSignal: signal, controller: new AbortController(), listener: onAbort };
+        msg.cancel = { callerSignal: signal, listener: onAbort };
       }
     }
     conn.send2(Frame.Request, headScratch, body, headLength);
   }
 
-  #release(msg: Message): void {
+  #release(msg: ClientCall): void {
     const c = msg.cancel;
-    if (c?.listener !== undefined) c.callerSignal.removeEventListener('abort', c.listener);
+    if (c !== undefined) c.callerSignal.removeEventListener('abort', c.listener);
   }
 
-  #fail(msg: Message, err: unknown): void {
+  #fail(msg: ClientCall, err: unknown): void {
     if (msg.done) return;
     msg.done = true;
     this.#deadlines.remove(msg);
@@ -270,7 +319,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     msg.reject(err);
   }
 
-  #expire(msg: Message): void {
+  #expire(msg: ClientCall): void {
     if (msg.done) return;
     this.#pending.delete(msg.reqId);
     msg.done = true;

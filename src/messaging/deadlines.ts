@@ -5,11 +5,17 @@
 // covers its timeout, so a busy event loop can only lengthen a deadline,
 // never shorten it.
 
-import type { Message } from './message.ts';
+/** What the tracker needs of a call: its timeout, its sweep count at creation, and the queue links. */
+export interface DeadlineEntry {
+  readonly timeoutMs: number;
+  epoch: number;
+  prev: DeadlineEntry | undefined;
+  next: DeadlineEntry | undefined;
+}
 
 class Queue {
-  head: Message | undefined = undefined;
-  tail: Message | undefined = undefined;
+  head: DeadlineEntry | undefined = undefined;
+  tail: DeadlineEntry | undefined = undefined;
   /** Sweeps a call of this queue lives. */
   sweeps: number;
   constructor(sweeps: number) {
@@ -17,8 +23,8 @@ class Queue {
   }
 }
 
-/** The deadline tracker of one runtime. */
-export class Deadlines {
+/** The deadline tracker of one runtime (or client). */
+export class Deadlines<T extends DeadlineEntry> {
   readonly #queues = new Map<number, Queue>();
   #lastTimeout = -1;
   #last: Queue | undefined;
@@ -27,9 +33,9 @@ export class Deadlines {
   #count = 0;
   /** Sweeps so far; a message stores the value at its creation. */
   epoch = 0;
-  readonly #onExpire: (m: Message) => void;
+  readonly #onExpire: (m: T) => void;
 
-  constructor(onExpire: (m: Message) => void) {
+  constructor(onExpire: (m: T) => void) {
     this.#onExpire = onExpire;
   }
 
@@ -59,7 +65,7 @@ export class Deadlines {
     return q;
   }
 
-  add(m: Message): void {
+  add(m: T): void {
     const q = m.timeoutMs === this.#lastTimeout ? (this.#last as Queue) : this.#queue(m.timeoutMs);
     m.epoch = this.epoch;
     const t = q.tail;
@@ -75,7 +81,7 @@ export class Deadlines {
     }
   }
 
-  remove(m: Message): void {
+  remove(m: T): void {
     const q = m.timeoutMs === this.#lastTimeout ? this.#last : this.#queues.get(m.timeoutMs);
     if (q === undefined) return;
     const { prev, next } = m;
@@ -97,8 +103,8 @@ export class Deadlines {
       // Strictly more sweeps than needed: the first sweep may come at once after the call.
       while (m !== undefined && epoch - m.epoch > q.sweeps) {
         const next = m.next;
-        this.remove(m);
-        this.#onExpire(m);
+        this.remove(m as T);
+        this.#onExpire(m as T);
         m = next;
       }
     }

@@ -74,7 +74,7 @@ export class Runtime implements Invoker {
   readonly #types = new Map<string, GrainTypeInfo>();
   readonly #byClass = new Map<object, GrainTypeInfo>();
   readonly #catalog = new Map<string, Target>();
-  readonly #deadlines: Deadlines;
+  readonly #deadlines: Deadlines<Message>;
   readonly #rootCtx: CodecContext;
   #stopping = false;
   #collector: NodeJS.Timeout | undefined;

@@ -838,14 +838,24 @@ const packr = new Packr({
   copyBuffers: true,
   int64AsType: 'bigint',
 });
-const FROM_SECOND_BYTE = { start: 1 } as const;
-// Decode options by start offset, made once: message headers repeat their lengths.
-const starts: Array<{ start: number } | undefined> = [];
-function startAt(n: number): { start: number } {
-  if (n >= 4096) return { start: n };
-  let o = starts[n];
-  if (o === undefined) starts[n] = o = { start: n };
-  return o;
+// msgpackr keeps a DataView on each source it reads (as a property it adds to
+// it): decoding each frame as a view of its own would allocate one, and change
+// the view's shape, per message. Frames are views into a socket chunk, so
+// decode from one Buffer over the chunk's whole ArrayBuffer, made once per
+// chunk, between start and end offsets (one options object, reused: msgpackr
+// reads them before it reads anything, and a nested decode sets its own).
+let wholeOf: ArrayBufferLike | undefined;
+let whole: Buffer = Buffer.alloc(0);
+const window = { start: 0, end: 0 };
+
+/** A Buffer over all of `bytes`' ArrayBuffer, shared by every view of it decoded in a row. */
+function wholeBuffer(bytes: Uint8Array): Buffer {
+  const ab = bytes.buffer;
+  if (ab !== wholeOf) {
+    whole = Buffer.from(ab, 0, ab.byteLength);
+    wholeOf = ab;
+  }
+  return whole;
 }
 
 /**
@@ -883,7 +893,10 @@ export function decode(bytes: Uint8Array, ctx?: CodecContext, start = 0): unknow
   const saved = decodeCtx;
   decodeCtx = ctx;
   try {
-    return packr.unpack(bytes, start === 0 ? FROM_SECOND_BYTE : startAt(start + 1));
+    const source = wholeBuffer(bytes);
+    window.start = bytes.byteOffset + start + 1;
+    window.end = bytes.byteOffset + bytes.length;
+    return packr.unpack(source, window);
   } catch (e) {
     if (e instanceof SerializationError) throw e;
     throw new SerializationError(`cannot decode: corrupt or truncated data (${describeThrown(e)})`, '', { cause: e });
