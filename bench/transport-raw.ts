@@ -79,7 +79,7 @@ async function child(): Promise<void> {
   const granary = await listen({
     port: 0,
     hello: { clusterId: 'bench', generation: 1, role: 'silo' },
-    handler: { onFrame: (type, body, connection) => connection.send(type, body) },
+    handler: { onFrame: (type, buf, start, end, connection) => connection.send(type, buf.subarray(start, end)) },
     onConnection: () => {},
   });
   process.send?.({ raw: typeof rawAddress === 'object' && rawAddress !== null ? rawAddress.port : 0, granary: granary.address });

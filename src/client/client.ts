@@ -327,21 +327,21 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     msg.reject(new TimeoutError(`call to ${msg.targetId}.${msg.method.name} timed out after ${msg.timeoutMs} ms`));
   }
 
-  onFrame(type: number, body: Buffer, conn: Connection): boolean {
+  onFrame(type: number, buf: Buffer, start: number, end: number, conn: Connection): boolean {
     if (type === Frame.Location) return true; // routing is the gateway's
     if (type === Frame.Request) {
-      this.#observerCall(body, conn);
+      this.#observerCall(buf, start, end, conn);
       return true;
     }
     if (type !== Frame.Response) return false;
-    const reqId = responseId(body);
-    const status = responseStatus(body);
+    const reqId = responseId(buf, start, end);
+    const status = responseStatus(buf, start);
     const msg = this.#pending.get(reqId);
     if (msg === undefined) return true;
     this.#pending.delete(reqId);
     let value: unknown;
     try {
-      value = responseValue(body, this.#rootCtx);
+      value = responseValue(buf, this.#rootCtx, start, end);
     } catch (e) {
       this.#fail(msg, e);
       return true;
@@ -359,8 +359,8 @@ export class ClusterClient implements Invoker, ConnectionHandler {
   }
 
   /** A grain calls one of this client's observers. */
-  #observerCall(body: Buffer, conn: Connection): void {
-    const h = decodeRequestHeader(body);
+  #observerCall(buf: Buffer, start: number, end: number, conn: Connection): void {
+    const h = decodeRequestHeader(buf, start, end);
     const oneWay = (h.flags & RequestFlags.OneWay) !== 0;
     const respond = (status: number, value: unknown): void => {
       if (oneWay || conn.state !== 'open') return;
@@ -382,7 +382,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     }
     let args: unknown[];
     try {
-      args = decodeRequestArgs(body, h, this.#rootCtx);
+      args = decodeRequestArgs(buf, h, this.#rootCtx);
     } catch (e) {
       respond(ResponseStatus.Error, e);
       return;
@@ -401,7 +401,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     }
     const address = conn.peer?.address;
     if (address === undefined) return;
-    this.#logger.warn({ gateway: address, reason: conn.closeInfo?.reason }, 'gateway connection lost; using the other gateways');
+    if (!this.#closed) this.#logger.warn({ gateway: address, reason: conn.closeInfo?.reason }, 'gateway connection lost; using the other gateways');
     const err = new SiloUnavailableError(`gateway ${address} went away while the call was in flight`);
     for (const [id, msg] of this.#pending) {
       if (msg.via === address) {

@@ -45,8 +45,9 @@ export interface RequestHeader {
   readonly timeoutMs: number;
   readonly chain: string[] | null;
   readonly hops: number;
-  /** Where the encoded arguments start in the body. */
+  /** Where the encoded arguments start and end in the buffer the header was read from. */
   readonly argsOffset: number;
+  readonly argsEnd: number;
 }
 
 // Room for the longest target (u16 length) and method (u8 length) with room to spare; chains are checked as written.
@@ -158,42 +159,64 @@ export function encodeRequest(reqId: number, flags: number, targetId: string, me
   return Buffer.concat([head, body]);
 }
 
-/** Decodes a request's header in place; throws RangeError when malformed. */
-export function decodeRequestHeader(body: Buffer): RequestHeader {
-  const len = body.length;
+/** Method names as read off the wire, by a hash of their bytes: a few per grain type, read per request. */
+const METHOD_SLOTS = 256;
+const methodKeys: (Buffer | undefined)[] = new Array<Buffer | undefined>(METHOD_SLOTS).fill(undefined);
+const methodStrs: string[] = new Array<string>(METHOD_SLOTS).fill('');
+
+function readMethod(buf: Buffer, start: number, end: number): string {
+  const n = end - start;
+  let h = n;
+  for (let i = start; i < end; i++) h = Math.imul(h ^ (buf[i] as number), 0x01000193);
+  const slot = (h >>> 24) & (METHOD_SLOTS - 1);
+  const key = methodKeys[slot];
+  if (key !== undefined && key.length === n) {
+    let i = 0;
+    while (i < n && key[i] === buf[start + i]) i++;
+    if (i === n) return methodStrs[slot] as string;
+  }
+  const str = buf.toString('utf8', start, end);
+  methodKeys[slot] = Buffer.from(buf.subarray(start, end));
+  methodStrs[slot] = str;
+  return str;
+}
+
+/** Decodes the request header in `buf[start, end)` in place; throws RangeError when malformed. */
+export function decodeRequestHeader(buf: Buffer, start = 0, end = buf.length): RequestHeader {
+  const len = end - start;
   if (len < 15) throw new RangeError(`request frame of ${len} bytes is too short`);
-  const reqId = body.readUInt32BE(0);
-  const flags = body[4] as number;
-  const timeoutMs = body.readUInt32BE(5);
-  const hops = body[9] as number;
-  const tlen = body.readUInt16BE(10);
-  let at = 12 + tlen;
-  if (at + 1 > len) throw new RangeError('request header overruns its frame (target)');
-  const targetId = body.toString('utf8', 12, at);
-  const mlen = body[at] as number;
-  if (at + 1 + mlen + 2 > len) throw new RangeError('request header overruns its frame (method)');
-  const method = body.toString('utf8', at + 1, at + 1 + mlen);
+  const reqId = buf.readUInt32BE(start);
+  const flags = buf[start + 4] as number;
+  const timeoutMs = buf.readUInt32BE(start + 5);
+  const hops = buf[start + 9] as number;
+  const tlen = ((buf[start + 10] as number) << 8) | (buf[start + 11] as number);
+  let at = start + 12 + tlen;
+  if (at + 1 > end) throw new RangeError('request header overruns its frame (target)');
+  const targetId = buf.toString('utf8', start + 12, at);
+  const mlen = buf[at] as number;
+  if (at + 1 + mlen + 2 > end) throw new RangeError('request header overruns its frame (method)');
+  const method = readMethod(buf, at + 1, at + 1 + mlen);
   at += 1 + mlen;
-  const n = body.readUInt16BE(at);
+  const n = ((buf[at] as number) << 8) | (buf[at + 1] as number);
   at += 2;
   let chain: string[] | null = null;
   if (n > 0) {
     chain = [];
     for (let i = 0; i < n; i++) {
-      if (at + 2 > len) throw new RangeError('request header overruns its frame (chain)');
-      const l = body.readUInt16BE(at);
-      if (at + 2 + l > len) throw new RangeError('request header overruns its frame (chain)');
-      chain.push(body.toString('utf8', at + 2, at + 2 + l));
+      if (at + 2 > end) throw new RangeError('request header overruns its frame (chain)');
+      const l = buf.readUInt16BE(at);
+      if (at + 2 + l > end) throw new RangeError('request header overruns its frame (chain)');
+      chain.push(buf.toString('utf8', at + 2, at + 2 + l));
       at += 2 + l;
     }
   }
-  if (at >= len) throw new RangeError('request frame has no arguments');
-  return { reqId, flags, targetId, method, timeoutMs, chain, hops, argsOffset: at };
+  if (at >= end) throw new RangeError('request frame has no arguments');
+  return { reqId, flags, targetId, method, timeoutMs, chain, hops, argsOffset: at, argsEnd: end };
 }
 
-/** Decodes a request's arguments, binding references to `ctx`. */
-export function decodeRequestArgs(body: Buffer, header: RequestHeader, ctx: CodecContext): unknown[] {
-  const args = decode(body, ctx, header.argsOffset);
+/** Decodes a request's arguments from the buffer its header was read from, binding references to `ctx`. */
+export function decodeRequestArgs(buf: Buffer, header: RequestHeader, ctx: CodecContext): unknown[] {
+  const args = decode(buf, ctx, header.argsOffset, header.argsEnd);
   if (!Array.isArray(args)) throw new RangeError('request arguments are not an array');
   return args;
 }
@@ -218,25 +241,25 @@ export function encodeResponse(reqId: number, status: number, value: unknown): B
   return Buffer.concat([responseHeadBytes(reqId, status), v]);
 }
 
-/** The request id of a response. */
-export function responseId(body: Buffer): number {
-  if (body.length < 5) throw new RangeError(`response frame of ${body.length} bytes is too short`);
-  return body.readUInt32BE(0);
+/** The request id of the response in `buf[start, end)`. */
+export function responseId(buf: Buffer, start = 0, end = buf.length): number {
+  if (end - start < 5) throw new RangeError(`response frame of ${end - start} bytes is too short`);
+  return (((buf[start] as number) << 24) | ((buf[start + 1] as number) << 16) | ((buf[start + 2] as number) << 8) | (buf[start + 3] as number)) >>> 0;
 }
 
-/** The status of a response. */
-export function responseStatus(body: Buffer): number {
-  return body[4] as number;
+/** The status of the response at `start` (after responseId checked its length). */
+export function responseStatus(buf: Buffer, start = 0): number {
+  return buf[start + 4] as number;
 }
 
 /** The request id and status of a response, before its value is decoded. */
-export function responseHead(body: Buffer): { reqId: number; status: number } {
-  return { reqId: responseId(body), status: responseStatus(body) };
+export function responseHead(buf: Buffer, start = 0, end = buf.length): { reqId: number; status: number } {
+  return { reqId: responseId(buf, start, end), status: responseStatus(buf, start) };
 }
 
-/** Decodes a response's value, binding references to `ctx`. */
-export function responseValue(body: Buffer, ctx: CodecContext | undefined): unknown {
-  return decode(body, ctx, 5);
+/** Decodes the value of the response in `buf[start, end)`, binding references to `ctx`. */
+export function responseValue(buf: Buffer, ctx: CodecContext | undefined, start = 0, end = buf.length): unknown {
+  return decode(buf, ctx, start + 5, end);
 }
 
 /** A system call: codec([seq, op, args]). */

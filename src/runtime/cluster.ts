@@ -143,7 +143,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
     const generation = Date.now();
     const hello = { clusterId: cfg.clusterId, generation, role: 'silo' as const };
     let self: SiloCluster | undefined;
-    const handler: ConnectionHandler = { onFrame: (type, body, conn) => (self as SiloCluster).onFrame(type, body, conn) };
+    const handler: ConnectionHandler = { onFrame: (type, buf, start, end, conn) => (self as SiloCluster).onFrame(type, buf, start, end, conn) };
     const common = { ...(cfg.transport !== undefined ? { limits: cfg.transport } : {}), logger: cfg.logger, handler };
     const listener = await listen({ host: cfg.host, port: cfg.port, hello, acceptRoles: ['silo'], onConnection: () => {}, ...common });
     // Log lines name the address the silo really listens on (port 0 picks one).
@@ -364,49 +364,49 @@ export class SiloCluster implements ConnectionHandler, Prober {
 
   // ---- Incoming frames ------------------------------------------------------------
 
-  onFrame(type: number, body: Buffer, conn: Connection): boolean {
+  onFrame(type: number, buf: Buffer, start: number, end: number, conn: Connection): boolean {
     switch (type) {
       case Frame.Request:
-        this.#onRequest(body, conn);
+        this.#onRequest(buf, start, end, conn);
         return true;
       case Frame.Response:
-        this.#onResponse(body);
+        this.#onResponse(buf, start, end);
         return true;
       case Frame.Cancel: {
-        const [reqId] = decode(body) as [number];
+        const [reqId] = decode(buf, undefined, start, end) as [number];
         this.#runtime.cancelRemote(conn, reqId);
         return true;
       }
       case Frame.Location: {
-        const [grain, address] = decode(body) as [string, string];
+        const [grain, address] = decode(buf, undefined, start, end) as [string, string];
         if (typeof grain === 'string' && typeof address === 'string') this.directory.cache(grain, address);
         return true;
       }
       case Frame.SystemCall:
-        this.#onSystemCall(body, conn);
+        this.#onSystemCall(buf.subarray(start, end), conn);
         return true;
       case Frame.SystemResult:
-        this.#onSystemResult(body);
+        this.#onSystemResult(buf.subarray(start, end));
         return true;
       default:
         return false;
     }
   }
 
-  #onRequest(body: Buffer, conn: Connection): void {
-    const h = decodeRequestHeader(body);
-    this.#runtime.receiveRemote(h, body, (h.flags & RequestFlags.OneWay) !== 0 ? undefined : replyOf(conn), conn);
+  #onRequest(buf: Buffer, start: number, end: number, conn: Connection): void {
+    const h = decodeRequestHeader(buf, start, end);
+    this.#runtime.receiveRemote(h, buf, (h.flags & RequestFlags.OneWay) !== 0 ? undefined : replyOf(conn), conn);
   }
 
-  #onResponse(body: Buffer): void {
-    const reqId = responseId(body);
-    const status = responseStatus(body);
+  #onResponse(buf: Buffer, start: number, end: number): void {
+    const reqId = responseId(buf, start, end);
+    const status = responseStatus(buf, start);
     const msg = this.#pending.get(reqId);
     if (msg === undefined) return; // the caller gave up (deadline, cancel)
     this.#pending.delete(reqId);
     let value: unknown;
     try {
-      value = responseValue(body, msg.caller ?? this.#runtime.codecContext);
+      value = responseValue(buf, msg.caller ?? this.#runtime.codecContext, start, end);
     } catch (e) {
       this.#runtime.fail(msg, e);
       return;

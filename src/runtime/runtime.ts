@@ -410,8 +410,11 @@ export class Runtime implements Invoker {
     msg.resolve(value);
   }
 
-  /** Delivers a call that came over the wire (from a silo or a client through this gateway). */
-  receiveRemote(h: RequestHeader, body: Buffer, reply: RemoteReply | undefined, conn: object): void {
+  /**
+   * Delivers a call that came over the wire (from a silo or a client through this
+   * gateway); `h` was read from `buf`, which holds the arguments where `h` says.
+   */
+  receiveRemote(h: RequestHeader, buf: Buffer, reply: RemoteReply | undefined, conn: object): void {
     // A silo that sent the call here placed it here: activate here and let the directory decide.
     // A client's call (through this gateway) is placed as a local call would be.
     const fromSilo = (conn as { peer?: { role?: string } }).peer?.role === 'silo';
@@ -426,7 +429,7 @@ export class Runtime implements Invoker {
       const key = slash < 0 ? '' : h.targetId.slice(slash + 1);
       type = this.#types.get(typeName);
       if (type === undefined && typeName === OBSERVER_TYPE && this.#cluster !== undefined) {
-        this.#relayToObserver(h, body, reply, key);
+        this.#relayToObserver(h, buf, reply, key);
         return;
       }
       if (type === undefined) {
@@ -444,7 +447,7 @@ export class Runtime implements Invoker {
     }
     let args: unknown[];
     try {
-      args = decodeRequestArgs(body, h, target.remote === true ? this.#rootCtx : (target as unknown as CodecContext));
+      args = decodeRequestArgs(buf, h, target.remote === true ? this.#rootCtx : (target as unknown as CodecContext));
     } catch (e) {
       this.#discardUnused(target);
       reply?.respond(h.reqId, ResponseStatus.Error, e);
@@ -476,10 +479,10 @@ export class Runtime implements Invoker {
   }
 
   /** A call to a client's observer, relayed towards the client's gateway. */
-  #relayToObserver(h: RequestHeader, body: Buffer, reply: RemoteReply | undefined, key: string): void {
+  #relayToObserver(h: RequestHeader, buf: Buffer, reply: RemoteReply | undefined, key: string): void {
     let args: unknown[];
     try {
-      args = decodeRequestArgs(body, h, this.#rootCtx);
+      args = decodeRequestArgs(buf, h, this.#rootCtx);
     } catch (e) {
       reply?.respond(h.reqId, ResponseStatus.Error, e);
       return;

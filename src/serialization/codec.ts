@@ -884,18 +884,20 @@ export function encode(value: unknown, path = 'value'): Uint8Array {
 /**
  * Decodes what `encode` produced; grain references are revived through `ctx`
  * (without one they come back as frozen `{ type, key }` markers). Corrupt or
- * truncated bytes throw a SerializationError.
+ * truncated bytes throw a SerializationError. `start` and `end` bound the encoded
+ * value within `bytes` (a frame inside a socket chunk, say).
  */
-export function decode(bytes: Uint8Array, ctx?: CodecContext, start = 0): unknown {
+export function decode(bytes: Uint8Array, ctx?: CodecContext, start = 0, end = bytes.length): unknown {
   if (!(bytes instanceof Uint8Array)) throw new SerializationError('cannot decode: expected a Uint8Array');
-  if (bytes.length - start < 2) throw new SerializationError(`cannot decode: ${bytes.length - start} bytes is too short to be an encoded value`);
+  if (!(start >= 0 && end <= bytes.length && start <= end)) throw new RangeError(`cannot decode bytes ${start} to ${end} of ${bytes.length}`);
+  if (end - start < 2) throw new SerializationError(`cannot decode: ${end - start} bytes is too short to be an encoded value`);
   if (bytes[start] !== FORMAT) throw new SerializationError(`cannot decode: unknown format byte 0x${(bytes[start] ?? 0).toString(16)}; not data written by this codec`);
   const saved = decodeCtx;
   decodeCtx = ctx;
   try {
     const source = wholeBuffer(bytes);
     window.start = bytes.byteOffset + start + 1;
-    window.end = bytes.byteOffset + bytes.length;
+    window.end = bytes.byteOffset + end;
     return packr.unpack(source, window);
   } catch (e) {
     if (e instanceof SerializationError) throw e;

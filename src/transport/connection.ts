@@ -53,12 +53,13 @@ export interface CloseInfo {
 /** Receives the frames of a connection after its handshake. */
 export interface ConnectionHandler {
   /**
-   * One frame. `body` is a view into the received bytes: it stays valid for as long as
-   * it is held (and keeps the whole read chunk alive: copy it to keep it long), and must
-   * not be written to. Return false or throw to reject the frame
+   * One frame, whose body is `buf[start, end)`: the received bytes themselves, valid
+   * for as long as they are held (holding them keeps the whole read chunk alive: copy
+   * them to keep them long), and never to be written to. `buf.subarray(start, end)`
+   * gives a view when one is wanted. Return false or throw to reject the frame
    * (an unknown type, say): the connection is then closed as a protocol violation.
    */
-  onFrame(type: number, body: Buffer, connection: Connection): boolean | void;
+  onFrame(type: number, buf: Buffer, start: number, end: number, connection: Connection): boolean | void;
 }
 
 /** Counters of one connection. */
@@ -137,8 +138,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   readonly #stats: ConnectionStats = { framesSent: 0, framesReceived: 0, bytesSent: 0, bytesReceived: 0, writes: 0 };
   #state = HANDSHAKING;
   #handler: ConnectionHandler | undefined;
-  /** Frames that arrived after the handshake but before a handler was set: type, body, type, body... */
-  #waiting: (number | Buffer)[] | undefined;
+  /** Frames that arrived after the handshake but before a handler was set, as bodies of their own. */
+  #waiting: { type: number; body: Buffer }[] | undefined;
   #peer: Hello | undefined;
   #closeInfo: CloseInfo | undefined;
   #flushScheduled = false;
@@ -170,7 +171,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.#peerName = options.peerName ?? this.remoteAddress;
     this.#writer = new FrameWriter(this.#limits.maxFrameBytes);
     this.#flushBytes = this.#limits.flushBytes;
-    const sink: FrameSink = { onFrame: (type, body) => this.#deliver(type, body) };
+    const sink: FrameSink = { onFrame: (type, buf, start, end) => this.#deliver(type, buf, start, end) };
     this.#decoder = new FrameDecoder(sink, Math.min(this.#limits.maxFrameBytes, HANDSHAKE_MAX_FRAME_BYTES));
     this.ready = new Promise<Hello>((resolve, reject) => {
       this.#resolveReady = resolve;
@@ -249,10 +250,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     const waiting = this.#waiting;
     if (waiting === undefined) return;
     this.#waiting = undefined;
-    for (let i = 0; i + 1 < waiting.length && this.#state === OPEN; i += 2) {
-      const type = waiting[i];
-      const body = waiting[i + 1];
-      if (typeof type === 'number' && body instanceof Buffer && !this.#dispatch(handler, type, body)) break;
+    for (const { type, body } of waiting) {
+      if (this.#state !== OPEN || !this.#dispatch(handler, type, body, 0, body.length)) break;
     }
   }
 
@@ -345,22 +344,22 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     }
   }
 
-  #deliver(type: number, body: Buffer): boolean {
-    if (this.#state !== OPEN) return this.#state === HANDSHAKING ? this.#handshakeFrame(type, body) : false;
+  #deliver(type: number, buf: Buffer, start: number, end: number): boolean {
+    if (this.#state !== OPEN) return this.#state === HANDSHAKING ? this.#handshakeFrame(type, buf.subarray(start, end)) : false;
     this.#stats.framesReceived++;
     const handler = this.#handler;
     if (handler === undefined) {
-      (this.#waiting ??= []).push(type, body);
+      (this.#waiting ??= []).push({ type, body: buf.subarray(start, end) });
       return true;
     }
-    return this.#dispatch(handler, type, body);
+    return this.#dispatch(handler, type, buf, start, end);
   }
 
   /** Hands one frame to the handler; false (and the connection closed) when it was rejected. */
-  #dispatch(handler: ConnectionHandler, type: number, body: Buffer): boolean {
+  #dispatch(handler: ConnectionHandler, type: number, buf: Buffer, start: number, end: number): boolean {
     let verdict: boolean | void;
     try {
-      verdict = handler.onFrame(type, body, this);
+      verdict = handler.onFrame(type, buf, start, end, this);
     } catch (error) {
       return this.#drop('protocol', `frame type ${type} rejected: ${messageOf(error)}`);
     }

@@ -10,11 +10,12 @@ import { GranaryError } from '../errors.ts';
 //   are never written again and nothing is copied at flush. A batch that outgrows
 //   the slab moves to a new, larger slab (one copy of the pending bytes, amortised
 //   by doubling); oversized slabs are dropped after their batch is taken.
-// - FrameDecoder hands out bodies as views of the socket chunk when the frame lies
-//   whole inside it (Node allocates a fresh Buffer per read, so the view stays
-//   valid for as long as it is held). Only a frame cut by a chunk boundary is
-//   copied, once, into a buffer of its exact size, allocated as soon as its length
-//   prefix is known and checked, never before.
+// - FrameDecoder hands out a body as (buffer, start, end): the socket chunk itself
+//   when the frame lies whole inside it (Node allocates a fresh Buffer per read, so
+//   its bytes stay valid for as long as they are held), with no view object per
+//   frame. Only a frame cut by a chunk boundary is copied, once, into a buffer of
+//   its exact size, allocated as soon as its length prefix is known and checked,
+//   never before.
 
 /** Bytes before a frame's type byte: the u32 length prefix. */
 export const FRAME_PREFIX_BYTES = 4;
@@ -28,9 +29,13 @@ export class FrameError extends GranaryError {
   }
 }
 
-/** Receives decoded frames. Return false to stop decoding the rest of the chunk. */
+/**
+ * Receives decoded frames: the body is `buf[start, end)`, valid for as long as
+ * it is held and never written again. Return false to stop decoding the rest of
+ * the chunk.
+ */
 export interface FrameSink {
-  onFrame(type: number, body: Buffer): boolean;
+  onFrame(type: number, buf: Buffer, start: number, end: number): boolean;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -200,10 +205,10 @@ export class FrameDecoder {
         this.#frame = frame;
         return true;
       }
-      const type = chunk.readUInt8(off + FRAME_PREFIX_BYTES);
-      const body = chunk.subarray(off + FRAME_OVERHEAD_BYTES, end);
+      const type = chunk[off + FRAME_PREFIX_BYTES] as number;
+      const start = off + FRAME_OVERHEAD_BYTES;
       off = end;
-      if (!sink.onFrame(type, body)) return false;
+      if (!sink.onFrame(type, chunk, start, end)) return false;
     }
     if (off < n) this.#headLength = chunk.copy(this.#head, 0, off, n);
     return true;
@@ -233,7 +238,7 @@ export class FrameDecoder {
     if (this.#fill < frame.length) return n;
     this.#frame = undefined;
     this.#fill = 0;
-    return this.#sink.onFrame(frame.readUInt8(0), frame.subarray(1)) ? off : -1;
+    return this.#sink.onFrame(frame[0] as number, frame, 1, frame.length) ? off : -1;
   }
 
   #lengthError(length: number): FrameError {

@@ -9,7 +9,7 @@ import { body } from './support.ts';
 interface Got { type: number; body: Buffer }
 
 function decoderInto(out: Got[], max = 16 * 1024 * 1024): FrameDecoder {
-  const sink: FrameSink = { onFrame: (type, b) => (out.push({ type, body: Buffer.from(b) }), true) };
+  const sink: FrameSink = { onFrame: (type, b, start, end) => (out.push({ type, body: Buffer.from(b.subarray(start, end)) }), true) };
   return new FrameDecoder(sink, max);
 }
 
@@ -72,13 +72,19 @@ describe('framing', () => {
     }
   });
 
-  it('hands out bodies that lie whole in a chunk as views of it, without copying', () => {
+  it('hands out bodies that lie whole in a chunk as offsets into it, without copying', () => {
     const chunk = stream(sample);
-    const views: Buffer[] = [];
-    const decoder = new FrameDecoder({ onFrame: (_t, b) => (views.push(b), true) }, 1024);
+    const seen: { buf: Buffer; start: number; end: number }[] = [];
+    const decoder = new FrameDecoder({ onFrame: (_t, buf, start, end) => (seen.push({ buf, start, end }), true) }, 1024);
     decoder.push(chunk);
-    assert.equal(views.length, sample.length);
-    for (const v of views) assert.equal(v.buffer, chunk.buffer);
+    assert.equal(seen.length, sample.length);
+    let at = 0;
+    for (const [i, f] of seen.entries()) {
+      assert.equal(f.buf, chunk, `frame ${i} is read from the chunk itself`);
+      assert.equal(f.start, at + 5);
+      assert.ok(f.buf.subarray(f.start, f.end).equals(sample[i]?.body ?? Buffer.alloc(1)), `frame ${i}'s bytes`);
+      at = f.end;
+    }
   });
 
   it('stops when the sink returns false', () => {
@@ -106,8 +112,8 @@ describe('framing', () => {
   it('applies a lowered limit from the next frame on, even within a chunk', () => {
     const got: Got[] = [];
     const decoder: FrameDecoder = new FrameDecoder({
-      onFrame: (type, b) => {
-        got.push({ type, body: b });
+      onFrame: (type, b, start, end) => {
+        got.push({ type, body: b.subarray(start, end) });
         decoder.maxFrameBytes = 10;
         return true;
       },

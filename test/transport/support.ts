@@ -67,7 +67,8 @@ export function collector(options: { reject?: readonly number[]; throwOn?: reado
   const frames: ReceivedFrame[] = [];
   return {
     frames,
-    onFrame(type, body, connection) {
+    onFrame(type, buf, start, end, connection) {
+      const body = buf.subarray(start, end);
       if (options.reject?.includes(type) === true) return false;
       if (options.throwOn?.includes(type) === true) throw new Error(`no handler for frame type ${type}`);
       frames.push({ type, body, connection });
