@@ -11,7 +11,7 @@ import { grainTypeInfo, type GrainTypeInfo, type MethodInfo } from '../grain/opt
 import { makeRef, RefCore, type GrainRef, type GrainRefBase, type Invoker } from '../grain/ref.ts';
 import type { MembershipTable } from '../membership/table.ts';
 import { Deadlines } from '../messaging/deadlines.ts';
-import { Frame, RequestFlags, ResponseStatus, decodeRequestArgs, decodeRequestHeader, headScratch, requestArgs, responseBody, responseHeadBytes, responseId, responseStatus, responseValue, targetBytes, writeRequestHead } from '../messaging/protocol.ts';
+import { Frame, RequestFlags, ResponseStatus, decodeRequestArgs, decodeRequestHeader, requestArgs, requestHeadOf, responseBody, responseHeadBytes, responseId, responseStatus, responseValue, targetBytes } from '../messaging/protocol.ts';
 import { OBSERVER_TYPE } from '../runtime/runtime.ts';
 import { defaultLogger, type Logger } from '../observability/logger.ts';
 import type { CodecContext, RefIdentity } from '../serialization/symbols.ts';
@@ -278,11 +278,10 @@ export class ClusterClient implements Invoker, ConnectionHandler {
   #send(conn: Connection, msg: ClientCall, signal: AbortSignal | undefined, target: Buffer): void {
     if (msg.done) return;
     const reqId = (this.#reqSeq = (this.#reqSeq + 1) >>> 0 || 1);
-    let body: Uint8Array;
-    let headLength: number;
     try {
-      body = requestArgs(msg.args);
-      headLength = writeRequestHead(reqId, (msg.method.oneWay ? RequestFlags.OneWay : 0) | (signal !== undefined ? RequestFlags.Signal : 0), msg.targetId, target, msg.method.name, msg.timeoutMs, null, 0);
+      // Bad arguments, a header that cannot be written or a frame over the limit: refused here, unsent.
+      const body = requestArgs(msg.args);
+      conn.sendHead(Frame.Request, requestHeadOf(reqId, (msg.method.oneWay ? RequestFlags.OneWay : 0) | (signal !== undefined ? RequestFlags.Signal : 0), msg.targetId, target, msg.method.name, msg.timeoutMs, null, 0), body);
     } catch (e) {
       this.#fail(msg, e);
       return;
@@ -303,7 +302,6 @@ export class ClusterClient implements Invoker, ConnectionHandler {
         msg.cancel = { callerSignal: signal, listener: onAbort };
       }
     }
-    conn.send2(Frame.Request, headScratch, body, headLength);
   }
 
   #release(msg: ClientCall): void {

@@ -10,6 +10,7 @@
 
 import type { ChainNode } from '../grain/ref.ts';
 import { decode, encode } from '../serialization/codec.ts';
+import type { FrameHead } from '../transport/framing.ts';
 import type { CodecContext } from '../serialization/symbols.ts';
 
 /** Frame types. 0xF0 and up belong to the transport's handshake. */
@@ -50,30 +51,6 @@ export interface RequestHeader {
   readonly argsEnd: number;
 }
 
-// Room for the longest target (u16 length) and method (u8 length) with room to spare; chains are checked as written.
-const HEAD_MAX = 128 * 1024;
-/**
- * Scratch space for request headers: `writeRequestHead` writes one here and the
- * caller sends its first `n` bytes at once (`send2(type, headScratch, body, n)`),
- * before anything else writes a header.
- */
-export const headScratch = Buffer.allocUnsafe(HEAD_MAX);
-const scratch = headScratch;
-
-function writeStr(s: string, at: number, lenBytes: 1 | 2): number {
-  const n = scratch.write(s, at + lenBytes, HEAD_MAX - at - lenBytes, 'utf8');
-  if (n === HEAD_MAX - at - lenBytes || n >= (lenBytes === 1 ? 256 : 65536)) throw new RangeError(`'${s.slice(0, 40)}...' is too long for a request header`);
-  if (lenBytes === 1) scratch[at] = n;
-  else scratch.writeUInt16BE(n, at);
-  return at + lenBytes + n;
-}
-
-function writeBytes(b: Uint8Array, at: number): number {
-  const n = b.length;
-  for (let i = 0; i < n; i++) scratch[at + i] = b[i] as number;
-  return at + n;
-}
-
 /**
  * The UTF-8 bytes of a grain id for request headers, with their u16 length in
  * front: a reference that keeps them writes its target with a copy instead of
@@ -107,44 +84,107 @@ function methodBytes(method: string): Buffer {
 }
 
 /**
- * Writes a request's header into `headScratch` and returns its length. Send
- * it with the encoded args at once. `target`, when given, is
- * `targetBytes(targetId)`, kept by the caller.
+ * A request's header, written straight into a connection's outgoing batch
+ * (`conn.sendHead(Frame.Request, requestHeadOf(...), args)`): one object,
+ * refilled per request, valid until the next `requestHeadOf`.
  */
-export function writeRequestHead(reqId: number, flags: number, targetId: string, target: Uint8Array | undefined, method: string, timeoutMs: number, chain: readonly string[] | ChainNode | null | undefined, hops: number): number {
-  scratch.writeUInt32BE(reqId >>> 0, 0);
-  scratch[4] = flags;
-  scratch.writeUInt32BE(Math.min(0xffffffff, Math.max(0, Math.round(timeoutMs))), 5);
-  scratch[9] = Math.min(255, hops);
-  let at = target !== undefined ? writeBytes(target, 10) : writeStr(targetId, 10, 2);
-  at = writeBytes(methodBytes(method), at);
-  const countAt = at;
-  at += 2;
-  let n = 0;
-  if (chain == null) {
-    // no chain
-  } else if (Array.isArray(chain)) {
-    n = chain.length;
-    for (let i = 0; i < n; i++) at = writeStr(chain[i] as string, at, 2);
-  } else {
-    // The waiting grains as linked by the runtime, innermost first: written as they are walked.
-    for (let c: ChainNode | undefined = chain as ChainNode; c !== undefined; c = c.parent) {
-      at = writeStr(c.id, at, 2);
-      n++;
+class RequestHead implements FrameHead {
+  reqId = 0;
+  flags = 0;
+  targetId = '';
+  target: Uint8Array | undefined = undefined;
+  method: Buffer = Buffer.alloc(1);
+  timeoutMs = 0;
+  chain: readonly string[] | ChainNode | null | undefined = null;
+  hops = 0;
+  maxBytes = 0;
+
+  writeTo(buf: Buffer, at: number): number {
+    const r = this.reqId;
+    buf[at] = r >>> 24;
+    buf[at + 1] = (r >>> 16) & 0xff;
+    buf[at + 2] = (r >>> 8) & 0xff;
+    buf[at + 3] = r & 0xff;
+    buf[at + 4] = this.flags;
+    const t = this.timeoutMs;
+    buf[at + 5] = t >>> 24;
+    buf[at + 6] = (t >>> 16) & 0xff;
+    buf[at + 7] = (t >>> 8) & 0xff;
+    buf[at + 8] = t & 0xff;
+    buf[at + 9] = this.hops;
+    let p = at + 10;
+    const target = this.target;
+    if (target !== undefined) {
+      const n = target.length;
+      for (let i = 0; i < n; i++) buf[p + i] = target[i] as number;
+      p += n;
+    } else p = putStr(buf, this.targetId, p);
+    const m = this.method;
+    for (let i = 0; i < m.length; i++) buf[p + i] = m[i] as number;
+    p += m.length;
+    const countAt = p;
+    p += 2;
+    let n = 0;
+    const chain = this.chain;
+    if (chain == null) {
+      // no chain
+    } else if (Array.isArray(chain)) {
+      n = chain.length;
+      for (let i = 0; i < n; i++) p = putStr(buf, chain[i] as string, p);
+    } else {
+      for (let c: ChainNode | undefined = chain as ChainNode; c !== undefined; c = c.parent) {
+        p = putStr(buf, c.id, p);
+        n++;
+      }
     }
+    if (n > 0xffff) throw new RangeError(`a call chain of ${n} grains is too long for a request header`);
+    buf[countAt] = n >>> 8;
+    buf[countAt + 1] = n & 0xff;
+    return p;
   }
-  if (n > 0xffff) throw new RangeError(`a call chain of ${n} grains is too long for a request header`);
-  scratch[countAt] = n >>> 8;
-  scratch[countAt + 1] = n & 0xff;
-  return at;
 }
 
+/** Writes `s` as u16 length + UTF-8 at `at` (room for 3 bytes per UTF-16 unit is made by the caller); returns the end. */
+function putStr(buf: Buffer, s: string, at: number): number {
+  const n = buf.write(s, at + 2, 'utf8');
+  if (n >= 65536) throw new RangeError(`'${s.slice(0, 40)}...' is too long for a request header`);
+  buf[at] = n >>> 8;
+  buf[at + 1] = n & 0xff;
+  return at + 2 + n;
+}
+
+const requestHeadScratch = new RequestHead();
+
 /**
- * Writes a request's header into scratch space and returns a view of it; the
- * view is valid until the next call. Send it with the encoded args at once.
+ * The header of a request, to hand to `sendHead` at once. `target`, when
+ * given, is `targetBytes(targetId)`, kept by the caller. Throws a RangeError
+ * for a method name too long for the header.
  */
+export function requestHeadOf(reqId: number, flags: number, targetId: string, target: Uint8Array | undefined, method: string, timeoutMs: number, chain: readonly string[] | ChainNode | null | undefined, hops: number): FrameHead {
+  const h = requestHeadScratch;
+  h.reqId = reqId >>> 0;
+  h.flags = flags & 0xff;
+  h.targetId = targetId;
+  h.target = target;
+  const m = methodBytes(method);
+  h.method = m;
+  h.timeoutMs = Math.min(0xffffffff, Math.max(0, Math.round(timeoutMs)));
+  h.chain = chain;
+  h.hops = Math.min(255, hops);
+  let max = 12 + (target !== undefined ? target.length : 2 + 3 * targetId.length) + m.length;
+  if (chain != null) {
+    if (Array.isArray(chain)) for (let i = 0; i < chain.length; i++) max += 2 + 3 * (chain[i] as string).length;
+    else for (let c: ChainNode | undefined = chain as ChainNode; c !== undefined; c = c.parent) max += 2 + 3 * c.id.length;
+  }
+  h.maxBytes = max;
+  return h;
+}
+
+/** A request's header as a Buffer of its own (tests, tools). */
 export function requestHead(reqId: number, flags: number, targetId: string, method: string, timeoutMs: number, chain: readonly string[] | null, hops: number): Buffer {
-  return scratch.subarray(0, writeRequestHead(reqId, flags, targetId, undefined, method, timeoutMs, chain, hops));
+  const h = requestHeadOf(reqId, flags, targetId, undefined, method, timeoutMs, chain, hops);
+  const buf = Buffer.allocUnsafe(h.maxBytes);
+  return buf.subarray(0, h.writeTo(buf, 0));
 }
 
 /** Encodes a request's arguments; throws SerializationError naming `args[i]...` for bad ones. */

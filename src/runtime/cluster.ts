@@ -10,7 +10,7 @@ import type { GrainTypeInfo } from '../grain/options.ts';
 import { MembershipService, type ClusterView, type MembershipOptions, type Prober } from '../membership/service.ts';
 import type { MembershipTable } from '../membership/table.ts';
 import type { Message, RemoteReply } from '../messaging/message.ts';
-import { Frame, RequestFlags, ResponseStatus, decodeRequestHeader, encodeSystemCall, encodeSystemResult, headScratch, requestArgs, responseBody, responseHeadBytes, responseId, responseStatus, responseValue, writeRequestHead } from '../messaging/protocol.ts';
+import { Frame, RequestFlags, ResponseStatus, decodeRequestHeader, encodeSystemCall, encodeSystemResult, requestArgs, requestHeadOf, responseBody, responseHeadBytes, responseId, responseStatus, responseValue } from '../messaging/protocol.ts';
 import type { Logger } from '../observability/logger.ts';
 import { place, type PlacementCandidate } from '../placement/placement.ts';
 import { decode, encode } from '../serialization/codec.ts';
@@ -320,9 +320,9 @@ export class SiloCluster implements ConnectionHandler, Prober {
       this.#runtime.fail(msg, new GranaryError(`too many calls waiting for other silos (${this.#pending.size}, limit maxPendingRequests): call to ${msg.targetId}.${msg.method.name} refused`, 'GRANARY_OVERLOADED'));
       return;
     }
-    let headLength: number;
     try {
-      headLength = writeRequestHead(reqId, flags, msg.targetId, undefined, msg.method.name, msg.timeoutMs, msg.chain, msg.hops);
+      // A header that cannot be written (too long) or a frame over the limit is refused here, unsent.
+      conn.sendHead(Frame.Request, requestHeadOf(reqId, flags, msg.targetId, undefined, msg.method.name, msg.timeoutMs, msg.chain, msg.hops), body);
     } catch (e) {
       this.#runtime.fail(msg, e);
       return;
@@ -330,7 +330,6 @@ export class SiloCluster implements ConnectionHandler, Prober {
     msg.reqId = reqId;
     msg.via = address;
     if (!msg.method.oneWay) this.#pending.set(reqId, msg);
-    conn.send2(Frame.Request, headScratch, body, headLength);
   }
 
   /** The caller gave up on a call (deadline, cancel): forget it, and tell the callee to cancel. */

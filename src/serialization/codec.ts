@@ -844,12 +844,15 @@ const packr = new Packr({
 // decode from one Buffer over the chunk's whole ArrayBuffer, made once per
 // chunk, between start and end offsets (one options object, reused: msgpackr
 // reads them before it reads anything, and a nested decode sets its own).
+let lastBytes: Uint8Array | undefined;
 let wholeOf: ArrayBufferLike | undefined;
 let whole: Buffer = Buffer.alloc(0);
 const window = { start: 0, end: 0 };
 
 /** A Buffer over all of `bytes`' ArrayBuffer, shared by every view of it decoded in a row. */
 function wholeBuffer(bytes: Uint8Array): Buffer {
+  if (bytes === lastBytes) return whole; // the frames of one chunk, one after another
+  lastBytes = bytes;
   const ab = bytes.buffer;
   if (ab !== wholeOf) {
     whole = Buffer.from(ab, 0, ab.byteLength);

@@ -7,7 +7,7 @@ import type { Socket } from 'node:net';
 import { GranaryError, SiloUnavailableError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import { silentLogger } from '../observability/logger.ts';
-import { FrameDecoder, FrameError, FrameWriter, type FrameSink } from './framing.ts';
+import { FrameDecoder, FrameError, FrameWriter, type FrameHead, type FrameSink } from './framing.ts';
 import {
   FRAME_HELLO, FRAME_REJECT, HANDSHAKE_MAX_FRAME_BYTES, decodeHello, decodeReject, encodeHello, encodeReject,
   helloMismatch, type Hello, type PeerRole,
@@ -275,6 +275,18 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   send2(type: number, head: Uint8Array, body: Uint8Array, headLength = head.length): void {
     if (this.#state !== OPEN) throw this.#notOpen();
     this.#writer.append2(type, head, body, headLength);
+    this.#stats.framesSent++;
+    if (this.#writer.pendingBytes >= this.#flushBytes) this.#flushNow();
+    else if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(this.#flushCallback);
+    }
+  }
+
+  /** Like send, with the body's header written in place by `head` (see FrameHead), then `body`. */
+  sendHead(type: number, head: FrameHead, body: Uint8Array): void {
+    if (this.#state !== OPEN) throw this.#notOpen();
+    this.#writer.appendHead(type, head, body);
     this.#stats.framesSent++;
     if (this.#writer.pendingBytes >= this.#flushBytes) this.#flushNow();
     else if (!this.#flushScheduled) {

@@ -30,6 +30,18 @@ export class FrameError extends GranaryError {
 }
 
 /**
+ * A frame header written straight into the outgoing batch: no scratch space,
+ * no copy. The writer makes room for `maxBytes`, calls `writeTo`, then copies
+ * the frame's payload after it.
+ */
+export interface FrameHead {
+  /** At least the number of bytes `writeTo` writes. */
+  readonly maxBytes: number;
+  /** Writes the header into `buf` from `at`; returns the offset where it ended. Throws to refuse the frame (nothing is sent). */
+  writeTo(buf: Buffer, at: number): number;
+}
+
+/**
  * Receives decoded frames: the body is `buf[start, end)`, valid for as long as
  * it is held and never written again. Return false to stop decoding the rest of
  * the chunk.
@@ -96,8 +108,11 @@ export class FrameWriter {
     let at = this.#end;
     if (at + FRAME_OVERHEAD_BYTES + bodyLength > this.#slab.length) at = this.#grow(FRAME_OVERHEAD_BYTES + bodyLength);
     const slab = this.#slab;
-    slab.writeUInt32BE(length, at);
-    slab.writeUInt8(type, at + 4);
+    slab[at] = length >>> 24;
+    slab[at + 1] = (length >>> 16) & 0xff;
+    slab[at + 2] = (length >>> 8) & 0xff;
+    slab[at + 3] = length & 0xff;
+    slab[at + 4] = type;
     const h = at + FRAME_OVERHEAD_BYTES;
     if (headLength <= SMALL_HEAD_BYTES) {
       // Headers are tens of bytes: a loop beats a native copy's call cost, and needs no view.
@@ -107,6 +122,32 @@ export class FrameWriter {
     }
     if (body.length !== 0) slab.set(body, h + headLength);
     this.#end = at + FRAME_OVERHEAD_BYTES + bodyLength;
+  }
+
+  /** Appends one frame whose body is `head`, written in place, followed by `body`. */
+  appendHead(type: number, head: FrameHead, body: Uint8Array): void {
+    if ((type & 0xff) !== type) throw new RangeError(`frame type must be an integer from 0 to 255, got ${type}`);
+    if (body.length + 1 > this.#maxFrameBytes) {
+      throw new FrameError(`frame of more than ${body.length + 1} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`, 'GRANARY_FRAME_TOO_LARGE');
+    }
+    const room = FRAME_OVERHEAD_BYTES + head.maxBytes + body.length;
+    let at = this.#end;
+    if (at + room > this.#slab.length) at = this.#grow(room);
+    const slab = this.#slab;
+    const h = at + FRAME_OVERHEAD_BYTES;
+    // Written past #end: a header that throws, or a frame found too big, leaves the batch as it was.
+    const headEnd = head.writeTo(slab, h);
+    const length = headEnd - h + body.length + 1;
+    if (length > this.#maxFrameBytes) {
+      throw new FrameError(`frame of ${length} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`, 'GRANARY_FRAME_TOO_LARGE');
+    }
+    slab[at] = length >>> 24;
+    slab[at + 1] = (length >>> 16) & 0xff;
+    slab[at + 2] = (length >>> 8) & 0xff;
+    slab[at + 3] = length & 0xff;
+    slab[at + 4] = type;
+    if (body.length !== 0) slab.set(body, headEnd);
+    this.#end = headEnd + body.length;
   }
 
   /** The pending frames as one Buffer (a view nobody writes again), or undefined when there are none. */

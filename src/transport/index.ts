@@ -1,7 +1,7 @@
 // The transport's surface for the rest of the runtime: framing, connections,
 // the handshake, the listener, the connector and their limits.
 
-export { FRAME_OVERHEAD_BYTES, FRAME_PREFIX_BYTES, FrameDecoder, FrameError, FrameWriter, encodeFrame, type FrameSink } from './framing.ts';
+export { FRAME_OVERHEAD_BYTES, FRAME_PREFIX_BYTES, FrameDecoder, FrameError, FrameWriter, encodeFrame, type FrameHead, type FrameSink } from './framing.ts';
 export {
   Connection, type CloseInfo, type ConnectionEvents, type ConnectionHandler, type ConnectionOptions, type ConnectionSide,
   type ConnectionState, type ConnectionStats,
