@@ -32,6 +32,12 @@ export class GrainDirectory {
   readonly #net: DirectoryTransport;
   readonly #logger: Logger;
   #view: ClusterView;
+  /**
+   * Changes whenever a cached location may have changed (a cache line set, changed
+   * or dropped, a new view): a route kept on a grain reference is good while this
+   * holds the value it had when the route was taken.
+   */
+  routeVersion = 0;
 
   constructor(self: string, net: DirectoryTransport, logger: Logger) {
     this.#self = self;
@@ -56,12 +62,16 @@ export class GrainDirectory {
   }
 
   cache(grain: string, address: string): void {
-    if (address === this.#self) this.#cache.delete(grain);
-    else this.#cache.set(grain, address);
+    if (address === this.#self) {
+      if (this.#cache.delete(grain)) this.routeVersion++;
+    } else if (this.#cache.get(grain) !== address) {
+      this.#cache.set(grain, address);
+      this.routeVersion++;
+    }
   }
 
   invalidate(grain: string, address?: string): void {
-    if (address === undefined || this.#cache.get(grain) === address) this.#cache.delete(grain);
+    if ((address === undefined || this.#cache.get(grain) === address) && this.#cache.delete(grain)) this.routeVersion++;
   }
 
   /**
@@ -111,7 +121,7 @@ export class GrainDirectory {
 
   /** Removes an entry if it is still this activation's. Fire and forget. */
   unregister(grain: string, entry: DirectoryEntry): void {
-    this.#cache.delete(grain);
+    if (this.#cache.delete(grain)) this.routeVersion++;
     const owner = this.ownerOf(grain);
     if (owner === undefined || owner === this.#self) {
       this.unregisterLocal(grain, entry);
@@ -156,6 +166,7 @@ export class GrainDirectory {
    */
   async viewChanged(view: ClusterView, local: Iterable<[string, DirectoryEntry]>, onDuplicate: (grain: string, winner: DirectoryEntry) => void): Promise<void> {
     this.#view = view;
+    this.routeVersion++;
     for (const [g, e] of this.#partition) if (view.dead.has(e.address)) this.#partition.delete(g);
     for (const [g, a] of this.#cache) if (!view.active.has(a)) this.#cache.delete(g);
     if (!view.active.has(this.#self)) return; // not (or no longer) a member: nothing to own

@@ -49,6 +49,29 @@ class RemoteTarget implements Target {
   }
 }
 
+/**
+ * A remote target kept on a grain reference, so its next calls skip the
+ * catalog, the directory cache and placement: good while the directory's
+ * routes have not changed since it was taken.
+ */
+class KeptRoute implements Target {
+  readonly remote = true;
+  readonly #dir: GrainDirectory;
+  readonly #version: number;
+  readonly #to: RemoteTarget;
+  constructor(dir: GrainDirectory, to: RemoteTarget) {
+    this.#dir = dir;
+    this.#version = dir.routeVersion;
+    this.#to = to;
+  }
+  get live(): boolean {
+    return this.#dir.routeVersion === this.#version;
+  }
+  receive(msg: Message): void {
+    this.#to.receive(msg);
+  }
+}
+
 /** The response path of the calls that came in on one connection. */
 class ConnectionReply implements RemoteReply {
   readonly #conn: Connection;
@@ -180,6 +203,11 @@ export class SiloCluster implements ConnectionHandler, Prober {
     return t;
   }
 
+  /** A target a reference may keep for its next calls (see KeptRoute), if `t` is one worth keeping. */
+  keep(t: Target): Target | undefined {
+    return t instanceof RemoteTarget ? new KeptRoute(this.directory, t) : undefined;
+  }
+
   /**
    * Where a call to a grain this silo does not host goes: a remote silo, or
    * undefined to activate it here. The cache first, then placement.
@@ -288,6 +316,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
    */
   #unsent(msg: Message, address: string, e: unknown): void {
     this.#unreachable.add(address);
+    this.directory.routeVersion++;
     this.directory.invalidate(msg.targetId, address);
     void this.membership.refresh();
     const err = e instanceof SiloUnavailableError ? e : new SiloUnavailableError(`silo ${address} is unavailable: ${(e as Error)?.message ?? String(e)}`, { cause: e });
@@ -504,6 +533,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
     const old = this.#view;
     this.#view = view;
     this.#unreachable.clear();
+    this.directory.routeVersion++;
     for (const a of view.active.keys()) if (!old.active.has(a)) this.#connector.forget(a);
     for (const a of old.active.keys()) {
       if (view.active.has(a)) continue;

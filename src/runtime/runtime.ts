@@ -186,6 +186,7 @@ export class Runtime implements Invoker {
     if (target === undefined || !target.live) {
       target = this.#lookup(core.id, core.idStr, type);
       if (target.remote !== true) core.target = target;
+      else if (this.#cluster !== undefined) core.target = this.#cluster.keep(target);
     }
 
     const n = args.length;
@@ -299,6 +300,8 @@ export class Runtime implements Invoker {
     const a = new Activation(this, id, idStr, type, pool, ++this.#seq);
     this.#activations++;
     this.#ensureCollector();
+    // A grain now here: routes kept on references may point elsewhere for it.
+    if (this.#cluster !== undefined && pool === undefined) this.#cluster.directory.routeVersion++;
     return a;
   }
 

@@ -80,17 +80,21 @@ describe('a cluster of silos in one process, over loopback TCP', () => {
     open.push(...silos);
     const [a, b, c] = silos as [Silo, Silo, Silo];
     const keys = Array.from({ length: 60 }, (_, i) => `move-${i}`);
-    const before = await Promise.all(keys.map((k) => a.getGrain(Where, k).address()));
+    // References kept across the moves (they keep their route) and fresh ones must agree.
+    const kept = keys.map((k) => a.getGrain(Where, k));
+    const before = await Promise.all(kept.map((r) => r.address()));
     const bAddr = b.info.address;
     assert.ok(before.includes(bAddr));
     await b.stop();
     const after1 = await Promise.all(keys.map((k) => a.getGrain(Where, k).address()));
     assert.ok(!after1.includes(bAddr), 'a grain still answered from the stopped silo');
+    assert.deepEqual(await Promise.all(kept.map((r) => r.address())), after1, 'kept references follow their grains off the stopped silo');
     // Abrupt: close c's sockets without a goodbye; a declares it dead and takes its grains.
     const cAddr = c.info.address;
     await c.cluster?.close();
     await eventually('c declared dead', () => !a.cluster?.view.active.has(cAddr), 5000);
     const after2 = await Promise.all(keys.map((k) => a.getGrain(Where, k).address()));
     assert.ok(after2.every((x) => x === a.info.address));
+    assert.deepEqual(await Promise.all(kept.map((r) => r.address())), after2, 'kept references follow their grains off the dead silo');
   });
 });
