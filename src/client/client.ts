@@ -4,7 +4,7 @@
 // is the gateway's: a client only needs grain type names.
 
 import { randomUUID } from 'node:crypto';
-import { CancelledError, ConfigurationError, SiloUnavailableError, TimeoutError, UnknownGrainTypeError, UnknownMethodError } from '../errors.ts';
+import { CancelledError, ConfigurationError, GranaryError, SiloUnavailableError, TimeoutError, UnknownGrainTypeError, UnknownMethodError } from '../errors.ts';
 import { Grain, type GrainClass } from '../grain/grain.ts';
 import { grainId } from '../grain/identity.ts';
 import { grainTypeInfo, type GrainTypeInfo, type MethodInfo } from '../grain/options.ts';
@@ -277,6 +277,10 @@ export class ClusterClient implements Invoker, ConnectionHandler {
 
   #send(conn: Connection, msg: ClientCall, signal: AbortSignal | undefined, target: Buffer): void {
     if (msg.done) return;
+    if (conn.backlogged) {
+      this.#fail(msg, new GranaryError(`gateway ${conn.peerName} is not reading (${conn.bufferedBytes} bytes wait to be sent, limit maxQueuedBytes): call to ${msg.targetId}.${msg.method.name} refused`, 'GRANARY_OVERLOADED'));
+      return;
+    }
     const reqId = (this.#reqSeq = (this.#reqSeq + 1) >>> 0 || 1);
     try {
       // Bad arguments, a header that cannot be written or a frame over the limit: refused here, unsent.

@@ -345,6 +345,10 @@ export class SiloCluster implements ConnectionHandler, Prober {
       this.#runtime.fail(msg, e);
       return;
     }
+    if (conn.backlogged) {
+      this.#runtime.fail(msg, new GranaryError(`silo ${address} is not reading (${conn.bufferedBytes} bytes wait to be sent, limit maxQueuedBytes): call to ${msg.targetId}.${msg.method.name} refused`, 'GRANARY_OVERLOADED'));
+      return;
+    }
     if (!msg.method.oneWay && this.#pending.size >= this.#cfg.maxPendingRequests) {
       this.#runtime.fail(msg, new GranaryError(`too many calls waiting for other silos (${this.#pending.size}, limit maxPendingRequests): call to ${msg.targetId}.${msg.method.name} refused`, 'GRANARY_OVERLOADED'));
       return;

@@ -143,8 +143,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #peer: Hello | undefined;
   #closeInfo: CloseInfo | undefined;
   #flushScheduled = false;
-  /** limits.flushBytes, read per frame. */
+  /** limits.flushBytes and limits.maxQueuedBytes, read per frame. */
   readonly #flushBytes: number;
+  readonly #maxQueuedBytes: number;
   #blocked = false;
   #handshakeTimer: NodeJS.Timeout | undefined;
   #resolveReady: (hello: Hello) => void = noop;
@@ -171,6 +172,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.#peerName = options.peerName ?? this.remoteAddress;
     this.#writer = new FrameWriter(this.#limits.maxFrameBytes);
     this.#flushBytes = this.#limits.flushBytes;
+    this.#maxQueuedBytes = this.#limits.maxQueuedBytes;
     const sink: FrameSink = { onFrame: (type, buf, start, end) => this.#deliver(type, buf, start, end) };
     this.#decoder = new FrameDecoder(sink, Math.min(this.#limits.maxFrameBytes, HANDSHAKE_MAX_FRAME_BYTES));
     this.ready = new Promise<Hello>((resolve, reject) => {
@@ -221,6 +223,14 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   /** False while the peer does not keep up (see 'blocked' and 'drain'). */
   get writable(): boolean {
     return !this.#blocked && this.#state === OPEN;
+  }
+
+  /**
+   * True while `maxQueuedBytes` or more wait to be written: the peer has stopped
+   * reading, or reads far slower than we send. Callers refuse new requests then.
+   */
+  get backlogged(): boolean {
+    return this.#writer.pendingBytes + this.#socket.writableLength >= this.#maxQueuedBytes;
   }
 
   /** Bytes accepted by send() and not yet handed to the kernel: the pending batch and the socket's queue. */

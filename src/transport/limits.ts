@@ -22,6 +22,13 @@ export interface TransportLimits {
    */
   writeHighWaterMark?: number;
   /**
+   * Bytes waiting to be written (the batch and the socket's queue) at which a
+   * connection counts as backlogged: new requests to that peer are refused
+   * with GRANARY_OVERLOADED instead of queueing without bound behind a peer
+   * that does not read. Responses are never refused. Default 64 MiB.
+   */
+  maxQueuedBytes?: number;
+  /**
    * A batch is written as soon as it holds this many bytes, instead of at the
    * end of the tick: the peer starts on the first calls while this side is
    * still making the rest, so both processes work at once. Default 16 KiB.
@@ -42,6 +49,7 @@ export const transportDefaults: ResolvedTransportLimits = Object.freeze({
   backoffMinMs: 50,
   backoffMaxMs: 5000,
   writeHighWaterMark: 1024 * 1024,
+  maxQueuedBytes: 64 * 1024 * 1024,
   flushBytes: 16384,
   closeTimeoutMs: 2000,
 });
@@ -59,6 +67,7 @@ const ranges: Record<keyof TransportLimits, readonly [min: number, max: number, 
   backoffMaxMs: [1, MAX_TIMER_MS, 'ms'],
   writeHighWaterMark: [1, Number.MAX_SAFE_INTEGER, 'bytes'],
   flushBytes: [1, Number.MAX_SAFE_INTEGER, 'bytes'],
+  maxQueuedBytes: [1, Number.MAX_SAFE_INTEGER, 'bytes'],
   closeTimeoutMs: [0, MAX_TIMER_MS, 'ms'],
 };
 

@@ -1,7 +1,23 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Grain, grain, ClusterClient, SiloUnavailableError, UnknownGrainTypeError, CancelledError, silentLogger } from 'granary';
+import { Grain, grain, placement, ClusterClient, type CustomPlacement, type Silo, SiloUnavailableError, UnknownGrainTypeError, CancelledError, silentLogger } from 'granary';
 import { TestCluster, waitFor } from 'granary/testing';
+import diagnostics_channel from 'node:diagnostics_channel';
+import { listen } from '../../src/transport/listener.ts';
+import type { Connection } from '../../src/transport/connection.ts';
+
+/** The client side of each client's gateway connection, from the transport's public open event. */
+const clientConnections = new Map<string, Connection>();
+diagnostics_channel.subscribe('granary:transport:open', (event) => {
+  const { connection, side } = event as { connection: Connection; side: string };
+  if (side === 'connect' && connection.hello.role === 'client') clientConnections.set(connection.hello.address, connection);
+  if (side === 'accept') acceptedBy.set(`${connection.hello.address}<-${connection.peer?.address ?? ''}`, connection);
+});
+/** Accepted connections by `listener<-peer` address. */
+const acceptedBy = new Map<string, Connection>();
+function transportOf(client: ClusterClient): Connection | undefined {
+  return clientConnections.get(client.id);
+}
 
 @grain('clientEcho')
 class Echo extends Grain {
@@ -113,6 +129,66 @@ describe('cluster limits and discovery', () => {
       assert.ok(ok.length >= 5, 'the limit refused too much');
       assert.equal(overloaded.length + ok.length, 60, 'a call failed some other way');
     } finally {
+      await c.stop();
+    }
+  });
+
+  it('refuses calls with GRANARY_OVERLOADED while its gateway does not read, instead of queueing without bound', async () => {
+    // A gateway that shakes hands and then never reads again.
+    const gateway = await listen({ port: 0, hello: { clusterId: 'stalled', generation: 1, role: 'silo' }, handler: { onFrame: () => true }, onConnection: (c) => c.pause() });
+    const limit = 1024 * 1024;
+    const client = await ClusterClient.connect({ clusterId: 'stalled', gateways: [gateway.address], responseTimeoutMs: 1000, transport: { maxQueuedBytes: limit }, logger: silentLogger() });
+    try {
+      const big = 'x'.repeat(64 * 1024);
+      let peak = 0;
+      const calls: Promise<unknown>[] = [];
+      for (let i = 0; i < 600; i++) {
+        calls.push(client.getGrain<Echo>('clientEcho', `k${i}`).echo(big));
+        const conn = transportOf(client);
+        if (conn !== undefined) peak = Math.max(peak, conn.bufferedBytes);
+      }
+      const results = await Promise.allSettled(calls);
+      const codes = results.map((r) => (r.status === 'rejected' ? (r.reason as { code?: string }).code : 'fulfilled'));
+      const overloaded = codes.filter((c) => c === 'GRANARY_OVERLOADED').length;
+      assert.ok(overloaded > 0, 'no call was refused');
+      assert.equal(codes.filter((c) => c !== 'GRANARY_OVERLOADED' && c !== 'GRANARY_TIMEOUT').length, 0, `calls ended otherwise: ${[...new Set(codes)].join(', ')}`);
+      assert.ok(peak < limit + 2 * big.length, `the client queued ${peak} bytes past a limit of ${limit}`);
+    } finally {
+      await client.close();
+      await gateway.close();
+    }
+  });
+
+  it('refuses calls to another silo with GRANARY_OVERLOADED while that silo does not read', async () => {
+    const elsewhere: CustomPlacement = { name: 'elsewhere', place: (_g, silos, local) => silos.find((x) => x !== local) ?? local };
+    @grain('stalledTarget')
+    @placement(elsewhere)
+    class Target extends Grain {
+      async take(s: string): Promise<number> {
+        return s.length;
+      }
+    }
+    const limit = 1024 * 1024;
+    const c = await TestCluster.start({ silos: 2, grains: [Target], siloOptions: { transport: { maxQueuedBytes: limit }, responseTimeoutMs: 1000, logger: silentLogger() } });
+    let fromA: Connection | undefined;
+    try {
+      const [a, b] = c.silos as [Silo, Silo];
+      assert.equal(await a.getGrain(Target, 'warm').take('x'), 1, 'a call crosses before the stall');
+      // b stops reading what a sends it.
+      fromA = acceptedBy.get(`${b.info.address}<-${a.info.address}`);
+      assert.ok(fromA !== undefined, 'b accepted a connection from a');
+      fromA.pause();
+      const big = 'x'.repeat(64 * 1024);
+      const results = await Promise.allSettled(Array.from({ length: 600 }, (_, i) => a.getGrain(Target, `t${i}`).take(big)));
+      const codes = results.map((r) => (r.status === 'rejected' ? (r.reason as { code?: string }).code : 'fulfilled'));
+      assert.ok(codes.includes('GRANARY_OVERLOADED'), 'no call was refused');
+      // b reads nothing from a, its probes included: a may declare it dead meanwhile.
+      const typed = new Set(['GRANARY_OVERLOADED', 'GRANARY_TIMEOUT', 'GRANARY_SILO_UNAVAILABLE']);
+      assert.equal(codes.filter((x) => x === undefined || !typed.has(x)).length, 0, `calls ended otherwise: ${[...new Set(codes)].join(', ')}`);
+      fromA.resume();
+      assert.equal(await a.getGrain(Target, 'after').take('xy'), 2, 'calls are served again');
+    } finally {
+      fromA?.resume();
       await c.stop();
     }
   });

@@ -156,7 +156,7 @@ describe('transport limits', () => {
   it('has documented defaults', () => {
     assert.deepEqual({ ...transportDefaults }, {
       maxFrameBytes: 16 * 1024 * 1024, handshakeTimeoutMs: 5000, connectTimeoutMs: 3000,
-      backoffMinMs: 50, backoffMaxMs: 5000, writeHighWaterMark: 1024 * 1024, flushBytes: 16 * 1024, closeTimeoutMs: 2000,
+      backoffMinMs: 50, backoffMaxMs: 5000, writeHighWaterMark: 1024 * 1024, maxQueuedBytes: 64 * 1024 * 1024, flushBytes: 16 * 1024, closeTimeoutMs: 2000,
     });
     assert.deepEqual(resolveTransportLimits({ maxFrameBytes: 1024 }), { ...transportDefaults, maxFrameBytes: 1024 });
   });
