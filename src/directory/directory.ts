@@ -43,7 +43,7 @@ export class GrainDirectory {
     this.#self = self;
     this.#net = net;
     this.#logger = logger;
-    this.#view = { version: 0, active: new Map(), ring: new Ring([]), dead: new Set() };
+    this.#view = { version: 0, active: new Map(), ring: new Ring([]), dead: new Set(), leaving: new Set() };
   }
 
   /** Entries this silo holds as owner (for tests and metrics). */

@@ -62,6 +62,8 @@ export interface ClusterView {
   readonly ring: Ring;
   /** Addresses declared dead (this run of the service), so calls to them fail fast. */
   readonly dead: ReadonlySet<string>;
+  /** Other silos that are stopping (ShuttingDown in the table): their grains are moving. */
+  readonly leaving: ReadonlySet<string>;
 }
 
 /** How the service reaches other silos; the silo wires these to its transport. */
@@ -85,6 +87,8 @@ export class MembershipService {
   readonly #listeners = new Set<(v: ClusterView) => void>();
   readonly #missed = new Map<string, number>();
   readonly #dead = new Set<string>();
+  /** Refilled on every read of the table, shared by every view (like #dead). */
+  readonly #leaving = new Set<string>();
   #timers: NodeJS.Timeout[] = [];
   #stopped = false;
   #onDeclaredDead: () => void;
@@ -99,7 +103,7 @@ export class MembershipService {
     const now = Date.now();
     this.#self = { address: self.address, generation: self.generation, status: 'Joining', gatewayAddress: self.gatewayAddress, hostName: hostname(), startedAt: now, iAmAliveAt: now, suspicions: [] };
     this.#selfId = siloId(this.#self);
-    this.#view = { version: 0, active: new Map(), ring: new Ring([]), dead: this.#dead };
+    this.#view = { version: 0, active: new Map(), ring: new Ring([]), dead: this.#dead, leaving: this.#leaving };
     this.#onDeclaredDead = onDeclaredDead;
   }
 
@@ -233,8 +237,10 @@ export class MembershipService {
       return;
     }
     const active = new Map<string, ActiveSilo>();
+    this.#leaving.clear();
     for (const { entry } of snap.entries) {
       const id = siloId(entry);
+      if (entry.status === 'ShuttingDown' && id !== this.#selfId) this.#leaving.add(entry.address);
       if (id === this.#selfId) {
         if (entry.status === 'Dead' && !this.#stopped) {
           this.#logger.error({ silo: id }, 'this silo was declared dead by the cluster: stopping at once');
@@ -254,12 +260,15 @@ export class MembershipService {
         if (!newer) this.#dead.add(entry.address);
       }
     }
-    for (const a of active.keys()) this.#dead.delete(a);
+    for (const a of active.keys()) {
+      this.#dead.delete(a);
+      this.#leaving.delete(a); // a newer generation on the address is active
+    }
     const old = this.#view.active;
     let changed = old.size !== active.size;
     if (!changed) for (const [a, s] of active) if (old.get(a)?.id !== s.id) changed = true;
     if (!changed) return;
-    this.#view = { version: ++this.#viewVersion, active, ring: new Ring(active.keys()), dead: this.#dead };
+    this.#view = { version: ++this.#viewVersion, active, ring: new Ring(active.keys()), dead: this.#dead, leaving: this.#leaving };
     this.#logger.info({ version: this.#view.version, active: [...active.keys()] }, 'cluster view changed');
     if (channels.membershipChanged.hasSubscribers) channels.membershipChanged.publish({ silo: this.#self.address, version: this.#view.version, active: [...active.keys()] });
     for (const fn of this.#listeners) {

@@ -34,6 +34,12 @@ export interface ClusterConfig {
   readonly logger: Logger;
 }
 
+/**
+ * How long a new activation waits for the entry of a stopping silo's activation
+ * to go (its stop unregisters it, or it ends Dead) before it gives in.
+ */
+const LEAVING_WAIT_MAX_MS = 60_000;
+
 /** A silo across the network, as a delivery target. */
 class RemoteTarget implements Target {
   readonly live = true;
@@ -278,15 +284,25 @@ export class SiloCluster implements ConnectionHandler, Prober {
 
   /** Registers a new local activation; resolves to undefined if it won, else to the winner's address. */
   async register(a: Activation): Promise<string | undefined> {
-    const won = await this.directory.register(a.idStr, { address: this.address, activation: a.seq });
-    if (won.address === this.address && won.activation === a.seq) return undefined;
-    if (won.address === this.address) {
-      // Another activation on this very silo won (an older incarnation still registered): take its place.
-      this.directory.registerLocal(a.idStr, { address: this.address, activation: a.seq }, false);
-      return undefined;
+    const entry = { address: this.address, activation: a.seq };
+    const giveUpAt = Date.now() + LEAVING_WAIT_MAX_MS;
+    for (let wait = 25; ; wait = Math.min(wait * 2, 500)) {
+      const won = await this.directory.register(a.idStr, entry);
+      if (won.address === this.address && won.activation === a.seq) return undefined;
+      if (won.address === this.address) {
+        // Another activation on this very silo won (an older incarnation still registered): take its place.
+        this.directory.registerLocal(a.idStr, entry, false);
+        return undefined;
+      }
+      // The winner's silo is stopping: its activation is on its way out (and would forward
+      // our calls straight back here). Wait for its entry to go, rather than bounce calls.
+      if (this.#view.leaving.has(won.address) && !this.#closed && Date.now() < giveUpAt) {
+        await new Promise((r) => setTimeout(r, wait));
+        continue;
+      }
+      this.directory.cache(a.idStr, won.address);
+      return won.address;
     }
-    this.directory.cache(a.idStr, won.address);
-    return won.address;
   }
 
   unregister(a: Activation): void {

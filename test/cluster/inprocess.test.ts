@@ -1,6 +1,6 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Silo, Grain, grain, silentLogger } from 'granary';
+import { Silo, Grain, grain, placement, silentLogger } from 'granary';
 import type { MembershipOptions } from '../../src/membership/service.ts';
 import { memoryMembership, MemoryMembershipStore } from '../../src/providers/memory/membership.ts';
 import { eventually } from '../helpers.ts';
@@ -23,11 +23,23 @@ class Where extends Grain {
   }
 }
 
+/** Holds its silo's stop up for a while. */
+@grain('slowToLeave')
+@placement('preferLocal')
+class SlowToLeave extends Grain {
+  override async onDeactivate(): Promise<void> {
+    await new Promise((r) => setTimeout(r, 1500));
+  }
+  async address(): Promise<string> {
+    return this.silo.address;
+  }
+}
+
 const fast: MembershipOptions = { iAmAliveIntervalMs: 100, tableRefreshIntervalMs: 50, probeIntervalMs: 50, probeTimeoutMs: 100, missedProbesLimit: 2, joinTimeoutMs: 2000 };
 
 async function cluster(n: number): Promise<{ silos: Silo[]; store: MemoryMembershipStore; start(): Promise<Silo> }> {
   const store = new MemoryMembershipStore();
-  const start = (): Promise<Silo> => Silo.start({ clusterId: 'inproc', grains: [Where], port: 0, membership: memoryMembership({ store }), membershipOptions: fast, loadReportIntervalMs: 50, logger: silentLogger() });
+  const start = (): Promise<Silo> => Silo.start({ clusterId: 'inproc', grains: [Where, SlowToLeave], port: 0, membership: memoryMembership({ store }), membershipOptions: fast, loadReportIntervalMs: 50, logger: silentLogger() });
   const silos: Silo[] = [];
   for (let i = 0; i < n; i++) silos.push(await start());
   await eventually('every silo sees every silo', () => silos.every((s) => s.cluster?.view.active.size === n));
@@ -96,5 +108,24 @@ describe('a cluster of silos in one process, over loopback TCP', () => {
     const after2 = await Promise.all(keys.map((k) => a.getGrain(Where, k).address()));
     assert.ok(after2.every((x) => x === a.info.address));
     assert.deepEqual(await Promise.all(kept.map((r) => r.address())), after2, 'kept references follow their grains off the dead silo');
+  });
+
+  it('does not bounce calls between a stopping silo and the others when its directory entries linger', async () => {
+    const { silos } = await cluster(3);
+    open.push(...silos);
+    const [a, b, c] = silos as [Silo, Silo, Silo];
+    // An entry naming c for a grain c does not have, as when c's unregister message was lost.
+    const grainId = 'where/lingering';
+    const ownerAddress = a.cluster?.directory.ownerOf(grainId);
+    const owner = silos.find((s) => s.info.address === ownerAddress);
+    assert.ok(owner !== undefined);
+    owner.cluster?.directory.registerLocal(grainId, { address: c.info.address, activation: 999_999 }, false);
+    assert.equal(await c.getGrain(SlowToLeave, 'x').address(), c.info.address);
+    const stopping = c.stop(); // ShuttingDown for 1.5 s while that grain deactivates
+    await eventually('a sees c leaving', () => a.cluster?.view.leaving.has(c.info.address) === true, 5000);
+    const where = await a.getGrain(Where, 'lingering').address();
+    assert.ok(where === a.info.address || where === b.info.address, `answered from ${where}`);
+    await stopping;
+    assert.equal(await b.getGrain(Where, 'lingering').address(), where, 'one activation, found from the other silo too');
   });
 });
