@@ -116,9 +116,16 @@ export class MembershipError extends GranaryError {
   }
 }
 
+/** A reminder table failed (store unreachable, bad row); the reminder service retries. */
+export class ReminderError extends GranaryError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, 'GRANARY_REMINDERS', options);
+  }
+}
+
 /** Error classes of Granary itself, rebuilt by name when they arrive. */
 export const builtinErrorClasses: ReadonlyArray<new (...args: never[]) => Error> = [
   GranaryError, TimeoutError, DeadlockError, SiloUnavailableError, InconsistentStateError,
   SerializationError, StorageError, UnknownGrainTypeError, UnknownMethodError, CancelledError,
-  SiloStoppedError, ConfigurationError, RemoteError, MembershipError,
+  SiloStoppedError, ConfigurationError, RemoteError, MembershipError, ReminderError,
 ];
