@@ -1,0 +1,476 @@
+// PostgreSQL reminder table: one row per cluster, grain and reminder name,
+// indexed by the grain's ring hash, shared by every silo of the cluster
+// through a `pg` pool. Every call is one statement; ETags come from a
+// sequence, so none is ever issued twice. The latest tick fired is a column of
+// the row that an upsert clears and a recorded tick only moves forward,
+// without a new ETag.
+
+import { Pool } from 'pg';
+import type { PoolClient } from 'pg';
+import { ConfigurationError, GranaryError, ReminderError } from '../../errors.ts';
+import type { Logger } from '../../observability/logger.ts';
+import type { ReminderContext, ReminderEntry, ReminderTable, StoredReminder } from '../../reminders/table.ts';
+
+/** Options of `postgresReminders`. */
+export interface PostgresRemindersOptions {
+  /** Where the database is, e.g. `postgres://user:secret@db:5432/granary`. Required. */
+  readonly connectionString: string;
+  /**
+   * Prepended to the names of the table, its index and its ETag sequence
+   * (letters, digits, `_`; at most 40 characters), so several clusters or
+   * test runs can share one database. Default `granary_`: table
+   * `granary_reminders`, index `granary_reminders_hash`, sequence `granary_reminders_etag`.
+   */
+  readonly tablePrefix?: string;
+  /** Most connections the provider's pool opens. Default 4. */
+  readonly poolSize?: number;
+  /** How long to wait for a connection (a new one, or a free one of the pool), in ms, before a call fails. Default 10 000. */
+  readonly connectionTimeoutMs?: number;
+  /** How long to wait for the answer to one query, in ms, before a call fails. Default 30 000. */
+  readonly queryTimeoutMs?: number;
+}
+
+/** Defaults of the optional `PostgresRemindersOptions` fields. */
+export const postgresRemindersDefaults: Readonly<Required<Omit<PostgresRemindersOptions, 'connectionString'>>> = {
+  tablePrefix: 'granary_',
+  poolSize: 4,
+  connectionTimeoutMs: 10_000,
+  queryTimeoutMs: 30_000,
+};
+
+/** The largest ring hash: hashes are unsigned 32-bit integers. */
+const MAX_HASH = 0xffffffff;
+
+/** The columns a reminder table of this provider must have. */
+const ROW_COLUMNS = ['cluster_id', 'grain_id', 'name', 'grain_hash', 'start_at', 'period_ms', 'etag'];
+/** Added after the first tables were made: added to a table that lacks it, rather than refusing the table. */
+const LAST_TICK_COLUMN = 'last_tick_at';
+
+/**
+ * A reminder table in a PostgreSQL database (kind `postgres`). Connects and
+ * creates its table on `init`, not here.
+ */
+export function postgresReminders(options: PostgresRemindersOptions): ReminderTable {
+  return new PostgresReminders(validate(options));
+}
+
+interface Settings {
+  readonly connectionString: string;
+  /** The connection string with any password replaced, for messages and logs. */
+  readonly safeConnection: string;
+  readonly table: string;
+  readonly index: string;
+  readonly sequence: string;
+  readonly poolSize: number;
+  readonly connectionTimeoutMs: number;
+  readonly queryTimeoutMs: number;
+}
+
+/** A row as the driver gives it (bigint as text by default, or whatever type parsers the application set), before it is checked. */
+interface Row {
+  readonly grain_id: unknown;
+  readonly name: unknown;
+  readonly grain_hash: unknown;
+  readonly start_at: unknown;
+  readonly period_ms: unknown;
+  readonly etag: unknown;
+  readonly last_tick_at: unknown;
+}
+
+/** The SQL of one table, made once per provider. */
+interface Queries {
+  readonly readGrain: string;
+  readonly read: string;
+  readonly readInside: string;
+  readonly readWrapping: string;
+  readonly upsert: string;
+  readonly recordTick: string;
+  readonly remove: string;
+  readonly clear: string;
+}
+
+class PostgresReminders implements ReminderTable {
+  readonly kind = 'postgres';
+  #settings: Settings;
+  #queries: Queries;
+  #clusterId: string | undefined;
+  #logger: Logger | undefined;
+  #pool: Pool | undefined;
+
+  constructor(settings: Settings) {
+    this.#settings = settings;
+    this.#queries = queries(settings);
+  }
+
+  // Re-init after close opens a new pool, so a restarted silo can reuse the provider.
+  async init(ctx: ReminderContext): Promise<void> {
+    if (this.#pool !== undefined) {
+      if (ctx.clusterId === this.#clusterId) return;
+      throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
+    }
+    this.#clusterId = ctx.clusterId;
+    this.#logger = ctx.logger;
+    const { connectionString, safeConnection, table, sequence, poolSize, connectionTimeoutMs, queryTimeoutMs } = this.#settings;
+    const pool = new Pool({
+      connectionString,
+      max: poolSize,
+      connectionTimeoutMillis: connectionTimeoutMs,
+      query_timeout: queryTimeoutMs,
+      fallback_application_name: 'granary-reminders',
+    });
+    // An idle connection that fails (the server restarts or goes away) is
+    // dropped and replaced by the pool; without a listener it would crash the process.
+    pool.on('error', (err) => {
+      ctx.logger.warn({ err, database: safeConnection, clusterId: ctx.clusterId }, 'postgres reminders: an idle connection failed; the pool replaces it');
+    });
+    try {
+      const schema = await this.#createSchema(pool);
+      if (schema === 'created') ctx.logger.info({ table, sequence, database: safeConnection }, 'created reminder table');
+      if (schema === 'upgraded') ctx.logger.info({ table, column: LAST_TICK_COLUMN, database: safeConnection }, 'added a column to the reminder table');
+    } catch (err) {
+      await pool.end().catch(() => undefined);
+      throw this.#wrap(err, 'init', `cannot set up table ${table} and sequence ${sequence}`);
+    }
+    this.#pool = pool;
+    ctx.logger.debug(
+      { database: safeConnection, table, sequence, poolSize, connectionTimeoutMs, queryTimeoutMs, clusterId: ctx.clusterId },
+      'postgres reminders opened',
+    );
+  }
+
+  async readGrain(grainId: string): Promise<StoredReminder[]> {
+    const { pool, clusterId } = this.#use('readGrain');
+    return this.#decodeAll(await this.#query(pool, 'readGrain', `grain ${JSON.stringify(grainId)}`, this.#queries.readGrain, [clusterId, grainId]));
+  }
+
+  async read(grainId: string, name: string): Promise<StoredReminder | undefined> {
+    const { pool, clusterId } = this.#use('read');
+    const rows = await this.#query(pool, 'read', describe(grainId, name), this.#queries.read, [clusterId, grainId, name]);
+    return rows[0] === undefined ? undefined : this.#decode(rows[0]);
+  }
+
+  async readRange(begin: number, end: number): Promise<StoredReminder[]> {
+    const { pool, clusterId } = this.#use('readRange');
+    if (!isHash(begin) || !isHash(end)) throw this.#error('readRange', `begin and end must be whole numbers from 0 to ${MAX_HASH}, got ${begin} and ${end}`);
+    // begin >= end: the range wraps past the top of the ring (begin === end: the whole ring).
+    const sql = begin < end ? this.#queries.readInside : this.#queries.readWrapping;
+    return this.#decodeAll(await this.#query(pool, 'readRange', `range (${begin}, ${end}]`, sql, [clusterId, begin, end]));
+  }
+
+  async upsert(entry: ReminderEntry): Promise<string> {
+    const { pool, clusterId } = this.#use('upsert');
+    const what = describe(entry.grainId, entry.name);
+    const problem = entryProblem(entry);
+    if (problem !== undefined) throw this.#error('upsert', `${what}: ${problem}`);
+    const rows = await this.#query<{ etag: unknown }>(pool, 'upsert', what, this.#queries.upsert, [
+      clusterId, entry.grainId, entry.name, entry.grainHash, entry.startAt, entry.periodMs,
+    ]);
+    const etag = rows[0]?.etag;
+    if (typeof etag !== 'string') throw this.#error('upsert', `${what}: the database returned no ETag`);
+    return etag;
+  }
+
+  async recordTick(grainId: string, name: string, dueAt: number): Promise<void> {
+    const { pool, clusterId } = this.#use('recordTick');
+    const what = describe(grainId, name);
+    if (!Number.isSafeInteger(dueAt)) throw this.#error('recordTick', `${what}: dueAt must be a whole number of epoch ms, got ${String(dueAt)}`);
+    await this.#query(pool, 'recordTick', what, this.#queries.recordTick, [clusterId, grainId, name, dueAt]);
+  }
+
+  async remove(grainId: string, name: string, etag: string): Promise<boolean> {
+    const { pool, clusterId } = this.#use('remove');
+    const rows = await this.#query(pool, 'remove', describe(grainId, name), this.#queries.remove, [clusterId, grainId, name, etag]);
+    return rows.length === 1;
+  }
+
+  async clear(): Promise<void> {
+    const { pool, clusterId } = this.#use('clear');
+    await this.#query(pool, 'clear', undefined, this.#queries.clear, [clusterId]);
+  }
+
+  async close(): Promise<void> {
+    const pool = this.#pool;
+    this.#pool = undefined;
+    if (pool === undefined) return;
+    try {
+      await pool.end();
+    } catch (err) {
+      throw this.#wrap(err, 'close');
+    }
+  }
+
+  async #query<R = Row>(pool: Pool, op: string, what: string | undefined, sql: string, values: unknown[]): Promise<R[]> {
+    try {
+      return (await pool.query(sql, values)).rows as R[];
+    } catch (err) {
+      throw this.#wrap(err, op, what);
+    }
+  }
+
+  /**
+   * Creates the table, its index and the ETag sequence (owned by the table)
+   * if missing: `created` if this call created the table, `upgraded` if it
+   * added the last_tick_at column to one made before it existed, else
+   * `existed`. An advisory lock makes concurrent creators (silos starting at
+   * once) queue, so exactly one creates (or upgrades) and logs.
+   */
+  async #createSchema(pool: Pool): Promise<'created' | 'upgraded' | 'existed'> {
+    const { table, index, sequence } = this.#settings;
+    let client: PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (err) {
+      throw this.#wrap(err, 'init');
+    }
+    // While checked out, a connection error is emitted on the client, not the pool.
+    let broken: unknown;
+    const onError = (err: unknown): void => {
+      broken = err;
+    };
+    client.on('error', onError);
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`granary reminders ${table}`]);
+      const columns = await this.#columns(client, table);
+      const created = columns === undefined;
+      const sequenceExisted = ((await client.query<{ oid: unknown }>('SELECT to_regclass($1) AS oid', [quote(sequence)])).rows[0]?.oid ?? null) !== null;
+      await client.query(`CREATE SEQUENCE IF NOT EXISTS ${quote(sequence)} AS bigint`);
+      // Times are epoch ms; grain_hash an unsigned 32-bit ring hash; etag the
+      // sequence's value as text, compared as text; last_tick_at the due time
+      // of the latest tick recorded, NULL for none.
+      await client.query(`CREATE TABLE IF NOT EXISTS ${quote(table)} (
+        cluster_id   text   NOT NULL,
+        grain_id     text   NOT NULL,
+        name         text   NOT NULL,
+        grain_hash   bigint NOT NULL CHECK (grain_hash BETWEEN 0 AND ${MAX_HASH}),
+        start_at     bigint NOT NULL,
+        period_ms    bigint NOT NULL,
+        etag         text   NOT NULL,
+        last_tick_at bigint,
+        PRIMARY KEY (cluster_id, grain_id, name)
+      )`);
+      const upgraded = columns !== undefined && !columns.has(LAST_TICK_COLUMN);
+      if (upgraded) await client.query(`ALTER TABLE ${quote(table)} ADD COLUMN IF NOT EXISTS ${LAST_TICK_COLUMN} bigint`);
+      await client.query(`CREATE INDEX IF NOT EXISTS ${quote(index)} ON ${quote(table)} (cluster_id, grain_hash)`);
+      if (!sequenceExisted) {
+        // Owned by the table: dropping the table drops the sequence too.
+        await client.query(`ALTER SEQUENCE ${quote(sequence)} OWNED BY ${quote(table)}.etag`);
+        // The sequence was lost but the rows are not: carry on past their ETags, so none is issued again.
+        if (!created) {
+          await client.query(
+            `SELECT setval($1::regclass, GREATEST((SELECT max(etag::bigint) FROM ${quote(table)} WHERE etag ~ '^[0-9]{1,18}$'), 1))`,
+            [quote(sequence)],
+          );
+        }
+      }
+      await client.query('COMMIT');
+      return created ? 'created' : upgraded ? 'upgraded' : 'existed';
+    } catch (err) {
+      broken ??= err;
+      // Best effort: the connection is destroyed on release below anyway.
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      client.off('error', onError);
+      // A connection that failed is destroyed rather than reused.
+      client.release(broken === undefined ? undefined : broken instanceof Error ? broken : new Error(String(broken)));
+    }
+  }
+
+  /**
+   * The columns of table `name` (as the queries resolve it), undefined if
+   * there is none; if there is one, checks it has the columns this provider needs.
+   */
+  async #columns(client: PoolClient, name: string): Promise<Set<string | null> | undefined> {
+    const found = await client.query<{ attname: string | null }>(
+      `SELECT a.attname FROM (SELECT to_regclass($1) AS oid) t
+       LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
+       WHERE t.oid IS NOT NULL`,
+      [quote(name)],
+    );
+    if (found.rows.length === 0) return undefined;
+    const have = new Set(found.rows.map((r) => r.attname));
+    const missing = ROW_COLUMNS.filter((c) => !have.has(c));
+    if (missing.length > 0) {
+      throw this.#error('init', `table ${name} exists but lacks column(s) ${missing.join(', ')}; it was not made by this provider: choose another tablePrefix`);
+    }
+    return have;
+  }
+
+  #decodeAll(rows: readonly Row[]): StoredReminder[] {
+    const found: StoredReminder[] = [];
+    for (const row of rows) {
+      const r = this.#decode(row);
+      if (r !== undefined) found.push(r);
+    }
+    return found;
+  }
+
+  /** The reminder of a row, or undefined (with a warning naming the row) if the row cannot be read back. */
+  #decode(row: Row): StoredReminder | undefined {
+    const { grain_id: grainId, name, etag } = row;
+    // Numbers are read as the driver gives them (bigint as text by default), whatever type parsers the application set.
+    const grainHash = toNumber(row.grain_hash);
+    const startAt = toNumber(row.start_at);
+    const periodMs = toNumber(row.period_ms);
+    let problem: string | undefined;
+    if (typeof grainId !== 'string' || typeof name !== 'string') problem = 'grain_id and name must be text';
+    else if (typeof etag !== 'string' || etag === '') problem = `etag must be non-empty text, got ${JSON.stringify(etag)}`;
+    else if (!isHash(grainHash)) problem = `grain_hash must be a whole number from 0 to ${MAX_HASH}, got ${String(row.grain_hash)}`;
+    else if (!Number.isSafeInteger(startAt)) problem = `start_at must be a whole number of epoch ms within ±2^53, got ${String(row.start_at)}`;
+    else if (!Number.isSafeInteger(periodMs) || periodMs < 1) problem = `period_ms must be a whole number of ms, 1 or more, got ${String(row.period_ms)}`;
+    else {
+      const lastTickAt = this.#lastTick(row.last_tick_at, grainId, name);
+      const reminder = { grainId, name, grainHash, startAt, periodMs, etag };
+      return lastTickAt === undefined ? reminder : { ...reminder, lastTickAt };
+    }
+    this.#logger?.warn(
+      { clusterId: this.#clusterId, database: this.#settings.safeConnection, table: this.#settings.table, grainId, name, problem },
+      'skipped a reminder row that cannot be read back',
+    );
+    return undefined;
+  }
+
+  /**
+   * The last_tick_at of a row, or undefined: NULL is no tick recorded; a
+   * value beyond what a JavaScript number holds exactly is read as none too,
+   * with a warning naming the row, rather than skip a row that can still
+   * fire (a tick taken over may then fire again: at least once).
+   */
+  #lastTick(value: unknown, grainId: string, name: string): number | undefined {
+    if (value === null || value === undefined) return undefined;
+    const lastTickAt = toNumber(value);
+    if (Number.isSafeInteger(lastTickAt)) return lastTickAt;
+    this.#logger?.warn(
+      {
+        clusterId: this.#clusterId, database: this.#settings.safeConnection, table: this.#settings.table, grainId, name,
+        problem: `last_tick_at must be a whole number of epoch ms within ±2^53 or NULL, got ${String(value)}`,
+      },
+      'read a reminder row without its last tick, which cannot be read back',
+    );
+    return undefined;
+  }
+
+  #use(op: string): { pool: Pool; clusterId: string } {
+    if (this.#pool === undefined || this.#clusterId === undefined) {
+      throw this.#error(op, 'the table is not open (init() not called, did not succeed, or closed)');
+    }
+    return { pool: this.#pool, clusterId: this.#clusterId };
+  }
+
+  #error(op: string, problem: string, cause?: unknown): ReminderError {
+    return new ReminderError(
+      `postgres reminders (cluster ${JSON.stringify(this.#clusterId)}, ${this.#settings.safeConnection}, table ${this.#settings.table}): ${op} failed: ${problem}`,
+      cause === undefined ? undefined : { cause },
+    );
+  }
+
+  /** Granary errors pass through; driver errors become a ReminderError that names the operation, cluster and database. */
+  #wrap(err: unknown, op: string, what?: string): GranaryError {
+    if (err instanceof GranaryError) return err;
+    return this.#error(op, `${what === undefined ? '' : `${what}: `}${errorMessage(err)}`, err);
+  }
+}
+
+function queries(settings: Settings): Queries {
+  const t = quote(settings.table);
+  const columns = 'grain_id, name, grain_hash, start_at, period_ms, etag, last_tick_at';
+  return {
+    readGrain: `SELECT ${columns} FROM ${t} WHERE cluster_id = $1 AND grain_id = $2`,
+    read: `SELECT ${columns} FROM ${t} WHERE cluster_id = $1 AND grain_id = $2 AND name = $3`,
+    readInside: `SELECT ${columns} FROM ${t} WHERE cluster_id = $1 AND grain_hash > $2 AND grain_hash <= $3`,
+    // Two index range scans rather than one OR, which the planner may not split.
+    readWrapping: `SELECT ${columns} FROM ${t} WHERE cluster_id = $1 AND grain_hash > $2
+      UNION ALL SELECT ${columns} FROM ${t} WHERE cluster_id = $1 AND grain_hash <= $3`,
+    // One statement: concurrent upserts of one reminder queue on its key, and each gets its own value of the sequence.
+    // A new registration starts afresh: no tick recorded.
+    upsert: `INSERT INTO ${t} (cluster_id, grain_id, name, grain_hash, start_at, period_ms, etag, last_tick_at)
+      VALUES ($1, $2, $3, $4, $5, $6, nextval('${quote(settings.sequence)}')::text, NULL)
+      ON CONFLICT (cluster_id, grain_id, name) DO UPDATE SET
+        grain_hash = excluded.grain_hash, start_at = excluded.start_at, period_ms = excluded.period_ms, etag = excluded.etag,
+        last_tick_at = NULL
+      RETURNING etag`,
+    // One statement, so atomic (concurrent ones queue on the row): moves last_tick_at forward only, and never
+    // touches the ETag. A value beyond ±2^53 (see #lastTick) counts as none, so a tick mends it.
+    recordTick: `UPDATE ${t} SET last_tick_at = $4 WHERE cluster_id = $1 AND grain_id = $2 AND name = $3
+      AND (last_tick_at IS NULL OR last_tick_at < $4 OR last_tick_at NOT BETWEEN ${-Number.MAX_SAFE_INTEGER} AND ${Number.MAX_SAFE_INTEGER})`,
+    remove: `DELETE FROM ${t} WHERE cluster_id = $1 AND grain_id = $2 AND name = $3 AND etag = $4 RETURNING 1 AS removed`,
+    clear: `DELETE FROM ${t} WHERE cluster_id = $1`,
+  };
+}
+
+function toNumber(value: unknown): number {
+  return typeof value === 'number' || typeof value === 'string' || typeof value === 'bigint' ? Number(value) : Number.NaN;
+}
+
+/** Why an entry cannot be stored as given, or undefined. */
+function entryProblem(e: ReminderEntry): string | undefined {
+  if (typeof e.grainId !== 'string' || typeof e.name !== 'string') return 'grainId and name must be strings';
+  if (!isHash(e.grainHash)) return `grainHash must be a whole number from 0 to ${MAX_HASH}, got ${e.grainHash}`;
+  if (!Number.isSafeInteger(e.startAt)) return `startAt must be a whole number of epoch ms, got ${e.startAt}`;
+  if (!Number.isSafeInteger(e.periodMs) || e.periodMs < 1) return `periodMs must be a whole number of ms, 1 or more, got ${e.periodMs}`;
+  return undefined;
+}
+
+function isHash(n: number): boolean {
+  return Number.isInteger(n) && n >= 0 && n <= MAX_HASH;
+}
+
+function describe(grainId: string, name: string): string {
+  return `reminder ${JSON.stringify(name)} of grain ${JSON.stringify(grainId)}`;
+}
+
+function validate(options: PostgresRemindersOptions): Settings {
+  const { connectionString } = options;
+  if (typeof connectionString !== 'string' || connectionString === '') {
+    throw new ConfigurationError(`postgresReminders: option connectionString must be a PostgreSQL connection string such as postgres://user@host:5432/db, got ${JSON.stringify(connectionString)}`);
+  }
+  const tablePrefix = options.tablePrefix ?? postgresRemindersDefaults.tablePrefix;
+  if (typeof tablePrefix !== 'string' || !/^[A-Za-z0-9_]{0,40}$/.test(tablePrefix)) {
+    throw new ConfigurationError(`postgresReminders: option tablePrefix may hold only letters, digits and '_', at most 40 of them, got ${JSON.stringify(tablePrefix)}`);
+  }
+  const poolSize = options.poolSize ?? postgresRemindersDefaults.poolSize;
+  if (!Number.isSafeInteger(poolSize) || poolSize < 1) {
+    throw new ConfigurationError(`postgresReminders: option poolSize must be a whole number of connections, 1 or more, got ${poolSize}`);
+  }
+  const connectionTimeoutMs = options.connectionTimeoutMs ?? postgresRemindersDefaults.connectionTimeoutMs;
+  const queryTimeoutMs = options.queryTimeoutMs ?? postgresRemindersDefaults.queryTimeoutMs;
+  for (const [name, value] of [['connectionTimeoutMs', connectionTimeoutMs], ['queryTimeoutMs', queryTimeoutMs]] as const) {
+    if (!Number.isSafeInteger(value) || value < 1 || value > 0x7fffffff) {
+      throw new ConfigurationError(`postgresReminders: option ${name} must be a whole number of ms from 1 to 2147483647, got ${value}`);
+    }
+  }
+  return {
+    connectionString,
+    safeConnection: redact(connectionString),
+    table: `${tablePrefix}reminders`,
+    index: `${tablePrefix}reminders_hash`,
+    sequence: `${tablePrefix}reminders_etag`,
+    poolSize,
+    connectionTimeoutMs,
+    queryTimeoutMs,
+  };
+}
+
+/** The connection string without its password, for messages and logs. */
+function redact(connectionString: string): string {
+  try {
+    const url = new URL(connectionString);
+    if (url.password !== '') url.password = '***';
+    url.searchParams.forEach((_, key) => {
+      if (/pass/i.test(key)) url.searchParams.set(key, '***');
+    });
+    return url.toString();
+  } catch {
+    // key=value form
+    return connectionString.replace(/(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)/gi, '$1***');
+  }
+}
+
+function quote(identifier: string): string {
+  return `"${identifier}"`;
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

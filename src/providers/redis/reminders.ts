@@ -1,0 +1,484 @@
+// Redis reminder table (ioredis). Per cluster, under one hash tag: a sorted
+// set of row ids scored by grain hash (range reads without scanning the
+// server), a sorted set of the same ids by name (a grain's rows), a hash of
+// rows, a hash of ETags, a hash of the latest ticks fired and an ETag counter.
+// Every change is one Lua script, so each is atomic on the server.
+
+import { Redis } from 'ioredis';
+import { ConfigurationError, GranaryError, ReminderError } from '../../errors.ts';
+import type { Logger } from '../../observability/logger.ts';
+import type { ReminderContext, ReminderEntry, ReminderTable, StoredReminder } from '../../reminders/table.ts';
+
+/** Options of `redisReminders`. */
+export interface RedisRemindersOptions {
+  /** Where Redis is, e.g. `redis://:secret@cache:6379/0`. Required. */
+  readonly url: string;
+  /**
+   * Prepended to every key, so several clusters or test runs can share one
+   * Redis. Default `granary:`: keys `granary:reminders:{<clusterId>}:ring`,
+   * `:grains`, `:rows`, `:etags`, `:ticks` and `:seq`.
+   */
+  readonly keyPrefix?: string;
+  /** How long to wait for the connection to open, in ms. Default 10 000. */
+  readonly connectTimeoutMs?: number;
+  /** How long to wait for the answer to one command, in ms, before a call fails. Default 10 000. */
+  readonly commandTimeoutMs?: number;
+}
+
+/** Defaults of the optional `RedisRemindersOptions` fields. */
+export const redisRemindersDefaults: Readonly<Required<Omit<RedisRemindersOptions, 'url'>>> = {
+  keyPrefix: 'granary:',
+  connectTimeoutMs: 10_000,
+  commandTimeoutMs: 10_000,
+};
+
+/** The largest ring hash: hashes are unsigned 32-bit integers. */
+const MAX_HASH = 0xffffffff;
+
+// KEYS of every script: 1 ring (sorted set: row id, score grain hash), 2
+// grains (sorted set: row id, score 0, read by lexical range), 3 rows (hash:
+// row id -> JSON {grainHash, startAt, periodMs}), 4 etags (hash: row id ->
+// ETag), 5 seq (the last ETag issued), 6 ticks (hash: row id -> due time of
+// the latest tick recorded, decimal epoch ms; no field: none). A row id is the
+// JSON of [grainId, name], so all ids of one grain share the prefix
+// `["<grainId>",`. ETags and ticks live apart from the rows so that no script
+// decodes JSON, and a tick is recorded without touching the row or its ETag.
+
+/** Reads the rows, ETags and ticks of `ids` (in chunks: unpack has a limit) and returns {ids, rows, etags, ticks}. */
+const FETCH = `
+local function fetch(ids)
+  local rows, etags, ticks = {}, {}, {}
+  for i = 1, #ids, 1000 do
+    local last = math.min(i + 999, #ids)
+    local r = redis.call('HMGET', KEYS[3], unpack(ids, i, last))
+    local e = redis.call('HMGET', KEYS[4], unpack(ids, i, last))
+    local t = redis.call('HMGET', KEYS[6], unpack(ids, i, last))
+    for j = 1, last - i + 1 do
+      rows[#rows + 1] = r[j]
+      etags[#etags + 1] = e[j]
+      ticks[#ticks + 1] = t[j]
+    end
+  end
+  return { ids, rows, etags, ticks }
+end`;
+
+/** ARGV: pairs of score bounds. The rows whose grain hash lies in any of them. */
+const READ_RANGE = `${FETCH}
+local ids = {}
+for i = 1, #ARGV, 2 do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[i], ARGV[i + 1])) do ids[#ids + 1] = id end
+end
+return fetch(ids)`;
+
+/** ARGV: lexical bounds. The rows of one grain. */
+const READ_GRAIN = `${FETCH}
+return fetch(redis.call('ZRANGEBYLEX', KEYS[2], ARGV[1], ARGV[2]))`;
+
+/** ARGV: row id. One row. */
+const READ_ONE = `${FETCH}
+return fetch({ ARGV[1] })`;
+
+/** ARGV: row id, grain hash, row JSON. Returns the new ETag. A new registration starts afresh: no tick recorded. */
+const UPSERT = `
+local etag = string.format('%d', redis.call('INCR', KEYS[5]))
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[4], ARGV[1], etag)
+redis.call('HDEL', KEYS[6], ARGV[1])
+return etag`;
+
+/**
+ * ARGV: row id, due time (decimal, a safe integer). Records it if the row
+ * exists (has an ETag) and it is later than the tick recorded; 1 if it did.
+ * A recorded value that is not a decimal whole number within ±2^53 (see
+ * #lastTick) counts as none, so a tick mends it. Safe integers compare exactly
+ * as Lua numbers (doubles).
+ */
+const RECORD_TICK = `
+if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 0 then return 0 end
+local recorded = redis.call('HGET', KEYS[6], ARGV[1])
+if recorded and string.match(recorded, '^%-?%d+$') then
+  local n = tonumber(recorded)
+  if n and n >= -${Number.MAX_SAFE_INTEGER} and n <= ${Number.MAX_SAFE_INTEGER} and n >= tonumber(ARGV[2]) then return 0 end
+end
+redis.call('HSET', KEYS[6], ARGV[1], ARGV[2])
+return 1`;
+
+/** ARGV: row id, ETag. 1 if the row had that ETag and is gone. */
+const REMOVE = `
+if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
+return 1`;
+
+/** What a read script returns: row ids, and per id its row JSON, its ETag and its latest tick (null if missing). */
+type Fetched = [string[], Array<string | null>, Array<string | null>, Array<string | null>];
+
+/** The scripts, as defineCommand adds them to the connection; every one takes the six keys first. */
+interface Scripts {
+  granaryRemindersReadRange(...args: string[]): Promise<Fetched>;
+  granaryRemindersReadGrain(...args: string[]): Promise<Fetched>;
+  granaryRemindersReadOne(...args: string[]): Promise<Fetched>;
+  granaryRemindersUpsert(...args: string[]): Promise<string>;
+  granaryRemindersRecordTick(...args: string[]): Promise<number>;
+  granaryRemindersRemove(...args: string[]): Promise<number>;
+}
+
+/**
+ * A reminder table in Redis (kind `redis`). Connects and creates the
+ * cluster's ETag counter on `init`, not here.
+ */
+export function redisReminders(options: RedisRemindersOptions): ReminderTable {
+  return new RedisReminders(validate(options));
+}
+
+interface Settings {
+  readonly url: string;
+  /** The URL with any password replaced, for messages and logs. */
+  readonly safeUrl: string;
+  readonly keyPrefix: string;
+  readonly connectTimeoutMs: number;
+  readonly commandTimeoutMs: number;
+}
+
+interface Keys {
+  readonly ring: string;
+  readonly grains: string;
+  readonly rows: string;
+  readonly etags: string;
+  readonly seq: string;
+  readonly ticks: string;
+}
+
+class RedisReminders implements ReminderTable {
+  readonly kind = 'redis';
+  #settings: Settings;
+  #clusterId: string | undefined;
+  #logger: Logger | undefined;
+  #redis: (Redis & Scripts) | undefined;
+  #keys: Keys | undefined;
+
+  constructor(settings: Settings) {
+    this.#settings = settings;
+  }
+
+  // Re-init after close opens a new connection, so a restarted silo can reuse the provider.
+  async init(ctx: ReminderContext): Promise<void> {
+    if (this.#redis !== undefined) {
+      if (ctx.clusterId === this.#clusterId) return;
+      throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
+    }
+    this.#clusterId = ctx.clusterId;
+    this.#logger = ctx.logger;
+    const { url, safeUrl, keyPrefix, connectTimeoutMs, commandTimeoutMs } = this.#settings;
+    // Fail fast rather than wait for Redis: no offline queue, no retry of a
+    // command after a reconnect (an upsert whose answer was lost must not run
+    // twice), and a deadline on every command. The connection itself keeps
+    // reconnecting in the background.
+    let lastError: unknown;
+    let up = false;
+    let opened = false;
+    const redis = new Redis(url, {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+      connectTimeout: connectTimeoutMs,
+      commandTimeout: commandTimeoutMs,
+      // No retry of the first connection: init fails at once and leaves no timer behind.
+      retryStrategy: (times) => (opened ? Math.min(times * 50, 2000) : null),
+    });
+    // Without a listener an 'error' would crash the process. Log the first
+    // error of an outage and the recovery, not every reconnect attempt.
+    redis.on('error', (err: unknown) => {
+      lastError = err;
+      if (!up) return;
+      up = false;
+      ctx.logger.warn({ err, redis: safeUrl, clusterId: ctx.clusterId }, 'redis reminders: connection lost; calls fail until it is back');
+    });
+    redis.on('ready', () => {
+      if (this.#redis === redis && !up) ctx.logger.info({ redis: safeUrl, clusterId: ctx.clusterId }, 'redis reminders: connection back');
+      up = true;
+    });
+    const scripts = defineScripts(redis);
+    const keys = clusterKeys(keyPrefix, ctx.clusterId);
+    try {
+      await redis.connect();
+      // The counter outlives clear(), so that no ETag is issued twice; making it is this table's only set-up.
+      if ((await redis.set(keys.seq, '0', 'NX')) === 'OK') ctx.logger.info({ key: keys.seq, redis: safeUrl }, 'created reminder keys');
+    } catch (err) {
+      if (redis.status !== 'end') redis.disconnect();
+      const cause = lastError ?? err;
+      throw this.#error('init', `cannot reach Redis or set up key ${keys.seq}: ${errorMessage(cause)}`, cause);
+    }
+    opened = true;
+    this.#redis = scripts;
+    this.#keys = keys;
+    ctx.logger.debug({ redis: safeUrl, keys, connectTimeoutMs, commandTimeoutMs, clusterId: ctx.clusterId }, 'redis reminders opened');
+  }
+
+  async readGrain(grainId: string): Promise<StoredReminder[]> {
+    const { redis, keys } = this.#use('readGrain');
+    // Every id of the grain starts with `["<grainId>",`; the upper bound is that prefix with its last character (`,`) moved on by one.
+    const prefix = rowId(grainId, '').slice(0, -3);
+    let fetched: Fetched;
+    try {
+      fetched = await redis.granaryRemindersReadGrain(...keyList(keys), `[${prefix}`, `(${prefix.slice(0, -1)}-`);
+    } catch (err) {
+      throw this.#wrap(err, 'readGrain', `grain ${JSON.stringify(grainId)}`);
+    }
+    return this.#decodeAll(fetched).filter((r) => r.grainId === grainId);
+  }
+
+  async read(grainId: string, name: string): Promise<StoredReminder | undefined> {
+    const { redis, keys } = this.#use('read');
+    let fetched: Fetched;
+    try {
+      fetched = await redis.granaryRemindersReadOne(...keyList(keys), rowId(grainId, name));
+    } catch (err) {
+      throw this.#wrap(err, 'read', describe(grainId, name));
+    }
+    return this.#decodeAll(fetched)[0];
+  }
+
+  async readRange(begin: number, end: number): Promise<StoredReminder[]> {
+    const { redis, keys } = this.#use('readRange');
+    if (!isHash(begin) || !isHash(end)) throw this.#error('readRange', `begin and end must be whole numbers from 0 to ${MAX_HASH}, got ${begin} and ${end}`);
+    // (begin, end]; when begin >= end it wraps: (begin, top] and [bottom, end]; begin === end is the whole ring.
+    const bounds =
+      begin < end ? [`(${begin}`, String(end)]
+      : begin === end ? ['-inf', '+inf']
+      : [`(${begin}`, '+inf', '-inf', String(end)];
+    let fetched: Fetched;
+    try {
+      fetched = await redis.granaryRemindersReadRange(...keyList(keys), ...bounds);
+    } catch (err) {
+      throw this.#wrap(err, 'readRange', `range (${begin}, ${end}]`);
+    }
+    return this.#decodeAll(fetched);
+  }
+
+  async upsert(entry: ReminderEntry): Promise<string> {
+    const { redis, keys } = this.#use('upsert');
+    const what = describe(entry.grainId, entry.name);
+    const problem = entryProblem(entry);
+    if (problem !== undefined) throw this.#error('upsert', `${what}: ${problem}`);
+    const row = JSON.stringify({ grainHash: entry.grainHash, startAt: entry.startAt, periodMs: entry.periodMs });
+    try {
+      return String(await redis.granaryRemindersUpsert(...keyList(keys), rowId(entry.grainId, entry.name), String(entry.grainHash), row));
+    } catch (err) {
+      throw this.#wrap(err, 'upsert', what);
+    }
+  }
+
+  async recordTick(grainId: string, name: string, dueAt: number): Promise<void> {
+    const { redis, keys } = this.#use('recordTick');
+    const what = describe(grainId, name);
+    if (!Number.isSafeInteger(dueAt)) throw this.#error('recordTick', `${what}: dueAt must be a whole number of epoch ms, got ${String(dueAt)}`);
+    try {
+      await redis.granaryRemindersRecordTick(...keyList(keys), rowId(grainId, name), String(dueAt));
+    } catch (err) {
+      throw this.#wrap(err, 'recordTick', what);
+    }
+  }
+
+  async remove(grainId: string, name: string, etag: string): Promise<boolean> {
+    const { redis, keys } = this.#use('remove');
+    try {
+      return (await redis.granaryRemindersRemove(...keyList(keys), rowId(grainId, name), etag)) === 1;
+    } catch (err) {
+      throw this.#wrap(err, 'remove', describe(grainId, name));
+    }
+  }
+
+  async clear(): Promise<void> {
+    const { redis, keys } = this.#use('clear');
+    try {
+      // Not the counter: ETags issued after a clear must differ from those before.
+      await redis.del(keys.ring, keys.grains, keys.rows, keys.etags, keys.ticks);
+    } catch (err) {
+      throw this.#wrap(err, 'clear');
+    }
+  }
+
+  async close(): Promise<void> {
+    const redis = this.#redis;
+    this.#redis = undefined;
+    this.#keys = undefined;
+    if (redis === undefined) return;
+    try {
+      await redis.quit();
+    } catch {
+      // Not connected: nothing to say goodbye to.
+    } finally {
+      redis.disconnect();
+    }
+  }
+
+  #decodeAll([ids, rows, etags, ticks]: Fetched): StoredReminder[] {
+    const found: StoredReminder[] = [];
+    ids.forEach((id, i) => {
+      const r = this.#decode(id, rows[i] ?? null, etags[i] ?? null, ticks[i] ?? null);
+      if (r !== undefined) found.push(r);
+    });
+    return found;
+  }
+
+  /** The reminder of a row, or undefined: silently if it is not there, with a warning naming it if it cannot be read back. */
+  #decode(id: string, json: string | null, etag: string | null, tick: string | null): StoredReminder | undefined {
+    if (json === null && etag === null) return undefined;
+    let grainId: unknown;
+    let name: unknown;
+    let problem: string | undefined;
+    try {
+      const key: unknown = JSON.parse(id);
+      if (Array.isArray(key) && key.length === 2) [grainId, name] = key as unknown[];
+    } catch {
+      // reported below
+    }
+    if (typeof grainId !== 'string' || typeof name !== 'string') problem = 'the row id is not the JSON of [grainId, name]';
+    else if (json === null || etag === null || etag === '') problem = json === null ? 'the row is missing' : 'the ETag is missing';
+    else {
+      let row: unknown;
+      try {
+        row = JSON.parse(json);
+      } catch (err) {
+        problem = `not JSON: ${errorMessage(err)}`;
+      }
+      if (problem === undefined) {
+        const { grainHash, startAt, periodMs } = (typeof row === 'object' && row !== null ? row : {}) as Record<string, unknown>;
+        if (typeof grainHash !== 'number' || !isHash(grainHash)) problem = `grainHash must be a whole number from 0 to ${MAX_HASH}, got ${JSON.stringify(grainHash)}`;
+        else if (typeof startAt !== 'number' || !Number.isSafeInteger(startAt)) problem = `startAt must be a whole number of epoch ms, got ${JSON.stringify(startAt)}`;
+        else if (typeof periodMs !== 'number' || !Number.isSafeInteger(periodMs) || periodMs < 1) problem = `periodMs must be a whole number of ms, 1 or more, got ${JSON.stringify(periodMs)}`;
+        else {
+          const lastTickAt = this.#lastTick(id, tick, grainId, name);
+          const reminder = { grainId, name, grainHash, startAt, periodMs, etag };
+          return lastTickAt === undefined ? reminder : { ...reminder, lastTickAt };
+        }
+      }
+    }
+    this.#logger?.warn(
+      { clusterId: this.#clusterId, redis: this.#settings.safeUrl, key: this.#keys?.rows, row: id, grainId, name, problem },
+      'skipped a reminder row that cannot be read back',
+    );
+    return undefined;
+  }
+
+  /**
+   * The latest tick of a row, or undefined: no field is no tick recorded; a
+   * value that is not a decimal whole number of epoch ms within ±2^53 is read
+   * as none too, with a warning naming the row, rather than skip a row that
+   * can still fire (a tick taken over may then fire again: at least once).
+   */
+  #lastTick(id: string, tick: string | null, grainId: string, name: string): number | undefined {
+    if (tick === null) return undefined;
+    const lastTickAt = /^-?\d+$/.test(tick) ? Number(tick) : Number.NaN;
+    if (Number.isSafeInteger(lastTickAt)) return lastTickAt;
+    this.#logger?.warn(
+      {
+        clusterId: this.#clusterId, redis: this.#settings.safeUrl, key: this.#keys?.ticks, row: id, grainId, name,
+        problem: `the latest tick must be a whole number of epoch ms, got ${JSON.stringify(tick)}`,
+      },
+      'read a reminder row without its last tick, which cannot be read back',
+    );
+    return undefined;
+  }
+
+  #use(op: string): { redis: Redis & Scripts; keys: Keys } {
+    if (this.#redis === undefined || this.#keys === undefined) {
+      throw this.#error(op, 'the table is not open (init() not called, did not succeed, or closed)');
+    }
+    return { redis: this.#redis, keys: this.#keys };
+  }
+
+  #error(op: string, problem: string, cause?: unknown): ReminderError {
+    return new ReminderError(
+      `redis reminders (cluster ${JSON.stringify(this.#clusterId)}, ${this.#settings.safeUrl}): ${op} failed: ${problem}`,
+      cause === undefined ? undefined : { cause },
+    );
+  }
+
+  /** Granary errors pass through; driver errors become a ReminderError that names the operation, cluster and server. */
+  #wrap(err: unknown, op: string, what?: string): GranaryError {
+    if (err instanceof GranaryError) return err;
+    return this.#error(op, `${what === undefined ? '' : `${what}: `}${errorMessage(err)}`, err);
+  }
+}
+
+function defineScripts(redis: Redis): Redis & Scripts {
+  redis.defineCommand('granaryRemindersReadRange', { numberOfKeys: 6, lua: READ_RANGE });
+  redis.defineCommand('granaryRemindersReadGrain', { numberOfKeys: 6, lua: READ_GRAIN });
+  redis.defineCommand('granaryRemindersReadOne', { numberOfKeys: 6, lua: READ_ONE });
+  redis.defineCommand('granaryRemindersUpsert', { numberOfKeys: 6, lua: UPSERT });
+  redis.defineCommand('granaryRemindersRecordTick', { numberOfKeys: 6, lua: RECORD_TICK });
+  redis.defineCommand('granaryRemindersRemove', { numberOfKeys: 6, lua: REMOVE });
+  return redis as Redis & Scripts;
+}
+
+/** The keys of a cluster. The hash tag keeps them in one slot, as a script on Redis Cluster needs. */
+function clusterKeys(keyPrefix: string, clusterId: string): Keys {
+  const base = `${keyPrefix}reminders:{${clusterId}}`;
+  return { ring: `${base}:ring`, grains: `${base}:grains`, rows: `${base}:rows`, etags: `${base}:etags`, seq: `${base}:seq`, ticks: `${base}:ticks` };
+}
+
+function keyList(keys: Keys): [string, string, string, string, string, string] {
+  return [keys.ring, keys.grains, keys.rows, keys.etags, keys.seq, keys.ticks];
+}
+
+/** The id of a row: unambiguous for any grain id and name, and every id of one grain starts with the same text. */
+function rowId(grainId: string, name: string): string {
+  return JSON.stringify([grainId, name]);
+}
+
+/** Why an entry cannot be stored as given, or undefined. */
+function entryProblem(e: ReminderEntry): string | undefined {
+  if (typeof e.grainId !== 'string' || typeof e.name !== 'string') return 'grainId and name must be strings';
+  if (!isHash(e.grainHash)) return `grainHash must be a whole number from 0 to ${MAX_HASH}, got ${e.grainHash}`;
+  if (!Number.isSafeInteger(e.startAt)) return `startAt must be a whole number of epoch ms, got ${e.startAt}`;
+  if (!Number.isSafeInteger(e.periodMs) || e.periodMs < 1) return `periodMs must be a whole number of ms, 1 or more, got ${e.periodMs}`;
+  return undefined;
+}
+
+function isHash(n: number): boolean {
+  return Number.isInteger(n) && n >= 0 && n <= MAX_HASH;
+}
+
+function describe(grainId: string, name: string): string {
+  return `reminder ${JSON.stringify(name)} of grain ${JSON.stringify(grainId)}`;
+}
+
+function validate(options: RedisRemindersOptions): Settings {
+  const { url } = options;
+  if (typeof url !== 'string' || !/^rediss?:\/\//.test(url)) {
+    throw new ConfigurationError(`redisReminders: option url must be a Redis URL such as redis://127.0.0.1:6379, got ${JSON.stringify(url)}`);
+  }
+  const keyPrefix = options.keyPrefix ?? redisRemindersDefaults.keyPrefix;
+  if (typeof keyPrefix !== 'string') throw new ConfigurationError(`redisReminders: option keyPrefix must be a string, got ${JSON.stringify(keyPrefix)}`);
+  const connectTimeoutMs = options.connectTimeoutMs ?? redisRemindersDefaults.connectTimeoutMs;
+  const commandTimeoutMs = options.commandTimeoutMs ?? redisRemindersDefaults.commandTimeoutMs;
+  for (const [name, value] of [['connectTimeoutMs', connectTimeoutMs], ['commandTimeoutMs', commandTimeoutMs]] as const) {
+    if (!Number.isSafeInteger(value) || value < 1 || value > 0x7fffffff) {
+      throw new ConfigurationError(`redisReminders: option ${name} must be a whole number of ms from 1 to 2147483647, got ${value}`);
+    }
+  }
+  return { url, safeUrl: redact(url), keyPrefix, connectTimeoutMs, commandTimeoutMs };
+}
+
+/** The URL without its password, for messages and logs. */
+function redact(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== '') parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '(unparsable Redis URL)';
+  }
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
