@@ -1,0 +1,452 @@
+// PostgreSQL event log: the events of journaled grains, one row per event, and
+// their latest snapshots, shared by every silo of a cluster through a `pg`
+// pool. An append checks the stream's version and inserts its rows in one
+// transaction; the primary key holds the version, so of concurrent appends at
+// one version exactly one commits (the others hit the key and roll back).
+
+import { Pool } from 'pg';
+import type { PoolClient } from 'pg';
+import { ConfigurationError, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import { checkRange, checkVersion, describeStream, type EventLog, type LogAddress, type LoggedEvent, type StoredLog } from '../../journal/log.ts';
+import type { ProviderContext } from '../../storage/provider.ts';
+
+/** Options of `postgresEventLog`. */
+export interface PostgresEventLogOptions {
+  /** Where the database is, e.g. `postgres://user:secret@db:5432/granary`. Required. */
+  readonly connectionString: string;
+  /**
+   * Prepended to the table names (letters, digits, `_`; at most 40
+   * characters), so several clusters or test runs can share one database.
+   * Default `granary_`: tables `granary_events` and `granary_event_snapshots`.
+   */
+  readonly tablePrefix?: string;
+  /** Most connections the log's pool opens. Default 10. */
+  readonly poolSize?: number;
+  /** How long to wait for a connection (a new one, or a free one of the pool), in ms, before a call fails. Default 5 000. */
+  readonly connectionTimeoutMs?: number;
+  /** How long one statement may take, in ms, before it fails. Default 10 000: below a grain call's default deadline. */
+  readonly queryTimeoutMs?: number;
+}
+
+/** Defaults of the optional `PostgresEventLogOptions` fields. */
+export const postgresEventLogDefaults: Readonly<Required<Omit<PostgresEventLogOptions, 'connectionString'>>> = {
+  tablePrefix: 'granary_',
+  poolSize: 10,
+  connectionTimeoutMs: 5_000,
+  queryTimeoutMs: 10_000,
+};
+
+/** The format of the `payload` columns this version writes and reads. */
+const FORMAT_VERSION = 1;
+
+const EVENT_COLUMNS = ['grain_type', 'grain_key', 'log_name', 'version', 'payload', 'format_version', 'created_at'];
+const SNAPSHOT_COLUMNS = ['grain_type', 'grain_key', 'log_name', 'version', 'payload', 'format_version', 'updated_at'];
+
+/** SQLSTATE of a unique violation: another append took the version first. */
+const UNIQUE_VIOLATION = '23505';
+
+/**
+ * An event log on a PostgreSQL database (kind `postgres`). Connects and
+ * creates its tables on `init`, not here.
+ */
+export function postgresEventLog(options: PostgresEventLogOptions): EventLog {
+  return new PostgresEventLog(validate(options));
+}
+
+interface Settings {
+  readonly connectionString: string;
+  /** The connection string with any password replaced, for messages and logs. */
+  readonly safeConnection: string;
+  readonly events: string;
+  readonly snapshots: string;
+  readonly poolSize: number;
+  readonly connectionTimeoutMs: number;
+  readonly queryTimeoutMs: number;
+}
+
+interface Row {
+  /** True for the snapshot row of `read`. */
+  readonly snapshot?: boolean;
+  readonly version: unknown;
+  readonly payload: unknown;
+  readonly format_version: unknown;
+}
+
+/** The SQL of one table pair, made once per log. */
+interface Queries {
+  readonly read: string;
+  readonly range: string;
+  readonly last: string;
+  readonly append: string;
+  readonly snapshot: string;
+}
+
+class PostgresEventLog implements EventLog {
+  readonly kind = 'postgres';
+  #settings: Settings;
+  #queries: Queries;
+  #name = '(not initialised)';
+  #pool: Pool | undefined;
+  #serializer: ProviderContext['serializer'] | undefined;
+
+  constructor(settings: Settings) {
+    this.#settings = settings;
+    this.#queries = queries(settings);
+  }
+
+  // Re-init after close opens a new pool, so a restarted silo can reuse the log.
+  async init(ctx: ProviderContext): Promise<void> {
+    if (this.#pool !== undefined) return;
+    this.#name = ctx.name;
+    this.#serializer = ctx.serializer;
+    const { connectionString, safeConnection, events, snapshots, poolSize, connectionTimeoutMs, queryTimeoutMs } = this.#settings;
+    const pool = new Pool({
+      connectionString,
+      max: poolSize,
+      connectionTimeoutMillis: connectionTimeoutMs,
+      statement_timeout: queryTimeoutMs,
+      query_timeout: queryTimeoutMs,
+      keepAlive: true,
+      fallback_application_name: 'granary-event-log',
+    });
+    // An idle connection that fails (the server restarts or goes away) is
+    // dropped and replaced by the pool; without a listener it would crash the process.
+    pool.on('error', (err) => {
+      ctx.logger.warn({ err, database: safeConnection, events }, 'postgres event log: an idle connection failed; the pool replaces it');
+    });
+    try {
+      if (await this.#createSchema(pool)) ctx.logger.info({ tables: [events, snapshots], database: safeConnection }, 'created event log tables');
+    } catch (err) {
+      await pool.end().catch(() => undefined);
+      throw this.#wrap(err, `cannot set up tables ${events} and ${snapshots}`);
+    }
+    this.#pool = pool;
+    ctx.logger.debug({ database: safeConnection, events, snapshots, poolSize, connectionTimeoutMs, queryTimeoutMs }, 'postgres event log opened');
+  }
+
+  async read(stream: LogAddress): Promise<StoredLog> {
+    const { pool, serializer } = this.#use(stream);
+    let rows: Row[];
+    try {
+      // One statement: the snapshot and the events after it come from one snapshot of the database.
+      rows = (await pool.query<Row>(this.#queries.read, key(stream))).rows;
+    } catch (err) {
+      throw this.#wrap(err, `read of ${describeStream(stream)} failed`);
+    }
+    const first = rows[0];
+    const events: LoggedEvent[] = [];
+    for (const r of rows) if (r.snapshot !== true) events.push(this.#decodeEvent(stream, r, serializer));
+    if (first?.snapshot !== true) return { events, version: events.at(-1)?.version ?? 0 };
+    const table = this.#settings.snapshots;
+    const snapshot = { version: this.#version(stream, first, 'snapshot', table), state: this.#decode(stream, first, serializer, 'snapshot', table) };
+    return { snapshot, events, version: events.at(-1)?.version ?? snapshot.version };
+  }
+
+  async append(stream: LogAddress, events: readonly unknown[], expectedVersion: number): Promise<number> {
+    checkVersion('append: expectedVersion', expectedVersion);
+    const { pool, serializer } = this.#use(stream);
+    // Outside the transaction: a value that cannot be serialized is the caller's error, not the store's.
+    const payloads = events.map((e) => toBuffer(serializer.encode(e)));
+    const versions = payloads.map((_, i) => expectedVersion + 1 + i);
+    const refused = (found: string): InconsistentStateError =>
+      new InconsistentStateError(`append to ${describeStream(stream)} in postgres event log '${this.#name}' refused: expected version ${expectedVersion}, found ${found}`);
+    let found: number | undefined;
+    const ok = await this.#transaction(pool, `append to ${describeStream(stream)}`, async (client) => {
+      found = parseCount((await client.query<{ last: unknown }>(this.#queries.last, key(stream))).rows[0]?.last);
+      if (found !== expectedVersion) return false;
+      if (payloads.length > 0) await client.query(this.#queries.append, [...key(stream), versions, payloads]);
+      return true;
+    }, (err) => (isUniqueViolation(err) ? refused(`a later one (another append took version ${expectedVersion + 1} first)`) : undefined));
+    if (!ok) throw refused(String(found));
+    return expectedVersion + payloads.length;
+  }
+
+  async writeSnapshot(stream: LogAddress, version: number, state: unknown): Promise<void> {
+    checkVersion('writeSnapshot: version', version, 1);
+    const { pool, serializer } = this.#use(stream);
+    const payload = toBuffer(serializer.encode(state));
+    let rows: { written: boolean; last: unknown }[];
+    try {
+      rows = (await pool.query<{ written: boolean; last: unknown }>(this.#queries.snapshot, [...key(stream), version, payload])).rows;
+    } catch (err) {
+      throw this.#wrap(err, `snapshot of ${describeStream(stream)} failed`);
+    }
+    const r = rows[0];
+    if (r !== undefined && !r.written) {
+      throw new InconsistentStateError(
+        `snapshot of ${describeStream(stream)} at version ${version} in postgres event log '${this.#name}' refused: the stream is at version ${String(parseCount(r.last))}`,
+      );
+    }
+  }
+
+  async readEvents(stream: LogAddress, from: number, to: number): Promise<LoggedEvent[]> {
+    checkRange(from, to);
+    const { pool, serializer } = this.#use(stream);
+    let rows: Row[];
+    try {
+      rows = (await pool.query<Row>(this.#queries.range, [...key(stream), from, to])).rows;
+    } catch (err) {
+      throw this.#wrap(err, `read of events ${from + 1} to ${to} of ${describeStream(stream)} failed`);
+    }
+    return rows.map((r) => this.#decodeEvent(stream, r, serializer));
+  }
+
+  async close(): Promise<void> {
+    const pool = this.#pool;
+    this.#pool = undefined;
+    if (pool === undefined) return;
+    try {
+      await pool.end();
+    } catch (err) {
+      throw this.#wrap(err, 'close failed');
+    }
+  }
+
+  /**
+   * Runs `body` in BEGIN .. COMMIT on one connection; rolls back if it returns
+   * false or throws. `refine` may turn a driver error into the error to throw.
+   */
+  async #transaction(pool: Pool, what: string, body: (client: PoolClient) => Promise<boolean>, refine?: (err: unknown) => Error | undefined): Promise<boolean> {
+    let client: PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (err) {
+      throw this.#wrap(err, `${what} failed`);
+    }
+    // While checked out, a connection error is emitted on the client, not the pool.
+    let broken: unknown;
+    const onError = (err: unknown): void => {
+      broken = err;
+    };
+    client.on('error', onError);
+    try {
+      await client.query('BEGIN');
+      const ok = await body(client);
+      await client.query(ok ? 'COMMIT' : 'ROLLBACK');
+      return ok;
+    } catch (err) {
+      const refined = refine?.(err);
+      if (refined === undefined) broken ??= err;
+      // Best effort: a broken connection is destroyed on release below anyway.
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw refined ?? this.#wrap(err, `${what} failed`);
+    } finally {
+      client.off('error', onError);
+      // A connection that failed is destroyed rather than reused.
+      client.release(broken === undefined ? undefined : broken instanceof Error ? broken : new Error(String(broken)));
+    }
+  }
+
+  /**
+   * Creates the tables if missing; true if this call created the events
+   * table. An advisory lock makes concurrent creators (silos starting at
+   * once) queue, so exactly one creates and logs.
+   */
+  async #createSchema(pool: Pool): Promise<boolean> {
+    const { events, snapshots } = this.#settings;
+    let created = false;
+    await this.#transaction(pool, 'init', async (client) => {
+      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`granary event log ${events}`]);
+      created = !(await this.#exists(client, events, EVENT_COLUMNS));
+      await this.#exists(client, snapshots, SNAPSHOT_COLUMNS);
+      await client.query(`CREATE TABLE IF NOT EXISTS ${quote(events)} (
+        grain_type     text        NOT NULL,
+        grain_key      text        NOT NULL,
+        log_name       text        NOT NULL,
+        version        bigint      NOT NULL CHECK (version >= 1),
+        payload        bytea       NOT NULL,
+        format_version integer     NOT NULL,
+        created_at     timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (grain_type, grain_key, log_name, version)
+      )`);
+      await client.query(`CREATE TABLE IF NOT EXISTS ${quote(snapshots)} (
+        grain_type     text        NOT NULL,
+        grain_key      text        NOT NULL,
+        log_name       text        NOT NULL,
+        version        bigint      NOT NULL CHECK (version >= 1),
+        payload        bytea       NOT NULL,
+        format_version integer     NOT NULL,
+        updated_at     timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (grain_type, grain_key, log_name)
+      )`);
+      return true;
+    });
+    return created;
+  }
+
+  /** Whether `name` exists (as the queries resolve it); if it does, that it has the columns this log needs. */
+  async #exists(client: PoolClient, name: string, columns: readonly string[]): Promise<boolean> {
+    const found = await client.query<{ attname: string | null }>(
+      `SELECT a.attname FROM (SELECT to_regclass($1) AS oid) t
+       LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
+       WHERE t.oid IS NOT NULL`,
+      [quote(name)],
+    );
+    if (found.rows.length === 0) return false;
+    const have = new Set(found.rows.map((r) => r.attname));
+    const missing = columns.filter((c) => !have.has(c));
+    if (missing.length > 0) {
+      throw new StorageError(
+        `postgres event log '${this.#name}' (${this.#settings.safeConnection}): table ${name} exists but lacks column(s) ${missing.join(', ')}; ` +
+          `it was not made by this provider: choose another tablePrefix`,
+      );
+    }
+    return true;
+  }
+
+  #use(stream: LogAddress): { pool: Pool; serializer: ProviderContext['serializer'] } {
+    if (this.#pool === undefined || this.#serializer === undefined) {
+      throw new StorageError(
+        `postgres event log '${this.#name}' (${this.#settings.safeConnection}) is not open (init() not called, did not succeed, or closed): cannot access ${describeStream(stream)}`,
+      );
+    }
+    if (stream.grainType.includes('\u0000') || stream.grainKey.includes('\u0000') || stream.logName.includes('\u0000')) {
+      throw new StorageError(
+        `postgres event log '${this.#name}' cannot hold ${JSON.stringify(describeStream(stream))}: PostgreSQL text cannot contain the NUL character (\\u0000)`,
+      );
+    }
+    return { pool: this.#pool, serializer: this.#serializer };
+  }
+
+  #decodeEvent(stream: LogAddress, row: Row, serializer: ProviderContext['serializer']): LoggedEvent {
+    const table = this.#settings.events;
+    return { version: this.#version(stream, row, 'event', table), event: this.#decode(stream, row, serializer, 'event', table) };
+  }
+
+  #version(stream: LogAddress, row: Row, what: string, table: string): number {
+    // bigint comes as text by default, whatever type parsers the application set.
+    const v = Number(row.version);
+    if (!Number.isSafeInteger(v) || v < 1) throw this.#corrupt(stream, row, what, table, `its version is ${String(row.version)}, not a whole number from 1 up`);
+    return v;
+  }
+
+  #decode(stream: LogAddress, row: Row, serializer: ProviderContext['serializer'], what: string, table: string): unknown {
+    if (row.format_version !== FORMAT_VERSION) {
+      throw this.#corrupt(stream, row, what, table, `its format version is ${String(row.format_version)}, this Granary reads format ${FORMAT_VERSION}`);
+    }
+    if (!(row.payload instanceof Uint8Array)) {
+      throw this.#corrupt(stream, row, what, table, `its payload is ${row.payload === null ? 'NULL' : typeof row.payload}, not bytea`);
+    }
+    try {
+      return serializer.decode(row.payload);
+    } catch (err) {
+      throw this.#corrupt(stream, row, what, table, `cannot decode its payload: ${errorMessage(err)}`, err);
+    }
+  }
+
+  #corrupt(stream: LogAddress, row: Row, what: string, table: string, problem: string, cause?: unknown): StorageError {
+    return new StorageError(
+      `corrupt ${what} of ${describeStream(stream)} in postgres event log '${this.#name}' ` +
+        `(table ${table}, version ${String(row.version)}, ${this.#settings.safeConnection}): ${problem}`,
+      'GRANARY_STORAGE_CORRUPT',
+      cause === undefined ? undefined : { cause },
+    );
+  }
+
+  /** Granary errors pass through; driver errors become a StorageError that names the log and database. */
+  #wrap(err: unknown, what: string): GranaryError {
+    if (err instanceof GranaryError) return err;
+    return new StorageError(`postgres event log '${this.#name}' (${this.#settings.safeConnection}): ${what}: ${errorMessage(err)}`, 'GRANARY_STORAGE', { cause: err });
+  }
+}
+
+function queries(settings: Settings): Queries {
+  const e = quote(settings.events);
+  const s = quote(settings.snapshots);
+  const where = 'grain_type = $1 AND grain_key = $2 AND log_name = $3';
+  return {
+    read: `WITH snap AS (SELECT version, payload, format_version FROM ${s} WHERE ${where})
+      SELECT true AS snapshot, version, payload, format_version FROM snap
+      UNION ALL
+      SELECT false, version, payload, format_version FROM ${e}
+        WHERE ${where} AND version > COALESCE((SELECT version FROM snap), 0)
+      ORDER BY 1 DESC, 2`,
+    range: `SELECT version, payload, format_version FROM ${e} WHERE ${where} AND version > $4 AND version <= $5 ORDER BY version`,
+    last: `SELECT COALESCE(MAX(version), 0) AS last FROM ${e} WHERE ${where}`,
+    append: `INSERT INTO ${e} (grain_type, grain_key, log_name, version, payload, format_version)
+      SELECT $1, $2, $3, v, p, ${FORMAT_VERSION} FROM unnest($4::bigint[], $5::bytea[]) AS u(v, p)`,
+    // Written only if the version is an event of the stream, and only over an older snapshot.
+    // Says whether the version exists, and the stream's version, in one statement.
+    snapshot: `WITH ev AS (SELECT EXISTS (SELECT 1 FROM ${e} WHERE ${where} AND version = $4) AS present),
+      up AS (
+        INSERT INTO ${s} (grain_type, grain_key, log_name, version, payload, format_version)
+        SELECT $1, $2, $3, $4, $5, ${FORMAT_VERSION} FROM ev WHERE ev.present
+        ON CONFLICT (grain_type, grain_key, log_name) DO UPDATE
+        SET version = excluded.version, payload = excluded.payload, format_version = excluded.format_version, updated_at = now()
+        WHERE ${s}.version < excluded.version
+        RETURNING 1
+      )
+      SELECT ev.present AS written, (SELECT COALESCE(MAX(version), 0) FROM ${e} WHERE ${where}) AS last FROM ev`,
+  };
+}
+
+function parseCount(v: unknown): number {
+  const n = Number(v);
+  return Number.isSafeInteger(n) ? n : NaN;
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === UNIQUE_VIOLATION;
+}
+
+function toBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function validate(options: PostgresEventLogOptions): Settings {
+  const { connectionString } = options;
+  if (typeof connectionString !== 'string' || connectionString === '') {
+    throw new ConfigurationError(`postgresEventLog: option connectionString must be a PostgreSQL connection string such as postgres://user@host:5432/db, got ${JSON.stringify(connectionString)}`);
+  }
+  const tablePrefix = options.tablePrefix ?? postgresEventLogDefaults.tablePrefix;
+  if (typeof tablePrefix !== 'string' || !/^[A-Za-z0-9_]{0,40}$/.test(tablePrefix)) {
+    throw new ConfigurationError(`postgresEventLog: option tablePrefix may hold only letters, digits and '_', at most 40 of them, got ${JSON.stringify(tablePrefix)}`);
+  }
+  const poolSize = options.poolSize ?? postgresEventLogDefaults.poolSize;
+  if (!Number.isSafeInteger(poolSize) || poolSize < 1) {
+    throw new ConfigurationError(`postgresEventLog: option poolSize must be a whole number of connections, 1 or more, got ${poolSize}`);
+  }
+  const connectionTimeoutMs = options.connectionTimeoutMs ?? postgresEventLogDefaults.connectionTimeoutMs;
+  const queryTimeoutMs = options.queryTimeoutMs ?? postgresEventLogDefaults.queryTimeoutMs;
+  for (const [name, value] of [['connectionTimeoutMs', connectionTimeoutMs], ['queryTimeoutMs', queryTimeoutMs]] as const) {
+    if (!Number.isSafeInteger(value) || value < 1 || value > 0x7fffffff) {
+      throw new ConfigurationError(`postgresEventLog: option ${name} must be a whole number of ms from 1 to 2147483647, got ${value}`);
+    }
+  }
+  return {
+    connectionString,
+    safeConnection: redact(connectionString),
+    events: `${tablePrefix}events`,
+    snapshots: `${tablePrefix}event_snapshots`,
+    poolSize,
+    connectionTimeoutMs,
+    queryTimeoutMs,
+  };
+}
+
+/** The connection string without its password, for messages and logs. */
+function redact(connectionString: string): string {
+  try {
+    const url = new URL(connectionString);
+    if (url.password !== '') url.password = '***';
+    url.searchParams.forEach((_, k) => {
+      if (/pass/i.test(k)) url.searchParams.set(k, '***');
+    });
+    return url.toString();
+  } catch {
+    // key=value form
+    return connectionString.replace(/(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)/gi, '$1***');
+  }
+}
+
+function key(stream: LogAddress): [string, string, string] {
+  return [stream.grainType, stream.grainKey, stream.logName];
+}
+
+function quote(identifier: string): string {
+  return `"${identifier}"`;
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
