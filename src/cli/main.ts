@@ -13,11 +13,16 @@ import { sqliteStorage } from '../providers/sqlite/storage.ts';
 import { sqliteMembership } from '../providers/sqlite/membership.ts';
 import type { MembershipTable } from '../membership/table.ts';
 import type { StorageProvider } from '../storage/provider.ts';
+import { memoryReminders } from '../providers/memory/reminders.ts';
+import { sqliteReminders } from '../providers/sqlite/reminders.ts';
+import type { ReminderTable } from '../reminders/table.ts';
 
 const USAGE = `usage:
   granary silo --grains <module> [--host H] [--port N] [--gateway-port N] [--cluster-id ID]
                [--membership sqlite:<path> | postgres:<url> | redis:<url>]
-               [--storage memory | sqlite:<path>] [--collection-age-ms MS]
+               [--storage memory | sqlite:<path> | postgres:<url> | redis:<url>]
+               [--reminders memory | sqlite:<path> | postgres:<url> | redis:<url>]
+               [--min-reminder-period-ms MS] [--collection-age-ms MS]
       Starts a silo hosting every grain class the module exports. With
       --membership (or a port) it listens and joins that cluster.
       SIGTERM or SIGINT stops it gracefully; exit code 3 if the cluster
@@ -45,10 +50,33 @@ export async function parseMembership(spec: string): Promise<MembershipTable> {
 }
 
 /** Parses `--storage`. */
-export function parseStorage(spec: string): StorageProvider {
+export async function parseStorage(spec: string): Promise<StorageProvider> {
   if (spec === 'memory') return memoryStorage();
   if (spec.startsWith('sqlite:') && spec.length > 'sqlite:'.length) return sqliteStorage({ path: spec.slice('sqlite:'.length) });
-  throw new Error(`--storage takes 'memory' or 'sqlite:<path>', got '${spec}'`);
+  if (spec.startsWith('postgres:') || spec.startsWith('postgresql:')) {
+    const { postgresStorage } = await import('../providers/postgres/index.ts');
+    return postgresStorage({ connectionString: spec });
+  }
+  if (spec.startsWith('redis:')) {
+    const { redisStorage } = await import('../providers/redis/index.ts');
+    return redisStorage({ url: spec });
+  }
+  throw new Error(`--storage takes 'memory', 'sqlite:<path>', 'postgres://...' or 'redis://...', got '${spec}'`);
+}
+
+/** Parses `--reminders`. */
+export async function parseReminders(spec: string): Promise<ReminderTable> {
+  if (spec === 'memory') return memoryReminders();
+  if (spec.startsWith('sqlite:') && spec.length > 'sqlite:'.length) return sqliteReminders({ path: spec.slice('sqlite:'.length) });
+  if (spec.startsWith('postgres:') || spec.startsWith('postgresql:')) {
+    const { postgresReminders } = await import('../providers/postgres/index.ts');
+    return postgresReminders({ connectionString: spec });
+  }
+  if (spec.startsWith('redis:')) {
+    const { redisReminders } = await import('../providers/redis/index.ts');
+    return redisReminders({ url: spec });
+  }
+  throw new Error(`--reminders takes 'memory', 'sqlite:<path>', 'postgres://...' or 'redis://...', got '${spec}'`);
 }
 
 function version(): string {
@@ -67,6 +95,8 @@ async function silo(argv: string[]): Promise<void> {
       'gateway-port': { type: 'string' },
       membership: { type: 'string' },
       storage: { type: 'string', default: 'sqlite:.granary/state.db' },
+      reminders: { type: 'string', default: 'sqlite:.granary/state.db' },
+      'min-reminder-period-ms': { type: 'string' },
       'collection-age-ms': { type: 'string' },
     },
     strict: true,
@@ -85,9 +115,12 @@ async function silo(argv: string[]): Promise<void> {
   const gatewayPort = num('gateway-port', values['gateway-port']);
   const membership = values.membership !== undefined ? await parseMembership(values.membership) : undefined;
   const age = num('collection-age-ms', values['collection-age-ms']);
+  const minPeriod = num('min-reminder-period-ms', values['min-reminder-period-ms']);
   const s = await Silo.start({
     grains,
-    storage: { default: parseStorage(values.storage) },
+    storage: { default: await parseStorage(values.storage) },
+    reminders: await parseReminders(values.reminders),
+    ...(minPeriod !== undefined ? { minReminderPeriodMs: minPeriod } : {}),
     ...(values.host !== undefined ? { host: values.host } : {}),
     ...(port !== undefined ? { port } : {}),
     ...(gatewayPort !== undefined ? { gatewayPort } : {}),

@@ -55,6 +55,11 @@ export class Ring {
     this.#owners = pts.map((p) => p[1]);
   }
 
+  /** The ring's points in order, each as [position, owner]. */
+  get points(): ReadonlyArray<readonly [number, string]> {
+    return Array.from(this.#points, (p, i) => [p, this.#owners[i] as string] as const);
+  }
+
   /** Number of silos. */
   get size(): number {
     return this.members.length;

@@ -2,10 +2,12 @@
 // runtime constructs it and hands it its activation context, through which
 // every member below reaches the hosting silo.
 
+import type { ReminderInfo, ReminderOptions } from '../reminders/service.ts';
 import { GranaryError } from '../errors.ts';
 import type { GrainId } from './identity.ts';
 import type { GrainRef } from './ref.ts';
 import type { PersistentState, PersistentStateOptions } from '../storage/persistent-state.ts';
+import type { JournalBinding } from '../journal/log.ts';
 
 /** Why an activation is being deactivated. */
 export type DeactivationReason = 'idle' | 'requested' | 'shutdown' | 'error';
@@ -45,12 +47,23 @@ export interface GrainContext {
   readonly silo: SiloInfo;
   getGrain(type: GrainClass | string, key: string): unknown;
   persistentState<T>(name: string, options: PersistentStateOptions<T>): PersistentState<T>;
+  /** Binds a JournaledGrain to its event log; `load` runs before onActivate, with the persistent states. */
+  journal(load: () => Promise<void>): JournalBinding;
   registerTimer(callback: () => unknown, options: TimerOptions): TimerHandle;
+  registerReminder(name: string, options: ReminderOptions): Promise<ReminderInfo>;
+  unregisterReminder(name: string): Promise<boolean>;
+  getReminders(): Promise<ReminderInfo[]>;
   deactivateOnIdle(): void;
   delayDeactivation(ms: number): void;
 }
 
 let constructing: GrainContext | undefined;
+let contextOf: (grain: Grain) => GrainContext;
+
+/** The context of a grain instance. Framework base classes (JournaledGrain) only; not exported from `granary`. */
+export function grainContext(grain: Grain): GrainContext {
+  return contextOf(grain);
+}
 
 /** Constructs a grain instance bound to `ctx`. Runtime use only. */
 export function constructGrain<T extends Grain>(cls: new () => T, ctx: GrainContext): T {
@@ -66,6 +79,10 @@ export function constructGrain<T extends Grain>(cls: new () => T, ctx: GrainCont
 /** The base class of every grain. Its public async methods are its interface. */
 export abstract class Grain {
   readonly #ctx: GrainContext;
+
+  static {
+    contextOf = (grain) => grain.#ctx;
+  }
 
   constructor() {
     const ctx = constructing;
@@ -106,6 +123,26 @@ export abstract class Grain {
   /** An in-memory timer whose ticks are turns of this grain. */
   registerTimer(callback: () => unknown, options: TimerOptions = {}): TimerHandle {
     return this.#ctx.registerTimer(callback, options);
+  }
+
+  /**
+   * Registers (or replaces) a durable reminder: it fires `receiveReminder(name,
+   * tick)` on this grain every `periodMs` from `dueMs` from now, activating the
+   * grain if needed, whichever silo is up, until it is unregistered. The
+   * grain class must have a `receiveReminder` method.
+   */
+  registerReminder(name: string, options: ReminderOptions): Promise<ReminderInfo> {
+    return this.#ctx.registerReminder(name, options);
+  }
+
+  /** Removes a durable reminder; resolves to false if there was none of that name. */
+  unregisterReminder(name: string): Promise<boolean> {
+    return this.#ctx.unregisterReminder(name);
+  }
+
+  /** This grain's durable reminders. */
+  getReminders(): Promise<ReminderInfo[]> {
+    return this.#ctx.getReminders();
   }
 
   /** Deactivates this activation once the current turn ends. */

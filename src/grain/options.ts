@@ -38,6 +38,43 @@ export interface GrainOptions {
   collectionAgeMs?: number;
   /** Per-method options by method name. */
   methods?: Record<string, MethodOptions>;
+  /** Event log options of a `JournaledGrain`. */
+  journal?: JournalOptions;
+}
+
+/** Options of a `JournaledGrain` class: `@journal({...})`, or `journal` in `static grainOptions`. */
+export interface JournalOptions {
+  /** The silo's event log (its `eventLogs` option) the grain's events go to. Default `default`. */
+  log?: string;
+  /**
+   * Save a snapshot of the state each time the confirmed version passes a
+   * multiple of this many events, so that activation replays only the events
+   * after the latest snapshot. Default 0: no snapshots, activation replays the
+   * whole log.
+   */
+  snapshotEvery?: number;
+}
+
+/** Journal options with their defaults applied. */
+export interface ResolvedJournalOptions {
+  readonly log: string;
+  readonly snapshotEvery: number;
+}
+
+/**
+ * Set on the prototype of a base class that sits between Grain and user
+ * classes (JournaledGrain): names its members, which are never callable
+ * through a reference, not even when a subclass overrides them (hooks such as
+ * `apply`). Framework use only.
+ */
+export const BASE_CLASS: unique symbol = Symbol('granary.baseClass') as never;
+
+/** What a base class declares under BASE_CLASS. */
+export interface BaseClassInfo {
+  readonly name: string;
+  readonly members: readonly string[];
+  /** Its grains keep an event log (JournaledGrain). */
+  readonly journaled: boolean;
 }
 
 const classOptions = new WeakMap<object, GrainOptions>();
@@ -94,6 +131,13 @@ export function collectionAge(ms: number) {
   };
 }
 
+/** `@journal({ log, snapshotEvery })`: event log options of a JournaledGrain class. */
+export function journal(options: JournalOptions) {
+  return (cls: abstract new (...args: never[]) => unknown, _ctx: ClassDecoratorContext): void => {
+    classOpts(cls).journal = options;
+  };
+}
+
 /** `@readOnly`: may interleave with other read-only calls, never with a write. */
 export function readOnly(fn: (...args: never[]) => unknown, _ctx: ClassMethodDecoratorContext): void {
   flag(fn, { readOnly: true });
@@ -129,9 +173,17 @@ export interface GrainTypeInfo {
   readonly placement: PlacementStrategy;
   readonly collectionAgeMs: number | undefined;
   readonly methods: ReadonlyMap<string, MethodInfo>;
+  /**
+   * The class's `receiveReminder(name, tick)`, which only the reminder service
+   * calls (it is not one of `methods`: clients cannot call it); undefined when
+   * the class has none.
+   */
+  readonly reminder: MethodInfo | undefined;
   /** True when the class overrides `onActivate`. */
   readonly hasOnActivate: boolean;
   readonly hasOnDeactivate: boolean;
+  /** Event log options of a journaled grain type; undefined for the others. */
+  readonly journal: ResolvedJournalOptions | undefined;
 }
 
 /** Members of `Grain` that are lifecycle hooks, not callable methods. */
@@ -164,10 +216,15 @@ export function grainTypeInfo(cls: new () => object, base: object, cpus: number)
 
   const methods = new Map<string, MethodInfo>();
   const protos: object[] = [];
-  for (let p: object | null = cls.prototype; p !== null && p !== base; p = Object.getPrototypeOf(p)) protos.push(p);
+  let baseClass: BaseClassInfo | undefined;
+  for (let p: object | null = cls.prototype; p !== null && p !== base; p = Object.getPrototypeOf(p)) {
+    protos.push(p);
+    if (Object.hasOwn(p, BASE_CLASS)) baseClass ??= (p as { [BASE_CLASS]: BaseClassInfo })[BASE_CLASS];
+  }
+  const baseMembers: ReadonlySet<string> = new Set(baseClass?.members);
   for (const p of protos.reverse()) {
     for (const name of Object.getOwnPropertyNames(p)) {
-      if (RESERVED.has(name) || name in base) continue;
+      if (RESERVED.has(name) || name in base || baseMembers.has(name)) continue;
       const d = Object.getOwnPropertyDescriptor(p, name);
       if (d === undefined || typeof d.value !== 'function') continue;
       const fn = d.value as ((...args: unknown[]) => unknown) & Flagged;
@@ -200,6 +257,7 @@ export function grainTypeInfo(cls: new () => object, base: object, cpus: number)
   if (opts.collectionAgeMs !== undefined && !(opts.collectionAgeMs > 0)) {
     throw new ConfigurationError(`collectionAgeMs of grain ${name} must be a positive number of milliseconds`);
   }
+  const journalOptions = resolveJournal(name, opts.journal, baseClass, maxLocalWorkers);
   const proto = cls.prototype as Record<string, unknown>;
   const baseProto = base as Record<string, unknown>;
   const info: GrainTypeInfo = {
@@ -211,9 +269,31 @@ export function grainTypeInfo(cls: new () => object, base: object, cpus: number)
     placement: opts.placement ?? 'activationCount',
     collectionAgeMs: opts.collectionAgeMs,
     methods,
+    reminder: typeof proto['receiveReminder'] === 'function'
+      ? { name: 'receiveReminder', fn: proto['receiveReminder'] as (...args: unknown[]) => unknown, readOnly: false, alwaysInterleave: false, oneWay: false }
+      : undefined,
     hasOnActivate: proto['onActivate'] !== baseProto['onActivate'],
     hasOnDeactivate: proto['onDeactivate'] !== baseProto['onDeactivate'],
+    journal: journalOptions,
   };
   typeInfos.set(cls, info);
   return info;
+}
+
+/** The journal options of grain type `name`, checked; undefined when it is not journaled. */
+function resolveJournal(name: string, o: JournalOptions | undefined, baseClass: BaseClassInfo | undefined, maxLocalWorkers: number): ResolvedJournalOptions | undefined {
+  if (baseClass?.journaled !== true) {
+    if (o !== undefined) throw new ConfigurationError(`grain ${name} has journal options, which only a class that extends JournaledGrain takes`);
+    return undefined;
+  }
+  if (maxLocalWorkers > 0) {
+    throw new ConfigurationError(`grain ${name} is a JournaledGrain and a stateless worker: its activations would write one event log at once; drop statelessWorker`);
+  }
+  const log = o?.log ?? 'default';
+  if (typeof log !== 'string' || log === '') throw new ConfigurationError(`journal option log of grain ${name} must name an event log of the silo, got ${JSON.stringify(log)}`);
+  const snapshotEvery = o?.snapshotEvery ?? 0;
+  if (!Number.isSafeInteger(snapshotEvery) || snapshotEvery < 0) {
+    throw new ConfigurationError(`journal option snapshotEvery of grain ${name} must be a whole number of events (0: no snapshots), got ${String(snapshotEvery)}`);
+  }
+  return { log, snapshotEvery };
 }

@@ -2,13 +2,15 @@
 // scheduler that decides which call runs when (non-reentrant by default,
 // read-only and always-interleave calls, reentrant grains, call chains).
 
-import { DeadlockError } from '../errors.ts';
+import { ConfigurationError, DeadlockError } from '../errors.ts';
 import { constructGrain, type DeactivationReason, type Grain, type GrainClass, type GrainContext, type SiloInfo, type TimerHandle, type TimerOptions } from '../grain/grain.ts';
 import type { GrainId } from '../grain/identity.ts';
 import type { GrainTypeInfo } from '../grain/options.ts';
 import type { CallerContext, ChainNode } from '../grain/ref.ts';
 import { chainContains, chainPath, type Message } from '../messaging/message.ts';
 import type { RefIdentity } from '../serialization/symbols.ts';
+import type { JournalBinding } from '../journal/log.ts';
+import type { ReminderInfo, ReminderOptions } from '../reminders/service.ts';
 import { PersistentStateImpl, type PersistentState, type PersistentStateOptions } from '../storage/persistent-state.ts';
 import type { Runtime } from './runtime.ts';
 import { GrainTimer } from './timers.ts';
@@ -69,7 +71,8 @@ export class Activation implements GrainContext, CallerContext, Target {
   used = true;
   idleSince = 0;
   keepAliveUntil = 0;
-  #states: PersistentStateImpl<unknown>[] | undefined;
+  /** What is read before onActivate: persistent states, a journal. */
+  #states: { read(): Promise<void> }[] | undefined;
   #timers: Set<GrainTimer> | undefined;
   #deactivateRequested = false;
   #stopRequested = false;
@@ -121,8 +124,24 @@ export class Activation implements GrainContext, CallerContext, Target {
       throw new TypeError(`persistentState('${name}') of ${this.idStr} needs an 'initial' function giving the state of a grain with no record`);
     }
     const s = new PersistentStateImpl<T>({ grainType: this.id.type, grainKey: this.id.key, stateName: name }, provider, storageName, options.initial);
-    (this.#states ??= []).push(s as PersistentStateImpl<unknown>);
+    (this.#states ??= []).push(s);
     return s;
+  }
+
+  journal(load: () => Promise<void>): JournalBinding {
+    const options = this.type.journal;
+    if (options === undefined || this.state !== ActivationState.Activating || this.instance !== undefined) {
+      throw new Error(`the journal of ${this.idStr} is bound by JournaledGrain while the grain is constructed, and only for a journaled grain type`);
+    }
+    const log = this.runtime.eventLog(options.log, this.idStr);
+    (this.#states ??= []).push({ read: load });
+    return {
+      log,
+      logName: options.log,
+      address: { grainType: this.id.type, grainKey: this.id.key, logName: 'journal' },
+      snapshotEvery: options.snapshotEvery,
+      logger: this.runtime.logger,
+    };
   }
 
   registerTimer(callback: () => unknown, options: TimerOptions): TimerHandle {
@@ -131,6 +150,21 @@ export class Activation implements GrainContext, CallerContext, Target {
     const t = new GrainTimer(this, callback, options);
     (this.#timers ??= new Set()).add(t);
     return t;
+  }
+
+  registerReminder(name: string, options: ReminderOptions): Promise<ReminderInfo> {
+    if (this.type.reminder === undefined) {
+      return Promise.reject(new ConfigurationError(`grain type '${this.type.name}' registers reminder '${name}' but has no receiveReminder(name, tick) method to deliver it to`));
+    }
+    return this.runtime.reminderService().register(this.idStr, name, options);
+  }
+
+  unregisterReminder(name: string): Promise<boolean> {
+    return this.runtime.reminderService().unregister(this.idStr, name);
+  }
+
+  getReminders(): Promise<ReminderInfo[]> {
+    return this.runtime.reminderService().list(this.idStr);
   }
 
   /** A timer was disposed. */

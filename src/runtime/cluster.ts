@@ -510,6 +510,10 @@ export class SiloCluster implements ConnectionHandler, Prober {
       case 'refresh':
         void this.membership.refresh();
         return null;
+      case 'reminder.changed':
+        if (typeof args[0] !== 'string' || typeof args[1] !== 'string') throw new TypeError('reminder.changed takes a grain id and a reminder name');
+        await this.#runtime.reminders?.changed(args[0], args[1]);
+        return null;
       case 'probe':
         return this.probe(args[0] as string, args[1] as number);
       case 'load':

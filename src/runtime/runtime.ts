@@ -3,6 +3,7 @@
 // Everything a call touches between a reference and a grain method is here
 // or in activation.ts.
 
+import type { ReminderService } from '../reminders/service.ts';
 import { CancelledError, ConfigurationError, SiloStoppedError, TimeoutError, UnknownGrainTypeError, UnknownMethodError, GranaryError } from '../errors.ts';
 import { Grain, type GrainClass, type SiloInfo } from '../grain/grain.ts';
 import { grainId, type GrainId } from '../grain/identity.ts';
@@ -17,6 +18,7 @@ import type { Logger } from '../observability/logger.ts';
 import { copy, copyArgs } from '../serialization/codec.ts';
 import type { CodecContext, RefIdentity } from '../serialization/symbols.ts';
 import type { StorageProvider } from '../storage/provider.ts';
+import type { EventLog } from '../journal/log.ts';
 import { Activation, ActivationState, currentActivation, type Target } from './activation.ts';
 import { WorkerPool } from './worker-pool.ts';
 
@@ -60,6 +62,7 @@ export interface RuntimeConfig {
   readonly collectionQuantumMs: number | undefined;
   readonly maxForwardCount: number;
   readonly storage: ReadonlyMap<string, StorageProvider>;
+  readonly eventLogs: ReadonlyMap<string, EventLog>;
   readonly cpus: number;
   readonly callerStacks: boolean;
   readonly deactivationTimeoutMs: number;
@@ -103,6 +106,15 @@ export class Runtime implements Invoker {
     this.#types.set(info.name, info);
     this.#byClass.set(cls, info);
     return info;
+  }
+
+  /** The silo's reminder service, set once the silo has started. */
+  reminders: ReminderService | undefined;
+
+  /** The reminder service, or a clear error while the silo has none (not started yet, or stopping). */
+  reminderService(): ReminderService {
+    if (this.reminders === undefined) throw new SiloStoppedError(`silo ${this.siloInfo.address} has no reminder service running (starting or stopping)`);
+    return this.reminders;
   }
 
   /** Joins the runtime to its cluster layer (a networked silo). */
@@ -149,6 +161,17 @@ export class Runtime implements Invoker {
 
   ref(type: string, key: string, caller: CallerContext | undefined): GrainRefBase<unknown> {
     return makeRef(new RefCore(grainId(type, key), `${type}/${key}`, this.#types.get(type), this, caller, undefined));
+  }
+
+  /** Delivers a reminder tick: `receiveReminder(...args)` on the grain, wherever it lives. */
+  deliverReminder(typeName: string, key: string, args: unknown[]): Promise<unknown> {
+    const type = this.#types.get(typeName);
+    if (type?.reminder === undefined) {
+      return Promise.reject(new UnknownGrainTypeError(type === undefined
+        ? `a reminder of grain ${typeName}/${key} cannot be delivered: this silo does not know grain type '${typeName}'`
+        : `a reminder of grain ${typeName}/${key} cannot be delivered: grain type '${typeName}' has no receiveReminder method`));
+    }
+    return this.invoke(new RefCore(grainId(typeName, key), `${typeName}/${key}`, type, this, undefined, undefined), type.reminder, args);
   }
 
   // ---- Calls ----------------------------------------------------------------
@@ -442,7 +465,8 @@ export class Runtime implements Invoker {
       const id = grainId(typeName, key);
       target = fromSilo && !this.#stopping ? this.#lookupHere(id, h.targetId, type) : this.#lookup(id, h.targetId, type);
     }
-    const m = type.methods.get(h.method);
+    // receiveReminder is not callable by clients; the reminder service of another silo may call it.
+    const m = type.methods.get(h.method) ?? (fromSilo && h.method === 'receiveReminder' ? type.reminder : undefined);
     if (m === undefined) {
       this.#discardUnused(target);
       reply?.respond(h.reqId, ResponseStatus.Error, new UnknownMethodError(`grain type '${type.name}' has no method '${h.method}' (calling ${h.targetId}); its methods: ${[...type.methods.keys()].join(', ') || 'none'}`));
@@ -596,6 +620,16 @@ export class Runtime implements Invoker {
     if (p === undefined) {
       const known = [...this.#cfg.storage.keys()].join(', ') || 'none';
       throw new ConfigurationError(`grain ${grain} declares state '${state}' on storage provider '${name}', which is not configured; configured providers: ${known}`);
+    }
+    return p;
+  }
+
+  /** The event log a journaled grain names; a clear error if it is not configured. */
+  eventLog(name: string, grain: string): EventLog {
+    const p = this.#cfg.eventLogs.get(name);
+    if (p === undefined) {
+      const known = [...this.#cfg.eventLogs.keys()].join(', ') || 'none';
+      throw new ConfigurationError(`grain ${grain} keeps its journal in event log '${name}', which is not configured; configured event logs: ${known}`);
     }
     return p;
   }

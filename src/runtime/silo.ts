@@ -8,6 +8,8 @@ import type { GrainRef } from '../grain/ref.ts';
 import { channels } from '../observability/channels.ts';
 import { defaultLogger, type Logger } from '../observability/logger.ts';
 import { memoryStorage } from '../providers/memory/storage.ts';
+import { memoryEventLog } from '../providers/memory/event-log.ts';
+import type { EventLog } from '../journal/log.ts';
 import { decode, encode } from '../serialization/codec.ts';
 import type { StateSerializer, StorageProvider } from '../storage/provider.ts';
 import { Runtime } from './runtime.ts';
@@ -16,6 +18,13 @@ import { memoryMembership } from '../providers/memory/membership.ts';
 import type { MembershipTable } from '../membership/table.ts';
 import type { MembershipOptions } from '../membership/service.ts';
 import type { TransportLimits } from '../transport/limits.ts';
+import { memoryReminders } from '../providers/memory/reminders.ts';
+import { ReminderService } from '../reminders/service.ts';
+import type { ReminderTable } from '../reminders/table.ts';
+import { Ring } from '../directory/ring.ts';
+
+/** The ring of a silo that is not (or no longer) a member: it owns no range. */
+const emptyRing = new Ring([]);
 
 /** Options of `Silo.start`. Every field is optional. */
 export interface SiloOptions {
@@ -31,6 +40,17 @@ export interface SiloOptions {
   gatewayPort?: number;
   /** Named storage providers; `default` is used when a state names none. Default `{ default: memoryStorage() }`. */
   storage?: Record<string, StorageProvider>;
+  /** Named event logs of journaled grains; `default` is used when a grain names none. Default `{ default: memoryEventLog() }`. */
+  eventLogs?: Record<string, EventLog>;
+  /**
+   * The durable reminder table. Default `memoryReminders()`: reminders that live
+   * as long as this process (give SQLite, PostgreSQL or Redis for durable ones).
+   */
+  reminders?: ReminderTable;
+  /** Shortest period a reminder may have, in ms. Default 60 000 (as Orleans); tests use less. */
+  minReminderPeriodMs?: number;
+  /** How often a silo re-reads the reminders of its ring ranges from the table, in ms. Default 60 000. */
+  reminderRefreshIntervalMs?: number;
   /** Deadline of a call, in ms. Default 30 000. */
   responseTimeoutMs?: number;
   /** Idle time after which an activation is deactivated, in ms. Default 900 000 (15 minutes). */
@@ -81,6 +101,8 @@ export const siloDefaults = {
   loadReportIntervalMs: 1000,
   systemCallTimeoutMs: 5000,
   maxPendingRequests: 100_000,
+  minReminderPeriodMs: 60_000,
+  reminderRefreshIntervalMs: 60_000,
 } as const;
 
 function positive(name: string, v: number | undefined): void {
@@ -93,14 +115,20 @@ function positive(name: string, v: number | undefined): void {
 export class Silo {
   readonly #runtime: Runtime;
   readonly #storage: Map<string, StorageProvider>;
+  readonly #eventLogs: Map<string, EventLog>;
   readonly #logger: Logger;
   readonly #cluster: SiloCluster | undefined;
+  readonly #reminders: ReminderService;
+  readonly #reminderTable: ReminderTable;
   #stopped: Promise<void> | undefined;
   #resolveTerminated!: (how: 'stopped' | 'declared dead') => void;
   /** Resolves when the silo has stopped: 'stopped' after stop(), 'declared dead' when the cluster declared it dead. */
   readonly terminated: Promise<'stopped' | 'declared dead'>;
 
-  private constructor(runtime: Runtime, storage: Map<string, StorageProvider>, logger: Logger, cluster: SiloCluster | undefined) {
+  private constructor(runtime: Runtime, storage: Map<string, StorageProvider>, logger: Logger, cluster: SiloCluster | undefined, reminders: ReminderService, reminderTable: ReminderTable, eventLogs: Map<string, EventLog>) {
+    this.#eventLogs = eventLogs;
+    this.#reminders = reminders;
+    this.#reminderTable = reminderTable;
     this.#runtime = runtime;
     this.#storage = storage;
     this.#logger = logger;
@@ -122,6 +150,7 @@ export class Silo {
     if (this.#stopped !== undefined) return this.#stopped;
     this.#stopped = (async () => {
       this.#logger.warn({}, 'aborting: no goodbye');
+      this.#reminders.stop();
       await this.#cluster?.close();
       this.#runtime.abandon();
       await this.#closeStorage();
@@ -135,6 +164,7 @@ export class Silo {
     if (this.#stopped !== undefined) return;
     this.#stopped = (async () => {
       this.#logger.error({}, 'stopping at once: declared dead by the cluster');
+      this.#reminders.stop();
       await this.#cluster?.close();
       await this.#runtime.stop();
       await this.#closeStorage();
@@ -148,6 +178,12 @@ export class Silo {
     positive('collectionAgeMs', options.collectionAgeMs);
     positive('collectionQuantumMs', options.collectionQuantumMs);
     positive('deactivationTimeoutMs', options.deactivationTimeoutMs);
+    positive('minReminderPeriodMs', options.minReminderPeriodMs);
+    positive('reminderRefreshIntervalMs', options.reminderRefreshIntervalMs);
+    const reminderTable = options.reminders ?? memoryReminders();
+    if (reminderTable === null || typeof reminderTable !== 'object' || typeof reminderTable.readRange !== 'function' || typeof reminderTable.upsert !== 'function') {
+      throw new ConfigurationError('silo option reminders is not a reminder table (give e.g. memoryReminders() or sqliteReminders({ path }))');
+    }
     if (options.maxForwardCount !== undefined && !(Number.isInteger(options.maxForwardCount) && options.maxForwardCount >= 0)) {
       throw new ConfigurationError(`silo option maxForwardCount must be a non-negative integer, got ${String(options.maxForwardCount)}`);
     }
@@ -162,6 +198,12 @@ export class Silo {
         throw new ConfigurationError(`storage provider '${name}' is not a storage provider (give e.g. memoryStorage() or sqliteStorage({ path }))`);
       }
     }
+    const eventLogs = new Map(Object.entries(options.eventLogs ?? { default: memoryEventLog() }));
+    for (const [name, l] of eventLogs) {
+      if (l === null || typeof l !== 'object' || typeof l.read !== 'function' || typeof l.append !== 'function') {
+        throw new ConfigurationError(`event log '${name}' is not an event log (give e.g. memoryEventLog() or sqliteEventLog({ path }))`);
+      }
+    }
     const siloInfo: SiloInfo = Object.freeze({ address: `${host}:${port}`, clusterId });
     const runtime = new Runtime({
       siloInfo,
@@ -171,6 +213,7 @@ export class Silo {
       collectionQuantumMs: options.collectionQuantumMs,
       maxForwardCount: options.maxForwardCount ?? siloDefaults.maxForwardCount,
       storage,
+      eventLogs,
       cpus: availableParallelism(),
       callerStacks: options.callerStacks ?? siloDefaults.callerStacks,
       deactivationTimeoutMs: options.deactivationTimeoutMs ?? siloDefaults.deactivationTimeoutMs,
@@ -178,12 +221,17 @@ export class Silo {
     for (const cls of options.grains ?? []) runtime.register(cls);
     const ctx = runtime.codecContext;
     const serializer: StateSerializer = { encode, decode: (b) => decode(b, ctx) };
-    const inited: StorageProvider[] = [];
+    const inited: Array<StorageProvider | EventLog> = [];
     try {
       for (const [name, p] of storage) {
         await p.init({ name, logger: logger.child({ storage: name }), serializer });
         inited.push(p);
       }
+      for (const [name, l] of eventLogs) {
+        await l.init({ name, logger: logger.child({ eventLog: name }), serializer });
+        inited.push(l);
+      }
+      await reminderTable.init({ clusterId, logger: logger.child({ reminders: reminderTable.kind }) });
     } catch (e) {
       for (const p of inited) await p.close();
       throw e;
@@ -212,6 +260,7 @@ export class Silo {
         }, () => made.silo?.declaredDead());
       } catch (e) {
         for (const p of inited) await p.close();
+        await reminderTable.close();
         throw e;
       }
       runtime.attachCluster(cluster);
@@ -225,12 +274,32 @@ export class Silo {
       gateway: cluster?.gatewayAddress ?? null,
       grains: [...runtime.types.keys()],
       storage: Object.fromEntries([...storage].map(([n, p]) => [n, p.kind])),
+      eventLogs: Object.fromEntries([...eventLogs].map(([n, l]) => [n, l.kind])),
       membership: options.membership?.kind ?? (networked ? 'memory' : 'none'),
       responseTimeoutMs: options.responseTimeoutMs ?? siloDefaults.responseTimeoutMs,
       collectionAgeMs: options.collectionAgeMs ?? siloDefaults.collectionAgeMs,
     }, 'silo started');
     if (channels.siloStarted.hasSubscribers) channels.siloStarted.publish({ silo: runtime.siloInfo.address, address: runtime.siloInfo.address });
-    made.silo = new Silo(runtime, storage, siloLogger, cluster);
+    const reminders = new ReminderService({
+      table: reminderTable,
+      logger: siloLogger.child({ reminders: reminderTable.kind }),
+      minPeriodMs: options.minReminderPeriodMs ?? siloDefaults.minReminderPeriodMs,
+      refreshIntervalMs: options.reminderRefreshIntervalMs ?? siloDefaults.reminderRefreshIntervalMs,
+      fire: (grainId, name, tick) => {
+        const slash = grainId.indexOf('/');
+        return runtime.deliverReminder(grainId.slice(0, slash), grainId.slice(slash + 1), [name, tick]);
+      },
+      notify: (owner, grainId, name) => (cluster as SiloCluster).systemCall(owner, 'reminder.changed', [grainId, name]),
+    });
+    runtime.reminders = reminders;
+    if (cluster === undefined) reminders.start(runtime.siloInfo.address, undefined);
+    else {
+      const c = cluster;
+      const ringOf = (): Ring | undefined => (c.view.active.has(c.address) ? c.view.ring : emptyRing);
+      reminders.start(c.address, ringOf());
+      c.membership.subscribe(() => reminders.viewChanged(ringOf()));
+    }
+    made.silo = new Silo(runtime, storage, siloLogger, cluster, reminders, reminderTable, eventLogs);
     return made.silo;
   }
 
@@ -262,6 +331,8 @@ export class Silo {
 
   async #stop(): Promise<void> {
     this.#logger.info({}, 'silo stopping');
+    // Others take this silo's reminders over as soon as it leaves their views.
+    this.#reminders.stop();
     await this.#cluster?.beginStop();
     await this.#runtime.stop();
     await this.#cluster?.finishStop();
@@ -272,11 +343,24 @@ export class Silo {
   }
 
   async #closeStorage(): Promise<void> {
+    this.#runtime.reminders = undefined;
+    try {
+      await this.#reminderTable.close();
+    } catch (e) {
+      this.#logger.warn({ err: e }, 'reminder table failed to close');
+    }
     for (const [name, p] of this.#storage) {
       try {
         await p.close();
       } catch (e) {
         this.#logger.warn({ storage: name, err: e }, 'storage provider failed to close');
+      }
+    }
+    for (const [name, l] of this.#eventLogs) {
+      try {
+        await l.close();
+      } catch (e) {
+        this.#logger.warn({ eventLog: name, err: e }, 'event log failed to close');
       }
     }
   }

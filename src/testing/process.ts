@@ -20,6 +20,8 @@ export interface SiloProcessOptions {
   clusterId: string;
   membership: ProviderSpec;
   storage?: ProviderSpec;
+  /** The reminder table. Default: memory (reminders die with the process). */
+  reminders?: ProviderSpec;
   membershipOptions?: MembershipOptions;
   /** Other JSON silo options: responseTimeoutMs, collectionAgeMs, deactivationTimeoutMs, ... */
   siloOptions?: Record<string, unknown>;

@@ -10,6 +10,9 @@ import { memoryMembership } from '../providers/memory/membership.ts';
 import { memoryStorage } from '../providers/memory/storage.ts';
 import { sqliteMembership } from '../providers/sqlite/membership.ts';
 import { sqliteStorage } from '../providers/sqlite/storage.ts';
+import { sqliteReminders } from '../providers/sqlite/reminders.ts';
+import { memoryReminders } from '../providers/memory/reminders.ts';
+import type { ReminderTable } from '../reminders/table.ts';
 import { Silo } from '../runtime/silo.ts';
 import type { StorageProvider } from '../storage/provider.ts';
 import type { ProviderSpec, SiloProcessOptions } from './process.ts';
@@ -31,10 +34,36 @@ async function membershipOf(spec: ProviderSpec): Promise<MembershipTable> {
   }
 }
 
-function storageOf(spec: ProviderSpec | undefined): StorageProvider {
+async function storageOf(spec: ProviderSpec | undefined): Promise<StorageProvider> {
   if (spec === undefined || spec.kind === 'memory') return memoryStorage();
-  if (spec.kind === 'sqlite') return sqliteStorage({ path: spec.path, ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}) });
-  throw new Error(`storage kind '${spec.kind}' is not available in a silo process yet`);
+  switch (spec.kind) {
+    case 'sqlite':
+      return sqliteStorage({ path: spec.path, ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}) });
+    case 'postgres': {
+      const { postgresStorage } = await import('../providers/postgres/index.ts');
+      return postgresStorage({ connectionString: spec.connectionString, ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}) });
+    }
+    case 'redis': {
+      const { redisStorage } = await import('../providers/redis/index.ts');
+      return redisStorage({ url: spec.url, ...(spec.keyPrefix !== undefined ? { keyPrefix: spec.keyPrefix } : {}) });
+    }
+  }
+}
+
+async function remindersOf(spec: ProviderSpec | undefined): Promise<ReminderTable> {
+  if (spec === undefined || spec.kind === 'memory') return memoryReminders();
+  switch (spec.kind) {
+    case 'sqlite':
+      return sqliteReminders({ path: spec.path, ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}) });
+    case 'postgres': {
+      const { postgresReminders } = await import('../providers/postgres/index.ts');
+      return postgresReminders({ connectionString: spec.connectionString, ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}) });
+    }
+    case 'redis': {
+      const { redisReminders } = await import('../providers/redis/index.ts');
+      return redisReminders({ url: spec.url, ...(spec.keyPrefix !== undefined ? { keyPrefix: spec.keyPrefix } : {}) });
+    }
+  }
 }
 
 const opts = JSON.parse(process.env['GRANARY_SILO_PROCESS'] ?? 'null') as SiloProcessOptions | null;
@@ -49,7 +78,8 @@ const silo = await Silo.start({
   port: 0,
   ...(opts.gateway !== false ? { gatewayPort: 0 } : {}),
   membership: await membershipOf(opts.membership),
-  storage: { default: storageOf(opts.storage) },
+  storage: { default: await storageOf(opts.storage) },
+  reminders: await remindersOf(opts.reminders),
   ...(opts.membershipOptions !== undefined ? { membershipOptions: opts.membershipOptions } : {}),
 });
 const alive = setInterval(() => {}, 1 << 30);

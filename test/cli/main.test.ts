@@ -33,7 +33,7 @@ describe('granary command', () => {
     assert.match(r.stderr, /exports no grain class/);
     const s = spawnSync(process.execPath, [...cli, 'silo', '--grains', 'test/grains/basic.ts', '--storage', 'postgres'], { encoding: 'utf8' });
     assert.equal(s.status, 2);
-    assert.match(s.stderr, /--storage takes 'memory' or 'sqlite:<path>'/);
+    assert.match(s.stderr, /--storage takes 'memory', 'sqlite:<path>', 'postgres:\/\/...' or 'redis:\/\/...'/);
     const v = spawnSync(process.execPath, [...cli, 'version'], { encoding: 'utf8' });
     assert.match(v.stdout, /^\d+\.\d+\.\d+/);
   });

@@ -1,7 +1,8 @@
 // Grains for the tests that run silos as child processes.
 
 import { randomUUID } from 'node:crypto';
-import { Grain, grain, statelessWorker } from 'granary';
+import { appendFileSync } from 'node:fs';
+import { Grain, grain, statelessWorker, type ReminderTick } from 'granary';
 
 /** A persistent counter that says where (which silo, which activation) it runs. */
 @grain('pcounter')
@@ -34,5 +35,27 @@ export class PDriver extends Grain {
   }
   async host(): Promise<string> {
     return this.silo.address;
+  }
+}
+
+/**
+ * Registers a reminder and logs each tick it receives, one line per tick, to
+ * the file named by GRANARY_TICK_LOG (all silos of a test append to one file):
+ * `key dueAt receivedAt missed silo count`. Counts its ticks in persistent state.
+ */
+@grain('pticker')
+export class PTicker extends Grain {
+  readonly ticks = this.persistentState('ticks', { initial: () => ({ count: 0 }) });
+  async start(periodMs: number): Promise<void> {
+    await this.registerReminder('tick', { dueMs: periodMs, periodMs });
+  }
+  async count(): Promise<number> {
+    return this.ticks.state.count;
+  }
+  async receiveReminder(name: string, tick: ReminderTick): Promise<void> {
+    this.ticks.state.count++;
+    await this.ticks.write();
+    const log = process.env['GRANARY_TICK_LOG'];
+    if (log !== undefined) appendFileSync(log, `${this.key} ${tick.dueAt} ${Date.now()} ${tick.missed} ${this.silo.address} ${this.ticks.state.count} ${name}\n`);
   }
 }

@@ -1,0 +1,338 @@
+// The reminder service of one silo: it fires the reminders of the grains whose
+// ids fall in this silo's ring ranges, loads them when its ranges change, and
+// writes registrations to the reminder table for the grains it hosts.
+//
+// Design notes.
+// - Ownership follows the same ring as the directory: the silo owning a ring
+//   position owns the reminders of the grains hashed there. A view change moves
+//   ranges; each silo drops what it no longer owns and loads what it gained.
+//   Between two views silos may briefly disagree, so a tick may fire twice:
+//   delivery is at least once, never at most once.
+// - A firing calls `receiveReminder(name, tick)` on the grain, wherever it lives
+//   (activating it if needed). Ticks of one reminder never overlap: a tick due
+//   while the previous one is still running is counted as missed.
+// - The latest tick fired is recorded in the table (when the table can), so a
+//   silo that takes a reminder over (its owner died, or the whole cluster was
+//   down) knows which ticks nobody fired: it fires one catch-up tick at once and
+//   reports the others as `missed`, instead of replaying them one by one.
+// - The table is re-read every refresh interval as well: a registration whose
+//   notice to the owner was lost, or a table edited by hand, is picked up.
+
+import { ConfigurationError, GranaryError } from '../errors.ts';
+import { hash32, type Ring } from '../directory/ring.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { ReminderEntry, ReminderTable, StoredReminder } from './table.ts';
+
+/** What `receiveReminder(name, tick)` is told about the tick. */
+export interface ReminderTick {
+  /** Epoch ms of the reminder's first tick. */
+  readonly firstTickAt: number;
+  readonly periodMs: number;
+  /** Epoch ms this tick was due. */
+  readonly dueAt: number;
+  /** Ticks due before this one (since the last one fired) that were not fired: the silo was down, busy, or the previous tick still ran. */
+  readonly missed: number;
+}
+
+/** A reminder as `getReminders()` lists it. */
+export interface ReminderInfo {
+  readonly name: string;
+  readonly firstTickAt: number;
+  readonly periodMs: number;
+}
+
+/** Options of `registerReminder`. */
+export interface ReminderOptions {
+  /** Ms from now to the first tick. */
+  dueMs: number;
+  /** Ms between ticks; at least the silo's `minReminderPeriodMs`. */
+  periodMs: number;
+}
+
+export interface ReminderServiceOptions {
+  readonly table: ReminderTable;
+  readonly logger: Logger;
+  /** Shortest period a registration may ask for. */
+  readonly minPeriodMs: number;
+  /** How often the owned ranges are re-read from the table. */
+  readonly refreshIntervalMs: number;
+  /** Delivers a tick to the grain (`type/key`); resolves when the grain has handled it. */
+  readonly fire: (grainId: string, name: string, tick: ReminderTick) => Promise<unknown>;
+  /** Tells `owner` that a reminder of a grain it owns changed. */
+  readonly notify: (owner: string, grainId: string, name: string) => Promise<unknown>;
+}
+
+interface Scheduled {
+  entry: StoredReminder;
+  timer: NodeJS.Timeout | undefined;
+  /** The due time of the tick being delivered, if one is. */
+  running: boolean;
+  /** The latest due time fired (or skipped past), epoch ms. */
+  lastDue: number;
+  /** Ticks skipped since the last one fired. */
+  missed: number;
+}
+
+const keyOf = (grainId: string, name: string): string => `${grainId}\u0000${name}`;
+
+/** Largest setTimeout delay. */
+const MAX_TIMER_MS = 0x7fffffff;
+
+export class ReminderService {
+  readonly #o: ReminderServiceOptions;
+  readonly #scheduled = new Map<string, Scheduled>();
+  #self = '';
+  /** Ranges `(begin, end]` this silo owns; undefined: the whole ring (a silo alone). */
+  #ranges: Array<[number, number]> | undefined;
+  #ring: Ring | undefined;
+  #refresh: NodeJS.Timeout | undefined;
+  #loading: Promise<void> = Promise.resolve();
+  #stopped = false;
+
+  constructor(options: ReminderServiceOptions) {
+    this.#o = options;
+  }
+
+  /** Reminders this silo fires now (tests, metrics). */
+  get firing(): number {
+    return this.#scheduled.size;
+  }
+
+  /** Starts firing the reminders of this silo's ranges (`ring` undefined: all of them). */
+  start(self: string, ring: Ring | undefined): void {
+    this.#self = self;
+    this.#refresh = setInterval(() => this.#reload('refresh'), this.#o.refreshIntervalMs);
+    this.#refresh.unref();
+    this.viewChanged(ring);
+  }
+
+  /** The ring changed: drop the reminders no longer ours, load the ones we gained. */
+  viewChanged(ring: Ring | undefined): void {
+    if (this.#stopped) return;
+    this.#ring = ring;
+    this.#ranges = ring === undefined ? undefined : rangesOf(ring, this.#self);
+    for (const [k, s] of this.#scheduled) {
+      if (!this.#owns(s.entry.grainHash)) this.#cancel(k);
+    }
+    this.#reload('view');
+  }
+
+  /** Stops firing; ticks being delivered finish on their own. */
+  stop(): void {
+    this.#stopped = true;
+    if (this.#refresh !== undefined) clearInterval(this.#refresh);
+    for (const k of [...this.#scheduled.keys()]) this.#cancel(k);
+  }
+
+  /** Waits for the loads started so far (tests). */
+  settled(): Promise<void> {
+    return this.#loading;
+  }
+
+  // ---- Registration (on the silo hosting the grain) ----------------------------
+
+  async register(grainId: string, name: string, options: ReminderOptions): Promise<ReminderInfo> {
+    if (typeof name !== 'string' || name === '' || name.length > 200) {
+      throw new ConfigurationError(`a reminder name is a non-empty string of at most 200 characters, got ${JSON.stringify(name)} (grain ${grainId})`);
+    }
+    const dueMs = options?.dueMs;
+    const periodMs = options?.periodMs;
+    if (typeof dueMs !== 'number' || !Number.isFinite(dueMs) || dueMs < 0) {
+      throw new ConfigurationError(`reminder '${name}' of grain ${grainId}: dueMs must be a number of ms from now, 0 or more, got ${String(dueMs)}`);
+    }
+    if (typeof periodMs !== 'number' || !Number.isFinite(periodMs) || periodMs < this.#o.minPeriodMs) {
+      throw new ConfigurationError(`reminder '${name}' of grain ${grainId}: periodMs must be at least the silo's minReminderPeriodMs (${this.#o.minPeriodMs}), got ${String(periodMs)}`);
+    }
+    const entry: ReminderEntry = { grainId, name, grainHash: hash32(grainId), startAt: Date.now() + Math.round(dueMs), periodMs: Math.round(periodMs) };
+    await this.#o.table.upsert(entry);
+    this.#tell(entry.grainHash, grainId, name);
+    return { name, firstTickAt: entry.startAt, periodMs: entry.periodMs };
+  }
+
+  /** Removes a reminder; false if the grain had none of that name. */
+  async unregister(grainId: string, name: string): Promise<boolean> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const row = await this.#o.table.read(grainId, name);
+      if (row === undefined) return false;
+      if (await this.#o.table.remove(grainId, name, row.etag)) {
+        this.#tell(row.grainHash, grainId, name);
+        return true;
+      }
+      // Changed between our read and remove (re-registered meanwhile): read again.
+    }
+    throw new GranaryError(`could not unregister reminder '${name}' of grain ${grainId}: it kept changing`, 'GRANARY_REMINDERS');
+  }
+
+  async list(grainId: string): Promise<ReminderInfo[]> {
+    const rows = await this.#o.table.readGrain(grainId);
+    return rows.map((r) => ({ name: r.name, firstTickAt: r.startAt, periodMs: r.periodMs })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /** Tells the owner of `hash` to look at the reminder again (itself, or another silo). */
+  #tell(hash: number, grainId: string, name: string): void {
+    const owner = this.#ring?.ownerOfHash(hash) ?? this.#self;
+    if (owner === this.#self) {
+      void this.changed(grainId, name);
+      return;
+    }
+    this.#o.notify(owner, grainId, name).catch((e: unknown) => {
+      this.#o.logger.warn({ err: e, owner, grain: grainId, reminder: name }, 'could not tell the owner of a reminder about a change; it will see it at its next refresh');
+    });
+  }
+
+  // ---- Owner side -----------------------------------------------------------------
+
+  /** A reminder of a grain this silo owns changed: read it and (re)schedule or cancel it. */
+  async changed(grainId: string, name: string): Promise<void> {
+    if (this.#stopped || !this.#owns(hash32(grainId))) return;
+    let row: StoredReminder | undefined;
+    try {
+      row = await this.#o.table.read(grainId, name);
+    } catch (e) {
+      this.#o.logger.warn({ err: e, grain: grainId, reminder: name }, 'could not read a changed reminder; it will be picked up at the next refresh');
+      return;
+    }
+    const k = keyOf(grainId, name);
+    if (row === undefined) this.#cancel(k);
+    else this.#schedule(row);
+  }
+
+  #owns(hash: number): boolean {
+    const ranges = this.#ranges;
+    if (ranges === undefined) return true;
+    for (const [b, e] of ranges) if (inRange(hash, b, e)) return true;
+    return false;
+  }
+
+  #reload(why: 'view' | 'refresh'): void {
+    const next = this.#loading.then(() => this.#load(why));
+    this.#loading = next.catch(() => undefined);
+  }
+
+  async #load(why: 'view' | 'refresh'): Promise<void> {
+    if (this.#stopped) return;
+    const ranges = this.#ranges ?? [[0, 0]];
+    const seen = new Set<string>();
+    try {
+      for (const [b, e] of ranges) {
+        for (const row of await this.#o.table.readRange(b, e)) {
+          if (!this.#owns(row.grainHash)) continue; // the ranges moved while we read
+          seen.add(keyOf(row.grainId, row.name));
+          this.#schedule(row);
+        }
+      }
+    } catch (e) {
+      this.#o.logger.warn({ err: e, why }, 'could not load reminders; firing those already loaded, trying again at the next refresh');
+      return;
+    }
+    if (this.#stopped) return;
+    // Gone from the table (unregistered where our notice was lost): stop firing them.
+    for (const [k, s] of this.#scheduled) if (!seen.has(k) && this.#owns(s.entry.grainHash) && !s.running) this.#cancel(k);
+  }
+
+  /** Schedules a reminder as stored; keeps the schedule of one already known with the same ETag. */
+  #schedule(row: StoredReminder): void {
+    if (this.#stopped) return;
+    const k = keyOf(row.grainId, row.name);
+    const known = this.#scheduled.get(k);
+    if (known !== undefined && known.entry.etag === row.etag) return;
+    if (known !== undefined) this.#cancel(k);
+    const now = Date.now();
+    // Ticks nobody fired: after the last one recorded (or, with none, since the first tick).
+    const recorded = row.lastTickAt;
+    const from = recorded !== undefined && recorded >= row.startAt ? recorded : row.startAt - row.periodMs;
+    const s: Scheduled = { entry: row, timer: undefined, running: false, lastDue: from, missed: 0 };
+    this.#scheduled.set(k, s);
+    const latestDue = latestDueAtOrBefore(row, now);
+    if (latestDue !== undefined && latestDue > from) {
+      // Due ticks that nobody fired (an owner died, the cluster was down): one tick now, the rest reported.
+      s.missed = Math.round((latestDue - from) / row.periodMs) - 1;
+      this.#fire(k, s, latestDue);
+    } else this.#arm(k, s, now);
+  }
+
+  /** Sets the timer for the next due tick after `s.lastDue`. */
+  #arm(k: string, s: Scheduled, now: number): void {
+    const { startAt, periodMs } = s.entry;
+    let due = s.lastDue < startAt ? startAt : s.lastDue + periodMs;
+    if (due < now) {
+      // Late (a long tick, a stalled loop): skip to the latest due time, counting the skipped ones.
+      const latest = latestDueAtOrBefore(s.entry, now) ?? due;
+      s.missed += Math.round((latest - due) / periodMs);
+      due = latest;
+    }
+    s.timer = setTimeout(() => {
+      s.timer = undefined;
+      if (this.#scheduled.get(k) === s) this.#fire(k, s, due);
+    }, Math.min(MAX_TIMER_MS, Math.max(0, due - now)));
+    s.timer.unref();
+  }
+
+  #fire(k: string, s: Scheduled, dueAt: number): void {
+    if (s.running) return;
+    s.running = true;
+    const missed = s.missed;
+    s.missed = 0;
+    s.lastDue = dueAt;
+    const e = s.entry;
+    const tick: ReminderTick = { firstTickAt: e.startAt, periodMs: e.periodMs, dueAt, missed };
+    this.#o.fire(e.grainId, e.name, tick).then(
+      () => {
+        this.#o.table.recordTick(e.grainId, e.name, dueAt).catch((err: unknown) => {
+          this.#o.logger.warn({ err, grain: e.grainId, reminder: e.name }, 'could not record a reminder tick; a silo taking this reminder over may fire it again');
+        });
+      },
+      (err: unknown) => this.#o.logger.warn({ err, grain: e.grainId, reminder: e.name, dueAt }, `reminder '${e.name}' of grain ${e.grainId} failed: ${(err as Error)?.message ?? String(err)}`),
+    ).finally(() => {
+      s.running = false;
+      if (this.#scheduled.get(k) === s && !this.#stopped) this.#arm(k, s, Date.now());
+    });
+  }
+
+  #cancel(k: string): void {
+    const s = this.#scheduled.get(k);
+    if (s === undefined) return;
+    if (s.timer !== undefined) clearTimeout(s.timer);
+    this.#scheduled.delete(k);
+  }
+}
+
+/** The latest due time at or before `now`, or undefined before the first tick. */
+function latestDueAtOrBefore(e: ReminderEntry, now: number): number | undefined {
+  if (now < e.startAt) return undefined;
+  return e.startAt + Math.floor((now - e.startAt) / e.periodMs) * e.periodMs;
+}
+
+/** True when `h` lies in the ring range `(b, e]` (wrapping when b >= e; b === e is the whole ring). */
+export function inRange(h: number, b: number, e: number): boolean {
+  if (b < e) return b < h && h <= e;
+  if (b === e) return true;
+  return h > b || h <= e;
+}
+
+/** The ring ranges `(begin, end]` that `member` owns, adjacent ones merged. */
+export function rangesOf(ring: Ring, member: string): Array<[number, number]> {
+  const points = ring.points;
+  const n = points.length;
+  const out: Array<[number, number]> = [];
+  if (n === 0) return out;
+  if (ring.members.length === 1) return ring.members[0] === member ? [[0, 0]] : out;
+  for (let i = 0; i < n; i++) {
+    const [p, owner] = points[i] as [number, string];
+    if (owner !== member) continue;
+    const prev = (points[(i - 1 + n) % n] as [number, string])[0];
+    const last = out[out.length - 1];
+    if (last !== undefined && last[1] === prev) last[1] = p;
+    else out.push([prev, p]);
+  }
+  // The first and last ranges meet across the top of the ring.
+  if (out.length > 1) {
+    const first = out[0] as [number, number];
+    const last = out[out.length - 1] as [number, number];
+    if (last[1] === first[0]) {
+      first[0] = last[0];
+      out.pop();
+    }
+  }
+  return out;
+}
