@@ -16,10 +16,16 @@
 //   down) knows which ticks nobody fired: it fires one catch-up tick at once and
 //   reports the others as `missed`, instead of replaying them one by one.
 // - The table is re-read every refresh interval as well: a registration whose
-//   notice to the owner was lost, or a table edited by hand, is picked up.
+//   notice to the owner was lost, or a table edited by hand, is picked up. A
+//   read that fails is tried again soon (backing off up to the refresh
+//   interval), not only at the next refresh.
+// - The reads that (re)schedule reminders, loads of the ranges and re-reads of
+//   one changed reminder, run one at a time, each applied before the next one
+//   starts: a load that read a row before it was removed or replaced cannot
+//   bring the old row back after the change was applied.
 
 import { ConfigurationError, GranaryError } from '../errors.ts';
-import { hash32, type Ring } from '../directory/ring.ts';
+import { hash32, Ring } from '../directory/ring.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { ReminderEntry, ReminderTable, StoredReminder } from './table.ts';
 
@@ -65,7 +71,7 @@ export interface ReminderServiceOptions {
 interface Scheduled {
   entry: StoredReminder;
   timer: NodeJS.Timeout | undefined;
-  /** The due time of the tick being delivered, if one is. */
+  /** A tick is being delivered, or waits for a tick of an earlier registration to end. */
   running: boolean;
   /** The latest due time fired (or skipped past), epoch ms. */
   lastDue: number;
@@ -78,6 +84,11 @@ const keyOf = (grainId: string, name: string): string => `${grainId}\u0000${name
 /** Largest setTimeout delay. */
 const MAX_TIMER_MS = 0x7fffffff;
 
+/** First delay before a failed read of the table is tried again; it doubles up to the refresh interval. */
+const RETRY_MS = 500;
+
+type LoadReason = 'view' | 'refresh' | 'retry';
+
 export class ReminderService {
   readonly #o: ReminderServiceOptions;
   readonly #scheduled = new Map<string, Scheduled>();
@@ -86,7 +97,14 @@ export class ReminderService {
   #ranges: Array<[number, number]> | undefined;
   #ring: Ring | undefined;
   #refresh: NodeJS.Timeout | undefined;
-  #loading: Promise<void> = Promise.resolve();
+  /** The reads that schedule reminders, one at a time (see the design notes). */
+  #queue: Promise<void> = Promise.resolve();
+  /** A load is queued and has not started: it will read the ranges as they are then. */
+  #loadQueued = false;
+  #retry: NodeJS.Timeout | undefined;
+  #failures = 0;
+  /** The tick being delivered per reminder, whichever registration (or spell of ownership) fired it. */
+  readonly #inFlight = new Map<string, Promise<void>>();
   #stopped = false;
 
   constructor(options: ReminderServiceOptions) {
@@ -101,7 +119,8 @@ export class ReminderService {
   /** Starts firing the reminders of this silo's ranges (`ring` undefined: all of them). */
   start(self: string, ring: Ring | undefined): void {
     this.#self = self;
-    this.#refresh = setInterval(() => this.#reload('refresh'), this.#o.refreshIntervalMs);
+    // Longer than setTimeout allows would wrap to 1 ms: read the table at most that seldom instead.
+    this.#refresh = setInterval(() => this.#reload('refresh'), Math.min(MAX_TIMER_MS, this.#o.refreshIntervalMs));
     this.#refresh.unref();
     this.viewChanged(ring);
   }
@@ -121,12 +140,17 @@ export class ReminderService {
   stop(): void {
     this.#stopped = true;
     if (this.#refresh !== undefined) clearInterval(this.#refresh);
+    if (this.#retry !== undefined) clearTimeout(this.#retry);
     for (const k of [...this.#scheduled.keys()]) this.#cancel(k);
+    // Grains still deactivating here may register or unregister reminders: the silos that own
+    // them now are the ring's without this one, and they are the ones to tell.
+    const ring = this.#ring;
+    if (ring !== undefined && ring.members.includes(this.#self)) this.#ring = new Ring(ring.members.filter((m) => m !== this.#self));
   }
 
-  /** Waits for the loads started so far (tests). */
+  /** Waits for the loads and re-reads queued so far (tests). */
   settled(): Promise<void> {
-    return this.#loading;
+    return this.#queue;
   }
 
   // ---- Registration (on the silo hosting the grain) ----------------------------
@@ -140,10 +164,17 @@ export class ReminderService {
     if (typeof dueMs !== 'number' || !Number.isFinite(dueMs) || dueMs < 0) {
       throw new ConfigurationError(`reminder '${name}' of grain ${grainId}: dueMs must be a number of ms from now, 0 or more, got ${String(dueMs)}`);
     }
-    if (typeof periodMs !== 'number' || !Number.isFinite(periodMs) || periodMs < this.#o.minPeriodMs) {
-      throw new ConfigurationError(`reminder '${name}' of grain ${grainId}: periodMs must be at least the silo's minReminderPeriodMs (${this.#o.minPeriodMs}), got ${String(periodMs)}`);
+    if (typeof periodMs !== 'number' || !Number.isFinite(periodMs) || periodMs < this.#o.minPeriodMs || Math.round(periodMs) < 1) {
+      throw new ConfigurationError(`reminder '${name}' of grain ${grainId}: periodMs must be at least the silo's minReminderPeriodMs (${this.#o.minPeriodMs}) and 1, got ${String(periodMs)}`);
     }
-    const entry: ReminderEntry = { grainId, name, grainHash: hash32(grainId), startAt: Date.now() + Math.round(dueMs), periodMs: Math.round(periodMs) };
+    const startAt = Date.now() + Math.round(dueMs);
+    if (!Number.isSafeInteger(startAt)) {
+      throw new ConfigurationError(`reminder '${name}' of grain ${grainId}: dueMs is too large to store a first tick time, got ${String(dueMs)}`);
+    }
+    if (!Number.isSafeInteger(Math.round(periodMs))) {
+      throw new ConfigurationError(`reminder '${name}' of grain ${grainId}: periodMs is too large to store, got ${String(periodMs)}`);
+    }
+    const entry: ReminderEntry = { grainId, name, grainHash: hash32(grainId), startAt, periodMs: Math.round(periodMs) };
     await this.#o.table.upsert(entry);
     this.#tell(entry.grainHash, grainId, name);
     return { name, firstTickAt: entry.startAt, periodMs: entry.periodMs };
@@ -182,19 +213,36 @@ export class ReminderService {
 
   // ---- Owner side -----------------------------------------------------------------
 
-  /** A reminder of a grain this silo owns changed: read it and (re)schedule or cancel it. */
-  async changed(grainId: string, name: string): Promise<void> {
-    if (this.#stopped || !this.#owns(hash32(grainId))) return;
+  /** A reminder of a grain this silo owns changed: read it and (re)schedule or cancel it. Resolves once applied; never rejects. */
+  changed(grainId: string, name: string): Promise<void> {
+    if (this.#stopped || !this.#owns(hash32(grainId))) return Promise.resolve();
+    return this.#enqueue(() => this.#reread(grainId, name));
+  }
+
+  async #reread(grainId: string, name: string): Promise<void> {
+    const hash = hash32(grainId);
+    if (this.#stopped || !this.#owns(hash)) return;
     let row: StoredReminder | undefined;
     try {
       row = await this.#o.table.read(grainId, name);
     } catch (e) {
-      this.#o.logger.warn({ err: e, grain: grainId, reminder: name }, 'could not read a changed reminder; it will be picked up at the next refresh');
+      this.#o.logger.warn({ err: e, grain: grainId, reminder: name }, 'could not read a changed reminder; reloading the ranges soon');
+      this.#retrySoon();
       return;
     }
-    const k = keyOf(grainId, name);
-    if (row === undefined) this.#cancel(k);
+    // The ranges may have moved while we read: the new owner has the reminder now.
+    if (this.#stopped || !this.#owns(hash)) return;
+    if (row === undefined) this.#cancel(keyOf(grainId, name));
     else this.#schedule(row);
+  }
+
+  /** Runs `job` after the reads queued before it; the result never rejects. */
+  #enqueue(job: () => Promise<void>): Promise<void> {
+    const next = this.#queue.then(job).catch((e: unknown) => {
+      this.#o.logger.error({ err: e }, 'reminder service: unexpected error while scheduling reminders');
+    });
+    this.#queue = next;
+    return next;
   }
 
   #owns(hash: number): boolean {
@@ -204,12 +252,29 @@ export class ReminderService {
     return false;
   }
 
-  #reload(why: 'view' | 'refresh'): void {
-    const next = this.#loading.then(() => this.#load(why));
-    this.#loading = next.catch(() => undefined);
+  /** Queues a load of the ranges, unless one is queued already (it will read the ranges as they are when it starts). */
+  #reload(why: LoadReason): void {
+    if (this.#stopped || this.#loadQueued) return;
+    this.#loadQueued = true;
+    void this.#enqueue(() => {
+      this.#loadQueued = false;
+      return this.#load(why);
+    });
   }
 
-  async #load(why: 'view' | 'refresh'): Promise<void> {
+  /** A read of the table failed: load the ranges again soon, backing off up to the refresh interval. */
+  #retrySoon(): void {
+    if (this.#stopped || this.#retry !== undefined) return;
+    const delay = Math.min(this.#o.refreshIntervalMs, MAX_TIMER_MS, RETRY_MS * 2 ** Math.min(this.#failures, 16));
+    this.#failures++;
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined;
+      this.#reload('retry');
+    }, delay);
+    this.#retry.unref();
+  }
+
+  async #load(why: LoadReason): Promise<void> {
     if (this.#stopped) return;
     const ranges = this.#ranges ?? [[0, 0]];
     const seen = new Set<string>();
@@ -222,12 +287,18 @@ export class ReminderService {
         }
       }
     } catch (e) {
-      this.#o.logger.warn({ err: e, why }, 'could not load reminders; firing those already loaded, trying again at the next refresh');
+      this.#o.logger.warn({ err: e, why }, 'could not load reminders; firing those already loaded, trying again soon');
+      this.#retrySoon();
       return;
     }
+    this.#failures = 0;
     if (this.#stopped) return;
-    // Gone from the table (unregistered where our notice was lost): stop firing them.
-    for (const [k, s] of this.#scheduled) if (!seen.has(k) && this.#owns(s.entry.grainHash) && !s.running) this.#cancel(k);
+    // Not ours any more, or gone from the ranges we read (unregistered where our notice was lost):
+    // stop firing them, even with a tick running (it finishes, and is not followed by another).
+    for (const [k, s] of this.#scheduled) {
+      const h = s.entry.grainHash;
+      if (!this.#owns(h) || (!seen.has(k) && ranges.some(([b, e]) => inRange(h, b, e)))) this.#cancel(k);
+    }
   }
 
   /** Schedules a reminder as stored; keeps the schedule of one already known with the same ETag. */
@@ -263,7 +334,11 @@ export class ReminderService {
     }
     s.timer = setTimeout(() => {
       s.timer = undefined;
-      if (this.#scheduled.get(k) === s) this.#fire(k, s, due);
+      if (this.#scheduled.get(k) !== s) return;
+      // Never before the due time: a wait longer than setTimeout allows was cut short.
+      const at = Date.now();
+      if (at < due) this.#arm(k, s, at);
+      else this.#fire(k, s, due);
     }, Math.min(MAX_TIMER_MS, Math.max(0, due - now)));
     s.timer.unref();
   }
@@ -271,22 +346,49 @@ export class ReminderService {
   #fire(k: string, s: Scheduled, dueAt: number): void {
     if (s.running) return;
     s.running = true;
+    const busy = this.#inFlight.get(k);
+    if (busy !== undefined) {
+      // A tick of this reminder fired under an earlier registration (or an earlier spell of
+      // ownership) still runs: ticks never overlap. Armed again once it ends, counting from
+      // lastDue the ticks that came due meanwhile.
+      s.missed = 0;
+      void busy.then(() => {
+        s.running = false;
+        if (this.#scheduled.get(k) === s && !this.#stopped) this.#arm(k, s, Date.now());
+      });
+      return;
+    }
     const missed = s.missed;
     s.missed = 0;
     s.lastDue = dueAt;
     const e = s.entry;
     const tick: ReminderTick = { firstTickAt: e.startAt, periodMs: e.periodMs, dueAt, missed };
-    this.#o.fire(e.grainId, e.name, tick).then(
-      () => {
-        this.#o.table.recordTick(e.grainId, e.name, dueAt).catch((err: unknown) => {
-          this.#o.logger.warn({ err, grain: e.grainId, reminder: e.name }, 'could not record a reminder tick; a silo taking this reminder over may fire it again');
-        });
-      },
-      (err: unknown) => this.#o.logger.warn({ err, grain: e.grainId, reminder: e.name, dueAt }, `reminder '${e.name}' of grain ${e.grainId} failed: ${(err as Error)?.message ?? String(err)}`),
-    ).finally(() => {
+    const done: Promise<void> = this.#deliver(e, tick).finally(() => {
+      if (this.#inFlight.get(k) === done) this.#inFlight.delete(k);
       s.running = false;
       if (this.#scheduled.get(k) === s && !this.#stopped) this.#arm(k, s, Date.now());
     });
+    this.#inFlight.set(k, done);
+  }
+
+  /** Delivers a tick and records it; never rejects, whatever `fire` or the table throw. */
+  async #deliver(e: StoredReminder, tick: ReminderTick): Promise<void> {
+    try {
+      await this.#o.fire(e.grainId, e.name, tick);
+    } catch (err) {
+      this.#o.logger.warn({ err, grain: e.grainId, reminder: e.name, dueAt: tick.dueAt }, `reminder '${e.name}' of grain ${e.grainId} failed: ${(err as Error)?.message ?? String(err)}`);
+      return;
+    }
+    // Not waited for: a slow table does not hold the next tick back.
+    void this.#record(e, tick.dueAt);
+  }
+
+  async #record(e: StoredReminder, dueAt: number): Promise<void> {
+    try {
+      await this.#o.table.recordTick(e.grainId, e.name, dueAt);
+    } catch (err) {
+      this.#o.logger.warn({ err, grain: e.grainId, reminder: e.name }, 'could not record a reminder tick; a silo taking this reminder over may fire it again');
+    }
   }
 
   #cancel(k: string): void {
@@ -321,6 +423,9 @@ export function rangesOf(ring: Ring, member: string): Array<[number, number]> {
     const [p, owner] = points[i] as [number, string];
     if (owner !== member) continue;
     const prev = (points[(i - 1 + n) % n] as [number, string])[0];
+    // A point at the same position as the one before it (a hash tie) owns nothing: the
+    // position goes to the first of them. Its range (p, p] would read as the whole ring.
+    if (prev === p) continue;
     const last = out[out.length - 1];
     if (last !== undefined && last[1] === prev) last[1] = p;
     else out.push([prev, p]);

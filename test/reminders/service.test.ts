@@ -112,6 +112,14 @@ describe('reminders in one silo', () => {
     await assert.rejects(s.getGrain(NoReceiver, 'v').start(), (e: unknown) => e instanceof ConfigurationError && /receiveReminder/.test(e.message));
   });
 
+  it('refuses a period that rounds to 0 ms and a due time or period too large to store, as configuration errors', async () => {
+    const s = await silo({ minReminderPeriodMs: 0.1 });
+    await assert.rejects(s.getGrain(RemindMe, 'v').start('x', 0, 0.4), (e: unknown) => e instanceof ConfigurationError && /periodMs/.test(e.message));
+    await assert.rejects(s.getGrain(RemindMe, 'v').start('x', 1e300, 1000), (e: unknown) => e instanceof ConfigurationError && /dueMs/.test(e.message));
+    await assert.rejects(s.getGrain(RemindMe, 'v').start('x', 0, 1e300), (e: unknown) => e instanceof ConfigurationError && /periodMs/.test(e.message));
+    assert.deepEqual(await s.getGrain(RemindMe, 'v').list(), []);
+  });
+
   it('after downtime, fires one catch-up tick for the ticks nobody fired and reports how many were missed', async () => {
     const table = memoryReminders();
     const first = await silo({ reminders: table });
@@ -139,6 +147,21 @@ describe('reminder ring ranges', () => {
     const ranges = new Map(members.map((m) => [m, rangesOf(ring, m)]));
     for (const rs of ranges.values()) assert.ok(rs.length > 0 && rs.length <= 32);
     const probes = [0, 1, 0xffffffff, 0x80000000, ...ring.points.map((p) => p[0]), ...ring.points.map((p) => (p[0] + 1) >>> 0)];
+    for (let i = 0; i < 2000; i++) probes.push(hash32(`grain/${i}`));
+    for (const h of probes) {
+      const owners = members.filter((m) => (ranges.get(m) ?? []).some(([b, e]) => inRange(h, b, e)));
+      assert.deepEqual(owners, [ring.ownerOfHash(h)], `position ${h}`);
+    }
+  });
+
+  it('give a ring position shared by two silos\' points to the silo that owns it, not the whole ring to the other', () => {
+    // Two addresses with two points each at the same positions as the other's (found by search).
+    const members = ['127.0.0.1:3395', '127.0.0.1:3498'];
+    assert.equal(hash32('127.0.0.1:3395#30'), hash32('127.0.0.1:3498#1'));
+    assert.equal(hash32('127.0.0.1:3395#3'), hash32('127.0.0.1:3498#10'));
+    const ring = new Ring(members);
+    const ranges = new Map(members.map((m) => [m, rangesOf(ring, m)]));
+    const probes = [0, 1, 0xffffffff, ...ring.points.map((p) => p[0]), ...ring.points.map((p) => (p[0] + 1) >>> 0)];
     for (let i = 0; i < 2000; i++) probes.push(hash32(`grain/${i}`));
     for (const h of probes) {
       const owners = members.filter((m) => (ranges.get(m) ?? []).some(([b, e]) => inRange(h, b, e)));
