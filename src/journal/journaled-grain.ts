@@ -39,7 +39,7 @@ export abstract class JournaledGrain<S, E> extends Grain {
   #version = 0;
   #loaded = false;
   /** Raised, not yet appended to the log (private copies). */
-  #tentative: E[] = [];
+  #tentative: Tentative<E>[] = [];
   /**
    * The confirmed state with the tentative events applied, kept apart from
    * `#confirmed` (its own copy), so that an `apply` that mutates its state
@@ -101,7 +101,7 @@ export abstract class JournaledGrain<S, E> extends Grain {
 
   /** Copies of the raised events not yet confirmed, oldest first. */
   protected get unconfirmedEvents(): readonly E[] {
-    return Object.freeze(this.#tentative.map((e) => copy(e)));
+    return Object.freeze(this.#tentative.map((t) => copy(t.event)));
   }
 
   /**
@@ -134,10 +134,14 @@ export abstract class JournaledGrain<S, E> extends Grain {
    *   for the next `confirmEvents()`.
    *
    * Calls wait for each other: each appends what is tentative when its turn comes.
+   * A call whose events an earlier call dropped (after a conflict) fails with
+   * InconsistentStateError too: they are not in the log.
    */
   protected confirmEvents(): Promise<void> {
     const prev = this.#confirming;
-    const run = prev === undefined ? this.#confirm() : prev.then(() => this.#confirm());
+    // The latest event raised before this call: this call resolves only if it gets into the log.
+    const last = this.#tentative.at(-1);
+    const run = prev === undefined ? this.#confirm() : prev.then(() => (last?.dropped === true ? Promise.reject(this.#droppedError()) : this.#confirm()));
     // The next call waits for this one to settle, whatever its outcome.
     const settled: Promise<void> = run.then(
       () => {
@@ -188,11 +192,11 @@ export abstract class JournaledGrain<S, E> extends Grain {
       throw err;
     }
     this.#view = view;
-    for (const e of copies) this.#tentative.push(e);
+    for (const event of copies) this.#tentative.push({ event, dropped: false });
   }
 
   async #confirm(): Promise<void> {
-    const batch = this.#tentative.slice();
+    const batch = this.#tentative.map((t) => t.event);
     if (batch.length === 0) return;
     const j = this.#journal;
     const expected = this.#version;
@@ -201,8 +205,7 @@ export abstract class JournaledGrain<S, E> extends Grain {
       version = await j.log.append(j.address, batch, expected);
     } catch (err) {
       if (err instanceof InconsistentStateError) {
-        this.#tentative = [];
-        this.#dropView();
+        this.#dropTentative();
         try {
           await this.#load();
         } catch (reloadErr) {
@@ -263,8 +266,7 @@ export abstract class JournaledGrain<S, E> extends Grain {
     this.#confirmed = state;
     this.#version = version;
     this.#loaded = true;
-    this.#tentative = [];
-    this.#dropView();
+    this.#dropTentative();
     // Snapshots were on for a while, or one failed to be written: write it now, so the next activation replays less.
     if (j.snapshotEvery > 0 && version - from >= j.snapshotEvery) await this.#snapshot();
   }
@@ -291,7 +293,7 @@ export abstract class JournaledGrain<S, E> extends Grain {
   #ensureView(): S {
     if (this.#hasView) return this.#view as S;
     let view = copy(this.confirmedState, undefined, 'state');
-    for (const e of this.#tentative) view = this.#applyTo(view, copy(e));
+    for (const t of this.#tentative) view = this.#applyTo(view, copy(t.event));
     this.#view = view;
     this.#hasView = true;
     return view;
@@ -300,6 +302,21 @@ export abstract class JournaledGrain<S, E> extends Grain {
   #dropView(): void {
     this.#view = undefined;
     this.#hasView = false;
+  }
+
+  /** Drops the tentative events (marking them, for the confirmEvents calls that wait for them) and the view. */
+  #dropTentative(): void {
+    for (const t of this.#tentative) t.dropped = true;
+    this.#tentative = [];
+    this.#dropView();
+  }
+
+  #droppedError(): InconsistentStateError {
+    const j = this.#journal;
+    return new InconsistentStateError(
+      `confirmEvents of ${describeStream(j.address)} in event log '${j.logName}' (${j.log.kind}) refused: another writer appended to the log first, ` +
+        `so an earlier confirmEvents dropped the tentative events, those raised before this call among them; the state is the log's again: re-run the operation`,
+    );
   }
 
   #wrap(op: string, err: unknown): unknown {
@@ -316,6 +333,12 @@ export abstract class JournaledGrain<S, E> extends Grain {
     const j = this.#journal;
     return new StorageError(`the journal of ${describeStream(j.address)} in event log '${j.logName}' (${j.log.kind}) is inconsistent: ${problem}`, 'GRANARY_STORAGE_CORRUPT');
   }
+}
+
+/** A raised event not yet in the log; `dropped` once a conflict discarded it. */
+interface Tentative<E> {
+  readonly event: E;
+  dropped: boolean;
 }
 
 const baseClass: BaseClassInfo = { name: 'JournaledGrain', members: MEMBERS, journaled: true };

@@ -22,6 +22,13 @@ export interface EventLogConformanceSetup {
    * Default true.
    */
   readonly nulInNames?: boolean;
+  /**
+   * False for a store whose names cannot hold unpaired UTF-16 surrogates (the
+   * PostgreSQL driver sends each as U+FFFD, which would make two streams
+   * one): it must then refuse such a stream with a StorageError saying so.
+   * Default true.
+   */
+  readonly unpairedSurrogatesInNames?: boolean;
 }
 
 /** Declares `describe(name)` with the cases every event log must pass. */
@@ -232,6 +239,23 @@ export function eventLogConformance(name: string, setup: EventLogConformanceSetu
             assert.deepEqual(read.events.map((e) => e.event), Array.from({ length: i + 1 }, (_, n) => ({ i, n })), `events of ${nameOf(s)}`);
           }
         }
+      }));
+
+    it('keeps streams apart whose names differ only in unpaired surrogates, or refuses them', () =>
+      withLog(async (log) => {
+        const odd = [stream('x', 'k\uD800'), stream('x', 'k\uDC00'), stream('x\uDBFF', 'k'), stream('x', 'k', 'j\uDFFF')];
+        const plain = [stream('x', 'k\uFFFD'), stream('x', 'k\uD83D\uDE00')];
+        if (setup.unpairedSurrogatesInNames === false) {
+          for (const s of odd) {
+            await assert.rejects(async () => log.append(s, [{ n: 1 }], 0), { name: 'StorageError', message: /surrogate/ }, nameOf(s));
+            await assert.rejects(async () => log.read(s), { name: 'StorageError', message: /surrogate/ }, nameOf(s));
+            await assert.rejects(async () => log.readEvents(s, 0, 1), { name: 'StorageError', message: /surrogate/ }, nameOf(s));
+            await assert.rejects(async () => log.writeSnapshot(s, 1, {}), { name: 'StorageError', message: /surrogate/ }, nameOf(s));
+          }
+        }
+        const streams = setup.unpairedSurrogatesInNames === false ? plain : [...odd, ...plain];
+        for (const [i, s] of streams.entries()) assert.equal(await log.append(s, [{ i }], 0), 1, `first append to ${nameOf(s)}`);
+        for (const [i, s] of streams.entries()) assert.deepEqual(await log.read(s), { events: [{ version: 1, event: { i } }], version: 1 }, `events of ${nameOf(s)}`);
       }));
 
     if (setup.nulInNames === false) {

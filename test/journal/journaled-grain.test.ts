@@ -20,6 +20,7 @@ import {
   grain,
   journal,
   memoryEventLog,
+  reentrant,
   registerError,
   silentLogger,
   statelessWorker,
@@ -99,6 +100,16 @@ class BankAccount extends JournaledGrain<Account, AccountEvent> {
     const second = this.confirmEvents();
     await Promise.all([first, second]);
     return this.version;
+  }
+
+  /** As depositTwiceAtOnce, but says how each of the two confirms ended instead of failing with the first. */
+  async depositTwiceSettled(a: number, b: number): Promise<string[]> {
+    this.raiseEvent({ kind: 'deposit', amount: a });
+    const first = this.confirmEvents();
+    this.raiseEvent({ kind: 'deposit', amount: b });
+    const second = this.confirmEvents();
+    const outcomes = await Promise.allSettled([first, second]);
+    return outcomes.map((o) => (o.status === 'fulfilled' ? 'confirmed' : String((o.reason as { code?: unknown }).code)));
   }
 
   /** Raises an event, then changes the object it raised. */
@@ -194,6 +205,11 @@ class MutatingLedger extends JournaledGrain<Ledger, { amount: number; tags: stri
 @journal({ log: 'nowhere' })
 class LostAccount extends BankAccount {}
 
+/** The account with calls that interleave: a deposit can raise and confirm while another one's confirm runs. */
+@grain('reentrantBank')
+@reentrant
+class ReentrantBankAccount extends BankAccount {}
+
 // ---- Helpers ----------------------------------------------------------------
 
 interface Counts {
@@ -207,9 +223,10 @@ interface Counts {
 }
 
 /** Wraps an event log to count what the grains read and write, and to fail chosen appends. */
-function counting(inner: EventLog): { log: EventLog; counts: Counts; failNextAppend(err: Error): void } {
+function counting(inner: EventLog): { log: EventLog; counts: Counts; failNextAppend(err: Error): void; holdNextAppend(): Held } {
   const counts: Counts = { reads: 0, eventsRead: 0, snapshotsRead: 0, appends: 0, snapshotsWritten: 0, closes: 0 };
   let failure: Error | undefined;
+  let hold: Held | undefined;
   const log: EventLog = {
     kind: inner.kind,
     init: (ctx) => inner.init(ctx),
@@ -226,6 +243,12 @@ function counting(inner: EventLog): { log: EventLog; counts: Counts; failNextApp
         failure = undefined;
         throw f;
       }
+      if (hold !== undefined) {
+        const h = hold;
+        hold = undefined;
+        h.reached();
+        await h.released;
+      }
       const v = await inner.append(s, events, expected);
       counts.appends++;
       return v;
@@ -240,7 +263,27 @@ function counting(inner: EventLog): { log: EventLog; counts: Counts; failNextApp
       return inner.close();
     },
   };
-  return { log, counts, failNextAppend: (err) => (failure = err) };
+  return {
+    log,
+    counts,
+    failNextAppend: (err) => (failure = err),
+    holdNextAppend: () => {
+      let reached!: () => void;
+      let release!: () => void;
+      const arrived = new Promise<void>((r) => (reached = r));
+      const released = new Promise<void>((r) => (release = r));
+      hold = { arrived, reached, released, release };
+      return hold;
+    },
+  };
+}
+
+/** An append held before it reaches the log: `arrived` once it is held, `release()` lets it go on. */
+interface Held {
+  readonly arrived: Promise<void>;
+  readonly reached: () => void;
+  readonly released: Promise<void>;
+  readonly release: () => void;
 }
 
 function reset(counts: Counts): void {
@@ -248,7 +291,7 @@ function reset(counts: Counts): void {
 }
 
 function start(options: SiloOptions): Promise<Silo> {
-  return Silo.start({ grains: [BankAccount, SnapshotBankAccount, PlainBankAccount, MutatingLedger, LostAccount], logger: silentLogger(), ...options });
+  return Silo.start({ grains: [BankAccount, SnapshotBankAccount, PlainBankAccount, MutatingLedger, LostAccount, ReentrantBankAccount], logger: silentLogger(), ...options });
 }
 
 function stream(type: string, key: string): LogAddress {
@@ -416,6 +459,51 @@ describe('JournaledGrain', () => {
       const account = silo.getGrain(BankAccount, 'twice');
       assert.equal(await account.depositTwiceAtOnce(3, 4), 2);
       assert.deepEqual(await account.history(), [{ kind: 'deposit', amount: 3 }, { kind: 'deposit', amount: 4 }]);
+    } finally {
+      await silo.stop();
+    }
+  });
+
+  it('fails every waiting confirmEvents whose events a conflict dropped, instead of resolving it with nothing appended', async () => {
+    const { log } = counting(memoryEventLog());
+    const silo = await start({ eventLogs: { default: log } });
+    try {
+      const account = silo.getGrain(BankAccount, 'dropped');
+      assert.equal(await account.deposit(10), 10);
+      await log.append(stream('bank', 'dropped'), [{ kind: 'deposit', amount: 100 }], 1);
+      // The first confirm appends [1] at the stale version 1 and conflicts; the second waited for it, and its event (2) was dropped with it.
+      assert.deepEqual(await account.depositTwiceSettled(1, 2), ['GRANARY_INCONSISTENT_STATE', 'GRANARY_INCONSISTENT_STATE']);
+      assert.deepEqual((await log.readEvents(stream('bank', 'dropped'), 0, 2)).map((e) => e.event), [{ kind: 'deposit', amount: 10 }, { kind: 'deposit', amount: 100 }]);
+      assert.deepEqual(await account.info(), { balance: 110, confirmedBalance: 110, version: 2, tentativeVersion: 2, unconfirmed: [] });
+      // Without a conflict, both confirm.
+      assert.deepEqual(await account.depositTwiceSettled(1, 2), ['confirmed', 'confirmed']);
+      assert.equal((await account.info()).version, 4);
+    } finally {
+      await silo.stop();
+    }
+  });
+
+  it('fails the confirmEvents of an interleaved call whose event a conflict of another call dropped', async () => {
+    const { log, holdNextAppend } = counting(memoryEventLog());
+    const silo = await start({ eventLogs: { default: log } });
+    try {
+      const account = silo.getGrain(ReentrantBankAccount, 'interleaved');
+      assert.equal(await account.deposit(10), 10);
+      const held = holdNextAppend();
+      const first = account.deposit(1);
+      await held.arrived;
+      // While the first deposit's append is on its way, another writer takes version 2 and a second deposit is raised.
+      await log.append(stream('reentrantBank', 'interleaved'), [{ kind: 'deposit', amount: 100 }], 1);
+      const second = account.deposit(2);
+      assert.deepEqual((await account.info()).unconfirmed, [{ kind: 'deposit', amount: 1 }, { kind: 'deposit', amount: 2 }]);
+      held.release();
+      const outcomes = await Promise.allSettled([first, second]);
+      assert.deepEqual(outcomes.map((o) => (o.status === 'fulfilled' ? `balance ${o.value}` : String((o.reason as { code?: unknown }).code))), [
+        'GRANARY_INCONSISTENT_STATE',
+        'GRANARY_INCONSISTENT_STATE',
+      ], 'a caller told its deposit is confirmed finds it in the log');
+      assert.deepEqual((await log.read(stream('reentrantBank', 'interleaved'))).version, 2);
+      assert.equal(await account.deposit(2), 112, 'the retry succeeds');
     } finally {
       await silo.stop();
     }

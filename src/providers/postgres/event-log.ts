@@ -42,6 +42,9 @@ const FORMAT_VERSION = 1;
 const EVENT_COLUMNS = ['grain_type', 'grain_key', 'log_name', 'version', 'payload', 'format_version', 'created_at'];
 const SNAPSHOT_COLUMNS = ['grain_type', 'grain_key', 'log_name', 'version', 'payload', 'format_version', 'updated_at'];
 
+/** A UTF-16 surrogate that is not half of a pair: UTF-8 (and so PostgreSQL text) has no way to say it. */
+const UNPAIRED_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 /** SQLSTATE of a unique violation: another append took the version first. */
 const UNIQUE_VIOLATION = '23505';
 
@@ -227,8 +230,9 @@ class PostgresEventLog implements EventLog {
     } catch (err) {
       const refined = refine?.(err);
       if (refined === undefined) broken ??= err;
-      // Best effort: a broken connection is destroyed on release below anyway.
-      await client.query('ROLLBACK').catch(() => undefined);
+      // A connection that failed is destroyed on release below, which ends its transaction on the server.
+      // No ROLLBACK on it: after a time-out it would wait behind the unanswered statement for a time-out of its own.
+      if (broken === undefined) await client.query('ROLLBACK').catch(() => undefined);
       throw refined ?? this.#wrap(err, `${what} failed`);
     } finally {
       client.off('error', onError);
@@ -303,6 +307,13 @@ class PostgresEventLog implements EventLog {
     if (stream.grainType.includes('\u0000') || stream.grainKey.includes('\u0000') || stream.logName.includes('\u0000')) {
       throw new StorageError(
         `postgres event log '${this.#name}' cannot hold ${JSON.stringify(describeStream(stream))}: PostgreSQL text cannot contain the NUL character (\\u0000)`,
+      );
+    }
+    // The driver sends an unpaired surrogate as U+FFFD: 'a\uD800' and 'a\uDC00' would be one stream, shared by two grains.
+    if (UNPAIRED_SURROGATE.test(stream.grainType) || UNPAIRED_SURROGATE.test(stream.grainKey) || UNPAIRED_SURROGATE.test(stream.logName)) {
+      throw new StorageError(
+        `postgres event log '${this.#name}' cannot hold ${JSON.stringify(describeStream(stream))}: PostgreSQL text cannot contain an unpaired UTF-16 surrogate ` +
+          `(it would be stored as U+FFFD, the same for every such name)`,
       );
     }
     return { pool: this.#pool, serializer: this.#serializer };

@@ -229,12 +229,21 @@ class PostgresStorage implements StorageProvider {
     }
   }
 
-  /** The error of a write or clear whose ETag did not match; reads the ETag found for the message. */
+  /**
+   * The error of a write or clear whose ETag did not match; reads the ETag
+   * found for the message. The refusal stands if that read fails: it must not
+   * turn into a StorageError, which would say the write may have landed.
+   */
   async #conflict(pool: Pool, op: 'write' | 'clear', address: StateAddress, etag: string | null): Promise<InconsistentStateError> {
-    const found = await this.#found(pool, op, address);
+    let found: string;
+    try {
+      found = (await this.#found(pool, op, address)) ?? 'none (no record)';
+    } catch (err) {
+      found = `another (reading it failed: ${errorMessage(err)})`;
+    }
     return new InconsistentStateError(
       `${op} of grain ${grainName(address)} state '${address.stateName}' in postgres storage '${this.#name}' refused: ` +
-        `expected etag ${etag ?? 'none (no record)'}, found ${found ?? 'none (no record)'}`,
+        `expected etag ${etag ?? 'none (no record)'}, found ${found}`,
     );
   }
 

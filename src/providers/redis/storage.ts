@@ -4,6 +4,7 @@
 // from one counter (INCR), so they are never reused.
 
 import { Redis } from 'ioredis';
+import type { Logger } from '../../observability/logger.ts';
 import { ConfigurationError, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
 import type { ProviderContext, StateAddress, StorageProvider, StoredState } from '../../storage/provider.ts';
 import { formatMismatch, formatOption, payloadFormat, type PayloadFormat, type StateFormat } from '../../storage/state-format.ts';
@@ -115,6 +116,7 @@ class RedisStorage implements StorageProvider {
   #name = '(not initialised)';
   #redis: (Redis & Scripts) | undefined;
   #format: PayloadFormat | undefined;
+  #logger: Logger | undefined;
 
   constructor(settings: Settings) {
     this.#settings = settings;
@@ -168,6 +170,7 @@ class RedisStorage implements StorageProvider {
       throw this.#error(`cannot reach Redis or set up key ${counterKey}: ${errorMessage(cause)}`, cause);
     }
     opened = true;
+    this.#logger = ctx.logger;
     this.#redis = redis as Redis & Scripts;
     this.#format = payloadFormat(format, ctx.serializer);
     ctx.logger.debug({ redis: safeUrl, keyPrefix: this.#settings.keyPrefix, format, connectTimeoutMs, commandTimeoutMs }, 'redis storage opened');
@@ -178,7 +181,7 @@ class RedisStorage implements StorageProvider {
     const key = this.#key(address);
     let fields: Array<Buffer | null>;
     try {
-      fields = await redis.hmgetBuffer(key, 'payload', 'version', 'format_version');
+      fields = await this.#command(redis, () => redis.hmgetBuffer(key, 'payload', 'version', 'format_version'));
     } catch (err) {
       if (isWrongType(err)) throw this.#corrupt(address, key, `the key holds a ${await this.#typeOf(key)}, not a hash`, err);
       throw this.#wrap(err, `read of ${describe(address)} failed`);
@@ -214,7 +217,7 @@ class RedisStorage implements StorageProvider {
     const expected = etag === null ? '' : ETAG.test(etag) ? etag : 'none';
     let outcome: Outcome;
     try {
-      outcome = await redis.granaryStorageWrite(key, this.#settings.counterKey, expected, payload, String(format.version), String(Date.now()));
+      outcome = await this.#command(redis, () => redis.granaryStorageWrite(key, this.#settings.counterKey, expected, payload, String(format.version), String(Date.now())));
     } catch (err) {
       throw this.#wrap(err, `write of ${describe(address)} failed`);
     }
@@ -228,7 +231,7 @@ class RedisStorage implements StorageProvider {
     const expected = etag === null ? '' : ETAG.test(etag) ? etag : 'none';
     let outcome: Outcome;
     try {
-      outcome = await redis.granaryStorageClear(this.#key(address), expected);
+      outcome = await this.#command(redis, () => redis.granaryStorageClear(this.#key(address), expected));
     } catch (err) {
       throw this.#wrap(err, `clear of ${describe(address)} failed`);
     }
@@ -247,6 +250,28 @@ class RedisStorage implements StorageProvider {
       // Not connected: nothing to say goodbye to.
     } finally {
       redis.disconnect();
+    }
+  }
+
+  /**
+   * Sends one command. One that times out drops the connection it was sent on
+   * and makes a new one: a Redis that stopped answering without closing the
+   * connection (it vanished, or the network to it did) would otherwise keep
+   * every later command waiting on it, and failing, until the operating
+   * system gives up on the connection many minutes later, even once a Redis
+   * answers again behind the same address. Commands waiting on the dropped
+   * connection fail at once rather than pile up behind it.
+   */
+  async #command<T>(redis: Redis, send: () => Promise<T>): Promise<T> {
+    const stream = redis.stream;
+    try {
+      return await send();
+    } catch (err) {
+      if (err instanceof Error && err.message === 'Command timed out' && this.#redis === redis && redis.stream === stream && redis.status === 'ready') {
+        this.#logger?.warn({ redis: this.#settings.safeUrl, commandTimeoutMs: this.#settings.commandTimeoutMs }, 'redis storage: a command timed out; dropping the connection for a new one');
+        redis.disconnect(true);
+      }
+      throw err;
     }
   }
 

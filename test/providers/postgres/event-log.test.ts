@@ -5,8 +5,10 @@
 
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
+import { StorageError } from '../../../src/errors.ts';
 import type { EventLog, LogAddress } from '../../../src/journal/log.ts';
 import type { Logger } from '../../../src/observability/logger.ts';
 import { silentLogger } from '../../../src/observability/logger.ts';
@@ -46,6 +48,7 @@ const suitePrefix = prefix('suite');
 eventLogConformance('postgres event log', {
   create: () => postgresEventLog({ connectionString, tablePrefix: suitePrefix }),
   nulInNames: false,
+  unpairedSurrogatesInNames: false,
   corruptEvent: (_log, s, version) => withAdmin(async (admin) => {
     const r = await admin.query(`UPDATE "${suitePrefix}events" SET payload = $5 WHERE grain_type = $1 AND grain_key = $2 AND log_name = $3 AND version = $4`,
       [s.grainType, s.grainKey, s.logName, version, garbage]);
@@ -88,6 +91,60 @@ async function withLogs(options: Array<Partial<PostgresEventLogOptions> & { logg
 }
 
 const s: LogAddress = { grainType: 'account', grainKey: 'alice', logName: 'journal' };
+
+/**
+ * A proxy to the test database that can stop answering without closing
+ * anything (a server that hangs): while frozen it holds what it is sent, and
+ * `sent` resolves once it holds something the client sent.
+ */
+async function startFreezableProxy(): Promise<{ via: string; freeze(): Promise<void>; thaw(): void; close(): Promise<void> }> {
+  const target = new URL(connectionString);
+  let frozen = false;
+  let onSent: (() => void) | undefined;
+  const held: Array<() => void> = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port || 5432), target.hostname);
+    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+      sockets.add(from);
+      from.on('close', () => sockets.delete(from));
+      from.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+      from.on('data', (chunk: Buffer) => {
+        if (!frozen) {
+          to.write(chunk);
+          return;
+        }
+        held.push(() => to.write(chunk));
+        if (from === client) onSent?.();
+      });
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  assert.ok(address !== null && typeof address === 'object');
+  const via = new URL(connectionString);
+  via.host = `127.0.0.1:${address.port}`;
+  return {
+    via: via.toString(),
+    freeze: () => {
+      frozen = true;
+      return new Promise<void>((resolve) => (onSent = resolve));
+    },
+    thaw: () => {
+      frozen = false;
+      onSent = undefined;
+      for (const deliver of held.splice(0)) deliver();
+    },
+    close: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+  };
+}
 
 describe('postgres event log specifics', () => {
   it('lets two logs (as two silos) see each other, and of 10 appends at one version across them exactly one wins', async () => {
@@ -158,6 +215,46 @@ describe('postgres event log specifics', () => {
       return true;
     });
     await log.close();
+  });
+
+  it('fails an append within queryTimeoutMs when the server stops answering (not after a second wait for a ROLLBACK), and works once it answers', { timeout: 30_000 }, async () => {
+    const tablePrefix = prefix('hang');
+    const proxy = await startFreezableProxy();
+    const queryTimeoutMs = 1_000;
+    const log = postgresEventLog({ connectionString: proxy.via, tablePrefix, poolSize: 1, connectionTimeoutMs: 5_000, queryTimeoutMs });
+    await log.init({ name: 'default', logger: silentLogger(), serializer: testSerializer });
+    try {
+      assert.equal(await log.append(s, [{ n: 1 }], 0), 1);
+      const sent = proxy.freeze();
+      let outcome: 'pending' | 'failed' | 'appended' = 'pending';
+      let failure: unknown;
+      const append = log.append(s, [{ n: 2 }], 1).then(
+        () => {
+          outcome = 'appended';
+        },
+        (err: unknown) => {
+          outcome = 'failed';
+          failure = err;
+        },
+      );
+      // The append's first statement is on its way, so its time-out runs: it is due before this marker, which
+      // Node fires after it (expired timers run in order, with the promise jobs of each in between).
+      await sent;
+      const atMarker = await new Promise<string>((resolve) => setTimeout(() => resolve(outcome), queryTimeoutMs * 1.5));
+      await append;
+      assert.equal(atMarker, 'failed', 'the append had failed by 1.5 x queryTimeoutMs');
+      assert.ok(failure instanceof StorageError, `a StorageError, got ${String(failure)}`);
+      assert.equal(failure.code, 'GRANARY_STORAGE');
+      assert.match(failure.message, /append to grain account\/alice/);
+
+      proxy.thaw();
+      // The pool's one connection was dropped, not left busy: the log works again.
+      const { version } = await log.read(s);
+      assert.equal(await log.append(s, [{ n: 3 }], version), version + 1);
+    } finally {
+      await log.close();
+      await proxy.close();
+    }
   });
 
   it('refuses invalid options with a ConfigurationError saying what to change', () => {

@@ -146,6 +146,49 @@ async function startFreezableProxy(): Promise<{ via: string; freeze(): void; tha
   };
 }
 
+/** A proxy that, once armed, breaks the connection that sends a statement containing `text` (before it reaches the server). */
+async function startTrapProxy(): Promise<{ via: string; trap(text: string): Promise<void>; close(): Promise<void> }> {
+  const target = new URL(connectionString);
+  let armed: { text: string; sprung: () => void } | undefined;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port || 5432), target.hostname);
+    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+      sockets.add(from);
+      from.on('close', () => sockets.delete(from));
+      from.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+      from.on('data', (chunk: Buffer) => {
+        if (from === client && armed !== undefined && chunk.includes(armed.text)) {
+          const { sprung } = armed;
+          armed = undefined;
+          client.destroy();
+          upstream.destroy();
+          sprung();
+          return;
+        }
+        to.write(chunk);
+      });
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  assert.ok(address !== null && typeof address === 'object');
+  const via = new URL(connectionString);
+  via.host = `127.0.0.1:${address.port}`;
+  return {
+    via: via.toString(),
+    trap: (text) => new Promise<void>((resolve) => (armed = { text, sprung: resolve })),
+    close: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+  };
+}
+
 /** Asserts a StorageError (code GRANARY_STORAGE) that names the provider and the grain. */
 function storeFailure(grain: string) {
   return (err: unknown): boolean => {
@@ -305,6 +348,39 @@ describe('postgres storage specifics', () => {
       assert.ok(now.etag === etag || (now.etag !== null && (now.state as { value: number }).value === 2), `read ${JSON.stringify(now)}`);
       const next = await p.write(a, { value: 3 }, now.etag);
       assert.deepEqual(await p.read(a), { state: { value: 3 }, etag: next });
+    } finally {
+      await p.close();
+      await proxy.close();
+    }
+  });
+
+  it('refuses a stale write or clear with InconsistentStateError even when reading the etag found (for the message) fails', async () => {
+    const proxy = await startTrapProxy();
+    const p = postgresStorage({ connectionString: proxy.via, tablePrefix: suitePrefix });
+    await p.init(context());
+    try {
+      const a = fresh();
+      const e1 = await p.write(a, { value: 1 }, null);
+      const state = new PersistentStateImpl<{ value: number }>(a, p, 'default', () => ({ value: 0 }));
+      await state.read();
+      // Another writer makes the same change first: 1 to 2 (an increment, say).
+      const e2 = await p.write(a, { value: 2 }, e1);
+      state.state.value = 2;
+      const sprung = proxy.trap('SELECT version FROM');
+      await assert.rejects(state.write(), (err: unknown) => {
+        assert.ok(err instanceof InconsistentStateError, `the update matched nothing, so the write is refused, not of unknown outcome: ${String(err)}`);
+        assert.match(err.message, new RegExp(`expected etag ${e1}`));
+        return true;
+      });
+      await sprung;
+      // Not taken for a write that may have landed: the other writer's etag is not adopted.
+      await assert.rejects(state.write(), InconsistentStateError);
+      assert.equal(state.etag, e1);
+
+      const trapped = proxy.trap('SELECT version FROM');
+      await assert.rejects(p.clear(a, e1), InconsistentStateError);
+      await trapped;
+      assert.deepEqual(await p.read(a), { state: { value: 2 }, etag: e2 });
     } finally {
       await p.close();
       await proxy.close();

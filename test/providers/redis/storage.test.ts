@@ -14,7 +14,7 @@ import { silentLogger } from '../../../src/observability/logger.ts';
 import { redisStorage, redisStorageDefaults } from '../../../src/providers/redis/storage.ts';
 import type { RedisStorageOptions } from '../../../src/providers/redis/storage.ts';
 import { PersistentStateImpl } from '../../../src/storage/persistent-state.ts';
-import type { StateAddress, StorageProvider } from '../../../src/storage/provider.ts';
+import type { StateAddress, StorageProvider, StoredState } from '../../../src/storage/provider.ts';
 import { eventually, startProxy as startProxyTo, type CuttableProxy } from '../../helpers.ts';
 import { storageConformance } from '../../storage/conformance.ts';
 import { testSerializer } from '../../storage/serializer.ts';
@@ -135,6 +135,46 @@ async function startFreezableProxy(): Promise<{ via: string; freeze(): void; tha
     close: async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const s of sockets) s.destroy();
+      await closed;
+    },
+  };
+}
+
+/**
+ * A proxy on which the connections open when `hang()` is called get no answer
+ * ever again, while new ones work: a Redis that vanished without closing its
+ * connections (a failover to another host, a network cut), with one that
+ * answers again behind the same address.
+ */
+async function startHangingProxy(): Promise<{ via: string; hang(): void; close(): Promise<void> }> {
+  const target = new URL(url);
+  const hung = new Set<net.Socket>();
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port || 6379), target.hostname);
+    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+      sockets.add(from);
+      from.on('close', () => sockets.delete(from));
+      from.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+      from.on('data', (chunk: Buffer) => {
+        if (!hung.has(client)) to.write(chunk);
+      });
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  assert.ok(address !== null && typeof address === 'object');
+  return {
+    via: `redis://127.0.0.1:${address.port}`,
+    hang: () => {
+      for (const socket of sockets) hung.add(socket);
+    },
+    close: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of sockets) socket.destroy();
       await closed;
     },
   };
@@ -321,13 +361,53 @@ describe('redis storage specifics', () => {
       const etag = await p.write(a, { value: 1 }, null);
       proxy.freeze();
       await assert.rejects(p.read(a), storeFailure(grain));
+      // The timed-out read dropped its connection: the write fails too, at once or after its own time-out.
       await assert.rejects(p.write(a, { value: 2 }, etag), storeFailure(grain));
       proxy.thaw();
-      // The held write lands once its bytes get through; the provider answers again.
-      const now = await p.read(a);
-      assert.ok(now.etag !== null && (now.state as { value: number }).value === 2, `read ${JSON.stringify(now)}`);
+      // The provider answers again once it has connected anew.
+      let now: StoredState | undefined;
+      await eventually('a read once Redis answers', async () => {
+        try {
+          now = await p.read(a);
+          return true;
+        } catch (err) {
+          assert.ok(err instanceof StorageError, String(err));
+          return false;
+        }
+      }, 10_000);
+      assert.ok(now !== undefined && now.etag !== null, `read ${JSON.stringify(now)}`);
+      const value = (now.state as { value: number }).value;
+      assert.ok(now.etag === etag ? value === 1 : value === 2, `read ${JSON.stringify(now)}`);
       const next = await p.write(a, { value: 3 }, now.etag);
       assert.deepEqual(await p.read(a), { state: { value: 3 }, etag: next });
+    } finally {
+      await p.close();
+      await proxy.close();
+    }
+  });
+
+  it('drops a connection on which a command timed out, so that a Redis answering again behind the same address is used without a restart', { timeout: 30_000 }, async () => {
+    const proxy = await startHangingProxy();
+    const logs = recordingLogger();
+    const p = redisStorage({ url: proxy.via, keyPrefix, commandTimeoutMs: 500 });
+    await p.init(context(logs));
+    try {
+      const a = fresh();
+      const etag = await p.write(a, { value: 1 }, null);
+      proxy.hang();
+      await assert.rejects(p.read(a), storeFailure(`counter/${a.grainKey}`));
+      // The old connection never answers again; a new one does. Until the provider has one, calls fail at once or time out.
+      await eventually('a read through a new connection', async () => {
+        try {
+          return (await p.read(a)).etag === etag;
+        } catch (err) {
+          assert.ok(err instanceof StorageError, String(err));
+          return false;
+        }
+      }, 15_000);
+      const next = await p.write(a, { value: 2 }, etag);
+      assert.deepEqual(await p.read(a), { state: { value: 2 }, etag: next });
+      assert.ok(logs.records.some((r) => r.level === 'warn' && /timed out/.test(r.message ?? '')), 'the dropped connection is logged');
     } finally {
       await p.close();
       await proxy.close();
