@@ -4,7 +4,7 @@
 // what one more hop, silo A to silo B, adds. Measured in one run.
 // Run: node --import tsx --conditions=source bench/remote-call.ts
 //   --quick              a short run (about 20 s instead of about 60 s)
-//   --only=raw,client,hop measure only these paths (for profiling one of them)
+//   --only=raw,client,hop,rawhop measure only these paths (for profiling one of them)
 //   --sequential-calls=N sequential calls per round and path (default 5,000; 1,000 with --quick; 0: none)
 //   --cpu-prof-dir=DIR   children run with --cpu-prof and write their profiles there
 
@@ -82,8 +82,8 @@ const CALLS_PER_CALLER_MAX = 1_000_000;
 const BUDGET_MS = quick ? 35_000 : 90_000;
 const START_TIMEOUT_MS = 30_000;
 const CLUSTER = 'bench-remote';
-type PathName = 'raw' | 'client' | 'hop';
-const ALL_PATHS: readonly PathName[] = ['raw', 'client', 'hop'];
+type PathName = 'raw' | 'client' | 'hop' | 'rawhop';
+const ALL_PATHS: readonly PathName[] = ['raw', 'client', 'hop', 'rawhop'];
 const only = option('only')?.split(',') ?? ALL_PATHS;
 const unknownPath = only.find((p) => !(ALL_PATHS as readonly string[]).includes(p));
 if (unknownPath !== undefined || only.length === 0) throw new Error(`--only takes a comma-separated list of ${ALL_PATHS.join(', ')}; got '${option('only')}'`);
@@ -217,6 +217,31 @@ async function rawChild(): Promise<void> {
       peer.send(encode([id, n + 1]));
     });
     socket.on('error', () => {});
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const address = server.address();
+  answerUsage();
+  process.send?.({ kind: 'ready', port: typeof address === 'object' && address !== null ? address.port : 0 } satisfies ToParent);
+}
+
+/** The raw baseline of the hop: `[id, n]` in, forwarded to a raw echo process, its answer sent back. */
+async function rawRelayChild(): Promise<void> {
+  const echoPort = Number(option('echo-port'));
+  const socket = connect({ host: '127.0.0.1', port: echoPort });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  const upstream = new RawClient(socket);
+  const server = createServer((s) => {
+    const peer: RawPeer = new RawPeer(s, (body) => {
+      const [id, n] = decode(body) as [number, number];
+      void upstream.call(n).then((r) => peer.send(encode([id, r])));
+    });
+    s.on('error', () => {});
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -451,6 +476,7 @@ async function main(): Promise<void> {
     const dbPath = join(tmp, 'membership.db');
     const aProc = paths.has('hop') ? spawn('siloA', ['silo', '--gateway', `--membership=${dbPath}`]) : undefined;
     const bProc = paths.has('hop') ? spawn('siloB', ['silo', `--membership=${dbPath}`]) : undefined;
+    const echoProc = paths.has('rawhop') ? spawn('raw echo behind the relay', ['raw']) : undefined;
 
     const calls = new Map<PathName, Call>();
     const servers = new Map<PathName, ChildProcess[]>();
@@ -489,6 +515,20 @@ async function main(): Promise<void> {
       });
       calls.set('hop', (c, n) => (refs[c] as GrainRef<Relay>).relay(n));
       servers.set('hop', [aProc, bProc]);
+    }
+    if (echoProc !== undefined) {
+      const { port: echoPort } = await ready(echoProc, 'raw echo process behind the relay');
+      const relayProc = spawn('raw relay', ['rawrelay', `--echo-port=${echoPort ?? 0}`]);
+      const { port } = await ready(relayProc, 'raw relay process');
+      const socket = connect({ host: '127.0.0.1', port: port ?? 0 });
+      await new Promise<void>((resolve, reject) => {
+        socket.once('connect', resolve);
+        socket.once('error', reject);
+      });
+      cleanups.push(() => void socket.destroy());
+      const raw = new RawClient(socket);
+      calls.set('rawhop', (_c, n) => raw.call(n));
+      servers.set('rawhop', [relayProc, echoProc]);
     }
     const startMs = performance.now() - started;
 
@@ -533,9 +573,9 @@ function report(results: ReadonlyMap<PathName, PathResult>, startMs: number, tot
     if (r === undefined) return { p50: NaN, p99: NaN, con: NaN, calls: NaN };
     return { p50: median(r.seq.map((s) => s.p50)), p99: median(r.seq.map((s) => s.p99)), con: median(r.con), calls: Math.min(...r.seq.map((s) => s.calls)) };
   };
-  const raw = fig('raw'), client = fig('client'), hop = fig('hop');
+  const raw = fig('raw'), client = fig('client'), hop = fig('hop'), rawhop = fig('rawhop');
   const verdict = (x: number, ok: boolean): string => (Number.isFinite(x) ? (ok ? ' (met)' : ' (missed)') : '');
-  const seqCalls = Math.min(...[raw.calls, client.calls, hop.calls].filter(Number.isFinite));
+  const seqCalls = Math.min(...[raw.calls, client.calls, hop.calls, rawhop.calls].filter(Number.isFinite));
   console.log(`remote call over loopback, ${availableParallelism()} cores (median of ${ROUNDS} rounds; sequential: ${f(seqCalls)} awaited calls per round and path on one grain, the paths taking turns every ${SEQ_BLOCK}; concurrent: ${f(CALLERS)} callers on ${f(CALLERS)} grains for ${f(CON_MS)} ms)`);
   console.log('');
   console.log('| figure | raw (codec, framed socket, no framework) | client → silo (other process) | ratio | target |');
@@ -546,27 +586,27 @@ function report(results: ReadonlyMap<PathName, PathResult>, startMs: number, tot
   console.log(`| sequential p99 µs | ${f(raw.p99, 1)} | ${f(client.p99, 1)} | ${f(client.p99 / raw.p99, 2)}x raw | |`);
   console.log(`| concurrent calls/s | ${f(raw.con)} | ${f(client.con)} | ${f(share, 1)}% of raw${verdict(share, share >= 80)} | at least 80% |`);
   console.log('');
-  console.log('| figure | client → silo | client → silo A → silo B (one silo-to-silo call each) | ratio |');
-  console.log('| --- | --- | --- | --- |');
-  console.log(`| sequential p50 µs | ${f(client.p50, 1)} | ${f(hop.p50, 1)} | ${f(hop.p50 / client.p50, 2)}x (+${f(hop.p50 - client.p50, 1)} µs for the hop) |`);
-  console.log(`| sequential p99 µs | ${f(client.p99, 1)} | ${f(hop.p99, 1)} | ${f(hop.p99 / client.p99, 2)}x |`);
-  console.log(`| concurrent calls/s | ${f(client.con)} | ${f(hop.con)} | ${f((100 * hop.con) / client.con, 1)}% of client → silo |`);
+  console.log('| figure | client → silo | client → silo A → silo B (one silo-to-silo call each) | ratio | raw: client → relay → echo (three processes, no framework) | hop against raw hop |');
+  console.log('| --- | --- | --- | --- | --- | --- |');
+  console.log(`| sequential p50 µs | ${f(client.p50, 1)} | ${f(hop.p50, 1)} | ${f(hop.p50 / client.p50, 2)}x (+${f(hop.p50 - client.p50, 1)} µs for the hop) | ${f(rawhop.p50, 1)} | ${f(hop.p50 / rawhop.p50, 2)}x |`);
+  console.log(`| sequential p99 µs | ${f(client.p99, 1)} | ${f(hop.p99, 1)} | ${f(hop.p99 / client.p99, 2)}x | ${f(rawhop.p99, 1)} | ${f(hop.p99 / rawhop.p99, 2)}x |`);
+  console.log(`| concurrent calls/s | ${f(client.con)} | ${f(hop.con)} | ${f((100 * hop.con) / client.con, 1)}% of client → silo | ${f(rawhop.con)} | ${f((100 * hop.con) / rawhop.con, 1)}% of raw hop |`);
   console.log('');
-  console.log('| concurrent, per call | raw | client → silo | client → silo A → silo B |');
-  console.log('| --- | --- | --- | --- |');
+  console.log('| concurrent, per call | raw | client → silo | client → silo A → silo B | raw hop: client / relay / echo |');
+  console.log('| --- | --- | --- | --- | --- |');
   // Each cell: the calling process, then each serving process (silo A, then B, for the hop).
   const cost = (p: PathName, pick: (u: Usage, calls: number) => number, d: number): string => {
     const c = results.get(p)?.cost;
     return c === undefined ? '–' : [c.caller, ...c.servers].map((u) => f(pick(u, c.calls), d)).join(' / ');
   };
-  console.log(`| CPU µs per call: caller / server(s) | ${cost('raw', (u, n) => u.cpuUs / n, 2)} | ${cost('client', (u, n) => u.cpuUs / n, 2)} | ${cost('hop', (u, n) => u.cpuUs / n, 2)} |`);
-  console.log(`| frames per socket write: caller / server(s) | ${cost('raw', (u) => u.frames / u.writes, 0)} | ${cost('client', (u) => u.frames / u.writes, 0)} | ${cost('hop', (u) => u.frames / u.writes, 0)} |`);
+  console.log(`| CPU µs per call: caller / server(s) | ${cost('raw', (u, n) => u.cpuUs / n, 2)} | ${cost('client', (u, n) => u.cpuUs / n, 2)} | ${cost('hop', (u, n) => u.cpuUs / n, 2)} | ${cost('rawhop', (u, n) => u.cpuUs / n, 2)} |`);
+  console.log(`| frames per socket write: caller / server(s) | ${cost('raw', (u) => u.frames / u.writes, 0)} | ${cost('client', (u) => u.frames / u.writes, 0)} | ${cost('hop', (u) => u.frames / u.writes, 0)} | ${cost('rawhop', (u) => u.frames / u.writes, 0)} |`);
   console.log('');
   const rounds = (p: PathName): string => {
     const r = results.get(p);
     return r === undefined ? '–' : `p50 ${r.seq.map((x) => f(x.p50, 1)).join(' / ') || '–'} µs, ${r.con.map((x) => f(x)).join(' / ')} calls/s`;
   };
-  console.log(`rounds: raw ${rounds('raw')}; client ${rounds('client')}; hop ${rounds('hop')}`);
+  console.log(`rounds: raw ${rounds('raw')}; client ${rounds('client')}; hop ${rounds('hop')}; raw hop ${rounds('rawhop')}`);
   console.log(`startup ${f(startMs / 1000, 1)} s, whole run ${f(totalMs / 1000, 1)} s`);
   console.log(`command: node --import tsx --conditions=source bench/remote-call.ts${argv.length > 0 ? ` ${argv.join(' ')}` : ''}`);
 }
@@ -575,6 +615,7 @@ if (argv[0] === 'child') {
   // Exit with the parent: on disconnect (also when it dies), so --cpu-prof gets written.
   process.on('disconnect', () => process.exit(0));
   if (argv[1] === 'raw') await rawChild();
+  else if (argv[1] === 'rawrelay') await rawRelayChild();
   else await siloChild();
 } else {
   process.once('SIGINT', () => {
