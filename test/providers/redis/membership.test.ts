@@ -1,10 +1,11 @@
 // Redis membership: the conformance suite against the server at
 // GRANARY_TEST_REDIS (default the local one) under a random key prefix deleted
 // at the end, plus an unreachable server, a server that goes away and comes
-// back through a proxy, key layout and corrupt rows.
+// back through a proxy, one that stops answering, key layout and corrupt rows.
 
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { after, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { MembershipError } from '../../../src/errors.ts';
@@ -71,6 +72,46 @@ function startProxy(): Promise<CuttableProxy> {
   return startProxyTo(target.hostname, Number(target.port || 6379));
 }
 
+/**
+ * A proxy on which the connections open when `hang()` is called get no answer
+ * ever again, while new ones work: a Redis that vanished without closing its
+ * connections (a failover to another host, a network cut), with one that
+ * answers again behind the same address.
+ */
+async function startHangingProxy(): Promise<{ via: string; hang(): void; close(): Promise<void> }> {
+  const target = new URL(url);
+  const hung = new Set<net.Socket>();
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port || 6379), target.hostname);
+    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+      sockets.add(from);
+      from.on('close', () => sockets.delete(from));
+      from.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+      from.on('data', (chunk: Buffer) => {
+        if (!hung.has(client)) to.write(chunk);
+      });
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  assert.ok(address !== null && typeof address === 'object');
+  return {
+    via: `redis://127.0.0.1:${address.port}`,
+    hang: () => {
+      for (const socket of sockets) hung.add(socket);
+    },
+    close: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+  };
+}
+
 describe('redis membership specifics', () => {
   it('has kind redis', () => {
     assert.equal(redisMembership({ url }).kind, 'redis');
@@ -134,6 +175,42 @@ describe('redis membership specifics', () => {
     } finally {
       await t.close();
       await proxy.cut();
+    }
+  });
+
+  it('drops a connection on which a command timed out, so that a Redis answering again behind the same address is used without a restart', { timeout: 30_000 }, async () => {
+    const proxy = await startHangingProxy();
+    const logs = recordingLogger();
+    const t = redisMembership({ url: proxy.via, keyPrefix, commandTimeoutMs: 1_000 });
+    await t.init({ clusterId: `c-${randomUUID()}`, logger: logs });
+    try {
+      const one = silo(1);
+      assert.equal(await t.insert(one, after1((await t.readAll()).version)), true);
+      proxy.hang();
+      await assert.rejects(t.updateIAmAlive(one.address, one.generation, 1_700_000_002_000), (err: unknown) => {
+        assert.ok(err instanceof MembershipError, String(err));
+        assert.match(err.message, /updateIAmAlive failed: silo 10\.0\.0\.1:11111@1700000000001: Command timed out/);
+        return true;
+      });
+      // The old connection never answers again; a new one does. Until the table has one, calls fail at once or time out.
+      await eventually('I-am-alive through a new connection', async () => {
+        try {
+          await t.updateIAmAlive(one.address, one.generation, 1_700_000_003_000);
+          return true;
+        } catch (err) {
+          assert.ok(err instanceof MembershipError, `only MembershipErrors meanwhile, got ${String(err)}`);
+          return false;
+        }
+      }, 15_000);
+      const s = await t.readAll();
+      assert.equal(s.version.version, 1);
+      assert.deepEqual(s.entries.map((e) => e.entry.iAmAliveAt), [1_700_000_003_000]);
+      assert.ok(logs.records.some((r) => r.level === 'warn' && /timed out/.test(r.message ?? '')), 'the dropped connection is logged');
+      assert.ok(logs.records.some((r) => r.level === 'info' && /connection back/.test(r.message ?? '')), 'and so is the new one');
+      await t.deleteCluster();
+    } finally {
+      await t.close();
+      await proxy.close();
     }
   });
 

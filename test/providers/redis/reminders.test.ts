@@ -1,10 +1,12 @@
 // Redis reminders: the conformance suite against the server at
 // GRANARY_TEST_REDIS (default the local one) under a random key prefix deleted
 // at the end, plus an unreachable server, a server that goes away and comes
-// back through a proxy, key set-up, corrupt rows and options.
+// back through a proxy, one that stops answering, key set-up, corrupt rows and
+// options.
 
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { after, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { ReminderError } from '../../../src/errors.ts';
@@ -57,6 +59,46 @@ function entry(n: number, overrides: Partial<ReminderEntry> = {}): ReminderEntry
 function startProxy(): Promise<CuttableProxy> {
   const target = new URL(url);
   return startProxyTo(target.hostname, Number(target.port || 6379));
+}
+
+/**
+ * A proxy on which the connections open when `hang()` is called get no answer
+ * ever again, while new ones work: a Redis that vanished without closing its
+ * connections (a failover to another host, a network cut), with one that
+ * answers again behind the same address.
+ */
+async function startHangingProxy(): Promise<{ via: string; hang(): void; close(): Promise<void> }> {
+  const target = new URL(url);
+  const hung = new Set<net.Socket>();
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port || 6379), target.hostname);
+    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+      sockets.add(from);
+      from.on('close', () => sockets.delete(from));
+      from.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+      from.on('data', (chunk: Buffer) => {
+        if (!hung.has(client)) to.write(chunk);
+      });
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  assert.ok(address !== null && typeof address === 'object');
+  return {
+    via: `redis://127.0.0.1:${address.port}`,
+    hang: () => {
+      for (const socket of sockets) hung.add(socket);
+    },
+    close: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+  };
 }
 
 describe('redis reminders specifics', () => {
@@ -188,6 +230,40 @@ describe('redis reminders specifics', () => {
     } finally {
       await t.close();
       await proxy.cut();
+    }
+  });
+
+  it('drops a connection on which a command timed out, so that a Redis answering again behind the same address is used without a restart', { timeout: 30_000 }, async () => {
+    const proxy = await startHangingProxy();
+    const logs = recordingLogger();
+    const t = redisReminders({ url: proxy.via, keyPrefix, commandTimeoutMs: 1_000 });
+    await t.init({ clusterId: `c-${randomUUID()}`, logger: logs });
+    try {
+      const etag = await t.upsert(entry(1));
+      proxy.hang();
+      await assert.rejects(t.readRange(0, 0), (err: unknown) => {
+        assert.ok(err instanceof ReminderError, String(err));
+        assert.match(err.message, /readRange failed: range \(0, 0\]: Command timed out/);
+        return true;
+      });
+      // The old connection never answers again; a new one does. Until the table has one, calls fail at once or time out.
+      await eventually('a read through a new connection', async () => {
+        try {
+          return (await t.readRange(0, 0)).length === 1;
+        } catch (err) {
+          assert.ok(err instanceof ReminderError, `only ReminderErrors meanwhile, got ${String(err)}`);
+          return false;
+        }
+      }, 15_000);
+      assert.deepEqual(await t.read('counter/1', 'tick'), { ...entry(1), etag });
+      const next = await t.upsert(entry(1));
+      assert.deepEqual(await t.read('counter/1', 'tick'), { ...entry(1), etag: next });
+      assert.ok(logs.records.some((r) => r.level === 'warn' && /timed out/.test(r.message ?? '')), 'the dropped connection is logged');
+      assert.ok(logs.records.some((r) => r.level === 'info' && /connection back/.test(r.message ?? '')), 'and so is the new one');
+      await t.clear();
+    } finally {
+      await t.close();
+      await proxy.close();
     }
   });
 
