@@ -43,6 +43,8 @@ export interface ChainNode {
   readonly turn?: unknown;
   /** Made in this process: without a turn it was made outside any turn (onActivate, onDeactivate). */
   readonly local?: boolean;
+  /** `id` as a request header writes it (u16 length, UTF-8), when the activation keeps it. */
+  readonly bytes?: Uint8Array;
 }
 
 /**

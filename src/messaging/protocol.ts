@@ -133,7 +133,11 @@ class RequestHead implements FrameHead {
       for (let i = 0; i < n; i++) p = putStr(buf, chain[i] as string, p);
     } else {
       for (let c: ChainNode | undefined = chain as ChainNode; c !== undefined; c = c.parent) {
-        p = putStr(buf, c.id, p);
+        const b = c.bytes;
+        if (b !== undefined) {
+          for (let i = 0; i < b.length; i++) buf[p + i] = b[i] as number;
+          p += b.length;
+        } else p = putStr(buf, c.id, p);
         n++;
       }
     }

@@ -8,6 +8,7 @@ import type { GrainId } from '../grain/identity.ts';
 import type { GrainTypeInfo } from '../grain/options.ts';
 import type { CallerContext, ChainNode } from '../grain/ref.ts';
 import { chainContains, chainPath, type Message } from '../messaging/message.ts';
+import { targetBytes } from '../messaging/protocol.ts';
 import type { RefIdentity } from '../serialization/symbols.ts';
 import type { JournalBinding } from '../journal/log.ts';
 import type { ReminderInfo, ReminderOptions } from '../reminders/service.ts';
@@ -195,10 +196,14 @@ export class Activation implements GrainContext, CallerContext, Target {
     else if (this.running === 1) m = this.#sole;
     if (m !== this.#chainOf || this.#chainNode === undefined) {
       this.#chainOf = m;
-      this.#chainNode = { id: this.idStr, parent: m?.chain, turn: m, local: true };
+      this.#idBytes ??= this.runtime.clustered ? targetBytes(this.idStr) : undefined;
+      this.#chainNode = this.#idBytes === undefined ? { id: this.idStr, parent: m?.chain, turn: m, local: true } : { id: this.idStr, parent: m?.chain, turn: m, local: true, bytes: this.#idBytes };
     }
     return this.#chainNode;
   }
+
+  /** This grain's id as request headers write it, made on the first call this activation makes to another silo. */
+  #idBytes: Uint8Array | undefined;
 
   reviveRef(id: RefIdentity): unknown {
     return this.runtime.ref(id.type, id.key, this);

@@ -10,7 +10,7 @@ import type { GrainTypeInfo } from '../grain/options.ts';
 import { MembershipService, type ClusterView, type MembershipOptions, type Prober } from '../membership/service.ts';
 import type { MembershipTable } from '../membership/table.ts';
 import type { Message, RemoteReply } from '../messaging/message.ts';
-import { Frame, RequestFlags, ResponseStatus, decodeRequestHeader, encodeSystemCall, encodeSystemResult, requestArgs, requestHeadOf, responseBody, responseHeadBytes, responseId, responseStatus, responseValue } from '../messaging/protocol.ts';
+import { Frame, RequestFlags, ResponseStatus, decodeRequestHeader, encodeSystemCall, encodeSystemResult, requestArgs, requestHeadOf, responseBody, responseHeadBytes, responseId, responseStatus, responseValue, targetBytes } from '../messaging/protocol.ts';
 import type { Logger } from '../observability/logger.ts';
 import { place, type PlacementCandidate } from '../placement/placement.ts';
 import { decode, encode } from '../serialization/codec.ts';
@@ -53,6 +53,10 @@ class RemoteTarget implements Target {
   receive(msg: Message): void {
     this.#cluster.send(msg, this.address);
   }
+  /** Sends with the target's header bytes when the caller keeps them. */
+  send(msg: Message, target: Uint8Array | undefined): void {
+    this.#cluster.send(msg, this.address, target);
+  }
 }
 
 /**
@@ -70,11 +74,14 @@ class KeptRoute implements Target {
     this.#version = dir.routeVersion;
     this.#to = to;
   }
+  /** The grain's id as request headers write it: encoded once, for every call through this route. */
+  #bytes: Uint8Array | undefined;
   get live(): boolean {
     return this.#dir.routeVersion === this.#version;
   }
   receive(msg: Message): void {
-    this.#to.receive(msg);
+    if (this.#bytes === undefined && msg.targetId.length < 16_384) this.#bytes = targetBytes(msg.targetId);
+    this.#to.send(msg, this.#bytes);
   }
 }
 
@@ -313,15 +320,15 @@ export class SiloCluster implements ConnectionHandler, Prober {
   // ---- Outgoing calls -----------------------------------------------------------
 
   /** Sends a call to another silo; a failure to reach it fails the call at once. */
-  send(msg: Message, address: string): void {
+  send(msg: Message, address: string, target?: Uint8Array): void {
     if (msg.done) return;
     const conn = this.#connector.peek(address);
-    if (conn !== undefined && conn.state === 'open') {
-      this.#sendOn(conn, msg, address);
+    if (conn !== undefined && conn.isOpen) {
+      this.#sendOn(conn, msg, address, target);
       return;
     }
     this.#connector.get(address).then(
-      (c) => this.#sendOn(c, msg, address),
+      (c) => this.#sendOn(c, msg, address, target),
       (e: unknown) => this.#unsent(msg, address, e),
     );
   }
@@ -345,7 +352,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
     this.#runtime.redispatch(msg);
   }
 
-  #sendOn(conn: Connection, msg: Message, address: string): void {
+  #sendOn(conn: Connection, msg: Message, address: string, target?: Uint8Array): void {
     if (msg.done) return;
     let args = msg.args;
     let flags = msg.method.oneWay ? RequestFlags.OneWay : 0;
@@ -371,7 +378,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
     }
     try {
       // A header that cannot be written (too long) or a frame over the limit is refused here, unsent.
-      conn.sendHead(Frame.Request, requestHeadOf(reqId, flags, msg.targetId, undefined, msg.method.name, msg.timeoutMs, msg.chain, msg.hops), body);
+      conn.sendHead(Frame.Request, requestHeadOf(reqId, flags, msg.targetId, target, msg.method.name, msg.timeoutMs, msg.chain, msg.hops), body);
     } catch (e) {
       this.#runtime.fail(msg, e);
       return;

@@ -264,9 +264,9 @@ class PostgresMembership implements MembershipTable {
       await client.query(ok ? 'COMMIT' : 'ROLLBACK');
       return ok;
     } catch (err) {
+      // A connection that failed is destroyed on release below, which ends its transaction on the server.
+      // No ROLLBACK on it: after a time-out it would wait behind the unanswered statement for a time-out of its own.
       broken ??= err;
-      // Best effort: the connection is destroyed on release below anyway.
-      await client.query('ROLLBACK').catch(() => undefined);
       throw this.#wrap(err, op, what);
     } finally {
       client.off('error', onError);

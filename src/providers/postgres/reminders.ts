@@ -266,9 +266,9 @@ class PostgresReminders implements ReminderTable {
       await client.query('COMMIT');
       return created ? 'created' : upgraded ? 'upgraded' : 'existed';
     } catch (err) {
+      // A connection that failed is destroyed on release below, which ends its transaction on the server.
+      // No ROLLBACK on it: after a time-out it would wait behind the unanswered statement for a time-out of its own.
       broken ??= err;
-      // Best effort: the connection is destroyed on release below anyway.
-      await client.query('ROLLBACK').catch(() => undefined);
       throw err;
     } finally {
       client.off('error', onError);

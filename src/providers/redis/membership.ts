@@ -7,6 +7,7 @@ import { Redis } from 'ioredis';
 import { ConfigurationError, GranaryError, MembershipError } from '../../errors.ts';
 import type { MembershipContext, MembershipSnapshot, MembershipTable, SiloEntry, SiloStatus, Suspicion, TableVersion } from '../../membership/table.ts';
 import { siloId } from '../../membership/table.ts';
+import { sendCommand } from './connection.ts';
 
 /** Options of `redisMembership`. */
 export interface RedisMembershipOptions {
@@ -132,6 +133,8 @@ class RedisMembership implements MembershipTable {
   #clusterId: string | undefined;
   #redis: (Redis & Scripts) | undefined;
   #keys: Keys | undefined;
+  /** Logs that a command timed out and its connection is dropped. */
+  #onDrop: () => void = () => undefined;
 
   constructor(settings: Settings) {
     this.#settings = settings;
@@ -189,6 +192,14 @@ class RedisMembership implements MembershipTable {
     opened = true;
     this.#redis = scripts;
     this.#keys = keys;
+    this.#onDrop = () => {
+      // The new connection's 'ready' logs that it is back.
+      up = false;
+      ctx.logger.warn(
+        { redis: safeUrl, clusterId: ctx.clusterId, commandTimeoutMs },
+        'redis membership: a command timed out; dropping the connection for a new one, calls fail until it is back',
+      );
+    };
     ctx.logger.debug({ redis: safeUrl, keys, connectTimeoutMs, commandTimeoutMs, clusterId: ctx.clusterId }, 'redis membership opened');
   }
 
@@ -196,7 +207,7 @@ class RedisMembership implements MembershipTable {
     const { redis, keys } = this.#use('readAll');
     let read: [string[], string[], string[]];
     try {
-      read = await redis.granaryMembershipRead(keys.version, keys.rows, keys.alive);
+      read = await this.#command(redis, () => redis.granaryMembershipRead(keys.version, keys.rows, keys.alive));
     } catch (err) {
       throw this.#wrap(err, 'readAll');
     }
@@ -213,7 +224,7 @@ class RedisMembership implements MembershipTable {
   async insert(entry: SiloEntry, next: TableVersion): Promise<boolean> {
     const { redis, keys } = this.#use('insert');
     try {
-      return (await redis.granaryMembershipInsert(keys.version, keys.rows, keys.alive, ...changeArgs(entry, next))) === 1;
+      return (await this.#command(redis, () => redis.granaryMembershipInsert(keys.version, keys.rows, keys.alive, ...changeArgs(entry, next)))) === 1;
     } catch (err) {
       throw this.#wrap(err, 'insert', `silo ${siloId(entry)}`);
     }
@@ -222,7 +233,7 @@ class RedisMembership implements MembershipTable {
   async update(entry: SiloEntry, etag: string, next: TableVersion): Promise<boolean> {
     const { redis, keys } = this.#use('update');
     try {
-      return (await redis.granaryMembershipUpdate(keys.version, keys.rows, keys.alive, ...changeArgs(entry, next), etag)) === 1;
+      return (await this.#command(redis, () => redis.granaryMembershipUpdate(keys.version, keys.rows, keys.alive, ...changeArgs(entry, next), etag))) === 1;
     } catch (err) {
       throw this.#wrap(err, 'update', `silo ${siloId(entry)}`);
     }
@@ -232,7 +243,7 @@ class RedisMembership implements MembershipTable {
     const { redis, keys } = this.#use('updateIAmAlive');
     const id = siloId({ address, generation });
     try {
-      await redis.granaryMembershipAlive(keys.rows, keys.alive, id, String(at));
+      await this.#command(redis, () => redis.granaryMembershipAlive(keys.rows, keys.alive, id, String(at)));
     } catch (err) {
       throw this.#wrap(err, 'updateIAmAlive', `silo ${id}`);
     }
@@ -244,7 +255,7 @@ class RedisMembership implements MembershipTable {
     if (Number.isNaN(before)) throw this.#error('cleanupDefunct', 'the cut-off is NaN');
     const cutOff = Number.isFinite(before) ? String(before) : before > 0 ? '1e308' : '-1e308';
     try {
-      return await redis.granaryMembershipCleanup(keys.rows, keys.alive, cutOff);
+      return await this.#command(redis, () => redis.granaryMembershipCleanup(keys.rows, keys.alive, cutOff));
     } catch (err) {
       throw this.#wrap(err, 'cleanupDefunct');
     }
@@ -253,7 +264,7 @@ class RedisMembership implements MembershipTable {
   async deleteCluster(): Promise<void> {
     const { redis, keys } = this.#use('deleteCluster');
     try {
-      await redis.del(keys.version, keys.rows, keys.alive);
+      await this.#command(redis, () => redis.del(keys.version, keys.rows, keys.alive));
     } catch (err) {
       throw this.#wrap(err, 'deleteCluster');
     }
@@ -271,6 +282,16 @@ class RedisMembership implements MembershipTable {
     } finally {
       redis.disconnect();
     }
+  }
+
+  /**
+   * Sends one command; one that times out drops its connection for a new one
+   * (see sendCommand), so that a Redis that stopped answering on an open
+   * connection does not keep this silo from writing I-am-alive or reading
+   * the table until the operating system gives up on the connection.
+   */
+  #command<T>(redis: Redis, send: () => Promise<T>): Promise<T> {
+    return sendCommand(redis, send, { inUse: () => this.#redis === redis, onDrop: this.#onDrop });
   }
 
   #decode(id: string, json: string, alive: string | undefined): { entry: SiloEntry; etag: string } {

@@ -8,6 +8,7 @@ import { Redis } from 'ioredis';
 import { ConfigurationError, GranaryError, ReminderError } from '../../errors.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ReminderContext, ReminderEntry, ReminderTable, StoredReminder } from '../../reminders/table.ts';
+import { sendCommand } from './connection.ts';
 
 /** Options of `redisReminders`. */
 export interface RedisRemindersOptions {
@@ -161,6 +162,8 @@ class RedisReminders implements ReminderTable {
   #logger: Logger | undefined;
   #redis: (Redis & Scripts) | undefined;
   #keys: Keys | undefined;
+  /** Logs that a command timed out and its connection is dropped. */
+  #onDrop: () => void = () => undefined;
 
   constructor(settings: Settings) {
     this.#settings = settings;
@@ -218,6 +221,14 @@ class RedisReminders implements ReminderTable {
     opened = true;
     this.#redis = scripts;
     this.#keys = keys;
+    this.#onDrop = () => {
+      // The new connection's 'ready' logs that it is back.
+      up = false;
+      ctx.logger.warn(
+        { redis: safeUrl, clusterId: ctx.clusterId, commandTimeoutMs },
+        'redis reminders: a command timed out; dropping the connection for a new one, calls fail until it is back',
+      );
+    };
     ctx.logger.debug({ redis: safeUrl, keys, connectTimeoutMs, commandTimeoutMs, clusterId: ctx.clusterId }, 'redis reminders opened');
   }
 
@@ -227,7 +238,7 @@ class RedisReminders implements ReminderTable {
     const prefix = rowId(grainId, '').slice(0, -3);
     let fetched: Fetched;
     try {
-      fetched = await redis.granaryRemindersReadGrain(...keyList(keys), `[${prefix}`, `(${prefix.slice(0, -1)}-`);
+      fetched = await this.#command(redis, () => redis.granaryRemindersReadGrain(...keyList(keys), `[${prefix}`, `(${prefix.slice(0, -1)}-`));
     } catch (err) {
       throw this.#wrap(err, 'readGrain', `grain ${JSON.stringify(grainId)}`);
     }
@@ -238,7 +249,7 @@ class RedisReminders implements ReminderTable {
     const { redis, keys } = this.#use('read');
     let fetched: Fetched;
     try {
-      fetched = await redis.granaryRemindersReadOne(...keyList(keys), rowId(grainId, name));
+      fetched = await this.#command(redis, () => redis.granaryRemindersReadOne(...keyList(keys), rowId(grainId, name)));
     } catch (err) {
       throw this.#wrap(err, 'read', describe(grainId, name));
     }
@@ -255,7 +266,7 @@ class RedisReminders implements ReminderTable {
       : [`(${begin}`, '+inf', '-inf', String(end)];
     let fetched: Fetched;
     try {
-      fetched = await redis.granaryRemindersReadRange(...keyList(keys), ...bounds);
+      fetched = await this.#command(redis, () => redis.granaryRemindersReadRange(...keyList(keys), ...bounds));
     } catch (err) {
       throw this.#wrap(err, 'readRange', `range (${begin}, ${end}]`);
     }
@@ -269,7 +280,7 @@ class RedisReminders implements ReminderTable {
     if (problem !== undefined) throw this.#error('upsert', `${what}: ${problem}`);
     const row = JSON.stringify({ grainHash: entry.grainHash, startAt: entry.startAt, periodMs: entry.periodMs });
     try {
-      return String(await redis.granaryRemindersUpsert(...keyList(keys), rowId(entry.grainId, entry.name), String(entry.grainHash), row));
+      return String(await this.#command(redis, () => redis.granaryRemindersUpsert(...keyList(keys), rowId(entry.grainId, entry.name), String(entry.grainHash), row)));
     } catch (err) {
       throw this.#wrap(err, 'upsert', what);
     }
@@ -280,7 +291,7 @@ class RedisReminders implements ReminderTable {
     const what = describe(grainId, name);
     if (!Number.isSafeInteger(dueAt)) throw this.#error('recordTick', `${what}: dueAt must be a whole number of epoch ms, got ${String(dueAt)}`);
     try {
-      await redis.granaryRemindersRecordTick(...keyList(keys), rowId(grainId, name), String(dueAt));
+      await this.#command(redis, () => redis.granaryRemindersRecordTick(...keyList(keys), rowId(grainId, name), String(dueAt)));
     } catch (err) {
       throw this.#wrap(err, 'recordTick', what);
     }
@@ -289,7 +300,7 @@ class RedisReminders implements ReminderTable {
   async remove(grainId: string, name: string, etag: string): Promise<boolean> {
     const { redis, keys } = this.#use('remove');
     try {
-      return (await redis.granaryRemindersRemove(...keyList(keys), rowId(grainId, name), etag)) === 1;
+      return (await this.#command(redis, () => redis.granaryRemindersRemove(...keyList(keys), rowId(grainId, name), etag))) === 1;
     } catch (err) {
       throw this.#wrap(err, 'remove', describe(grainId, name));
     }
@@ -299,7 +310,7 @@ class RedisReminders implements ReminderTable {
     const { redis, keys } = this.#use('clear');
     try {
       // Not the counter: ETags issued after a clear must differ from those before.
-      await redis.del(keys.ring, keys.grains, keys.rows, keys.etags, keys.ticks);
+      await this.#command(redis, () => redis.del(keys.ring, keys.grains, keys.rows, keys.etags, keys.ticks));
     } catch (err) {
       throw this.#wrap(err, 'clear');
     }
@@ -317,6 +328,16 @@ class RedisReminders implements ReminderTable {
     } finally {
       redis.disconnect();
     }
+  }
+
+  /**
+   * Sends one command; one that times out drops its connection for a new one
+   * (see sendCommand), so that a Redis that stopped answering on an open
+   * connection does not keep every later call failing until the operating
+   * system gives up on the connection.
+   */
+  #command<T>(redis: Redis, send: () => Promise<T>): Promise<T> {
+    return sendCommand(redis, send, { inUse: () => this.#redis === redis, onDrop: this.#onDrop });
   }
 
   #decodeAll([ids, rows, etags, ticks]: Fetched): StoredReminder[] {

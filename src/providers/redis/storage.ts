@@ -8,6 +8,7 @@ import type { Logger } from '../../observability/logger.ts';
 import { ConfigurationError, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
 import type { ProviderContext, StateAddress, StorageProvider, StoredState } from '../../storage/provider.ts';
 import { formatMismatch, formatOption, payloadFormat, type PayloadFormat, type StateFormat } from '../../storage/state-format.ts';
+import { sendCommand } from './connection.ts';
 
 /** Options of `redisStorage`. */
 export interface RedisStorageOptions {
@@ -254,25 +255,18 @@ class RedisStorage implements StorageProvider {
   }
 
   /**
-   * Sends one command. One that times out drops the connection it was sent on
-   * and makes a new one: a Redis that stopped answering without closing the
-   * connection (it vanished, or the network to it did) would otherwise keep
-   * every later command waiting on it, and failing, until the operating
-   * system gives up on the connection many minutes later, even once a Redis
-   * answers again behind the same address. Commands waiting on the dropped
-   * connection fail at once rather than pile up behind it.
+   * Sends one command; one that times out drops its connection for a new one
+   * (see sendCommand), so that a Redis that stopped answering on an open
+   * connection does not keep every later read and write failing until the
+   * operating system gives up on the connection.
    */
-  async #command<T>(redis: Redis, send: () => Promise<T>): Promise<T> {
-    const stream = redis.stream;
-    try {
-      return await send();
-    } catch (err) {
-      if (err instanceof Error && err.message === 'Command timed out' && this.#redis === redis && redis.stream === stream && redis.status === 'ready') {
+  #command<T>(redis: Redis, send: () => Promise<T>): Promise<T> {
+    return sendCommand(redis, send, {
+      inUse: () => this.#redis === redis,
+      onDrop: () => {
         this.#logger?.warn({ redis: this.#settings.safeUrl, commandTimeoutMs: this.#settings.commandTimeoutMs }, 'redis storage: a command timed out; dropping the connection for a new one');
-        redis.disconnect(true);
-      }
-      throw err;
-    }
+      },
+    });
   }
 
   /**

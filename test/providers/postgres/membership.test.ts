@@ -1,10 +1,11 @@
 // PostgreSQL membership: the conformance suite against the server at
 // GRANARY_TEST_POSTGRES (default the local test database) under a random table
-// prefix dropped at the end, plus connection failures, concurrent creators
-// and corrupt rows.
+// prefix dropped at the end, plus connection failures, a server that stops
+// answering, concurrent creators and corrupt rows.
 
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { MembershipError } from '../../../src/errors.ts';
@@ -88,6 +89,66 @@ function startProxy(): Promise<CuttableProxy> {
   return startProxyTo(target.hostname, Number(target.port || 5432));
 }
 
+/**
+ * A proxy to the test database that can stop answering without closing
+ * anything (a server that hangs): once frozen it holds what it is sent.
+ * `freeze()` freezes at once, `freeze(text)` at the first message from the
+ * client that holds `text`; either resolves once it holds something the
+ * client sent.
+ */
+async function startFreezableProxy(): Promise<{ via: string; freeze(at?: string): Promise<void>; thaw(): void; close(): Promise<void> }> {
+  const target = new URL(connectionString);
+  let frozen = false;
+  let trigger: string | undefined;
+  let onSent: (() => void) | undefined;
+  const held: Array<() => void> = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port || 5432), target.hostname);
+    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+      sockets.add(from);
+      from.on('close', () => sockets.delete(from));
+      from.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+      from.on('data', (chunk: Buffer) => {
+        if (!frozen && trigger !== undefined && from === client && chunk.includes(trigger)) frozen = true;
+        if (!frozen) {
+          to.write(chunk);
+          return;
+        }
+        held.push(() => to.write(chunk));
+        if (from === client) onSent?.();
+      });
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  assert.ok(address !== null && typeof address === 'object');
+  const via = new URL(connectionString);
+  via.host = `127.0.0.1:${address.port}`;
+  return {
+    via: via.toString(),
+    freeze: (at) => {
+      if (at === undefined) frozen = true;
+      else trigger = at;
+      return new Promise<void>((resolve) => (onSent = resolve));
+    },
+    thaw: () => {
+      frozen = false;
+      trigger = undefined;
+      onSent = undefined;
+      for (const deliver of held.splice(0)) deliver();
+    },
+    close: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+  };
+}
+
 describe('postgres membership specifics', () => {
   it('has kind postgres', () => {
     assert.equal(postgresMembership({ connectionString }).kind, 'postgres');
@@ -150,6 +211,49 @@ describe('postgres membership specifics', () => {
     } finally {
       await t.close();
       await proxy.cut();
+    }
+  });
+
+  it('fails a change within queryTimeoutMs when the server stops answering (not after a second wait for a ROLLBACK), and works once it answers', { timeout: 30_000 }, async () => {
+    const proxy = await startFreezableProxy();
+    const queryTimeoutMs = 1_000;
+    const t = postgresMembership({ connectionString: proxy.via, tablePrefix: suitePrefix, poolSize: 1, connectionTimeoutMs: 5_000, queryTimeoutMs });
+    await t.init({ clusterId: `c-${randomUUID()}`, logger: silentLogger() });
+    try {
+      assert.equal(await t.insert(silo(1), after1((await t.readAll()).version)), true);
+      const { version } = await t.readAll();
+      // The compare-and-swap's transaction gets no answer from its BEGIN on.
+      const sent = proxy.freeze('BEGIN');
+      let outcome: 'pending' | 'failed' | 'inserted' = 'pending';
+      let failure: unknown;
+      const insert = t.insert(silo(2), after1(version)).then(
+        () => {
+          outcome = 'inserted';
+        },
+        (err: unknown) => {
+          outcome = 'failed';
+          failure = err;
+        },
+      );
+      // The BEGIN is on its way, so its time-out runs: it is due before this marker, which Node fires
+      // after it (expired timers run in order, with the promise jobs of each in between).
+      await sent;
+      const atMarker = await new Promise<string>((resolve) => setTimeout(() => resolve(outcome), queryTimeoutMs * 1.5));
+      await insert;
+      assert.equal(atMarker, 'failed', 'the insert had failed by 1.5 x queryTimeoutMs');
+      assert.ok(failure instanceof MembershipError, `a MembershipError, got ${String(failure)}`);
+      assert.match(failure.message, /insert failed: silo 10\.0\.0\.2:11111@1700000000002: Query read timeout/);
+
+      proxy.thaw();
+      // The pool's one connection was dropped, not left busy: the table works again.
+      const s = await t.readAll();
+      assert.deepEqual(s.version, version, 'the failed insert changed nothing');
+      assert.equal(await t.insert(silo(2), after1(s.version)), true);
+      assert.equal((await t.readAll()).entries.length, 2);
+      await t.deleteCluster();
+    } finally {
+      await t.close();
+      await proxy.close();
     }
   });
 

@@ -1,10 +1,11 @@
 // PostgreSQL reminders: the conformance suite against the server at
 // GRANARY_TEST_POSTGRES (default the local test database) under a random table
-// prefix dropped at the end, plus an outage through a cuttable proxy,
-// concurrent creators, corrupt rows and options.
+// prefix dropped at the end, plus an outage through a cuttable proxy, a server
+// that stops answering, concurrent creators, corrupt rows and options.
 
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { ReminderError } from '../../../src/errors.ts';
@@ -64,6 +65,66 @@ function entry(n: number, overrides: Partial<ReminderEntry> = {}): ReminderEntry
 function startProxy(): Promise<CuttableProxy> {
   const target = new URL(connectionString);
   return startProxyTo(target.hostname, Number(target.port || 5432));
+}
+
+/**
+ * A proxy to the test database that can stop answering without closing
+ * anything (a server that hangs): once frozen it holds what it is sent.
+ * `freeze()` freezes at once, `freeze(text)` at the first message from the
+ * client that holds `text`; either resolves once it holds something the
+ * client sent.
+ */
+async function startFreezableProxy(): Promise<{ via: string; freeze(at?: string): Promise<void>; thaw(): void; close(): Promise<void> }> {
+  const target = new URL(connectionString);
+  let frozen = false;
+  let trigger: string | undefined;
+  let onSent: (() => void) | undefined;
+  const held: Array<() => void> = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port || 5432), target.hostname);
+    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+      sockets.add(from);
+      from.on('close', () => sockets.delete(from));
+      from.on('error', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+      from.on('data', (chunk: Buffer) => {
+        if (!frozen && trigger !== undefined && from === client && chunk.includes(trigger)) frozen = true;
+        if (!frozen) {
+          to.write(chunk);
+          return;
+        }
+        held.push(() => to.write(chunk));
+        if (from === client) onSent?.();
+      });
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  assert.ok(address !== null && typeof address === 'object');
+  const via = new URL(connectionString);
+  via.host = `127.0.0.1:${address.port}`;
+  return {
+    via: via.toString(),
+    freeze: (at) => {
+      if (at === undefined) frozen = true;
+      else trigger = at;
+      return new Promise<void>((resolve) => (onSent = resolve));
+    },
+    thaw: () => {
+      frozen = false;
+      trigger = undefined;
+      onSent = undefined;
+      for (const deliver of held.splice(0)) deliver();
+    },
+    close: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+  };
 }
 
 async function admin<T>(body: (client: pg.Client) => Promise<T>): Promise<T> {
@@ -127,6 +188,47 @@ describe('postgres reminders specifics', () => {
     } finally {
       await t.close();
       await proxy.cut();
+    }
+  });
+
+  it('fails init within queryTimeoutMs when the server stops answering while it sets up the table (not after a second wait for a ROLLBACK), and inits once it answers', { timeout: 30_000 }, async () => {
+    const tablePrefix = prefix('hang');
+    const proxy = await startFreezableProxy();
+    const queryTimeoutMs = 1_000;
+    const t = postgresReminders({ connectionString: proxy.via, tablePrefix, poolSize: 1, connectionTimeoutMs: 5_000, queryTimeoutMs });
+    const clusterId = `c-${randomUUID()}`;
+    try {
+      // The set-up transaction gets no answer from its BEGIN on.
+      const sent = proxy.freeze('BEGIN');
+      let outcome: 'pending' | 'failed' | 'opened' = 'pending';
+      let failure: unknown;
+      const init = t.init({ clusterId, logger: silentLogger() }).then(
+        () => {
+          outcome = 'opened';
+        },
+        (err: unknown) => {
+          outcome = 'failed';
+          failure = err;
+        },
+      );
+      // The BEGIN is on its way, so its time-out runs: it is due before this marker, which Node fires
+      // after it (expired timers run in order, with the promise jobs of each in between).
+      await sent;
+      const atMarker = await new Promise<string>((resolve) => setTimeout(() => resolve(outcome), queryTimeoutMs * 1.5));
+      await init;
+      assert.equal(atMarker, 'failed', 'init had failed by 1.5 x queryTimeoutMs');
+      assert.ok(failure instanceof ReminderError, `a ReminderError, got ${String(failure)}`);
+      assert.match(failure.message, /init failed: cannot set up table .*: Query read timeout/);
+
+      proxy.thaw();
+      // The same instance opens once the server answers.
+      await t.init({ clusterId, logger: silentLogger() });
+      const etag = await t.upsert(entry(1));
+      assert.deepEqual(await t.read('counter/1', 'tick'), { ...entry(1), etag });
+      await t.clear();
+    } finally {
+      await t.close();
+      await proxy.close();
     }
   });
 

@@ -187,11 +187,15 @@ describe('redis membership specifics', () => {
       const one = silo(1);
       assert.equal(await t.insert(one, after1((await t.readAll()).version)), true);
       proxy.hang();
-      await assert.rejects(t.updateIAmAlive(one.address, one.generation, 1_700_000_002_000), (err: unknown) => {
-        assert.ok(err instanceof MembershipError, String(err));
-        assert.match(err.message, /updateIAmAlive failed: silo 10\.0\.0\.1:11111@1700000000001: Command timed out/);
-        return true;
-      });
+      // Both wait on the hung connection, as a silo's I-am-alive and its read of the table would.
+      await Promise.all([
+        assert.rejects(t.updateIAmAlive(one.address, one.generation, 1_700_000_002_000), (err: unknown) => {
+          assert.ok(err instanceof MembershipError, String(err));
+          assert.match(err.message, /updateIAmAlive failed: silo 10\.0\.0\.1:11111@1700000000001: Command timed out/);
+          return true;
+        }),
+        assert.rejects(t.readAll(), (err: unknown) => err instanceof MembershipError && /readAll failed/.test(err.message)),
+      ]);
       // The old connection never answers again; a new one does. Until the table has one, calls fail at once or time out.
       await eventually('I-am-alive through a new connection', async () => {
         try {
