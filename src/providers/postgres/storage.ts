@@ -263,6 +263,11 @@ class PostgresStorage implements StorageProvider {
       throw this.#wrap(err, `cannot connect to set up table ${table}`);
     }
     let broken: Error | undefined;
+    // A connection error while checked out would otherwise be an unhandled 'error' event.
+    const onError = (err: Error): void => {
+      broken ??= err;
+    };
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`granary storage ${table}`]);
@@ -295,11 +300,13 @@ class PostgresStorage implements StorageProvider {
       await client.query('COMMIT');
       return !tableExisted;
     } catch (err) {
-      broken = err instanceof Error ? err : new Error(String(err));
-      await client.query('ROLLBACK').catch(() => undefined);
+      // No ROLLBACK: on a connection that timed out it would queue behind the unanswered
+      // statement and wait out a second time-out. Releasing the client with the error
+      // destroys it, and the server rolls the transaction back.
+      broken ??= err instanceof Error ? err : new Error(String(err));
       throw err;
     } finally {
-      // A connection that failed is destroyed rather than reused.
+      client.off('error', onError);
       client.release(broken);
     }
   }
