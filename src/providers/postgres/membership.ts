@@ -121,7 +121,12 @@ class PostgresMembership implements MembershipTable {
       connectionString,
       max: poolSize,
       connectionTimeoutMillis: connectionTimeoutMs,
+      // The server cancels a statement that runs too long (a lock held elsewhere);
+      // the client gives up on an answer that does not come (the pool then drops
+      // that connection); keep-alive notices a peer that vanished without a word.
+      statement_timeout: queryTimeoutMs,
       query_timeout: queryTimeoutMs,
+      keepAlive: true,
       fallback_application_name: 'granary-membership',
     });
     // An idle connection that fails (the server restarts or goes away) is

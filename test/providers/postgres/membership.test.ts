@@ -276,6 +276,31 @@ describe('postgres membership specifics', () => {
     }
   });
 
+  it('has the server cancel a statement stuck behind a lock once queryTimeoutMs passes, so it holds no lock queue slot after the call failed', { timeout: 20_000 }, async () => {
+    const prefix = `t${runId}_locked_`;
+    prefixes.push(prefix);
+    const applicationName = `granary-locked-${randomUUID().slice(0, 8)}`;
+    const url = new URL(connectionString);
+    url.searchParams.set('application_name', applicationName);
+    await withTable({ connectionString: url.toString(), tablePrefix: prefix, queryTimeoutMs: 500 }, silentLogger(), async (t) => {
+      const admin = new pg.Client({ connectionString });
+      await admin.connect();
+      try {
+        await admin.query('BEGIN');
+        await admin.query(`LOCK TABLE "${prefix}membership" IN ACCESS EXCLUSIVE MODE`);
+        await assert.rejects(t.readAll(), MembershipError);
+        // Without a server-side statement time-out the read would wait on the lock until the admin lets go.
+        await eventually('the stuck statement is cancelled by the server', async () => {
+          const { rows } = await admin.query<{ n: string }>("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'", [applicationName]);
+          return rows[0]?.n === '0';
+        }, 5000);
+      } finally {
+        await admin.query('ROLLBACK').catch(() => undefined);
+        await admin.end();
+      }
+    });
+  });
+
   it('fails a read of a corrupt row with a MembershipError naming the row', async () => {
     await withTable({ tablePrefix: suitePrefix }, silentLogger(), async (t) => {
       assert.equal(await t.insert(silo(1), after1((await t.readAll()).version)), true);
