@@ -6,6 +6,7 @@ import type Database from 'better-sqlite3';
 import { openSqlite } from './open.ts';
 import { ConfigurationError, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
 import type { ProviderContext, StateAddress, StorageProvider, StoredState } from '../../storage/provider.ts';
+import { FORMAT_VERSIONS, formatMismatch, formatOption, payloadFormat, type PayloadFormat, type StateFormat } from '../../storage/state-format.ts';
 
 /** Options of `sqliteStorage`. */
 export interface SqliteStorageOptions {
@@ -22,16 +23,20 @@ export interface SqliteStorageOptions {
   readonly tablePrefix?: string;
   /** How long to wait for a lock held by another connection or process, in ms. Default 5000. */
   readonly busyTimeoutMs?: number;
+  /**
+   * How state is stored: `codec` (the silo's serializer: every value a grain call
+   * can carry) or `json` (JSON text other tools can read; a value JSON cannot
+   * hold fails the write with a SerializationError naming its path). Default `codec`.
+   */
+  readonly format?: StateFormat;
 }
 
 /** Defaults of the optional `SqliteStorageOptions` fields. */
 export const sqliteStorageDefaults: Readonly<Required<Omit<SqliteStorageOptions, 'path'>>> = {
   tablePrefix: 'granary_',
   busyTimeoutMs: 5000,
+  format: 'codec',
 };
-
-/** The format of the `payload` column this version writes and reads. */
-const FORMAT_VERSION = 1;
 
 const COLUMNS = ['grain_type', 'grain_key', 'state_name', 'payload', 'version', 'format_version', 'updated_at'];
 
@@ -57,6 +62,7 @@ interface Settings {
   readonly table: string;
   readonly seqTable: string;
   readonly busyTimeoutMs: number;
+  readonly format: StateFormat;
 }
 
 interface Row {
@@ -83,7 +89,7 @@ class SqliteStorage implements StorageProvider {
   #name = '(not initialised)';
   #db: Database.Database | undefined;
   #statements: Statements | undefined;
-  #serializer: ProviderContext['serializer'] | undefined;
+  #serializer: PayloadFormat | undefined;
 
   constructor(settings: Settings) {
     this.#settings = settings;
@@ -97,7 +103,7 @@ class SqliteStorage implements StorageProvider {
   async init(ctx: ProviderContext): Promise<void> {
     if (this.#db !== undefined) return;
     this.#name = ctx.name;
-    this.#serializer = ctx.serializer;
+    this.#serializer = payloadFormat(this.#settings.format, ctx.serializer);
     const { path, table } = this.#settings;
     const db = this.#open();
     try {
@@ -120,8 +126,8 @@ class SqliteStorage implements StorageProvider {
       throw this.#wrap(err, `read of grain ${grainName(address)} state '${address.stateName}' failed`);
     }
     if (row === undefined) return { state: undefined, etag: null };
-    if (row.format_version !== FORMAT_VERSION) {
-      throw this.#corrupt(address, row, `its format version is ${String(row.format_version)}, this Granary reads format ${FORMAT_VERSION}`);
+    if (row.format_version !== serializer.version) {
+      throw this.#corrupt(address, row, formatMismatch(row.format_version, serializer.format));
     }
     if (!(row.payload instanceof Uint8Array)) {
       throw this.#corrupt(address, row, `its payload is ${row.payload === null ? 'NULL' : typeof row.payload}, not a BLOB`);
@@ -129,14 +135,14 @@ class SqliteStorage implements StorageProvider {
     try {
       return { state: serializer.decode(row.payload), etag: String(row.version) };
     } catch (err) {
-      throw this.#corrupt(address, row, `cannot decode its payload: ${errorMessage(err)}`, err);
+      throw this.#corrupt(address, row, `cannot decode its ${serializer.format} payload: ${errorMessage(err)}`, err);
     }
   }
 
   async write(address: StateAddress, state: unknown, etag: string | null): Promise<string> {
     const { statements, serializer } = this.#use(address);
     // Outside the try: a value that cannot be serialized is the caller's error, not the store's.
-    const bytes = serializer.encode(state);
+    const bytes = serializer.encode(state, `grain ${grainName(address)} state '${address.stateName}' in sqlite storage '${this.#name}'`);
     try {
       return String(statements.write(address, bytes, etag));
     } catch (err) {
@@ -220,11 +226,11 @@ class SqliteStorage implements StorageProvider {
     const nextVersion = db.prepare<[], number>(`UPDATE ${quote(this.#settings.seqTable)} SET value = value + 1 WHERE id = 1 RETURNING value`).pluck();
     const insert = db.prepare<[...Key, Uint8Array, number, number]>(
       `INSERT INTO ${t} (grain_type, grain_key, state_name, payload, version, format_version, updated_at)
-       VALUES (?, ?, ?, ?, ?, ${FORMAT_VERSION}, ?)
+       VALUES (?, ?, ?, ?, ?, ${this.#settings.format === 'json' ? FORMAT_VERSIONS.json : FORMAT_VERSIONS.codec}, ?)
        ON CONFLICT (grain_type, grain_key, state_name) DO NOTHING`,
     );
     const update = db.prepare<[Uint8Array, number, number, ...Key, number]>(
-      `UPDATE ${t} SET payload = ?, version = ?, format_version = ${FORMAT_VERSION}, updated_at = ? WHERE ${where} AND version = ?`,
+      `UPDATE ${t} SET payload = ?, version = ?, format_version = ${this.#settings.format === 'json' ? FORMAT_VERSIONS.json : FORMAT_VERSIONS.codec}, updated_at = ? WHERE ${where} AND version = ?`,
     );
     const del = db.prepare<[...Key, number]>(`DELETE FROM ${t} WHERE ${where} AND version = ?`);
 
@@ -268,7 +274,7 @@ class SqliteStorage implements StorageProvider {
     };
   }
 
-  #use(address: StateAddress): { statements: Statements; serializer: ProviderContext['serializer'] } {
+  #use(address: StateAddress): { statements: Statements; serializer: PayloadFormat } {
     if (this.#statements === undefined || this.#serializer === undefined) {
       throw new StorageError(
         `sqlite storage '${this.#name}' (${this.#settings.path}) is not open (init() not called, or closed): ` +
@@ -312,7 +318,8 @@ function validate(options: SqliteStorageOptions): Settings {
   if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0 || busyTimeoutMs > 0x7fffffff) {
     throw new ConfigurationError(`sqliteStorage: option busyTimeoutMs must be a whole number of ms from 0 to 2147483647, got ${busyTimeoutMs}`);
   }
-  return { path, table: `${tablePrefix}storage`, seqTable: `${tablePrefix}storage_seq`, busyTimeoutMs };
+  const format = formatOption('sqliteStorage', options.format);
+  return { path, table: `${tablePrefix}storage`, seqTable: `${tablePrefix}storage_seq`, busyTimeoutMs, format };
 }
 
 /** An ETag this provider could have issued, as its version; undefined for anything else (it matches no row). */

@@ -256,6 +256,55 @@ describe('sqlite storage specifics', () => {
     });
   });
 
+  it("with format 'json', stores JSON text SQL can read, and reads it back equal", async () => {
+    const file = freshPath();
+    const p = sqliteStorage({ path: file, format: 'json' });
+    await p.init(context());
+    try {
+      const state = { name: 'Zoë', scores: { chess: [1200, 1250] }, nested: [null, true, { deep: 'x' }] };
+      const etag = await p.write(a, state, null);
+      assert.deepEqual(await p.read(a), { state, etag });
+      const db = new Database(file, { readonly: true });
+      try {
+        const row = db.prepare("SELECT json_extract(CAST(payload AS TEXT), '$.scores.chess[1]') AS chess, format_version FROM granary_storage WHERE grain_key = ?").get('alice');
+        assert.deepEqual(row, { chess: 1250, format_version: 2 });
+      } finally {
+        db.close();
+      }
+    } finally {
+      await p.close();
+    }
+  });
+
+  it("with format 'json', refuses a state JSON cannot hold with a SerializationError naming the path, and stores nothing", async () => {
+    const p = sqliteStorage({ path: ':memory:', format: 'json' });
+    await p.init(context());
+    try {
+      for (const [value, at] of [[{ scores: new Map([['chess', 1]]) }, 'state.scores'], [{ born: new Date(0) }, 'state.born'], [{ n: 1n }, 'state.n']] as const) {
+        await assert.rejects(p.write(a, value, null), (err: Error & { path?: string }) => err.name === 'SerializationError' && err.path === at && err.message.includes('counter/alice'));
+      }
+      assert.deepEqual(await p.read(a), { state: undefined, etag: null });
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('fails a record written in the other format, saying which format it is in', async () => {
+    const file = freshPath();
+    await withProviders([{ path: file }], async ([codec]) => {
+      assert.ok(codec);
+      await codec.write(a, { value: 1 }, null);
+    });
+    const json = sqliteStorage({ path: file, format: 'json' });
+    await json.init(context());
+    try {
+      await assert.rejects(json.read(a), (err: Error & { code?: string }) =>
+        err.code === 'GRANARY_STORAGE_CORRUPT' && err.message.includes("written in format 'codec'") && err.message.includes("configured with format 'json'"));
+    } finally {
+      await json.close();
+    }
+  });
+
   it('gives the decode error as the cause of a corrupt row', async () => {
     await withProviders([{ path: ':memory:' }], async ([p]) => {
       assert.ok(p);
