@@ -279,6 +279,11 @@ export class Silo {
       responseTimeoutMs: options.responseTimeoutMs ?? siloDefaults.responseTimeoutMs,
       collectionAgeMs: options.collectionAgeMs ?? siloDefaults.collectionAgeMs,
     }, 'silo started');
+    // Silos in several processes share nothing held in one process's memory.
+    if (options.membership !== undefined && options.membership.kind !== 'memory') {
+      if (options.storage === undefined) siloLogger.warn({}, 'grain state is kept in this process\'s memory (no storage option): in a cluster of several processes a grain that moves loses it; give a shared provider such as sqliteStorage, postgresStorage or redisStorage');
+      if (options.reminders === undefined) siloLogger.warn({}, 'reminders are kept in this process\'s memory (no reminders option): in a cluster of several processes reminders other silos own never fire; give a shared table such as sqliteReminders, postgresReminders or redisReminders');
+    }
     if (channels.siloStarted.hasSubscribers) channels.siloStarted.publish({ silo: runtime.siloInfo.address, address: runtime.siloInfo.address });
     const reminders = new ReminderService({
       table: reminderTable,

@@ -1,5 +1,6 @@
 // TestCluster: N silos in this process over real loopback TCP, sharing one
-// in-memory membership table, with a ClusterClient connected to their
+// in-memory membership table, state store and reminder table (unless the
+// silo options give others), with a ClusterClient connected to their
 // gateways. Failure detection is tuned to notice a dead silo within about a
 // second, so fault tests stay short.
 
@@ -9,6 +10,8 @@ import type { MembershipOptions } from '../membership/service.ts';
 import type { MembershipTable } from '../membership/table.ts';
 import { silentLogger } from '../observability/logger.ts';
 import { memoryMembership, MemoryMembershipStore } from '../providers/memory/membership.ts';
+import { memoryReminders, MemoryReminderStore } from '../providers/memory/reminders.ts';
+import { memoryStorage, MemoryStore } from '../providers/memory/storage.ts';
 import { Silo, type SiloOptions } from '../runtime/silo.ts';
 
 /** Failure detection for tests: a crashed silo is declared dead within about a second. */
@@ -20,6 +23,12 @@ export const fastMembership: MembershipOptions = {
   missedProbesLimit: 2,
   joinTimeoutMs: 5000,
 };
+
+/** What the silos of one test cluster share unless their options say otherwise. */
+interface Shared {
+  readonly state: MemoryStore;
+  readonly reminders: MemoryReminderStore;
+}
 
 /** Options of `TestCluster.start`. */
 export interface TestClusterOptions {
@@ -40,8 +49,10 @@ export class TestCluster {
   readonly clusterId: string;
   readonly #opts: TestClusterOptions;
   readonly #membership: () => MembershipTable;
+  readonly #shared: Shared;
 
-  private constructor(opts: TestClusterOptions, clusterId: string, membership: () => MembershipTable, silos: Silo[], client: ClusterClient) {
+  private constructor(opts: TestClusterOptions, clusterId: string, membership: () => MembershipTable, silos: Silo[], client: ClusterClient, shared: Shared) {
+    this.#shared = shared;
     this.#opts = opts;
     this.clusterId = clusterId;
     this.#membership = membership;
@@ -55,9 +66,12 @@ export class TestCluster {
     const clusterId = options.clusterId ?? `test-${Math.random().toString(36).slice(2, 10)}`;
     const store = new MemoryMembershipStore();
     const membership = options.membership ?? (() => memoryMembership({ store }));
+    // The silos share one state store and one reminder table, as silos on one database do:
+    // a grain that moves finds its state, and a reminder fires whichever silo owns it.
+    const shared: Shared = { state: new MemoryStore(), reminders: new MemoryReminderStore() };
     const silos: Silo[] = [];
     try {
-      for (let i = 0; i < n; i++) silos.push(await TestCluster.#startSilo(options, clusterId, membership));
+      for (let i = 0; i < n; i++) silos.push(await TestCluster.#startSilo(options, clusterId, membership, shared));
       await waitFor(`all ${n} silos see each other`, () => silos.every((s) => s.cluster?.view.active.size === n), 10_000);
       const client = await ClusterClient.connect({
         clusterId,
@@ -65,18 +79,20 @@ export class TestCluster {
         logger: options.siloOptions?.logger ?? silentLogger(),
         ...(options.siloOptions?.responseTimeoutMs !== undefined ? { responseTimeoutMs: options.siloOptions.responseTimeoutMs } : {}),
       });
-      return new TestCluster(options, clusterId, membership, silos, client);
+      return new TestCluster(options, clusterId, membership, silos, client, shared);
     } catch (e) {
       await Promise.all(silos.map((s) => s.abort()));
       throw e;
     }
   }
 
-  static #startSilo(options: TestClusterOptions, clusterId: string, membership: () => MembershipTable): Promise<Silo> {
+  static #startSilo(options: TestClusterOptions, clusterId: string, membership: () => MembershipTable, shared: Shared): Promise<Silo> {
     return Silo.start({
       logger: silentLogger(),
       membershipOptions: fastMembership,
       loadReportIntervalMs: 100,
+      storage: { default: memoryStorage({ store: shared.state }) },
+      reminders: memoryReminders({ store: shared.reminders }),
       ...options.siloOptions,
       clusterId,
       grains: options.grains,
@@ -99,7 +115,7 @@ export class TestCluster {
 
   /** Starts one more silo and waits until the running silos see it. */
   async startSilo(): Promise<Silo> {
-    const s = await TestCluster.#startSilo(this.#opts, this.clusterId, this.#membership);
+    const s = await TestCluster.#startSilo(this.#opts, this.clusterId, this.#membership, this.#shared);
     this.silos.push(s);
     const addr = s.info.address;
     await waitFor(`the silos see ${addr}`, () => this.live().every((x) => x.cluster?.view.active.has(addr) === true), 10_000);
