@@ -290,10 +290,14 @@ describe('postgres membership specifics', () => {
         await admin.query(`LOCK TABLE "${prefix}membership" IN ACCESS EXCLUSIVE MODE`);
         await assert.rejects(t.readAll(), MembershipError);
         // Without a server-side statement time-out the read would wait on the lock until the admin lets go.
+        let seen = '';
         await eventually('the stuck statement is cancelled by the server', async () => {
-          const { rows } = await admin.query<{ n: string }>("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'", [applicationName]);
-          return rows[0]?.n === '0';
-        }, 5000);
+          const { rows } = await admin.query<{ state: string; query: string; wait: string | null }>("SELECT state, query, wait_event_type AS wait FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'", [applicationName]);
+          seen = JSON.stringify(rows);
+          return rows.length === 0;
+        }, 10_000).catch((e: unknown) => {
+          throw new Error(`${(e as Error).message}; still active: ${seen}`);
+        });
       } finally {
         await admin.query('ROLLBACK').catch(() => undefined);
         await admin.end();
