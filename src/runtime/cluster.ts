@@ -189,6 +189,12 @@ export class SiloCluster implements ConnectionHandler, Prober {
       if (cfg.gatewayPort !== undefined) gateway = await listen({ host: cfg.host, port: cfg.gatewayPort, hello, acceptRoles: ['client'], onConnection: (c) => self?.clientConnected(c), ...common });
       await cfg.membership.init({ clusterId: cfg.clusterId, logger: cfg.logger.child({ membership: cfg.membership.kind }) });
       self = new SiloCluster(runtime, cfg, listener, gateway, generation, onDeclaredDead);
+      // Before the join makes this silo Active (the others place grains here at once, and
+      // its gateway takes calls), its runtime must register what it activates in the
+      // directory and know its own address: an activation made before would never be
+      // registered, and a second one could be made elsewhere.
+      runtime.attachCluster(self);
+      runtime.siloInfo = Object.freeze({ address: self.address, clusterId: cfg.clusterId, gatewayAddress: self.gatewayAddress });
       await self.membership.join();
     } catch (e) {
       await listener.close();

@@ -263,10 +263,9 @@ export class Silo {
         await reminderTable.close();
         throw e;
       }
-      runtime.attachCluster(cluster);
+      // SiloCluster.start attached itself and set the silo's address before joining.
       siloLogger = base.child({ silo: cluster.address });
       runtime.logger = siloLogger;
-      runtime.siloInfo = Object.freeze({ address: cluster.address, clusterId, gatewayAddress: cluster.gatewayAddress });
     }
     siloLogger.info({
       clusterId,

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { Silo, Grain, grain, placement, silentLogger } from 'granary';
 import type { MembershipOptions } from '../../src/membership/service.ts';
 import { memoryMembership, MemoryMembershipStore } from '../../src/providers/memory/membership.ts';
+import type { MembershipTable, SiloEntry, TableVersion } from '../../src/membership/table.ts';
 import { eventually } from '../helpers.ts';
 
 /** Where each activation of each grain was made: grain -> silo addresses. */
@@ -30,6 +31,15 @@ class SlowToLeave extends Grain {
   override async onDeactivate(): Promise<void> {
     await new Promise((r) => setTimeout(r, 1500));
   }
+  async address(): Promise<string> {
+    return this.silo.address;
+  }
+}
+
+/** Placed on the silo that joined last (the newest address in the view). */
+@grain('newest')
+@placement({ name: 'newest', place: (_g, silos) => silos[silos.length - 1] as string })
+class Newest extends Grain {
   async address(): Promise<string> {
     return this.silo.address;
   }
@@ -127,5 +137,43 @@ describe('a cluster of silos in one process, over loopback TCP', () => {
     assert.ok(where === a.info.address || where === b.info.address, `answered from ${where}`);
     await stopping;
     assert.equal(await b.getGrain(Where, 'lingering').address(), where, 'one activation, found from the other silo too');
+  });
+
+  it('registers in the directory a grain activated on a silo while it joins, under its real address', async () => {
+    const store = new MemoryMembershipStore();
+    const clusterId = 'joining';
+    const opts = { clusterId, grains: [Where, SlowToLeave, Newest], port: 0, membershipOptions: fast, loadReportIntervalMs: 50, logger: silentLogger() };
+    const a = await Silo.start({ ...opts, membership: memoryMembership({ store }) });
+    open.push(a);
+    // The newcomer's table: once its row says Active (the others may place grains on it from
+    // now on), hold the join until a grain placed on it from a has been activated there.
+    const real = memoryMembership({ store });
+    let activatedThere: Promise<string> | undefined;
+    const joiningTable: MembershipTable = {
+      kind: real.kind,
+      init: (ctx) => real.init(ctx),
+      readAll: () => real.readAll(),
+      insert: (entry, next) => real.insert(entry, next),
+      updateIAmAlive: (address, generation, at) => real.updateIAmAlive(address, generation, at),
+      cleanupDefunct: (before) => real.cleanupDefunct(before),
+      deleteCluster: () => real.deleteCluster(),
+      close: () => real.close(),
+      update: async (entry: SiloEntry, etag: string, next: TableVersion): Promise<boolean> => {
+        const ok = await real.update(entry, etag, next);
+        if (ok && entry.status === 'Active' && entry.address !== a.info.address && activatedThere === undefined) {
+          await eventually('a sees the newcomer', () => a.cluster?.view.active.has(entry.address) === true, 5000);
+          activatedThere = a.getGrain(Newest, 'mid-join').address();
+          await activatedThere;
+        }
+        return ok;
+      },
+    };
+    const b = await Silo.start({ ...opts, membership: joiningTable });
+    open.push(b);
+    assert.ok(activatedThere !== undefined, 'the grain was called during the join');
+    assert.equal(await activatedThere, b.info.address, 'made on the joining silo, under its real address');
+    const owner = [a, b].find((s) => s.info.address === a.cluster?.directory.ownerOf('newest/mid-join'));
+    assert.ok(owner !== undefined);
+    assert.equal(owner.cluster?.directory.lookupLocal('newest/mid-join')?.[0], b.info.address, 'the activation is in the directory');
   });
 });
