@@ -152,7 +152,12 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     if (o.membership !== undefined) {
       await o.membership.init({ clusterId: o.clusterId, logger: this.#logger });
       await this.#readGateways();
-      this.#refresh = setInterval(() => void this.#readGateways().catch((e: unknown) => this.#logger.warn({ err: e }, 'could not read gateways from the membership table')), o.gatewayRefreshIntervalMs ?? 5000);
+      this.#refresh = setInterval(() => {
+        this.#readGateways().then(
+          () => this.#connectNew(),
+          (e: unknown) => this.#logger.warn({ err: e }, 'could not read gateways from the membership table'),
+        );
+      }, o.gatewayRefreshIntervalMs ?? 5000);
       this.#refresh.unref();
     }
     if (o.gateways !== undefined) this.#gateways = [...new Set([...this.#gateways, ...o.gateways])];
@@ -173,6 +178,15 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     const snap = await (this.#opts.membership as MembershipTable).readAll();
     const found = snap.entries.filter((e) => e.entry.status === 'Active' && e.entry.gatewayAddress !== null).map((e) => e.entry.gatewayAddress as string);
     this.#gateways = [...new Set([...found, ...(this.#opts.gateways ?? [])])];
+  }
+
+  /** Opens connections to known gateways that have none (new silos), so calls spread over them too. */
+  #connectNew(): void {
+    if (this.#closed) return;
+    for (const g of this.#gateways) {
+      const c = this.#connector.peek(g);
+      if (c === undefined || !c.isOpen) this.#connector.get(g).catch(() => undefined); // retried at the next read
+    }
   }
 
   /** Gateways this client knows. */

@@ -105,6 +105,18 @@ describe('cluster limits and discovery', () => {
       } finally {
         await client.close();
       }
+      // A silo that joins later becomes one of the client's gateways, and takes calls.
+      const later = await ClusterClient.connect({ clusterId: c.clusterId, membership: memoryMembership({ store }), gatewayRefreshIntervalMs: 50, logger: silentLogger() });
+      try {
+        const added = await c.startSilo();
+        const addedGateway = added.cluster?.gatewayAddress as string;
+        await waitFor('the client connects to the new gateway', () => acceptedBy.has(`${addedGateway}<-${later.id}`), 5000);
+        const served = new Set<string>();
+        for (let i = 0; i < 60; i++) served.add(await later.getGrain(Echo, `spread-${i}`).where());
+        assert.ok(served.has(added.info.address), 'the new silo serves grains too');
+      } finally {
+        await later.close();
+      }
     } finally {
       await c.stop();
     }
