@@ -307,14 +307,31 @@ export class SiloCluster implements ConnectionHandler, Prober {
         this.directory.registerLocal(a.idStr, entry, false);
         return undefined;
       }
-      // The winner's silo is stopping: its activation is on its way out (and would forward
-      // our calls straight back here). Wait for its entry to go, rather than bounce calls.
-      if (this.#view.leaving.has(won.address) && !this.#closed && Date.now() < giveUpAt) {
+      // The winner's silo is stopping (its activation is on its way out and would forward our
+      // calls straight back here), or refused our connection (it crashed, and is not declared
+      // dead yet: our calls to it would fail). Wait for its entry to go, as it will once the
+      // silo is gone or declared dead, rather than bounce calls. A view change clears the
+      // unreachable mark: if the silo is alive after all, the next round forwards to it.
+      if (!this.#closed && Date.now() < giveUpAt && (this.#view.leaving.has(won.address) || !(await this.#reachable(won.address)))) {
         await new Promise((r) => setTimeout(r, wait));
         continue;
       }
       this.directory.cache(a.idStr, won.address);
       return won.address;
+    }
+  }
+
+  /** Whether a connection to `address` is open or can be opened now; marks it unreachable if not. */
+  async #reachable(address: string): Promise<boolean> {
+    if (this.#unreachable.has(address)) return false;
+    if (this.#connector.peek(address)?.isOpen === true) return true;
+    try {
+      await this.#connector.get(address);
+      return true;
+    } catch {
+      this.#unreachable.add(address);
+      this.directory.routeVersion++;
+      return false;
     }
   }
 
