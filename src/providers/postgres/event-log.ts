@@ -4,11 +4,12 @@
 // transaction; the primary key holds the version, so of concurrent appends at
 // one version exactly one commits (the others hit the key and roll back).
 
-import { Pool } from 'pg';
+import type { Pool } from 'pg';
 import type { PoolClient } from 'pg';
-import { ConfigurationError, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import { GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
 import { checkRange, checkVersion, describeStream, type EventLog, type LogAddress, type LoggedEvent, type StoredLog } from '../../journal/log.ts';
 import type { ProviderContext } from '../../storage/provider.ts';
+import { createPool, errorMessage, quote, validateConnectionOptions, type ConnectionSettings } from './common.ts';
 
 /** Options of `postgresEventLog`. */
 export interface PostgresEventLogOptions {
@@ -56,15 +57,9 @@ export function postgresEventLog(options: PostgresEventLogOptions): EventLog {
   return new PostgresEventLog(validate(options));
 }
 
-interface Settings {
-  readonly connectionString: string;
-  /** The connection string with any password replaced, for messages and logs. */
-  readonly safeConnection: string;
+interface Settings extends ConnectionSettings {
   readonly events: string;
   readonly snapshots: string;
-  readonly poolSize: number;
-  readonly connectionTimeoutMs: number;
-  readonly queryTimeoutMs: number;
 }
 
 interface Row {
@@ -102,21 +97,8 @@ class PostgresEventLog implements EventLog {
     if (this.#pool !== undefined) return;
     this.#name = ctx.name;
     this.#serializer = ctx.serializer;
-    const { connectionString, safeConnection, events, snapshots, poolSize, connectionTimeoutMs, queryTimeoutMs } = this.#settings;
-    const pool = new Pool({
-      connectionString,
-      max: poolSize,
-      connectionTimeoutMillis: connectionTimeoutMs,
-      statement_timeout: queryTimeoutMs,
-      query_timeout: queryTimeoutMs,
-      keepAlive: true,
-      fallback_application_name: 'granary-event-log',
-    });
-    // An idle connection that fails (the server restarts or goes away) is
-    // dropped and replaced by the pool; without a listener it would crash the process.
-    pool.on('error', (err) => {
-      ctx.logger.warn({ err, database: safeConnection, events }, 'postgres event log: an idle connection failed; the pool replaces it');
-    });
+    const { safeConnection, events, snapshots, poolSize, connectionTimeoutMs, queryTimeoutMs } = this.#settings;
+    const pool = createPool(this.#settings, { applicationName: 'granary-event-log', logger: ctx.logger, fields: { events }, what: 'postgres event log' });
     try {
       if (await this.#createSchema(pool)) ctx.logger.info({ tables: [events, snapshots], database: safeConnection }, 'created event log tables');
     } catch (err) {
@@ -405,59 +387,12 @@ function toBuffer(bytes: Uint8Array): Buffer {
 }
 
 function validate(options: PostgresEventLogOptions): Settings {
-  const { connectionString } = options;
-  if (typeof connectionString !== 'string' || connectionString === '') {
-    throw new ConfigurationError(`postgresEventLog: option connectionString must be a PostgreSQL connection string such as postgres://user@host:5432/db, got ${JSON.stringify(connectionString)}`);
-  }
-  const tablePrefix = options.tablePrefix ?? postgresEventLogDefaults.tablePrefix;
-  if (typeof tablePrefix !== 'string' || !/^[A-Za-z0-9_]{0,40}$/.test(tablePrefix)) {
-    throw new ConfigurationError(`postgresEventLog: option tablePrefix may hold only letters, digits and '_', at most 40 of them, got ${JSON.stringify(tablePrefix)}`);
-  }
-  const poolSize = options.poolSize ?? postgresEventLogDefaults.poolSize;
-  if (!Number.isSafeInteger(poolSize) || poolSize < 1) {
-    throw new ConfigurationError(`postgresEventLog: option poolSize must be a whole number of connections, 1 or more, got ${poolSize}`);
-  }
-  const connectionTimeoutMs = options.connectionTimeoutMs ?? postgresEventLogDefaults.connectionTimeoutMs;
-  const queryTimeoutMs = options.queryTimeoutMs ?? postgresEventLogDefaults.queryTimeoutMs;
-  for (const [name, value] of [['connectionTimeoutMs', connectionTimeoutMs], ['queryTimeoutMs', queryTimeoutMs]] as const) {
-    if (!Number.isSafeInteger(value) || value < 1 || value > 0x7fffffff) {
-      throw new ConfigurationError(`postgresEventLog: option ${name} must be a whole number of ms from 1 to 2147483647, got ${value}`);
-    }
-  }
-  return {
-    connectionString,
-    safeConnection: redact(connectionString),
-    events: `${tablePrefix}events`,
-    snapshots: `${tablePrefix}event_snapshots`,
-    poolSize,
-    connectionTimeoutMs,
-    queryTimeoutMs,
-  };
-}
-
-/** The connection string without its password, for messages and logs. */
-function redact(connectionString: string): string {
-  try {
-    const url = new URL(connectionString);
-    if (url.password !== '') url.password = '***';
-    url.searchParams.forEach((_, k) => {
-      if (/pass/i.test(k)) url.searchParams.set(k, '***');
-    });
-    return url.toString();
-  } catch {
-    // key=value form
-    return connectionString.replace(/(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)/gi, '$1***');
-  }
+  return validateConnectionOptions('postgresEventLog', options, postgresEventLogDefaults, (prefix) => ({
+    events: `${prefix}events`,
+    snapshots: `${prefix}event_snapshots`,
+  }));
 }
 
 function key(stream: LogAddress): [string, string, string] {
   return [stream.grainType, stream.grainKey, stream.logName];
-}
-
-function quote(identifier: string): string {
-  return `"${identifier}"`;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -3,11 +3,12 @@
 // compare-and-swap is one transaction that locks the cluster's version row.
 
 import { randomUUID } from 'node:crypto';
-import { Pool } from 'pg';
+import type { Pool } from 'pg';
 import type { PoolClient } from 'pg';
-import { ConfigurationError, GranaryError, MembershipError } from '../../errors.ts';
+import { GranaryError, MembershipError } from '../../errors.ts';
 import type { MembershipContext, MembershipSnapshot, MembershipTable, SiloEntry, SiloStatus, Suspicion, TableVersion } from '../../membership/table.ts';
 import { siloId } from '../../membership/table.ts';
+import { createPool, errorMessage, quote, validateConnectionOptions, type ConnectionSettings } from './common.ts';
 
 /** Options of `postgresMembership`. */
 export interface PostgresMembershipOptions {
@@ -57,15 +58,9 @@ export function postgresMembership(options: PostgresMembershipOptions): Membersh
   return new PostgresMembership(validate(options));
 }
 
-interface Settings {
-  readonly connectionString: string;
-  /** The connection string with any password replaced, for messages and logs. */
-  readonly safeConnection: string;
+interface Settings extends ConnectionSettings {
   readonly table: string;
   readonly versionTable: string;
-  readonly poolSize: number;
-  readonly connectionTimeoutMs: number;
-  readonly queryTimeoutMs: number;
 }
 
 /** A row of the readAll query: the version columns, and a silo row's columns unless the cluster has none. */
@@ -116,24 +111,8 @@ class PostgresMembership implements MembershipTable {
       throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
     }
     this.#clusterId = ctx.clusterId;
-    const { connectionString, safeConnection, table, versionTable, poolSize, connectionTimeoutMs, queryTimeoutMs } = this.#settings;
-    const pool = new Pool({
-      connectionString,
-      max: poolSize,
-      connectionTimeoutMillis: connectionTimeoutMs,
-      // The server cancels a statement that runs too long (a lock held elsewhere);
-      // the client gives up on an answer that does not come (the pool then drops
-      // that connection); keep-alive notices a peer that vanished without a word.
-      statement_timeout: queryTimeoutMs,
-      query_timeout: queryTimeoutMs,
-      keepAlive: true,
-      fallback_application_name: 'granary-membership',
-    });
-    // An idle connection that fails (the server restarts or goes away) is
-    // dropped and replaced by the pool; without a listener it would crash the process.
-    pool.on('error', (err) => {
-      ctx.logger.warn({ err, database: safeConnection, clusterId: ctx.clusterId }, 'postgres membership: an idle connection failed; the pool replaces it');
-    });
+    const { safeConnection, table, versionTable, poolSize, connectionTimeoutMs, queryTimeoutMs } = this.#settings;
+    const pool = createPool(this.#settings, { applicationName: 'granary-membership', logger: ctx.logger, fields: { clusterId: ctx.clusterId }, what: 'postgres membership' });
     try {
       if (await this.#createSchema(pool, ctx.clusterId)) ctx.logger.info({ tables: [table, versionTable], database: safeConnection }, 'created membership tables');
     } catch (err) {
@@ -435,55 +414,8 @@ function parseSuspicions(value: unknown): Suspicion[] {
 }
 
 function validate(options: PostgresMembershipOptions): Settings {
-  const { connectionString } = options;
-  if (typeof connectionString !== 'string' || connectionString === '') {
-    throw new ConfigurationError(`postgresMembership: option connectionString must be a PostgreSQL connection string such as postgres://user@host:5432/db, got ${JSON.stringify(connectionString)}`);
-  }
-  const tablePrefix = options.tablePrefix ?? postgresMembershipDefaults.tablePrefix;
-  if (typeof tablePrefix !== 'string' || !/^[A-Za-z0-9_]{0,40}$/.test(tablePrefix)) {
-    throw new ConfigurationError(`postgresMembership: option tablePrefix may hold only letters, digits and '_', at most 40 of them, got ${JSON.stringify(tablePrefix)}`);
-  }
-  const poolSize = options.poolSize ?? postgresMembershipDefaults.poolSize;
-  if (!Number.isSafeInteger(poolSize) || poolSize < 1) {
-    throw new ConfigurationError(`postgresMembership: option poolSize must be a whole number of connections, 1 or more, got ${poolSize}`);
-  }
-  const connectionTimeoutMs = options.connectionTimeoutMs ?? postgresMembershipDefaults.connectionTimeoutMs;
-  const queryTimeoutMs = options.queryTimeoutMs ?? postgresMembershipDefaults.queryTimeoutMs;
-  for (const [name, value] of [['connectionTimeoutMs', connectionTimeoutMs], ['queryTimeoutMs', queryTimeoutMs]] as const) {
-    if (!Number.isSafeInteger(value) || value < 1 || value > 0x7fffffff) {
-      throw new ConfigurationError(`postgresMembership: option ${name} must be a whole number of ms from 1 to 2147483647, got ${value}`);
-    }
-  }
-  return {
-    connectionString,
-    safeConnection: redact(connectionString),
-    table: `${tablePrefix}membership`,
-    versionTable: `${tablePrefix}membership_version`,
-    poolSize,
-    connectionTimeoutMs,
-    queryTimeoutMs,
-  };
-}
-
-/** The connection string without its password, for messages and logs. */
-function redact(connectionString: string): string {
-  try {
-    const url = new URL(connectionString);
-    if (url.password !== '') url.password = '***';
-    url.searchParams.forEach((_, key) => {
-      if (/pass/i.test(key)) url.searchParams.set(key, '***');
-    });
-    return url.toString();
-  } catch {
-    // key=value form
-    return connectionString.replace(/(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)/gi, '$1***');
-  }
-}
-
-function quote(identifier: string): string {
-  return `"${identifier}"`;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  return validateConnectionOptions('postgresMembership', options, postgresMembershipDefaults, (prefix) => ({
+    table: `${prefix}membership`,
+    versionTable: `${prefix}membership_version`,
+  }));
 }

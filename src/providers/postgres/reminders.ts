@@ -5,11 +5,12 @@
 // the row that an upsert clears and a recorded tick only moves forward,
 // without a new ETag.
 
-import { Pool } from 'pg';
+import type { Pool } from 'pg';
 import type { PoolClient } from 'pg';
-import { ConfigurationError, GranaryError, ReminderError } from '../../errors.ts';
+import { GranaryError, ReminderError } from '../../errors.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ReminderContext, ReminderEntry, ReminderTable, StoredReminder } from '../../reminders/table.ts';
+import { createPool, errorMessage, quote, validateConnectionOptions, type ConnectionSettings } from './common.ts';
 
 /** Options of `postgresReminders`. */
 export interface PostgresRemindersOptions {
@@ -54,16 +55,10 @@ export function postgresReminders(options: PostgresRemindersOptions): ReminderTa
   return new PostgresReminders(validate(options));
 }
 
-interface Settings {
-  readonly connectionString: string;
-  /** The connection string with any password replaced, for messages and logs. */
-  readonly safeConnection: string;
+interface Settings extends ConnectionSettings {
   readonly table: string;
   readonly index: string;
   readonly sequence: string;
-  readonly poolSize: number;
-  readonly connectionTimeoutMs: number;
-  readonly queryTimeoutMs: number;
 }
 
 /** A row as the driver gives it (bigint as text by default, or whatever type parsers the application set), before it is checked. */
@@ -110,24 +105,8 @@ class PostgresReminders implements ReminderTable {
     }
     this.#clusterId = ctx.clusterId;
     this.#logger = ctx.logger;
-    const { connectionString, safeConnection, table, sequence, poolSize, connectionTimeoutMs, queryTimeoutMs } = this.#settings;
-    const pool = new Pool({
-      connectionString,
-      max: poolSize,
-      connectionTimeoutMillis: connectionTimeoutMs,
-      // The server cancels a statement that runs too long (a lock held elsewhere);
-      // the client gives up on an answer that does not come (the pool then drops
-      // that connection); keep-alive notices a peer that vanished without a word.
-      statement_timeout: queryTimeoutMs,
-      query_timeout: queryTimeoutMs,
-      keepAlive: true,
-      fallback_application_name: 'granary-reminders',
-    });
-    // An idle connection that fails (the server restarts or goes away) is
-    // dropped and replaced by the pool; without a listener it would crash the process.
-    pool.on('error', (err) => {
-      ctx.logger.warn({ err, database: safeConnection, clusterId: ctx.clusterId }, 'postgres reminders: an idle connection failed; the pool replaces it');
-    });
+    const { safeConnection, table, sequence, poolSize, connectionTimeoutMs, queryTimeoutMs } = this.#settings;
+    const pool = createPool(this.#settings, { applicationName: 'granary-reminders', logger: ctx.logger, fields: { clusterId: ctx.clusterId }, what: 'postgres reminders' });
     try {
       const schema = await this.#createSchema(pool);
       if (schema === 'created') ctx.logger.info({ table, sequence, database: safeConnection }, 'created reminder table');
@@ -426,56 +405,9 @@ function describe(grainId: string, name: string): string {
 }
 
 function validate(options: PostgresRemindersOptions): Settings {
-  const { connectionString } = options;
-  if (typeof connectionString !== 'string' || connectionString === '') {
-    throw new ConfigurationError(`postgresReminders: option connectionString must be a PostgreSQL connection string such as postgres://user@host:5432/db, got ${JSON.stringify(connectionString)}`);
-  }
-  const tablePrefix = options.tablePrefix ?? postgresRemindersDefaults.tablePrefix;
-  if (typeof tablePrefix !== 'string' || !/^[A-Za-z0-9_]{0,40}$/.test(tablePrefix)) {
-    throw new ConfigurationError(`postgresReminders: option tablePrefix may hold only letters, digits and '_', at most 40 of them, got ${JSON.stringify(tablePrefix)}`);
-  }
-  const poolSize = options.poolSize ?? postgresRemindersDefaults.poolSize;
-  if (!Number.isSafeInteger(poolSize) || poolSize < 1) {
-    throw new ConfigurationError(`postgresReminders: option poolSize must be a whole number of connections, 1 or more, got ${poolSize}`);
-  }
-  const connectionTimeoutMs = options.connectionTimeoutMs ?? postgresRemindersDefaults.connectionTimeoutMs;
-  const queryTimeoutMs = options.queryTimeoutMs ?? postgresRemindersDefaults.queryTimeoutMs;
-  for (const [name, value] of [['connectionTimeoutMs', connectionTimeoutMs], ['queryTimeoutMs', queryTimeoutMs]] as const) {
-    if (!Number.isSafeInteger(value) || value < 1 || value > 0x7fffffff) {
-      throw new ConfigurationError(`postgresReminders: option ${name} must be a whole number of ms from 1 to 2147483647, got ${value}`);
-    }
-  }
-  return {
-    connectionString,
-    safeConnection: redact(connectionString),
-    table: `${tablePrefix}reminders`,
-    index: `${tablePrefix}reminders_hash`,
-    sequence: `${tablePrefix}reminders_etag`,
-    poolSize,
-    connectionTimeoutMs,
-    queryTimeoutMs,
-  };
-}
-
-/** The connection string without its password, for messages and logs. */
-function redact(connectionString: string): string {
-  try {
-    const url = new URL(connectionString);
-    if (url.password !== '') url.password = '***';
-    url.searchParams.forEach((_, key) => {
-      if (/pass/i.test(key)) url.searchParams.set(key, '***');
-    });
-    return url.toString();
-  } catch {
-    // key=value form
-    return connectionString.replace(/(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)/gi, '$1***');
-  }
-}
-
-function quote(identifier: string): string {
-  return `"${identifier}"`;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  return validateConnectionOptions('postgresReminders', options, postgresRemindersDefaults, (prefix) => ({
+    table: `${prefix}reminders`,
+    index: `${prefix}reminders_hash`,
+    sequence: `${prefix}reminders_etag`,
+  }));
 }

@@ -3,11 +3,12 @@
 // checks the ETag itself, so the check is atomic without an explicit
 // transaction; ETags come from a sequence, so they are never reused.
 
-import { Pool } from 'pg';
+import type { Pool } from 'pg';
 import type { PoolClient } from 'pg';
-import { ConfigurationError, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import { GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
 import type { ProviderContext, StateAddress, StorageProvider, StoredState } from '../../storage/provider.ts';
 import { formatMismatch, formatOption, payloadFormat, type PayloadFormat, type StateFormat } from '../../storage/state-format.ts';
+import { createPool, errorMessage, quote, validateConnectionOptions, type ConnectionSettings } from './common.ts';
 
 /** Options of `postgresStorage`. */
 export interface PostgresStorageOptions {
@@ -74,16 +75,10 @@ export function postgresStorage(options: PostgresStorageOptions): StorageProvide
   return new PostgresStorage(validate(options));
 }
 
-interface Settings {
-  readonly connectionString: string;
-  /** The connection string with any password replaced, for messages and logs. */
-  readonly safeConnection: string;
+interface Settings extends ConnectionSettings {
   readonly table: string;
   readonly sequence: string;
   readonly format: StateFormat;
-  readonly poolSize: number;
-  readonly connectionTimeoutMs: number;
-  readonly queryTimeoutMs: number;
 }
 
 interface Row {
@@ -118,25 +113,8 @@ class PostgresStorage implements StorageProvider {
   async init(ctx: ProviderContext): Promise<void> {
     if (this.#pool !== undefined) return;
     this.#name = ctx.name;
-    const { connectionString, safeConnection, table, sequence, format, poolSize, connectionTimeoutMs, queryTimeoutMs } = this.#settings;
-    const pool = new Pool({
-      connectionString,
-      max: poolSize,
-      connectionTimeoutMillis: connectionTimeoutMs,
-      // The server cancels a statement that runs too long (a lock held
-      // elsewhere, say); the client gives up on an answer that does not come
-      // (the server or the network is gone) and the pool drops that connection.
-      statement_timeout: queryTimeoutMs,
-      query_timeout: queryTimeoutMs,
-      // A peer that vanishes without closing the connection is noticed.
-      keepAlive: true,
-      fallback_application_name: 'granary-storage',
-    });
-    // An idle connection that fails (the server restarts or goes away) is
-    // dropped and replaced by the pool; without a listener it would crash the process.
-    pool.on('error', (err) => {
-      ctx.logger.warn({ err, database: safeConnection, table }, 'postgres storage: an idle connection failed; the pool replaces it');
-    });
+    const { safeConnection, table, sequence, format, poolSize, connectionTimeoutMs, queryTimeoutMs } = this.#settings;
+    const pool = createPool(this.#settings, { applicationName: 'granary-storage', logger: ctx.logger, fields: { table }, what: 'postgres storage' });
     try {
       if (await this.#createSchema(pool)) ctx.logger.info({ table, sequence, database: safeConnection }, 'created storage table');
     } catch (err) {
@@ -412,55 +390,11 @@ function column(name: string): string {
 }
 
 function validate(options: PostgresStorageOptions): Settings {
-  const { connectionString } = options;
-  if (typeof connectionString !== 'string' || connectionString === '') {
-    throw new ConfigurationError(`postgresStorage: option connectionString must be a PostgreSQL connection string such as postgres://user@host:5432/db, got ${JSON.stringify(connectionString)}`);
-  }
-  const tablePrefix = options.tablePrefix ?? postgresStorageDefaults.tablePrefix;
-  if (typeof tablePrefix !== 'string' || !/^[A-Za-z0-9_]{0,40}$/.test(tablePrefix)) {
-    throw new ConfigurationError(`postgresStorage: option tablePrefix may hold only letters, digits and '_', at most 40 of them, got ${JSON.stringify(tablePrefix)}`);
-  }
-  const format = formatOption('postgresStorage', options.format);
-  const poolSize = options.poolSize ?? postgresStorageDefaults.poolSize;
-  if (!Number.isSafeInteger(poolSize) || poolSize < 1) {
-    throw new ConfigurationError(`postgresStorage: option poolSize must be a whole number of connections, 1 or more, got ${poolSize}`);
-  }
-  const connectionTimeoutMs = options.connectionTimeoutMs ?? postgresStorageDefaults.connectionTimeoutMs;
-  const queryTimeoutMs = options.queryTimeoutMs ?? postgresStorageDefaults.queryTimeoutMs;
-  for (const [name, value] of [['connectionTimeoutMs', connectionTimeoutMs], ['queryTimeoutMs', queryTimeoutMs]] as const) {
-    if (!Number.isSafeInteger(value) || value < 1 || value > 0x7fffffff) {
-      throw new ConfigurationError(`postgresStorage: option ${name} must be a whole number of ms from 1 to 2147483647, got ${value}`);
-    }
-  }
-  return {
-    connectionString,
-    safeConnection: redact(connectionString),
-    table: `${tablePrefix}storage`,
-    sequence: `${tablePrefix}storage_version`,
-    format,
-    poolSize,
-    connectionTimeoutMs,
-    queryTimeoutMs,
-  };
-}
-
-/** The connection string without its password, for messages and logs. */
-function redact(connectionString: string): string {
-  try {
-    const url = new URL(connectionString);
-    if (url.password !== '') url.password = '***';
-    url.searchParams.forEach((_, name) => {
-      if (/pass/i.test(name)) url.searchParams.set(name, '***');
-    });
-    return url.toString();
-  } catch {
-    // key=value form
-    return connectionString.replace(/(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)/gi, '$1***');
-  }
-}
-
-function quote(identifier: string): string {
-  return `"${identifier}"`;
+  return validateConnectionOptions('postgresStorage', options, postgresStorageDefaults, (prefix) => ({
+    table: `${prefix}storage`,
+    sequence: `${prefix}storage_version`,
+    format: formatOption('postgresStorage', options.format),
+  }));
 }
 
 function grainName(address: StateAddress): string {
@@ -474,8 +408,4 @@ function describe(address: StateAddress): string {
 /** The primary key of a record's row, for messages. */
 function rowName(address: StateAddress): string {
   return `(${[address.grainType, address.grainKey, address.stateName].map((s) => JSON.stringify(s)).join(', ')})`;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

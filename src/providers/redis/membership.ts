@@ -3,11 +3,11 @@
 // compare-and-swap is atomic on the server.
 
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
-import { ConfigurationError, GranaryError, MembershipError } from '../../errors.ts';
+import type { Redis } from 'ioredis';
+import { GranaryError, MembershipError } from '../../errors.ts';
 import type { MembershipContext, MembershipSnapshot, MembershipTable, SiloEntry, SiloStatus, Suspicion, TableVersion } from '../../membership/table.ts';
 import { siloId } from '../../membership/table.ts';
-import { sendCommand } from './connection.ts';
+import { createClient, errorMessage, logOutages, sendCommand, validateConnectionOptions, type ConnectionSettings } from './connection.ts';
 
 /** Options of `redisMembership`. */
 export interface RedisMembershipOptions {
@@ -106,14 +106,7 @@ export function redisMembership(options: RedisMembershipOptions): MembershipTabl
   return new RedisMembership(validate(options));
 }
 
-interface Settings {
-  readonly url: string;
-  /** The URL with any password replaced, for messages and logs. */
-  readonly safeUrl: string;
-  readonly keyPrefix: string;
-  readonly connectTimeoutMs: number;
-  readonly commandTimeoutMs: number;
-}
+type Settings = ConnectionSettings;
 
 interface Keys {
   readonly version: string;
@@ -147,35 +140,15 @@ class RedisMembership implements MembershipTable {
       throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
     }
     this.#clusterId = ctx.clusterId;
-    const { url, safeUrl, keyPrefix, connectTimeoutMs, commandTimeoutMs } = this.#settings;
-    // Fail fast rather than wait for Redis: no offline queue, no retry of a
-    // command after a reconnect (a CAS whose answer was lost must not run
-    // twice), and a deadline on every command. The connection itself keeps
-    // reconnecting in the background.
-    let lastError: unknown;
-    let up = false;
-    let opened = false;
-    const redis = new Redis(url, {
-      lazyConnect: true,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      autoResendUnfulfilledCommands: false,
-      connectTimeout: connectTimeoutMs,
-      commandTimeout: commandTimeoutMs,
-      // No retry of the first connection: init fails at once and leaves no timer behind.
-      retryStrategy: (times) => (opened ? Math.min(times * 50, 2000) : null),
-    });
-    // Without a listener an 'error' would crash the process. Log the first
-    // error of an outage and the recovery, not every reconnect attempt.
-    redis.on('error', (err: unknown) => {
-      lastError = err;
-      if (!up) return;
-      up = false;
-      ctx.logger.warn({ err, redis: safeUrl, clusterId: ctx.clusterId }, 'redis membership: connection lost; calls fail until it is back');
-    });
-    redis.on('ready', () => {
-      if (this.#redis === redis && !up) ctx.logger.info({ redis: safeUrl, clusterId: ctx.clusterId }, 'redis membership: connection back');
-      up = true;
+    const { safeUrl, keyPrefix, connectTimeoutMs, commandTimeoutMs } = this.#settings;
+    const client = createClient(this.#settings);
+    const { redis } = client;
+    const onDrop = logOutages(redis, {
+      logger: ctx.logger,
+      fields: { redis: safeUrl, clusterId: ctx.clusterId },
+      what: 'redis membership',
+      commandTimeoutMs,
+      inUse: () => this.#redis === redis,
     });
     const scripts = defineScripts(redis);
     const keys = clusterKeys(keyPrefix, ctx.clusterId);
@@ -185,21 +158,13 @@ class RedisMembership implements MembershipTable {
         ctx.logger.info({ key: keys.version, redis: safeUrl }, 'created membership version');
       }
     } catch (err) {
-      if (redis.status !== 'end') redis.disconnect();
-      const cause = lastError ?? err;
+      const cause = client.abandon(err);
       throw this.#error('init', `cannot reach Redis or set up key ${keys.version}: ${errorMessage(cause)}`, cause);
     }
-    opened = true;
+    client.opened();
     this.#redis = scripts;
     this.#keys = keys;
-    this.#onDrop = () => {
-      // The new connection's 'ready' logs that it is back.
-      up = false;
-      ctx.logger.warn(
-        { redis: safeUrl, clusterId: ctx.clusterId, commandTimeoutMs },
-        'redis membership: a command timed out; dropping the connection for a new one, calls fail until it is back',
-      );
-    };
+    this.#onDrop = onDrop;
     ctx.logger.debug({ redis: safeUrl, keys, connectTimeoutMs, commandTimeoutMs, clusterId: ctx.clusterId }, 'redis membership opened');
   }
 
@@ -398,33 +363,5 @@ function parseSuspicions(value: unknown): Suspicion[] {
 }
 
 function validate(options: RedisMembershipOptions): Settings {
-  const { url } = options;
-  if (typeof url !== 'string' || !/^rediss?:\/\//.test(url)) {
-    throw new ConfigurationError(`redisMembership: option url must be a Redis URL such as redis://127.0.0.1:6379, got ${JSON.stringify(url)}`);
-  }
-  const keyPrefix = options.keyPrefix ?? redisMembershipDefaults.keyPrefix;
-  if (typeof keyPrefix !== 'string') throw new ConfigurationError(`redisMembership: option keyPrefix must be a string, got ${JSON.stringify(keyPrefix)}`);
-  const connectTimeoutMs = options.connectTimeoutMs ?? redisMembershipDefaults.connectTimeoutMs;
-  const commandTimeoutMs = options.commandTimeoutMs ?? redisMembershipDefaults.commandTimeoutMs;
-  for (const [name, value] of [['connectTimeoutMs', connectTimeoutMs], ['commandTimeoutMs', commandTimeoutMs]] as const) {
-    if (!Number.isSafeInteger(value) || value < 1 || value > 0x7fffffff) {
-      throw new ConfigurationError(`redisMembership: option ${name} must be a whole number of ms from 1 to 2147483647, got ${value}`);
-    }
-  }
-  return { url, safeUrl: redact(url), keyPrefix, connectTimeoutMs, commandTimeoutMs };
-}
-
-/** The URL without its password, for messages and logs. */
-function redact(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password !== '') parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return '(unparsable Redis URL)';
-  }
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  return validateConnectionOptions('redisMembership', options, redisMembershipDefaults, () => ({}));
 }

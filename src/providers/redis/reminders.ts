@@ -4,11 +4,11 @@
 // rows, a hash of ETags, a hash of the latest ticks fired and an ETag counter.
 // Every change is one Lua script, so each is atomic on the server.
 
-import { Redis } from 'ioredis';
-import { ConfigurationError, GranaryError, ReminderError } from '../../errors.ts';
+import type { Redis } from 'ioredis';
+import { GranaryError, ReminderError } from '../../errors.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ReminderContext, ReminderEntry, ReminderTable, StoredReminder } from '../../reminders/table.ts';
-import { sendCommand } from './connection.ts';
+import { createClient, errorMessage, logOutages, sendCommand, validateConnectionOptions, type ConnectionSettings } from './connection.ts';
 
 /** Options of `redisReminders`. */
 export interface RedisRemindersOptions {
@@ -137,14 +137,7 @@ export function redisReminders(options: RedisRemindersOptions): ReminderTable {
   return new RedisReminders(validate(options));
 }
 
-interface Settings {
-  readonly url: string;
-  /** The URL with any password replaced, for messages and logs. */
-  readonly safeUrl: string;
-  readonly keyPrefix: string;
-  readonly connectTimeoutMs: number;
-  readonly commandTimeoutMs: number;
-}
+type Settings = ConnectionSettings;
 
 interface Keys {
   readonly ring: string;
@@ -177,35 +170,15 @@ class RedisReminders implements ReminderTable {
     }
     this.#clusterId = ctx.clusterId;
     this.#logger = ctx.logger;
-    const { url, safeUrl, keyPrefix, connectTimeoutMs, commandTimeoutMs } = this.#settings;
-    // Fail fast rather than wait for Redis: no offline queue, no retry of a
-    // command after a reconnect (an upsert whose answer was lost must not run
-    // twice), and a deadline on every command. The connection itself keeps
-    // reconnecting in the background.
-    let lastError: unknown;
-    let up = false;
-    let opened = false;
-    const redis = new Redis(url, {
-      lazyConnect: true,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      autoResendUnfulfilledCommands: false,
-      connectTimeout: connectTimeoutMs,
-      commandTimeout: commandTimeoutMs,
-      // No retry of the first connection: init fails at once and leaves no timer behind.
-      retryStrategy: (times) => (opened ? Math.min(times * 50, 2000) : null),
-    });
-    // Without a listener an 'error' would crash the process. Log the first
-    // error of an outage and the recovery, not every reconnect attempt.
-    redis.on('error', (err: unknown) => {
-      lastError = err;
-      if (!up) return;
-      up = false;
-      ctx.logger.warn({ err, redis: safeUrl, clusterId: ctx.clusterId }, 'redis reminders: connection lost; calls fail until it is back');
-    });
-    redis.on('ready', () => {
-      if (this.#redis === redis && !up) ctx.logger.info({ redis: safeUrl, clusterId: ctx.clusterId }, 'redis reminders: connection back');
-      up = true;
+    const { safeUrl, keyPrefix, connectTimeoutMs, commandTimeoutMs } = this.#settings;
+    const client = createClient(this.#settings);
+    const { redis } = client;
+    const onDrop = logOutages(redis, {
+      logger: ctx.logger,
+      fields: { redis: safeUrl, clusterId: ctx.clusterId },
+      what: 'redis reminders',
+      commandTimeoutMs,
+      inUse: () => this.#redis === redis,
     });
     const scripts = defineScripts(redis);
     const keys = clusterKeys(keyPrefix, ctx.clusterId);
@@ -214,21 +187,13 @@ class RedisReminders implements ReminderTable {
       // The counter outlives clear(), so that no ETag is issued twice; making it is this table's only set-up.
       if ((await redis.set(keys.seq, '0', 'NX')) === 'OK') ctx.logger.info({ key: keys.seq, redis: safeUrl }, 'created reminder keys');
     } catch (err) {
-      if (redis.status !== 'end') redis.disconnect();
-      const cause = lastError ?? err;
+      const cause = client.abandon(err);
       throw this.#error('init', `cannot reach Redis or set up key ${keys.seq}: ${errorMessage(cause)}`, cause);
     }
-    opened = true;
+    client.opened();
     this.#redis = scripts;
     this.#keys = keys;
-    this.#onDrop = () => {
-      // The new connection's 'ready' logs that it is back.
-      up = false;
-      ctx.logger.warn(
-        { redis: safeUrl, clusterId: ctx.clusterId, commandTimeoutMs },
-        'redis reminders: a command timed out; dropping the connection for a new one, calls fail until it is back',
-      );
-    };
+    this.#onDrop = onDrop;
     ctx.logger.debug({ redis: safeUrl, keys, connectTimeoutMs, commandTimeoutMs, clusterId: ctx.clusterId }, 'redis reminders opened');
   }
 
@@ -473,33 +438,5 @@ function describe(grainId: string, name: string): string {
 }
 
 function validate(options: RedisRemindersOptions): Settings {
-  const { url } = options;
-  if (typeof url !== 'string' || !/^rediss?:\/\//.test(url)) {
-    throw new ConfigurationError(`redisReminders: option url must be a Redis URL such as redis://127.0.0.1:6379, got ${JSON.stringify(url)}`);
-  }
-  const keyPrefix = options.keyPrefix ?? redisRemindersDefaults.keyPrefix;
-  if (typeof keyPrefix !== 'string') throw new ConfigurationError(`redisReminders: option keyPrefix must be a string, got ${JSON.stringify(keyPrefix)}`);
-  const connectTimeoutMs = options.connectTimeoutMs ?? redisRemindersDefaults.connectTimeoutMs;
-  const commandTimeoutMs = options.commandTimeoutMs ?? redisRemindersDefaults.commandTimeoutMs;
-  for (const [name, value] of [['connectTimeoutMs', connectTimeoutMs], ['commandTimeoutMs', commandTimeoutMs]] as const) {
-    if (!Number.isSafeInteger(value) || value < 1 || value > 0x7fffffff) {
-      throw new ConfigurationError(`redisReminders: option ${name} must be a whole number of ms from 1 to 2147483647, got ${value}`);
-    }
-  }
-  return { url, safeUrl: redact(url), keyPrefix, connectTimeoutMs, commandTimeoutMs };
-}
-
-/** The URL without its password, for messages and logs. */
-function redact(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password !== '') parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return '(unparsable Redis URL)';
-  }
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  return validateConnectionOptions('redisReminders', options, redisRemindersDefaults, () => ({}));
 }

@@ -3,12 +3,12 @@
 // script, so the ETag check is atomic on the server; versions (ETags) come
 // from one counter (INCR), so they are never reused.
 
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Logger } from '../../observability/logger.ts';
-import { ConfigurationError, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import { GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
 import type { ProviderContext, StateAddress, StorageProvider, StoredState } from '../../storage/provider.ts';
 import { formatMismatch, formatOption, payloadFormat, type PayloadFormat, type StateFormat } from '../../storage/state-format.ts';
-import { sendCommand } from './connection.ts';
+import { createClient, errorMessage, sendCommand, validateConnectionOptions, type ConnectionSettings } from './connection.ts';
 
 /** Options of `redisStorage`. */
 export interface RedisStorageOptions {
@@ -100,15 +100,9 @@ export function redisStorage(options: RedisStorageOptions): StorageProvider {
   return new RedisStorage(validate(options));
 }
 
-interface Settings {
-  readonly url: string;
-  /** The URL with any password replaced, for messages and logs. */
-  readonly safeUrl: string;
-  readonly keyPrefix: string;
+interface Settings extends ConnectionSettings {
   readonly counterKey: string;
   readonly format: StateFormat;
-  readonly connectTimeoutMs: number;
-  readonly commandTimeoutMs: number;
 }
 
 class RedisStorage implements StorageProvider {
@@ -127,29 +121,11 @@ class RedisStorage implements StorageProvider {
   async init(ctx: ProviderContext): Promise<void> {
     if (this.#redis !== undefined) return;
     this.#name = ctx.name;
-    const { url, safeUrl, counterKey, format, connectTimeoutMs, commandTimeoutMs } = this.#settings;
-    // Fail fast rather than wait for Redis: no offline queue, no retry of a
-    // command after a reconnect (a write whose answer was lost must not run
-    // twice), and a deadline on every command. The connection itself keeps
-    // reconnecting in the background, so calls work again once Redis is back.
-    let lastError: unknown;
+    const { safeUrl, counterKey, format, connectTimeoutMs, commandTimeoutMs } = this.#settings;
+    const client = createClient(this.#settings);
+    const { redis } = client;
+    // Log the loss of the connection and its recovery, not every reconnect attempt.
     let up = false;
-    let opened = false;
-    const redis = new Redis(url, {
-      lazyConnect: true,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      autoResendUnfulfilledCommands: false,
-      connectTimeout: connectTimeoutMs,
-      commandTimeout: commandTimeoutMs,
-      // No retry of the first connection: init fails at once and leaves no timer behind.
-      retryStrategy: (times) => (opened ? Math.min(times * 50, 2000) : null),
-    });
-    // Without a listener an 'error' would crash the process. Log the loss of
-    // the connection and its recovery, not every reconnect attempt.
-    redis.on('error', (err: unknown) => {
-      lastError = err;
-    });
     redis.on('close', () => {
       if (!up || this.#redis !== redis) return;
       up = false;
@@ -166,11 +142,10 @@ class RedisStorage implements StorageProvider {
       // Of several silos starting at once, one creates the counter (and logs).
       if ((await redis.set(counterKey, '0', 'NX')) === 'OK') ctx.logger.info({ key: counterKey, redis: safeUrl }, 'created storage counter');
     } catch (err) {
-      if (redis.status !== 'end') redis.disconnect();
-      const cause = lastError ?? err;
+      const cause = client.abandon(err);
       throw this.#error(`cannot reach Redis or set up key ${counterKey}: ${errorMessage(cause)}`, cause);
     }
-    opened = true;
+    client.opened();
     this.#logger = ctx.logger;
     this.#redis = redis as Redis & Scripts;
     this.#format = payloadFormat(format, ctx.serializer);
@@ -326,32 +301,10 @@ function isWrongType(err: unknown): boolean {
 }
 
 function validate(options: RedisStorageOptions): Settings {
-  const { url } = options;
-  if (typeof url !== 'string' || !/^rediss?:\/\//.test(url)) {
-    throw new ConfigurationError(`redisStorage: option url must be a Redis URL such as redis://127.0.0.1:6379, got ${JSON.stringify(url)}`);
-  }
-  const keyPrefix = options.keyPrefix ?? redisStorageDefaults.keyPrefix;
-  if (typeof keyPrefix !== 'string') throw new ConfigurationError(`redisStorage: option keyPrefix must be a string, got ${JSON.stringify(keyPrefix)}`);
-  const format = formatOption('redisStorage', options.format);
-  const connectTimeoutMs = options.connectTimeoutMs ?? redisStorageDefaults.connectTimeoutMs;
-  const commandTimeoutMs = options.commandTimeoutMs ?? redisStorageDefaults.commandTimeoutMs;
-  for (const [name, value] of [['connectTimeoutMs', connectTimeoutMs], ['commandTimeoutMs', commandTimeoutMs]] as const) {
-    if (!Number.isSafeInteger(value) || value < 1 || value > 0x7fffffff) {
-      throw new ConfigurationError(`redisStorage: option ${name} must be a whole number of ms from 1 to 2147483647, got ${value}`);
-    }
-  }
-  return { url, safeUrl: redact(url), keyPrefix, counterKey: `${keyPrefix}storage:etag`, format, connectTimeoutMs, commandTimeoutMs };
-}
-
-/** The URL without its password, for messages and logs. */
-function redact(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password !== '') parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return '(unparsable Redis URL)';
-  }
+  return validateConnectionOptions('redisStorage', options, redisStorageDefaults, (keyPrefix) => ({
+    counterKey: `${keyPrefix}storage:etag`,
+    format: formatOption('redisStorage', options.format),
+  }));
 }
 
 function grainName(address: StateAddress): string {
@@ -360,8 +313,4 @@ function grainName(address: StateAddress): string {
 
 function describe(address: StateAddress): string {
   return `grain ${grainName(address)} state '${address.stateName}'`;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

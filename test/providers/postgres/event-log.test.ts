@@ -15,6 +15,7 @@ import { silentLogger } from '../../../src/observability/logger.ts';
 import { postgresEventLog, type PostgresEventLogOptions } from '../../../src/providers/postgres/index.ts';
 import { eventLogConformance } from '../../journal/conformance.ts';
 import { testSerializer } from '../../storage/serializer.ts';
+import { recordingLogger, type LogRecord } from './support.ts';
 
 const connectionString = process.env['GRANARY_TEST_POSTGRES'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const runId = randomUUID().replaceAll('-', '').slice(0, 12);
@@ -60,20 +61,6 @@ eventLogConformance('postgres event log', {
     assert.equal(r.rowCount, 1, 'the snapshot to corrupt exists');
   }),
 });
-
-interface LogRecord {
-  readonly level: string;
-  readonly fields: Record<string, unknown>;
-  readonly message: string | undefined;
-}
-
-function recordingLogger(records: LogRecord[]): Logger {
-  const at = (level: string) => (fields: object, message?: string): void => {
-    records.push({ level, fields: fields as Record<string, unknown>, message });
-  };
-  const logger: Logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => logger };
-  return logger;
-}
 
 /** Opens logs with these options, runs `body`, and closes them. */
 async function withLogs(options: Array<Partial<PostgresEventLogOptions> & { logger?: Logger }>, body: (logs: EventLog[]) => Promise<void>): Promise<void> {

@@ -16,6 +16,7 @@ import { postgresMembership } from '../../../src/providers/postgres/index.ts';
 import type { PostgresMembershipOptions } from '../../../src/providers/postgres/index.ts';
 import { eventually, startProxy as startProxyTo, type CuttableProxy } from '../../helpers.ts';
 import { membershipConformance } from '../../membership/conformance.ts';
+import { recordingLogger } from './support.ts';
 
 const connectionString = process.env['GRANARY_TEST_POSTGRES'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const runId = randomUUID().replaceAll('-', '').slice(0, 12);
@@ -40,20 +41,6 @@ after(async () => {
 
 const suitePrefix = prefix('suite');
 membershipConformance('postgres membership', { create: () => postgresMembership({ connectionString, tablePrefix: suitePrefix }) });
-
-interface LogRecord {
-  readonly level: string;
-  readonly fields: Record<string, unknown>;
-  readonly message: string | undefined;
-}
-
-function recordingLogger(records: LogRecord[] = []): Logger & { records: LogRecord[] } {
-  const at = (level: string) => (fields: object, message?: string): void => {
-    records.push({ level, fields: fields as Record<string, unknown>, message });
-  };
-  const logger = { records, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => logger };
-  return logger;
-}
 
 function silo(n: number): SiloEntry {
   return {

@@ -18,6 +18,7 @@ import type { StateAddress, StorageProvider } from '../../../src/storage/provide
 import { startProxy as startProxyTo, type CuttableProxy } from '../../helpers.ts';
 import { storageConformance } from '../../storage/conformance.ts';
 import { testSerializer } from '../../storage/serializer.ts';
+import { recordingLogger } from './support.ts';
 
 const connectionString = process.env['GRANARY_TEST_POSTGRES'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const runId = randomUUID().replaceAll('-', '').slice(0, 12);
@@ -60,20 +61,6 @@ storageConformance('postgres storage', {
   create: () => postgresStorage({ connectionString, tablePrefix: suitePrefix }),
   corrupt: (_provider, address) => corruptRow(suitePrefix, address),
 });
-
-interface LogRecord {
-  readonly level: string;
-  readonly fields: Record<string, unknown>;
-  readonly message: string | undefined;
-}
-
-function recordingLogger(records: LogRecord[] = []): Logger & { records: LogRecord[] } {
-  const at = (level: string) => (fields: object, message?: string): void => {
-    records.push({ level, fields: fields as Record<string, unknown>, message });
-  };
-  const logger = { records, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => logger };
-  return logger;
-}
 
 function context(logger: Logger = silentLogger()) {
   return { name: 'default', logger, serializer: testSerializer };

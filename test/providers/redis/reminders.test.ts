@@ -10,12 +10,12 @@ import net from 'node:net';
 import { after, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { ReminderError } from '../../../src/errors.ts';
-import type { Logger } from '../../../src/observability/logger.ts';
 import { silentLogger } from '../../../src/observability/logger.ts';
 import { redisReminders } from '../../../src/providers/redis/index.ts';
 import type { ReminderEntry } from '../../../src/reminders/table.ts';
 import { eventually, startProxy as startProxyTo, type CuttableProxy } from '../../helpers.ts';
 import { reminderConformance } from '../../reminders/conformance.ts';
+import { recordingLogger } from './support.ts';
 
 const url = process.env['GRANARY_TEST_REDIS'] ?? 'redis://127.0.0.1:6379';
 const keyPrefix = `test:${randomUUID()}:`;
@@ -36,20 +36,6 @@ after(async () => {
 });
 
 reminderConformance('redis reminders', { create: () => redisReminders({ url, keyPrefix }) });
-
-interface LogRecord {
-  readonly level: string;
-  readonly fields: Record<string, unknown>;
-  readonly message: string | undefined;
-}
-
-function recordingLogger(records: LogRecord[] = []): Logger & { records: LogRecord[] } {
-  const at = (level: string) => (fields: object, message?: string): void => {
-    records.push({ level, fields: fields as Record<string, unknown>, message });
-  };
-  const logger = { records, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => logger };
-  return logger;
-}
 
 function entry(n: number, overrides: Partial<ReminderEntry> = {}): ReminderEntry {
   return { grainId: `counter/${n}`, name: 'tick', grainHash: n * 1_000, startAt: 1_700_000_000_000, periodMs: 60_000, ...overrides };

@@ -18,6 +18,7 @@ import type { StateAddress, StorageProvider, StoredState } from '../../../src/st
 import { eventually, startProxy as startProxyTo, type CuttableProxy } from '../../helpers.ts';
 import { storageConformance } from '../../storage/conformance.ts';
 import { testSerializer } from '../../storage/serializer.ts';
+import { recordingLogger } from './support.ts';
 
 const url = process.env['GRANARY_TEST_REDIS'] ?? 'redis://127.0.0.1:6379';
 const runPrefix = `test:${randomUUID()}:`;
@@ -57,20 +58,6 @@ storageConformance('redis storage', {
       assert.equal(await admin.hset(recordKey(keyPrefix, address), 'payload', Buffer.from([0xff, 0x00, 0xde, 0xad])), 0, 'the record to corrupt exists');
     }),
 });
-
-interface LogRecord {
-  readonly level: string;
-  readonly fields: Record<string, unknown>;
-  readonly message: string | undefined;
-}
-
-function recordingLogger(records: LogRecord[] = []): Logger & { records: LogRecord[] } {
-  const at = (level: string) => (fields: object, message?: string): void => {
-    records.push({ level, fields: fields as Record<string, unknown>, message });
-  };
-  const logger = { records, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => logger };
-  return logger;
-}
 
 function context(logger: Logger = silentLogger()) {
   return { name: 'default', logger, serializer: testSerializer };
