@@ -5,8 +5,8 @@
 // primary key holds the version, so an event version is never written twice.
 
 import type Database from 'better-sqlite3';
-import { openSqlite } from './open.ts';
-import { ConfigurationError, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import { openSqlite, validateFileOptions } from './open.ts';
+import { GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
 import { checkRange, checkVersion, describeStream, type EventLog, type LogAddress, type LoggedEvent, type StoredLog } from '../../journal/log.ts';
 import type { ProviderContext } from '../../storage/provider.ts';
 
@@ -347,18 +347,7 @@ class SqliteEventLog implements EventLog {
 }
 
 function validate(options: SqliteEventLogOptions): Settings {
-  const { path } = options;
-  if (typeof path !== 'string' || path === '') {
-    throw new ConfigurationError(`sqliteEventLog: option path must be a database file path or ':memory:', got ${JSON.stringify(path)}`);
-  }
-  const tablePrefix = options.tablePrefix ?? sqliteEventLogDefaults.tablePrefix;
-  if (typeof tablePrefix !== 'string' || !/^[A-Za-z0-9_]*$/.test(tablePrefix)) {
-    throw new ConfigurationError(`sqliteEventLog: option tablePrefix may hold only letters, digits and '_', got ${JSON.stringify(tablePrefix)}`);
-  }
-  const busyTimeoutMs = options.busyTimeoutMs ?? sqliteEventLogDefaults.busyTimeoutMs;
-  if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0 || busyTimeoutMs > 0x7fffffff) {
-    throw new ConfigurationError(`sqliteEventLog: option busyTimeoutMs must be a whole number of ms from 0 to 2147483647, got ${busyTimeoutMs}`);
-  }
+  const { path, tablePrefix, busyTimeoutMs } = validateFileOptions('sqliteEventLog', options, sqliteEventLogDefaults);
   return { path, events: `${tablePrefix}events`, snapshots: `${tablePrefix}event_snapshots`, busyTimeoutMs };
 }
 

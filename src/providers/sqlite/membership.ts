@@ -4,8 +4,8 @@
 
 import { randomUUID } from 'node:crypto';
 import type Database from 'better-sqlite3';
-import { openSqlite } from './open.ts';
-import { ConfigurationError, GranaryError, MembershipError } from '../../errors.ts';
+import { openSqlite, validateFileOptions } from './open.ts';
+import { GranaryError, MembershipError } from '../../errors.ts';
 import type { MembershipContext, MembershipSnapshot, MembershipTable, SiloEntry, SiloStatus, Suspicion, TableVersion } from '../../membership/table.ts';
 import { siloId } from '../../membership/table.ts';
 
@@ -365,18 +365,7 @@ class SqliteMembership implements MembershipTable {
 }
 
 function validate(options: SqliteMembershipOptions): Settings {
-  const { path } = options;
-  if (typeof path !== 'string' || path === '') {
-    throw new ConfigurationError(`sqliteMembership: option path must be a database file path or ':memory:', got ${JSON.stringify(path)}`);
-  }
-  const tablePrefix = options.tablePrefix ?? sqliteMembershipDefaults.tablePrefix;
-  if (typeof tablePrefix !== 'string' || !/^[A-Za-z0-9_]*$/.test(tablePrefix)) {
-    throw new ConfigurationError(`sqliteMembership: option tablePrefix may hold only letters, digits and '_', got ${JSON.stringify(tablePrefix)}`);
-  }
-  const busyTimeoutMs = options.busyTimeoutMs ?? sqliteMembershipDefaults.busyTimeoutMs;
-  if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0 || busyTimeoutMs > 0x7fffffff) {
-    throw new ConfigurationError(`sqliteMembership: option busyTimeoutMs must be a whole number of ms from 0 to 2147483647, got ${busyTimeoutMs}`);
-  }
+  const { path, tablePrefix, busyTimeoutMs } = validateFileOptions('sqliteMembership', options, sqliteMembershipDefaults);
   return { path, table: `${tablePrefix}membership`, versionTable: `${tablePrefix}membership_version`, busyTimeoutMs };
 }
 

@@ -6,8 +6,8 @@
 // recorded tick only moves forward, without a new ETag.
 
 import type Database from 'better-sqlite3';
-import { openSqlite } from './open.ts';
-import { ConfigurationError, GranaryError, ReminderError } from '../../errors.ts';
+import { openSqlite, validateFileOptions } from './open.ts';
+import { GranaryError, ReminderError } from '../../errors.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ReminderContext, ReminderEntry, ReminderTable, StoredReminder } from '../../reminders/table.ts';
 
@@ -374,18 +374,7 @@ class SqliteReminders implements ReminderTable {
 }
 
 function validate(options: SqliteRemindersOptions): Settings {
-  const { path } = options;
-  if (typeof path !== 'string' || path === '') {
-    throw new ConfigurationError(`sqliteReminders: option path must be a database file path or ':memory:', got ${JSON.stringify(path)}`);
-  }
-  const tablePrefix = options.tablePrefix ?? sqliteRemindersDefaults.tablePrefix;
-  if (typeof tablePrefix !== 'string' || !/^[A-Za-z0-9_]*$/.test(tablePrefix)) {
-    throw new ConfigurationError(`sqliteReminders: option tablePrefix may hold only letters, digits and '_', got ${JSON.stringify(tablePrefix)}`);
-  }
-  const busyTimeoutMs = options.busyTimeoutMs ?? sqliteRemindersDefaults.busyTimeoutMs;
-  if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0 || busyTimeoutMs > 0x7fffffff) {
-    throw new ConfigurationError(`sqliteReminders: option busyTimeoutMs must be a whole number of ms from 0 to 2147483647, got ${busyTimeoutMs}`);
-  }
+  const { path, tablePrefix, busyTimeoutMs } = validateFileOptions('sqliteReminders', options, sqliteRemindersDefaults);
   return { path, table: `${tablePrefix}reminders`, counterTable: `${tablePrefix}reminders_etag`, busyTimeoutMs };
 }
 

@@ -3,8 +3,8 @@
 // busy timeout), with the ETag check done atomically in SQL.
 
 import type Database from 'better-sqlite3';
-import { openSqlite } from './open.ts';
-import { ConfigurationError, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import { openSqlite, validateFileOptions } from './open.ts';
+import { GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
 import type { ProviderContext, StateAddress, StorageProvider, StoredState } from '../../storage/provider.ts';
 import { FORMAT_VERSIONS, formatMismatch, formatOption, payloadFormat, type PayloadFormat, type StateFormat } from '../../storage/state-format.ts';
 
@@ -306,18 +306,7 @@ class SqliteStorage implements StorageProvider {
 }
 
 function validate(options: SqliteStorageOptions): Settings {
-  const { path } = options;
-  if (typeof path !== 'string' || path === '') {
-    throw new ConfigurationError(`sqliteStorage: option path must be a database file path or ':memory:', got ${JSON.stringify(path)}`);
-  }
-  const tablePrefix = options.tablePrefix ?? sqliteStorageDefaults.tablePrefix;
-  if (!/^[A-Za-z0-9_]*$/.test(tablePrefix)) {
-    throw new ConfigurationError(`sqliteStorage: option tablePrefix may hold only letters, digits and '_', got ${JSON.stringify(tablePrefix)}`);
-  }
-  const busyTimeoutMs = options.busyTimeoutMs ?? sqliteStorageDefaults.busyTimeoutMs;
-  if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0 || busyTimeoutMs > 0x7fffffff) {
-    throw new ConfigurationError(`sqliteStorage: option busyTimeoutMs must be a whole number of ms from 0 to 2147483647, got ${busyTimeoutMs}`);
-  }
+  const { path, tablePrefix, busyTimeoutMs } = validateFileOptions('sqliteStorage', options, sqliteStorageDefaults);
   const format = formatOption('sqliteStorage', options.format);
   return { path, table: `${tablePrefix}storage`, seqTable: `${tablePrefix}storage_seq`, busyTimeoutMs, format };
 }
