@@ -5,7 +5,6 @@
 
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import net from 'node:net';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { ReminderError } from '../../../src/errors.ts';
@@ -14,7 +13,7 @@ import { postgresReminders } from '../../../src/providers/postgres/index.ts';
 import type { ReminderEntry } from '../../../src/reminders/table.ts';
 import { eventually, startProxy as startProxyTo, type CuttableProxy } from '../../helpers.ts';
 import { reminderConformance } from '../../reminders/conformance.ts';
-import { recordingLogger } from './support.ts';
+import { recordingLogger, startFreezableProxy } from './support.ts';
 
 const connectionString = process.env['GRANARY_TEST_POSTGRES'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const runId = randomUUID().replaceAll('-', '').slice(0, 12);
@@ -51,66 +50,6 @@ function entry(n: number, overrides: Partial<ReminderEntry> = {}): ReminderEntry
 function startProxy(): Promise<CuttableProxy> {
   const target = new URL(connectionString);
   return startProxyTo(target.hostname, Number(target.port || 5432));
-}
-
-/**
- * A proxy to the test database that can stop answering without closing
- * anything (a server that hangs): once frozen it holds what it is sent.
- * `freeze()` freezes at once, `freeze(text)` at the first message from the
- * client that holds `text`; either resolves once it holds something the
- * client sent.
- */
-async function startFreezableProxy(): Promise<{ via: string; freeze(at?: string): Promise<void>; thaw(): void; close(): Promise<void> }> {
-  const target = new URL(connectionString);
-  let frozen = false;
-  let trigger: string | undefined;
-  let onSent: (() => void) | undefined;
-  const held: Array<() => void> = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(target.port || 5432), target.hostname);
-    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
-      sockets.add(from);
-      from.on('close', () => sockets.delete(from));
-      from.on('error', () => {
-        client.destroy();
-        upstream.destroy();
-      });
-      from.on('data', (chunk: Buffer) => {
-        if (!frozen && trigger !== undefined && from === client && chunk.includes(trigger)) frozen = true;
-        if (!frozen) {
-          to.write(chunk);
-          return;
-        }
-        held.push(() => to.write(chunk));
-        if (from === client) onSent?.();
-      });
-    }
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  assert.ok(address !== null && typeof address === 'object');
-  const via = new URL(connectionString);
-  via.host = `127.0.0.1:${address.port}`;
-  return {
-    via: via.toString(),
-    freeze: (at) => {
-      if (at === undefined) frozen = true;
-      else trigger = at;
-      return new Promise<void>((resolve) => (onSent = resolve));
-    },
-    thaw: () => {
-      frozen = false;
-      trigger = undefined;
-      onSent = undefined;
-      for (const deliver of held.splice(0)) deliver();
-    },
-    close: async () => {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const socket of sockets) socket.destroy();
-      await closed;
-    },
-  };
 }
 
 async function admin<T>(body: (client: pg.Client) => Promise<T>): Promise<T> {
@@ -179,7 +118,7 @@ describe('postgres reminders specifics', () => {
 
   it('fails init within queryTimeoutMs when the server stops answering while it sets up the table (not after a second wait for a ROLLBACK), and inits once it answers', { timeout: 30_000 }, async () => {
     const tablePrefix = prefix('hang');
-    const proxy = await startFreezableProxy();
+    const proxy = await startFreezableProxy(connectionString);
     const queryTimeoutMs = 1_000;
     const t = postgresReminders({ connectionString: proxy.via, tablePrefix, poolSize: 1, connectionTimeoutMs: 5_000, queryTimeoutMs });
     const clusterId = `c-${randomUUID()}`;
