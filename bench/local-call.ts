@@ -56,12 +56,14 @@ async function concurrent(add: Add): Promise<number> {
   const end = Date.now() + ROUND_MS;
   const callers: Promise<void>[] = [];
   for (let c = 0; c < CALLERS; c++) {
-    callers.push((async () => {
-      while (Date.now() < end) {
-        for (let i = 0; i < 100; i++) await add(c, 1);
-        calls += 100;
-      }
-    })());
+    callers.push(
+      (async () => {
+        while (Date.now() < end) {
+          for (let i = 0; i < 100; i++) await add(c, 1);
+          calls += 100;
+        }
+      })(),
+    );
   }
   await Promise.all(callers);
   const secs = Number(process.hrtime.bigint() - start) / 1e9;
@@ -100,14 +102,20 @@ async function main(): Promise<void> {
   await concurrent(rawAdd);
   await concurrent(grainAdd);
 
-  const rs: number[] = [], gs: number[] = [], rc: number[] = [], gcs: number[] = [];
+  const rs: number[] = [],
+    gs: number[] = [],
+    rc: number[] = [],
+    gcs: number[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     rs.push(await sequential(rawAdd));
     gs.push(await sequential(grainAdd));
     rc.push(await concurrent(rawAdd));
     gcs.push(await concurrent(grainAdd));
   }
-  const seqRaw = median(rs), seqGrain = median(gs), conRaw = median(rc), conGrain = median(gcs);
+  const seqRaw = median(rs),
+    seqGrain = median(gs),
+    conRaw = median(rc),
+    conGrain = median(gcs);
 
   // Cold activations: first calls on new grains, 1,000 in flight at a time.
   const COLD = quick ? 20_000 : 100_000;
@@ -124,16 +132,25 @@ async function main(): Promise<void> {
   const heapAfter = process.memoryUsage().heapUsed;
   const perActivation = (heapAfter - heapBefore) / COLD;
 
-  const f = (n: number, d = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
-  console.log(`local call, one process (median of ${ROUNDS} rounds of ${ROUND_MS} ms; ${CALLERS} callers on ${CALLERS} targets)`);
+  const f = (n: number, d = 0): string =>
+    n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+  console.log(
+    `local call, one process (median of ${ROUNDS} rounds of ${ROUND_MS} ms; ${CALLERS} callers on ${CALLERS} targets)`,
+  );
   console.log('');
   console.log('| figure | raw (async method, Map) | grain call | ratio | target |');
   console.log('| --- | --- | --- | --- | --- |');
-  console.log(`| sequential ns/call | ${f(seqRaw)} | ${f(seqGrain)} | ${f(seqGrain / seqRaw, 2)}x the raw cost | within 5x |`);
-  console.log(`| concurrent calls/s | ${f(conRaw)} | ${f(conGrain)} | ${f((100 * conGrain) / conRaw, 1)}% of raw | at least 25% |`);
+  console.log(
+    `| sequential ns/call | ${f(seqRaw)} | ${f(seqGrain)} | ${f(seqGrain / seqRaw, 2)}x the raw cost | within 5x |`,
+  );
+  console.log(
+    `| concurrent calls/s | ${f(conRaw)} | ${f(conGrain)} | ${f((100 * conGrain) / conRaw, 1)}% of raw | at least 25% |`,
+  );
   console.log('');
   console.log(`| cold activations/s | ${f(COLD / coldSecs)} (${f(COLD)} grains) |`);
-  console.log(`| heap per idle activation | ${f(perActivation)} bytes; ${f((perActivation * 100_000) / 1048576, 1)} MiB per 100,000 (target under 200 MiB)${(globalThis as { gc?: unknown }).gc === undefined ? ' (run with --expose-gc for a clean figure)' : ''} |`);
+  console.log(
+    `| heap per idle activation | ${f(perActivation)} bytes; ${f((perActivation * 100_000) / 1048576, 1)} MiB per 100,000 (target under 200 MiB)${(globalThis as { gc?: unknown }).gc === undefined ? ' (run with --expose-gc for a clean figure)' : ''} |`,
+  );
   await silo.stop();
 }
 

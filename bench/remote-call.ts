@@ -16,7 +16,18 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { ClusterClient, Grain, Silo, decode, encode, grain, placement, silentLogger, type CustomPlacement, type GrainRef } from 'granary';
+import {
+  ClusterClient,
+  Grain,
+  Silo,
+  decode,
+  encode,
+  grain,
+  placement,
+  silentLogger,
+  type CustomPlacement,
+  type GrainRef,
+} from 'granary';
 import { sqliteMembership } from 'granary/sqlite';
 
 // ---- Grains (the silo children host them; the parent uses the classes for typed references) ----
@@ -63,11 +74,13 @@ class Relay extends Grain {
 // ---- Settings ----
 
 const argv = process.argv.slice(2);
-const option = (name: string): string | undefined => argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+const option = (name: string): string | undefined =>
+  argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const quick = argv.includes('--quick');
 const ROUNDS = quick ? 3 : 5;
 const SEQ_CALLS = Number(option('sequential-calls') ?? (quick ? 1000 : 5000));
-if (!(Number.isInteger(SEQ_CALLS) && SEQ_CALLS >= 0)) throw new Error(`--sequential-calls takes a whole number of calls (0 for none), got '${option('sequential-calls')}'`);
+if (!(Number.isInteger(SEQ_CALLS) && SEQ_CALLS >= 0))
+  throw new Error(`--sequential-calls takes a whole number of calls (0 for none), got '${option('sequential-calls')}'`);
 /** A round's sequential calls stop here even if fewer were made. */
 const SEQ_MAX_MS = quick ? 1500 : 4000;
 /** Sequential calls a path makes before the next path takes its turn. */
@@ -86,7 +99,8 @@ type PathName = 'raw' | 'client' | 'hop' | 'rawhop';
 const ALL_PATHS: readonly PathName[] = ['raw', 'client', 'hop', 'rawhop'];
 const only = option('only')?.split(',') ?? ALL_PATHS;
 const unknownPath = only.find((p) => !(ALL_PATHS as readonly string[]).includes(p));
-if (unknownPath !== undefined || only.length === 0) throw new Error(`--only takes a comma-separated list of ${ALL_PATHS.join(', ')}; got '${option('only')}'`);
+if (unknownPath !== undefined || only.length === 0)
+  throw new Error(`--only takes a comma-separated list of ${ALL_PATHS.join(', ')}; got '${option('only')}'`);
 const paths = new Set(only as PathName[]);
 const profileDir = option('cpu-prof-dir');
 
@@ -96,7 +110,9 @@ const rawIo = { frames: 0, writes: 0 };
 /** Granary connections of this process, from the transport's public open event. */
 const granaryConnections = new Set<{ readonly stats: { readonly framesSent: number; readonly writes: number } }>();
 diagnostics_channel.subscribe('granary:transport:open', (event) => {
-  const { connection } = event as { connection: { readonly stats: { readonly framesSent: number; readonly writes: number } } };
+  const { connection } = event as {
+    connection: { readonly stats: { readonly framesSent: number; readonly writes: number } };
+  };
   granaryConnections.add(connection);
 });
 
@@ -109,7 +125,8 @@ interface Usage {
 
 function usage(): Usage {
   const cpu = process.cpuUsage();
-  let frames = rawIo.frames, writes = rawIo.writes;
+  let frames = rawIo.frames,
+    writes = rawIo.writes;
   for (const c of granaryConnections) {
     frames += c.stats.framesSent;
     writes += c.stats.writes;
@@ -224,7 +241,10 @@ async function rawChild(): Promise<void> {
   });
   const address = server.address();
   answerUsage();
-  process.send?.({ kind: 'ready', port: typeof address === 'object' && address !== null ? address.port : 0 } satisfies ToParent);
+  process.send?.({
+    kind: 'ready',
+    port: typeof address === 'object' && address !== null ? address.port : 0,
+  } satisfies ToParent);
 }
 
 /** The raw baseline of the hop: `[id, n]` in, forwarded to a raw echo process, its answer sent back. */
@@ -249,7 +269,10 @@ async function rawRelayChild(): Promise<void> {
   });
   const address = server.address();
   answerUsage();
-  process.send?.({ kind: 'ready', port: typeof address === 'object' && address !== null ? address.port : 0 } satisfies ToParent);
+  process.send?.({
+    kind: 'ready',
+    port: typeof address === 'object' && address !== null ? address.port : 0,
+  } satisfies ToParent);
 }
 
 async function siloChild(): Promise<void> {
@@ -275,7 +298,11 @@ async function siloChild(): Promise<void> {
     poll();
   });
   answerUsage();
-  process.send?.({ kind: 'ready', address: silo.info.address, gateway: silo.info.gatewayAddress ?? null } satisfies ToParent);
+  process.send?.({
+    kind: 'ready',
+    address: silo.info.address,
+    gateway: silo.info.gatewayAddress ?? null,
+  } satisfies ToParent);
 }
 
 // ---- The parent: process handling ----
@@ -286,7 +313,10 @@ function spawn(name: string, args: string[]): ChildProcess {
   const execArgv = ['--import', 'tsx', '--conditions=source'];
   // Node names each thread's profile CPU.<date>.<pid>.<thread>...: the main thread's is the one with thread 0.
   if (profileDir !== undefined) execArgv.push('--cpu-prof', `--cpu-prof-dir=${profileDir}`);
-  const child = fork(fileURLToPath(import.meta.url), ['child', ...args], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(fileURLToPath(import.meta.url), ['child', ...args], {
+    execArgv,
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   if (profileDir !== undefined) console.error(`profiling ${name}: pid ${child.pid}, profiles in ${profileDir}`);
   children.add(child);
   child.once('exit', () => children.delete(child));
@@ -297,12 +327,18 @@ function spawn(name: string, args: string[]): ChildProcess {
 
 /** Sends a message to a child; throws, saying which, when the child is gone. */
 function tell(child: ChildProcess, what: string, message: ToChild): void {
-  if (!child.connected) throw new Error(`${what}: the child process is gone (exit code ${child.exitCode}, signal ${child.signalCode})`);
+  if (!child.connected)
+    throw new Error(`${what}: the child process is gone (exit code ${child.exitCode}, signal ${child.signalCode})`);
   child.send(message);
 }
 
 /** The next message of `child` that `accept` takes, within `timeoutMs`; rejects if the child exits first. */
-function nextMessage<T>(child: ChildProcess, what: string, timeoutMs: number, accept: (m: ToParent) => T | undefined): Promise<T> {
+function nextMessage<T>(
+  child: ChildProcess,
+  what: string,
+  timeoutMs: number,
+  accept: (m: ToParent) => T | undefined,
+): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const done = (): void => {
       clearTimeout(timer);
@@ -332,24 +368,29 @@ const ready = (child: ChildProcess, what: string): Promise<ToParent & { kind: 'r
   nextMessage(child, `${what} start`, START_TIMEOUT_MS, (m) => (m.kind === 'ready' ? m : undefined));
 
 async function waitForView(child: ChildProcess, what: string, active: number): Promise<void> {
-  const answer = nextMessage(child, `${what} view`, START_TIMEOUT_MS + 1000, (m) => (m.kind === 'view' ? m.active : undefined));
+  const answer = nextMessage(child, `${what} view`, START_TIMEOUT_MS + 1000, (m) =>
+    m.kind === 'view' ? m.active : undefined,
+  );
   tell(child, what, { kind: 'view', active, timeoutMs: START_TIMEOUT_MS });
   const seen = await answer;
-  if (seen < active) throw new Error(`${what} sees ${seen} active silos after ${START_TIMEOUT_MS} ms, expected ${active}`);
+  if (seen < active)
+    throw new Error(`${what} sees ${seen} active silos after ${START_TIMEOUT_MS} ms, expected ${active}`);
 }
 
 /** Asks every child to exit (they exit on disconnect, so profiles get written), then kills the stragglers. */
 async function stopChildren(): Promise<void> {
   const all = [...children];
-  await Promise.all(all.map(async (child) => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    if (child.connected) child.disconnect();
-    else child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
-  }));
+  await Promise.all(
+    all.map(async (child) => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      if (child.connected) child.disconnect();
+      else child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    }),
+  );
 }
 
 process.on('exit', () => {
@@ -390,7 +431,11 @@ class Samples {
  * small, busy box one path's latency drifts by 2x from one second to the next.
  * Stops at `maxMs`.
  */
-async function sequential(calls: ReadonlyMap<PathName, Call>, count: number, maxMs: number): Promise<Map<PathName, Latency>> {
+async function sequential(
+  calls: ReadonlyMap<PathName, Call>,
+  count: number,
+  maxMs: number,
+): Promise<Map<PathName, Latency>> {
   const samples = new Map<PathName, Samples>();
   for (const p of calls.keys()) samples.set(p, new Samples(count));
   const end = performance.now() + maxMs;
@@ -416,22 +461,26 @@ async function concurrent(call: Call, ms: number): Promise<{ rate: number; calls
   let calls = 0;
   const start = performance.now();
   const end = start + ms;
-  await Promise.all(Array.from({ length: CALLERS }, async (_, c) => {
-    for (let i = 0; i < CALLS_PER_CALLER_MAX && performance.now() < end; i++) {
-      await call(c, i);
-      calls++;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: CALLERS }, async (_, c) => {
+      for (let i = 0; i < CALLS_PER_CALLER_MAX && performance.now() < end; i++) {
+        await call(c, i);
+        calls++;
+      }
+    }),
+  );
   return { rate: calls / ((performance.now() - start) / 1000), calls };
 }
 
 /** Counters of the parent and of the children that serve one path. */
 async function usages(servers: readonly ChildProcess[]): Promise<Usage[]> {
-  const theirs = await Promise.all(servers.map((child) => {
-    const answer = nextMessage(child, 'usage', 5000, (m) => (m.kind === 'usage' ? m : undefined));
-    tell(child, 'usage', { kind: 'usage' });
-    return answer;
-  }));
+  const theirs = await Promise.all(
+    servers.map((child) => {
+      const answer = nextMessage(child, 'usage', 5000, (m) => (m.kind === 'usage' ? m : undefined));
+      tell(child, 'usage', { kind: 'usage' });
+      return answer;
+    }),
+  );
   return [usage(), ...theirs.map(({ cpuUs, frames, writes }) => ({ cpuUs, frames, writes }))];
 }
 
@@ -494,7 +543,12 @@ async function main(): Promise<void> {
     }
     if (soloProc !== undefined) {
       const { gateway } = await ready(soloProc, 'silo');
-      const client = await ClusterClient.connect({ clusterId: CLUSTER, gateways: [gateway ?? ''], responseTimeoutMs: 10_000, logger: silentLogger() });
+      const client = await ClusterClient.connect({
+        clusterId: CLUSTER,
+        gateways: [gateway ?? ''],
+        responseTimeoutMs: 10_000,
+        logger: silentLogger(),
+      });
       cleanups.push(() => client.close());
       const refs = Array.from({ length: CALLERS }, (_, c) => client.getGrain(Ping, `k${c}`));
       calls.set('client', (c, n) => (refs[c] as GrainRef<Ping>).ping(n));
@@ -503,14 +557,21 @@ async function main(): Promise<void> {
     if (aProc !== undefined && bProc !== undefined) {
       const [a] = await Promise.all([ready(aProc, 'silo A'), ready(bProc, 'silo B')]);
       await Promise.all([waitForView(aProc, 'silo A', 2), waitForView(bProc, 'silo B', 2)]);
-      const client = await ClusterClient.connect({ clusterId: CLUSTER, gateways: [a.gateway ?? ''], responseTimeoutMs: 10_000, logger: silentLogger() });
+      const client = await ClusterClient.connect({
+        clusterId: CLUSTER,
+        gateways: [a.gateway ?? ''],
+        responseTimeoutMs: 10_000,
+        logger: silentLogger(),
+      });
       cleanups.push(() => client.close());
       const refs = Array.from({ length: CALLERS }, (_, c) => client.getGrain(Relay, `k${c}`));
       // Every relay must run on A and its callee on B: one silo-to-silo call per client call.
       const where = await Promise.all(refs.map((r) => r.where()));
       where.forEach(([caller, callee], c) => {
         if (caller !== a.address || callee === caller) {
-          throw new Error(`relay k${c} runs on ${caller} and calls a pong on ${callee}; expected the relay on silo A (${a.address}) and the pong on the other silo`);
+          throw new Error(
+            `relay k${c} runs on ${caller} and calls a pong on ${callee}; expected the relay on silo A (${a.address}) and the pong on the other silo`,
+          );
         }
       });
       calls.set('hop', (c, n) => (refs[c] as GrainRef<Relay>).relay(n));
@@ -537,9 +598,16 @@ async function main(): Promise<void> {
     for (const call of calls.values()) await concurrent(call, WARM_CON_MS);
     const results = new Map<PathName, PathResult>();
     const zero = (): Usage => ({ cpuUs: 0, frames: 0, writes: 0 });
-    for (const p of calls.keys()) results.set(p, { seq: [], con: [], cost: { calls: 0, caller: zero(), servers: (servers.get(p) ?? []).map(zero) } });
+    for (const p of calls.keys())
+      results.set(p, {
+        seq: [],
+        con: [],
+        cost: { calls: 0, caller: zero(), servers: (servers.get(p) ?? []).map(zero) },
+      });
     for (let round = 0; round < ROUNDS; round++) {
-      if (SEQ_CALLS > 0) for (const [p, latency] of await sequential(calls, SEQ_CALLS, SEQ_MAX_MS)) (results.get(p) as PathResult).seq.push(latency);
+      if (SEQ_CALLS > 0)
+        for (const [p, latency] of await sequential(calls, SEQ_CALLS, SEQ_MAX_MS))
+          (results.get(p) as PathResult).seq.push(latency);
       for (const [p, call] of calls) {
         const r = results.get(p) as PathResult;
         const before = await usages(servers.get(p) ?? []);
@@ -567,48 +635,83 @@ async function main(): Promise<void> {
 }
 
 function report(results: ReadonlyMap<PathName, PathResult>, startMs: number, totalMs: number): void {
-  const f = (n: number, d = 0): string => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '–');
+  const f = (n: number, d = 0): string =>
+    Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '–';
   const fig = (p: PathName): { p50: number; p99: number; con: number; calls: number } => {
     const r = results.get(p);
     if (r === undefined) return { p50: NaN, p99: NaN, con: NaN, calls: NaN };
-    return { p50: median(r.seq.map((s) => s.p50)), p99: median(r.seq.map((s) => s.p99)), con: median(r.con), calls: Math.min(...r.seq.map((s) => s.calls)) };
+    return {
+      p50: median(r.seq.map((s) => s.p50)),
+      p99: median(r.seq.map((s) => s.p99)),
+      con: median(r.con),
+      calls: Math.min(...r.seq.map((s) => s.calls)),
+    };
   };
-  const raw = fig('raw'), client = fig('client'), hop = fig('hop'), rawhop = fig('rawhop');
+  const raw = fig('raw'),
+    client = fig('client'),
+    hop = fig('hop'),
+    rawhop = fig('rawhop');
   const verdict = (x: number, ok: boolean): string => (Number.isFinite(x) ? (ok ? ' (met)' : ' (missed)') : '');
   const seqCalls = Math.min(...[raw.calls, client.calls, hop.calls, rawhop.calls].filter(Number.isFinite));
-  console.log(`remote call over loopback, ${availableParallelism()} cores (median of ${ROUNDS} rounds; sequential: ${f(seqCalls)} awaited calls per round and path on one grain, the paths taking turns every ${SEQ_BLOCK}; concurrent: ${f(CALLERS)} callers on ${f(CALLERS)} grains for ${f(CON_MS)} ms)`);
+  console.log(
+    `remote call over loopback, ${availableParallelism()} cores (median of ${ROUNDS} rounds; sequential: ${f(seqCalls)} awaited calls per round and path on one grain, the paths taking turns every ${SEQ_BLOCK}; concurrent: ${f(CALLERS)} callers on ${f(CALLERS)} grains for ${f(CON_MS)} ms)`,
+  );
   console.log('');
   console.log('| figure | raw (codec, framed socket, no framework) | client → silo (other process) | ratio | target |');
   console.log('| --- | --- | --- | --- | --- |');
   const p50x = client.p50 / raw.p50;
   const share = (100 * client.con) / raw.con;
-  console.log(`| sequential p50 µs | ${f(raw.p50, 1)} | ${f(client.p50, 1)} | ${f(p50x, 2)}x raw${verdict(p50x, p50x <= 1.3)} | within 1.3x |`);
+  console.log(
+    `| sequential p50 µs | ${f(raw.p50, 1)} | ${f(client.p50, 1)} | ${f(p50x, 2)}x raw${verdict(p50x, p50x <= 1.3)} | within 1.3x |`,
+  );
   console.log(`| sequential p99 µs | ${f(raw.p99, 1)} | ${f(client.p99, 1)} | ${f(client.p99 / raw.p99, 2)}x raw | |`);
-  console.log(`| concurrent calls/s | ${f(raw.con)} | ${f(client.con)} | ${f(share, 1)}% of raw${verdict(share, share >= 80)} | at least 80% |`);
+  console.log(
+    `| concurrent calls/s | ${f(raw.con)} | ${f(client.con)} | ${f(share, 1)}% of raw${verdict(share, share >= 80)} | at least 80% |`,
+  );
   console.log('');
-  console.log('| figure | client → silo | client → silo A → silo B (one silo-to-silo call each) | ratio | raw: client → relay → echo (three processes, no framework) | hop against raw hop |');
+  console.log(
+    '| figure | client → silo | client → silo A → silo B (one silo-to-silo call each) | ratio | raw: client → relay → echo (three processes, no framework) | hop against raw hop |',
+  );
   console.log('| --- | --- | --- | --- | --- | --- |');
-  console.log(`| sequential p50 µs | ${f(client.p50, 1)} | ${f(hop.p50, 1)} | ${f(hop.p50 / client.p50, 2)}x (+${f(hop.p50 - client.p50, 1)} µs for the hop) | ${f(rawhop.p50, 1)} | ${f(hop.p50 / rawhop.p50, 2)}x |`);
-  console.log(`| sequential p99 µs | ${f(client.p99, 1)} | ${f(hop.p99, 1)} | ${f(hop.p99 / client.p99, 2)}x | ${f(rawhop.p99, 1)} | ${f(hop.p99 / rawhop.p99, 2)}x |`);
-  console.log(`| concurrent calls/s | ${f(client.con)} | ${f(hop.con)} | ${f((100 * hop.con) / client.con, 1)}% of client → silo | ${f(rawhop.con)} | ${f((100 * hop.con) / rawhop.con, 1)}% of raw hop |`);
+  console.log(
+    `| sequential p50 µs | ${f(client.p50, 1)} | ${f(hop.p50, 1)} | ${f(hop.p50 / client.p50, 2)}x (+${f(hop.p50 - client.p50, 1)} µs for the hop) | ${f(rawhop.p50, 1)} | ${f(hop.p50 / rawhop.p50, 2)}x |`,
+  );
+  console.log(
+    `| sequential p99 µs | ${f(client.p99, 1)} | ${f(hop.p99, 1)} | ${f(hop.p99 / client.p99, 2)}x | ${f(rawhop.p99, 1)} | ${f(hop.p99 / rawhop.p99, 2)}x |`,
+  );
+  console.log(
+    `| concurrent calls/s | ${f(client.con)} | ${f(hop.con)} | ${f((100 * hop.con) / client.con, 1)}% of client → silo | ${f(rawhop.con)} | ${f((100 * hop.con) / rawhop.con, 1)}% of raw hop |`,
+  );
   console.log('');
-  console.log('| concurrent, per call | raw | client → silo | client → silo A → silo B | raw hop: client / relay / echo |');
+  console.log(
+    '| concurrent, per call | raw | client → silo | client → silo A → silo B | raw hop: client / relay / echo |',
+  );
   console.log('| --- | --- | --- | --- | --- |');
   // Each cell: the calling process, then each serving process (silo A, then B, for the hop).
   const cost = (p: PathName, pick: (u: Usage, calls: number) => number, d: number): string => {
     const c = results.get(p)?.cost;
     return c === undefined ? '–' : [c.caller, ...c.servers].map((u) => f(pick(u, c.calls), d)).join(' / ');
   };
-  console.log(`| CPU µs per call: caller / server(s) | ${cost('raw', (u, n) => u.cpuUs / n, 2)} | ${cost('client', (u, n) => u.cpuUs / n, 2)} | ${cost('hop', (u, n) => u.cpuUs / n, 2)} | ${cost('rawhop', (u, n) => u.cpuUs / n, 2)} |`);
-  console.log(`| frames per socket write: caller / server(s) | ${cost('raw', (u) => u.frames / u.writes, 0)} | ${cost('client', (u) => u.frames / u.writes, 0)} | ${cost('hop', (u) => u.frames / u.writes, 0)} | ${cost('rawhop', (u) => u.frames / u.writes, 0)} |`);
+  console.log(
+    `| CPU µs per call: caller / server(s) | ${cost('raw', (u, n) => u.cpuUs / n, 2)} | ${cost('client', (u, n) => u.cpuUs / n, 2)} | ${cost('hop', (u, n) => u.cpuUs / n, 2)} | ${cost('rawhop', (u, n) => u.cpuUs / n, 2)} |`,
+  );
+  console.log(
+    `| frames per socket write: caller / server(s) | ${cost('raw', (u) => u.frames / u.writes, 0)} | ${cost('client', (u) => u.frames / u.writes, 0)} | ${cost('hop', (u) => u.frames / u.writes, 0)} | ${cost('rawhop', (u) => u.frames / u.writes, 0)} |`,
+  );
   console.log('');
   const rounds = (p: PathName): string => {
     const r = results.get(p);
-    return r === undefined ? '–' : `p50 ${r.seq.map((x) => f(x.p50, 1)).join(' / ') || '–'} µs, ${r.con.map((x) => f(x)).join(' / ')} calls/s`;
+    return r === undefined
+      ? '–'
+      : `p50 ${r.seq.map((x) => f(x.p50, 1)).join(' / ') || '–'} µs, ${r.con.map((x) => f(x)).join(' / ')} calls/s`;
   };
-  console.log(`rounds: raw ${rounds('raw')}; client ${rounds('client')}; hop ${rounds('hop')}; raw hop ${rounds('rawhop')}`);
+  console.log(
+    `rounds: raw ${rounds('raw')}; client ${rounds('client')}; hop ${rounds('hop')}; raw hop ${rounds('rawhop')}`,
+  );
   console.log(`startup ${f(startMs / 1000, 1)} s, whole run ${f(totalMs / 1000, 1)} s`);
-  console.log(`command: node --import tsx --conditions=source bench/remote-call.ts${argv.length > 0 ? ` ${argv.join(' ')}` : ''}`);
+  console.log(
+    `command: node --import tsx --conditions=source bench/remote-call.ts${argv.length > 0 ? ` ${argv.join(' ')}` : ''}`,
+  );
 }
 
 if (argv[0] === 'child') {

@@ -13,11 +13,17 @@ const medium = {
   createdAt: '2024-01-01T00:00:00.000Z',
   status: 'shipped',
   customer: {
-    id: 'c-1', name: 'Alice Example', email: 'alice@example.com',
+    id: 'c-1',
+    name: 'Alice Example',
+    email: 'alice@example.com',
     address: { street: '1 Main St', city: 'Springfield', zip: '12345', country: 'US' },
   },
   items: Array.from({ length: 8 }, (_, i) => ({
-    sku: `SKU-${i}`, title: `Item number ${i}`, qty: i + 1, price: Math.round(999 * (i + 1)) / 100, tags: ['x', 'y'],
+    sku: `SKU-${i}`,
+    title: `Item number ${i}`,
+    qty: i + 1,
+    price: Math.round(999 * (i + 1)) / 100,
+    tags: ['x', 'y'],
   })),
   total: 359.64,
   paid: true,
@@ -42,7 +48,12 @@ function opsPerSec(fn: () => unknown): number {
   return (n * 1000) / (now - start);
 }
 
-interface Row { case: string; granary: string; baseline: string; ratio: string }
+interface Row {
+  case: string;
+  granary: string;
+  baseline: string;
+  ratio: string;
+}
 const rows: Row[] = [];
 const fmt = (x: number): string => `${Math.round(x).toLocaleString('en-US')} ops/s`;
 
@@ -52,14 +63,34 @@ function compare(label: string, mine: () => unknown, baselineName: string, basel
   rows.push({ case: label, granary: fmt(a), baseline: `${baselineName} ${fmt(b)}`, ratio: `${(a / b).toFixed(2)}x` });
 }
 
-for (const [size, value] of [['small', small], ['medium', medium]] as const) {
-  compare(`${size}: copy`, () => copy(value), 'structuredClone', () => structuredClone(value));
-  compare(`${size}: encode+decode`, () => decode(encode(value)), 'JSON', () => JSON.parse(JSON.stringify(value)) as unknown);
-  compare(`${size}: encode+decode`, () => decode(encode(value)), 'v8', () => v8.deserialize(v8.serialize(value)) as unknown);
+for (const [size, value] of [
+  ['small', small],
+  ['medium', medium],
+] as const) {
+  compare(
+    `${size}: copy`,
+    () => copy(value),
+    'structuredClone',
+    () => structuredClone(value),
+  );
+  compare(
+    `${size}: encode+decode`,
+    () => decode(encode(value)),
+    'JSON',
+    () => JSON.parse(JSON.stringify(value)) as unknown,
+  );
+  compare(
+    `${size}: encode+decode`,
+    () => decode(encode(value)),
+    'v8',
+    () => v8.deserialize(v8.serialize(value)) as unknown,
+  );
 }
 
 console.log(`node ${process.version}, ${MEASURE_MS} ms per measurement; ratio = granary / baseline (higher is better)`);
 console.table(rows);
-console.log(`encoded size: small ${encode(small).length} B (JSON ${JSON.stringify(small).length}, v8 ${v8.serialize(small).length}); `
-  + `medium ${encode(medium).length} B (JSON ${JSON.stringify(medium).length}, v8 ${v8.serialize(medium).length})`);
+console.log(
+  `encoded size: small ${encode(small).length} B (JSON ${JSON.stringify(small).length}, v8 ${v8.serialize(small).length}); ` +
+    `medium ${encode(medium).length} B (JSON ${JSON.stringify(medium).length}, v8 ${v8.serialize(medium).length})`,
+);
 if (sink < 0) console.log(sink);

@@ -27,7 +27,8 @@ import { sqliteStorage } from 'granary/sqlite';
 // ---- Settings ----
 
 const argv = process.argv.slice(2);
-const option = (name: string): string | undefined => argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+const option = (name: string): string | undefined =>
+  argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const quick = argv.includes('--quick');
 const ROUNDS = quick ? 3 : 5;
 /**
@@ -51,7 +52,8 @@ const STORES = ['memory', 'sqlite', 'postgres', 'redis'] as const;
 type StoreName = (typeof STORES)[number];
 const only = option('only')?.split(',') ?? [...STORES];
 const unknownStore = only.find((s) => !(STORES as readonly string[]).includes(s));
-if (unknownStore !== undefined || only.length === 0) throw new Error(`--only takes a comma-separated list of ${STORES.join(', ')}; got '${option('only')}'`);
+if (unknownStore !== undefined || only.length === 0)
+  throw new Error(`--only takes a comma-separated list of ${STORES.join(', ')}; got '${option('only')}'`);
 const postgresUrl = process.env['GRANARY_TEST_POSTGRES'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const redisUrl = process.env['GRANARY_TEST_REDIS'] ?? 'redis://127.0.0.1:6379';
 const runId = randomUUID().replaceAll('-', '').slice(0, 10);
@@ -90,8 +92,16 @@ interface Contenders {
 }
 
 const STATE_NAME = 'cart';
-const granaryAddresses = Array.from({ length: WRITERS }, (_, w): StateAddress => ({ grainType: 'benchCart', grainKey: `g-${w}`, stateName: STATE_NAME }));
-const rawAddresses = Array.from({ length: WRITERS }, (_, w): StateAddress => ({ grainType: 'benchCart', grainKey: `r-${w}`, stateName: STATE_NAME }));
+const granaryAddresses = Array.from({ length: WRITERS }, (_, w): StateAddress => ({
+  grainType: 'benchCart',
+  grainKey: `g-${w}`,
+  stateName: STATE_NAME,
+}));
+const rawAddresses = Array.from({ length: WRITERS }, (_, w): StateAddress => ({
+  grainType: 'benchCart',
+  grainKey: `r-${w}`,
+  stateName: STATE_NAME,
+}));
 
 /** Granary's path: provider.write, each writer keeping the ETag it got. */
 async function granaryPath(provider: StorageProvider): Promise<Path> {
@@ -142,7 +152,9 @@ async function sqliteContenders(): Promise<Contenders> {
   const db = new Database(path);
   db.pragma('journal_mode = WAL');
   db.pragma('busy_timeout = 5000');
-  const nextVersion = db.prepare<[], number>('UPDATE granary_storage_seq SET value = value + 1 WHERE id = 1 RETURNING value').pluck();
+  const nextVersion = db
+    .prepare<[], number>('UPDATE granary_storage_seq SET value = value + 1 WHERE id = 1 RETURNING value')
+    .pluck();
   const update = db.prepare<[Uint8Array, number, number, string, string, string, number]>(
     'UPDATE granary_storage SET payload = ?, version = ?, format_version = 1, updated_at = ? WHERE grain_type = ? AND grain_key = ? AND state_name = ? AND version = ?',
   );
@@ -152,8 +164,13 @@ async function sqliteContenders(): Promise<Contenders> {
   const write = db.transaction((a: StateAddress, bytes: Uint8Array, etag: number | null): number | undefined => {
     const version = nextVersion.get();
     if (version === undefined) return undefined;
-    if (etag === null) return insert.run(a.grainType, a.grainKey, a.stateName, bytes, version, Date.now()).changes === 1 ? version : undefined;
-    return update.run(bytes, version, Date.now(), a.grainType, a.grainKey, a.stateName, etag).changes === 1 ? version : undefined;
+    if (etag === null)
+      return insert.run(a.grainType, a.grainKey, a.stateName, bytes, version, Date.now()).changes === 1
+        ? version
+        : undefined;
+    return update.run(bytes, version, Date.now(), a.grainType, a.grainKey, a.stateName, etag).changes === 1
+      ? version
+      : undefined;
   });
   const etags: Array<number | null> = rawAddresses.map(() => null);
   const raw: Path = {
@@ -198,9 +215,10 @@ async function postgresContenders(): Promise<Contenders> {
         const a = rawAddresses[w] as StateAddress;
         const bytes = encode(stateOf(w, n));
         const etag = etags[w] ?? null;
-        const rows = etag === null
-          ? (await pool.query<{ version: string }>(insert, [a.grainType, a.grainKey, a.stateName, bytes])).rows
-          : (await pool.query<{ version: string }>(update, [a.grainType, a.grainKey, a.stateName, bytes, etag])).rows;
+        const rows =
+          etag === null
+            ? (await pool.query<{ version: string }>(insert, [a.grainType, a.grainKey, a.stateName, bytes])).rows
+            : (await pool.query<{ version: string }>(update, [a.grainType, a.grainKey, a.stateName, bytes, etag])).rows;
         const row = rows[0];
         if (row === undefined) throw lost('postgres', w);
         etags[w] = String(row.version);
@@ -218,7 +236,9 @@ async function postgresContenders(): Promise<Contenders> {
       },
     };
   } catch (err) {
-    await Promise.resolve().then(() => provider.close()).catch(() => undefined);
+    await Promise.resolve()
+      .then(() => provider.close())
+      .catch(() => undefined);
     await drop().catch(() => undefined);
     await pool.end().catch(() => undefined);
     throw err;
@@ -254,7 +274,9 @@ async function redisContenders(): Promise<Contenders> {
     const granary = await granaryPath(provider);
     await redis.connect();
     redis.defineCommand('benchRawWrite', { numberOfKeys: 2, lua: REDIS_WRITE });
-    const scripted = redis as Redis & { benchRawWrite(record: string, counter: string, etag: string, payload: Buffer, at: string): Promise<string | null> };
+    const scripted = redis as Redis & {
+      benchRawWrite(record: string, counter: string, etag: string, payload: Buffer, at: string): Promise<string | null>;
+    };
     const counter = `${keyPrefix}storage:etag`;
     const etags: Array<string | null> = rawAddresses.map(() => null);
     const raw: Path = {
@@ -281,7 +303,9 @@ async function redisContenders(): Promise<Contenders> {
       },
     };
   } catch (err) {
-    await Promise.resolve().then(() => provider.close()).catch(() => undefined);
+    await Promise.resolve()
+      .then(() => provider.close())
+      .catch(() => undefined);
     if (redis.status === 'ready') await removeKeys().catch(() => undefined);
     redis.disconnect();
     throw err;
@@ -311,7 +335,13 @@ interface Round {
  * every SEQ_BLOCK writes, until each made `count` writes and `minMs` passed
  * (or `maxMs` passed). Latency p50 in µs and writes per second, per path.
  */
-async function sequential(paths: Record<PathName, Path>, counter: { n: number }, count: number, minMs: number, maxMs: number): Promise<Record<PathName, { p50: number; rate: number; writes: number }>> {
+async function sequential(
+  paths: Record<PathName, Path>,
+  counter: { n: number },
+  count: number,
+  minMs: number,
+  maxMs: number,
+): Promise<Record<PathName, { p50: number; rate: number; writes: number }>> {
   const samples = { raw: new Float64Array(SEQ_CAP), granary: new Float64Array(SEQ_CAP) };
   const busyMs = { raw: 0, granary: 0 };
   const start = performance.now();
@@ -344,12 +374,14 @@ async function concurrent(path: Path, counter: { n: number }, ms: number): Promi
   let writes = 0;
   const start = performance.now();
   const end = start + ms;
-  await Promise.all(Array.from({ length: WRITERS }, async (_, w) => {
-    while (performance.now() < end) {
-      await path.write(w, ++counter.n);
-      writes++;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: WRITERS }, async (_, w) => {
+      while (performance.now() < end) {
+        await path.write(w, ++counter.n);
+        writes++;
+      }
+    }),
+  );
   return writes / ((performance.now() - start) / 1000);
 }
 
@@ -384,7 +416,13 @@ async function measure(store: StoreName): Promise<StoreResult | string> {
       const order: PathName[] = r % 2 === 0 ? ['raw', 'granary'] : ['granary', 'raw'];
       const con = { raw: NaN, granary: NaN };
       for (const name of order) con[name] = await concurrent(paths[name], counter, CON_MS);
-      for (const name of ['raw', 'granary'] as const) rounds[name].push({ p50: seq[name].p50, seqRate: seq[name].rate, seqWrites: seq[name].writes, conRate: con[name] });
+      for (const name of ['raw', 'granary'] as const)
+        rounds[name].push({
+          p50: seq[name].p50,
+          seqRate: seq[name].rate,
+          seqWrites: seq[name].writes,
+          conRate: con[name],
+        });
     }
     return { label, rawName: contenders.rawName, rounds };
   } finally {
@@ -395,12 +433,17 @@ async function measure(store: StoreName): Promise<StoreResult | string> {
 // ---- Report ----
 
 function report(results: ReadonlyArray<StoreResult | string>, totalMs: number): void {
-  const f = (n: number, d = 0): string => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '–');
+  const f = (n: number, d = 0): string =>
+    Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '–';
   const pct = (x: number): string => (Number.isFinite(x) ? `${x >= 0 ? '+' : ''}${f(100 * x, 1)}%` : '–');
   const verdict = (x: number): string => (Number.isFinite(x) ? (x < 0.2 ? ' (met)' : ' (missed)') : '');
   const bytes = encode(stateOf(0, 1)).length;
-  console.log(`storage write: Granary's provider.write against the raw driver doing the same conditional write (same row, same ${bytes}-byte codec payload), ${availableParallelism()} cores, median of ${ROUNDS} rounds`);
-  console.log(`(sequential: at least ${f(SEQ_WRITES)} awaited writes and ${f(SEQ_MIN_MS)} ms per round and path on one record, the paths taking turns every ${SEQ_BLOCK}; concurrent: ${WRITERS} writers on ${WRITERS} records for ${f(CON_MS)} ms)`);
+  console.log(
+    `storage write: Granary's provider.write against the raw driver doing the same conditional write (same row, same ${bytes}-byte codec payload), ${availableParallelism()} cores, median of ${ROUNDS} rounds`,
+  );
+  console.log(
+    `(sequential: at least ${f(SEQ_WRITES)} awaited writes and ${f(SEQ_MIN_MS)} ms per round and path on one record, the paths taking turns every ${SEQ_BLOCK}; concurrent: ${WRITERS} writers on ${WRITERS} records for ${f(CON_MS)} ms)`,
+  );
   console.log('');
   console.log('| store | figure | raw driver | Granary | Granary overhead (time per write) | target |');
   console.log('| --- | --- | --- | --- | --- | --- |');
@@ -412,15 +455,24 @@ function report(results: ReadonlyArray<StoreResult | string>, totalMs: number): 
     }
     const { label, rawName, rounds } = result;
     const m = (name: PathName, pick: (r: Round) => number): number => median(rounds[name].map(pick));
-    const rawP50 = m('raw', (r) => r.p50), gP50 = m('granary', (r) => r.p50);
-    const rawSeq = m('raw', (r) => r.seqRate), gSeq = m('granary', (r) => r.seqRate);
-    const rawCon = m('raw', (r) => r.conRate), gCon = m('granary', (r) => r.conRate);
+    const rawP50 = m('raw', (r) => r.p50),
+      gP50 = m('granary', (r) => r.p50);
+    const rawSeq = m('raw', (r) => r.seqRate),
+      gSeq = m('granary', (r) => r.seqRate);
+    const rawCon = m('raw', (r) => r.conRate),
+      gCon = m('granary', (r) => r.conRate);
     const p50Over = gP50 / rawP50 - 1;
     const seqOver = rawSeq / gSeq - 1;
     const conOver = rawCon / gCon - 1;
-    console.log(`| ${label} (raw: ${rawName}) | sequential p50 µs | ${f(rawP50, 1)} | ${f(gP50, 1)} | ${pct(p50Over)}${verdict(p50Over)} | under 20% |`);
-    console.log(`| | sequential writes/s | ${f(rawSeq)} | ${f(gSeq)} | ${pct(seqOver)}${verdict(seqOver)} | under 20% |`);
-    console.log(`| | ${WRITERS} writers, writes/s | ${f(rawCon)} | ${f(gCon)} | ${pct(conOver)}${verdict(conOver)} | under 20% |`);
+    console.log(
+      `| ${label} (raw: ${rawName}) | sequential p50 µs | ${f(rawP50, 1)} | ${f(gP50, 1)} | ${pct(p50Over)}${verdict(p50Over)} | under 20% |`,
+    );
+    console.log(
+      `| | sequential writes/s | ${f(rawSeq)} | ${f(gSeq)} | ${pct(seqOver)}${verdict(seqOver)} | under 20% |`,
+    );
+    console.log(
+      `| | ${WRITERS} writers, writes/s | ${f(rawCon)} | ${f(gCon)} | ${pct(conOver)}${verdict(conOver)} | under 20% |`,
+    );
   }
   console.log('');
   for (const result of results) {
@@ -431,12 +483,16 @@ function report(results: ReadonlyArray<StoreResult | string>, totalMs: number): 
   }
   for (const s of skipped) console.log(s);
   console.log(`whole run ${f(totalMs / 1000, 1)} s`);
-  console.log(`command: node --import tsx --conditions=source bench/storage.ts${argv.length > 0 ? ` ${argv.join(' ')}` : ''}`);
+  console.log(
+    `command: node --import tsx --conditions=source bench/storage.ts${argv.length > 0 ? ` ${argv.join(' ')}` : ''}`,
+  );
 }
 
 async function main(): Promise<void> {
   const watchdog = setTimeout(() => {
-    console.error(`bench/storage: over its ${BUDGET_MS} ms budget; stopping (tables and keys named bench_${runId}_ / bench:${runId}: may be left behind)`);
+    console.error(
+      `bench/storage: over its ${BUDGET_MS} ms budget; stopping (tables and keys named bench_${runId}_ / bench:${runId}: may be left behind)`,
+    );
     process.exit(1);
   }, BUDGET_MS);
   watchdog.unref();

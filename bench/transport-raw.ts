@@ -82,7 +82,10 @@ async function child(): Promise<void> {
     handler: { onFrame: (type, buf, start, end, connection) => connection.send(type, buf.subarray(start, end)) },
     onConnection: () => {},
   });
-  process.send?.({ raw: typeof rawAddress === 'object' && rawAddress !== null ? rawAddress.port : 0, granary: granary.address });
+  process.send?.({
+    raw: typeof rawAddress === 'object' && rawAddress !== null ? rawAddress.port : 0,
+    granary: granary.address,
+  });
   process.on('disconnect', () => process.exit(0));
 }
 
@@ -114,23 +117,30 @@ function call(caller: Caller): Promise<void> {
 async function calls(caller: Caller, ms: number): Promise<number> {
   let count = 0;
   const end = Date.now() + ms;
-  await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
-    while (Date.now() < end) {
-      await call(caller);
-      count++;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: IN_FLIGHT }, async () => {
+      while (Date.now() < end) {
+        await call(caller);
+        count++;
+      }
+    }),
+  );
   return count / (ms / 1000);
 }
 
 async function parent(): Promise<void> {
-  const worker = fork(fileURLToPath(import.meta.url), ['child'], { execArgv: ['--import', 'tsx', '--conditions=source'] });
+  const worker = fork(fileURLToPath(import.meta.url), ['child'], {
+    execArgv: ['--import', 'tsx', '--conditions=source'],
+  });
   const [ports] = (await once(worker, 'message')) as [{ raw: number; granary: string }];
 
   const socket = connect({ host: '127.0.0.1', port: ports.raw });
   await once(socket, 'connect');
   const raw = new RawPeer(socket, onResponse);
-  const connector = new Connector({ hello: { clusterId: 'bench', address: 'bench-client', generation: 1, role: 'client' }, handler: { onFrame: onResponse } });
+  const connector = new Connector({
+    hello: { clusterId: 'bench', address: 'bench-client', generation: 1, role: 'client' },
+    handler: { onFrame: onResponse },
+  });
   const connection = await connector.get(ports.granary);
 
   await calls(raw, ROUND_MS / 2);
@@ -145,11 +155,15 @@ async function parent(): Promise<void> {
   const rawRate = median(rawRates);
   const granaryRate = median(granaryRates);
   const fmt = (n: number): string => Math.round(n).toLocaleString('en-US').padStart(12);
-  console.log(`request/response, ${IN_FLIGHT} in flight, ${BODY_BYTES}-byte bodies, median of ${ROUNDS} rounds of ${ROUND_MS} ms`);
+  console.log(
+    `request/response, ${IN_FLIGHT} in flight, ${BODY_BYTES}-byte bodies, median of ${ROUNDS} rounds of ${ROUND_MS} ms`,
+  );
   console.log(`${'transport'.padEnd(34)}${'calls/s'.padStart(12)}`);
   console.log(`${'raw net.Socket, hand-written'.padEnd(34)}${fmt(rawRate)}`);
   console.log(`${'granary Connection'.padEnd(34)}${fmt(granaryRate)}`);
-  console.log(`ratio granary/raw: ${(granaryRate / rawRate).toFixed(2)}  (writes: ${connection.stats.writes}, frames sent: ${connection.stats.framesSent})`);
+  console.log(
+    `ratio granary/raw: ${(granaryRate / rawRate).toFixed(2)}  (writes: ${connection.stats.writes}, frames sent: ${connection.stats.framesSent})`,
+  );
 
   socket.destroy();
   await connector.close();

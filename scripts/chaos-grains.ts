@@ -87,14 +87,22 @@ export class ChaosCounter extends Grain {
   }
 
   async info(): Promise<CounterInfo> {
-    return { value: this.count.state.value, silo: this.silo.address, activation: this.#activation, activatedAt: this.#activatedAt, loaded: this.#loaded };
+    return {
+      value: this.count.state.value,
+      silo: this.silo.address,
+      activation: this.#activation,
+      activatedAt: this.#activatedAt,
+      loaded: this.#loaded,
+    };
   }
 }
 
 /** A grain with a durable reminder whose ticks it counts in its persistent state. */
 @grain('chaos-ticker')
 export class ChaosTicker extends Grain {
-  readonly ticks = this.persistentState<TickerStats>('ticks', { initial: () => ({ count: 0, lastAt: 0, maxGapMs: 0, missed: 0 }) });
+  readonly ticks = this.persistentState<TickerStats>('ticks', {
+    initial: () => ({ count: 0, lastAt: 0, maxGapMs: 0, missed: 0 }),
+  });
 
   /** Registers (or replaces) the reminder `tick`: first tick after one period, then every period. */
   async start(periodMs: number): Promise<void> {

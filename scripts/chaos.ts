@@ -52,7 +52,15 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { ClusterClient, GranaryError, decode, encode, silentLogger, type MembershipTable, type StorageProvider } from 'granary';
+import {
+  ClusterClient,
+  GranaryError,
+  decode,
+  encode,
+  silentLogger,
+  type MembershipTable,
+  type StorageProvider,
+} from 'granary';
 import { postgresMembership, postgresStorage } from 'granary/postgres';
 import { sqliteMembership, sqliteStorage } from 'granary/sqlite';
 import { SiloProcess, type ProviderSpec, type SiloProcessOptions } from 'granary/testing';
@@ -74,11 +82,20 @@ const { values: args } = parseArgs({
   strict: true,
 });
 
-function numberArg(name: string, text: string | undefined, dflt: number, min: number, max: number, integer = true): number {
+function numberArg(
+  name: string,
+  text: string | undefined,
+  dflt: number,
+  min: number,
+  max: number,
+  integer = true,
+): number {
   if (text === undefined) return dflt;
   const v = Number(text);
   if (!Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v))) {
-    console.error(`chaos: --${name} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, got '${text}'`);
+    console.error(
+      `chaos: --${name} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, got '${text}'`,
+    );
     process.exit(64);
   }
   return v;
@@ -104,8 +121,20 @@ const PERIOD_MS = 1000;
 const SETTLE_MS = 5000;
 /** Time after a minute of the run within which its ticks must show up (detection, reload, a period). */
 const REMINDER_SLACK_MS = 15_000;
-const membershipOptions = { iAmAliveIntervalMs: 200, tableRefreshIntervalMs: 100, probeIntervalMs: 150, probeTimeoutMs: 300, missedProbesLimit: 3, joinTimeoutMs: 5000 };
-const siloOptions = { responseTimeoutMs: RESPONSE_TIMEOUT_MS, loadReportIntervalMs: 250, minReminderPeriodMs: PERIOD_MS, reminderRefreshIntervalMs: 2000 };
+const membershipOptions = {
+  iAmAliveIntervalMs: 200,
+  tableRefreshIntervalMs: 100,
+  probeIntervalMs: 150,
+  probeTimeoutMs: 300,
+  missedProbesLimit: 3,
+  joinTimeoutMs: 5000,
+};
+const siloOptions = {
+  responseTimeoutMs: RESPONSE_TIMEOUT_MS,
+  loadReportIntervalMs: 250,
+  minReminderPeriodMs: PERIOD_MS,
+  reminderRefreshIntervalMs: 2000,
+};
 
 // ---------------------------------------------------------------- clock, log, verdict
 
@@ -151,13 +180,19 @@ const pgPrefix = STORE === 'postgres' ? `chaos_${randomUUID().replaceAll('-', ''
 const clusterId = `chaos-${SEED}-${randomUUID().slice(0, 6)}`;
 
 const storeSpec = (file: string): ProviderSpec =>
-  pgPrefix !== undefined ? { kind: 'postgres', connectionString: PG_URL, tablePrefix: pgPrefix } : { kind: 'sqlite', path: join(tmp, file) };
+  pgPrefix !== undefined
+    ? { kind: 'postgres', connectionString: PG_URL, tablePrefix: pgPrefix }
+    : { kind: 'sqlite', path: join(tmp, file) };
 
 function membershipTable(): MembershipTable {
-  return pgPrefix !== undefined ? postgresMembership({ connectionString: PG_URL, tablePrefix: pgPrefix }) : sqliteMembership({ path: join(tmp, 'cluster.db') });
+  return pgPrefix !== undefined
+    ? postgresMembership({ connectionString: PG_URL, tablePrefix: pgPrefix })
+    : sqliteMembership({ path: join(tmp, 'cluster.db') });
 }
 function storageProvider(): StorageProvider {
-  return pgPrefix !== undefined ? postgresStorage({ connectionString: PG_URL, tablePrefix: pgPrefix }) : sqliteStorage({ path: join(tmp, 'state.db') });
+  return pgPrefix !== undefined
+    ? postgresStorage({ connectionString: PG_URL, tablePrefix: pgPrefix })
+    : sqliteStorage({ path: join(tmp, 'state.db') });
 }
 
 const processOptions: SiloProcessOptions = {
@@ -171,7 +206,13 @@ const processOptions: SiloProcessOptions = {
   logLevel: LOG_LEVEL,
   // The TypeScript loader, and: a silo whose parent is gone (this script killed
   // with SIGKILL) exits instead of running on as an orphan.
-  execArgv: ['--import', 'tsx', '--conditions=source', '--import', "data:text/javascript,process.on('disconnect',()=>process.exit(70))"],
+  execArgv: [
+    '--import',
+    'tsx',
+    '--conditions=source',
+    '--import',
+    "data:text/javascript,process.on('disconnect',()=>process.exit(70))",
+  ],
 };
 
 // The silos trace views and activations to their stderr (see chaos-grains.ts), for the report of a violation.
@@ -182,7 +223,10 @@ async function dropPgTables(): Promise<void> {
   const admin = new pg.Client({ connectionString: PG_URL, connectionTimeoutMillis: 5000 });
   await admin.connect();
   try {
-    const { rows } = await admin.query<{ tablename: string }>('SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND starts_with(tablename, $1)', [pgPrefix]);
+    const { rows } = await admin.query<{ tablename: string }>(
+      'SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND starts_with(tablename, $1)',
+      [pgPrefix],
+    );
     for (const r of rows) await admin.query(`DROP TABLE IF EXISTS "${r.tablename}" CASCADE`);
   } finally {
     await admin.end();
@@ -222,10 +266,15 @@ function serial<T>(fn: () => Promise<T>): Promise<T> {
   return p;
 }
 
-async function entryOf(address: string, generation: number | undefined): Promise<{ status: string; generation: number } | undefined> {
+async function entryOf(
+  address: string,
+  generation: number | undefined,
+): Promise<{ status: string; generation: number } | undefined> {
   if (monitor === undefined) return undefined;
   const snap = await monitor.readAll();
-  const rows = snap.entries.map((e) => e.entry).filter((e) => e.address === address && (generation === undefined || e.generation === generation));
+  const rows = snap.entries
+    .map((e) => e.entry)
+    .filter((e) => e.address === address && (generation === undefined || e.generation === generation));
   rows.sort((a, b) => b.generation - a.generation);
   const e = rows[0];
   return e === undefined ? undefined : { status: e.status, generation: e.generation };
@@ -233,7 +282,10 @@ async function entryOf(address: string, generation: number | undefined): Promise
 
 /** The first line of a child's failure and the lines that name an error. */
 function errorLines(text: string): string {
-  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const lines = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
   const errors = lines.filter((l) => /^[A-Za-z]*Error\b|"err"|"level":50|"level":60/.test(l)).slice(0, 3);
   return [lines[0] ?? '', ...errors].map((l) => (l.length > 300 ? `${l.slice(0, 300)}...` : l)).join(' | ');
 }
@@ -247,9 +299,17 @@ function sqliteLocksOf(pid: number): string {
   try {
     const files = new Map<number, string>();
     for (const f of readdirSync(tmp)) files.set(statSync(join(tmp, f)).ino, f);
-    const held = readFileSync('/proc/locks', 'utf8').split('\n').map((l) => l.trim().split(/\s+/)).filter((f) => f[4] === String(pid) && f[3] === 'WRITE');
+    const held = readFileSync('/proc/locks', 'utf8')
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/))
+      .filter((f) => f[4] === String(pid) && f[3] === 'WRITE');
     if (held.length === 0) return '';
-    return held.map((f) => `a ${f[1]} write lock on ${files.get(Number(f[5]?.split(':')[2])) ?? `inode ${f[5] ?? '?'}`} bytes ${f[6] ?? '?'}-${f[7] ?? '?'}${f[6] === '120' ? ' (the WAL write lock)' : ''}`).join(', ');
+    return held
+      .map(
+        (f) =>
+          `a ${f[1]} write lock on ${files.get(Number(f[5]?.split(':')[2])) ?? `inode ${f[5] ?? '?'}`} bytes ${f[6] ?? '?'}-${f[7] ?? '?'}${f[6] === '120' ? ' (the WAL write lock)' : ''}`,
+      )
+      .join(', ');
   } catch {
     return '';
   }
@@ -261,7 +321,16 @@ async function startSilo(why: string): Promise<SiloRec | undefined> {
     const started = Date.now();
     try {
       const proc = await SiloProcess.start(processOptions, 15_000);
-      const rec: SiloRec = { n: ++siloSeq, proc, address: proc.address, gateway: proc.gatewayAddress, generation: undefined, state: 'up', expected: false, exit: undefined };
+      const rec: SiloRec = {
+        n: ++siloSeq,
+        proc,
+        address: proc.address,
+        gateway: proc.gatewayAddress,
+        generation: undefined,
+        state: 'up',
+        expected: false,
+        exit: undefined,
+      };
       silos.push(rec);
       rec.generation = (await entryOf(rec.address, undefined).catch(() => undefined))?.generation;
       void proc.exited.then(({ code, signal }) => onExit(rec, code, signal));
@@ -282,12 +351,21 @@ function onExit(rec: SiloRec, code: number | null, signal: NodeJS.Signals | null
   rec.state = 'exited';
   if (rec.expected || stopping) return;
   const how = code !== null ? `code ${code}` : `signal ${signal ?? '?'}`;
-  const tail = rec.proc.stderr.trim().split('\n').filter((l) => !l.startsWith('chaos-trace ')).slice(-5).join('\n      ');
-  if (code === 3) note(`${name(rec)} exited on its own with code 3: the cluster declared it dead (a false suspicion, not caused by the schedule)${tail !== '' ? `; its last log lines:\n      ${tail}` : ''}`);
+  const tail = rec.proc.stderr
+    .trim()
+    .split('\n')
+    .filter((l) => !l.startsWith('chaos-trace '))
+    .slice(-5)
+    .join('\n      ');
+  if (code === 3)
+    note(
+      `${name(rec)} exited on its own with code 3: the cluster declared it dead (a false suspicion, not caused by the schedule)${tail !== '' ? `; its last log lines:\n      ${tail}` : ''}`,
+    );
   else violate(`${name(rec)} exited unexpectedly (${how})${tail !== '' ? `; its last log lines:\n      ${tail}` : ''}`);
-  if (wasUp) void serial(async () => {
-    if (!stopping && up().length < SILOS) await startSilo(`replaces #${rec.n}, which exited on its own`);
-  });
+  if (wasUp)
+    void serial(async () => {
+      if (!stopping && up().length < SILOS) await startSilo(`replaces #${rec.n}, which exited on its own`);
+    });
 }
 
 /** Polls the membership table until `rec` is Dead; its time, or undefined after `timeoutMs`. */
@@ -301,9 +379,15 @@ async function declaredDead(rec: SiloRec, timeoutMs: number): Promise<number | u
   return undefined;
 }
 
-async function waitExit(rec: SiloRec, timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null } | undefined> {
+async function waitExit(
+  rec: SiloRec,
+  timeoutMs: number,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null } | undefined> {
   let timer: NodeJS.Timeout | undefined;
-  const r = await Promise.race([rec.proc.exited, new Promise<undefined>((res) => (timer = setTimeout(() => res(undefined), timeoutMs)))]);
+  const r = await Promise.race([
+    rec.proc.exited,
+    new Promise<undefined>((res) => (timer = setTimeout(() => res(undefined), timeoutMs))),
+  ]);
   clearTimeout(timer);
   return r;
 }
@@ -359,7 +443,9 @@ async function runStep(step: Step, k: number): Promise<void> {
       event(`step ${k}: SIGKILL ${name(victim)}`);
       await victim.proc.kill();
       const [dead] = await Promise.all([declaredDead(victim, 15_000), replace()]);
-      event(`step ${k}: ${name(victim)} killed; ${dead !== undefined ? `declared dead ${secs(dead - t)} after the kill` : 'NOT declared dead within 15 s'}`);
+      event(
+        `step ${k}: ${name(victim)} killed; ${dead !== undefined ? `declared dead ${secs(dead - t)} after the kill` : 'NOT declared dead within 15 s'}`,
+      );
       if (dead === undefined) violate(`${name(victim)} was SIGKILLed at ${at(t)} and not declared dead within 15 s`);
       break;
     }
@@ -367,7 +453,8 @@ async function runStep(step: Step, k: number): Promise<void> {
       event(`step ${k}: SIGTERM ${name(victim)} (graceful stop)`);
       const code = await victim.proc.stop(20_000);
       event(`step ${k}: ${name(victim)} stopped in ${secs(Date.now() - t)} with exit code ${String(code)}`);
-      if (code !== 0) violate(`${name(victim)} stopped gracefully (SIGTERM at ${at(t)}) with exit code ${String(code)}, not 0`);
+      if (code !== 0)
+        violate(`${name(victim)} stopped gracefully (SIGTERM at ${at(t)}) with exit code ${String(code)}, not 0`);
       await replace();
       break;
     }
@@ -378,7 +465,9 @@ async function runStep(step: Step, k: number): Promise<void> {
       const dead = await declaredDead(victim, 15_000);
       if (dead === undefined) {
         const locks = sqliteLocksOf(victim.proc.pid);
-        violate(`${name(victim)} was frozen (SIGSTOP) at ${at(t)} and not declared dead within 15 s${locks !== '' ? `; frozen, it holds ${locks}` : ''}`);
+        violate(
+          `${name(victim)} was frozen (SIGSTOP) at ${at(t)} and not declared dead within 15 s${locks !== '' ? `; frozen, it holds ${locks}` : ''}`,
+        );
       } else {
         event(`step ${k}: frozen ${name(victim)} declared dead ${secs(dead - t)} after SIGSTOP`);
         await sleep(1000);
@@ -390,12 +479,19 @@ async function runStep(step: Step, k: number): Promise<void> {
       const r = await waitExit(victim, 10_000);
       if (r === undefined) {
         // Not declared dead, it rightly carries on; declared dead, it had to stop. Either way it goes now.
-        if (dead !== undefined) violate(`${name(victim)}, declared dead while frozen, did not exit within 10 s of SIGCONT at ${at(resumed)}`);
-        else event(`step ${k}: resumed ${name(victim)} still runs 10 s after SIGCONT (it was not declared dead): SIGKILL`);
+        if (dead !== undefined)
+          violate(`${name(victim)}, declared dead while frozen, did not exit within 10 s of SIGCONT at ${at(resumed)}`);
+        else
+          event(`step ${k}: resumed ${name(victim)} still runs 10 s after SIGCONT (it was not declared dead): SIGKILL`);
         await victim.proc.kill();
       } else {
-        event(`step ${k}: resumed ${name(victim)} exited ${secs(Date.now() - resumed)} after SIGCONT with ${r.code !== null ? `code ${r.code}` : `signal ${r.signal ?? '?'}`}`);
-        if (r.code !== 3) violate(`${name(victim)}, frozen at ${at(t)} and resumed at ${at(resumed)}, exited with ${r.code !== null ? `code ${r.code}` : `signal ${r.signal ?? '?'}`}, not 3`);
+        event(
+          `step ${k}: resumed ${name(victim)} exited ${secs(Date.now() - resumed)} after SIGCONT with ${r.code !== null ? `code ${r.code}` : `signal ${r.signal ?? '?'}`}`,
+        );
+        if (r.code !== 3)
+          violate(
+            `${name(victim)}, frozen at ${at(t)} and resumed at ${at(resumed)}, exited with ${r.code !== null ? `code ${r.code}` : `signal ${r.signal ?? '?'}`}, not 3`,
+          );
       }
       await replaced;
       break;
@@ -469,7 +565,10 @@ async function caller(client: ClusterClient): Promise<void> {
     inflight.delete(id);
     if (ms > maxSettleMs) maxSettleMs = ms;
     if (!failed) latencies.push(ms);
-    if (ms > RESPONSE_TIMEOUT_MS + DEADLINE_MARGIN_MS) late.push(`c${key}.add called at ${at(wall)} settled after ${Math.round(ms)} ms (${failed ? 'failed' : 'succeeded'})`);
+    if (ms > RESPONSE_TIMEOUT_MS + DEADLINE_MARGIN_MS)
+      late.push(
+        `c${key}.add called at ${at(wall)} settled after ${Math.round(ms)} ms (${failed ? 'failed' : 'succeeded'})`,
+      );
     if (failed) await sleep(50);
   }
 }
@@ -481,7 +580,9 @@ function hangWatch(): NodeJS.Timeout {
     for (const r of inflight.values()) {
       if (!r.flagged && now - r.started > RESPONSE_TIMEOUT_MS + DEADLINE_MARGIN_MS) {
         r.flagged = true;
-        console.log(`[${at()}] a call to c${r.key}.add made at ${at(r.wall)} is still pending after ${Math.round(now - r.started)} ms`);
+        console.log(
+          `[${at()}] a call to c${r.key}.add made at ${at(r.wall)} is still pending after ${Math.round(now - r.started)} ms`,
+        );
       }
     }
   }, 500);
@@ -523,7 +624,11 @@ function traceOf(grainId: string): string[] {
         const [, ms, silo, what, ...rest] = l.split(' ');
         const t = Number(ms);
         if (what === 'view') views.push({ t, text: `${silo} (#${s.n}) view ${rest.join(' ')}` });
-        else if (what === `+${grainId}` || what === `-${grainId}`) mine.push({ t, text: `${silo} (#${s.n}) ${what.startsWith('+') ? 'activated' : 'deactivated'} ${grainId} ${rest.join(' ')}` });
+        else if (what === `+${grainId}` || what === `-${grainId}`)
+          mine.push({
+            t,
+            text: `${silo} (#${s.n}) ${what.startsWith('+') ? 'activated' : 'deactivated'} ${grainId} ${rest.join(' ')}`,
+          });
       } else if (l.includes(`"${grainId}"`)) {
         const m = /"time":(\d+)/.exec(l);
         mine.push({ t: Number(m?.[1] ?? 0), text: `#${s.n} log: ${l.length > 400 ? `${l.slice(0, 400)}...` : l}` });
@@ -543,12 +648,14 @@ function percentile(sorted: Float64Array, p: number): number {
 async function pool<T, R>(items: T[], width: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const out = new Array<R>(items.length);
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(width, items.length) }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i] as T);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(width, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i] as T);
+      }
+    }),
+  );
   return out;
 }
 
@@ -581,11 +688,15 @@ async function cleanup(keepLogs: boolean): Promise<void> {
   stopping = true;
   loadStopped = true;
   await Promise.allSettled(clients.map((c) => c.close()));
-  await Promise.allSettled(silos.filter((s) => s.state !== 'exited').map(async (s) => {
-    s.expected = true;
-    s.proc.resume();
-    await s.proc.stop(5000);
-  }));
+  await Promise.allSettled(
+    silos
+      .filter((s) => s.state !== 'exited')
+      .map(async (s) => {
+        s.expected = true;
+        s.proc.resume();
+        await s.proc.stop(5000);
+      }),
+  );
   killAll();
   await monitor?.close();
   try {
@@ -623,23 +734,33 @@ process.on('unhandledRejection', (e) => {
   void cleanup(true).finally(() => process.exit(1));
 });
 
-const watchdog = setTimeout(() => {
-  console.log(`\n[${at()}] WATCHDOG: the run took longer than ${MINUTES} + 1 minutes; killing everything. Events so far:\n${events.join('\n')}`);
-  killAll();
-  const hard = setTimeout(() => process.exit(2), 10_000);
-  void cleanup(true).finally(() => {
-    clearTimeout(hard);
-    console.log(`silo logs: ${logDir}`);
-    process.exit(2);
-  });
-}, (MINUTES + 1) * 60_000);
+const watchdog = setTimeout(
+  () => {
+    console.log(
+      `\n[${at()}] WATCHDOG: the run took longer than ${MINUTES} + 1 minutes; killing everything. Events so far:\n${events.join('\n')}`,
+    );
+    killAll();
+    const hard = setTimeout(() => process.exit(2), 10_000);
+    void cleanup(true).finally(() => {
+      clearTimeout(hard);
+      console.log(`silo logs: ${logDir}`);
+      process.exit(2);
+    });
+  },
+  (MINUTES + 1) * 60_000,
+);
 
 // ---------------------------------------------------------------- the run
 
 async function main(): Promise<number> {
-  const replay = `node --import tsx --conditions=source scripts/chaos.ts --minutes=${MINUTES} --silos=${SILOS} --seed=${SEED} --store=${STORE}` +
-    (CALLERS !== 200 ? ` --callers=${CALLERS}` : '') + (COUNTERS !== 2000 ? ` --counters=${COUNTERS}` : '') + (TICKERS !== 20 ? ` --tickers=${TICKERS}` : '');
-  console.log(`granary chaos run: seed ${SEED}, ${SILOS} silos, ${MINUTES} min, store ${STORE}${pgPrefix !== undefined ? ` (tables ${pgPrefix}*)` : ''}, ${CALLERS} callers over ${COUNTERS} counters, ${TICKERS} reminders every ${PERIOD_MS} ms`);
+  const replay =
+    `node --import tsx --conditions=source scripts/chaos.ts --minutes=${MINUTES} --silos=${SILOS} --seed=${SEED} --store=${STORE}` +
+    (CALLERS !== 200 ? ` --callers=${CALLERS}` : '') +
+    (COUNTERS !== 2000 ? ` --counters=${COUNTERS}` : '') +
+    (TICKERS !== 20 ? ` --tickers=${TICKERS}` : '');
+  console.log(
+    `granary chaos run: seed ${SEED}, ${SILOS} silos, ${MINUTES} min, store ${STORE}${pgPrefix !== undefined ? ` (tables ${pgPrefix}*)` : ''}, ${CALLERS} callers over ${COUNTERS} counters, ${TICKERS} reminders every ${PERIOD_MS} ms`,
+  );
   console.log(`replay: ${replay}`);
 
   monitor = membershipTable();
@@ -648,13 +769,23 @@ async function main(): Promise<number> {
     if ((await startSilo('initial')) === undefined) throw new Error('the initial silos did not start');
   }
   const clientTable = membershipTable();
-  const client = await ClusterClient.connect({ clusterId, membership: clientTable, gatewayRefreshIntervalMs: 1000, responseTimeoutMs: RESPONSE_TIMEOUT_MS, logger: silentLogger() });
+  const client = await ClusterClient.connect({
+    clusterId,
+    membership: clientTable,
+    gatewayRefreshIntervalMs: 1000,
+    responseTimeoutMs: RESPONSE_TIMEOUT_MS,
+    logger: silentLogger(),
+  });
   clients.push(client);
 
-  await Promise.all(tickerKeys.map((k) => withRetries(() => client.getGrain<ChaosTicker>('chaos-ticker', k).start(PERIOD_MS))));
+  await Promise.all(
+    tickerKeys.map((k) => withRetries(() => client.getGrain<ChaosTicker>('chaos-ticker', k).start(PERIOD_MS))),
+  );
   const ticking = Date.now() + 20_000;
   for (;;) {
-    const stats = await Promise.allSettled(tickerKeys.map((k) => client.getGrain<ChaosTicker>('chaos-ticker', k).stats()));
+    const stats = await Promise.allSettled(
+      tickerKeys.map((k) => client.getGrain<ChaosTicker>('chaos-ticker', k).stats()),
+    );
     if (stats.every((r) => r.status === 'fulfilled' && r.value.count >= 1)) break;
     if (Date.now() > ticking) throw new Error('the reminders did not all tick within 20 s of their registration');
     await sleep(250);
@@ -681,7 +812,9 @@ async function main(): Promise<number> {
       ok += perSecond[i]?.ok ?? 0;
       failed += perSecond[i]?.failed ?? 0;
     }
-    console.log(`[${at(now)}] load: ${Math.round(ok / 10)} ok/s, ${Math.round(failed / 10)} failed/s over the last 10 s; ${up().length} silos up; ${inflight.size} calls in flight`);
+    console.log(
+      `[${at(now)}] load: ${Math.round(ok / 10)} ok/s, ${Math.round(failed / 10)} failed/s over the last 10 s; ${up().length} silos up; ${inflight.size} calls in flight`,
+    );
   }, 10_000);
 
   await chaosLoop(runEnd);
@@ -689,13 +822,19 @@ async function main(): Promise<number> {
   await serialTail;
   event('chaos ends; the load stops');
   loadStopped = true;
-  const drained = await Promise.race([Promise.all(callers).then(() => true), sleep(RESPONSE_TIMEOUT_MS + DEADLINE_MARGIN_MS + 1000).then(() => false)]);
+  const drained = await Promise.race([
+    Promise.all(callers).then(() => true),
+    sleep(RESPONSE_TIMEOUT_MS + DEADLINE_MARGIN_MS + 1000).then(() => false),
+  ]);
   const loadMs = Date.now() - runStart;
   clearInterval(progress);
   clearInterval(watch);
   await sampler;
   if (!drained || inflight.size > 0) {
-    for (const r of inflight.values()) violate(`a call to c${r.key}.add made at ${at(r.wall)} never settled (pending ${Math.round(performance.now() - r.started)} ms)`);
+    for (const r of inflight.values())
+      violate(
+        `a call to c${r.key}.add made at ${at(r.wall)} never settled (pending ${Math.round(performance.now() - r.started)} ms)`,
+      );
   }
 
   // Settle, then read everything back through a fresh client, and the store directly.
@@ -704,17 +843,30 @@ async function main(): Promise<number> {
   }
   await sleep(SETTLE_MS);
   const freshTable = membershipTable();
-  const fresh = await ClusterClient.connect({ clusterId, membership: freshTable, responseTimeoutMs: RESPONSE_TIMEOUT_MS, logger: silentLogger() });
+  const fresh = await ClusterClient.connect({
+    clusterId,
+    membership: freshTable,
+    responseTimeoutMs: RESPONSE_TIMEOUT_MS,
+    logger: silentLogger(),
+  });
   clients.push(fresh);
   // The reads back are bounded: a cluster that does not answer must not run into the watchdog.
   const readsUntil = Date.now() + 45_000;
-  const finalTicks = await pool(tickerKeys, 20, (k) => withRetries(() => fresh.getGrain<ChaosTicker>('chaos-ticker', k).stats(), 6, readsUntil).then((s): TickerStats | undefined => s, () => undefined));
+  const finalTicks = await pool(tickerKeys, 20, (k) =>
+    withRetries(() => fresh.getGrain<ChaosTicker>('chaos-ticker', k).stats(), 6, readsUntil).then(
+      (s): TickerStats | undefined => s,
+      () => undefined,
+    ),
+  );
   const finalTickAt = Date.now();
   const keys = Array.from({ length: COUNTERS }, (_, i) => i);
   const readInfo = (c: ClusterClient, i: number): Promise<CounterInfo | undefined> =>
     Date.now() > readsUntil
       ? Promise.resolve(undefined)
-      : withRetries(() => c.getGrain<ChaosCounter>('chaos-counter', `c${i}`).info(), 6, readsUntil).then((v): CounterInfo | undefined => v, () => undefined);
+      : withRetries(() => c.getGrain<ChaosCounter>('chaos-counter', `c${i}`).info(), 6, readsUntil).then(
+          (v): CounterInfo | undefined => v,
+          () => undefined,
+        );
   const finals = await pool(keys, 100, (i) => readInfo(fresh, i));
   // Then through each gateway alone: a call enters there, and an activation of the grain on that
   // silo answers it whether or not the directory points at it. Two activations answering for one
@@ -722,7 +874,12 @@ async function main(): Promise<number> {
   const viaGateway = new Map<string, Array<CounterInfo | undefined>>();
   for (const s of up()) {
     if (s.gateway === null) continue;
-    const one = await ClusterClient.connect({ clusterId, gateways: [s.gateway], responseTimeoutMs: RESPONSE_TIMEOUT_MS, logger: silentLogger() });
+    const one = await ClusterClient.connect({
+      clusterId,
+      gateways: [s.gateway],
+      responseTimeoutMs: RESPONSE_TIMEOUT_MS,
+      logger: silentLogger(),
+    });
     clients.push(one);
     viaGateway.set(`#${s.n} ${s.address}`, await pool(keys, 100, (i) => readInfo(one, i)));
     await one.close();
@@ -730,7 +887,9 @@ async function main(): Promise<number> {
   const storage = storageProvider();
   await storage.init({ name: 'default', logger: silentLogger(), serializer: { encode, decode: (b) => decode(b) } });
   const stored = await pool(keys, 50, async (i) => {
-    const r = await storage.read({ grainType: 'chaos-counter', grainKey: `c${i}`, stateName: 'count' }).catch(() => undefined);
+    const r = await storage
+      .read({ grainType: 'chaos-counter', grainKey: `c${i}`, stateName: 'count' })
+      .catch(() => undefined);
     return r === undefined ? undefined : r.etag === null ? 0 : (r.state as { value: number }).value;
   });
   await storage.close();
@@ -743,7 +902,8 @@ async function main(): Promise<number> {
   let ackedWrites = 0;
   let duplicates = 0;
   const traces: string[] = [];
-  const describe = (x: CounterInfo): string => `${x.value} from activation ${x.activation.slice(0, 8)} on ${x.silo}, made at ${at(x.activatedAt)} with ${x.loaded} read from the store`;
+  const describe = (x: CounterInfo): string =>
+    `${x.value} from activation ${x.activation.slice(0, 8)} on ${x.silo}, made at ${at(x.activatedAt)} with ${x.loaded} read from the store`;
   for (let i = 0; i < COUNTERS; i++) {
     const a = acked[i] as number;
     const f = finals[i];
@@ -757,7 +917,10 @@ async function main(): Promise<number> {
     }
     if (seen.size > 1) {
       duplicates++;
-      if (duplicates <= 10) violate(`counter c${i} has ${seen.size} activations after the cluster settled (acknowledged ${a}, store holds ${s ?? '?'}): ${[...seen.values()].map(describe).join('; ')}`);
+      if (duplicates <= 10)
+        violate(
+          `counter c${i} has ${seen.size} activations after the cluster settled (acknowledged ${a}, store holds ${s ?? '?'}): ${[...seen.values()].map(describe).join('; ')}`,
+        );
       if (duplicates <= 3) traces.push(`chaos-counter/c${i}:`, ...traceOf(`chaos-counter/c${i}`).map((l) => `  ${l}`));
     }
     if (f === undefined) {
@@ -767,12 +930,17 @@ async function main(): Promise<number> {
     }
     if (f.value < a) {
       lost++;
-      if (lost <= 20) violate(`acknowledged write not read back: counter c${i} reads ${describe(f)}, but add() acknowledged ${a}; the store holds ${s ?? '?'}`);
-      if (lost <= 3 && seen.size <= 1) traces.push(`chaos-counter/c${i}:`, ...traceOf(`chaos-counter/c${i}`).map((l) => `  ${l}`));
+      if (lost <= 20)
+        violate(
+          `acknowledged write not read back: counter c${i} reads ${describe(f)}, but add() acknowledged ${a}; the store holds ${s ?? '?'}`,
+        );
+      if (lost <= 3 && seen.size <= 1)
+        traces.push(`chaos-counter/c${i}:`, ...traceOf(`chaos-counter/c${i}`).map((l) => `  ${l}`));
     }
     if (s !== undefined && s !== f.value) {
       disagree++;
-      if (disagree <= 10) note(`counter c${i}: its activation says ${f.value}, the store holds ${s} (acknowledged ${a})`);
+      if (disagree <= 10)
+        note(`counter c${i}: its activation says ${f.value}, the store holds ${s} (acknowledged ${a})`);
     }
   }
   if (duplicates > 10) violate(`... ${duplicates} counters with more than one activation after the cluster settled`);
@@ -799,7 +967,10 @@ async function main(): Promise<number> {
       const before = Math.max(0, ...samples.filter((s) => s.t <= w.from).map((s) => s.count));
       const by = Math.max(0, ...samples.filter((s) => s.t <= w.to + REMINDER_SLACK_MS).map((s) => s.count));
       minIncrease = Math.min(minIncrease, by - before);
-      if (by <= before) violate(`reminder grain ${k} did not tick in the minute ${at(w.from)}..${at(w.to)}: ${before} ticks before it, ${by} by ${secs(REMINDER_SLACK_MS)} after its end`);
+      if (by <= before)
+        violate(
+          `reminder grain ${k} did not tick in the minute ${at(w.from)}..${at(w.to)}: ${before} ticks before it, ${by} by ${secs(REMINDER_SLACK_MS)} after its end`,
+        );
     }
   });
 
@@ -807,28 +978,51 @@ async function main(): Promise<number> {
 
   const sorted = Float64Array.from(latencies).sort();
   const timeoutsInFrozen = timeoutStarts.filter((t) => frozenDeadWindows.some((w) => t >= w.from && t <= w.to)).length;
-  const codes = [...errorsByCode.entries()].sort((a, b) => b[1] - a[1]).map(([c, n]) => `${c} ${n}`).join(', ');
-  const exits = silos.filter((s) => s.exit !== undefined).map((s) => `#${s.n} ${s.exit?.code !== null ? `code ${String(s.exit?.code)}` : String(s.exit.signal)}`);
+  const codes = [...errorsByCode.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .map(([c, n]) => `${c} ${n}`)
+    .join(', ');
+  const exits = silos
+    .filter((s) => s.exit !== undefined)
+    .map((s) => `#${s.n} ${s.exit?.code !== null ? `code ${String(s.exit?.code)}` : String(s.exit.signal)}`);
   const settledLate = late.length;
   console.log('\n================ chaos report ================');
   console.log(`seed ${SEED}; replay: ${replay}`);
   console.log(`schedule (${events.length} events):`);
   for (const e of events) console.log(`  ${e}`);
-  console.log(`load: ${okCalls + failedCalls} calls in ${secs(loadMs)}: ${okCalls} ok (${Math.round(okCalls / (loadMs / 1000))} calls/s), ${failedCalls} failed${codes !== '' ? ` (${codes})` : ''}`);
-  console.log(`latency of ok calls: p50 ${percentile(sorted, 0.5).toFixed(1)} ms, p99 ${percentile(sorted, 0.99).toFixed(1)} ms, max ${(sorted[sorted.length - 1] ?? NaN).toFixed(0)} ms; slowest settle of any call ${maxSettleMs.toFixed(0)} ms`);
-  console.log(`deadlines: ${settledLate} calls settled later than ${RESPONSE_TIMEOUT_MS} + ${DEADLINE_MARGIN_MS} ms, ${drained ? 0 : inflight.size} never settled`);
-  console.log(`timeouts of calls made while a frozen silo was already declared dead (its gateway still taking calls): ${timeoutsInFrozen} of ${timeoutStarts.length} timeouts`);
-  console.log(`writes: ${ackedWrites} of ${COUNTERS} counters acknowledged writes; ${lost} read back lower than acknowledged; ${unreadable} unreadable at the end; ${disagree} where the activation read and the store disagree`);
-  console.log(`activations after settling (read through a fresh client, then through each of ${viaGateway.size} gateways alone): ${duplicates} counters answered from more than one activation`);
-  console.log(`InconsistentStateError (a stale ETag: another activation wrote first): ${errorsByCode.get('GRANARY_INCONSISTENT_STATE') ?? 0} on add()`);
-  console.log(`reminders: ${TICKERS} grains, ${windows.length} minute window(s); fewest ticks gained in a window: ${Number.isFinite(minIncrease) ? minIncrease : 'n/a'}; longest gap between two ticks of one grain: ${secs(maxTickGapMs)}; missed ticks reported: ${missedTicks}`);
+  console.log(
+    `load: ${okCalls + failedCalls} calls in ${secs(loadMs)}: ${okCalls} ok (${Math.round(okCalls / (loadMs / 1000))} calls/s), ${failedCalls} failed${codes !== '' ? ` (${codes})` : ''}`,
+  );
+  console.log(
+    `latency of ok calls: p50 ${percentile(sorted, 0.5).toFixed(1)} ms, p99 ${percentile(sorted, 0.99).toFixed(1)} ms, max ${(sorted[sorted.length - 1] ?? NaN).toFixed(0)} ms; slowest settle of any call ${maxSettleMs.toFixed(0)} ms`,
+  );
+  console.log(
+    `deadlines: ${settledLate} calls settled later than ${RESPONSE_TIMEOUT_MS} + ${DEADLINE_MARGIN_MS} ms, ${drained ? 0 : inflight.size} never settled`,
+  );
+  console.log(
+    `timeouts of calls made while a frozen silo was already declared dead (its gateway still taking calls): ${timeoutsInFrozen} of ${timeoutStarts.length} timeouts`,
+  );
+  console.log(
+    `writes: ${ackedWrites} of ${COUNTERS} counters acknowledged writes; ${lost} read back lower than acknowledged; ${unreadable} unreadable at the end; ${disagree} where the activation read and the store disagree`,
+  );
+  console.log(
+    `activations after settling (read through a fresh client, then through each of ${viaGateway.size} gateways alone): ${duplicates} counters answered from more than one activation`,
+  );
+  console.log(
+    `InconsistentStateError (a stale ETag: another activation wrote first): ${errorsByCode.get('GRANARY_INCONSISTENT_STATE') ?? 0} on add()`,
+  );
+  console.log(
+    `reminders: ${TICKERS} grains, ${windows.length} minute window(s); fewest ticks gained in a window: ${Number.isFinite(minIncrease) ? minIncrease : 'n/a'}; longest gap between two ticks of one grain: ${secs(maxTickGapMs)}; missed ticks reported: ${missedTicks}`,
+  );
   console.log(`silos: ${silos.length} started; exits during the run: ${exits.join(', ') || 'none'}`);
   if (notes.length > 0) {
     console.log('notes:');
     for (const n of notes) console.log(`  ${n}`);
   }
   if (traces.length > 0) {
-    console.log('what the silos logged about the first grains in violation (activations, deactivations, log lines, nearby view changes):');
+    console.log(
+      'what the silos logged about the first grains in violation (activations, deactivations, log lines, nearby view changes):',
+    );
     for (const l of traces) console.log(`  ${l}`);
   }
   if (violations.length > 0) {

@@ -14,12 +14,16 @@ function collect(dir, out) {
 }
 
 const filters = process.argv.slice(2);
-const files = collect('test', []).sort().filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)));
+const files = collect('test', [])
+  .sort()
+  .filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)));
 if (files.length === 0) {
   console.error(`no test files match ${filters.join(' ')}`);
   process.exit(1);
 }
-const r = spawnSync(process.execPath, [
-  '--import', 'tsx', '--conditions=source', '--test', '--test-concurrency=1', ...files,
-], { stdio: 'inherit', env: { ...process.env, GRANARY_LOG_LEVEL: process.env.GRANARY_LOG_LEVEL ?? 'silent' } });
+const r = spawnSync(
+  process.execPath,
+  ['--import', 'tsx', '--conditions=source', '--test', '--test-concurrency=1', ...files],
+  { stdio: 'inherit', env: { ...process.env, GRANARY_LOG_LEVEL: process.env.GRANARY_LOG_LEVEL ?? 'silent' } },
+);
 process.exit(r.status ?? 1);

@@ -25,7 +25,10 @@ export class DeadlockError extends GranaryError {
   /** The chain of grains, printable as `a/1 -> b/1 -> a/1`. */
   readonly chain: string[];
   constructor(chain: string[], message?: string) {
-    super(message ?? `deadlock: call chain ${chain.join(' -> ')} comes back to a grain that is busy in that chain`, 'GRANARY_DEADLOCK');
+    super(
+      message ?? `deadlock: call chain ${chain.join(' -> ')} comes back to a grain that is busy in that chain`,
+      'GRANARY_DEADLOCK',
+    );
     this.chain = chain;
   }
 }
@@ -107,8 +110,6 @@ export class RemoteError extends GranaryError {
   }
 }
 
-
-
 /** The membership table could not be read or written (store down, bad row). */
 export class MembershipError extends GranaryError {
   constructor(message: string, options?: ErrorOptions) {
@@ -125,7 +126,19 @@ export class ReminderError extends GranaryError {
 
 /** Error classes of Granary itself, rebuilt by name when they arrive. */
 export const builtinErrorClasses: ReadonlyArray<new (...args: never[]) => Error> = [
-  GranaryError, TimeoutError, DeadlockError, SiloUnavailableError, InconsistentStateError,
-  SerializationError, StorageError, UnknownGrainTypeError, UnknownMethodError, CancelledError,
-  SiloStoppedError, ConfigurationError, RemoteError, MembershipError, ReminderError,
+  GranaryError,
+  TimeoutError,
+  DeadlockError,
+  SiloUnavailableError,
+  InconsistentStateError,
+  SerializationError,
+  StorageError,
+  UnknownGrainTypeError,
+  UnknownMethodError,
+  CancelledError,
+  SiloStoppedError,
+  ConfigurationError,
+  RemoteError,
+  MembershipError,
+  ReminderError,
 ];

@@ -6,7 +6,11 @@ import net from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 
 /** Polls `check` until it returns true; fails naming `what` after `timeoutMs`. */
-export async function eventually(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
+export async function eventually(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 5000,
+): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
@@ -15,7 +19,11 @@ export async function eventually(what: string, check: () => boolean | Promise<bo
 }
 
 /** Resolves with the first message on `channel` that matches `match`. */
-export function nextEvent<T = Record<string, unknown>>(channel: string, match: (m: T) => boolean, timeoutMs = 5000): Promise<T> {
+export function nextEvent<T = Record<string, unknown>>(
+  channel: string,
+  match: (m: T) => boolean,
+  timeoutMs = 5000,
+): Promise<T> {
   const ch = diagnostics_channel.channel(channel);
   return new Promise<T>((resolve, reject) => {
     const timer = setTimeout(() => {

@@ -8,7 +8,9 @@ import { sqliteStorage } from 'granary/sqlite';
 import { Counter } from './grains.ts';
 
 /** Starts the silo and the HTTP server; `stop()` closes both. */
-export async function startHello(options: { port?: number; dbPath?: string; silo?: SiloOptions } = {}): Promise<{ url: string; silo: Silo; server: Server; stop(): Promise<void> }> {
+export async function startHello(
+  options: { port?: number; dbPath?: string; silo?: SiloOptions } = {},
+): Promise<{ url: string; silo: Silo; server: Server; stop(): Promise<void> }> {
   const silo = await Silo.start({
     grains: [Counter],
     storage: { default: sqliteStorage({ path: options.dbPath ?? '.granary/hello.db' }) },
@@ -48,7 +50,8 @@ async function handle(silo: Silo, req: IncomingMessage, res: ServerResponse): Pr
   try {
     if (m[2] !== undefined && req.method === 'POST') {
       const { by = 1 } = (await body(req)) as { by?: unknown };
-      if (typeof by !== 'number' || !Number.isFinite(by)) return send(res, 400, { error: `'by' must be a number, got ${JSON.stringify(by)}` });
+      if (typeof by !== 'number' || !Number.isFinite(by))
+        return send(res, 400, { error: `'by' must be a number, got ${JSON.stringify(by)}` });
       return send(res, 200, { key, value: await counter.increment(by) });
     }
     if (m[2] === undefined && req.method === 'GET') return send(res, 200, { key, value: await counter.get() });

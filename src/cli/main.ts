@@ -52,7 +52,8 @@ export async function parseMembership(spec: string): Promise<MembershipTable> {
 /** Parses `--storage`. */
 export async function parseStorage(spec: string): Promise<StorageProvider> {
   if (spec === 'memory') return memoryStorage();
-  if (spec.startsWith('sqlite:') && spec.length > 'sqlite:'.length) return sqliteStorage({ path: spec.slice('sqlite:'.length) });
+  if (spec.startsWith('sqlite:') && spec.length > 'sqlite:'.length)
+    return sqliteStorage({ path: spec.slice('sqlite:'.length) });
   if (spec.startsWith('postgres:') || spec.startsWith('postgresql:')) {
     const { postgresStorage } = await import('../providers/postgres/index.ts');
     return postgresStorage({ connectionString: spec });
@@ -67,7 +68,8 @@ export async function parseStorage(spec: string): Promise<StorageProvider> {
 /** Parses `--reminders`. */
 export async function parseReminders(spec: string): Promise<ReminderTable> {
   if (spec === 'memory') return memoryReminders();
-  if (spec.startsWith('sqlite:') && spec.length > 'sqlite:'.length) return sqliteReminders({ path: spec.slice('sqlite:'.length) });
+  if (spec.startsWith('sqlite:') && spec.length > 'sqlite:'.length)
+    return sqliteReminders({ path: spec.slice('sqlite:'.length) });
   if (spec.startsWith('postgres:') || spec.startsWith('postgresql:')) {
     const { postgresReminders } = await import('../providers/postgres/index.ts');
     return postgresReminders({ connectionString: spec });
@@ -136,10 +138,13 @@ async function silo(argv: string[]): Promise<void> {
     stopping = true;
     clearInterval(alive);
     process.stderr.write(`${sig}: stopping silo gracefully\n`);
-    s.stop().then(() => process.exit(0), (e: unknown) => {
-      process.stderr.write(`stop failed: ${String(e)}\n`);
-      process.exit(1);
-    });
+    s.stop().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        process.stderr.write(`stop failed: ${String(e)}\n`);
+        process.exit(1);
+      },
+    );
   };
   void s.terminated.then((how) => {
     if (how === 'declared dead') {

@@ -4,14 +4,36 @@
 // is the gateway's: a client only needs grain type names.
 
 import { randomUUID } from 'node:crypto';
-import { CancelledError, ConfigurationError, GranaryError, SiloUnavailableError, TimeoutError, UnknownGrainTypeError, UnknownMethodError } from '../errors.ts';
+import {
+  CancelledError,
+  ConfigurationError,
+  GranaryError,
+  SiloUnavailableError,
+  TimeoutError,
+  UnknownGrainTypeError,
+  UnknownMethodError,
+} from '../errors.ts';
 import { Grain, type GrainClass } from '../grain/grain.ts';
 import { grainId } from '../grain/identity.ts';
 import { grainTypeInfo, type GrainTypeInfo, type MethodInfo } from '../grain/options.ts';
 import { makeRef, RefCore, type GrainRef, type GrainRefBase, type Invoker } from '../grain/ref.ts';
 import type { MembershipTable } from '../membership/table.ts';
 import { Deadlines } from '../messaging/deadlines.ts';
-import { Frame, RequestFlags, ResponseStatus, decodeRequestArgs, decodeRequestHeader, requestArgs, requestHeadOf, responseBody, responseHeadBytes, responseId, responseStatus, responseValue, targetBytes } from '../messaging/protocol.ts';
+import {
+  Frame,
+  RequestFlags,
+  ResponseStatus,
+  decodeRequestArgs,
+  decodeRequestHeader,
+  requestArgs,
+  requestHeadOf,
+  responseBody,
+  responseHeadBytes,
+  responseId,
+  responseStatus,
+  responseValue,
+  targetBytes,
+} from '../messaging/protocol.ts';
 import { OBSERVER_TYPE } from '../runtime/runtime.ts';
 import { defaultLogger, type Logger } from '../observability/logger.ts';
 import type { CodecContext, RefIdentity } from '../serialization/symbols.ts';
@@ -133,9 +155,12 @@ export class ClusterClient implements Invoker, ConnectionHandler {
 
   /** Connects to a cluster; resolves once a gateway answered. */
   static async connect(options: ClusterClientOptions): Promise<ClusterClient> {
-    if (typeof options?.clusterId !== 'string' || options.clusterId === '') throw new ConfigurationError('ClusterClient.connect needs a clusterId');
+    if (typeof options?.clusterId !== 'string' || options.clusterId === '')
+      throw new ConfigurationError('ClusterClient.connect needs a clusterId');
     if ((options.gateways === undefined || options.gateways.length === 0) && options.membership === undefined) {
-      throw new ConfigurationError('ClusterClient.connect needs gateways (host:port list) or a membership table to find them');
+      throw new ConfigurationError(
+        'ClusterClient.connect needs gateways (host:port list) or a membership table to find them',
+      );
     }
     const c = new ClusterClient(options);
     try {
@@ -166,8 +191,12 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       const results = await Promise.allSettled(this.#gateways.map((g) => this.#connector.get(g)));
       if (results.some((r) => r.status === 'fulfilled')) return;
       if (Date.now() > deadline) {
-        const why = results.map((r, i) => `${this.#gateways[i]}: ${r.status === 'rejected' ? (r.reason as Error).message : 'ok'}`).join('; ');
-        throw new SiloUnavailableError(`no gateway of cluster '${o.clusterId}' could be reached (${why || 'no gateways known'})`);
+        const why = results
+          .map((r, i) => `${this.#gateways[i]}: ${r.status === 'rejected' ? (r.reason as Error).message : 'ok'}`)
+          .join('; ');
+        throw new SiloUnavailableError(
+          `no gateway of cluster '${o.clusterId}' could be reached (${why || 'no gateways known'})`,
+        );
       }
       await new Promise((r) => setTimeout(r, 100));
       if (o.membership !== undefined) await this.#readGateways().catch(() => undefined);
@@ -176,7 +205,9 @@ export class ClusterClient implements Invoker, ConnectionHandler {
 
   async #readGateways(): Promise<void> {
     const snap = await (this.#opts.membership as MembershipTable).readAll();
-    const found = snap.entries.filter((e) => e.entry.status === 'Active' && e.entry.gatewayAddress !== null).map((e) => e.entry.gatewayAddress as string);
+    const found = snap.entries
+      .filter((e) => e.entry.status === 'Active' && e.entry.gatewayAddress !== null)
+      .map((e) => e.entry.gatewayAddress as string);
     this.#gateways = [...new Set([...found, ...(this.#opts.gateways ?? [])])];
   }
 
@@ -202,7 +233,8 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     if (typeof type === 'string') return this.#ref(type, key);
     let info = this.#types.get(type);
     if (info === undefined) {
-      if (typeof type !== 'function' || !(type.prototype instanceof Grain)) throw new UnknownGrainTypeError(`${String(type)} is not a grain class`);
+      if (typeof type !== 'function' || !(type.prototype instanceof Grain))
+        throw new UnknownGrainTypeError(`${String(type)} is not a grain class`);
       info = grainTypeInfo(type as new () => object, Grain.prototype, availableParallelism());
       this.#types.set(type, info);
     }
@@ -215,9 +247,11 @@ export class ClusterClient implements Invoker, ConnectionHandler {
    * the gateway this client used when it made it. `dispose()` stops delivery.
    */
   createObserver<T extends object>(impl: T): ObserverRef<T> {
-    if (impl === null || typeof impl !== 'object') throw new TypeError('createObserver takes an object whose methods grains will call');
+    if (impl === null || typeof impl !== 'object')
+      throw new TypeError('createObserver takes an object whose methods grains will call');
     const gw = this.#gateway();
-    if (gw === undefined) throw new SiloUnavailableError('no gateway is connected: an observer needs one to be reached through');
+    if (gw === undefined)
+      throw new SiloUnavailableError('no gateway is connected: an observer needs one to be reached through');
     const key = `${this.id}.${++this.#observerSeq}@${gw.peer?.address ?? ''}`;
     this.#observers.set(key, impl);
     const ref = this.#ref(OBSERVER_TYPE, key) as ObserverRef<T>;
@@ -235,7 +269,8 @@ export class ClusterClient implements Invoker, ConnectionHandler {
 
   #method(name: string): MethodInfo {
     let m = this.#methods.get(name);
-    if (m === undefined) this.#methods.set(name, (m = { name, fn: noopFn, readOnly: false, alwaysInterleave: false, oneWay: false }));
+    if (m === undefined)
+      this.#methods.set(name, (m = { name, fn: noopFn, readOnly: false, alwaysInterleave: false, oneWay: false }));
     return m;
   }
 
@@ -263,7 +298,12 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     if (n > 0 && args[n - 1] instanceof AbortSignal) {
       signal = args[n - 1] as AbortSignal;
       args.length = n - 1;
-      if (signal.aborted) return Promise.reject(new CancelledError(`call to ${core.idStr}.${m.name} was cancelled before it was sent`, { cause: signal.reason }));
+      if (signal.aborted)
+        return Promise.reject(
+          new CancelledError(`call to ${core.idStr}.${m.name} was cancelled before it was sent`, {
+            cause: signal.reason,
+          }),
+        );
     }
     // The reference keeps its target's header bytes (core.target is the invoker's to use).
     let target = core.target as Buffer | undefined;
@@ -283,7 +323,13 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       const tryAll = this.#gateways.map((g) => this.#connector.get(g));
       Promise.any(tryAll).then(
         (c) => this.#send(c, msg, signal, target),
-        () => this.#fail(msg, new SiloUnavailableError(`no gateway reachable for the call to ${core.idStr}.${m.name} (${this.#gateways.join(', ') || 'none known'})`)),
+        () =>
+          this.#fail(
+            msg,
+            new SiloUnavailableError(
+              `no gateway reachable for the call to ${core.idStr}.${m.name} (${this.#gateways.join(', ') || 'none known'})`,
+            ),
+          ),
       );
     }
     return p;
@@ -292,14 +338,33 @@ export class ClusterClient implements Invoker, ConnectionHandler {
   #send(conn: Connection, msg: ClientCall, signal: AbortSignal | undefined, target: Buffer): void {
     if (msg.done) return;
     if (conn.backlogged) {
-      this.#fail(msg, new GranaryError(`gateway ${conn.peerName} is not reading (${conn.bufferedBytes} bytes wait to be sent, limit maxQueuedBytes): call to ${msg.targetId}.${msg.method.name} refused`, 'GRANARY_OVERLOADED'));
+      this.#fail(
+        msg,
+        new GranaryError(
+          `gateway ${conn.peerName} is not reading (${conn.bufferedBytes} bytes wait to be sent, limit maxQueuedBytes): call to ${msg.targetId}.${msg.method.name} refused`,
+          'GRANARY_OVERLOADED',
+        ),
+      );
       return;
     }
     const reqId = (this.#reqSeq = (this.#reqSeq + 1) >>> 0 || 1);
     try {
       // Bad arguments, a header that cannot be written or a frame over the limit: refused here, unsent.
       const body = requestArgs(msg.args);
-      conn.sendHead(Frame.Request, requestHeadOf(reqId, (msg.method.oneWay ? RequestFlags.OneWay : 0) | (signal !== undefined ? RequestFlags.Signal : 0), msg.targetId, target, msg.method.name, msg.timeoutMs, null, 0), body);
+      conn.sendHead(
+        Frame.Request,
+        requestHeadOf(
+          reqId,
+          (msg.method.oneWay ? RequestFlags.OneWay : 0) | (signal !== undefined ? RequestFlags.Signal : 0),
+          msg.targetId,
+          target,
+          msg.method.name,
+          msg.timeoutMs,
+          null,
+          0,
+        ),
+        body,
+      );
     } catch (e) {
       this.#fail(msg, e);
       return;
@@ -314,7 +379,12 @@ export class ClusterClient implements Invoker, ConnectionHandler {
           if (msg.done) return;
           this.#pending.delete(reqId);
           if (conn.state === 'open') conn.send(Frame.Cancel, encode([reqId]));
-          this.#fail(msg, new CancelledError(`call to ${msg.targetId}.${msg.method.name} was cancelled by the caller`, { cause: signal.reason }));
+          this.#fail(
+            msg,
+            new CancelledError(`call to ${msg.targetId}.${msg.method.name} was cancelled by the caller`, {
+              cause: signal.reason,
+            }),
+          );
         };
         signal.addEventListener('abort', onAbort, { once: true });
         msg.cancel = { callerSignal: signal, listener: onAbort };
@@ -368,7 +438,8 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     this.#release(msg);
     if (status === ResponseStatus.Ok) msg.resolve(value);
     else {
-      if (value instanceof Error && typeof value.stack === 'string') value.stack += `\n    at <grain call> ${msg.targetId}.${msg.method.name} (through gateway ${msg.via ?? '?'})`;
+      if (value instanceof Error && typeof value.stack === 'string')
+        value.stack += `\n    at <grain call> ${msg.targetId}.${msg.method.name} (through gateway ${msg.via ?? '?'})`;
       msg.reject(value);
     }
     return true;
@@ -393,7 +464,14 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     const impl = this.#observers.get(key) as Record<string, unknown> | undefined;
     const fn = impl?.[h.method];
     if (impl === undefined || typeof fn !== 'function') {
-      respond(ResponseStatus.Error, new UnknownMethodError(impl === undefined ? `observer ${key} is disposed or unknown to this client` : `observer ${key} has no method '${h.method}'`));
+      respond(
+        ResponseStatus.Error,
+        new UnknownMethodError(
+          impl === undefined
+            ? `observer ${key} is disposed or unknown to this client`
+            : `observer ${key} has no method '${h.method}'`,
+        ),
+      );
       return;
     }
     let args: unknown[];
@@ -405,7 +483,10 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     }
     Promise.resolve()
       .then(() => (fn as (...a: unknown[]) => unknown).apply(impl, args))
-      .then((v) => respond(ResponseStatus.Ok, v), (e: unknown) => respond(ResponseStatus.Error, e));
+      .then(
+        (v) => respond(ResponseStatus.Ok, v),
+        (e: unknown) => respond(ResponseStatus.Error, e),
+      );
   }
 
   /** A gateway connection closed: its calls in flight fail with SiloUnavailableError; new calls go to the others. */
@@ -417,7 +498,11 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     }
     const address = conn.peer?.address;
     if (address === undefined) return;
-    if (!this.#closed) this.#logger.warn({ gateway: address, reason: conn.closeInfo?.reason }, 'gateway connection lost; using the other gateways');
+    if (!this.#closed)
+      this.#logger.warn(
+        { gateway: address, reason: conn.closeInfo?.reason },
+        'gateway connection lost; using the other gateways',
+      );
     const err = new SiloUnavailableError(`gateway ${address} went away while the call was in flight`);
     for (const [id, msg] of this.#pending) {
       if (msg.via === address) {

@@ -85,7 +85,8 @@ export class GrainDirectory {
       const owner = this.ownerOf(grain);
       if (owner === undefined || owner === this.#self) return this.registerLocal(grain, entry, true);
       try {
-        const won = (await this.#net.call(owner, 'dir.register', [grain, entry.address, entry.activation])) as [string, number] | null;
+        const won = (await this.#net.call(owner, 'dir.register', [grain, entry.address, entry.activation])) as
+          [string, number] | null;
         if (won !== null) return { address: won[0], activation: won[1] };
         // The owner's view and ours differ (a silo just joined or died): both re-read the table, then retry.
         last = new SiloUnavailableError(`silo ${owner} does not own ${grain} in its view of the cluster`);
@@ -97,7 +98,10 @@ export class GrainDirectory {
     }
     throw last instanceof SiloUnavailableError
       ? last
-      : new SiloUnavailableError(`could not register ${grain} in the directory while the cluster changes: ${(last as Error)?.message ?? String(last)}`, { cause: last });
+      : new SiloUnavailableError(
+          `could not register ${grain} in the directory while the cluster changes: ${(last as Error)?.message ?? String(last)}`,
+          { cause: last },
+        );
   }
 
   /**
@@ -114,7 +118,12 @@ export class GrainDirectory {
     const cur = this.#partition.get(grain);
     // An entry stands until its silo is declared dead. (Not merely absent from this silo's
     // view: a silo that joined a moment ago may not be in it yet, and its activations are real.)
-    if (cur !== undefined && !this.#view.dead.has(cur.address) && (cur.address !== entry.address || cur.activation !== entry.activation)) return cur;
+    if (
+      cur !== undefined &&
+      !this.#view.dead.has(cur.address) &&
+      (cur.address !== entry.address || cur.activation !== entry.activation)
+    )
+      return cur;
     this.#partition.set(grain, entry);
     return entry;
   }
@@ -134,7 +143,8 @@ export class GrainDirectory {
 
   unregisterLocal(grain: string, entry: DirectoryEntry): void {
     const cur = this.#partition.get(grain);
-    if (cur !== undefined && cur.address === entry.address && cur.activation === entry.activation) this.#partition.delete(grain);
+    if (cur !== undefined && cur.address === entry.address && cur.activation === entry.activation)
+      this.#partition.delete(grain);
   }
 
   /** Where the owner says a grain lives, or undefined. */
@@ -164,7 +174,11 @@ export class GrainDirectory {
    * activation with its owner (batched per owner). `onDuplicate` is told of
    * each local activation that lost to another.
    */
-  async viewChanged(view: ClusterView, local: Iterable<[string, DirectoryEntry]>, onDuplicate: (grain: string, winner: DirectoryEntry) => void): Promise<void> {
+  async viewChanged(
+    view: ClusterView,
+    local: Iterable<[string, DirectoryEntry]>,
+    onDuplicate: (grain: string, winner: DirectoryEntry) => void,
+  ): Promise<void> {
     this.#view = view;
     this.routeVersion++;
     for (const [g, e] of this.#partition) if (view.dead.has(e.address)) this.#partition.delete(g);
@@ -197,13 +211,23 @@ export class GrainDirectory {
       list.push([g, e.address, e.activation]);
     }
     await Promise.all([
-      ...[...handoff].map(([owner, list]) => this.#net.call(owner, 'dir.handoff', [list]).catch((e: unknown) => this.#logger.warn({ owner, entries: list.length, err: e }, 'directory handoff failed; the hosts will re-register'))),
+      ...[...handoff].map(([owner, list]) =>
+        this.#net
+          .call(owner, 'dir.handoff', [list])
+          .catch((e: unknown) =>
+            this.#logger.warn(
+              { owner, entries: list.length, err: e },
+              'directory handoff failed; the hosts will re-register',
+            ),
+          ),
+      ),
       ...[...again].map(async ([owner, list]) => {
         try {
           const results = (await this.#net.call(owner, 'dir.registerMany', [list])) as Array<[string, number] | null>;
           list.forEach(([g, address, activation], i) => {
             const r = results[i];
-            if (r !== null && r !== undefined && (r[0] !== address || r[1] !== activation)) onDuplicate(g, { address: r[0], activation: r[1] });
+            if (r !== null && r !== undefined && (r[0] !== address || r[1] !== activation))
+              onDuplicate(g, { address: r[0], activation: r[1] });
           });
         } catch (e) {
           this.#logger.warn({ owner, entries: list.length, err: e }, 're-registration failed');
@@ -225,6 +249,12 @@ export class GrainDirectory {
       list.push([g, e.address, e.activation]);
     }
     this.#partition.clear();
-    await Promise.all([...byOwner].map(([owner, list]) => this.#net.call(owner, 'dir.handoff', [list]).catch((e: unknown) => this.#logger.warn({ owner, err: e }, 'directory handoff failed'))));
+    await Promise.all(
+      [...byOwner].map(([owner, list]) =>
+        this.#net
+          .call(owner, 'dir.handoff', [list])
+          .catch((e: unknown) => this.#logger.warn({ owner, err: e }, 'directory handoff failed')),
+      ),
+    );
   }
 }

@@ -87,7 +87,10 @@ export abstract class Grain {
   constructor() {
     const ctx = constructing;
     if (ctx === undefined) {
-      throw new GranaryError(`${new.target.name} is a grain: it is never constructed by user code; get a reference with getGrain(${new.target.name}, key)`, 'GRANARY_GRAIN_CONSTRUCTED');
+      throw new GranaryError(
+        `${new.target.name} is a grain: it is never constructed by user code; get a reference with getGrain(${new.target.name}, key)`,
+        'GRANARY_GRAIN_CONSTRUCTED',
+      );
     }
     constructing = undefined;
     this.#ctx = ctx;

@@ -106,7 +106,10 @@ export function reentrant(cls: abstract new (...args: never[]) => unknown, _ctx:
 }
 
 /** `@callChainReentrancy`: a call chain that comes back to this grain is let in. */
-export function callChainReentrancy(cls: abstract new (...args: never[]) => unknown, _ctx: ClassDecoratorContext): void {
+export function callChainReentrancy(
+  cls: abstract new (...args: never[]) => unknown,
+  _ctx: ClassDecoratorContext,
+): void {
   classOpts(cls).callChainReentrancy = true;
 }
 
@@ -199,7 +202,9 @@ export function grainTypeInfo(cls: new () => object, base: object, cpus: number)
   const cached = typeInfos.get(cls);
   if (cached !== undefined) return cached;
   if (typeof cls !== 'function' || !(cls.prototype instanceof (base.constructor as new () => object))) {
-    throw new ConfigurationError(`${String((cls as { name?: unknown })?.name ?? cls)} is not a grain class: a grain class extends Grain`);
+    throw new ConfigurationError(
+      `${String((cls as { name?: unknown })?.name ?? cls)} is not a grain class: a grain class extends Grain`,
+    );
   }
   const statics = (cls as { grainOptions?: GrainOptions }).grainOptions ?? {};
   // Decorators of the class and of its ancestors; the nearest wins.
@@ -240,12 +245,16 @@ export function grainTypeInfo(cls: new () => object, base: object, cpus: number)
   }
   if (opts.methods !== undefined) {
     for (const name of Object.keys(opts.methods)) {
-      if (!methods.has(name)) throw new ConfigurationError(`grainOptions.methods of ${cls.name} names '${name}', which is not a method of the class`);
+      if (!methods.has(name))
+        throw new ConfigurationError(
+          `grainOptions.methods of ${cls.name} names '${name}', which is not a method of the class`,
+        );
     }
   }
 
   const name = opts.name ?? cls.name;
-  if (typeof name !== 'string' || name === '') throw new ConfigurationError(`grain class ${cls.name} needs a non-empty type name`);
+  if (typeof name !== 'string' || name === '')
+    throw new ConfigurationError(`grain class ${cls.name} needs a non-empty type name`);
   let maxLocalWorkers = 0;
   if (opts.statelessWorker !== undefined && opts.statelessWorker !== false) {
     const m = opts.statelessWorker === true ? undefined : opts.statelessWorker.maxLocal;
@@ -269,9 +278,16 @@ export function grainTypeInfo(cls: new () => object, base: object, cpus: number)
     placement: opts.placement ?? 'activationCount',
     collectionAgeMs: opts.collectionAgeMs,
     methods,
-    reminder: typeof proto['receiveReminder'] === 'function'
-      ? { name: 'receiveReminder', fn: proto['receiveReminder'] as (...args: unknown[]) => unknown, readOnly: false, alwaysInterleave: false, oneWay: false }
-      : undefined,
+    reminder:
+      typeof proto['receiveReminder'] === 'function'
+        ? {
+            name: 'receiveReminder',
+            fn: proto['receiveReminder'] as (...args: unknown[]) => unknown,
+            readOnly: false,
+            alwaysInterleave: false,
+            oneWay: false,
+          }
+        : undefined,
     hasOnActivate: proto['onActivate'] !== baseProto['onActivate'],
     hasOnDeactivate: proto['onDeactivate'] !== baseProto['onDeactivate'],
     journal: journalOptions,
@@ -281,19 +297,34 @@ export function grainTypeInfo(cls: new () => object, base: object, cpus: number)
 }
 
 /** The journal options of grain type `name`, checked; undefined when it is not journaled. */
-function resolveJournal(name: string, o: JournalOptions | undefined, baseClass: BaseClassInfo | undefined, maxLocalWorkers: number): ResolvedJournalOptions | undefined {
+function resolveJournal(
+  name: string,
+  o: JournalOptions | undefined,
+  baseClass: BaseClassInfo | undefined,
+  maxLocalWorkers: number,
+): ResolvedJournalOptions | undefined {
   if (baseClass?.journaled !== true) {
-    if (o !== undefined) throw new ConfigurationError(`grain ${name} has journal options, which only a class that extends JournaledGrain takes`);
+    if (o !== undefined)
+      throw new ConfigurationError(
+        `grain ${name} has journal options, which only a class that extends JournaledGrain takes`,
+      );
     return undefined;
   }
   if (maxLocalWorkers > 0) {
-    throw new ConfigurationError(`grain ${name} is a JournaledGrain and a stateless worker: its activations would write one event log at once; drop statelessWorker`);
+    throw new ConfigurationError(
+      `grain ${name} is a JournaledGrain and a stateless worker: its activations would write one event log at once; drop statelessWorker`,
+    );
   }
   const log = o?.log ?? 'default';
-  if (typeof log !== 'string' || log === '') throw new ConfigurationError(`journal option log of grain ${name} must name an event log of the silo, got ${JSON.stringify(log)}`);
+  if (typeof log !== 'string' || log === '')
+    throw new ConfigurationError(
+      `journal option log of grain ${name} must name an event log of the silo, got ${JSON.stringify(log)}`,
+    );
   const snapshotEvery = o?.snapshotEvery ?? 0;
   if (!Number.isSafeInteger(snapshotEvery) || snapshotEvery < 0) {
-    throw new ConfigurationError(`journal option snapshotEvery of grain ${name} must be a whole number of events (0: no snapshots), got ${String(snapshotEvery)}`);
+    throw new ConfigurationError(
+      `journal option snapshotEvery of grain ${name} must be a whole number of events (0: no snapshots), got ${String(snapshotEvery)}`,
+    );
   }
   return { log, snapshotEvery };
 }

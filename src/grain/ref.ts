@@ -16,7 +16,13 @@ export interface CallOptions {
 }
 
 type MethodKeys<T> = {
-  [K in keyof T]-?: K extends keyof Grain ? never : K extends string ? (T[K] extends (...args: any[]) => any ? K : never) : never;
+  [K in keyof T]-?: K extends keyof Grain
+    ? never
+    : K extends string
+      ? T[K] extends (...args: any[]) => any
+        ? K
+        : never
+      : never;
 }[keyof T];
 
 /** Members every reference has, beside the grain's methods. */
@@ -32,7 +38,9 @@ export interface GrainRefBase<T> {
  * Grain member, each returning a promise of its awaited result.
  */
 export type GrainRef<T> = {
-  readonly [K in MethodKeys<T>]: T[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<Awaited<R>> : never;
+  readonly [K in MethodKeys<T>]: T[K] extends (...args: infer A) => infer R
+    ? (...args: A) => Promise<Awaited<R>>
+    : never;
 } & GrainRefBase<T>;
 
 /** The call chain of a waiting call, as a linked list of grain ids (innermost first). */
@@ -74,7 +82,14 @@ export class RefCore {
   readonly options: CallOptions | undefined;
   /** The invoker's cache of where the grain was last found. */
   target: unknown;
-  constructor(id: GrainId, idStr: string, type: GrainTypeInfo | undefined, invoker: Invoker, caller: CallerContext | undefined, options: CallOptions | undefined) {
+  constructor(
+    id: GrainId,
+    idStr: string,
+    type: GrainTypeInfo | undefined,
+    invoker: Invoker,
+    caller: CallerContext | undefined,
+    options: CallOptions | undefined,
+  ) {
     this.id = id;
     this.idStr = idStr;
     this.type = type;
@@ -103,7 +118,9 @@ export class GrainReference {
   withOptions(options: CallOptions): GrainRefBase<unknown> {
     const t = options.timeoutMs;
     if (t !== undefined && !(typeof t === 'number' && t > 0 && t <= 2_147_483_647)) {
-      throw new ConfigurationError(`timeoutMs must be a positive number of milliseconds up to 2147483647, got ${String(t)}`);
+      throw new ConfigurationError(
+        `timeoutMs must be a positive number of milliseconds up to 2147483647, got ${String(t)}`,
+      );
     }
     const c = this[CORE];
     const merged = { ...c.options, ...options };
@@ -137,7 +154,12 @@ function refClass(type: GrainTypeInfo): RefClass {
     cls = class extends GrainReference {};
     Object.defineProperty(cls, 'name', { value: `GrainRef<${type.name}>` });
     for (const m of type.methods.values()) {
-      Object.defineProperty(cls.prototype, m.name, { value: methodFn(m), writable: false, enumerable: false, configurable: false });
+      Object.defineProperty(cls.prototype, m.name, {
+        value: methodFn(m),
+        writable: false,
+        enumerable: false,
+        configurable: false,
+      });
     }
     refClasses.set(type, cls);
   }

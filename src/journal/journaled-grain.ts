@@ -141,7 +141,10 @@ export abstract class JournaledGrain<S, E> extends Grain {
     const prev = this.#confirming;
     // The latest event raised before this call: this call resolves only if it gets into the log.
     const last = this.#tentative.at(-1);
-    const run = prev === undefined ? this.#confirm() : prev.then(() => (last?.dropped === true ? Promise.reject(this.#droppedError()) : this.#confirm()));
+    const run =
+      prev === undefined
+        ? this.#confirm()
+        : prev.then(() => (last?.dropped === true ? Promise.reject(this.#droppedError()) : this.#confirm()));
     // The next call waits for this one to settle, whatever its outcome.
     const settled: Promise<void> = run.then(
       () => {
@@ -162,7 +165,9 @@ export abstract class JournaledGrain<S, E> extends Grain {
    */
   protected async retrieveEvents(from = 0, to: number = this.#version): Promise<E[]> {
     if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || from < 0 || to < from || to > this.#version) {
-      throw new RangeError(`retrieveEvents(${String(from)}, ${String(to)}) of ${String(this.id)}: give whole numbers 0 <= from <= to <= version (${this.#version})`);
+      throw new RangeError(
+        `retrieveEvents(${String(from)}, ${String(to)}) of ${String(this.id)}: give whole numbers 0 <= from <= to <= version (${this.#version})`,
+      );
     }
     if (from === to) return [];
     const j = this.#journal;
@@ -173,7 +178,9 @@ export abstract class JournaledGrain<S, E> extends Grain {
       throw this.#wrap('reading events', err);
     }
     if (got.length !== to - from || got.some((e, i) => e.version !== from + 1 + i)) {
-      throw this.#corrupt(`asked for events ${from + 1} to ${to}, got versions ${got.map((e) => e.version).join(', ') || 'none'}`);
+      throw this.#corrupt(
+        `asked for events ${from + 1} to ${to}, got versions ${got.map((e) => e.version).join(', ') || 'none'}`,
+      );
     }
     return got.map((e) => e.event as E);
   }
@@ -211,7 +218,10 @@ export abstract class JournaledGrain<S, E> extends Grain {
         } catch (reloadErr) {
           // The confirmed state is stale and cannot be refreshed: the next call gets a new activation, which reads the log.
           this.deactivateOnIdle();
-          j.logger.warn({ grain: String(this.id), err: reloadErr }, 're-reading the journal after a conflict failed; the activation is deactivated');
+          j.logger.warn(
+            { grain: String(this.id), err: reloadErr },
+            're-reading the journal after a conflict failed; the activation is deactivated',
+          );
         }
         throw err;
       }
@@ -262,7 +272,8 @@ export abstract class JournaledGrain<S, E> extends Grain {
       state = this.#applyTo(state, event as E);
       version = v;
     }
-    if (version !== stored.version) throw this.#corrupt(`the log is at version ${stored.version} but its events end at version ${version}`);
+    if (version !== stored.version)
+      throw this.#corrupt(`the log is at version ${stored.version} but its events end at version ${version}`);
     this.#confirmed = state;
     this.#version = version;
     this.#loaded = true;
@@ -331,7 +342,10 @@ export abstract class JournaledGrain<S, E> extends Grain {
 
   #corrupt(problem: string): StorageError {
     const j = this.#journal;
-    return new StorageError(`the journal of ${describeStream(j.address)} in event log '${j.logName}' (${j.log.kind}) is inconsistent: ${problem}`, 'GRANARY_STORAGE_CORRUPT');
+    return new StorageError(
+      `the journal of ${describeStream(j.address)} in event log '${j.logName}' (${j.log.kind}) is inconsistent: ${problem}`,
+      'GRANARY_STORAGE_CORRUPT',
+    );
   }
 }
 

@@ -8,7 +8,14 @@ import { MembershipError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import { channels } from '../observability/channels.ts';
 import { Ring } from '../directory/ring.ts';
-import { siloId, type MembershipSnapshot, type MembershipTable, type SiloEntry, type SiloStatus, type TableVersion } from './table.ts';
+import {
+  siloId,
+  type MembershipSnapshot,
+  type MembershipTable,
+  type SiloEntry,
+  type SiloStatus,
+  type TableVersion,
+} from './table.ts';
 
 /** Failure-detection and table timing. Every field optional; defaults in `membershipDefaults`. */
 export interface MembershipOptions {
@@ -95,13 +102,29 @@ export class MembershipService {
   #tableReachable = true;
   #refreshing: Promise<void> | undefined;
 
-  constructor(table: MembershipTable, self: { address: string; generation: number; gatewayAddress: string | null }, prober: Prober, logger: Logger, options: MembershipOptions, onDeclaredDead: () => void) {
+  constructor(
+    table: MembershipTable,
+    self: { address: string; generation: number; gatewayAddress: string | null },
+    prober: Prober,
+    logger: Logger,
+    options: MembershipOptions,
+    onDeclaredDead: () => void,
+  ) {
     this.#table = table;
     this.#opts = { ...membershipDefaults, ...definedOnly(options) };
     this.#logger = logger;
     this.#prober = prober;
     const now = Date.now();
-    this.#self = { address: self.address, generation: self.generation, status: 'Joining', gatewayAddress: self.gatewayAddress, hostName: hostname(), startedAt: now, iAmAliveAt: now, suspicions: [] };
+    this.#self = {
+      address: self.address,
+      generation: self.generation,
+      status: 'Joining',
+      gatewayAddress: self.gatewayAddress,
+      hostName: hostname(),
+      startedAt: now,
+      iAmAliveAt: now,
+      suspicions: [],
+    };
     this.#selfId = siloId(this.#self);
     this.#view = { version: 0, active: new Map(), ring: new Ring([]), dead: this.#dead, leaving: this.#leaving };
     this.#onDeclaredDead = onDeclaredDead;
@@ -139,17 +162,21 @@ export class MembershipService {
     for (;;) {
       const snap = await this.#read();
       const unreachable: string[] = [];
-      await Promise.all(snap.entries.map(async ({ entry }) => {
-        if (entry.status !== 'Active' || siloId(entry) === this.#selfId) return;
-        if (await this.#prober.probe(entry.address, this.#opts.probeTimeoutMs)) return;
-        const stale = Date.now() - entry.iAmAliveAt > this.#opts.iAmAliveIntervalMs * 3;
-        if (stale) await this.#suspect(entry.address, entry.generation);
-        else unreachable.push(entry.address);
-      }));
+      await Promise.all(
+        snap.entries.map(async ({ entry }) => {
+          if (entry.status !== 'Active' || siloId(entry) === this.#selfId) return;
+          if (await this.#prober.probe(entry.address, this.#opts.probeTimeoutMs)) return;
+          const stale = Date.now() - entry.iAmAliveAt > this.#opts.iAmAliveIntervalMs * 3;
+          if (stale) await this.#suspect(entry.address, entry.generation);
+          else unreachable.push(entry.address);
+        }),
+      );
       if (unreachable.length === 0) break;
       if (Date.now() > deadline) {
         await this.#changeSelf('Dead', false).catch(() => undefined);
-        throw new MembershipError(`cannot join cluster: active silos ${unreachable.join(', ')} are not reachable from ${this.#self.address} (check firewalls and advertised addresses)`);
+        throw new MembershipError(
+          `cannot join cluster: active silos ${unreachable.join(', ')} are not reachable from ${this.#self.address} (check firewalls and advertised addresses)`,
+        );
       }
       await new Promise((r) => setTimeout(r, this.#opts.probeIntervalMs));
     }
@@ -192,12 +219,19 @@ export class MembershipService {
       const t = setInterval(() => {
         if (busy || this.#stopped) return;
         busy = true;
-        fn().catch((e: unknown) => this.#logger.warn({ err: e }, 'membership task failed')).finally(() => (busy = false));
+        fn()
+          .catch((e: unknown) => this.#logger.warn({ err: e }, 'membership task failed'))
+          .finally(() => (busy = false));
       }, ms);
       t.unref();
       this.#timers.push(t);
     };
-    every(this.#opts.iAmAliveIntervalMs, () => this.#table.updateIAmAlive(this.#self.address, this.#self.generation, Date.now()).then(() => this.#reachable(true), (e: unknown) => this.#unreachable(e)));
+    every(this.#opts.iAmAliveIntervalMs, () =>
+      this.#table.updateIAmAlive(this.#self.address, this.#self.generation, Date.now()).then(
+        () => this.#reachable(true),
+        (e: unknown) => this.#unreachable(e),
+      ),
+    );
     every(this.#opts.tableRefreshIntervalMs, () => this.refresh());
     every(this.#opts.probeIntervalMs, () => this.#probeRound());
   }
@@ -219,7 +253,11 @@ export class MembershipService {
   }
 
   #unreachable(e: unknown): void {
-    if (this.#tableReachable) this.#logger.warn({ err: e }, 'membership table unreachable: nobody is declared dead and nobody joins until it returns; serving on with the last view');
+    if (this.#tableReachable)
+      this.#logger.warn(
+        { err: e },
+        'membership table unreachable: nobody is declared dead and nobody joins until it returns; serving on with the last view',
+      );
     this.#tableReachable = false;
   }
 
@@ -253,10 +291,18 @@ export class MembershipService {
         // A newer generation on one address replaces an older one.
         const prev = active.get(entry.address);
         if (prev === undefined || prev.generation < entry.generation) {
-          active.set(entry.address, { id, address: entry.address, generation: entry.generation, gatewayAddress: entry.gatewayAddress });
+          active.set(entry.address, {
+            id,
+            address: entry.address,
+            generation: entry.generation,
+            gatewayAddress: entry.gatewayAddress,
+          });
         }
       } else if (entry.status === 'Dead' && id !== this.#selfId) {
-        const newer = snap.entries.some((o) => o.entry.address === entry.address && o.entry.generation > entry.generation && o.entry.status !== 'Dead');
+        const newer = snap.entries.some(
+          (o) =>
+            o.entry.address === entry.address && o.entry.generation > entry.generation && o.entry.status !== 'Dead',
+        );
         if (!newer) this.#dead.add(entry.address);
       }
     }
@@ -268,9 +314,20 @@ export class MembershipService {
     let changed = old.size !== active.size;
     if (!changed) for (const [a, s] of active) if (old.get(a)?.id !== s.id) changed = true;
     if (!changed) return;
-    this.#view = { version: ++this.#viewVersion, active, ring: new Ring(active.keys()), dead: this.#dead, leaving: this.#leaving };
+    this.#view = {
+      version: ++this.#viewVersion,
+      active,
+      ring: new Ring(active.keys()),
+      dead: this.#dead,
+      leaving: this.#leaving,
+    };
     this.#logger.info({ version: this.#view.version, active: [...active.keys()] }, 'cluster view changed');
-    if (channels.membershipChanged.hasSubscribers) channels.membershipChanged.publish({ silo: this.#self.address, version: this.#view.version, active: [...active.keys()] });
+    if (channels.membershipChanged.hasSubscribers)
+      channels.membershipChanged.publish({
+        silo: this.#self.address,
+        version: this.#view.version,
+        active: [...active.keys()],
+      });
     for (const fn of this.#listeners) {
       try {
         fn(this.#view);
@@ -283,26 +340,28 @@ export class MembershipService {
   async #probeRound(): Promise<void> {
     const v = this.#view;
     const watched = v.ring.successors(this.#self.address, this.#opts.numProbedSilos);
-    await Promise.all(watched.map(async (address) => {
-      const s = v.active.get(address);
-      if (s === undefined) return;
-      let ok = await this.#prober.probe(address, this.#opts.probeTimeoutMs);
-      if (!ok) {
-        // Ask another silo, so that a bad link between two silos alone kills neither.
-        const via = [...v.active.keys()].find((a) => a !== address && a !== this.#self.address);
-        if (via !== undefined) ok = await this.#prober.probeIndirect(via, address, this.#opts.probeTimeoutMs * 2);
-      }
-      if (ok) {
-        this.#missed.delete(s.id);
-        return;
-      }
-      const missed = (this.#missed.get(s.id) ?? 0) + 1;
-      this.#missed.set(s.id, missed);
-      this.#logger.warn({ peer: address, missed }, 'probe missed');
-      if (missed >= this.#opts.missedProbesLimit && this.#tableReachable) {
-        await this.#suspect(s.address, s.generation);
-      }
-    }));
+    await Promise.all(
+      watched.map(async (address) => {
+        const s = v.active.get(address);
+        if (s === undefined) return;
+        let ok = await this.#prober.probe(address, this.#opts.probeTimeoutMs);
+        if (!ok) {
+          // Ask another silo, so that a bad link between two silos alone kills neither.
+          const via = [...v.active.keys()].find((a) => a !== address && a !== this.#self.address);
+          if (via !== undefined) ok = await this.#prober.probeIndirect(via, address, this.#opts.probeTimeoutMs * 2);
+        }
+        if (ok) {
+          this.#missed.delete(s.id);
+          return;
+        }
+        const missed = (this.#missed.get(s.id) ?? 0) + 1;
+        this.#missed.set(s.id, missed);
+        this.#logger.warn({ peer: address, missed }, 'probe missed');
+        if (missed >= this.#opts.missedProbesLimit && this.#tableReachable) {
+          await this.#suspect(s.address, s.generation);
+        }
+      }),
+    );
   }
 
   /** Adds this silo's vote against a suspect; declares it dead when the votes suffice. */
@@ -313,14 +372,19 @@ export class MembershipService {
       const row = snap.entries.find((e) => siloId(e.entry) === target);
       if (row === undefined || row.entry.status === 'Dead') return;
       const now = Date.now();
-      const votes = row.entry.suspicions.filter((s) => s.by !== this.#selfId && now - s.at < this.#opts.deathVoteExpirationMs);
+      const votes = row.entry.suspicions.filter(
+        (s) => s.by !== this.#selfId && now - s.at < this.#opts.deathVoteExpirationMs,
+      );
       votes.push({ by: this.#selfId, at: now });
       const activeCount = snap.entries.filter((e) => e.entry.status === 'Active').length;
       const needed = Math.max(1, Math.min(this.#opts.numVotesForDeathDeclaration, activeCount - 1));
       const dead = votes.length >= needed;
       const next: SiloEntry = { ...row.entry, suspicions: votes, status: dead ? 'Dead' : row.entry.status };
       if (await this.#table.update(next, row.etag, nextVersion(snap.version))) {
-        this.#logger.warn({ peer: target, votes: votes.length, needed }, dead ? 'declared silo dead' : 'voted silo dead');
+        this.#logger.warn(
+          { peer: target, votes: votes.length, needed },
+          dead ? 'declared silo dead' : 'voted silo dead',
+        );
         if (dead) await this.refresh();
         return;
       }
@@ -332,10 +396,21 @@ export class MembershipService {
       const snap = await this.#read();
       const row = snap.entries.find((e) => siloId(e.entry) === this.#selfId);
       const entry: SiloEntry = { ...(row?.entry ?? this.#self), status, iAmAliveAt: Date.now() };
-      const ok = insert && row === undefined ? await this.#table.insert(entry, nextVersion(snap.version)) : row !== undefined ? await this.#table.update(entry, row.etag, nextVersion(snap.version)) : false;
+      const ok =
+        insert && row === undefined
+          ? await this.#table.insert(entry, nextVersion(snap.version))
+          : row !== undefined
+            ? await this.#table.update(entry, row.etag, nextVersion(snap.version))
+            : false;
       if (ok) return;
-      if (row?.entry.status === 'Dead' && status !== 'Dead') throw new MembershipError(`silo ${this.#selfId} was declared dead while ${status === 'Active' ? 'joining' : 'changing status'}`);
-      if (attempt > 50) throw new MembershipError(`could not write this silo's row (${status}) after ${attempt} attempts: the table keeps changing`);
+      if (row?.entry.status === 'Dead' && status !== 'Dead')
+        throw new MembershipError(
+          `silo ${this.#selfId} was declared dead while ${status === 'Active' ? 'joining' : 'changing status'}`,
+        );
+      if (attempt > 50)
+        throw new MembershipError(
+          `could not write this silo's row (${status}) after ${attempt} attempts: the table keeps changing`,
+        );
       await new Promise((r) => setTimeout(r, 5 + Math.random() * 20));
     }
   }

@@ -71,7 +71,14 @@ export class Message {
   declare prev: Message | undefined;
   declare next: Message | undefined;
 
-  constructor(targetId: string, method: MethodInfo, args: unknown[], chain: ChainNode | undefined, caller: CallerContext | undefined, timeoutMs: number) {
+  constructor(
+    targetId: string,
+    method: MethodInfo,
+    args: unknown[],
+    chain: ChainNode | undefined,
+    caller: CallerContext | undefined,
+    timeoutMs: number,
+  ) {
     this.targetId = targetId;
     this.method = method;
     this.args = args;

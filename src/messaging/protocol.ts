@@ -73,7 +73,8 @@ function methodBytes(method: string): Buffer {
   let b = methodNames.get(method);
   if (b === undefined) {
     const body = Buffer.from(method, 'utf8');
-    if (body.length >= 256) throw new RangeError(`method name '${method.slice(0, 40)}...' is too long for a request header`);
+    if (body.length >= 256)
+      throw new RangeError(`method name '${method.slice(0, 40)}...' is too long for a request header`);
     b = Buffer.allocUnsafe(1 + body.length);
     b[0] = body.length;
     body.copy(b, 1);
@@ -164,7 +165,16 @@ const requestHeadScratch = new RequestHead();
  * given, is `targetBytes(targetId)`, kept by the caller. Throws a RangeError
  * for a method name too long for the header.
  */
-export function requestHeadOf(reqId: number, flags: number, targetId: string, target: Uint8Array | undefined, method: string, timeoutMs: number, chain: readonly string[] | ChainNode | null | undefined, hops: number): FrameHead {
+export function requestHeadOf(
+  reqId: number,
+  flags: number,
+  targetId: string,
+  target: Uint8Array | undefined,
+  method: string,
+  timeoutMs: number,
+  chain: readonly string[] | ChainNode | null | undefined,
+  hops: number,
+): FrameHead {
   const h = requestHeadScratch;
   h.reqId = reqId >>> 0;
   h.flags = flags & 0xff;
@@ -178,14 +188,23 @@ export function requestHeadOf(reqId: number, flags: number, targetId: string, ta
   let max = 12 + (target !== undefined ? target.length : 2 + 3 * targetId.length) + m.length;
   if (chain != null) {
     if (Array.isArray(chain)) for (let i = 0; i < chain.length; i++) max += 2 + 3 * (chain[i] as string).length;
-    else for (let c: ChainNode | undefined = chain as ChainNode; c !== undefined; c = c.parent) max += 2 + 3 * c.id.length;
+    else
+      for (let c: ChainNode | undefined = chain as ChainNode; c !== undefined; c = c.parent) max += 2 + 3 * c.id.length;
   }
   h.maxBytes = max;
   return h;
 }
 
 /** A request's header as a Buffer of its own (tests, tools). */
-export function requestHead(reqId: number, flags: number, targetId: string, method: string, timeoutMs: number, chain: readonly string[] | null, hops: number): Buffer {
+export function requestHead(
+  reqId: number,
+  flags: number,
+  targetId: string,
+  method: string,
+  timeoutMs: number,
+  chain: readonly string[] | null,
+  hops: number,
+): Buffer {
   const h = requestHeadOf(reqId, flags, targetId, undefined, method, timeoutMs, chain, hops);
   const buf = Buffer.allocUnsafe(h.maxBytes);
   return buf.subarray(0, h.writeTo(buf, 0));
@@ -197,7 +216,16 @@ export function requestArgs(args: unknown[]): Uint8Array {
 }
 
 /** Encodes a whole request into one new buffer (tests, tools). */
-export function encodeRequest(reqId: number, flags: number, targetId: string, method: string, timeoutMs: number, chain: string[] | null, hops: number, args: unknown[]): Buffer {
+export function encodeRequest(
+  reqId: number,
+  flags: number,
+  targetId: string,
+  method: string,
+  timeoutMs: number,
+  chain: string[] | null,
+  hops: number,
+  args: unknown[],
+): Buffer {
   const body = requestArgs(args);
   const head = requestHead(reqId, flags, targetId, method, timeoutMs, chain, hops);
   return Buffer.concat([head, body]);
@@ -288,7 +316,13 @@ export function encodeResponse(reqId: number, status: number, value: unknown): B
 /** The request id of the response in `buf[start, end)`. */
 export function responseId(buf: Buffer, start = 0, end = buf.length): number {
   if (end - start < 5) throw new RangeError(`response frame of ${end - start} bytes is too short`);
-  return (((buf[start] as number) << 24) | ((buf[start + 1] as number) << 16) | ((buf[start + 2] as number) << 8) | (buf[start + 3] as number)) >>> 0;
+  return (
+    (((buf[start] as number) << 24) |
+      ((buf[start + 1] as number) << 16) |
+      ((buf[start + 2] as number) << 8) |
+      (buf[start + 3] as number)) >>>
+    0
+  );
 }
 
 /** The status of the response at `start` (after responseId checked its length). */

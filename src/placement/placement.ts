@@ -15,7 +15,14 @@ export interface PlacementCandidate {
 }
 
 /** Picks a silo address for a new activation of `grain` among `candidates` (never empty). */
-export function place(strategy: PlacementStrategy, grain: { type: string; key: string }, idStr: string, candidates: readonly PlacementCandidate[], local: string, random: () => number = Math.random): string {
+export function place(
+  strategy: PlacementStrategy,
+  grain: { type: string; key: string },
+  idStr: string,
+  candidates: readonly PlacementCandidate[],
+  local: string,
+  random: () => number = Math.random,
+): string {
   const n = candidates.length;
   if (n === 0) throw new ConfigurationError(`no silo can host grain type '${grain.type}'`);
   if (n === 1) return (candidates[0] as PlacementCandidate).address;
@@ -38,9 +45,15 @@ export function place(strategy: PlacementStrategy, grain: { type: string; key: s
       return a.address === local ? a.address : b.address;
     }
     default: {
-      const chosen = strategy.place(grain, candidates.map((c) => c.address), local);
+      const chosen = strategy.place(
+        grain,
+        candidates.map((c) => c.address),
+        local,
+      );
       if (!candidates.some((c) => c.address === chosen)) {
-        throw new ConfigurationError(`placement strategy '${strategy.name}' chose '${String(chosen)}', which is not one of the candidate silos`);
+        throw new ConfigurationError(
+          `placement strategy '${strategy.name}' chose '${String(chosen)}', which is not one of the candidate silos`,
+        );
       }
       return chosen;
     }

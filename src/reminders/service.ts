@@ -145,7 +145,8 @@ export class ReminderService {
     // Grains still deactivating here may register or unregister reminders: the silos that own
     // them now are the ring's without this one, and they are the ones to tell.
     const ring = this.#ring;
-    if (ring !== undefined && ring.members.includes(this.#self)) this.#ring = new Ring(ring.members.filter((m) => m !== this.#self));
+    if (ring !== undefined && ring.members.includes(this.#self))
+      this.#ring = new Ring(ring.members.filter((m) => m !== this.#self));
   }
 
   /** Waits for the loads and re-reads queued so far (tests). */
@@ -157,22 +158,37 @@ export class ReminderService {
 
   async register(grainId: string, name: string, options: ReminderOptions): Promise<ReminderInfo> {
     if (typeof name !== 'string' || name === '' || name.length > 200) {
-      throw new ConfigurationError(`a reminder name is a non-empty string of at most 200 characters, got ${JSON.stringify(name)} (grain ${grainId})`);
+      throw new ConfigurationError(
+        `a reminder name is a non-empty string of at most 200 characters, got ${JSON.stringify(name)} (grain ${grainId})`,
+      );
     }
     const dueMs = options?.dueMs;
     const periodMs = options?.periodMs;
     if (typeof dueMs !== 'number' || !Number.isFinite(dueMs) || dueMs < 0) {
-      throw new ConfigurationError(`reminder '${name}' of grain ${grainId}: dueMs must be a number of ms from now, 0 or more, got ${String(dueMs)}`);
+      throw new ConfigurationError(
+        `reminder '${name}' of grain ${grainId}: dueMs must be a number of ms from now, 0 or more, got ${String(dueMs)}`,
+      );
     }
-    if (typeof periodMs !== 'number' || !Number.isFinite(periodMs) || periodMs < this.#o.minPeriodMs || Math.round(periodMs) < 1) {
-      throw new ConfigurationError(`reminder '${name}' of grain ${grainId}: periodMs must be at least the silo's minReminderPeriodMs (${this.#o.minPeriodMs}) and 1, got ${String(periodMs)}`);
+    if (
+      typeof periodMs !== 'number' ||
+      !Number.isFinite(periodMs) ||
+      periodMs < this.#o.minPeriodMs ||
+      Math.round(periodMs) < 1
+    ) {
+      throw new ConfigurationError(
+        `reminder '${name}' of grain ${grainId}: periodMs must be at least the silo's minReminderPeriodMs (${this.#o.minPeriodMs}) and 1, got ${String(periodMs)}`,
+      );
     }
     const startAt = Date.now() + Math.round(dueMs);
     if (!Number.isSafeInteger(startAt)) {
-      throw new ConfigurationError(`reminder '${name}' of grain ${grainId}: dueMs is too large to store a first tick time, got ${String(dueMs)}`);
+      throw new ConfigurationError(
+        `reminder '${name}' of grain ${grainId}: dueMs is too large to store a first tick time, got ${String(dueMs)}`,
+      );
     }
     if (!Number.isSafeInteger(Math.round(periodMs))) {
-      throw new ConfigurationError(`reminder '${name}' of grain ${grainId}: periodMs is too large to store, got ${String(periodMs)}`);
+      throw new ConfigurationError(
+        `reminder '${name}' of grain ${grainId}: periodMs is too large to store, got ${String(periodMs)}`,
+      );
     }
     const entry: ReminderEntry = { grainId, name, grainHash: hash32(grainId), startAt, periodMs: Math.round(periodMs) };
     await this.#o.table.upsert(entry);
@@ -191,12 +207,17 @@ export class ReminderService {
       }
       // Changed between our read and remove (re-registered meanwhile): read again.
     }
-    throw new GranaryError(`could not unregister reminder '${name}' of grain ${grainId}: it kept changing`, 'GRANARY_REMINDERS');
+    throw new GranaryError(
+      `could not unregister reminder '${name}' of grain ${grainId}: it kept changing`,
+      'GRANARY_REMINDERS',
+    );
   }
 
   async list(grainId: string): Promise<ReminderInfo[]> {
     const rows = await this.#o.table.readGrain(grainId);
-    return rows.map((r) => ({ name: r.name, firstTickAt: r.startAt, periodMs: r.periodMs })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    return rows
+      .map((r) => ({ name: r.name, firstTickAt: r.startAt, periodMs: r.periodMs }))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   /** Tells the owner of `hash` to look at the reminder again (itself, or another silo). */
@@ -207,7 +228,10 @@ export class ReminderService {
       return;
     }
     this.#o.notify(owner, grainId, name).catch((e: unknown) => {
-      this.#o.logger.warn({ err: e, owner, grain: grainId, reminder: name }, 'could not tell the owner of a reminder about a change; it will see it at its next refresh');
+      this.#o.logger.warn(
+        { err: e, owner, grain: grainId, reminder: name },
+        'could not tell the owner of a reminder about a change; it will see it at its next refresh',
+      );
     });
   }
 
@@ -226,7 +250,10 @@ export class ReminderService {
     try {
       row = await this.#o.table.read(grainId, name);
     } catch (e) {
-      this.#o.logger.warn({ err: e, grain: grainId, reminder: name }, 'could not read a changed reminder; reloading the ranges soon');
+      this.#o.logger.warn(
+        { err: e, grain: grainId, reminder: name },
+        'could not read a changed reminder; reloading the ranges soon',
+      );
       this.#retrySoon();
       return;
     }
@@ -332,14 +359,17 @@ export class ReminderService {
       s.missed += Math.round((latest - due) / periodMs);
       due = latest;
     }
-    s.timer = setTimeout(() => {
-      s.timer = undefined;
-      if (this.#scheduled.get(k) !== s) return;
-      // Never before the due time: a wait longer than setTimeout allows was cut short.
-      const at = Date.now();
-      if (at < due) this.#arm(k, s, at);
-      else this.#fire(k, s, due);
-    }, Math.min(MAX_TIMER_MS, Math.max(0, due - now)));
+    s.timer = setTimeout(
+      () => {
+        s.timer = undefined;
+        if (this.#scheduled.get(k) !== s) return;
+        // Never before the due time: a wait longer than setTimeout allows was cut short.
+        const at = Date.now();
+        if (at < due) this.#arm(k, s, at);
+        else this.#fire(k, s, due);
+      },
+      Math.min(MAX_TIMER_MS, Math.max(0, due - now)),
+    );
     s.timer.unref();
   }
 
@@ -376,7 +406,10 @@ export class ReminderService {
     try {
       await this.#o.fire(e.grainId, e.name, tick);
     } catch (err) {
-      this.#o.logger.warn({ err, grain: e.grainId, reminder: e.name, dueAt: tick.dueAt }, `reminder '${e.name}' of grain ${e.grainId} failed: ${(err as Error)?.message ?? String(err)}`);
+      this.#o.logger.warn(
+        { err, grain: e.grainId, reminder: e.name, dueAt: tick.dueAt },
+        `reminder '${e.name}' of grain ${e.grainId} failed: ${(err as Error)?.message ?? String(err)}`,
+      );
       return;
     }
     // Not waited for: a slow table does not hold the next tick back.
@@ -387,7 +420,10 @@ export class ReminderService {
     try {
       await this.#o.table.recordTick(e.grainId, e.name, dueAt);
     } catch (err) {
-      this.#o.logger.warn({ err, grain: e.grainId, reminder: e.name }, 'could not record a reminder tick; a silo taking this reminder over may fire it again');
+      this.#o.logger.warn(
+        { err, grain: e.grainId, reminder: e.name },
+        'could not record a reminder tick; a silo taking this reminder over may fire it again',
+      );
     }
   }
 

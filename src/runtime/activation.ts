@@ -3,7 +3,16 @@
 // read-only and always-interleave calls, reentrant grains, call chains).
 
 import { ConfigurationError, DeadlockError } from '../errors.ts';
-import { constructGrain, type DeactivationReason, type Grain, type GrainClass, type GrainContext, type SiloInfo, type TimerHandle, type TimerOptions } from '../grain/grain.ts';
+import {
+  constructGrain,
+  type DeactivationReason,
+  type Grain,
+  type GrainClass,
+  type GrainContext,
+  type SiloInfo,
+  type TimerHandle,
+  type TimerOptions,
+} from '../grain/grain.ts';
 import type { GrainId } from '../grain/identity.ts';
 import type { GrainTypeInfo } from '../grain/options.ts';
 import type { CallerContext, ChainNode } from '../grain/ref.ts';
@@ -83,7 +92,14 @@ export class Activation implements GrainContext, CallerContext, Target {
   #deactivated: Promise<void> | undefined;
   #resolveDeactivated: (() => void) | undefined;
 
-  constructor(runtime: Runtime, id: GrainId, idStr: string, type: GrainTypeInfo, pool: { remove(a: Activation): void } | undefined, seq: number) {
+  constructor(
+    runtime: Runtime,
+    id: GrainId,
+    idStr: string,
+    type: GrainTypeInfo,
+    pool: { remove(a: Activation): void } | undefined,
+    seq: number,
+  ) {
     this.runtime = runtime;
     this.seq = seq;
     this.id = id;
@@ -117,14 +133,23 @@ export class Activation implements GrainContext, CallerContext, Target {
 
   persistentState<T>(name: string, options: PersistentStateOptions<T>): PersistentState<T> {
     if (this.state !== ActivationState.Activating || this.instance !== undefined) {
-      throw new Error(`persistentState('${name}') of ${this.idStr} must be declared while the grain is constructed (as a field initializer)`);
+      throw new Error(
+        `persistentState('${name}') of ${this.idStr} must be declared while the grain is constructed (as a field initializer)`,
+      );
     }
     const storageName = options?.storage ?? 'default';
     const provider = this.runtime.storageProvider(storageName, this.idStr, name);
     if (typeof options?.initial !== 'function') {
-      throw new TypeError(`persistentState('${name}') of ${this.idStr} needs an 'initial' function giving the state of a grain with no record`);
+      throw new TypeError(
+        `persistentState('${name}') of ${this.idStr} needs an 'initial' function giving the state of a grain with no record`,
+      );
     }
-    const s = new PersistentStateImpl<T>({ grainType: this.id.type, grainKey: this.id.key, stateName: name }, provider, storageName, options.initial);
+    const s = new PersistentStateImpl<T>(
+      { grainType: this.id.type, grainKey: this.id.key, stateName: name },
+      provider,
+      storageName,
+      options.initial,
+    );
     (this.#states ??= []).push(s);
     return s;
   }
@@ -132,7 +157,9 @@ export class Activation implements GrainContext, CallerContext, Target {
   journal(load: () => Promise<void>): JournalBinding {
     const options = this.type.journal;
     if (options === undefined || this.state !== ActivationState.Activating || this.instance !== undefined) {
-      throw new Error(`the journal of ${this.idStr} is bound by JournaledGrain while the grain is constructed, and only for a journaled grain type`);
+      throw new Error(
+        `the journal of ${this.idStr} is bound by JournaledGrain while the grain is constructed, and only for a journaled grain type`,
+      );
     }
     const log = this.runtime.eventLog(options.log, this.idStr);
     (this.#states ??= []).push({ read: load });
@@ -147,7 +174,8 @@ export class Activation implements GrainContext, CallerContext, Target {
 
   registerTimer(callback: () => unknown, options: TimerOptions): TimerHandle {
     if (typeof callback !== 'function') throw new TypeError(`registerTimer of ${this.idStr} needs a callback function`);
-    if (this.state >= ActivationState.Deactivating) throw new Error(`${this.idStr} is deactivating: it cannot register a timer`);
+    if (this.state >= ActivationState.Deactivating)
+      throw new Error(`${this.idStr} is deactivating: it cannot register a timer`);
     const t = new GrainTimer(this, callback, options);
     (this.#timers ??= new Set()).add(t);
     return t;
@@ -155,7 +183,11 @@ export class Activation implements GrainContext, CallerContext, Target {
 
   registerReminder(name: string, options: ReminderOptions): Promise<ReminderInfo> {
     if (this.type.reminder === undefined) {
-      return Promise.reject(new ConfigurationError(`grain type '${this.type.name}' registers reminder '${name}' but has no receiveReminder(name, tick) method to deliver it to`));
+      return Promise.reject(
+        new ConfigurationError(
+          `grain type '${this.type.name}' registers reminder '${name}' but has no receiveReminder(name, tick) method to deliver it to`,
+        ),
+      );
     }
     return this.runtime.reminderService().register(this.idStr, name, options);
   }
@@ -175,15 +207,18 @@ export class Activation implements GrainContext, CallerContext, Target {
 
   deactivateOnIdle(): void {
     this.#deactivateRequested = true;
-    if (this.running === 0 && this.state === ActivationState.Valid) queueMicrotask(() => this.#maybeDeactivateRequested());
+    if (this.running === 0 && this.state === ActivationState.Valid)
+      queueMicrotask(() => this.#maybeDeactivateRequested());
   }
 
   #maybeDeactivateRequested(): void {
-    if (this.#deactivateRequested && this.running === 0 && this.state === ActivationState.Valid) void this.deactivate('requested');
+    if (this.#deactivateRequested && this.running === 0 && this.state === ActivationState.Valid)
+      void this.deactivate('requested');
   }
 
   delayDeactivation(ms: number): void {
-    if (!(ms >= 0)) throw new RangeError(`delayDeactivation of ${this.idStr} takes a non-negative number of ms, got ${String(ms)}`);
+    if (!(ms >= 0))
+      throw new RangeError(`delayDeactivation of ${this.idStr} takes a non-negative number of ms, got ${String(ms)}`);
     this.keepAliveUntil = Math.max(this.keepAliveUntil, Date.now() + ms);
     this.#deactivateRequested = false;
   }
@@ -197,7 +232,10 @@ export class Activation implements GrainContext, CallerContext, Target {
     if (m !== this.#chainOf || this.#chainNode === undefined) {
       this.#chainOf = m;
       this.#idBytes ??= this.runtime.clustered ? targetBytes(this.idStr) : undefined;
-      this.#chainNode = this.#idBytes === undefined ? { id: this.idStr, parent: m?.chain, turn: m, local: true } : { id: this.idStr, parent: m?.chain, turn: m, local: true, bytes: this.#idBytes };
+      this.#chainNode =
+        this.#idBytes === undefined
+          ? { id: this.idStr, parent: m?.chain, turn: m, local: true }
+          : { id: this.idStr, parent: m?.chain, turn: m, local: true, bytes: this.#idBytes };
     }
     return this.#chainNode;
   }
@@ -514,7 +552,7 @@ export class Activation implements GrainContext, CallerContext, Target {
       if (this.#awaiting === undefined) {
         // One turn at a time can use the activation's own settle handlers: no per-call closure.
         this.#awaiting = msg;
-        result.then(this.#settled ??= this.#makeSettled(true), this.#failed ??= this.#makeSettled(false));
+        result.then((this.#settled ??= this.#makeSettled(true)), (this.#failed ??= this.#makeSettled(false)));
       } else void this.#await(msg, result);
     } else if (thenable) {
       void this.#await(msg, result as Promise<unknown>); // a foreign thenable

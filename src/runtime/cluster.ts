@@ -10,11 +10,34 @@ import type { GrainTypeInfo } from '../grain/options.ts';
 import { MembershipService, type ClusterView, type MembershipOptions, type Prober } from '../membership/service.ts';
 import type { MembershipTable } from '../membership/table.ts';
 import type { Message, RemoteReply } from '../messaging/message.ts';
-import { Frame, RequestFlags, ResponseStatus, decodeRequestHeader, encodeSystemCall, encodeSystemResult, requestArgs, requestHeadOf, responseBody, responseHeadBytes, responseId, responseStatus, responseValue, targetBytes } from '../messaging/protocol.ts';
+import {
+  Frame,
+  RequestFlags,
+  ResponseStatus,
+  decodeRequestHeader,
+  encodeSystemCall,
+  encodeSystemResult,
+  requestArgs,
+  requestHeadOf,
+  responseBody,
+  responseHeadBytes,
+  responseId,
+  responseStatus,
+  responseValue,
+  targetBytes,
+} from '../messaging/protocol.ts';
 import type { Logger } from '../observability/logger.ts';
 import { place, type PlacementCandidate } from '../placement/placement.ts';
 import { decode, encode } from '../serialization/codec.ts';
-import { Connector, listen, makeHello, type Connection, type ConnectionHandler, type Listener, type TransportLimits } from '../transport/index.ts';
+import {
+  Connector,
+  listen,
+  makeHello,
+  type Connection,
+  type ConnectionHandler,
+  type Listener,
+  type TransportLimits,
+} from '../transport/index.ts';
 import type { Activation, Target } from './activation.ts';
 import type { Runtime } from './runtime.ts';
 
@@ -149,7 +172,14 @@ export class SiloCluster implements ConnectionHandler, Prober {
   #stopping = false;
   #closed = false;
 
-  private constructor(runtime: Runtime, cfg: ClusterConfig, listener: Listener, gateway: Listener | undefined, generation: number, onDeclaredDead: () => void) {
+  private constructor(
+    runtime: Runtime,
+    cfg: ClusterConfig,
+    listener: Listener,
+    gateway: Listener | undefined,
+    generation: number,
+    onDeclaredDead: () => void,
+  ) {
     this.#runtime = runtime;
     this.#cfg = cfg;
     this.#logger = cfg.logger;
@@ -167,8 +197,19 @@ export class SiloCluster implements ConnectionHandler, Prober {
         void c.closed.then(() => this.#connectionLost(c));
       },
     });
-    this.directory = new GrainDirectory(this.address, { call: (a, op, args) => this.systemCall(a, op, args), refresh: () => this.membership.refresh() }, cfg.logger);
-    this.membership = new MembershipService(cfg.membership, { address: this.address, generation, gatewayAddress: this.gatewayAddress }, this, cfg.logger, cfg.membershipOptions, onDeclaredDead);
+    this.directory = new GrainDirectory(
+      this.address,
+      { call: (a, op, args) => this.systemCall(a, op, args), refresh: () => this.membership.refresh() },
+      cfg.logger,
+    );
+    this.membership = new MembershipService(
+      cfg.membership,
+      { address: this.address, generation, gatewayAddress: this.gatewayAddress },
+      this,
+      cfg.logger,
+      cfg.membershipOptions,
+      onDeclaredDead,
+    );
     this.#view = this.membership.view;
     this.membership.subscribe((v) => this.#onView(v));
   }
@@ -179,22 +220,46 @@ export class SiloCluster implements ConnectionHandler, Prober {
     const generation = Date.now();
     const hello = { clusterId: cfg.clusterId, generation, role: 'silo' as const };
     let self: SiloCluster | undefined;
-    const handler: ConnectionHandler = { onFrame: (type, buf, start, end, conn) => (self as SiloCluster).onFrame(type, buf, start, end, conn) };
+    const handler: ConnectionHandler = {
+      onFrame: (type, buf, start, end, conn) => (self as SiloCluster).onFrame(type, buf, start, end, conn),
+    };
     const common = { ...(cfg.transport !== undefined ? { limits: cfg.transport } : {}), logger: cfg.logger, handler };
-    const listener = await listen({ host: cfg.host, port: cfg.port, hello, acceptRoles: ['silo'], onConnection: () => {}, ...common });
+    const listener = await listen({
+      host: cfg.host,
+      port: cfg.port,
+      hello,
+      acceptRoles: ['silo'],
+      onConnection: () => {},
+      ...common,
+    });
     // Log lines name the address the silo really listens on (port 0 picks one).
     cfg = { ...cfg, logger: cfg.logger.child({ silo: listener.address }) };
     let gateway: Listener | undefined;
     try {
-      if (cfg.gatewayPort !== undefined) gateway = await listen({ host: cfg.host, port: cfg.gatewayPort, hello, acceptRoles: ['client'], onConnection: (c) => self?.clientConnected(c), ...common });
-      await cfg.membership.init({ clusterId: cfg.clusterId, logger: cfg.logger.child({ membership: cfg.membership.kind }) });
+      if (cfg.gatewayPort !== undefined)
+        gateway = await listen({
+          host: cfg.host,
+          port: cfg.gatewayPort,
+          hello,
+          acceptRoles: ['client'],
+          onConnection: (c) => self?.clientConnected(c),
+          ...common,
+        });
+      await cfg.membership.init({
+        clusterId: cfg.clusterId,
+        logger: cfg.logger.child({ membership: cfg.membership.kind }),
+      });
       self = new SiloCluster(runtime, cfg, listener, gateway, generation, onDeclaredDead);
       // Before the join makes this silo Active (the others place grains here at once, and
       // its gateway takes calls), its runtime must register what it activates in the
       // directory and know its own address: an activation made before would never be
       // registered, and a second one could be made elsewhere.
       runtime.attachCluster(self);
-      runtime.siloInfo = Object.freeze({ address: self.address, clusterId: cfg.clusterId, gatewayAddress: self.gatewayAddress });
+      runtime.siloInfo = Object.freeze({
+        address: self.address,
+        clusterId: cfg.clusterId,
+        gatewayAddress: self.gatewayAddress,
+      });
       await self.membership.join();
     } catch (e) {
       await listener.close();
@@ -235,7 +300,8 @@ export class SiloCluster implements ConnectionHandler, Prober {
     const view = this.#view;
     if (view.active.size === 0) return this.#stopping ? this.#unavailable(idStr) : undefined;
     const cached = this.directory.cached(idStr);
-    if (cached !== undefined && cached !== this.address && view.active.has(cached) && !this.#unreachable.has(cached)) return this.#remote(cached);
+    if (cached !== undefined && cached !== this.address && view.active.has(cached) && !this.#unreachable.has(cached))
+      return this.#remote(cached);
     const candidates: PlacementCandidate[] = [];
     for (const a of view.active.keys()) {
       if (this.#unreachable.has(a)) continue;
@@ -256,7 +322,11 @@ export class SiloCluster implements ConnectionHandler, Prober {
     return {
       live: true,
       remote: true,
-      receive: (msg: Message) => this.#runtime.fail(msg, new SiloUnavailableError(`no active silo can host ${idStr}: the cluster has no other member`)),
+      receive: (msg: Message) =>
+        this.#runtime.fail(
+          msg,
+          new SiloUnavailableError(`no active silo can host ${idStr}: the cluster has no other member`),
+        ),
     };
   }
 
@@ -282,11 +352,17 @@ export class SiloCluster implements ConnectionHandler, Prober {
     const dot = key.lastIndexOf('.', at);
     const clientId = key.slice(0, dot);
     const gateway = key.slice(at + 1);
-    const gone = (why: string): Target => ({ live: true, remote: true, receive: (msg: Message) => this.#runtime.fail(msg, new SiloUnavailableError(`observer ${key} is unreachable: ${why}`)) });
+    const gone = (why: string): Target => ({
+      live: true,
+      remote: true,
+      receive: (msg: Message) =>
+        this.#runtime.fail(msg, new SiloUnavailableError(`observer ${key} is unreachable: ${why}`)),
+    });
     if (at < 0 || dot < 0) return gone('malformed observer key');
     if (gateway === this.gatewayAddress) {
       const conn = this.#clients.get(clientId);
-      if (conn === undefined || conn.state !== 'open') return gone(`client ${clientId} is not connected to gateway ${gateway}`);
+      if (conn === undefined || conn.state !== 'open')
+        return gone(`client ${clientId} is not connected to gateway ${gateway}`);
       return { live: true, remote: true, receive: (msg: Message) => this.#sendOn(conn, msg, clientId) };
     }
     for (const s of this.#view.active.values()) if (s.gatewayAddress === gateway) return this.#remote(s.address);
@@ -312,7 +388,11 @@ export class SiloCluster implements ConnectionHandler, Prober {
       // dead yet: our calls to it would fail). Wait for its entry to go, as it will once the
       // silo is gone or declared dead, rather than bounce calls. A view change clears the
       // unreachable mark: if the silo is alive after all, the next round forwards to it.
-      if (!this.#closed && Date.now() < giveUpAt && (this.#view.leaving.has(won.address) || !(await this.#reachable(won.address)))) {
+      if (
+        !this.#closed &&
+        Date.now() < giveUpAt &&
+        (this.#view.leaving.has(won.address) || !(await this.#reachable(won.address)))
+      ) {
         await new Promise((r) => setTimeout(r, wait));
         continue;
       }
@@ -365,7 +445,12 @@ export class SiloCluster implements ConnectionHandler, Prober {
     this.directory.routeVersion++;
     this.directory.invalidate(msg.targetId, address);
     void this.membership.refresh();
-    const err = e instanceof SiloUnavailableError ? e : new SiloUnavailableError(`silo ${address} is unavailable: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+    const err =
+      e instanceof SiloUnavailableError
+        ? e
+        : new SiloUnavailableError(`silo ${address} is unavailable: ${(e as Error)?.message ?? String(e)}`, {
+            cause: e,
+          });
     if (msg.done) return;
     if (msg.hops >= this.#cfg.maxForwardCount || this.#closed) {
       this.#runtime.fail(msg, err);
@@ -392,16 +477,32 @@ export class SiloCluster implements ConnectionHandler, Prober {
       return;
     }
     if (conn.backlogged) {
-      this.#runtime.fail(msg, new GranaryError(`silo ${address} is not reading (${conn.bufferedBytes} bytes wait to be sent, limit maxQueuedBytes): call to ${msg.targetId}.${msg.method.name} refused`, 'GRANARY_OVERLOADED'));
+      this.#runtime.fail(
+        msg,
+        new GranaryError(
+          `silo ${address} is not reading (${conn.bufferedBytes} bytes wait to be sent, limit maxQueuedBytes): call to ${msg.targetId}.${msg.method.name} refused`,
+          'GRANARY_OVERLOADED',
+        ),
+      );
       return;
     }
     if (!msg.method.oneWay && this.#pending.size >= this.#cfg.maxPendingRequests) {
-      this.#runtime.fail(msg, new GranaryError(`too many calls waiting for other silos (${this.#pending.size}, limit maxPendingRequests): call to ${msg.targetId}.${msg.method.name} refused`, 'GRANARY_OVERLOADED'));
+      this.#runtime.fail(
+        msg,
+        new GranaryError(
+          `too many calls waiting for other silos (${this.#pending.size}, limit maxPendingRequests): call to ${msg.targetId}.${msg.method.name} refused`,
+          'GRANARY_OVERLOADED',
+        ),
+      );
       return;
     }
     try {
       // A header that cannot be written (too long) or a frame over the limit is refused here, unsent.
-      conn.sendHead(Frame.Request, requestHeadOf(reqId, flags, msg.targetId, target, msg.method.name, msg.timeoutMs, msg.chain, msg.hops), body);
+      conn.sendHead(
+        Frame.Request,
+        requestHeadOf(reqId, flags, msg.targetId, target, msg.method.name, msg.timeoutMs, msg.chain, msg.hops),
+        body,
+      );
     } catch (e) {
       this.#runtime.fail(msg, e);
       return;
@@ -424,7 +525,9 @@ export class SiloCluster implements ConnectionHandler, Prober {
   #connectionLost(conn: Connection): void {
     const address = conn.peer?.address;
     if (address === undefined) return;
-    const err = new SiloUnavailableError(`connection to silo ${address} was lost${conn.closeInfo !== undefined ? `: ${conn.closeInfo.reason}` : ''}`);
+    const err = new SiloUnavailableError(
+      `connection to silo ${address} was lost${conn.closeInfo !== undefined ? `: ${conn.closeInfo.reason}` : ''}`,
+    );
     for (const [id, msg] of this.#pending) {
       if (msg.via === address) {
         this.#pending.delete(id);
@@ -489,7 +592,8 @@ export class SiloCluster implements ConnectionHandler, Prober {
       this.#runtime.fail(msg, e);
       return;
     }
-    if (msg.via !== undefined && this.directory.cached(msg.targetId) !== msg.via) this.directory.cache(msg.targetId, msg.via);
+    if (msg.via !== undefined && this.directory.cached(msg.targetId) !== msg.via)
+      this.directory.cache(msg.targetId, msg.via);
     if (status === ResponseStatus.Ok) this.#runtime.succeedDecoded(msg, value);
     else this.#runtime.fail(msg, value);
   }
@@ -497,7 +601,12 @@ export class SiloCluster implements ConnectionHandler, Prober {
   // ---- System calls -------------------------------------------------------------
 
   /** A control-plane call to another silo (or this one). */
-  async systemCall(address: string, op: string, args: unknown[], timeoutMs = this.#cfg.systemCallTimeoutMs): Promise<unknown> {
+  async systemCall(
+    address: string,
+    op: string,
+    args: unknown[],
+    timeoutMs = this.#cfg.systemCallTimeoutMs,
+  ): Promise<unknown> {
     if (address === this.address) return this.#system(op, args, undefined);
     const conn = this.#connector.peek(address) ?? (await this.#connector.get(address));
     const seq = (this.#sysSeq = (this.#sysSeq + 1) >>> 0 || 1);
@@ -518,7 +627,11 @@ export class SiloCluster implements ConnectionHandler, Prober {
       .then(() => this.#system(op, args, conn))
       .then(
         (v) => conn.send(Frame.SystemResult, encodeSystemResult(seq, true, v)),
-        (e: unknown) => conn.send(Frame.SystemResult, encodeSystemResult(seq, false, e instanceof Error ? e : new GranaryError(String(e)))),
+        (e: unknown) =>
+          conn.send(
+            Frame.SystemResult,
+            encodeSystemResult(seq, false, e instanceof Error ? e : new GranaryError(String(e))),
+          ),
       );
   }
 
@@ -541,7 +654,8 @@ export class SiloCluster implements ConnectionHandler, Prober {
         void this.membership.refresh();
         return null;
       case 'reminder.changed':
-        if (typeof args[0] !== 'string' || typeof args[1] !== 'string') throw new TypeError('reminder.changed takes a grain id and a reminder name');
+        if (typeof args[0] !== 'string' || typeof args[1] !== 'string')
+          throw new TypeError('reminder.changed takes a grain id and a reminder name');
         await this.#runtime.reminders?.changed(args[0], args[1]);
         return null;
       case 'probe':
@@ -550,7 +664,11 @@ export class SiloCluster implements ConnectionHandler, Prober {
         if (conn?.peer !== undefined) this.#loads.set(conn.peer.address, args[0] as number);
         return null;
       case 'dir.register': {
-        const won = d.registerLocal(args[0] as string, { address: args[1] as string, activation: args[2] as number }, true) as DirectoryEntry | null;
+        const won = d.registerLocal(
+          args[0] as string,
+          { address: args[1] as string, activation: args[2] as number },
+          true,
+        ) as DirectoryEntry | null;
         return won === null ? null : [won.address, won.activation];
       }
       case 'dir.registerMany':
@@ -574,11 +692,17 @@ export class SiloCluster implements ConnectionHandler, Prober {
   // ---- Prober -------------------------------------------------------------------
 
   probe(address: string, timeoutMs: number): Promise<boolean> {
-    return this.systemCall(address, 'ping', [], timeoutMs).then(() => true, () => false);
+    return this.systemCall(address, 'ping', [], timeoutMs).then(
+      () => true,
+      () => false,
+    );
   }
 
   probeIndirect(via: string, target: string, timeoutMs: number): Promise<boolean> {
-    return this.systemCall(via, 'probe', [target, timeoutMs], timeoutMs).then((r) => r === true, () => false);
+    return this.systemCall(via, 'probe', [target, timeoutMs], timeoutMs).then(
+      (r) => r === true,
+      () => false,
+    );
   }
 
   // ---- Views and load -----------------------------------------------------------
@@ -604,7 +728,9 @@ export class SiloCluster implements ConnectionHandler, Prober {
         }
       }
     }
-    void this.directory.viewChanged(view, this.#runtime.localEntries(this.address), (grain, winner) => this.#runtime.duplicateFound(grain, winner.address));
+    void this.directory.viewChanged(view, this.#runtime.localEntries(this.address), (grain, winner) =>
+      this.#runtime.duplicateFound(grain, winner.address),
+    );
   }
 
   #reportLoad(): void {
@@ -629,7 +755,11 @@ export class SiloCluster implements ConnectionHandler, Prober {
 
   /** Tells every other active silo to re-read the table now (a status changed). */
   async gossip(): Promise<void> {
-    await Promise.all([...this.#view.active.keys()].filter((a) => a !== this.address).map((a) => this.systemCall(a, 'refresh', [], 1000).catch(() => undefined)));
+    await Promise.all(
+      [...this.#view.active.keys()]
+        .filter((a) => a !== this.address)
+        .map((a) => this.systemCall(a, 'refresh', [], 1000).catch(() => undefined)),
+    );
   }
 
   get stopping(): boolean {

@@ -4,7 +4,15 @@
 // or in activation.ts.
 
 import type { ReminderService } from '../reminders/service.ts';
-import { CancelledError, ConfigurationError, SiloStoppedError, TimeoutError, UnknownGrainTypeError, UnknownMethodError, GranaryError } from '../errors.ts';
+import {
+  CancelledError,
+  ConfigurationError,
+  SiloStoppedError,
+  TimeoutError,
+  UnknownGrainTypeError,
+  UnknownMethodError,
+  GranaryError,
+} from '../errors.ts';
 import { Grain, type GrainClass, type SiloInfo } from '../grain/grain.ts';
 import { grainId, type GrainId } from '../grain/identity.ts';
 import { grainTypeInfo, type GrainTypeInfo, type MethodInfo } from '../grain/options.ts';
@@ -49,7 +57,8 @@ const noop = (): undefined => undefined;
 /** Method info for a call by name on an observer (its class lives in the client). */
 function observerMethod(name: string): MethodInfo {
   let m = observerMethods.get(name);
-  if (m === undefined) observerMethods.set(name, (m = { name, fn: noop, readOnly: false, alwaysInterleave: false, oneWay: false }));
+  if (m === undefined)
+    observerMethods.set(name, (m = { name, fn: noop, readOnly: false, alwaysInterleave: false, oneWay: false }));
   return m;
 }
 
@@ -101,7 +110,9 @@ export class Runtime implements Invoker {
     const info = grainTypeInfo(cls as new () => object, Grain.prototype, this.#cfg.cpus);
     const prev = this.#types.get(info.name);
     if (prev !== undefined && prev.cls !== info.cls) {
-      throw new ConfigurationError(`two grain classes use the type name '${info.name}' (${prev.cls.name} and ${info.cls.name}): give one another name with @grain('...')`);
+      throw new ConfigurationError(
+        `two grain classes use the type name '${info.name}' (${prev.cls.name} and ${info.cls.name}): give one another name with @grain('...')`,
+      );
     }
     this.#types.set(info.name, info);
     this.#byClass.set(cls, info);
@@ -113,7 +124,10 @@ export class Runtime implements Invoker {
 
   /** The reminder service, or a clear error while the silo has none (not started yet, or stopping). */
   reminderService(): ReminderService {
-    if (this.reminders === undefined) throw new SiloStoppedError(`silo ${this.siloInfo.address} has no reminder service running (starting or stopping)`);
+    if (this.reminders === undefined)
+      throw new SiloStoppedError(
+        `silo ${this.siloInfo.address} has no reminder service running (starting or stopping)`,
+      );
     return this.reminders;
   }
 
@@ -154,7 +168,9 @@ export class Runtime implements Invoker {
     if (typeof type === 'string') return this.ref(type, key, caller);
     const info = this.#byClass.get(type);
     if (info === undefined) {
-      throw new UnknownGrainTypeError(`grain class ${String((type as { name?: unknown })?.name)} is not registered with this silo: add it to the silo's 'grains' option`);
+      throw new UnknownGrainTypeError(
+        `grain class ${String((type as { name?: unknown })?.name)} is not registered with this silo: add it to the silo's 'grains' option`,
+      );
     }
     return makeRef(new RefCore(grainId(info.name, key), `${info.name}/${key}`, info, this, caller, undefined));
   }
@@ -167,11 +183,19 @@ export class Runtime implements Invoker {
   deliverReminder(typeName: string, key: string, args: unknown[]): Promise<unknown> {
     const type = this.#types.get(typeName);
     if (type?.reminder === undefined) {
-      return Promise.reject(new UnknownGrainTypeError(type === undefined
-        ? `a reminder of grain ${typeName}/${key} cannot be delivered: this silo does not know grain type '${typeName}'`
-        : `a reminder of grain ${typeName}/${key} cannot be delivered: grain type '${typeName}' has no receiveReminder method`));
+      return Promise.reject(
+        new UnknownGrainTypeError(
+          type === undefined
+            ? `a reminder of grain ${typeName}/${key} cannot be delivered: this silo does not know grain type '${typeName}'`
+            : `a reminder of grain ${typeName}/${key} cannot be delivered: grain type '${typeName}' has no receiveReminder method`,
+        ),
+      );
     }
-    return this.invoke(new RefCore(grainId(typeName, key), `${typeName}/${key}`, type, this, undefined, undefined), type.reminder, args);
+    return this.invoke(
+      new RefCore(grainId(typeName, key), `${typeName}/${key}`, type, this, undefined, undefined),
+      type.reminder,
+      args,
+    );
   }
 
   // ---- Calls ----------------------------------------------------------------
@@ -185,7 +209,11 @@ export class Runtime implements Invoker {
       }
       if (type === undefined) {
         const known = [...this.#types.keys()].join(', ') || 'none';
-        return Promise.reject(new UnknownGrainTypeError(`unknown grain type '${core.id.type}' (calling ${core.idStr}); this silo hosts: ${known}`));
+        return Promise.reject(
+          new UnknownGrainTypeError(
+            `unknown grain type '${core.id.type}' (calling ${core.idStr}); this silo hosts: ${known}`,
+          ),
+        );
       }
     }
     let m: MethodInfo;
@@ -193,7 +221,11 @@ export class Runtime implements Invoker {
       const found = type.methods.get(method);
       if (found === undefined) {
         const known = [...type.methods.keys()].join(', ') || 'none';
-        return Promise.reject(new UnknownMethodError(`grain type '${type.name}' has no method '${method}' (calling ${core.idStr}); its methods: ${known}`));
+        return Promise.reject(
+          new UnknownMethodError(
+            `grain type '${type.name}' has no method '${method}' (calling ${core.idStr}); its methods: ${known}`,
+          ),
+        );
       }
       m = found;
     } else m = method;
@@ -202,7 +234,9 @@ export class Runtime implements Invoker {
       // flight between its grains still reach the activations that are draining.
       const existing = this.#catalog.get(core.idStr);
       if ((core.caller === undefined && currentActivation === undefined) || existing === undefined || !existing.live) {
-        return Promise.reject(new SiloStoppedError(`silo ${this.siloInfo.address} is stopping: call to ${core.idStr}.${m.name} refused`));
+        return Promise.reject(
+          new SiloStoppedError(`silo ${this.siloInfo.address} is stopping: call to ${core.idStr}.${m.name} refused`),
+        );
       }
     }
     let target = core.target as Target | undefined;
@@ -228,7 +262,14 @@ export class Runtime implements Invoker {
     }
     const caller = core.caller ?? currentActivation;
     const timeoutMs = core.options?.timeoutMs ?? this.#cfg.responseTimeoutMs;
-    const msg = new Message(core.idStr, m, args, m.oneWay || caller === undefined ? undefined : caller.callChain(), caller, timeoutMs);
+    const msg = new Message(
+      core.idStr,
+      m,
+      args,
+      m.oneWay || caller === undefined ? undefined : caller.callChain(),
+      caller,
+      timeoutMs,
+    );
     if (m.oneWay) {
       if (signal !== undefined && !this.#attachSignal(msg, signal)) {
         this.#discardUnused(target);
@@ -258,7 +299,14 @@ export class Runtime implements Invoker {
   #callObserver(core: RefCore, name: string, args: unknown[]): Promise<unknown> {
     const target = (this.#cluster as SiloCluster).observerTarget(core.id.key);
     const caller = core.caller ?? currentActivation;
-    const msg = new Message(core.idStr, observerMethod(name), args, caller?.callChain(), caller, core.options?.timeoutMs ?? this.#cfg.responseTimeoutMs);
+    const msg = new Message(
+      core.idStr,
+      observerMethod(name),
+      args,
+      caller?.callChain(),
+      caller,
+      core.options?.timeoutMs ?? this.#cfg.responseTimeoutMs,
+    );
     const p = msg.promise();
     this.#deadlines.add(msg);
     target.receive(msg);
@@ -271,14 +319,24 @@ export class Runtime implements Invoker {
     msg.args.push(controller.signal);
     if (signal.aborted) {
       controller.abort(signal.reason);
-      this.fail(msg, new CancelledError(`call to ${msg.targetId}.${msg.method.name} was cancelled before it was sent`, { cause: signal.reason }));
+      this.fail(
+        msg,
+        new CancelledError(`call to ${msg.targetId}.${msg.method.name} was cancelled before it was sent`, {
+          cause: signal.reason,
+        }),
+      );
       return false;
     }
     const cancel = { callerSignal: signal, controller, listener: undefined as (() => void) | undefined };
     cancel.listener = () => {
       controller.abort(signal.reason);
       if (msg.via !== undefined) this.#cluster?.abandon(msg, true);
-      this.fail(msg, new CancelledError(`call to ${msg.targetId}.${msg.method.name} was cancelled by the caller`, { cause: signal.reason }));
+      this.fail(
+        msg,
+        new CancelledError(`call to ${msg.targetId}.${msg.method.name} was cancelled by the caller`, {
+          cause: signal.reason,
+        }),
+      );
     };
     signal.addEventListener('abort', cancel.listener, { once: true });
     msg.cancel = cancel;
@@ -289,7 +347,8 @@ export class Runtime implements Invoker {
     let t = this.#catalog.get(idStr);
     if (t === undefined || (!t.live && this.#stopping)) {
       if (type.maxLocalWorkers > 0) {
-        if (this.#stopping && this.#cluster !== undefined) return this.#cluster.route(idStr, type, id) ?? this.#refuse(idStr);
+        if (this.#stopping && this.#cluster !== undefined)
+          return this.#cluster.route(idStr, type, id) ?? this.#refuse(idStr);
         t = new WorkerPool(this, id, idStr, type);
       } else {
         if (this.#cluster !== undefined) {
@@ -308,14 +367,25 @@ export class Runtime implements Invoker {
   #lookupHere(id: GrainId, idStr: string, type: GrainTypeInfo): Target {
     let t = this.#catalog.get(idStr);
     if (t === undefined) {
-      t = type.maxLocalWorkers > 0 ? new WorkerPool(this, id, idStr, type) : this.newActivation(id, idStr, type, undefined);
+      t =
+        type.maxLocalWorkers > 0
+          ? new WorkerPool(this, id, idStr, type)
+          : this.newActivation(id, idStr, type, undefined);
       this.#catalog.set(idStr, t);
     }
     return t;
   }
 
   #refuse(idStr: string): Target {
-    return { live: true, remote: true, receive: (msg: Message) => this.fail(msg, new SiloStoppedError(`silo ${this.siloInfo.address} is stopping and no other silo can take ${idStr}`)) };
+    return {
+      live: true,
+      remote: true,
+      receive: (msg: Message) =>
+        this.fail(
+          msg,
+          new SiloStoppedError(`silo ${this.siloInfo.address} is stopping and no other silo can take ${idStr}`),
+        ),
+    };
   }
 
   /** Creates an activation; it activates when it receives its first call. */
@@ -333,7 +403,12 @@ export class Runtime implements Invoker {
     // Re-queueing on this silo is no hop: each new activation runs at least the call that made it, so this ends.
     if (msg.done || msg.tick !== undefined) return;
     if (this.#stopping && this.#cluster === undefined) {
-      this.fail(msg, new SiloStoppedError(`silo ${this.siloInfo.address} stopped before the call to ${msg.targetId}.${msg.method.name} could run`));
+      this.fail(
+        msg,
+        new SiloStoppedError(
+          `silo ${this.siloInfo.address} stopped before the call to ${msg.targetId}.${msg.method.name} could run`,
+        ),
+      );
       return;
     }
     const slash = msg.targetId.indexOf('/');
@@ -355,7 +430,8 @@ export class Runtime implements Invoker {
     if (c === undefined) return;
     if (c.listener !== undefined) c.callerSignal.removeEventListener('abort', c.listener);
     c.listener = undefined;
-    if (abortCallee && !c.controller.signal.aborted) c.controller.abort(new TimeoutError(`call to ${msg.targetId}.${msg.method.name} timed out`));
+    if (abortCallee && !c.controller.signal.aborted)
+      c.controller.abort(new TimeoutError(`call to ${msg.targetId}.${msg.method.name} timed out`));
   }
 
   /** Settles a call with its result. */
@@ -399,7 +475,8 @@ export class Runtime implements Invoker {
     msg.done = true;
     if (msg.cancel !== undefined) this.#releaseSignal(msg, false);
     if (msg.method.oneWay) {
-      if (!(err instanceof CancelledError)) this.logger.warn({ grain: msg.targetId, method: msg.method.name, err }, 'one-way call failed');
+      if (!(err instanceof CancelledError))
+        this.logger.warn({ grain: msg.targetId, method: msg.method.name, err }, 'one-way call failed');
       return;
     }
     this.#deadlines.remove(msg);
@@ -412,7 +489,9 @@ export class Runtime implements Invoker {
     try {
       e = copy(err, msg.caller ?? this.#rootCtx, 'error');
     } catch {
-      e = new GranaryError(`call to ${msg.targetId}.${msg.method.name} failed with an error that cannot be copied: ${String(err)}`);
+      e = new GranaryError(
+        `call to ${msg.targetId}.${msg.method.name} failed with an error that cannot be copied: ${String(err)}`,
+      );
     }
     if (e !== err && e instanceof Error && typeof e.stack === 'string') {
       // The grain's frames, then the call and the grains waiting on it.
@@ -459,17 +538,30 @@ export class Runtime implements Invoker {
         return;
       }
       if (type === undefined) {
-        reply?.respond(h.reqId, ResponseStatus.Error, new UnknownGrainTypeError(`unknown grain type '${typeName}' (calling ${h.targetId}); silo ${this.siloInfo.address} hosts: ${[...this.#types.keys()].join(', ') || 'none'}`));
+        reply?.respond(
+          h.reqId,
+          ResponseStatus.Error,
+          new UnknownGrainTypeError(
+            `unknown grain type '${typeName}' (calling ${h.targetId}); silo ${this.siloInfo.address} hosts: ${[...this.#types.keys()].join(', ') || 'none'}`,
+          ),
+        );
         return;
       }
       const id = grainId(typeName, key);
-      target = fromSilo && !this.#stopping ? this.#lookupHere(id, h.targetId, type) : this.#lookup(id, h.targetId, type);
+      target =
+        fromSilo && !this.#stopping ? this.#lookupHere(id, h.targetId, type) : this.#lookup(id, h.targetId, type);
     }
     // receiveReminder is not callable by clients; the reminder service of another silo may call it.
     const m = type.methods.get(h.method) ?? (fromSilo && h.method === 'receiveReminder' ? type.reminder : undefined);
     if (m === undefined) {
       this.#discardUnused(target);
-      reply?.respond(h.reqId, ResponseStatus.Error, new UnknownMethodError(`grain type '${type.name}' has no method '${h.method}' (calling ${h.targetId}); its methods: ${[...type.methods.keys()].join(', ') || 'none'}`));
+      reply?.respond(
+        h.reqId,
+        ResponseStatus.Error,
+        new UnknownMethodError(
+          `grain type '${type.name}' has no method '${h.method}' (calling ${h.targetId}); its methods: ${[...type.methods.keys()].join(', ') || 'none'}`,
+        ),
+      );
       return;
     }
     let args: unknown[];
@@ -481,8 +573,16 @@ export class Runtime implements Invoker {
       return;
     }
     let chain: ChainNode | undefined;
-    if (h.chain !== null) for (let i = h.chain.length - 1; i >= 0; i--) chain = { id: h.chain[i] as string, parent: chain };
-    const msg = new Message(h.targetId, m, args, chain, undefined, h.timeoutMs > 0 ? h.timeoutMs : this.#cfg.responseTimeoutMs);
+    if (h.chain !== null)
+      for (let i = h.chain.length - 1; i >= 0; i--) chain = { id: h.chain[i] as string, parent: chain };
+    const msg = new Message(
+      h.targetId,
+      m,
+      args,
+      chain,
+      undefined,
+      h.timeoutMs > 0 ? h.timeoutMs : this.#cfg.responseTimeoutMs,
+    );
     msg.hops = h.hops;
     msg.reply = reply;
     msg.replyId = h.reqId;
@@ -499,7 +599,13 @@ export class Runtime implements Invoker {
     if (reply !== undefined) this.#deadlines.add(msg);
     if (target.remote === true && fromSilo) msg.hops++;
     if (msg.hops > this.#cfg.maxForwardCount) {
-      this.fail(msg, new GranaryError(`call to ${h.targetId}.${h.method} was forwarded ${msg.hops} times without reaching an activation`, 'GRANARY_FORWARD_LIMIT'));
+      this.fail(
+        msg,
+        new GranaryError(
+          `call to ${h.targetId}.${h.method} was forwarded ${msg.hops} times without reaching an activation`,
+          'GRANARY_FORWARD_LIMIT',
+        ),
+      );
       return;
     }
     target.receive(msg);
@@ -514,7 +620,14 @@ export class Runtime implements Invoker {
       reply?.respond(h.reqId, ResponseStatus.Error, e);
       return;
     }
-    const msg = new Message(h.targetId, observerMethod(h.method), args, undefined, undefined, h.timeoutMs > 0 ? h.timeoutMs : this.#cfg.responseTimeoutMs);
+    const msg = new Message(
+      h.targetId,
+      observerMethod(h.method),
+      args,
+      undefined,
+      undefined,
+      h.timeoutMs > 0 ? h.timeoutMs : this.#cfg.responseTimeoutMs,
+    );
     msg.hops = h.hops + 1;
     msg.reply = reply;
     msg.replyId = h.reqId;
@@ -560,7 +673,13 @@ export class Runtime implements Invoker {
   forward(msg: Message, address: string): void {
     if (msg.done) return;
     if (++msg.hops > this.#cfg.maxForwardCount || this.#cluster === undefined) {
-      this.fail(msg, new GranaryError(`call to ${msg.targetId}.${msg.method.name} was forwarded ${msg.hops - 1} times without reaching an activation`, 'GRANARY_FORWARD_LIMIT'));
+      this.fail(
+        msg,
+        new GranaryError(
+          `call to ${msg.targetId}.${msg.method.name} was forwarded ${msg.hops - 1} times without reaching an activation`,
+          'GRANARY_FORWARD_LIMIT',
+        ),
+      );
       return;
     }
     msg.reply?.relocated(msg.targetId, address);
@@ -570,7 +689,8 @@ export class Runtime implements Invoker {
   /** Local activations as directory entries (for re-registration on a view change). */
   *localEntries(address: string): Iterable<[string, { address: string; activation: number }]> {
     for (const t of this.#catalog.values()) {
-      if (t instanceof Activation && t.registered && t.state <= ActivationState.Valid) yield [t.idStr, { address, activation: t.seq }];
+      if (t instanceof Activation && t.registered && t.state <= ActivationState.Valid)
+        yield [t.idStr, { address, activation: t.seq }];
     }
   }
 
@@ -578,7 +698,10 @@ export class Runtime implements Invoker {
   duplicateFound(grain: string, winner: string): void {
     const t = this.#catalog.get(grain);
     if (!(t instanceof Activation)) return;
-    this.logger.warn({ grain, winner }, 'duplicate activation found: deactivating this one, its callers go to the other');
+    this.logger.warn(
+      { grain, winner },
+      'duplicate activation found: deactivating this one, its callers go to the other',
+    );
     t.registered = false;
     void t.deactivate('requested');
   }
@@ -586,18 +709,26 @@ export class Runtime implements Invoker {
   // ---- Activation events -------------------------------------------------
 
   activated(a: Activation): void {
-    if (channels.activationCreated.hasSubscribers) channels.activationCreated.publish({ silo: this.siloInfo.address, grain: a.idStr, type: a.type.name });
+    if (channels.activationCreated.hasSubscribers)
+      channels.activationCreated.publish({ silo: this.siloInfo.address, grain: a.idStr, type: a.type.name });
   }
 
   activationFailed(a: Activation, err: unknown): void {
     this.#remove(a);
     this.logger.warn({ grain: a.idStr, err }, 'activation failed');
-    if (channels.activationFailed.hasSubscribers) channels.activationFailed.publish({ silo: this.siloInfo.address, grain: a.idStr, type: a.type.name, error: err });
+    if (channels.activationFailed.hasSubscribers)
+      channels.activationFailed.publish({ silo: this.siloInfo.address, grain: a.idStr, type: a.type.name, error: err });
   }
 
   deactivated(a: Activation, reason: string): void {
     this.#remove(a);
-    if (channels.activationDeactivated.hasSubscribers) channels.activationDeactivated.publish({ silo: this.siloInfo.address, grain: a.idStr, type: a.type.name, reason });
+    if (channels.activationDeactivated.hasSubscribers)
+      channels.activationDeactivated.publish({
+        silo: this.siloInfo.address,
+        grain: a.idStr,
+        type: a.type.name,
+        reason,
+      });
   }
 
   #remove(a: Activation): void {
@@ -619,7 +750,9 @@ export class Runtime implements Invoker {
     const p = this.#cfg.storage.get(name);
     if (p === undefined) {
       const known = [...this.#cfg.storage.keys()].join(', ') || 'none';
-      throw new ConfigurationError(`grain ${grain} declares state '${state}' on storage provider '${name}', which is not configured; configured providers: ${known}`);
+      throw new ConfigurationError(
+        `grain ${grain} declares state '${state}' on storage provider '${name}', which is not configured; configured providers: ${known}`,
+      );
     }
     return p;
   }
@@ -629,7 +762,9 @@ export class Runtime implements Invoker {
     const p = this.#cfg.eventLogs.get(name);
     if (p === undefined) {
       const known = [...this.#cfg.eventLogs.keys()].join(', ') || 'none';
-      throw new ConfigurationError(`grain ${grain} keeps its journal in event log '${name}', which is not configured; configured event logs: ${known}`);
+      throw new ConfigurationError(
+        `grain ${grain} keeps its journal in event log '${name}', which is not configured; configured event logs: ${known}`,
+      );
     }
     return p;
   }
@@ -639,7 +774,8 @@ export class Runtime implements Invoker {
   #quantum(): number {
     if (this.#cfg.collectionQuantumMs !== undefined) return this.#cfg.collectionQuantumMs;
     let min = this.#cfg.collectionAgeMs;
-    for (const t of this.#types.values()) if (t.collectionAgeMs !== undefined && t.collectionAgeMs < min) min = t.collectionAgeMs;
+    for (const t of this.#types.values())
+      if (t.collectionAgeMs !== undefined && t.collectionAgeMs < min) min = t.collectionAgeMs;
     return Math.max(5, Math.min(60_000, Math.floor(min / 4)));
   }
 
@@ -707,12 +843,23 @@ export class Runtime implements Invoker {
     const timedOut = new Promise<boolean>((resolve) => {
       timer = setTimeout(() => resolve(true), this.#cfg.deactivationTimeoutMs);
     });
-    const done = await Promise.race([Promise.all(acts.map((a) => a.deactivate('shutdown'))).then(() => false), timedOut]);
+    const done = await Promise.race([
+      Promise.all(acts.map((a) => a.deactivate('shutdown'))).then(() => false),
+      timedOut,
+    ]);
     clearTimeout(timer);
     if (done) {
       const stuck = acts.filter((a) => a.state !== ActivationState.Invalid);
-      this.logger.warn({ grains: stuck.slice(0, 20).map((a) => a.idStr), count: stuck.length, timeoutMs: this.#cfg.deactivationTimeoutMs }, 'activations did not deactivate in time; dropping them');
-      for (const a of stuck) a.forceInvalidate(new SiloStoppedError(`silo ${this.siloInfo.address} stopped before the call could run`));
+      this.logger.warn(
+        {
+          grains: stuck.slice(0, 20).map((a) => a.idStr),
+          count: stuck.length,
+          timeoutMs: this.#cfg.deactivationTimeoutMs,
+        },
+        'activations did not deactivate in time; dropping them',
+      );
+      for (const a of stuck)
+        a.forceInvalidate(new SiloStoppedError(`silo ${this.siloInfo.address} stopped before the call could run`));
     }
     this.#deadlines.close();
   }

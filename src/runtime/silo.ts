@@ -125,7 +125,15 @@ export class Silo {
   /** Resolves when the silo has stopped: 'stopped' after stop(), 'declared dead' when the cluster declared it dead. */
   readonly terminated: Promise<'stopped' | 'declared dead'>;
 
-  private constructor(runtime: Runtime, storage: Map<string, StorageProvider>, logger: Logger, cluster: SiloCluster | undefined, reminders: ReminderService, reminderTable: ReminderTable, eventLogs: Map<string, EventLog>) {
+  private constructor(
+    runtime: Runtime,
+    storage: Map<string, StorageProvider>,
+    logger: Logger,
+    cluster: SiloCluster | undefined,
+    reminders: ReminderService,
+    reminderTable: ReminderTable,
+    eventLogs: Map<string, EventLog>,
+  ) {
     this.#eventLogs = eventLogs;
     this.#reminders = reminders;
     this.#reminderTable = reminderTable;
@@ -181,11 +189,23 @@ export class Silo {
     positive('minReminderPeriodMs', options.minReminderPeriodMs);
     positive('reminderRefreshIntervalMs', options.reminderRefreshIntervalMs);
     const reminderTable = options.reminders ?? memoryReminders();
-    if (reminderTable === null || typeof reminderTable !== 'object' || typeof reminderTable.readRange !== 'function' || typeof reminderTable.upsert !== 'function') {
-      throw new ConfigurationError('silo option reminders is not a reminder table (give e.g. memoryReminders() or sqliteReminders({ path }))');
+    if (
+      reminderTable === null ||
+      typeof reminderTable !== 'object' ||
+      typeof reminderTable.readRange !== 'function' ||
+      typeof reminderTable.upsert !== 'function'
+    ) {
+      throw new ConfigurationError(
+        'silo option reminders is not a reminder table (give e.g. memoryReminders() or sqliteReminders({ path }))',
+      );
     }
-    if (options.maxForwardCount !== undefined && !(Number.isInteger(options.maxForwardCount) && options.maxForwardCount >= 0)) {
-      throw new ConfigurationError(`silo option maxForwardCount must be a non-negative integer, got ${String(options.maxForwardCount)}`);
+    if (
+      options.maxForwardCount !== undefined &&
+      !(Number.isInteger(options.maxForwardCount) && options.maxForwardCount >= 0)
+    ) {
+      throw new ConfigurationError(
+        `silo option maxForwardCount must be a non-negative integer, got ${String(options.maxForwardCount)}`,
+      );
     }
     const clusterId = options.clusterId ?? siloDefaults.clusterId;
     const host = options.host ?? siloDefaults.host;
@@ -195,13 +215,17 @@ export class Silo {
     const storage = new Map(Object.entries(options.storage ?? { default: memoryStorage() }));
     for (const [name, p] of storage) {
       if (p === null || typeof p !== 'object' || typeof p.read !== 'function' || typeof p.write !== 'function') {
-        throw new ConfigurationError(`storage provider '${name}' is not a storage provider (give e.g. memoryStorage() or sqliteStorage({ path }))`);
+        throw new ConfigurationError(
+          `storage provider '${name}' is not a storage provider (give e.g. memoryStorage() or sqliteStorage({ path }))`,
+        );
       }
     }
     const eventLogs = new Map(Object.entries(options.eventLogs ?? { default: memoryEventLog() }));
     for (const [name, l] of eventLogs) {
       if (l === null || typeof l !== 'object' || typeof l.read !== 'function' || typeof l.append !== 'function') {
-        throw new ConfigurationError(`event log '${name}' is not an event log (give e.g. memoryEventLog() or sqliteEventLog({ path }))`);
+        throw new ConfigurationError(
+          `event log '${name}' is not an event log (give e.g. memoryEventLog() or sqliteEventLog({ path }))`,
+        );
       }
     }
     const siloInfo: SiloInfo = Object.freeze({ address: `${host}:${port}`, clusterId });
@@ -238,26 +262,31 @@ export class Silo {
     }
     let cluster: SiloCluster | undefined;
     let siloLogger = logger;
-    const networked = options.membership !== undefined || options.gatewayPort !== undefined || options.port !== undefined;
+    const networked =
+      options.membership !== undefined || options.gatewayPort !== undefined || options.port !== undefined;
     const made: { silo?: Silo } = {};
     if (networked) {
       positive('loadReportIntervalMs', options.loadReportIntervalMs);
       positive('systemCallTimeoutMs', options.systemCallTimeoutMs);
       try {
-        cluster = await SiloCluster.start(runtime, {
-          clusterId,
-          host,
-          port,
-          gatewayPort: options.gatewayPort,
-          membership: options.membership ?? memoryMembership(),
-          membershipOptions: options.membershipOptions ?? {},
-          transport: options.transport,
-          loadReportIntervalMs: options.loadReportIntervalMs ?? siloDefaults.loadReportIntervalMs,
-          systemCallTimeoutMs: options.systemCallTimeoutMs ?? siloDefaults.systemCallTimeoutMs,
-          maxForwardCount: options.maxForwardCount ?? siloDefaults.maxForwardCount,
-          maxPendingRequests: options.maxPendingRequests ?? siloDefaults.maxPendingRequests,
-          logger: base,
-        }, () => made.silo?.declaredDead());
+        cluster = await SiloCluster.start(
+          runtime,
+          {
+            clusterId,
+            host,
+            port,
+            gatewayPort: options.gatewayPort,
+            membership: options.membership ?? memoryMembership(),
+            membershipOptions: options.membershipOptions ?? {},
+            transport: options.transport,
+            loadReportIntervalMs: options.loadReportIntervalMs ?? siloDefaults.loadReportIntervalMs,
+            systemCallTimeoutMs: options.systemCallTimeoutMs ?? siloDefaults.systemCallTimeoutMs,
+            maxForwardCount: options.maxForwardCount ?? siloDefaults.maxForwardCount,
+            maxPendingRequests: options.maxPendingRequests ?? siloDefaults.maxPendingRequests,
+            logger: base,
+          },
+          () => made.silo?.declaredDead(),
+        );
       } catch (e) {
         for (const p of inited) await p.close();
         await reminderTable.close();
@@ -267,23 +296,35 @@ export class Silo {
       siloLogger = base.child({ silo: cluster.address });
       runtime.logger = siloLogger;
     }
-    siloLogger.info({
-      clusterId,
-      address: runtime.siloInfo.address,
-      gateway: cluster?.gatewayAddress ?? null,
-      grains: [...runtime.types.keys()],
-      storage: Object.fromEntries([...storage].map(([n, p]) => [n, p.kind])),
-      eventLogs: Object.fromEntries([...eventLogs].map(([n, l]) => [n, l.kind])),
-      membership: options.membership?.kind ?? (networked ? 'memory' : 'none'),
-      responseTimeoutMs: options.responseTimeoutMs ?? siloDefaults.responseTimeoutMs,
-      collectionAgeMs: options.collectionAgeMs ?? siloDefaults.collectionAgeMs,
-    }, 'silo started');
+    siloLogger.info(
+      {
+        clusterId,
+        address: runtime.siloInfo.address,
+        gateway: cluster?.gatewayAddress ?? null,
+        grains: [...runtime.types.keys()],
+        storage: Object.fromEntries([...storage].map(([n, p]) => [n, p.kind])),
+        eventLogs: Object.fromEntries([...eventLogs].map(([n, l]) => [n, l.kind])),
+        membership: options.membership?.kind ?? (networked ? 'memory' : 'none'),
+        responseTimeoutMs: options.responseTimeoutMs ?? siloDefaults.responseTimeoutMs,
+        collectionAgeMs: options.collectionAgeMs ?? siloDefaults.collectionAgeMs,
+      },
+      'silo started',
+    );
     // Silos in several processes share nothing held in one process's memory.
     if (options.membership !== undefined && options.membership.kind !== 'memory') {
-      if (options.storage === undefined) siloLogger.warn({}, 'grain state is kept in this process\'s memory (no storage option): in a cluster of several processes a grain that moves loses it; give a shared provider such as sqliteStorage, postgresStorage or redisStorage');
-      if (options.reminders === undefined) siloLogger.warn({}, 'reminders are kept in this process\'s memory (no reminders option): in a cluster of several processes reminders other silos own never fire; give a shared table such as sqliteReminders, postgresReminders or redisReminders');
+      if (options.storage === undefined)
+        siloLogger.warn(
+          {},
+          "grain state is kept in this process's memory (no storage option): in a cluster of several processes a grain that moves loses it; give a shared provider such as sqliteStorage, postgresStorage or redisStorage",
+        );
+      if (options.reminders === undefined)
+        siloLogger.warn(
+          {},
+          "reminders are kept in this process's memory (no reminders option): in a cluster of several processes reminders other silos own never fire; give a shared table such as sqliteReminders, postgresReminders or redisReminders",
+        );
     }
-    if (channels.siloStarted.hasSubscribers) channels.siloStarted.publish({ silo: runtime.siloInfo.address, address: runtime.siloInfo.address });
+    if (channels.siloStarted.hasSubscribers)
+      channels.siloStarted.publish({ silo: runtime.siloInfo.address, address: runtime.siloInfo.address });
     const reminders = new ReminderService({
       table: reminderTable,
       logger: siloLogger.child({ reminders: reminderTable.kind }),
@@ -342,7 +383,8 @@ export class Silo {
     await this.#cluster?.finishStop();
     await this.#closeStorage();
     this.#logger.info({}, 'silo stopped');
-    if (channels.siloStopped.hasSubscribers) channels.siloStopped.publish({ silo: this.info.address, address: this.info.address });
+    if (channels.siloStopped.hasSubscribers)
+      channels.siloStopped.publish({ silo: this.info.address, address: this.info.address });
     this.#resolveTerminated('stopped');
   }
 

@@ -22,12 +22,20 @@ export class GrainTimer implements TimerHandle, TickOwner {
     const period = options.periodMs ?? 0;
     const MAX = 2_147_483_647; // setTimeout's limit; beyond it Node fires at once
     if (!(due >= 0 && due <= MAX) || !(period >= 0 && period <= MAX)) {
-      throw new RangeError(`registerTimer of ${act.idStr}: dueMs and periodMs must be numbers of ms from 0 to ${MAX}, got ${String(options.dueMs)} and ${String(options.periodMs)}`);
+      throw new RangeError(
+        `registerTimer of ${act.idStr}: dueMs and periodMs must be numbers of ms from 0 to ${MAX}, got ${String(options.dueMs)} and ${String(options.periodMs)}`,
+      );
     }
     this.#act = act;
     this.#periodMs = period;
     this.keepAlive = options.keepAlive === true;
-    this.#method = { name: `timer:${callback.name || 'anonymous'}`, fn: callback as (...a: unknown[]) => unknown, readOnly: false, alwaysInterleave: options.interleave === true, oneWay: false };
+    this.#method = {
+      name: `timer:${callback.name || 'anonymous'}`,
+      fn: callback as (...a: unknown[]) => unknown,
+      readOnly: false,
+      alwaysInterleave: options.interleave === true,
+      oneWay: false,
+    };
     this.#schedule(due);
   }
 
@@ -45,7 +53,11 @@ export class GrainTimer implements TimerHandle, TickOwner {
   };
 
   tickDone(error: unknown): void {
-    if (error !== undefined) this.#act.runtime.logger.warn({ grain: this.#act.idStr, timer: this.#method.name, err: error }, 'timer tick threw');
+    if (error !== undefined)
+      this.#act.runtime.logger.warn(
+        { grain: this.#act.idStr, timer: this.#method.name, err: error },
+        'timer tick threw',
+      );
     if (this.#disposed) return;
     if (this.#periodMs > 0) this.#schedule(this.#periodMs);
     else this.dispose();

@@ -44,14 +44,40 @@ const K_DATA_VIEW = 7;
 const K_REGEXP = 8;
 
 const builtinKinds = new Map<object, number>([
-  [Date.prototype, K_DATE], [Map.prototype, K_MAP], [Set.prototype, K_SET], [RegExp.prototype, K_REGEXP],
-  [ArrayBuffer.prototype, K_ARRAY_BUFFER], [DataView.prototype, K_DATA_VIEW], [Buffer.prototype, K_BUFFER],
-  ...[Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array,
-    Float32Array, Float64Array, BigInt64Array, BigUint64Array].map((C): [object, number] => [C.prototype, K_TYPED]),
+  [Date.prototype, K_DATE],
+  [Map.prototype, K_MAP],
+  [Set.prototype, K_SET],
+  [RegExp.prototype, K_REGEXP],
+  [ArrayBuffer.prototype, K_ARRAY_BUFFER],
+  [DataView.prototype, K_DATA_VIEW],
+  [Buffer.prototype, K_BUFFER],
+  ...[
+    Int8Array,
+    Uint8Array,
+    Uint8ClampedArray,
+    Int16Array,
+    Uint16Array,
+    Int32Array,
+    Uint32Array,
+    Float32Array,
+    Float64Array,
+    BigInt64Array,
+    BigUint64Array,
+  ].map((C): [object, number] => [C.prototype, K_TYPED]),
 ]);
 
-type TypedArray = Uint8Array | Int8Array | Uint8ClampedArray | Int16Array | Uint16Array | Int32Array
-  | Uint32Array | Float32Array | Float64Array | BigInt64Array | BigUint64Array;
+type TypedArray =
+  | Uint8Array
+  | Int8Array
+  | Uint8ClampedArray
+  | Int16Array
+  | Uint16Array
+  | Int32Array
+  | Uint32Array
+  | Float32Array
+  | Float64Array
+  | BigInt64Array
+  | BigUint64Array;
 type Dict = Record<string, unknown>;
 
 // ---- Immutable values --------------------------------------------------------
@@ -110,10 +136,16 @@ function propStep(key: string): string {
 
 function keyText(key: unknown): string | undefined {
   switch (typeof key) {
-    case 'string': return JSON.stringify(key);
-    case 'bigint': return `${key}n`;
-    case 'number': case 'boolean': case 'undefined': return String(key);
-    default: return key === null ? 'null' : undefined;
+    case 'string':
+      return JSON.stringify(key);
+    case 'bigint':
+      return `${key}n`;
+    case 'number':
+    case 'boolean':
+    case 'undefined':
+      return String(key);
+    default:
+      return key === null ? 'null' : undefined;
   }
 }
 
@@ -140,10 +172,14 @@ function unsupported(v: unknown): Failure {
     ctor = undefined;
   }
   if (isNativeFunction(ctor)) {
-    return new Failure(`a ${ctor.name || tag} cannot cross a grain boundary${tag === 'Promise' ? '; await it first' : ''}`);
+    return new Failure(
+      `a ${ctor.name || tag} cannot cross a grain boundary${tag === 'Promise' ? '; await it first' : ''}`,
+    );
   }
   if (typeof ctor === 'function' && ctor.name !== '') {
-    return new Failure(`an instance of class ${ctor.name} cannot cross a grain boundary: the class is not registered; call registerType(${ctor.name}) to let it through`);
+    return new Failure(
+      `an instance of class ${ctor.name} cannot cross a grain boundary: the class is not registered; call registerType(${ctor.name}) to let it through`,
+    );
   }
   return new Failure(`an object of an unsupported kind (${tag}, no registered class) cannot cross a grain boundary`);
 }
@@ -170,15 +206,25 @@ function toSerializationError(e: unknown, root: string, rootValue: unknown): Ser
       if (i !== undefined) {
         const path = root + steps.slice(0, j).join('');
         const back = root + steps.slice(0, i).join('');
-        return new SerializationError(`cannot serialize ${abbreviate(path)}: the value is cyclic (it refers back to ${abbreviate(back)}); cyclic values cannot cross a grain boundary`, path);
+        return new SerializationError(
+          `cannot serialize ${abbreviate(path)}: the value is cyclic (it refers back to ${abbreviate(back)}); cyclic values cannot cross a grain boundary`,
+          path,
+        );
       }
       seen.set(v, j);
     }
     const path = root + steps.join('');
-    return new SerializationError(`cannot serialize ${abbreviate(path)}: the value is cyclic or nested more than ${MAX_DEPTH} levels deep`, path);
+    return new SerializationError(
+      `cannot serialize ${abbreviate(path)}: the value is cyclic or nested more than ${MAX_DEPTH} levels deep`,
+      path,
+    );
   }
   const path = root + steps.join('');
-  return new SerializationError(`cannot serialize ${abbreviate(path)}: ${f.reason}`, path, f.cause === undefined ? undefined : { cause: f.cause });
+  return new SerializationError(
+    `cannot serialize ${abbreviate(path)}: ${f.reason}`,
+    path,
+    f.cause === undefined ? undefined : { cause: f.cause },
+  );
 }
 
 // ---- Errors ------------------------------------------------------------------
@@ -209,7 +255,8 @@ function defineData(o: object, key: string, value: unknown): void {
 function assignPairs(target: Dict, pairs: readonly unknown[], start: number): void {
   for (let i = start; i < pairs.length; i += 2) {
     const key = pairs[i];
-    if (typeof key !== 'string') throw new SerializationError('cannot decode: corrupt data (a property name is not a string)');
+    if (typeof key !== 'string')
+      throw new SerializationError('cannot decode: corrupt data (a property name is not a string)');
     defineData(target, key, pairs[i + 1]);
   }
 }
@@ -271,7 +318,10 @@ function errorPartsOf(e: Error, walk: (v: unknown, depth: number) => unknown, de
     name: typeof name === 'string' ? name : 'Error',
     message: typeof message === 'string' ? message : String(message),
     stack: typeof stack === 'string' ? stack : undefined,
-    hasCause, cause, errors, props,
+    hasCause,
+    cause,
+    errors,
+    props,
   };
 }
 
@@ -300,13 +350,15 @@ function rebuildError(entry: ErrorEntry | undefined, p: ErrorParts): Error {
   if (entry === undefined) {
     // The fields `new RemoteError(message, name, code)` would set.
     let code: unknown = 'GRANARY_REMOTE_ERROR';
-    for (let i = 0; i < p.props.length; i += 2) if (p.props[i] === 'code' && p.props[i + 1] !== undefined) code = p.props[i + 1];
+    for (let i = 0; i < p.props.length; i += 2)
+      if (p.props[i] === 'code' && p.props[i + 1] !== undefined) code = p.props[i + 1];
     defineData(err, 'code', code);
     defineData(err, 'name', 'RemoteError');
     defineData(err, 'remoteName', p.name);
     for (let i = 0; i < p.props.length; i += 2) {
       const key = p.props[i];
-      if (key !== 'name' && key !== 'code' && key !== 'remoteName' && typeof key === 'string') defineData(err, key, p.props[i + 1]);
+      if (key !== 'name' && key !== 'code' && key !== 'remoteName' && typeof key === 'string')
+        defineData(err, key, p.props[i + 1]);
     }
   } else {
     assignPairs(target, p.props, 0);
@@ -354,7 +406,10 @@ function cpProps(src: Dict, out: Dict, ctx: CodecContext | undefined, depth: num
   try {
     for (key in src) {
       v = src[key];
-      const c = (typeof v === 'object' && v !== null) || typeof v === 'function' || typeof v === 'symbol' ? cp(v, ctx, depth + 1) : v;
+      const c =
+        (typeof v === 'object' && v !== null) || typeof v === 'function' || typeof v === 'symbol'
+          ? cp(v, ctx, depth + 1)
+          : v;
       if (key === '__proto__') defineData(out, key, c);
       else out[key] = c;
     }
@@ -372,7 +427,8 @@ function cpArray(src: unknown[], ctx: CodecContext | undefined, depth: number): 
   try {
     for (; i < n; i++) {
       v = out[i];
-      if ((typeof v === 'object' && v !== null) || typeof v === 'function' || typeof v === 'symbol') out[i] = cp(v, ctx, depth + 1);
+      if ((typeof v === 'object' && v !== null) || typeof v === 'function' || typeof v === 'symbol')
+        out[i] = cp(v, ctx, depth + 1);
     }
   } catch (e) {
     throw step(e, `[${i}]`, v);
@@ -387,21 +443,32 @@ function cpOther(o: object, proto: object | null, ctx: CodecContext | undefined,
   if (depth > MAX_DEPTH) throw tooDeep();
   if (proto === null) return cpProps(o as Dict, Object.create(null) as Dict, ctx, depth);
   switch (builtinKinds.get(proto)) {
-    case K_DATE: return new Date((o as Date).getTime());
-    case K_MAP: return cpMap(o as Map<unknown, unknown>, ctx, depth);
-    case K_SET: return cpSet(o as Set<unknown>, ctx, depth);
-    case K_TYPED: return (o as TypedArray).slice();
-    case K_BUFFER: return Buffer.from(o as Buffer);
-    case K_ARRAY_BUFFER: return (o as ArrayBuffer).slice(0);
+    case K_DATE:
+      return new Date((o as Date).getTime());
+    case K_MAP:
+      return cpMap(o as Map<unknown, unknown>, ctx, depth);
+    case K_SET:
+      return cpSet(o as Set<unknown>, ctx, depth);
+    case K_TYPED:
+      return (o as TypedArray).slice();
+    case K_BUFFER:
+      return Buffer.from(o as Buffer);
+    case K_ARRAY_BUFFER:
+      return (o as ArrayBuffer).slice(0);
     case K_DATA_VIEW: {
       const dv = o as DataView;
       return new DataView(new Uint8Array(dv.buffer, dv.byteOffset, dv.byteLength).slice().buffer);
     }
-    case K_REGEXP: return new RegExp((o as RegExp).source, (o as RegExp).flags);
+    case K_REGEXP:
+      return new RegExp((o as RegExp).source, (o as RegExp).flags);
   }
   const type = typeByPrototype(proto);
   if (type !== undefined) return cpRegistered(o, type, ctx, depth);
-  if (o instanceof Error) return rebuildError(errorEntryOf(o), errorParts(o, (x, d) => cp(x, ctx, d), depth));
+  if (o instanceof Error)
+    return rebuildError(
+      errorEntryOf(o),
+      errorParts(o, (x, d) => cp(x, ctx, d), depth),
+    );
   throw unsupported(o);
 }
 
@@ -465,7 +532,9 @@ function cpRegistered(o: object, type: TypeEntry, ctx: CodecContext | undefined,
   }
   if (deserialize !== undefined) return callUser(`${type.name}'s deserialize()`, () => deserialize(data));
   if (typeof data !== 'object' || data === null) {
-    throw new Failure(`${type.name}'s serialize() returned ${data === null ? 'null' : typeof data}; without a deserialize it must return an object of properties`);
+    throw new Failure(
+      `${type.name}'s serialize() returned ${data === null ? 'null' : typeof data}; without a deserialize it must return an object of properties`,
+    );
   }
   return defineAll(Object.create(type.prototype) as Dict, data as Dict);
 }
@@ -563,7 +632,8 @@ function pr(v: unknown, depth: number): unknown {
 
 function refWire(ref: RefIdentity): Tagged {
   const { type, key } = ref;
-  if (typeof type !== 'string' || typeof key !== 'string') throw new Failure('a grain reference whose id is not { type, key } strings cannot cross a grain boundary');
+  if (typeof type !== 'string' || typeof key !== 'string')
+    throw new Failure('a grain reference whose id is not { type, key } strings cannot cross a grain boundary');
   return new Tagged([T_REF, type, key]);
 }
 
@@ -609,7 +679,7 @@ function prProps(src: Dict, depth: number): unknown {
     throw step(e, propStep(key), v);
   }
   // msgpackr renames a `__proto__` key on the way in; carry such objects as pairs.
-  return protoKey ? objectWire(src, false, depth) : out ?? src;
+  return protoKey ? objectWire(src, false, depth) : (out ?? src);
 }
 
 function objectWire(src: Dict, nullProto: boolean, depth: number): Tagged {
@@ -653,19 +723,36 @@ function prOther(o: object, proto: object | null, depth: number): unknown {
   if (proto === null) return objectWire(o as Dict, true, depth);
   switch (builtinKinds.get(proto)) {
     // msgpackr says these itself (timestamp, typed-array and regexp extensions).
-    case K_DATE: case K_TYPED: case K_ARRAY_BUFFER: case K_DATA_VIEW: case K_REGEXP: return o;
+    case K_DATE:
+    case K_TYPED:
+    case K_ARRAY_BUFFER:
+    case K_DATA_VIEW:
+    case K_REGEXP:
+      return o;
     case K_BUFFER: {
       const b = o as Buffer;
       return new Tagged([T_BUFFER, new Uint8Array(b.buffer, b.byteOffset, b.byteLength)]);
     }
-    case K_MAP: return mapWire(o as Map<unknown, unknown>, depth);
-    case K_SET: return setWire(o as Set<unknown>, depth);
+    case K_MAP:
+      return mapWire(o as Map<unknown, unknown>, depth);
+    case K_SET:
+      return setWire(o as Set<unknown>, depth);
   }
   const type = typeByPrototype(proto);
   if (type !== undefined) return typeWire(o, type, depth);
   if (o instanceof Error) {
     const p = errorParts(o, pr, depth);
-    return new Tagged([T_ERROR, errorEntryOf(o)?.name ?? null, p.name, p.message, p.stack, p.hasCause ? 1 : 0, p.cause, p.errors, ...p.props]);
+    return new Tagged([
+      T_ERROR,
+      errorEntryOf(o)?.name ?? null,
+      p.name,
+      p.message,
+      p.stack,
+      p.hasCause ? 1 : 0,
+      p.cause,
+      p.errors,
+      ...p.props,
+    ]);
   }
   throw unsupported(o);
 }
@@ -765,7 +852,9 @@ function reviveType(parts: readonly unknown[]): unknown {
   if (typeof name !== 'string') throw corrupt('type name is not a string');
   const type = typeByName(name);
   if (type === undefined) {
-    throw new SerializationError(`cannot decode an instance of type "${name}": no class is registered under that name here; call registerType for it on this side too`);
+    throw new SerializationError(
+      `cannot decode an instance of type "${name}": no class is registered under that name here; call registerType for it on this side too`,
+    );
   }
   const { deserialize } = type;
   if (parts[2] === 1) {
@@ -783,15 +872,26 @@ function reviveType(parts: readonly unknown[]): unknown {
 function reviveError(parts: readonly unknown[]): Error {
   const [, cls, name, message, stack, hasCause, cause, errors] = parts;
   if (
-    (cls !== null && typeof cls !== 'string') || typeof name !== 'string' || typeof message !== 'string'
-    || (stack !== undefined && typeof stack !== 'string') || (errors !== undefined && !Array.isArray(errors))
-    || (parts.length - 8) % 2 !== 0
+    (cls !== null && typeof cls !== 'string') ||
+    typeof name !== 'string' ||
+    typeof message !== 'string' ||
+    (stack !== undefined && typeof stack !== 'string') ||
+    (errors !== undefined && !Array.isArray(errors)) ||
+    (parts.length - 8) % 2 !== 0
   ) {
     throw corrupt('malformed error');
   }
   const props = parts.slice(8);
   const entry = cls === null ? undefined : errorByName(cls);
-  return rebuildError(entry, { name, message, stack, hasCause: hasCause === 1, cause, errors: errors as unknown[] | undefined, props });
+  return rebuildError(entry, {
+    name,
+    message,
+    stack,
+    hasCause: hasCause === 1,
+    cause,
+    errors: errors as unknown[] | undefined,
+    props,
+  });
 }
 
 /** Turns a decoded Tagged array back into its value. */
@@ -813,17 +913,23 @@ function revive(parts: unknown): unknown {
       const [, type, key] = parts;
       if (typeof type !== 'string' || typeof key !== 'string') throw corrupt('malformed grain reference');
       const ctx = decodeCtx;
-      return ctx === undefined ? refMarker(type, key) : callUserDecoding('reviving a grain reference', () => ctx.reviveRef({ type, key }));
+      return ctx === undefined
+        ? refMarker(type, key)
+        : callUserDecoding('reviving a grain reference', () => ctx.reviveRef({ type, key }));
     }
-    case T_OBJECT: return pairsToObject(parts, 2, parts[1] === 1 ? Object.create(null) as Dict : {});
+    case T_OBJECT:
+      return pairsToObject(parts, 2, parts[1] === 1 ? (Object.create(null) as Dict) : {});
     case T_BUFFER: {
       const u = parts[1];
       if (!(u instanceof Uint8Array)) throw corrupt('buffer data is not bytes');
       return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
     }
-    case T_TYPE: return reviveType(parts);
-    case T_ERROR: return reviveError(parts);
-    default: throw corrupt('unknown tag');
+    case T_TYPE:
+      return reviveType(parts);
+    case T_ERROR:
+      return reviveError(parts);
+    default:
+      throw corrupt('unknown tag');
   }
 }
 
@@ -892,9 +998,14 @@ export function encode(value: unknown, path = 'value'): Uint8Array {
  */
 export function decode(bytes: Uint8Array, ctx?: CodecContext, start = 0, end = bytes.length): unknown {
   if (!(bytes instanceof Uint8Array)) throw new SerializationError('cannot decode: expected a Uint8Array');
-  if (!(start >= 0 && end <= bytes.length && start <= end)) throw new RangeError(`cannot decode bytes ${start} to ${end} of ${bytes.length}`);
-  if (end - start < 2) throw new SerializationError(`cannot decode: ${end - start} bytes is too short to be an encoded value`);
-  if (bytes[start] !== FORMAT) throw new SerializationError(`cannot decode: unknown format byte 0x${(bytes[start] ?? 0).toString(16)}; not data written by this codec`);
+  if (!(start >= 0 && end <= bytes.length && start <= end))
+    throw new RangeError(`cannot decode bytes ${start} to ${end} of ${bytes.length}`);
+  if (end - start < 2)
+    throw new SerializationError(`cannot decode: ${end - start} bytes is too short to be an encoded value`);
+  if (bytes[start] !== FORMAT)
+    throw new SerializationError(
+      `cannot decode: unknown format byte 0x${(bytes[start] ?? 0).toString(16)}; not data written by this codec`,
+    );
   const saved = decodeCtx;
   decodeCtx = ctx;
   try {

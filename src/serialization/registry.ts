@@ -46,22 +46,33 @@ const errorsByName = new Map<string, ErrorEntry>();
 // Prototypes whose instances hold internal slots that copying own properties
 // would lose: a subclass of one needs its own serialize and deserialize.
 const slotted: ReadonlyArray<[string, object]> = [
-  ['Map', Map.prototype], ['Set', Set.prototype], ['Date', Date.prototype], ['RegExp', RegExp.prototype],
-  ['ArrayBuffer', ArrayBuffer.prototype], ['a typed array', Object.getPrototypeOf(Uint8Array.prototype) as object],
-  ['DataView', DataView.prototype], ['Promise', Promise.prototype], ['WeakMap', WeakMap.prototype],
-  ['WeakSet', WeakSet.prototype], ['Array', Array.prototype],
+  ['Map', Map.prototype],
+  ['Set', Set.prototype],
+  ['Date', Date.prototype],
+  ['RegExp', RegExp.prototype],
+  ['ArrayBuffer', ArrayBuffer.prototype],
+  ['a typed array', Object.getPrototypeOf(Uint8Array.prototype) as object],
+  ['DataView', DataView.prototype],
+  ['Promise', Promise.prototype],
+  ['WeakMap', WeakMap.prototype],
+  ['WeakSet', WeakSet.prototype],
+  ['Array', Array.prototype],
 ];
 
 function className(Class: unknown, what: string): string {
   if (typeof Class !== 'function' || typeof Class.prototype !== 'object' || Class.prototype === null) {
-    throw new ConfigurationError(`${what} expects a class, got ${typeof Class === 'function' ? 'a function without a prototype' : typeof Class}`);
+    throw new ConfigurationError(
+      `${what} expects a class, got ${typeof Class === 'function' ? 'a function without a prototype' : typeof Class}`,
+    );
   }
   return Class.name;
 }
 
 function checkName(name: unknown, what: string, Class: { name: string }): string {
   if (typeof name !== 'string' || name === '') {
-    throw new ConfigurationError(`${what}(${Class.name || 'anonymous class'}) needs a name: the class has none, so pass { name: '...' }`);
+    throw new ConfigurationError(
+      `${what}(${Class.name || 'anonymous class'}) needs a name: the class has none, so pass { name: '...' }`,
+    );
   }
   return name;
 }
@@ -81,14 +92,20 @@ export function registerType<T extends object>(Class: AnyClass<T>, options: Regi
   const existing = typesByName.get(name);
   if (existing !== undefined) {
     if (existing.Class === Class) return;
-    throw new ConfigurationError(`registerType: the name "${name}" is already taken by another class; give one of them a distinct { name }`);
+    throw new ConfigurationError(
+      `registerType: the name "${name}" is already taken by another class; give one of them a distinct { name }`,
+    );
   }
   const other = typesByProto.get(prototype);
   if (other !== undefined) {
-    throw new ConfigurationError(`registerType: class ${inferred} is already registered under the name "${other.name}"; register it once, under one name`);
+    throw new ConfigurationError(
+      `registerType: class ${inferred} is already registered under the name "${other.name}"; register it once, under one name`,
+    );
   }
   if (prototype instanceof Error || prototype === Error.prototype) {
-    throw new ConfigurationError(`registerType: ${inferred} is an Error class; register it with registerError(${inferred}) instead`);
+    throw new ConfigurationError(
+      `registerType: ${inferred} is an Error class; register it with registerError(${inferred}) instead`,
+    );
   }
   if (prototype === Object.prototype || prototype === Function.prototype) {
     throw new ConfigurationError(`registerType: ${inferred} is built in and cannot be registered`);
@@ -96,7 +113,9 @@ export function registerType<T extends object>(Class: AnyClass<T>, options: Regi
   if (options.serialize === undefined || options.deserialize === undefined) {
     for (const [label, p] of slotted) {
       if (prototype === p || Object.prototype.isPrototypeOf.call(p, prototype)) {
-        throw new ConfigurationError(`registerType: ${inferred} extends ${label}, whose contents are not own properties; pass both serialize and deserialize`);
+        throw new ConfigurationError(
+          `registerType: ${inferred} extends ${label}, whose contents are not own properties; pass both serialize and deserialize`,
+        );
       }
     }
   }
@@ -116,16 +135,22 @@ export function registerError(Class: AnyClass<Error>, options: RegisterErrorOpti
   const name = checkName(options.name ?? inferred, 'registerError', Class);
   const prototype = Class.prototype as Error;
   if (!(prototype instanceof Error) && prototype !== Error.prototype) {
-    throw new ConfigurationError(`registerError: ${inferred} does not extend Error; register plain classes with registerType(${inferred})`);
+    throw new ConfigurationError(
+      `registerError: ${inferred} does not extend Error; register plain classes with registerType(${inferred})`,
+    );
   }
   const existing = errorsByName.get(name);
   if (existing !== undefined) {
     if (existing.Class === Class) return;
-    throw new ConfigurationError(`registerError: the name "${name}" is already taken by another error class; give one of them a distinct { name }`);
+    throw new ConfigurationError(
+      `registerError: the name "${name}" is already taken by another error class; give one of them a distinct { name }`,
+    );
   }
   const other = errorsByProto.get(prototype);
   if (other !== undefined) {
-    throw new ConfigurationError(`registerError: class ${inferred} is already registered under the name "${other.name}"; register it once, under one name`);
+    throw new ConfigurationError(
+      `registerError: class ${inferred} is already registered under the name "${other.name}"; register it once, under one name`,
+    );
   }
   const entry: ErrorEntry = { name, Class, prototype };
   errorsByName.set(name, entry);
@@ -162,6 +187,16 @@ export function errorByName(name: string): ErrorEntry | undefined {
   return errorsByName.get(name);
 }
 
-for (const Class of [...builtinErrorClasses, Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError, AggregateError]) {
+for (const Class of [
+  ...builtinErrorClasses,
+  Error,
+  TypeError,
+  RangeError,
+  SyntaxError,
+  ReferenceError,
+  EvalError,
+  URIError,
+  AggregateError,
+]) {
   registerError(Class);
 }

@@ -135,7 +135,12 @@ export class PersistentStateImpl<T> implements PersistentState<T> {
     }
     this.#unsettled = undefined;
     if (stored.etag === unsettled.etag) return;
-    if (unsettled.op === 'write' && stored.etag !== null && unsettled.bytes !== undefined && sameBytes(encodeOrUndefined(stored.state), unsettled.bytes)) {
+    if (
+      unsettled.op === 'write' &&
+      stored.etag !== null &&
+      unsettled.bytes !== undefined &&
+      sameBytes(encodeOrUndefined(stored.state), unsettled.bytes)
+    ) {
       this.etag = stored.etag;
       this.recordExists = true;
       return;

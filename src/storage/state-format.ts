@@ -56,7 +56,9 @@ export function payloadFormat(format: StateFormat, serializer: StateSerializer):
 export function formatOption(fn: string, value: unknown): StateFormat {
   if (value === undefined) return 'codec';
   if (value === 'codec' || value === 'json') return value;
-  throw new ConfigurationError(`${fn}: option format must be 'codec' (the silo's serializer, the default) or 'json' (JSON text), got ${JSON.stringify(value) ?? String(value)}`);
+  throw new ConfigurationError(
+    `${fn}: option format must be 'codec' (the silo's serializer, the default) or 'json' (JSON text), got ${JSON.stringify(value) ?? String(value)}`,
+  );
 }
 
 /**
@@ -115,7 +117,9 @@ function check(v: unknown, depth: number): void {
     case 'bigint':
       throw new Unfit(`a BigInt (${v}n), which JSON cannot hold; store it as a string, or use format 'codec'`);
     case 'undefined':
-      throw new Unfit(`undefined, which JSON cannot hold (a property set to undefined would read back missing); delete the property or use null`);
+      throw new Unfit(
+        `undefined, which JSON cannot hold (a property set to undefined would read back missing); delete the property or use null`,
+      );
     case 'symbol':
       throw new Unfit(`a symbol (${String(v)}), which JSON cannot hold`);
     case 'function':
@@ -123,7 +127,8 @@ function check(v: unknown, depth: number): void {
       throw new Unfit(`a function${v.name === '' ? '' : ` (${v.name})`}, which JSON cannot hold`);
     case 'object':
       if (v === null) return;
-      if (depth >= MAX_DEPTH) throw new Unfit(`cyclic or nested more than ${MAX_DEPTH} levels deep, which JSON cannot hold`);
+      if (depth >= MAX_DEPTH)
+        throw new Unfit(`cyclic or nested more than ${MAX_DEPTH} levels deep, which JSON cannot hold`);
       checkObject(v, depth);
   }
 }
@@ -145,7 +150,8 @@ function checkObject(o: object, depth: number): void {
   }
   if (proto === Object.prototype) {
     if ((o as { [GRAIN_REF]?: unknown })[GRAIN_REF] !== undefined) throw grainRef();
-    if (Object.getOwnPropertySymbols(o).length > 0) throw new Unfit('an object with symbol-keyed properties, which JSON would drop');
+    if (Object.getOwnPropertySymbols(o).length > 0)
+      throw new Unfit('an object with symbol-keyed properties, which JSON would drop');
     for (const key in o) {
       try {
         check((o as Record<string, unknown>)[key], depth + 1);
@@ -165,11 +171,14 @@ function grainRef(): Unfit {
 
 /** What an object other than a plain object or array is, and what to store instead. */
 function describeObject(o: object, proto: unknown): string {
-  if (proto === null) return 'an object with a null prototype, which JSON would read back as a plain object; create it with {} instead';
+  if (proto === null)
+    return 'an object with a null prototype, which JSON would read back as a plain object; create it with {} instead';
   const codec = `, or use format 'codec'`;
-  if (o instanceof Map) return `a Map, which JSON cannot hold; store a plain object or an array of [key, value] pairs${codec}`;
+  if (o instanceof Map)
+    return `a Map, which JSON cannot hold; store a plain object or an array of [key, value] pairs${codec}`;
   if (o instanceof Set) return `a Set, which JSON cannot hold; store an array${codec}`;
-  if (o instanceof Date) return `a Date, which JSON cannot hold (it would read back as a string); store date.getTime() or date.toISOString()${codec}`;
+  if (o instanceof Date)
+    return `a Date, which JSON cannot hold (it would read back as a string); store date.getTime() or date.toISOString()${codec}`;
   if (ArrayBuffer.isView(o) || o instanceof ArrayBuffer) {
     return `binary data (${o.constructor.name}), which JSON cannot hold; store an array of numbers or a base64 string${codec}`;
   }

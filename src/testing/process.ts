@@ -58,16 +58,24 @@ export class SiloProcess {
 
   /** Starts the child and waits until its silo is active (or fails, with its stderr in the error). */
   static async start(options: SiloProcessOptions, timeoutMs = 20_000): Promise<SiloProcess> {
-    const entry = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './silo-process-main.ts' : './silo-process-main.js', import.meta.url));
+    const entry = fileURLToPath(
+      new URL(import.meta.url.endsWith('.ts') ? './silo-process-main.ts' : './silo-process-main.js', import.meta.url),
+    );
     const execArgv = options.execArgv ?? (entry.endsWith('.ts') ? ['--import', 'tsx', '--conditions=source'] : []);
     const child = fork(entry, [], {
       execArgv,
-      env: { ...process.env, GRANARY_SILO_PROCESS: JSON.stringify(options), GRANARY_LOG_LEVEL: options.logLevel ?? 'warn' },
+      env: {
+        ...process.env,
+        GRANARY_SILO_PROCESS: JSON.stringify(options),
+        GRANARY_LOG_LEVEL: options.logLevel ?? 'warn',
+      },
       stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
     });
     let stderr = '';
     child.stderr?.on('data', (d) => (stderr += String(d)));
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.once('exit', (code, signal) => resolve({ code, signal })),
+    );
     const ready = await new Promise<Ready>((resolve, reject) => {
       const timer = setTimeout(() => {
         child.kill('SIGKILL');

@@ -22,10 +22,16 @@ async function membershipOf(spec: ProviderSpec): Promise<MembershipTable> {
     case 'memory':
       return memoryMembership();
     case 'sqlite':
-      return sqliteMembership({ path: spec.path, ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}) });
+      return sqliteMembership({
+        path: spec.path,
+        ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}),
+      });
     case 'postgres': {
       const { postgresMembership } = await import('../providers/postgres/index.ts');
-      return postgresMembership({ connectionString: spec.connectionString, ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}) });
+      return postgresMembership({
+        connectionString: spec.connectionString,
+        ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}),
+      });
     }
     case 'redis': {
       const { redisMembership } = await import('../providers/redis/index.ts');
@@ -38,10 +44,16 @@ async function storageOf(spec: ProviderSpec | undefined): Promise<StorageProvide
   if (spec === undefined || spec.kind === 'memory') return memoryStorage();
   switch (spec.kind) {
     case 'sqlite':
-      return sqliteStorage({ path: spec.path, ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}) });
+      return sqliteStorage({
+        path: spec.path,
+        ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}),
+      });
     case 'postgres': {
       const { postgresStorage } = await import('../providers/postgres/index.ts');
-      return postgresStorage({ connectionString: spec.connectionString, ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}) });
+      return postgresStorage({
+        connectionString: spec.connectionString,
+        ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}),
+      });
     }
     case 'redis': {
       const { redisStorage } = await import('../providers/redis/index.ts');
@@ -54,10 +66,16 @@ async function remindersOf(spec: ProviderSpec | undefined): Promise<ReminderTabl
   if (spec === undefined || spec.kind === 'memory') return memoryReminders();
   switch (spec.kind) {
     case 'sqlite':
-      return sqliteReminders({ path: spec.path, ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}) });
+      return sqliteReminders({
+        path: spec.path,
+        ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}),
+      });
     case 'postgres': {
       const { postgresReminders } = await import('../providers/postgres/index.ts');
-      return postgresReminders({ connectionString: spec.connectionString, ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}) });
+      return postgresReminders({
+        connectionString: spec.connectionString,
+        ...(spec.tablePrefix !== undefined ? { tablePrefix: spec.tablePrefix } : {}),
+      });
     }
     case 'redis': {
       const { redisReminders } = await import('../providers/redis/index.ts');
@@ -69,7 +87,9 @@ async function remindersOf(spec: ProviderSpec | undefined): Promise<ReminderTabl
 const opts = JSON.parse(process.env['GRANARY_SILO_PROCESS'] ?? 'null') as SiloProcessOptions | null;
 if (opts === null) throw new Error('GRANARY_SILO_PROCESS is not set');
 const mod = (await import(pathToFileURL(resolve(opts.grains)).href)) as Record<string, unknown>;
-const grains = Object.values(mod).filter((v): v is GrainClass => typeof v === 'function' && v.prototype instanceof Grain);
+const grains = Object.values(mod).filter(
+  (v): v is GrainClass => typeof v === 'function' && v.prototype instanceof Grain,
+);
 const silo = await Silo.start({
   ...(opts.siloOptions as object),
   clusterId: opts.clusterId,

@@ -51,7 +51,14 @@ export class TestCluster {
   readonly #membership: () => MembershipTable;
   readonly #shared: Shared;
 
-  private constructor(opts: TestClusterOptions, clusterId: string, membership: () => MembershipTable, silos: Silo[], client: ClusterClient, shared: Shared) {
+  private constructor(
+    opts: TestClusterOptions,
+    clusterId: string,
+    membership: () => MembershipTable,
+    silos: Silo[],
+    client: ClusterClient,
+    shared: Shared,
+  ) {
     this.#shared = shared;
     this.#opts = opts;
     this.clusterId = clusterId;
@@ -72,12 +79,18 @@ export class TestCluster {
     const silos: Silo[] = [];
     try {
       for (let i = 0; i < n; i++) silos.push(await TestCluster.#startSilo(options, clusterId, membership, shared));
-      await waitFor(`all ${n} silos see each other`, () => silos.every((s) => s.cluster?.view.active.size === n), 10_000);
+      await waitFor(
+        `all ${n} silos see each other`,
+        () => silos.every((s) => s.cluster?.view.active.size === n),
+        10_000,
+      );
       const client = await ClusterClient.connect({
         clusterId,
         gateways: silos.map((s) => s.cluster?.gatewayAddress).filter((g): g is string => typeof g === 'string'),
         logger: options.siloOptions?.logger ?? silentLogger(),
-        ...(options.siloOptions?.responseTimeoutMs !== undefined ? { responseTimeoutMs: options.siloOptions.responseTimeoutMs } : {}),
+        ...(options.siloOptions?.responseTimeoutMs !== undefined
+          ? { responseTimeoutMs: options.siloOptions.responseTimeoutMs }
+          : {}),
       });
       return new TestCluster(options, clusterId, membership, silos, client, shared);
     } catch (e) {
@@ -86,7 +99,12 @@ export class TestCluster {
     }
   }
 
-  static #startSilo(options: TestClusterOptions, clusterId: string, membership: () => MembershipTable, shared: Shared): Promise<Silo> {
+  static #startSilo(
+    options: TestClusterOptions,
+    clusterId: string,
+    membership: () => MembershipTable,
+    shared: Shared,
+  ): Promise<Silo> {
     return Silo.start({
       logger: silentLogger(),
       membershipOptions: fastMembership,
@@ -118,7 +136,11 @@ export class TestCluster {
     const s = await TestCluster.#startSilo(this.#opts, this.clusterId, this.#membership, this.#shared);
     this.silos.push(s);
     const addr = s.info.address;
-    await waitFor(`the silos see ${addr}`, () => this.live().every((x) => x.cluster?.view.active.has(addr) === true), 10_000);
+    await waitFor(
+      `the silos see ${addr}`,
+      () => this.live().every((x) => x.cluster?.view.active.has(addr) === true),
+      10_000,
+    );
     return s;
   }
 

@@ -9,8 +9,16 @@ import type { Logger } from '../observability/logger.ts';
 import { silentLogger } from '../observability/logger.ts';
 import { FrameDecoder, FrameError, FrameWriter, type FrameHead, type FrameSink } from './framing.ts';
 import {
-  FRAME_HELLO, FRAME_REJECT, HANDSHAKE_MAX_FRAME_BYTES, decodeHello, decodeReject, encodeHello, encodeReject,
-  helloMismatch, type Hello, type PeerRole,
+  FRAME_HELLO,
+  FRAME_REJECT,
+  HANDSHAKE_MAX_FRAME_BYTES,
+  decodeHello,
+  decodeReject,
+  encodeHello,
+  encodeReject,
+  helloMismatch,
+  type Hello,
+  type PeerRole,
 } from './handshake.ts';
 import { transportChannels } from './channels.ts';
 import { resolveTransportLimits, type ResolvedTransportLimits, type TransportLimits } from './limits.ts';
@@ -194,7 +202,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     const timeoutMs = this.#limits.handshakeTimeoutMs;
     this.#handshakeTimer = setTimeout(() => {
       const partial = this.#decoder.bufferedBytes;
-      this.#drop('timeout', `no handshake within ${timeoutMs} ms${partial > 0 ? ` (${partial} bytes of an unfinished frame)` : ''}`);
+      this.#drop(
+        'timeout',
+        `no handshake within ${timeoutMs} ms${partial > 0 ? ` (${partial} bytes of an unfinished frame)` : ''}`,
+      );
     }, timeoutMs);
     this.#handshakeTimer.unref();
     if (this.#side === 'connect') this.#sendControl(FRAME_HELLO, encodeHello(this.#hello));
@@ -255,7 +266,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   /** Sets the handler once; frames that arrived before it are delivered now, in order. */
   setHandler(handler: ConnectionHandler): void {
-    if (this.#handler !== undefined) throw new GranaryError('the connection already has a handler', 'GRANARY_TRANSPORT');
+    if (this.#handler !== undefined)
+      throw new GranaryError('the connection already has a handler', 'GRANARY_TRANSPORT');
     this.#handler = handler;
     const waiting = this.#waiting;
     if (waiting === undefined) return;
@@ -360,14 +372,25 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         this.#drop('protocol', error.message);
       } else {
         // A bug here or in an onOpen callback: this connection goes, the process stays.
-        this.#logger.error({ peer: this.peerName, error }, `closing connection with ${this.peerName} after an internal error: ${messageOf(error)}`);
-        this.#finish({ kind: 'protocol', reason: `internal error: ${messageOf(error)}`, error: error instanceof Error ? error : undefined }, false);
+        this.#logger.error(
+          { peer: this.peerName, error },
+          `closing connection with ${this.peerName} after an internal error: ${messageOf(error)}`,
+        );
+        this.#finish(
+          {
+            kind: 'protocol',
+            reason: `internal error: ${messageOf(error)}`,
+            error: error instanceof Error ? error : undefined,
+          },
+          false,
+        );
       }
     }
   }
 
   #deliver(type: number, buf: Buffer, start: number, end: number): boolean {
-    if (this.#state !== OPEN) return this.#state === HANDSHAKING ? this.#handshakeFrame(type, buf.subarray(start, end)) : false;
+    if (this.#state !== OPEN)
+      return this.#state === HANDSHAKING ? this.#handshakeFrame(type, buf.subarray(start, end)) : false;
     this.#stats.framesReceived++;
     const handler = this.#handler;
     if (handler === undefined) {
@@ -392,8 +415,14 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #handshakeFrame(type: number, body: Buffer): boolean {
     if (type === FRAME_REJECT && this.#side === 'connect') {
       const reason = decodeReject(body);
-      this.#logger.warn({ peer: this.#peerName, remote: this.remoteAddress, reason }, `refused by peer ${this.#peerName}: ${reason}`);
-      this.#finish({ kind: 'refused', reason: `refused by peer ${this.#peerName}: ${reason}`, error: undefined }, false);
+      this.#logger.warn(
+        { peer: this.#peerName, remote: this.remoteAddress, reason },
+        `refused by peer ${this.#peerName}: ${reason}`,
+      );
+      this.#finish(
+        { kind: 'refused', reason: `refused by peer ${this.#peerName}: ${reason}`, error: undefined },
+        false,
+      );
       return false;
     }
     if (type !== FRAME_HELLO) return this.#drop('protocol', `frame type ${type} before the handshake`);
@@ -402,7 +431,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     if (this.#side === 'accept') {
       const reason = helloMismatch(this.#hello, peer, this.#acceptRoles);
       if (reason !== undefined) {
-        this.#logger.warn({ peer: peer.address, remote: this.remoteAddress, reason }, `refused peer ${peer.address}: ${reason}`);
+        this.#logger.warn(
+          { peer: peer.address, remote: this.remoteAddress, reason },
+          `refused peer ${peer.address}: ${reason}`,
+        );
         this.#sendControl(FRAME_REJECT, encodeReject(reason));
         this.#finish({ kind: 'refused', reason: `refused peer ${peer.address}: ${reason}`, error: undefined }, true);
         return false;
@@ -419,10 +451,18 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.#decoder.maxFrameBytes = this.#limits.maxFrameBytes;
     // Never send what the peer would refuse: a too-big frame fails at send(), not the connection.
     this.#writer.maxFrameBytes = Math.min(this.#limits.maxFrameBytes, peer.maxFrameBytes ?? this.#limits.maxFrameBytes);
-    this.#logger.debug({ peer: peer.address, remote: this.remoteAddress, role: peer.role, generation: peer.generation }, `connection with ${peer.address} open`);
+    this.#logger.debug(
+      { peer: peer.address, remote: this.remoteAddress, role: peer.role, generation: peer.generation },
+      `connection with ${peer.address} open`,
+    );
     this.#resolveReady(peer);
     if (transportChannels.connectionOpened.hasSubscribers) {
-      transportChannels.connectionOpened.publish({ connection: this, side: this.#side, peer, remote: this.remoteAddress });
+      transportChannels.connectionOpened.publish({
+        connection: this,
+        side: this.#side,
+        peer,
+        remote: this.remoteAddress,
+      });
     }
     if (this.#onOpen !== undefined) this.#onOpen(this);
     return this.#state === OPEN;
@@ -435,7 +475,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       this.#drop('protocol', `peer hung up inside a frame (${partial} bytes of it received)`);
     } else if (this.#state === HANDSHAKING) {
       this.#logger.info({ peer: this.#peerName }, `peer ${this.#peerName} hung up during the handshake`);
-      this.#finish({ kind: 'peer', reason: `peer ${this.#peerName} hung up during the handshake`, error: undefined }, false);
+      this.#finish(
+        { kind: 'peer', reason: `peer ${this.#peerName} hung up during the handshake`, error: undefined },
+        false,
+      );
     } else {
       // The peer sent its FIN and, without half-open sockets, no longer reads: nothing pending can reach it.
       this.#logger.info({ peer: this.peerName }, `peer ${this.peerName} closed the connection`);
@@ -513,14 +556,22 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.#resolveClosed(info);
     if (transportChannels.connectionClosed.hasSubscribers) {
       transportChannels.connectionClosed.publish({
-        connection: this, side: this.#side, peer: this.peerName, remote: this.remoteAddress, kind: info.kind, reason: info.reason,
+        connection: this,
+        side: this.#side,
+        peer: this.peerName,
+        remote: this.remoteAddress,
+        kind: info.kind,
+        reason: info.reason,
       });
     }
     this.emit('close', info);
   }
 
   #notOpen(): GranaryError {
-    if (this.#state === HANDSHAKING) return new GranaryError(`connection with ${this.peerName} is not open yet`, 'GRANARY_TRANSPORT');
-    return new SiloUnavailableError(`connection with ${this.peerName} is closed: ${this.#closeInfo?.reason ?? 'closed'}`);
+    if (this.#state === HANDSHAKING)
+      return new GranaryError(`connection with ${this.peerName} is not open yet`, 'GRANARY_TRANSPORT');
+    return new SiloUnavailableError(
+      `connection with ${this.peerName} is closed: ${this.#closeInfo?.reason ?? 'closed'}`,
+    );
   }
 }

@@ -132,9 +132,11 @@ export class Connector {
         return Promise.reject(error);
       }
     }
-    if (this.#closed) return Promise.reject(new SiloUnavailableError(`cannot reach ${address}: the connector is closed`));
+    if (this.#closed)
+      return Promise.reject(new SiloUnavailableError(`cannot reach ${address}: the connector is closed`));
     if (peer.dead) return Promise.reject(new SiloUnavailableError(`silo ${address} is dead`));
-    if (peer.failures > 0 && (peer.attempting || Date.now() < peer.retryAt)) return Promise.reject(this.#failFast(peer));
+    if (peer.failures > 0 && (peer.attempting || Date.now() < peer.retryAt))
+      return Promise.reject(this.#failFast(peer));
     if (peer.attempting && peer.ready !== undefined) return peer.ready;
     return this.#attempt(peer);
   }
@@ -142,10 +144,21 @@ export class Connector {
   /** What is known about `address`. */
   status(address: string): PeerStatus {
     const peer = this.#peers.get(address);
-    if (peer === undefined) return { state: 'idle', failures: 0, attempts: 0, retryInMs: 0, backoffMs: 0, lastError: undefined };
-    const state = peer.dead ? 'dead' : peer.connection !== undefined ? 'open' : peer.attempting ? 'connecting' : peer.failures > 0 ? 'failing' : 'idle';
+    if (peer === undefined)
+      return { state: 'idle', failures: 0, attempts: 0, retryInMs: 0, backoffMs: 0, lastError: undefined };
+    const state = peer.dead
+      ? 'dead'
+      : peer.connection !== undefined
+        ? 'open'
+        : peer.attempting
+          ? 'connecting'
+          : peer.failures > 0
+            ? 'failing'
+            : 'idle';
     return {
-      state, failures: peer.failures, attempts: peer.attempts,
+      state,
+      failures: peer.failures,
+      attempts: peer.attempts,
       retryInMs: peer.failures > 0 ? Math.max(0, peer.retryAt - Date.now()) : 0,
       backoffMs: peer.backoffMs,
       lastError: peer.lastError?.message,
@@ -207,7 +220,10 @@ export class Connector {
     const wait = Math.max(0, peer.retryAt - Date.now());
     const last = peer.lastError?.message ?? 'unknown error';
     const next = peer.attempting ? 'an attempt is in progress' : `next attempt in ${wait} ms`;
-    return new SiloUnavailableError(`silo ${peer.address} is unreachable (${peer.failures} failed attempts, last: ${last}); ${next}`, { cause: peer.lastError });
+    return new SiloUnavailableError(
+      `silo ${peer.address} is unreachable (${peer.failures} failed attempts, last: ${last}); ${next}`,
+      { cause: peer.lastError },
+    );
   }
 
   #attempt(peer: Peer): Promise<Connection> {
@@ -270,9 +286,12 @@ export class Connector {
     peer.attempting = false;
     if (peer.dead || this.#closed) {
       connection.close(peer.dead ? 'silo marked dead' : 'connector closed');
-      throw new SiloUnavailableError(peer.dead ? `silo ${peer.address} is dead` : `cannot reach ${peer.address}: the connector is closed`);
+      throw new SiloUnavailableError(
+        peer.dead ? `silo ${peer.address} is dead` : `cannot reach ${peer.address}: the connector is closed`,
+      );
     }
-    if (peer.failures > 0) this.#logger.info({ peer: peer.address, failures: peer.failures }, `reconnected to ${peer.address}`);
+    if (peer.failures > 0)
+      this.#logger.info({ peer: peer.address, failures: peer.failures }, `reconnected to ${peer.address}`);
     peer.failures = 0;
     peer.lastError = undefined;
     peer.reconnect = false;
@@ -282,7 +301,9 @@ export class Connector {
       // Closed between its handshake and now: the close handler ran before peer.connection was set.
       peer.connection = undefined;
       peer.ready = undefined;
-      throw new SiloUnavailableError(`connection with ${peer.address} closed right after its handshake: ${connection.closeInfo?.reason ?? 'closed'}`);
+      throw new SiloUnavailableError(
+        `connection with ${peer.address} closed right after its handshake: ${connection.closeInfo?.reason ?? 'closed'}`,
+      );
     }
     this.#options.onConnection?.(connection);
     return connection;

@@ -99,11 +99,15 @@ export class FrameWriter {
    */
   append2(type: number, head: Uint8Array, body: Uint8Array, headLength = head.length): void {
     if ((type & 0xff) !== type) throw new RangeError(`frame type must be an integer from 0 to 255, got ${type}`);
-    if (!(headLength >= 0 && headLength <= head.length)) throw new RangeError(`headLength ${headLength} is outside the head's ${head.length} bytes`);
+    if (!(headLength >= 0 && headLength <= head.length))
+      throw new RangeError(`headLength ${headLength} is outside the head's ${head.length} bytes`);
     const bodyLength = headLength + body.length;
     const length = bodyLength + 1;
     if (length > this.#maxFrameBytes) {
-      throw new FrameError(`frame of ${length} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`, 'GRANARY_FRAME_TOO_LARGE');
+      throw new FrameError(
+        `frame of ${length} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`,
+        'GRANARY_FRAME_TOO_LARGE',
+      );
     }
     let at = this.#end;
     if (at + FRAME_OVERHEAD_BYTES + bodyLength > this.#slab.length) at = this.#grow(FRAME_OVERHEAD_BYTES + bodyLength);
@@ -128,7 +132,10 @@ export class FrameWriter {
   appendHead(type: number, head: FrameHead, body: Uint8Array): void {
     if ((type & 0xff) !== type) throw new RangeError(`frame type must be an integer from 0 to 255, got ${type}`);
     if (body.length + 1 > this.#maxFrameBytes) {
-      throw new FrameError(`frame of more than ${body.length + 1} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`, 'GRANARY_FRAME_TOO_LARGE');
+      throw new FrameError(
+        `frame of more than ${body.length + 1} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`,
+        'GRANARY_FRAME_TOO_LARGE',
+      );
     }
     const room = FRAME_OVERHEAD_BYTES + head.maxBytes + body.length;
     let at = this.#end;
@@ -139,7 +146,10 @@ export class FrameWriter {
     const headEnd = head.writeTo(slab, h);
     const length = headEnd - h + body.length + 1;
     if (length > this.#maxFrameBytes) {
-      throw new FrameError(`frame of ${length} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`, 'GRANARY_FRAME_TOO_LARGE');
+      throw new FrameError(
+        `frame of ${length} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`,
+        'GRANARY_FRAME_TOO_LARGE',
+      );
     }
     slab[at] = length >>> 24;
     slab[at + 1] = (length >>> 16) & 0xff;
@@ -283,8 +293,10 @@ export class FrameDecoder {
   }
 
   #lengthError(length: number): FrameError {
-    return new FrameError(length === 0
-      ? 'frame length 0: a frame holds at least its type byte'
-      : `frame length ${length} exceeds maxFrameBytes (${this.#maxFrameBytes})`);
+    return new FrameError(
+      length === 0
+        ? 'frame length 0: a frame holds at least its type byte'
+        : `frame length ${length} exceeds maxFrameBytes (${this.#maxFrameBytes})`,
+    );
   }
 }

@@ -53,10 +53,16 @@ export function makeHello(init: HelloInit, maxFrameBytes?: number): Hello {
 
 /** The body of a HELLO frame. */
 export function encodeHello(hello: Hello): Buffer {
-  return Buffer.from(JSON.stringify({
-    protocol: hello.protocol, clusterId: hello.clusterId, address: hello.address,
-    generation: hello.generation, role: hello.role, maxFrameBytes: hello.maxFrameBytes,
-  }));
+  return Buffer.from(
+    JSON.stringify({
+      protocol: hello.protocol,
+      clusterId: hello.clusterId,
+      address: hello.address,
+      generation: hello.generation,
+      role: hello.role,
+      maxFrameBytes: hello.maxFrameBytes,
+    }),
+  );
 }
 
 /** Reads a HELLO body; returns a string saying what is wrong when it is not one. */
@@ -73,7 +79,8 @@ export function decodeHello(body: Uint8Array): Hello | string {
   if (typeof protocol !== 'number' || !Number.isInteger(protocol)) return 'malformed HELLO: protocol is not an integer';
   if (typeof clusterId !== 'string') return 'malformed HELLO: clusterId is not a string';
   if (typeof address !== 'string') return 'malformed HELLO: address is not a string';
-  if (typeof generation !== 'number' || !Number.isFinite(generation)) return 'malformed HELLO: generation is not a number';
+  if (typeof generation !== 'number' || !Number.isFinite(generation))
+    return 'malformed HELLO: generation is not a number';
   if (role !== 'silo' && role !== 'client') return `malformed HELLO: role is not 'silo' or 'client'`;
   if (maxFrameBytes === undefined) return { protocol, clusterId, address, generation, role };
   if (typeof maxFrameBytes !== 'number' || !Number.isInteger(maxFrameBytes) || maxFrameBytes < 1) {
@@ -83,7 +90,11 @@ export function decodeHello(body: Uint8Array): Hello | string {
 }
 
 /** Why `own` refuses `peer`, or undefined when they may talk. Protocol is checked first. */
-export function helloMismatch(own: Hello, peer: Hello, acceptRoles: readonly PeerRole[] = ['silo', 'client']): string | undefined {
+export function helloMismatch(
+  own: Hello,
+  peer: Hello,
+  acceptRoles: readonly PeerRole[] = ['silo', 'client'],
+): string | undefined {
   if (peer.protocol !== own.protocol) return `protocol ${peer.protocol} != ${own.protocol}`;
   if (peer.clusterId !== own.clusterId) return `cluster '${peer.clusterId}' != '${own.clusterId}'`;
   if (!acceptRoles.includes(peer.role)) return `role '${peer.role}' not accepted here`;

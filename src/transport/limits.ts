@@ -79,15 +79,20 @@ export function resolveTransportLimits(limits: TransportLimits = {}): ResolvedTr
     if (value === undefined) continue;
     const [min, max, unit] = ranges[key];
     if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-      throw new ConfigurationError(`transport option ${key} must be an integer from ${min} to ${max} (${unit}), got ${String(value)}`);
+      throw new ConfigurationError(
+        `transport option ${key} must be an integer from ${min} to ${max} (${unit}), got ${String(value)}`,
+      );
     }
     out[key] = value;
   }
   for (const key of Object.keys(limits)) {
-    if (!(key in ranges)) throw new ConfigurationError(`unknown transport option ${key}; known: ${Object.keys(ranges).join(', ')}`);
+    if (!(key in ranges))
+      throw new ConfigurationError(`unknown transport option ${key}; known: ${Object.keys(ranges).join(', ')}`);
   }
   if (out.backoffMinMs > out.backoffMaxMs) {
-    throw new ConfigurationError(`transport option backoffMinMs (${out.backoffMinMs}) must not exceed backoffMaxMs (${out.backoffMaxMs})`);
+    throw new ConfigurationError(
+      `transport option backoffMinMs (${out.backoffMinMs}) must not exceed backoffMaxMs (${out.backoffMaxMs})`,
+    );
   }
   return Object.freeze(out);
 }

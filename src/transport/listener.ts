@@ -72,7 +72,13 @@ export class Listener {
     return new Listener(server, options, limits, host, port);
   }
 
-  private constructor(server: Server, options: ListenOptions, limits: ResolvedTransportLimits, host: string, port: number) {
+  private constructor(
+    server: Server,
+    options: ListenOptions,
+    limits: ResolvedTransportLimits,
+    host: string,
+    port: number,
+  ) {
     this.#server = server;
     this.#options = options;
     this.#limits = limits;
@@ -83,7 +89,10 @@ export class Listener {
     this.hello = makeHello({ ...options.hello, address: options.hello.address ?? this.address }, limits.maxFrameBytes);
     server.on('connection', (socket: Socket) => this.#accept(socket));
     server.on('error', (error: Error) => {
-      this.#logger.error({ address: this.address, error: error.message }, `transport listener ${this.address} failed: ${error.message}`);
+      this.#logger.error(
+        { address: this.address, error: error.message },
+        `transport listener ${this.address} failed: ${error.message}`,
+      );
     });
     this.#logger.info({ address: this.address, hello: this.hello, limits }, `transport listening on ${this.address}`);
   }

@@ -1,6 +1,17 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Grain, grain, placement, ClusterClient, type CustomPlacement, type Silo, SiloUnavailableError, UnknownGrainTypeError, CancelledError, silentLogger } from 'granary';
+import {
+  Grain,
+  grain,
+  placement,
+  ClusterClient,
+  type CustomPlacement,
+  type Silo,
+  SiloUnavailableError,
+  UnknownGrainTypeError,
+  CancelledError,
+  silentLogger,
+} from 'granary';
 import { TestCluster, waitFor } from 'granary/testing';
 import diagnostics_channel from 'node:diagnostics_channel';
 import { listen } from '../../src/transport/listener.ts';
@@ -10,7 +21,8 @@ import type { Connection } from '../../src/transport/connection.ts';
 const clientConnections = new Map<string, Connection>();
 diagnostics_channel.subscribe('granary:transport:open', (event) => {
   const { connection, side } = event as { connection: Connection; side: string };
-  if (side === 'connect' && connection.hello.role === 'client') clientConnections.set(connection.hello.address, connection);
+  if (side === 'connect' && connection.hello.role === 'client')
+    clientConnections.set(connection.hello.address, connection);
   if (side === 'accept') acceptedBy.set(`${connection.hello.address}<-${connection.peer?.address ?? ''}`, connection);
 });
 /** Accepted connections by `listener<-peer` address. */
@@ -49,7 +61,10 @@ describe('ClusterClient through gateways', () => {
       assert.equal(where.size, 3);
       const v = { m: new Map([[1, new Set(['a'])]]), d: new Date(3), b: 10n };
       assert.deepEqual(await c.client.getGrain(Echo, 'vals').echo(v), v);
-      await assert.rejects(c.client.getGrain(Echo, 'err').fail(), (e: unknown) => e instanceof RangeError && /no such thing/.test(e.message));
+      await assert.rejects(
+        c.client.getGrain(Echo, 'err').fail(),
+        (e: unknown) => e instanceof RangeError && /no such thing/.test(e.message),
+      );
       await assert.rejects(c.client.getGrain<{ x(): Promise<void> }>('nope', 'k').x(), UnknownGrainTypeError);
       const byName = c.client.getGrain<Echo>('clientEcho', 'counted');
       assert.equal(await byName.count(), 1);
@@ -69,7 +84,11 @@ describe('ClusterClient through gateways', () => {
       for (let i = 0; i < 30; i++) await c.client.getGrain(Echo, `f${i}`).count();
       await c.killSilo(0);
       const dead = c.silos[0]?.info.address as string;
-      await waitFor('the others declare silo 0 dead', () => c.live().every((s) => !s.cluster?.view.active.has(dead)), 5000);
+      await waitFor(
+        'the others declare silo 0 dead',
+        () => c.live().every((s) => !s.cluster?.view.active.has(dead)),
+        5000,
+      );
       // Every grain answers again, through the remaining gateways.
       for (let i = 0; i < 30; i++) {
         const r = await c.client.getGrain(Echo, `f${i}`).where();
@@ -81,11 +100,22 @@ describe('ClusterClient through gateways', () => {
   });
 
   it('refuses to connect to a cluster it cannot reach, or with the wrong cluster id', async () => {
-    await assert.rejects(ClusterClient.connect({ clusterId: 'x', gateways: ['127.0.0.1:1'], connectTimeoutMs: 300, logger: silentLogger() }), SiloUnavailableError);
+    await assert.rejects(
+      ClusterClient.connect({
+        clusterId: 'x',
+        gateways: ['127.0.0.1:1'],
+        connectTimeoutMs: 300,
+        logger: silentLogger(),
+      }),
+      SiloUnavailableError,
+    );
     const c = await TestCluster.start({ silos: 1, grains: [Echo] });
     try {
       const gw = c.silos[0]?.cluster?.gatewayAddress as string;
-      await assert.rejects(ClusterClient.connect({ clusterId: 'other', gateways: [gw], connectTimeoutMs: 300, logger: silentLogger() }), (e: unknown) => e instanceof SiloUnavailableError && /cluster/.test(e.message));
+      await assert.rejects(
+        ClusterClient.connect({ clusterId: 'other', gateways: [gw], connectTimeoutMs: 300, logger: silentLogger() }),
+        (e: unknown) => e instanceof SiloUnavailableError && /cluster/.test(e.message),
+      );
     } finally {
       await c.stop();
     }
@@ -98,7 +128,11 @@ describe('cluster limits and discovery', () => {
     const store = new MemoryMembershipStore();
     const c = await TestCluster.start({ silos: 2, grains: [Echo], membership: () => memoryMembership({ store }) });
     try {
-      const client = await ClusterClient.connect({ clusterId: c.clusterId, membership: memoryMembership({ store }), logger: silentLogger() });
+      const client = await ClusterClient.connect({
+        clusterId: c.clusterId,
+        membership: memoryMembership({ store }),
+        logger: silentLogger(),
+      });
       try {
         assert.equal(client.gateways.length, 2);
         assert.equal(await client.getGrain(Echo, 'found').echo('yes'), 'yes');
@@ -106,11 +140,20 @@ describe('cluster limits and discovery', () => {
         await client.close();
       }
       // A silo that joins later becomes one of the client's gateways, and takes calls.
-      const later = await ClusterClient.connect({ clusterId: c.clusterId, membership: memoryMembership({ store }), gatewayRefreshIntervalMs: 50, logger: silentLogger() });
+      const later = await ClusterClient.connect({
+        clusterId: c.clusterId,
+        membership: memoryMembership({ store }),
+        gatewayRefreshIntervalMs: 50,
+        logger: silentLogger(),
+      });
       try {
         const added = await c.startSilo();
         const addedGateway = added.cluster?.gatewayAddress as string;
-        await waitFor('the client connects to the new gateway', () => acceptedBy.has(`${addedGateway}<-${later.id}`), 5000);
+        await waitFor(
+          'the client connects to the new gateway',
+          () => acceptedBy.has(`${addedGateway}<-${later.id}`),
+          5000,
+        );
         const served = new Set<string>();
         for (let i = 0; i < 60; i++) served.add(await later.getGrain(Echo, `spread-${i}`).where());
         assert.ok(served.has(added.info.address), 'the new silo serves grains too');
@@ -134,8 +177,12 @@ describe('cluster limits and discovery', () => {
     try {
       const a = c.silos[0];
       assert.ok(a !== undefined);
-      const results = await Promise.allSettled(Array.from({ length: 60 }, (_, i) => a.getGrain(Slow, `s${i}`).nap(100)));
-      const overloaded = results.filter((r) => r.status === 'rejected' && (r.reason as { code?: string }).code === 'GRANARY_OVERLOADED');
+      const results = await Promise.allSettled(
+        Array.from({ length: 60 }, (_, i) => a.getGrain(Slow, `s${i}`).nap(100)),
+      );
+      const overloaded = results.filter(
+        (r) => r.status === 'rejected' && (r.reason as { code?: string }).code === 'GRANARY_OVERLOADED',
+      );
       const ok = results.filter((r) => r.status === 'fulfilled');
       assert.ok(overloaded.length > 0, 'no call was refused');
       assert.ok(ok.length >= 5, 'the limit refused too much');
@@ -147,9 +194,20 @@ describe('cluster limits and discovery', () => {
 
   it('refuses calls with GRANARY_OVERLOADED while its gateway does not read, instead of queueing without bound', async () => {
     // A gateway that shakes hands and then never reads again.
-    const gateway = await listen({ port: 0, hello: { clusterId: 'stalled', generation: 1, role: 'silo' }, handler: { onFrame: () => true }, onConnection: (c) => c.pause() });
+    const gateway = await listen({
+      port: 0,
+      hello: { clusterId: 'stalled', generation: 1, role: 'silo' },
+      handler: { onFrame: () => true },
+      onConnection: (c) => c.pause(),
+    });
     const limit = 1024 * 1024;
-    const client = await ClusterClient.connect({ clusterId: 'stalled', gateways: [gateway.address], responseTimeoutMs: 1000, transport: { maxQueuedBytes: limit }, logger: silentLogger() });
+    const client = await ClusterClient.connect({
+      clusterId: 'stalled',
+      gateways: [gateway.address],
+      responseTimeoutMs: 1000,
+      transport: { maxQueuedBytes: limit },
+      logger: silentLogger(),
+    });
     try {
       const big = 'x'.repeat(64 * 1024);
       let peak = 0;
@@ -163,7 +221,11 @@ describe('cluster limits and discovery', () => {
       const codes = results.map((r) => (r.status === 'rejected' ? (r.reason as { code?: string }).code : 'fulfilled'));
       const overloaded = codes.filter((c) => c === 'GRANARY_OVERLOADED').length;
       assert.ok(overloaded > 0, 'no call was refused');
-      assert.equal(codes.filter((c) => c !== 'GRANARY_OVERLOADED' && c !== 'GRANARY_TIMEOUT').length, 0, `calls ended otherwise: ${[...new Set(codes)].join(', ')}`);
+      assert.equal(
+        codes.filter((c) => c !== 'GRANARY_OVERLOADED' && c !== 'GRANARY_TIMEOUT').length,
+        0,
+        `calls ended otherwise: ${[...new Set(codes)].join(', ')}`,
+      );
       assert.ok(peak < limit + 2 * big.length, `the client queued ${peak} bytes past a limit of ${limit}`);
     } finally {
       await client.close();
@@ -172,7 +234,10 @@ describe('cluster limits and discovery', () => {
   });
 
   it('refuses calls to another silo with GRANARY_OVERLOADED while that silo does not read', async () => {
-    const elsewhere: CustomPlacement = { name: 'elsewhere', place: (_g, silos, local) => silos.find((x) => x !== local) ?? local };
+    const elsewhere: CustomPlacement = {
+      name: 'elsewhere',
+      place: (_g, silos, local) => silos.find((x) => x !== local) ?? local,
+    };
     @grain('stalledTarget')
     @placement(elsewhere)
     class Target extends Grain {
@@ -181,7 +246,11 @@ describe('cluster limits and discovery', () => {
       }
     }
     const limit = 1024 * 1024;
-    const c = await TestCluster.start({ silos: 2, grains: [Target], siloOptions: { transport: { maxQueuedBytes: limit }, responseTimeoutMs: 1000, logger: silentLogger() } });
+    const c = await TestCluster.start({
+      silos: 2,
+      grains: [Target],
+      siloOptions: { transport: { maxQueuedBytes: limit }, responseTimeoutMs: 1000, logger: silentLogger() },
+    });
     let fromA: Connection | undefined;
     try {
       const [a, b] = c.silos as [Silo, Silo];
@@ -191,12 +260,18 @@ describe('cluster limits and discovery', () => {
       assert.ok(fromA !== undefined, 'b accepted a connection from a');
       fromA.pause();
       const big = 'x'.repeat(64 * 1024);
-      const results = await Promise.allSettled(Array.from({ length: 600 }, (_, i) => a.getGrain(Target, `t${i}`).take(big)));
+      const results = await Promise.allSettled(
+        Array.from({ length: 600 }, (_, i) => a.getGrain(Target, `t${i}`).take(big)),
+      );
       const codes = results.map((r) => (r.status === 'rejected' ? (r.reason as { code?: string }).code : 'fulfilled'));
       assert.ok(codes.includes('GRANARY_OVERLOADED'), 'no call was refused');
       // b reads nothing from a, its probes included: a may declare it dead meanwhile.
       const typed = new Set(['GRANARY_OVERLOADED', 'GRANARY_TIMEOUT', 'GRANARY_SILO_UNAVAILABLE']);
-      assert.equal(codes.filter((x) => x === undefined || !typed.has(x)).length, 0, `calls ended otherwise: ${[...new Set(codes)].join(', ')}`);
+      assert.equal(
+        codes.filter((x) => x === undefined || !typed.has(x)).length,
+        0,
+        `calls ended otherwise: ${[...new Set(codes)].join(', ')}`,
+      );
       fromA.resume();
       assert.equal(await a.getGrain(Target, 'after').take('xy'), 2, 'calls are served again');
     } finally {

@@ -28,21 +28,27 @@ describe('duplicate activations', () => {
       const [a, b] = c.silos as [NonNullable<(typeof c.silos)[0]>, NonNullable<(typeof c.silos)[0]>];
       // Find a grain that lives on a.
       let key = '';
-      for (let i = 0; i < 100 && key === ''; i++) if ((await a.getGrain(Dup, `d${i}`).where()) === a.info.address) key = `d${i}`;
+      for (let i = 0; i < 100 && key === ''; i++)
+        if ((await a.getGrain(Dup, `d${i}`).where()) === a.info.address) key = `d${i}`;
       assert.notEqual(key, '');
       const id = `dup/${key}`;
       // Lose its directory entry, then make b activate it too.
       for (const s of c.silos) {
         const entry = s.cluster?.directory.lookupLocal(id);
-        if (entry !== null && entry !== undefined) s.cluster?.directory.unregisterLocal(id, { address: entry[0], activation: entry[1] });
+        if (entry !== null && entry !== undefined)
+          s.cluster?.directory.unregisterLocal(id, { address: entry[0], activation: entry[1] });
         s.cluster?.directory.invalidate(id);
       }
       // Ask b until its placement picks itself: with the entry gone, b's activation registers too.
-      await waitFor('a second activation on b', async () => {
-        b.cluster?.directory.invalidate(id);
-        const w = await b.getGrain(Dup, key).withOptions({ timeoutMs: 2000 }).where();
-        return w === b.info.address || (live.get(key)?.size ?? 0) === 2;
-      }, 10_000);
+      await waitFor(
+        'a second activation on b',
+        async () => {
+          b.cluster?.directory.invalidate(id);
+          const w = await b.getGrain(Dup, key).withOptions({ timeoutMs: 2000 }).where();
+          return w === b.info.address || (live.get(key)?.size ?? 0) === 2;
+        },
+        10_000,
+      );
       assert.equal(live.get(key)?.size, 2, `expected two activations, have ${[...(live.get(key) ?? [])].join(', ')}`);
       // A view change (a silo joins) makes every silo re-register: the duplicate is found.
       await c.startSilo();

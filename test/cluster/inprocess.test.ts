@@ -45,11 +45,27 @@ class Newest extends Grain {
   }
 }
 
-const fast: MembershipOptions = { iAmAliveIntervalMs: 100, tableRefreshIntervalMs: 50, probeIntervalMs: 50, probeTimeoutMs: 100, missedProbesLimit: 2, joinTimeoutMs: 2000 };
+const fast: MembershipOptions = {
+  iAmAliveIntervalMs: 100,
+  tableRefreshIntervalMs: 50,
+  probeIntervalMs: 50,
+  probeTimeoutMs: 100,
+  missedProbesLimit: 2,
+  joinTimeoutMs: 2000,
+};
 
 async function cluster(n: number): Promise<{ silos: Silo[]; store: MemoryMembershipStore; start(): Promise<Silo> }> {
   const store = new MemoryMembershipStore();
-  const start = (): Promise<Silo> => Silo.start({ clusterId: 'inproc', grains: [Where, SlowToLeave], port: 0, membership: memoryMembership({ store }), membershipOptions: fast, loadReportIntervalMs: 50, logger: silentLogger() });
+  const start = (): Promise<Silo> =>
+    Silo.start({
+      clusterId: 'inproc',
+      grains: [Where, SlowToLeave],
+      port: 0,
+      membership: memoryMembership({ store }),
+      membershipOptions: fast,
+      loadReportIntervalMs: 50,
+      logger: silentLogger(),
+    });
   const silos: Silo[] = [];
   for (let i = 0; i < n; i++) silos.push(await start());
   await eventually('every silo sees every silo', () => silos.every((s) => s.cluster?.view.active.size === n));
@@ -91,7 +107,11 @@ describe('a cluster of silos in one process, over loopback TCP', () => {
     for (let i = 0; i < 300; i++) for (const s of silos) calls.push(s.getGrain(Where, `race-${i % 10}`).address());
     const results = await Promise.all(calls);
     for (let g = 0; g < 10; g++) {
-      assert.equal(activations.get(`race-${g}`)?.length, 1, `race-${g} activated on ${activations.get(`race-${g}`)?.join(', ')}`);
+      assert.equal(
+        activations.get(`race-${g}`)?.length,
+        1,
+        `race-${g} activated on ${activations.get(`race-${g}`)?.join(', ')}`,
+      );
       const seen = new Set(results.filter((_, i) => Math.floor(i / 3) % 10 === g));
       assert.equal(seen.size, 1);
     }
@@ -110,14 +130,22 @@ describe('a cluster of silos in one process, over loopback TCP', () => {
     await b.stop();
     const after1 = await Promise.all(keys.map((k) => a.getGrain(Where, k).address()));
     assert.ok(!after1.includes(bAddr), 'a grain still answered from the stopped silo');
-    assert.deepEqual(await Promise.all(kept.map((r) => r.address())), after1, 'kept references follow their grains off the stopped silo');
+    assert.deepEqual(
+      await Promise.all(kept.map((r) => r.address())),
+      after1,
+      'kept references follow their grains off the stopped silo',
+    );
     // Abrupt: close c's sockets without a goodbye; a declares it dead and takes its grains.
     const cAddr = c.info.address;
     await c.cluster?.close();
     await eventually('c declared dead', () => !a.cluster?.view.active.has(cAddr), 5000);
     const after2 = await Promise.all(keys.map((k) => a.getGrain(Where, k).address()));
     assert.ok(after2.every((x) => x === a.info.address));
-    assert.deepEqual(await Promise.all(kept.map((r) => r.address())), after2, 'kept references follow their grains off the dead silo');
+    assert.deepEqual(
+      await Promise.all(kept.map((r) => r.address())),
+      after2,
+      'kept references follow their grains off the dead silo',
+    );
   });
 
   it('does not bounce calls between a stopping silo and the others when its directory entries linger', async () => {
@@ -136,13 +164,24 @@ describe('a cluster of silos in one process, over loopback TCP', () => {
     const where = await a.getGrain(Where, 'lingering').address();
     assert.ok(where === a.info.address || where === b.info.address, `answered from ${where}`);
     await stopping;
-    assert.equal(await b.getGrain(Where, 'lingering').address(), where, 'one activation, found from the other silo too');
+    assert.equal(
+      await b.getGrain(Where, 'lingering').address(),
+      where,
+      'one activation, found from the other silo too',
+    );
   });
 
   it('registers in the directory a grain activated on a silo while it joins, under its real address', async () => {
     const store = new MemoryMembershipStore();
     const clusterId = 'joining';
-    const opts = { clusterId, grains: [Where, SlowToLeave, Newest], port: 0, membershipOptions: fast, loadReportIntervalMs: 50, logger: silentLogger() };
+    const opts = {
+      clusterId,
+      grains: [Where, SlowToLeave, Newest],
+      port: 0,
+      membershipOptions: fast,
+      loadReportIntervalMs: 50,
+      logger: silentLogger(),
+    };
     const a = await Silo.start({ ...opts, membership: memoryMembership({ store }) });
     open.push(a);
     // The newcomer's table: once its row says Active (the others may place grains on it from
@@ -174,7 +213,11 @@ describe('a cluster of silos in one process, over loopback TCP', () => {
     assert.equal(await activatedThere, b.info.address, 'made on the joining silo, under its real address');
     const owner = [a, b].find((s) => s.info.address === a.cluster?.directory.ownerOf('newest/mid-join'));
     assert.ok(owner !== undefined);
-    assert.equal(owner.cluster?.directory.lookupLocal('newest/mid-join')?.[0], b.info.address, 'the activation is in the directory');
+    assert.equal(
+      owner.cluster?.directory.lookupLocal('newest/mid-join')?.[0],
+      b.info.address,
+      'the activation is in the directory',
+    );
   });
 
   it('answers a grain of a crashed silo from another one before the crash is detected, instead of bouncing the call', async () => {
@@ -189,9 +232,15 @@ describe('a cluster of silos in one process, over loopback TCP', () => {
     }
     assert.ok(keys.length >= 4, 'grains placed on c');
     await c.cluster?.close(); // a crash: sockets close, nothing written to the table
-    const results = await Promise.allSettled(keys.flatMap((k) => [a.getGrain(Where, k).address(), b.getGrain(Where, k).address()]));
+    const results = await Promise.allSettled(
+      keys.flatMap((k) => [a.getGrain(Where, k).address(), b.getGrain(Where, k).address()]),
+    );
     const failed = results.filter((r) => r.status === 'rejected').map((r) => (r.reason as { code?: string }).code);
-    assert.deepEqual(failed.filter((code) => code === 'GRANARY_FORWARD_LIMIT'), [], `calls bounced: ${failed.join(', ')}`);
+    assert.deepEqual(
+      failed.filter((code) => code === 'GRANARY_FORWARD_LIMIT'),
+      [],
+      `calls bounced: ${failed.join(', ')}`,
+    );
     for (const k of keys) {
       const [fromA, fromB] = await Promise.all([a.getGrain(Where, k).address(), b.getGrain(Where, k).address()]);
       assert.equal(fromA, fromB, `${k}: one activation`);

@@ -27,10 +27,12 @@ describe('observers', () => {
       const got: string[] = [];
       const obs = c.client.createObserver<ChatObserver>({ onMessage: (m: string) => void got.push(m) });
       // Rooms on every silo, so some live away from the client's gateway.
-      const rooms = await Promise.all(Array.from({ length: 12 }, async (_, i) => {
-        const room = c.client.getGrain(ChatRoom, `room-${i}`);
-        return { room, silo: await room.join(obs) };
-      }));
+      const rooms = await Promise.all(
+        Array.from({ length: 12 }, async (_, i) => {
+          const room = c.client.getGrain(ChatRoom, `room-${i}`);
+          return { room, silo: await room.join(obs) };
+        }),
+      );
       assert.equal(new Set(rooms.map((r) => r.silo)).size, 3);
       for (const { room } of rooms) assert.equal(await room.say(`hi from ${room.id.key}`), 1);
       await waitFor('every message delivered', () => got.length === 12);

@@ -56,6 +56,10 @@ export class PTicker extends Grain {
     this.ticks.state.count++;
     await this.ticks.write();
     const log = process.env['GRANARY_TICK_LOG'];
-    if (log !== undefined) appendFileSync(log, `${this.key} ${tick.dueAt} ${Date.now()} ${tick.missed} ${this.silo.address} ${this.ticks.state.count} ${name}\n`);
+    if (log !== undefined)
+      appendFileSync(
+        log,
+        `${this.key} ${tick.dueAt} ${Date.now()} ${tick.missed} ${this.silo.address} ${this.ticks.state.count} ${name}\n`,
+      );
   }
 }

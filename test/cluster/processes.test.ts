@@ -12,7 +12,14 @@ import { SiloProcess, waitFor, type SiloProcessOptions } from 'granary/testing';
 import type { PCounter, PDriver } from './process-grains.ts';
 
 const grains = join(import.meta.dirname, 'process-grains.ts');
-const fast = { iAmAliveIntervalMs: 200, tableRefreshIntervalMs: 100, probeIntervalMs: 150, probeTimeoutMs: 300, missedProbesLimit: 3, joinTimeoutMs: 5000 };
+const fast = {
+  iAmAliveIntervalMs: 200,
+  tableRefreshIntervalMs: 100,
+  probeIntervalMs: 150,
+  probeTimeoutMs: 300,
+  missedProbesLimit: 3,
+  joinTimeoutMs: 5000,
+};
 
 interface Cluster {
   opts: SiloProcessOptions;
@@ -44,14 +51,23 @@ async function startCluster(n: number, extra: Partial<SiloProcessOptions> = {}):
     running.push(p);
     silos.push(p);
   }
-  const client = await ClusterClient.connect({ clusterId: opts.clusterId, gateways: silos.map((s) => s.gatewayAddress as string), responseTimeoutMs: 5000, logger: silentLogger() });
+  const client = await ClusterClient.connect({
+    clusterId: opts.clusterId,
+    gateways: silos.map((s) => s.gatewayAddress as string),
+    responseTimeoutMs: 5000,
+    logger: silentLogger(),
+  });
   clients.push(client);
   // Wait until placement sees every silo: a grain lands on each.
-  await waitFor('every silo hosts grains', async () => {
-    const where = new Set<string>();
-    for (let i = 0; i < 30; i++) where.add((await client.getGrain<PCounter>('pcounter', `warm-${i}`).where()).silo);
-    return where.size === n;
-  }, 15_000);
+  await waitFor(
+    'every silo hosts grains',
+    async () => {
+      const where = new Set<string>();
+      for (let i = 0; i < 30; i++) where.add((await client.getGrain<PCounter>('pcounter', `warm-${i}`).where()).silo);
+      return where.size === n;
+    },
+    15_000,
+  );
   return { opts, silos, client };
 }
 
@@ -86,7 +102,9 @@ describe('silos as child processes', { timeout: 240_000 }, () => {
     const counts = new Map<string, number>();
     const batch = 100;
     for (let i = 0; i < 1000; i += batch) {
-      const res = await Promise.all(Array.from({ length: batch }, (_, j) => c.client.getGrain<PCounter>('pcounter', `spread-${i + j}`).where()));
+      const res = await Promise.all(
+        Array.from({ length: batch }, (_, j) => c.client.getGrain<PCounter>('pcounter', `spread-${i + j}`).where()),
+      );
       for (const r of res) counts.set(r.silo, (counts.get(r.silo) ?? 0) + 1);
     }
     assert.equal(counts.size, 3);
@@ -97,7 +115,15 @@ describe('silos as child processes', { timeout: 240_000 }, () => {
   it('makes one activation per grain when three silos and a client race 1,000 first calls on 10 cold grains', async () => {
     const c = await startCluster(3);
     // One client per gateway: its PDriver (a stateless worker) runs on that gateway's silo.
-    const perSilo = await Promise.all(c.silos.map((s) => ClusterClient.connect({ clusterId: c.opts.clusterId, gateways: [s.gatewayAddress as string], logger: silentLogger() })));
+    const perSilo = await Promise.all(
+      c.silos.map((s) =>
+        ClusterClient.connect({
+          clusterId: c.opts.clusterId,
+          gateways: [s.gatewayAddress as string],
+          logger: silentLogger(),
+        }),
+      ),
+    );
     clients.push(...perSilo);
     const drivers = perSilo.map((cl) => cl.getGrain<PDriver>('pdriver', 'd'));
     const driverSilos = await Promise.all(drivers.map((d) => d.host()));
@@ -135,10 +161,16 @@ describe('silos as child processes', { timeout: 240_000 }, () => {
     const killedAt = Date.now();
     await victim.kill();
     // Every grain answers again within 15 s.
-    await waitFor('every grain answers after the kill', async () => {
-      const res = await Promise.allSettled([...acked.keys()].map((k) => c.client.getGrain<PCounter>('pcounter', k).get()));
-      return res.every((r) => r.status === 'fulfilled');
-    }, 15_000);
+    await waitFor(
+      'every grain answers after the kill',
+      async () => {
+        const res = await Promise.allSettled(
+          [...acked.keys()].map((k) => c.client.getGrain<PCounter>('pcounter', k).get()),
+        );
+        return res.every((r) => r.status === 'fulfilled');
+      },
+      15_000,
+    );
     assert.ok(Date.now() - killedAt < 15_000);
     const { errors } = await traffic.stop();
     for (const e of errors) assert.ok(e instanceof GranaryError, `an untyped error under a crash: ${String(e)}`);
@@ -177,24 +209,46 @@ describe('silos as child processes', { timeout: 240_000 }, () => {
   it('a frozen silo (SIGSTOP) past the death timeout learns it is dead on SIGCONT, stops, and writes no stale state', async () => {
     const c = await startCluster(3);
     for (let i = 0; i < 30; i++) await c.client.getGrain<PCounter>('pcounter', `z-${i}`).add(1);
-    const where = await Promise.all(Array.from({ length: 30 }, (_, i) => c.client.getGrain<PCounter>('pcounter', `z-${i}`).where()));
+    const where = await Promise.all(
+      Array.from({ length: 30 }, (_, i) => c.client.getGrain<PCounter>('pcounter', `z-${i}`).where()),
+    );
     const frozen = c.silos.find((s) => where.some((w) => w.silo === s.address)) as SiloProcess;
-    const onFrozen = where.map((w, i) => [w, `z-${i}`] as const).filter(([w]) => w.silo === frozen.address).map(([, k]) => k);
+    const onFrozen = where
+      .map((w, i) => [w, `z-${i}`] as const)
+      .filter(([w]) => w.silo === frozen.address)
+      .map(([, k]) => k);
     // A slow write is in flight on the frozen silo when it freezes: it must not land after the grain moved.
-    const inFlight = c.client.getGrain<PCounter>('pcounter', onFrozen[0] as string).slowAdd(1000, 200).catch((e: unknown) => e);
+    const inFlight = c.client
+      .getGrain<PCounter>('pcounter', onFrozen[0] as string)
+      .slowAdd(1000, 200)
+      .catch((e: unknown) => e);
     await new Promise((r) => setTimeout(r, 50));
     frozen.pause();
     const others = c.silos.filter((s) => s !== frozen);
-    const watcher = await ClusterClient.connect({ clusterId: c.opts.clusterId, gateways: others.map((s) => s.gatewayAddress as string), responseTimeoutMs: 5000, logger: silentLogger() });
+    const watcher = await ClusterClient.connect({
+      clusterId: c.opts.clusterId,
+      gateways: others.map((s) => s.gatewayAddress as string),
+      responseTimeoutMs: 5000,
+      logger: silentLogger(),
+    });
     clients.push(watcher);
     // The others take the grains over (and write to them) while it is frozen.
-    await waitFor('the frozen silo\'s grains answer from the others', async () => {
-      const res = await Promise.allSettled(onFrozen.map((k) => watcher.getGrain<PCounter>('pcounter', k).add(1)));
-      return res.every((r) => r.status === 'fulfilled');
-    }, 15_000);
+    await waitFor(
+      "the frozen silo's grains answer from the others",
+      async () => {
+        const res = await Promise.allSettled(onFrozen.map((k) => watcher.getGrain<PCounter>('pcounter', k).add(1)));
+        return res.every((r) => r.status === 'fulfilled');
+      },
+      15_000,
+    );
     const before = await Promise.all(onFrozen.map((k) => watcher.getGrain<PCounter>('pcounter', k).get()));
     frozen.resume();
-    const { code } = await Promise.race([frozen.exited, new Promise<{ code: number }>((_, rej) => setTimeout(() => rej(new Error('the frozen silo did not stop after SIGCONT')), 10_000))]);
+    const { code } = await Promise.race([
+      frozen.exited,
+      new Promise<{ code: number }>((_, rej) =>
+        setTimeout(() => rej(new Error('the frozen silo did not stop after SIGCONT')), 10_000),
+      ),
+    ]);
     assert.equal(code, 3, 'it exits saying it was declared dead');
     await inFlight;
     const afterwards = await Promise.all(onFrozen.map((k) => watcher.getGrain<PCounter>('pcounter', k).get()));
@@ -205,22 +259,46 @@ describe('silos as child processes', { timeout: 240_000 }, () => {
 
 describe('three silo processes on server-backed membership', { timeout: 120_000 }, () => {
   const stores: Array<[string, () => SiloProcessOptions['membership']]> = [
-    ['PostgreSQL', () => ({ kind: 'postgres', connectionString: 'postgres://postgres@127.0.0.1:5432/test', tablePrefix: `gt_${Math.random().toString(36).slice(2, 8)}_` })],
-    ['Redis', () => ({ kind: 'redis', url: 'redis://127.0.0.1:6379', keyPrefix: `gt:${Math.random().toString(36).slice(2, 8)}:` })],
+    [
+      'PostgreSQL',
+      () => ({
+        kind: 'postgres',
+        connectionString: 'postgres://postgres@127.0.0.1:5432/test',
+        tablePrefix: `gt_${Math.random().toString(36).slice(2, 8)}_`,
+      }),
+    ],
+    [
+      'Redis',
+      () => ({
+        kind: 'redis',
+        url: 'redis://127.0.0.1:6379',
+        keyPrefix: `gt:${Math.random().toString(36).slice(2, 8)}:`,
+      }),
+    ],
   ];
   for (const [name, spec] of stores) {
     it(`forms a cluster on ${name}, spreads grains, and recovers from a crash`, async () => {
       const c = await startCluster(3, { membership: spec() });
-      const res = await Promise.all(Array.from({ length: 300 }, (_, i) => c.client.getGrain<PCounter>('pcounter', `m-${i}`).add(1)));
+      const res = await Promise.all(
+        Array.from({ length: 300 }, (_, i) => c.client.getGrain<PCounter>('pcounter', `m-${i}`).add(1)),
+      );
       assert.ok(res.every((v) => v === 1));
-      const where = await Promise.all(Array.from({ length: 300 }, (_, i) => c.client.getGrain<PCounter>('pcounter', `m-${i}`).where()));
+      const where = await Promise.all(
+        Array.from({ length: 300 }, (_, i) => c.client.getGrain<PCounter>('pcounter', `m-${i}`).where()),
+      );
       assert.equal(new Set(where.map((w) => w.silo)).size, 3);
       const victim = c.silos[2] as SiloProcess;
       await victim.kill();
-      await waitFor('every grain answers after the kill', async () => {
-        const r = await Promise.allSettled(Array.from({ length: 300 }, (_, i) => c.client.getGrain<PCounter>('pcounter', `m-${i}`).get()));
-        return r.every((x) => x.status === 'fulfilled' && x.value === 1);
-      }, 15_000);
+      await waitFor(
+        'every grain answers after the kill',
+        async () => {
+          const r = await Promise.allSettled(
+            Array.from({ length: 300 }, (_, i) => c.client.getGrain<PCounter>('pcounter', `m-${i}`).get()),
+          );
+          return r.every((x) => x.status === 'fulfilled' && x.value === 1);
+        },
+        15_000,
+      );
       await Promise.all(c.silos.slice(0, 2).map((s) => s.stop()));
     });
   }

@@ -67,7 +67,14 @@ describe('a silo with membership shared between processes', () => {
   function recording(): Logger & { warnings: string[] } {
     const warnings: string[] = [];
     const noop = (): void => {};
-    const logger: Logger & { warnings: string[] } = { warnings, debug: noop, info: noop, error: noop, warn: (_f: object, m?: string) => void warnings.push(m ?? ''), child: () => logger };
+    const logger: Logger & { warnings: string[] } = {
+      warnings,
+      debug: noop,
+      info: noop,
+      error: noop,
+      warn: (_f: object, m?: string) => void warnings.push(m ?? ''),
+      child: () => logger,
+    };
     return logger;
   }
 
@@ -75,14 +82,37 @@ describe('a silo with membership shared between processes', () => {
     const dir = mkdtempSync(join(tmpdir(), 'granary-shared-'));
     try {
       const bare = recording();
-      const a = await Silo.start({ grains: [Keeper], port: 0, clusterId: 'warned', membership: sqliteMembership({ path: join(dir, 'm.db') }), logger: bare });
+      const a = await Silo.start({
+        grains: [Keeper],
+        port: 0,
+        clusterId: 'warned',
+        membership: sqliteMembership({ path: join(dir, 'm.db') }),
+        logger: bare,
+      });
       await a.stop();
-      assert.ok(bare.warnings.some((w) => /grain state is kept in this process's memory/.test(w)), bare.warnings.join(' | '));
-      assert.ok(bare.warnings.some((w) => /reminders are kept in this process's memory/.test(w)), bare.warnings.join(' | '));
+      assert.ok(
+        bare.warnings.some((w) => /grain state is kept in this process's memory/.test(w)),
+        bare.warnings.join(' | '),
+      );
+      assert.ok(
+        bare.warnings.some((w) => /reminders are kept in this process's memory/.test(w)),
+        bare.warnings.join(' | '),
+      );
       const given = recording();
-      const b = await Silo.start({ grains: [Keeper], port: 0, clusterId: 'quiet', membership: sqliteMembership({ path: join(dir, 'm2.db') }), storage: { default: memoryStorage() }, reminders: memoryReminders(), logger: given });
+      const b = await Silo.start({
+        grains: [Keeper],
+        port: 0,
+        clusterId: 'quiet',
+        membership: sqliteMembership({ path: join(dir, 'm2.db') }),
+        storage: { default: memoryStorage() },
+        reminders: memoryReminders(),
+        logger: given,
+      });
       await b.stop();
-      assert.deepEqual(given.warnings.filter((w) => /kept in this process's memory/.test(w)), []);
+      assert.deepEqual(
+        given.warnings.filter((w) => /kept in this process's memory/.test(w)),
+        [],
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -39,12 +39,20 @@ function closedByPeer(s: Socket, ms = 8000): Promise<void> {
 
 describe('bad input on the wire', () => {
   it('closes only the offending connection, and the silo keeps serving', async () => {
-    const c = await TestCluster.start({ silos: 1, grains: [WireEcho], siloOptions: { transport: { handshakeTimeoutMs: 500 } } });
+    const c = await TestCluster.start({
+      silos: 1,
+      grains: [WireEcho],
+      siloOptions: { transport: { handshakeTimeoutMs: 500 } },
+    });
     try {
       const silo = c.silos[0];
       assert.ok(silo !== undefined);
       const targets = [silo.info.address, silo.cluster?.gatewayAddress as string];
-      const hello = (clusterId: string, protocol = 1): Buffer => encodeFrame(FRAME_HELLO, encodeHello(makeHello({ clusterId, address: '127.0.0.1:9', generation: 1, role: 'silo', protocol })));
+      const hello = (clusterId: string, protocol = 1): Buffer =>
+        encodeFrame(
+          FRAME_HELLO,
+          encodeHello(makeHello({ clusterId, address: '127.0.0.1:9', generation: 1, role: 'silo', protocol })),
+        );
       const attacks: Array<[string, (s: Socket) => void]> = [
         ['random bytes', (s) => s.write(randomBytes(4096))],
         ['a truncated frame', (s) => s.end(Buffer.from([0, 0, 0, 50, 1, 2, 3]))],
@@ -59,7 +67,11 @@ describe('bad input on the wire', () => {
           const closed = closedByPeer(s);
           attack(s);
           await closed.catch((e: unknown) => assert.fail(`${name} on ${target}: ${(e as Error).message}`));
-          assert.equal(await c.client.getGrain(WireEcho, 'still').echo(name), name, `the silo stopped serving after ${name}`);
+          assert.equal(
+            await c.client.getGrain(WireEcho, 'still').echo(name),
+            name,
+            `the silo stopped serving after ${name}`,
+          );
         }
       }
     } finally {

@@ -13,7 +13,7 @@ describe('ring', () => {
     for (const b of buckets) assert.ok(b > 800 && b < 1200, `uneven buckets: ${buckets.join(',')}`);
   });
 
-  it('gives every silo a fair share of grains, and moves only the leaver\'s share when one leaves', () => {
+  it("gives every silo a fair share of grains, and moves only the leaver's share when one leaves", () => {
     const silos = ['10.0.0.1:1@1', '10.0.0.2:1@1', '10.0.0.3:1@1'];
     const ring = new Ring(silos);
     const counts = new Map<string, number>();

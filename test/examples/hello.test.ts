@@ -11,9 +11,15 @@ describe('examples/hello', () => {
     const dbPath = join(mkdtempSync(join(tmpdir(), 'granary-hello-')), 'hello.db');
     let app = await startHello({ port: 0, dbPath, silo: { logger: silentLogger() } });
     try {
-      const inc = await fetch(`${app.url}/counter/alice/increment`, { method: 'POST', body: JSON.stringify({ by: 2 }) });
+      const inc = await fetch(`${app.url}/counter/alice/increment`, {
+        method: 'POST',
+        body: JSON.stringify({ by: 2 }),
+      });
       assert.deepEqual(await inc.json(), { key: 'alice', value: 2 });
-      const bad = await fetch(`${app.url}/counter/alice/increment`, { method: 'POST', body: JSON.stringify({ by: 'x' }) });
+      const bad = await fetch(`${app.url}/counter/alice/increment`, {
+        method: 'POST',
+        body: JSON.stringify({ by: 'x' }),
+      });
       assert.equal(bad.status, 400);
       assert.equal((await fetch(`${app.url}/nothing`)).status, 404);
     } finally {

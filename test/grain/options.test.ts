@@ -34,7 +34,7 @@ class PlainReadOnly extends Grain {
   }
 }
 
-describe('static grainOptions, the decorators\' plain equivalent', () => {
+describe("static grainOptions, the decorators' plain equivalent", () => {
   it('names the type, makes it reentrant, and marks methods read-only and one-way', async () => {
     const silo = await Silo.start({ grains: [PlainReentrant, PlainReadOnly], logger: silentLogger() });
     try {
@@ -56,18 +56,30 @@ describe('static grainOptions, the decorators\' plain equivalent', () => {
     class Bad extends Grain {
       static grainOptions = { methods: { nope: { readOnly: true } } };
     }
-    await assert.rejects(Silo.start({ grains: [Bad], logger: silentLogger() }), (e: unknown) => e instanceof ConfigurationError && /nope/.test(e.message));
+    await assert.rejects(
+      Silo.start({ grains: [Bad], logger: silentLogger() }),
+      (e: unknown) => e instanceof ConfigurationError && /nope/.test(e.message),
+    );
     @grain('same')
     class One extends Grain {}
     @grain('same')
     class Two extends Grain {}
-    await assert.rejects(Silo.start({ grains: [One, Two], logger: silentLogger() }), (e: unknown) => e instanceof ConfigurationError && /same/.test(e.message));
+    await assert.rejects(
+      Silo.start({ grains: [One, Two], logger: silentLogger() }),
+      (e: unknown) => e instanceof ConfigurationError && /same/.test(e.message),
+    );
     class NotAGrain {}
     await assert.rejects(Silo.start({ grains: [NotAGrain as never], logger: silentLogger() }), ConfigurationError);
   });
 
   it('validates silo options with a message that says what to change', async () => {
-    await assert.rejects(Silo.start({ responseTimeoutMs: -1, logger: silentLogger() }), (e: unknown) => e instanceof ConfigurationError && /responseTimeoutMs/.test(e.message));
-    await assert.rejects(Silo.start({ storage: { default: {} as never }, logger: silentLogger() }), (e: unknown) => e instanceof ConfigurationError && /storage provider 'default'/.test(e.message));
+    await assert.rejects(
+      Silo.start({ responseTimeoutMs: -1, logger: silentLogger() }),
+      (e: unknown) => e instanceof ConfigurationError && /responseTimeoutMs/.test(e.message),
+    );
+    await assert.rejects(
+      Silo.start({ storage: { default: {} as never }, logger: silentLogger() }),
+      (e: unknown) => e instanceof ConfigurationError && /storage provider 'default'/.test(e.message),
+    );
   });
 });

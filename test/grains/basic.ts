@@ -1,6 +1,15 @@
 // Shared test grains: calls, copying, errors, references, lifecycle.
 
-import { Grain, grain, readOnly, oneWay, GranaryError, registerError, type GrainRef, type DeactivationReason } from 'granary';
+import {
+  Grain,
+  grain,
+  readOnly,
+  oneWay,
+  GranaryError,
+  registerError,
+  type GrainRef,
+  type DeactivationReason,
+} from 'granary';
 
 export interface CounterState {
   value: number;

@@ -1,7 +1,16 @@
 // Shared test grains for the turn scheduler: ordering, interleaving,
 // deadlocks, deadlines, cancellation, timers and stateless workers.
 
-import { Grain, grain, readOnly, alwaysInterleave, reentrant, statelessWorker, callChainReentrancy, type GrainRef } from 'granary';
+import {
+  Grain,
+  grain,
+  readOnly,
+  alwaysInterleave,
+  reentrant,
+  statelessWorker,
+  callChainReentrancy,
+  type GrainRef,
+} from 'granary';
 
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
@@ -91,12 +100,15 @@ export class Sleeper extends Grain {
     return this.sawAbort;
   }
   async startTimer(periodMs: number, slowMs: number): Promise<void> {
-    this.registerTimer(async () => {
-      this.tickLog.push('tick start');
-      this.ticks++;
-      if (slowMs > 0) await new Promise((r) => setTimeout(r, slowMs));
-      this.tickLog.push('tick end');
-    }, { dueMs: periodMs, periodMs });
+    this.registerTimer(
+      async () => {
+        this.tickLog.push('tick start');
+        this.ticks++;
+        if (slowMs > 0) await new Promise((r) => setTimeout(r, slowMs));
+        this.tickLog.push('tick end');
+      },
+      { dueMs: periodMs, periodMs },
+    );
   }
   async busy(ms: number): Promise<void> {
     this.tickLog.push('call start');

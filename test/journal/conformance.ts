@@ -71,7 +71,10 @@ export function eventLogConformance(name: string, setup: EventLogConformanceSetu
         const s = stream('profile', 'alice');
         const event = {
           at: new Date('1990-05-17T10:20:30.456Z'),
-          scores: new Map<string, number[]>([['chess', [1200, 1250]], ['go', []]]),
+          scores: new Map<string, number[]>([
+            ['chess', [1200, 1250]],
+            ['go', []],
+          ]),
           tags: new Set(['a', 'b']),
           big: 12345678901234567890n,
           nested: { list: [1, 'two', { three: [null, true] }], empty: {} },
@@ -100,7 +103,9 @@ export function eventLogConformance(name: string, setup: EventLogConformanceSetu
         (first[0]?.event as typeof event).items.push('changed after read');
         const read = await log.read(s);
         (read.snapshot?.state as typeof state).items.push('changed after read');
-        assert.deepEqual(await log.readEvents(s, 0, 1), [{ version: 1, event: { items: ['x'], bytes: new Uint8Array([1, 2, 3]) } }]);
+        assert.deepEqual(await log.readEvents(s, 0, 1), [
+          { version: 1, event: { items: ['x'], bytes: new Uint8Array([1, 2, 3]) } },
+        ]);
         assert.deepEqual((await log.read(s)).snapshot, { version: 1, state: { items: ['s'] } });
       }));
 
@@ -109,10 +114,24 @@ export function eventLogConformance(name: string, setup: EventLogConformanceSetu
         const s = stream('account', 'stale');
         await log.append(s, [{ n: 1 }, { n: 2 }], 0);
         for (const expected of [0, 1, 3, 10]) {
-          await assertInconsistent(log.append(s, [{ stale: expected }, { stale: expected }], expected), s, `expected version ${expected}`);
+          await assertInconsistent(
+            log.append(s, [{ stale: expected }, { stale: expected }], expected),
+            s,
+            `expected version ${expected}`,
+          );
         }
-        assert.deepEqual(await log.read(s), { events: [{ version: 1, event: { n: 1 } }, { version: 2, event: { n: 2 } }], version: 2 });
-        await assertInconsistent(log.append(stream('account', 'empty'), [{ n: 1 }], 1), stream('account', 'empty'), 'expected version 1');
+        assert.deepEqual(await log.read(s), {
+          events: [
+            { version: 1, event: { n: 1 } },
+            { version: 2, event: { n: 2 } },
+          ],
+          version: 2,
+        });
+        await assertInconsistent(
+          log.append(stream('account', 'empty'), [{ n: 1 }], 1),
+          stream('account', 'empty'),
+          'expected version 1',
+        );
         assert.deepEqual(await log.read(stream('account', 'empty')), { events: [], version: 0 });
       }));
 
@@ -138,9 +157,15 @@ export function eventLogConformance(name: string, setup: EventLogConformanceSetu
       withLog(async (log) => {
         const s = stream('account', 'atomic');
         await log.append(s, [{ n: 1 }], 0);
-        await assert.rejects(async () => log.append(s, [{ n: 2 }, { bad: () => 1 }, { n: 3 }], 1), { code: 'GRANARY_SERIALIZATION' });
+        await assert.rejects(async () => log.append(s, [{ n: 2 }, { bad: () => 1 }, { n: 3 }], 1), {
+          code: 'GRANARY_SERIALIZATION',
+        });
         assert.deepEqual(await log.read(s), { events: [{ version: 1, event: { n: 1 } }], version: 1 });
-        assert.equal(await log.append(s, [{ n: 2 }, { n: 3 }], 1), 3, 'the version the failed append would have taken is free');
+        assert.equal(
+          await log.append(s, [{ n: 2 }, { n: 3 }], 1),
+          3,
+          'the version the failed append would have taken is free',
+        );
       }));
 
     it('lets exactly one of 10 concurrent appenders at one version win, with all of its events and none of the others', () =>
@@ -148,26 +173,53 @@ export function eventLogConformance(name: string, setup: EventLogConformanceSetu
         const s = stream('account', 'race');
         await log.append(s, [{ base: true }], 0);
         const outcomes = await Promise.allSettled(
-          Array.from({ length: 10 }, (_, writer) => log.append(s, [{ writer, part: 1 }, { writer, part: 2 }, { writer, part: 3 }], 1)),
+          Array.from({ length: 10 }, (_, writer) =>
+            log.append(
+              s,
+              [
+                { writer, part: 1 },
+                { writer, part: 2 },
+                { writer, part: 3 },
+              ],
+              1,
+            ),
+          ),
         );
-        const winners = outcomes.flatMap((o, writer) => (o.status === 'fulfilled' ? [{ writer, version: o.value }] : []));
+        const winners = outcomes.flatMap((o, writer) =>
+          o.status === 'fulfilled' ? [{ writer, version: o.value }] : [],
+        );
         const losers = outcomes.flatMap((o) => (o.status === 'rejected' ? [o.reason as unknown] : []));
         assert.equal(winners.length, 1, `exactly one winner, got ${JSON.stringify(winners)}`);
-        for (const err of losers) assert.equal(codeOf(err), 'GRANARY_INCONSISTENT_STATE', `a loser failed with ${String(err)}`);
+        for (const err of losers)
+          assert.equal(codeOf(err), 'GRANARY_INCONSISTENT_STATE', `a loser failed with ${String(err)}`);
         const [winner] = winners;
         assert.ok(winner);
         assert.equal(winner.version, 4);
         const { events, version } = await log.read(s);
         assert.equal(version, 4);
-        assert.deepEqual(events.map((e) => e.event), [{ base: true }, ...[1, 2, 3].map((part) => ({ writer: winner.writer, part }))]);
+        assert.deepEqual(
+          events.map((e) => e.event),
+          [{ base: true }, ...[1, 2, 3].map((part) => ({ writer: winner.writer, part }))],
+        );
       }));
 
     it('reads the latest snapshot and only the events after it', () =>
       withLog(async (log) => {
         const s = stream('account', 'snap');
-        await log.append(s, [1, 2, 3, 4, 5].map((n) => ({ n })), 0);
+        await log.append(
+          s,
+          [1, 2, 3, 4, 5].map((n) => ({ n })),
+          0,
+        );
         await log.writeSnapshot(s, 3, { sum: 6 });
-        assert.deepEqual(await log.read(s), { snapshot: { version: 3, state: { sum: 6 } }, events: [{ version: 4, event: { n: 4 } }, { version: 5, event: { n: 5 } }], version: 5 });
+        assert.deepEqual(await log.read(s), {
+          snapshot: { version: 3, state: { sum: 6 } },
+          events: [
+            { version: 4, event: { n: 4 } },
+            { version: 5, event: { n: 5 } },
+          ],
+          version: 5,
+        });
         await log.writeSnapshot(s, 5, { sum: 15 });
         assert.deepEqual(await log.read(s), { snapshot: { version: 5, state: { sum: 15 } }, events: [], version: 5 });
         // An older snapshot, or another of the same version, does not replace the latest.
@@ -175,9 +227,16 @@ export function eventLogConformance(name: string, setup: EventLogConformanceSetu
         await log.writeSnapshot(s, 5, { sum: -1 });
         assert.deepEqual((await log.read(s)).snapshot, { version: 5, state: { sum: 15 } });
         await log.append(s, [{ n: 6 }], 5);
-        assert.deepEqual(await log.read(s), { snapshot: { version: 5, state: { sum: 15 } }, events: [{ version: 6, event: { n: 6 } }], version: 6 });
+        assert.deepEqual(await log.read(s), {
+          snapshot: { version: 5, state: { sum: 15 } },
+          events: [{ version: 6, event: { n: 6 } }],
+          version: 6,
+        });
         // Snapshots drop no event.
-        assert.deepEqual((await log.readEvents(s, 0, 6)).map((e) => e.version), [1, 2, 3, 4, 5, 6]);
+        assert.deepEqual(
+          (await log.readEvents(s, 0, 6)).map((e) => e.version),
+          [1, 2, 3, 4, 5, 6],
+        );
       }));
 
     it('refuses a snapshot of a version the stream does not have', () =>
@@ -187,13 +246,23 @@ export function eventLogConformance(name: string, setup: EventLogConformanceSetu
         await log.append(s, [{ n: 1 }, { n: 2 }], 0);
         await assertInconsistent(log.writeSnapshot(s, 3, { sum: 3 }), s, 'version 2');
         await assert.rejects(async () => log.writeSnapshot(s, 0, { sum: 0 }), RangeError);
-        assert.deepEqual(await log.read(s), { events: [{ version: 1, event: { n: 1 } }, { version: 2, event: { n: 2 } }], version: 2 });
+        assert.deepEqual(await log.read(s), {
+          events: [
+            { version: 1, event: { n: 1 } },
+            { version: 2, event: { n: 2 } },
+          ],
+          version: 2,
+        });
       }));
 
     it('reads ranges of events: from < version <= to, cut at the end of the stream', () =>
       withLog(async (log) => {
         const s = stream('account', 'range');
-        await log.append(s, [1, 2, 3, 4, 5, 6].map((n) => ({ n })), 0);
+        await log.append(
+          s,
+          [1, 2, 3, 4, 5, 6].map((n) => ({ n })),
+          0,
+        );
         const versions = async (from: number, to: number): Promise<number[]> => {
           const got = await log.readEvents(s, from, to);
           for (const e of got) assert.deepEqual(e.event, { n: e.version }, 'each event comes with its own version');
@@ -206,7 +275,13 @@ export function eventLogConformance(name: string, setup: EventLogConformanceSetu
         assert.deepEqual(await versions(4, 100), [5, 6]);
         assert.deepEqual(await versions(6, 9), []);
         assert.deepEqual(await versions(50, 60), []);
-        for (const [from, to] of [[-1, 2], [3, 2], [0.5, 2], [0, Number.NaN], [0, Infinity]] as const) {
+        for (const [from, to] of [
+          [-1, 2],
+          [3, 2],
+          [0.5, 2],
+          [0, Number.NaN],
+          [0, Infinity],
+        ] as const) {
           await assert.rejects(async () => log.readEvents(s, from, to), RangeError, `readEvents(${from}, ${to})`);
         }
       }));
@@ -236,26 +311,53 @@ export function eventLogConformance(name: string, setup: EventLogConformanceSetu
           if (i === 0) assert.deepEqual(read.snapshot, { version: 1, state: { of: 0 } });
           else {
             assert.equal(read.snapshot, undefined, `no snapshot for ${nameOf(s)}`);
-            assert.deepEqual(read.events.map((e) => e.event), Array.from({ length: i + 1 }, (_, n) => ({ i, n })), `events of ${nameOf(s)}`);
+            assert.deepEqual(
+              read.events.map((e) => e.event),
+              Array.from({ length: i + 1 }, (_, n) => ({ i, n })),
+              `events of ${nameOf(s)}`,
+            );
           }
         }
       }));
 
     it('keeps streams apart whose names differ only in unpaired surrogates, or refuses them', () =>
       withLog(async (log) => {
-        const odd = [stream('x', 'k\uD800'), stream('x', 'k\uDC00'), stream('x\uDBFF', 'k'), stream('x', 'k', 'j\uDFFF')];
+        const odd = [
+          stream('x', 'k\uD800'),
+          stream('x', 'k\uDC00'),
+          stream('x\uDBFF', 'k'),
+          stream('x', 'k', 'j\uDFFF'),
+        ];
         const plain = [stream('x', 'k\uFFFD'), stream('x', 'k\uD83D\uDE00')];
         if (setup.unpairedSurrogatesInNames === false) {
           for (const s of odd) {
-            await assert.rejects(async () => log.append(s, [{ n: 1 }], 0), { name: 'StorageError', message: /surrogate/ }, nameOf(s));
+            await assert.rejects(
+              async () => log.append(s, [{ n: 1 }], 0),
+              { name: 'StorageError', message: /surrogate/ },
+              nameOf(s),
+            );
             await assert.rejects(async () => log.read(s), { name: 'StorageError', message: /surrogate/ }, nameOf(s));
-            await assert.rejects(async () => log.readEvents(s, 0, 1), { name: 'StorageError', message: /surrogate/ }, nameOf(s));
-            await assert.rejects(async () => log.writeSnapshot(s, 1, {}), { name: 'StorageError', message: /surrogate/ }, nameOf(s));
+            await assert.rejects(
+              async () => log.readEvents(s, 0, 1),
+              { name: 'StorageError', message: /surrogate/ },
+              nameOf(s),
+            );
+            await assert.rejects(
+              async () => log.writeSnapshot(s, 1, {}),
+              { name: 'StorageError', message: /surrogate/ },
+              nameOf(s),
+            );
           }
         }
         const streams = setup.unpairedSurrogatesInNames === false ? plain : [...odd, ...plain];
-        for (const [i, s] of streams.entries()) assert.equal(await log.append(s, [{ i }], 0), 1, `first append to ${nameOf(s)}`);
-        for (const [i, s] of streams.entries()) assert.deepEqual(await log.read(s), { events: [{ version: 1, event: { i } }], version: 1 }, `events of ${nameOf(s)}`);
+        for (const [i, s] of streams.entries())
+          assert.equal(await log.append(s, [{ i }], 0), 1, `first append to ${nameOf(s)}`);
+        for (const [i, s] of streams.entries())
+          assert.deepEqual(
+            await log.read(s),
+            { events: [{ version: 1, event: { i } }], version: 1 },
+            `events of ${nameOf(s)}`,
+          );
       }));
 
     if (setup.nulInNames === false) {
@@ -286,7 +388,11 @@ export function eventLogConformance(name: string, setup: EventLogConformanceSetu
         };
         await assert.rejects(log.read(bad), check);
         await assert.rejects(log.readEvents(bad, 0, 3), check);
-        assert.deepEqual(await log.readEvents(bad, 2, 3), [{ version: 3, event: { n: 3 } }], 'events outside the corrupt one still read');
+        assert.deepEqual(
+          await log.readEvents(bad, 2, 3),
+          [{ version: 3, event: { n: 3 } }],
+          'events outside the corrupt one still read',
+        );
         assert.deepEqual(await log.read(good), { events: [{ version: 1, event: { n: 1 } }], version: 1 });
       }));
 
@@ -304,7 +410,10 @@ export function eventLogConformance(name: string, setup: EventLogConformanceSetu
           }
           return true;
         });
-        assert.deepEqual((await log.readEvents(s, 0, 2)).map((e) => e.event), [{ n: 1 }, { n: 2 }]);
+        assert.deepEqual(
+          (await log.readEvents(s, 0, 2)).map((e) => e.event),
+          [{ n: 1 }, { n: 2 }],
+        );
       }));
 
     it('refuses use before init and after close with a StorageError, and works after a new init', async () => {
@@ -343,7 +452,11 @@ function codeOf(err: unknown): unknown {
 async function assertInconsistent(promise: Promise<unknown>, s: LogAddress, detail: string): Promise<void> {
   await assert.rejects(promise, (err: unknown) => {
     assert.ok(err instanceof Error, `expected an Error, got ${String(err)}`);
-    assert.equal(codeOf(err), 'GRANARY_INCONSISTENT_STATE', `expected an InconsistentStateError, got ${err.name}: ${err.message}`);
+    assert.equal(
+      codeOf(err),
+      'GRANARY_INCONSISTENT_STATE',
+      `expected an InconsistentStateError, got ${err.name}: ${err.message}`,
+    );
     assert.equal(err.name, 'InconsistentStateError');
     assert.ok(err.message.includes(`${s.grainType}/${s.grainKey}`), `the message names the grain: ${err.message}`);
     assert.ok(err.message.includes(`'${s.logName}'`), `the message names the log: ${err.message}`);

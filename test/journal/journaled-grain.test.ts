@@ -109,7 +109,9 @@ class BankAccount extends JournaledGrain<Account, AccountEvent> {
     this.raiseEvent({ kind: 'deposit', amount: b });
     const second = this.confirmEvents();
     const outcomes = await Promise.allSettled([first, second]);
-    return outcomes.map((o) => (o.status === 'fulfilled' ? 'confirmed' : String((o.reason as { code?: unknown }).code)));
+    return outcomes.map((o) =>
+      o.status === 'fulfilled' ? 'confirmed' : String((o.reason as { code?: unknown }).code),
+    );
   }
 
   /** Raises an event, then changes the object it raised. */
@@ -124,7 +126,13 @@ class BankAccount extends JournaledGrain<Account, AccountEvent> {
     this.raiseEvent({ kind: 'deposit', amount: 1, note: () => 'a function' } as unknown as AccountEvent);
   }
 
-  async info(): Promise<{ balance: number; confirmedBalance: number; version: number; tentativeVersion: number; unconfirmed: readonly AccountEvent[] }> {
+  async info(): Promise<{
+    balance: number;
+    confirmedBalance: number;
+    version: number;
+    tentativeVersion: number;
+    unconfirmed: readonly AccountEvent[];
+  }> {
     return {
       balance: this.state.balance,
       confirmedBalance: this.confirmedState.balance,
@@ -223,7 +231,12 @@ interface Counts {
 }
 
 /** Wraps an event log to count what the grains read and write, and to fail chosen appends. */
-function counting(inner: EventLog): { log: EventLog; counts: Counts; failNextAppend(err: Error): void; holdNextAppend(): Held } {
+function counting(inner: EventLog): {
+  log: EventLog;
+  counts: Counts;
+  failNextAppend(err: Error): void;
+  holdNextAppend(): Held;
+} {
   const counts: Counts = { reads: 0, eventsRead: 0, snapshotsRead: 0, appends: 0, snapshotsWritten: 0, closes: 0 };
   let failure: Error | undefined;
   let hold: Held | undefined;
@@ -291,7 +304,11 @@ function reset(counts: Counts): void {
 }
 
 function start(options: SiloOptions): Promise<Silo> {
-  return Silo.start({ grains: [BankAccount, SnapshotBankAccount, PlainBankAccount, MutatingLedger, LostAccount, ReentrantBankAccount], logger: silentLogger(), ...options });
+  return Silo.start({
+    grains: [BankAccount, SnapshotBankAccount, PlainBankAccount, MutatingLedger, LostAccount, ReentrantBankAccount],
+    logger: silentLogger(),
+    ...options,
+  });
 }
 
 function stream(type: string, key: string): LogAddress {
@@ -314,7 +331,12 @@ function sumOf(n: number): number {
  * Makes deposits 1..n (see amountOf) on an account whose balance is `balance`,
  * deactivating the grain after every `leaveEvery`; the balance after.
  */
-async function depositMany(account: { deposit(n: number): Promise<number>; leave(): Promise<void> }, n: number, leaveEvery: number, balance = 0): Promise<number> {
+async function depositMany(
+  account: { deposit(n: number): Promise<number>; leave(): Promise<void> },
+  n: number,
+  leaveEvery: number,
+  balance = 0,
+): Promise<number> {
   for (let i = 1; i <= n; i++) {
     balance += amountOf(i);
     assert.equal(await account.deposit(amountOf(i)), balance);
@@ -333,18 +355,34 @@ describe('JournaledGrain', () => {
       const account = silo.getGrain(BankAccount, 'thousand');
       const sum = await depositMany(account, 1000, 100);
       const seen = activations.get('bank/thousand');
-      assert.deepEqual(seen, [0, 100, 200, 300, 400, 500, 600, 700, 800, 900], 'each activation starts at the version the log had');
+      assert.deepEqual(
+        seen,
+        [0, 100, 200, 300, 400, 500, 600, 700, 800, 900],
+        'each activation starts at the version the log had',
+      );
       // Without snapshots every activation replays the whole log: 0 + 100 + ... + 900 events.
       assert.equal(counts.eventsRead, 4500);
       assert.equal(counts.snapshotsWritten, 0);
       const info = await account.info();
-      assert.deepEqual(info, { balance: sum, confirmedBalance: sum, version: 1000, tentativeVersion: 1000, unconfirmed: [] });
+      assert.deepEqual(info, {
+        balance: sum,
+        confirmedBalance: sum,
+        version: 1000,
+        tentativeVersion: 1000,
+        unconfirmed: [],
+      });
       assert.deepEqual(await account.replayed(), { balance: sum, deposits: 1000, withdrawals: 0 });
       assert.deepEqual(await account.account(), await account.replayed());
       const history = await account.history();
       assert.equal(history.length, 1000);
-      assert.equal(history.reduce((s, e) => s + e.amount, 0), sum);
-      assert.deepEqual(await account.history(998), [999, 1000].map((i) => ({ kind: 'deposit', amount: amountOf(i) })));
+      assert.equal(
+        history.reduce((s, e) => s + e.amount, 0),
+        sum,
+      );
+      assert.deepEqual(
+        await account.history(998),
+        [999, 1000].map((i) => ({ kind: 'deposit', amount: amountOf(i) })),
+      );
       assert.deepEqual(await account.history(10, 10), []);
       await assert.rejects(account.history(0, 1001), RangeError, 'events past the confirmed version');
       await assert.rejects(account.history(5, 4), RangeError);
@@ -367,8 +405,18 @@ describe('JournaledGrain', () => {
 
       await account.leave();
       reset(counts);
-      assert.deepEqual(await account.info(), { balance: sum, confirmedBalance: sum, version: 250, tentativeVersion: 250, unconfirmed: [] });
-      assert.deepEqual(counts, { reads: 1, eventsRead: 50, snapshotsRead: 1, appends: 0, snapshotsWritten: 0, closes: 0 }, 'activation read the snapshot at 200 and events 201 to 250');
+      assert.deepEqual(await account.info(), {
+        balance: sum,
+        confirmedBalance: sum,
+        version: 250,
+        tentativeVersion: 250,
+        unconfirmed: [],
+      });
+      assert.deepEqual(
+        counts,
+        { reads: 1, eventsRead: 50, snapshotsRead: 1, appends: 0, snapshotsWritten: 0, closes: 0 },
+        'activation read the snapshot at 200 and events 201 to 250',
+      );
       assert.deepEqual(await account.replayed(), await account.account(), 'the snapshot and the full log agree');
 
       const total = await depositMany(account, 50, 1000, sum);
@@ -387,7 +435,11 @@ describe('JournaledGrain', () => {
     const silo = await start({ eventLogs: { default: memoryEventLog(), other: log } });
     try {
       // 25 events written while the grain had no snapshots (here: by another writer).
-      await log.append(stream('plainBank', 'late'), Array.from({ length: 25 }, () => ({ kind: 'deposit', amount: 2 })), 0);
+      await log.append(
+        stream('plainBank', 'late'),
+        Array.from({ length: 25 }, () => ({ kind: 'deposit', amount: 2 })),
+        0,
+      );
       const account = silo.getGrain(PlainBankAccount, 'late');
       assert.equal((await account.info()).balance, 50);
       assert.equal(counts.eventsRead, 25);
@@ -409,16 +461,31 @@ describe('JournaledGrain', () => {
       assert.equal(await account.deposit(10), 10);
       // Behind the grain's back: another writer takes version 2.
       assert.equal(await log.append(stream('bank', 'contested'), [{ kind: 'deposit', amount: 100 }], 1), 2);
-      await assert.rejects(account.deposit(5), (e: unknown) => e instanceof InconsistentStateError && /bank\/contested/.test(e.message));
+      await assert.rejects(
+        account.deposit(5),
+        (e: unknown) => e instanceof InconsistentStateError && /bank\/contested/.test(e.message),
+      );
       // The grain re-read the log and dropped its tentative deposit.
-      assert.deepEqual(await account.info(), { balance: 110, confirmedBalance: 110, version: 2, tentativeVersion: 2, unconfirmed: [] });
+      assert.deepEqual(await account.info(), {
+        balance: 110,
+        confirmedBalance: 110,
+        version: 2,
+        tentativeVersion: 2,
+        unconfirmed: [],
+      });
       assert.equal(await account.deposit(5), 115, 'the retry succeeds');
-      assert.deepEqual((await account.history()).map((e) => e.amount), [10, 100, 5]);
+      assert.deepEqual(
+        (await account.history()).map((e) => e.amount),
+        [10, 100, 5],
+      );
 
       // A withdraw decided on a stale balance is not replayed blindly: the retry sees the new balance.
       await log.append(stream('bank', 'contested'), [{ kind: 'withdraw', amount: 115 }], 3);
       await assert.rejects(account.withdraw(100), InconsistentStateError);
-      await assert.rejects(account.withdraw(100), (e: unknown) => (e as { code?: string }).code === 'INSUFFICIENT_FUNDS');
+      await assert.rejects(
+        account.withdraw(100),
+        (e: unknown) => (e as { code?: string }).code === 'INSUFFICIENT_FUNDS',
+      );
       assert.deepEqual(await account.account(), { balance: 0, deposits: 3, withdrawals: 1 });
     } finally {
       await silo.stop();
@@ -435,7 +502,8 @@ describe('JournaledGrain', () => {
       await assert.rejects(account.confirm(), (e: unknown) => {
         assert.ok(e instanceof GranaryError);
         assert.equal(e.code, 'GRANARY_STORAGE');
-        for (const part of ['bank/flaky', "event log 'default'", 'memory', 'disk on fire']) assert.ok(e.message.includes(part), `names ${part}: ${e.message}`);
+        for (const part of ['bank/flaky', "event log 'default'", 'memory', 'disk on fire'])
+          assert.ok(e.message.includes(part), `names ${part}: ${e.message}`);
         return true;
       });
       assert.deepEqual(await account.info(), {
@@ -446,8 +514,20 @@ describe('JournaledGrain', () => {
         unconfirmed: [{ kind: 'deposit', amount: 5 }],
       });
       assert.equal(await account.deposit(7), 12, 'the next confirm appends the kept event and the new one');
-      assert.deepEqual(await account.info(), { balance: 12, confirmedBalance: 12, version: 2, tentativeVersion: 2, unconfirmed: [] });
-      assert.deepEqual((await log.readEvents(stream('bank', 'flaky'), 0, 2)).map((e) => e.event), [{ kind: 'deposit', amount: 5 }, { kind: 'deposit', amount: 7 }]);
+      assert.deepEqual(await account.info(), {
+        balance: 12,
+        confirmedBalance: 12,
+        version: 2,
+        tentativeVersion: 2,
+        unconfirmed: [],
+      });
+      assert.deepEqual(
+        (await log.readEvents(stream('bank', 'flaky'), 0, 2)).map((e) => e.event),
+        [
+          { kind: 'deposit', amount: 5 },
+          { kind: 'deposit', amount: 7 },
+        ],
+      );
     } finally {
       await silo.stop();
     }
@@ -458,7 +538,10 @@ describe('JournaledGrain', () => {
     try {
       const account = silo.getGrain(BankAccount, 'twice');
       assert.equal(await account.depositTwiceAtOnce(3, 4), 2);
-      assert.deepEqual(await account.history(), [{ kind: 'deposit', amount: 3 }, { kind: 'deposit', amount: 4 }]);
+      assert.deepEqual(await account.history(), [
+        { kind: 'deposit', amount: 3 },
+        { kind: 'deposit', amount: 4 },
+      ]);
     } finally {
       await silo.stop();
     }
@@ -472,9 +555,24 @@ describe('JournaledGrain', () => {
       assert.equal(await account.deposit(10), 10);
       await log.append(stream('bank', 'dropped'), [{ kind: 'deposit', amount: 100 }], 1);
       // The first confirm appends [1] at the stale version 1 and conflicts; the second waited for it, and its event (2) was dropped with it.
-      assert.deepEqual(await account.depositTwiceSettled(1, 2), ['GRANARY_INCONSISTENT_STATE', 'GRANARY_INCONSISTENT_STATE']);
-      assert.deepEqual((await log.readEvents(stream('bank', 'dropped'), 0, 2)).map((e) => e.event), [{ kind: 'deposit', amount: 10 }, { kind: 'deposit', amount: 100 }]);
-      assert.deepEqual(await account.info(), { balance: 110, confirmedBalance: 110, version: 2, tentativeVersion: 2, unconfirmed: [] });
+      assert.deepEqual(await account.depositTwiceSettled(1, 2), [
+        'GRANARY_INCONSISTENT_STATE',
+        'GRANARY_INCONSISTENT_STATE',
+      ]);
+      assert.deepEqual(
+        (await log.readEvents(stream('bank', 'dropped'), 0, 2)).map((e) => e.event),
+        [
+          { kind: 'deposit', amount: 10 },
+          { kind: 'deposit', amount: 100 },
+        ],
+      );
+      assert.deepEqual(await account.info(), {
+        balance: 110,
+        confirmedBalance: 110,
+        version: 2,
+        tentativeVersion: 2,
+        unconfirmed: [],
+      });
       // Without a conflict, both confirm.
       assert.deepEqual(await account.depositTwiceSettled(1, 2), ['confirmed', 'confirmed']);
       assert.equal((await account.info()).version, 4);
@@ -495,13 +593,19 @@ describe('JournaledGrain', () => {
       // While the first deposit's append is on its way, another writer takes version 2 and a second deposit is raised.
       await log.append(stream('reentrantBank', 'interleaved'), [{ kind: 'deposit', amount: 100 }], 1);
       const second = account.deposit(2);
-      assert.deepEqual((await account.info()).unconfirmed, [{ kind: 'deposit', amount: 1 }, { kind: 'deposit', amount: 2 }]);
+      assert.deepEqual((await account.info()).unconfirmed, [
+        { kind: 'deposit', amount: 1 },
+        { kind: 'deposit', amount: 2 },
+      ]);
       held.release();
       const outcomes = await Promise.allSettled([first, second]);
-      assert.deepEqual(outcomes.map((o) => (o.status === 'fulfilled' ? `balance ${o.value}` : String((o.reason as { code?: unknown }).code))), [
-        'GRANARY_INCONSISTENT_STATE',
-        'GRANARY_INCONSISTENT_STATE',
-      ], 'a caller told its deposit is confirmed finds it in the log');
+      assert.deepEqual(
+        outcomes.map((o) =>
+          o.status === 'fulfilled' ? `balance ${o.value}` : String((o.reason as { code?: unknown }).code),
+        ),
+        ['GRANARY_INCONSISTENT_STATE', 'GRANARY_INCONSISTENT_STATE'],
+        'a caller told its deposit is confirmed finds it in the log',
+      );
       assert.deepEqual((await log.read(stream('reentrantBank', 'interleaved'))).version, 2);
       assert.equal(await account.deposit(2), 112, 'the retry succeeds');
     } finally {
@@ -514,9 +618,22 @@ describe('JournaledGrain', () => {
     try {
       const account = silo.getGrain(BankAccount, 'refused');
       await account.deposit(10);
-      await assert.rejects(account.deposit(-5), (e: unknown) => e instanceof RangeError && /amounts are positive/.test(e.message));
-      await assert.rejects(account.raiseUnstorable(), (e: unknown) => (e as { code?: string }).code === 'GRANARY_SERIALIZATION' && /event\.note/.test((e as Error).message));
-      assert.deepEqual(await account.info(), { balance: 10, confirmedBalance: 10, version: 1, tentativeVersion: 1, unconfirmed: [] });
+      await assert.rejects(
+        account.deposit(-5),
+        (e: unknown) => e instanceof RangeError && /amounts are positive/.test(e.message),
+      );
+      await assert.rejects(
+        account.raiseUnstorable(),
+        (e: unknown) =>
+          (e as { code?: string }).code === 'GRANARY_SERIALIZATION' && /event\.note/.test((e as Error).message),
+      );
+      assert.deepEqual(await account.info(), {
+        balance: 10,
+        confirmedBalance: 10,
+        version: 1,
+        tentativeVersion: 1,
+        unconfirmed: [],
+      });
       assert.equal(await account.deposit(1), 11);
     } finally {
       await silo.stop();
@@ -546,12 +663,21 @@ describe('JournaledGrain', () => {
       assert.equal(tentative.state.balance, 12);
       assert.equal(tentative.confirmed.balance, 5, 'a tentative event does not reach the confirmed state');
       assert.deepEqual(tentative.confirmed.entries, [{ amount: 5, tags: ['seen at 1'] }]);
-      assert.deepEqual(tentative.state.entries, [{ amount: 5, tags: ['seen at 1'] }, { amount: 7, tags: ['seen at 2'] }]);
+      assert.deepEqual(tentative.state.entries, [
+        { amount: 5, tags: ['seen at 1'] },
+        { amount: 7, tags: ['seen at 2'] },
+      ]);
 
       await ledger.confirm();
       const confirmed = await ledger.views();
       assert.deepEqual(confirmed.state, confirmed.confirmed, 'once confirmed, both views agree');
-      assert.deepEqual(confirmed.state, { balance: 12, entries: [{ amount: 5, tags: ['seen at 1'] }, { amount: 7, tags: ['seen at 2'] }] });
+      assert.deepEqual(confirmed.state, {
+        balance: 12,
+        entries: [
+          { amount: 5, tags: ['seen at 1'] },
+          { amount: 7, tags: ['seen at 2'] },
+        ],
+      });
 
       // A conflict drops the tentative event; both views are the log's.
       await ledger.add(100, false);
@@ -566,11 +692,14 @@ describe('JournaledGrain', () => {
       await ledger.leave();
       assert.deepEqual((await ledger.views()).state, after.state);
       // The events in the log are as raised: what apply did to its own copies did not reach them.
-      assert.deepEqual((await log.readEvents(stream('ledger', 'l'), 0, 3)).map((e) => e.event), [
-        { amount: 5, tags: [] },
-        { amount: 7, tags: [] },
-        { amount: 1, tags: [] },
-      ]);
+      assert.deepEqual(
+        (await log.readEvents(stream('ledger', 'l'), 0, 3)).map((e) => e.event),
+        [
+          { amount: 5, tags: [] },
+          { amount: 7, tags: [] },
+          { amount: 1, tags: [] },
+        ],
+      );
     } finally {
       await silo.stop();
     }
@@ -579,13 +708,20 @@ describe('JournaledGrain', () => {
   it('does not let references call JournaledGrain members or hooks', async () => {
     const silo = await start({});
     try {
-      const byName = silo.getGrain<unknown>('bank', 'members') as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+      const byName = silo.getGrain<unknown>('bank', 'members') as unknown as Record<
+        string,
+        (...args: unknown[]) => Promise<unknown>
+      >;
       for (const name of ['raiseEvent', 'raiseEvents', 'confirmEvents', 'retrieveEvents', 'apply', 'initialState']) {
         const call = byName[name];
         assert.equal(typeof call, 'function', 'a reference turns any name into a call');
-        await assert.rejects(async () => call?.call(byName, { kind: 'deposit', amount: 1 }), { code: 'GRANARY_UNKNOWN_METHOD' }, name);
+        await assert.rejects(
+          async () => call?.call(byName, { kind: 'deposit', amount: 1 }),
+          { code: 'GRANARY_UNKNOWN_METHOD' },
+          name,
+        );
       }
-      assert.equal(await silo.getGrain(BankAccount, 'members').deposit(1), 1, 'the grain\'s own methods are callable');
+      assert.equal(await silo.getGrain(BankAccount, 'members').deposit(1), 1, "the grain's own methods are callable");
     } finally {
       await silo.stop();
     }
@@ -594,8 +730,14 @@ describe('JournaledGrain', () => {
   it('fails activation with a ConfigurationError naming the event log and the grain when the log is not configured', async () => {
     const silo = await start({});
     try {
-      await assert.rejects(silo.getGrain(LostAccount, 'x').deposit(1), (e: unknown) =>
-        e instanceof ConfigurationError && /'nowhere'/.test(e.message) && /lost\/x/.test(e.message) && /configured event logs: default/.test(e.message));
+      await assert.rejects(
+        silo.getGrain(LostAccount, 'x').deposit(1),
+        (e: unknown) =>
+          e instanceof ConfigurationError &&
+          /'nowhere'/.test(e.message) &&
+          /lost\/x/.test(e.message) &&
+          /configured event logs: default/.test(e.message),
+      );
     } finally {
       await silo.stop();
     }
@@ -605,19 +747,31 @@ describe('JournaledGrain', () => {
     @grain('badSnapshots')
     @journal({ snapshotEvery: -1 })
     class BadSnapshots extends BankAccount {}
-    await assert.rejects(Silo.start({ grains: [BadSnapshots], logger: silentLogger() }), { code: 'GRANARY_CONFIGURATION', message: /snapshotEvery of grain badSnapshots/ });
+    await assert.rejects(Silo.start({ grains: [BadSnapshots], logger: silentLogger() }), {
+      code: 'GRANARY_CONFIGURATION',
+      message: /snapshotEvery of grain badSnapshots/,
+    });
 
     class NotJournaled extends Grain {
       static grainOptions = { journal: { snapshotEvery: 5 } };
     }
-    await assert.rejects(Silo.start({ grains: [NotJournaled], logger: silentLogger() }), { code: 'GRANARY_CONFIGURATION', message: /NotJournaled.*JournaledGrain/ });
+    await assert.rejects(Silo.start({ grains: [NotJournaled], logger: silentLogger() }), {
+      code: 'GRANARY_CONFIGURATION',
+      message: /NotJournaled.*JournaledGrain/,
+    });
 
     @grain('workerAccount')
     @statelessWorker()
     class WorkerAccount extends BankAccount {}
-    await assert.rejects(Silo.start({ grains: [WorkerAccount], logger: silentLogger() }), { code: 'GRANARY_CONFIGURATION', message: /workerAccount.*stateless worker/ });
+    await assert.rejects(Silo.start({ grains: [WorkerAccount], logger: silentLogger() }), {
+      code: 'GRANARY_CONFIGURATION',
+      message: /workerAccount.*stateless worker/,
+    });
 
-    await assert.rejects(Silo.start({ eventLogs: { default: {} as never }, logger: silentLogger() }), { code: 'GRANARY_CONFIGURATION', message: /event log 'default'/ });
+    await assert.rejects(Silo.start({ eventLogs: { default: {} as never }, logger: silentLogger() }), {
+      code: 'GRANARY_CONFIGURATION',
+      message: /event log 'default'/,
+    });
   });
 
   it('runs with the in-memory event log by default', async () => {
@@ -645,7 +799,10 @@ describe('JournaledGrain on SQLite and PostgreSQL', () => {
       const account = silo.getGrain(PlainBankAccount, 'store');
       sum = await depositMany(account, 120, 40);
       assert.equal(await account.withdraw(20), sum - 20);
-      await assert.rejects(account.withdraw(1_000_000), (e: unknown) => (e as { code?: string }).code === 'INSUFFICIENT_FUNDS');
+      await assert.rejects(
+        account.withdraw(1_000_000),
+        (e: unknown) => (e as { code?: string }).code === 'INSUFFICIENT_FUNDS',
+      );
       assert.equal(first.counts.snapshotsWritten, 12, 'a snapshot every 10 events');
 
       // Another writer on the same store (another silo, say) makes the grain's next confirm conflict.
@@ -664,7 +821,10 @@ describe('JournaledGrain on SQLite and PostgreSQL', () => {
       const expected = { balance: sum - 20 + 1000 + 1, deposits: 122, withdrawals: 1 };
       assert.deepEqual(await account.account(), expected, 'the state after a silo restart');
       assert.equal((await account.info()).version, 123);
-      assert.ok(second.counts.eventsRead < 10, `activation replayed ${second.counts.eventsRead} events after the latest snapshot, not the whole log`);
+      assert.ok(
+        second.counts.eventsRead < 10,
+        `activation replayed ${second.counts.eventsRead} events after the latest snapshot, not the whole log`,
+      );
       assert.deepEqual(await account.replayed(), expected, 'the log replayed from version 0');
     } finally {
       await silo.stop();
@@ -682,7 +842,11 @@ describe('JournaledGrain on SQLite and PostgreSQL', () => {
       silo = await start({ eventLogs: { default: sqliteEventLog({ path }) } });
       try {
         const account = silo.getGrain(SnapshotBankAccount, 'crash');
-        assert.deepEqual(await account.account(), { balance, deposits: 400, withdrawals: 0 }, 'the state after the crash is the confirmed one');
+        assert.deepEqual(
+          await account.account(),
+          { balance, deposits: 400, withdrawals: 0 },
+          'the state after the crash is the confirmed one',
+        );
         for (let i = 401; i <= 1000; i++) {
           balance += amountOf(i);
           assert.equal(await account.deposit(amountOf(i)), balance);
@@ -691,7 +855,11 @@ describe('JournaledGrain on SQLite and PostgreSQL', () => {
         assert.equal(balance, sumOf(1000));
         assert.deepEqual(await account.account(), { balance, deposits: 1000, withdrawals: 0 });
         assert.equal((await account.info()).version, 1000);
-        assert.deepEqual(await account.replayed(), { balance, deposits: 1000, withdrawals: 0 }, 'the log replayed from version 0');
+        assert.deepEqual(
+          await account.replayed(),
+          { balance, deposits: 1000, withdrawals: 0 },
+          'the log replayed from version 0',
+        );
       } finally {
         await silo.stop();
       }

@@ -79,7 +79,10 @@ export function membershipConformance(name: string, setup: MembershipConformance
           status: 'ShuttingDown',
           gatewayAddress: '10.0.0.2:30000',
           hostName: 'host-ü "quoted" \\ back',
-          suspicions: [{ by: siloId(plain), at: 1_700_000_000_111 }, { by: '10.0.0.9:11111@5', at: 1_700_000_000_222 }],
+          suspicions: [
+            { by: siloId(plain), at: 1_700_000_000_111 },
+            { by: '10.0.0.9:11111@5', at: 1_700_000_000_222 },
+          ],
         });
         assert.equal(await t.insert(full, after(s1.version)), true, 'insert at version 2');
 
@@ -108,8 +111,16 @@ export function membershipConformance(name: string, setup: MembershipConformance
         const v0 = (await t.readAll()).version;
         assert.equal(await t.insert(silo(1), after(v0)), true);
         const before = await t.readAll();
-        assert.equal(await t.insert(silo(2), after(v0)), false, 'insert with the etag of version 0 while the table is at 1');
-        assert.equal(await t.insert(silo(2), { version: 2, etag: 'not-an-etag-of-this-table' }), false, 'insert with an unknown etag');
+        assert.equal(
+          await t.insert(silo(2), after(v0)),
+          false,
+          'insert with the etag of version 0 while the table is at 1',
+        );
+        assert.equal(
+          await t.insert(silo(2), { version: 2, etag: 'not-an-etag-of-this-table' }),
+          false,
+          'insert with an unknown etag',
+        );
         assert.deepEqual(await t.readAll(), before);
       }));
 
@@ -122,7 +133,11 @@ export function membershipConformance(name: string, setup: MembershipConformance
         assert.equal(await t.update({ ...e, status: 'Active' }, oldEtag, after(s1.version)), true);
 
         const before = await t.readAll();
-        assert.equal(await t.update({ ...e, status: 'Dead' }, oldEtag, after(before.version)), false, 'update with the row etag before the last update');
+        assert.equal(
+          await t.update({ ...e, status: 'Dead' }, oldEtag, after(before.version)),
+          false,
+          'update with the row etag before the last update',
+        );
         assert.deepEqual(await t.readAll(), before);
       }));
 
@@ -135,7 +150,11 @@ export function membershipConformance(name: string, setup: MembershipConformance
 
         const before = await t.readAll();
         assert.equal(rowOf(before, e).etag, rowOf(s1, e).etag);
-        assert.equal(await t.update({ ...e, status: 'Active' }, rowOf(s1, e).etag, after(s1.version)), false, 'current row etag, version 1 etag');
+        assert.equal(
+          await t.update({ ...e, status: 'Active' }, rowOf(s1, e).etag, after(s1.version)),
+          false,
+          'current row etag, version 1 etag',
+        );
         assert.deepEqual(await t.readAll(), before);
       }));
 
@@ -152,7 +171,12 @@ export function membershipConformance(name: string, setup: MembershipConformance
         const e = silo(1, { status: 'Joining' });
         assert.equal(await t.insert(e, after((await t.readAll()).version)), true);
         const s1 = await t.readAll();
-        const changed: SiloEntry = { ...e, status: 'Active', iAmAliveAt: e.iAmAliveAt + 5, suspicions: [{ by: 'x:1@1', at: 1_700_000_000_500 }] };
+        const changed: SiloEntry = {
+          ...e,
+          status: 'Active',
+          iAmAliveAt: e.iAmAliveAt + 5,
+          suspicions: [{ by: 'x:1@1', at: 1_700_000_000_500 }],
+        };
         assert.equal(await t.update(changed, rowOf(s1, e).etag, after(s1.version)), true);
 
         const s2 = await t.readAll();
@@ -182,7 +206,10 @@ export function membershipConformance(name: string, setup: MembershipConformance
         assert.deepEqual(rowOf(s, other), rowOf(before, other), 'the other row is untouched');
 
         // An update made with the row etag read before the I-am-alive write still succeeds.
-        assert.equal(await t.update({ ...e, status: 'ShuttingDown', iAmAliveAt: at }, rowOf(before, e).etag, after(s.version)), true);
+        assert.equal(
+          await t.update({ ...e, status: 'ShuttingDown', iAmAliveAt: at }, rowOf(before, e).etag, after(s.version)),
+          true,
+        );
 
         const unknown = silo(3);
         await t.updateIAmAlive(unknown.address, unknown.generation, at);
@@ -215,10 +242,15 @@ export function membershipConformance(name: string, setup: MembershipConformance
           for (let attempt = 1; attempt <= voters.length; attempt++) {
             const s = await t.readAll();
             const row = rowOf(s, target);
-            const entry: SiloEntry = { ...row.entry, suspicions: [...row.entry.suspicions, { by: voter, at: 1_700_000_001_000 + i }] };
+            const entry: SiloEntry = {
+              ...row.entry,
+              suspicions: [...row.entry.suspicions, { by: voter, at: 1_700_000_001_000 + i }],
+            };
             if (await t.update(entry, row.etag, after(s.version))) return attempt;
           }
-          throw new Error(`voter ${voter}: update still refused after ${voters.length} attempts, though only ${voters.length - 1} other votes can have landed`);
+          throw new Error(
+            `voter ${voter}: update still refused after ${voters.length} attempts, though only ${voters.length - 1} other votes can have landed`,
+          );
         };
         await Promise.all(voters.map(vote));
 
@@ -245,7 +277,10 @@ export function membershipConformance(name: string, setup: MembershipConformance
 
         assert.equal(await t.cleanupDefunct(cutOff), 2);
         const s = await t.readAll();
-        assert.deepEqual(sortedRows(s), sortedRows(before).filter((r) => ![siloId(deadOld), siloId(deadOlder)].includes(siloId(r.entry))));
+        assert.deepEqual(
+          sortedRows(s),
+          sortedRows(before).filter((r) => ![siloId(deadOld), siloId(deadOlder)].includes(siloId(r.entry))),
+        );
         assert.equal(s.version.version, before.version.version, 'cleanup is not a membership change');
         assert.equal(await t.cleanupDefunct(cutOff), 0, 'nothing left to clean');
       }));
@@ -268,7 +303,11 @@ export function membershipConformance(name: string, setup: MembershipConformance
           await third.close();
         }
 
-        assert.equal(await a.update({ ...silo(1), status: 'Dead' }, rowOf(s, silo(1)).etag, after(s.version)), true, 'a moves the version to 2');
+        assert.equal(
+          await a.update({ ...silo(1), status: 'Dead' }, rowOf(s, silo(1)).etag, after(s.version)),
+          true,
+          'a moves the version to 2',
+        );
         assert.equal(await b.insert(silo(2), after(s.version)), false, 'b, still holding version 1, is refused');
         const s2 = await b.readAll();
         assert.equal(s2.version.version, 2);
@@ -296,11 +335,18 @@ export function membershipConformance(name: string, setup: MembershipConformance
         assert.equal(sa.version.version, 2);
         assert.equal(sb.version.version, 1);
         assert.deepEqual(rowOf(sa, shared).entry, shared);
-        assert.deepEqual(sb.entries.map((r) => r.entry), [inB]);
+        assert.deepEqual(
+          sb.entries.map((r) => r.entry),
+          [inB],
+        );
 
         await b.updateIAmAlive(shared.address, shared.generation, 5_000);
         assert.deepEqual(await a.readAll(), sa, 'updateIAmAlive on b leaves a alone');
-        assert.equal(await b.cleanupDefunct(Number.MAX_SAFE_INTEGER), 0, 'b has no Dead row; a has one, which b must not delete');
+        assert.equal(
+          await b.cleanupDefunct(Number.MAX_SAFE_INTEGER),
+          0,
+          'b has no Dead row; a has one, which b must not delete',
+        );
         assert.deepEqual(await a.readAll(), sa);
 
         await b.deleteCluster();
@@ -320,7 +366,10 @@ export function membershipConformance(name: string, setup: MembershipConformance
         assert.equal(await t.insert(silo(2), after(s.version)), true);
         const s1 = await t.readAll();
         assert.equal(s1.version.version, 1);
-        assert.deepEqual(s1.entries.map((r) => r.entry), [silo(2)]);
+        assert.deepEqual(
+          s1.entries.map((r) => r.entry),
+          [silo(2)],
+        );
         assert.notEqual(s1.version.etag, before.version.etag, 'no version etag is reused');
         assert.notEqual(s1.entries[0]?.etag, before.entries[0]?.etag, 'no row etag is reused');
       }));
@@ -360,7 +409,9 @@ function rowOf(s: MembershipSnapshot, e: SiloEntry): Row {
 }
 
 function sortedRows(s: MembershipSnapshot): Row[] {
-  return [...s.entries].sort((x, y) => (siloId(x.entry) < siloId(y.entry) ? -1 : siloId(x.entry) > siloId(y.entry) ? 1 : 0));
+  return [...s.entries].sort((x, y) =>
+    siloId(x.entry) < siloId(y.entry) ? -1 : siloId(x.entry) > siloId(y.entry) ? 1 : 0,
+  );
 }
 
 function assertEtag(etag: unknown, what: string): void {

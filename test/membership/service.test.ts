@@ -6,7 +6,14 @@ import type { MembershipTable } from '../../src/membership/table.ts';
 import { MembershipError, silentLogger } from 'granary';
 import { eventually } from '../helpers.ts';
 
-const fast = { iAmAliveIntervalMs: 50, tableRefreshIntervalMs: 30, probeIntervalMs: 30, probeTimeoutMs: 30, missedProbesLimit: 2, joinTimeoutMs: 500 };
+const fast = {
+  iAmAliveIntervalMs: 50,
+  tableRefreshIntervalMs: 30,
+  probeIntervalMs: 30,
+  probeTimeoutMs: 30,
+  missedProbesLimit: 2,
+  joinTimeoutMs: 500,
+};
 
 /** A network where some addresses are unreachable. */
 class FakeNet implements Prober {
@@ -32,14 +39,26 @@ describe('membership service', () => {
     const dead: string[] = [];
     const svcs: MembershipService[] = [];
     for (let i = 1; i <= 3; i++) {
-      const s = new MembershipService(await table(store), { address: `127.0.0.1:${i}`, generation: 1, gatewayAddress: null }, net, silentLogger(), fast, () => dead.push(`127.0.0.1:${i}`));
+      const s = new MembershipService(
+        await table(store),
+        { address: `127.0.0.1:${i}`, generation: 1, gatewayAddress: null },
+        net,
+        silentLogger(),
+        fast,
+        () => dead.push(`127.0.0.1:${i}`),
+      );
       await s.join();
       svcs.push(s);
     }
     await Promise.all(svcs.map((s) => s.refresh()));
-    for (const s of svcs) assert.deepEqual([...s.view.active.keys()].sort(), ['127.0.0.1:1', '127.0.0.1:2', '127.0.0.1:3']);
+    for (const s of svcs)
+      assert.deepEqual([...s.view.active.keys()].sort(), ['127.0.0.1:1', '127.0.0.1:2', '127.0.0.1:3']);
     net.down.add('127.0.0.1:3');
-    await eventually('silo 3 declared dead in the others\' views', () => svcs.slice(0, 2).every((s) => !s.view.active.has('127.0.0.1:3') && s.view.dead.has('127.0.0.1:3')), 5000);
+    await eventually(
+      "silo 3 declared dead in the others' views",
+      () => svcs.slice(0, 2).every((s) => !s.view.active.has('127.0.0.1:3') && s.view.dead.has('127.0.0.1:3')),
+      5000,
+    );
     // Silo 3 itself (it can still read the table) learns it was declared dead and stops.
     await eventually('silo 3 stops itself', () => dead.includes('127.0.0.1:3'), 5000);
     for (const s of svcs) s.stop();
@@ -50,7 +69,14 @@ describe('membership service', () => {
     const net = new FakeNet();
     const svcs: MembershipService[] = [];
     for (let i = 1; i <= 3; i++) {
-      const s = new MembershipService(await table(store), { address: `127.0.0.1:${i}`, generation: 1, gatewayAddress: null }, net, silentLogger(), { ...fast, numProbedSilos: 1 }, () => {});
+      const s = new MembershipService(
+        await table(store),
+        { address: `127.0.0.1:${i}`, generation: 1, gatewayAddress: null },
+        net,
+        silentLogger(),
+        { ...fast, numProbedSilos: 1 },
+        () => {},
+      );
       await s.join();
       svcs.push(s);
     }
@@ -71,10 +97,24 @@ describe('membership service', () => {
     const net = new FakeNet();
     // A heartbeat every second: fresh for three, however loaded the machine is.
     const steady = { ...fast, iAmAliveIntervalMs: 1000 };
-    const a = new MembershipService(await table(store), { address: '127.0.0.1:1', generation: 1, gatewayAddress: null }, net, silentLogger(), steady, () => {});
+    const a = new MembershipService(
+      await table(store),
+      { address: '127.0.0.1:1', generation: 1, gatewayAddress: null },
+      net,
+      silentLogger(),
+      steady,
+      () => {},
+    );
     await a.join();
     net.down.add('127.0.0.1:1');
-    const b = new MembershipService(await table(store), { address: '127.0.0.1:2', generation: 1, gatewayAddress: null }, net, silentLogger(), steady, () => {});
+    const b = new MembershipService(
+      await table(store),
+      { address: '127.0.0.1:2', generation: 1, gatewayAddress: null },
+      net,
+      silentLogger(),
+      steady,
+      () => {},
+    );
     await assert.rejects(b.join(), (e: unknown) => e instanceof MembershipError && /127\.0\.0\.1:1/.test(e.message));
     a.stop();
   });
@@ -100,7 +140,14 @@ describe('membership service', () => {
     };
     const svcs: MembershipService[] = [];
     for (let i = 1; i <= 2; i++) {
-      const s = new MembershipService(await wrap(), { address: `127.0.0.1:${i}`, generation: 1, gatewayAddress: null }, net, silentLogger(), fast, () => {});
+      const s = new MembershipService(
+        await wrap(),
+        { address: `127.0.0.1:${i}`, generation: 1, gatewayAddress: null },
+        net,
+        silentLogger(),
+        fast,
+        () => {},
+      );
       await s.join();
       svcs.push(s);
     }
@@ -111,7 +158,11 @@ describe('membership service', () => {
     await new Promise((r) => setTimeout(r, 300));
     assert.ok((svcs[0] as MembershipService).view.active.has('127.0.0.1:2'), 'the view kept silo 2');
     broken = false;
-    await eventually('silo 2 declared dead once the table is back', () => !(svcs[0] as MembershipService).view.active.has('127.0.0.1:2'), 5000);
+    await eventually(
+      'silo 2 declared dead once the table is back',
+      () => !(svcs[0] as MembershipService).view.active.has('127.0.0.1:2'),
+      5000,
+    );
     for (const s of svcs) s.stop();
   });
 });

@@ -68,7 +68,13 @@ export function reminderConformance(name: string, setup: ReminderConformanceSetu
     it('reads an upserted reminder back, every field and its ETag, by read, readGrain and readRange', () =>
       withTable(async (t) => {
         const grainId = 'counter/ü "quoted" \\ back {t}';
-        const e: ReminderEntry = { grainId, name: 'daily report', grainHash: hash32(grainId), startAt: 1_700_000_000_123, periodMs: 86_400_000 };
+        const e: ReminderEntry = {
+          grainId,
+          name: 'daily report',
+          grainHash: hash32(grainId),
+          startAt: 1_700_000_000_123,
+          periodMs: 86_400_000,
+        };
         const etag = await t.upsert(e);
         assertEtag(etag, 'the ETag upsert resolves to');
         const stored: StoredReminder = { ...e, etag };
@@ -77,7 +83,11 @@ export function reminderConformance(name: string, setup: ReminderConformanceSetu
         assert.equal(await t.read(grainId, 'other'), undefined, 'another name of the grain');
         assert.equal(await t.read('counter/other', 'daily report'), undefined, 'the name on another grain');
         assert.deepEqual(await t.readGrain(grainId), [stored]);
-        assert.deepEqual(await t.readRange(e.grainHash === 0 ? TOP : e.grainHash - 1, e.grainHash), [stored], 'the range ending at its hash');
+        assert.deepEqual(
+          await t.readRange(e.grainHash === 0 ? TOP : e.grainHash - 1, e.grainHash),
+          [stored],
+          'the range ending at its hash',
+        );
         assert.deepEqual(await t.readRange(0, 0), [stored], 'the whole ring');
       }));
 
@@ -101,7 +111,12 @@ export function reminderConformance(name: string, setup: ReminderConformanceSetu
       withTable(async (t) => {
         const first = entry('timer/1', 'tick', 1_000);
         const e1 = await t.upsert(first);
-        const second: ReminderEntry = { ...first, grainHash: 2_000, startAt: first.startAt + 60_000, periodMs: 5 * 60_000 };
+        const second: ReminderEntry = {
+          ...first,
+          grainHash: 2_000,
+          startAt: first.startAt + 60_000,
+          periodMs: 5 * 60_000,
+        };
         const e2 = await t.upsert(second);
         assertEtag(e2, 'the second ETag');
         assert.notEqual(e2, e1);
@@ -128,7 +143,11 @@ export function reminderConformance(name: string, setup: ReminderConformanceSetu
         assert.equal(new Set(etags).size, etags.length, `every ETag differs: ${etags.join(', ')}`);
 
         for (const old of etags.slice(0, 2).concat(etags.slice(3, 5))) {
-          assert.equal(await t.remove(e.grainId, e.name, old), false, `an ETag of an earlier incarnation (${old}) removes nothing`);
+          assert.equal(
+            await t.remove(e.grainId, e.name, old),
+            false,
+            `an ETag of an earlier incarnation (${old}) removes nothing`,
+          );
         }
         assert.deepEqual(await t.read(e.grainId, e.name), { ...e, etag: etags[5] });
       }));
@@ -165,7 +184,10 @@ export function reminderConformance(name: string, setup: ReminderConformanceSetu
 
     it('readRange(begin, end) with begin < end holds hashes above begin up to and including end', () =>
       withTable(async (t) => {
-        const stored = await upsertAll(t, RING_HASHES.map((h) => entry(`g/${h}`, 'r', h)));
+        const stored = await upsertAll(
+          t,
+          RING_HASHES.map((h) => entry(`g/${h}`, 'r', h)),
+        );
         const read = async (begin: number, end: number): Promise<number[]> => hashesOf(await t.readRange(begin, end));
         assert.deepEqual(await read(100, 200), [101, 150, 200]);
         assert.deepEqual(await read(99, 100), [100]);
@@ -173,27 +195,48 @@ export function reminderConformance(name: string, setup: ReminderConformanceSetu
         assert.deepEqual(await read(0, 1), [1], 'begin is exclusive: not hash 0');
         assert.deepEqual(await read(0, 99), [1, 99]);
         assert.deepEqual(await read(TOP - 1, TOP), [TOP], 'end is inclusive: hash 2^32-1');
-        assert.deepEqual(await read(0, TOP), RING_HASHES.filter((h) => h !== 0), 'everything but hash 0');
+        assert.deepEqual(
+          await read(0, TOP),
+          RING_HASHES.filter((h) => h !== 0),
+          'everything but hash 0',
+        );
         assert.deepEqual(await read(201, 4_294_967_293), []);
         // What the rows hold comes back with them.
-        assert.deepEqual(sortRows(await t.readRange(99, 101)), sortRows(stored.filter((r) => r.grainHash === 100 || r.grainHash === 101)));
+        assert.deepEqual(
+          sortRows(await t.readRange(99, 101)),
+          sortRows(stored.filter((r) => r.grainHash === 100 || r.grainHash === 101)),
+        );
       }));
 
     it('readRange(begin, end) with begin > end wraps past the top of the ring', () =>
       withTable(async (t) => {
-        await upsertAll(t, RING_HASHES.map((h) => entry(`g/${h}`, 'r', h)));
+        await upsertAll(
+          t,
+          RING_HASHES.map((h) => entry(`g/${h}`, 'r', h)),
+        );
         const read = async (begin: number, end: number): Promise<number[]> => hashesOf(await t.readRange(begin, end));
         assert.deepEqual(await read(200, 99), [0, 1, 99, TOP - 1, TOP]);
         assert.deepEqual(await read(TOP, 0), [0], 'from the top to 0: just hash 0');
         assert.deepEqual(await read(TOP - 1, 0), [0, TOP]);
         assert.deepEqual(await read(TOP, 1), [0, 1]);
-        assert.deepEqual(await read(1, 0), RING_HASHES.filter((h) => h !== 1), 'everything but hash 1');
-        assert.deepEqual(await read(TOP - 1, TOP - 2), RING_HASHES.filter((h) => h !== TOP - 1), 'everything but hash 2^32-2');
+        assert.deepEqual(
+          await read(1, 0),
+          RING_HASHES.filter((h) => h !== 1),
+          'everything but hash 1',
+        );
+        assert.deepEqual(
+          await read(TOP - 1, TOP - 2),
+          RING_HASHES.filter((h) => h !== TOP - 1),
+          'everything but hash 2^32-2',
+        );
       }));
 
     it('readRange(x, x) is the whole ring, whatever x', () =>
       withTable(async (t) => {
-        await upsertAll(t, RING_HASHES.map((h) => entry(`g/${h}`, 'r', h)));
+        await upsertAll(
+          t,
+          RING_HASHES.map((h) => entry(`g/${h}`, 'r', h)),
+        );
         for (const x of [0, 1, 100, 150, TOP - 1, TOP]) {
           assert.deepEqual(hashesOf(await t.readRange(x, x)), RING_HASHES, `readRange(${x}, ${x})`);
         }
@@ -216,7 +259,8 @@ export function reminderConformance(name: string, setup: ReminderConformanceSetu
         const entries = Array.from({ length: 500 }, (_, i) => {
           const grainId = `worker/${i}`;
           // A few on the edges and on the range boundaries; the rest where the ring hash puts them.
-          const grainHash = i === 0 ? 0 : i === 1 ? TOP : i === 2 ? BOUNDS[0] : i === 3 ? BOUNDS[1] + 1 : hash32(grainId);
+          const grainHash =
+            i === 0 ? 0 : i === 1 ? TOP : i === 2 ? BOUNDS[0] : i === 3 ? BOUNDS[1] + 1 : hash32(grainId);
           return entry(grainId, i % 3 === 0 ? 'a' : 'b', grainHash);
         });
         const stored = await upsertAll(t, entries);
@@ -231,13 +275,24 @@ export function reminderConformance(name: string, setup: ReminderConformanceSetu
         for (const [begin, end] of ranges) {
           const rows = await t.readRange(begin, end);
           for (const r of rows) {
-            assert.ok(begin < end ? begin < r.grainHash && r.grainHash <= end : r.grainHash > begin || r.grainHash <= end, `hash ${r.grainHash} is in (${begin}, ${end}]`);
+            assert.ok(
+              begin < end ? begin < r.grainHash && r.grainHash <= end : r.grainHash > begin || r.grainHash <= end,
+              `hash ${r.grainHash} is in (${begin}, ${end}]`,
+            );
             seen.set(r.grainId, (seen.get(r.grainId) ?? 0) + 1);
           }
         }
         assert.equal(seen.size, 500, 'every reminder is in some range');
-        assert.deepEqual([...seen.values()].filter((n) => n !== 1), [], 'no reminder is in two ranges');
-        assert.deepEqual(sortRows(await t.readRange(BOUNDS[2], BOUNDS[2])), sortRows(stored), 'the whole ring holds each exactly as stored');
+        assert.deepEqual(
+          [...seen.values()].filter((n) => n !== 1),
+          [],
+          'no reminder is in two ranges',
+        );
+        assert.deepEqual(
+          sortRows(await t.readRange(BOUNDS[2], BOUNDS[2])),
+          sortRows(stored),
+          'the whole ring holds each exactly as stored',
+        );
       }));
 
     it('tables on one cluster id share one table', () => {
@@ -284,7 +339,10 @@ export function reminderConformance(name: string, setup: ReminderConformanceSetu
         const entries = Array.from({ length: 20 }, (_, i) => entry(`busy/${i % 5}`, `r${i}`, hash32(`busy/${i % 5}`)));
         const etags = await Promise.all(entries.map((e) => t.upsert(e)));
         assert.equal(new Set(etags).size, 20, `distinct ETags: ${etags.join(', ')}`);
-        assert.deepEqual(sortRows(await t.readRange(0, 0)), sortRows(entries.map((e, i) => ({ ...e, etag: etags[i] as string }))));
+        assert.deepEqual(
+          sortRows(await t.readRange(0, 0)),
+          sortRows(entries.map((e, i) => ({ ...e, etag: etags[i] as string }))),
+        );
         assert.equal((await t.readGrain('busy/0')).length, 4);
       }));
 
@@ -330,19 +388,38 @@ export function reminderConformance(name: string, setup: ReminderConformanceSetu
         const otherEtag = await t.upsert(other);
         const before = await t.read(e.grainId, e.name);
         assert.deepEqual(before, { ...e, etag });
-        assert.ok(before !== undefined && !('lastTickAt' in before), 'no tick recorded: lastTickAt is absent, not undefined-valued');
+        assert.ok(
+          before !== undefined && !('lastTickAt' in before),
+          'no tick recorded: lastTickAt is absent, not undefined-valued',
+        );
 
         await t.recordTick(e.grainId, e.name, e.startAt);
         const ticked: StoredReminder = { ...e, etag, lastTickAt: e.startAt };
         const untouched: StoredReminder = { ...other, etag: otherEtag };
         assert.deepEqual(await t.read(e.grainId, e.name), ticked, 'read');
-        assert.deepEqual(sortRows(await t.readGrain(e.grainId)), sortRows([ticked, untouched]), 'readGrain: only the ticked reminder has it');
-        assert.deepEqual(sortRows(await t.readRange(e.grainHash - 1, e.grainHash)), sortRows([ticked, untouched]), 'readRange');
-        assert.deepEqual(sortRows(await t.readRange(0, 0)), sortRows([ticked, untouched]), 'readRange of the whole ring');
+        assert.deepEqual(
+          sortRows(await t.readGrain(e.grainId)),
+          sortRows([ticked, untouched]),
+          'readGrain: only the ticked reminder has it',
+        );
+        assert.deepEqual(
+          sortRows(await t.readRange(e.grainHash - 1, e.grainHash)),
+          sortRows([ticked, untouched]),
+          'readRange',
+        );
+        assert.deepEqual(
+          sortRows(await t.readRange(0, 0)),
+          sortRows([ticked, untouched]),
+          'readRange of the whole ring',
+        );
 
         const next = e.startAt + e.periodMs;
         await t.recordTick(e.grainId, e.name, next);
-        assert.deepEqual(await t.read(e.grainId, e.name), { ...e, etag, lastTickAt: next }, 'a later tick moves it on, with the same ETag');
+        assert.deepEqual(
+          await t.read(e.grainId, e.name),
+          { ...e, etag, lastTickAt: next },
+          'a later tick moves it on, with the same ETag',
+        );
         // Whole ms up to 2^53-1 are kept exactly.
         await t.recordTick(e.grainId, e.name, Number.MAX_SAFE_INTEGER);
         assert.deepEqual(await t.read(e.grainId, e.name), { ...e, etag, lastTickAt: Number.MAX_SAFE_INTEGER });
@@ -376,7 +453,11 @@ export function reminderConformance(name: string, setup: ReminderConformanceSetu
         const etag = await t.upsert(e);
         await t.recordTick(e.grainId, 'other', e.startAt);
         await t.recordTick('ticker/other', e.name, e.startAt);
-        assert.deepEqual(await t.readRange(0, 0), [{ ...e, etag }], 'another name or grain: neither made nor given to the existing row');
+        assert.deepEqual(
+          await t.readRange(0, 0),
+          [{ ...e, etag }],
+          'another name or grain: neither made nor given to the existing row',
+        );
 
         // Removed meanwhile: the tick of the old registration does not outlive it.
         assert.equal(await t.remove(e.grainId, e.name, etag), true);
@@ -403,7 +484,11 @@ export function reminderConformance(name: string, setup: ReminderConformanceSetu
         assert.ok(withTick);
         const e3 = await t.upsert(withTick);
         assert.notEqual(e3, e2);
-        assert.deepEqual(await t.read(e.grainId, e.name), { ...changed, etag: e3 }, 'the lastTickAt of the entry given is not kept');
+        assert.deepEqual(
+          await t.read(e.grainId, e.name),
+          { ...changed, etag: e3 },
+          'the lastTickAt of the entry given is not kept',
+        );
         assert.deepEqual(await t.readRange(0, 0), [{ ...changed, etag: e3 }]);
       }));
 
@@ -431,7 +516,11 @@ export function reminderConformance(name: string, setup: ReminderConformanceSetu
         assert.deepEqual(await a.read(e.grainId, e.name), { ...e, etag: etagA });
         assert.deepEqual(await b.read(e.grainId, e.name), { ...e, etag: etagB, lastTickAt: e.startAt });
         await a2.recordTick(e.grainId, e.name, e.startAt + e.periodMs);
-        assert.deepEqual(await a.readRange(0, 0), [{ ...e, etag: etagA, lastTickAt: e.startAt + e.periodMs }], 'a table on the same cluster id records for a');
+        assert.deepEqual(
+          await a.readRange(0, 0),
+          [{ ...e, etag: etagA, lastTickAt: e.startAt + e.periodMs }],
+          'a table on the same cluster id records for a',
+        );
         assert.deepEqual(await b.readRange(0, 0), [{ ...e, etag: etagB, lastTickAt: e.startAt }]);
       });
     });
@@ -450,17 +539,32 @@ export function reminderConformance(name: string, setup: ReminderConformanceSetu
           ['a string', String(e.startAt + e.periodMs) as unknown as number],
           ['undefined', undefined as unknown as number],
         ] as const) {
-          await assert.rejects(t.recordTick(e.grainId, e.name, bad), (err: unknown) => {
-            assert.ok(err instanceof ReminderError, `${what}: ${String(err)}`);
-            assert.equal(err.code, 'GRANARY_REMINDERS');
-            assert.match(err.message, /recordTick failed/, what);
-            assert.ok(err.message.includes(t.kind), err.message);
-            assert.ok(err.message.includes('ticker/1') && err.message.includes('tick'), `${what}: names the reminder: ${err.message}`);
-            return true;
-          }, what);
+          await assert.rejects(
+            t.recordTick(e.grainId, e.name, bad),
+            (err: unknown) => {
+              assert.ok(err instanceof ReminderError, `${what}: ${String(err)}`);
+              assert.equal(err.code, 'GRANARY_REMINDERS');
+              assert.match(err.message, /recordTick failed/, what);
+              assert.ok(err.message.includes(t.kind), err.message);
+              assert.ok(
+                err.message.includes('ticker/1') && err.message.includes('tick'),
+                `${what}: names the reminder: ${err.message}`,
+              );
+              return true;
+            },
+            what,
+          );
         }
-        await assert.rejects(t.recordTick('ticker/missing', 'tick', Number.NaN), ReminderError, 'refused even when there is no row');
-        assert.deepEqual(await t.read(e.grainId, e.name), { ...e, etag, lastTickAt: e.startAt }, 'what was recorded stays');
+        await assert.rejects(
+          t.recordTick('ticker/missing', 'tick', Number.NaN),
+          ReminderError,
+          'refused even when there is no row',
+        );
+        assert.deepEqual(
+          await t.read(e.grainId, e.name),
+          { ...e, etag, lastTickAt: e.startAt },
+          'what was recorded stays',
+        );
       }));
 
     it('keeps reminders across close and init of the same table', async () => {
@@ -483,7 +587,11 @@ export function reminderConformance(name: string, setup: ReminderConformanceSetu
         await t.close();
 
         await t.init({ clusterId: id, logger: silentLogger() });
-        assert.deepEqual(await t.read(e.grainId, e.name), { ...e, etag, lastTickAt: e.startAt }, 'the recorded tick too');
+        assert.deepEqual(
+          await t.read(e.grainId, e.name),
+          { ...e, etag, lastTickAt: e.startAt },
+          'the recorded tick too',
+        );
         assert.notEqual(await t.upsert(e), etag);
         await t.clear();
       } finally {
@@ -528,10 +636,17 @@ export function reminderConformance(name: string, setup: ReminderConformanceSetu
           ['a zero periodMs', { ...good, periodMs: 0 }],
           ['an infinite periodMs', { ...good, periodMs: Number.POSITIVE_INFINITY }],
         ] as const) {
-          await assert.rejects(t.upsert(bad), (err: unknown) => err instanceof ReminderError && /upsert failed/.test(err.message), what);
+          await assert.rejects(
+            t.upsert(bad),
+            (err: unknown) => err instanceof ReminderError && /upsert failed/.test(err.message),
+            what,
+          );
         }
         assert.deepEqual(await t.readRange(0, 0), []);
-        await assert.rejects(t.readRange(-1, 5), (err: unknown) => err instanceof ReminderError && /readRange failed/.test(err.message));
+        await assert.rejects(
+          t.readRange(-1, 5),
+          (err: unknown) => err instanceof ReminderError && /readRange failed/.test(err.message),
+        );
         await assert.rejects(t.readRange(0, 2 ** 32), ReminderError);
         await assert.rejects(t.readRange(0.5, 1), ReminderError);
       }));
@@ -551,7 +666,7 @@ const BOUNDS = [0x2000_0000, 0x6000_0000, 0xa000_0000, 0xe000_0000] as const;
 
 /** A reminder of `grainId` named `name` at ring position `grainHash`, with whole-ms times as the reminder service writes them. */
 function entry(grainId: string, name: string, grainHash: number): ReminderEntry {
-  return { grainId, name, grainHash, startAt: 1_700_000_000_000 + grainHash % 1_000, periodMs: 60_000 };
+  return { grainId, name, grainHash, startAt: 1_700_000_000_000 + (grainHash % 1_000), periodMs: 60_000 };
 }
 
 /** Upserts one after another; the rows as they must read back. */

@@ -77,11 +77,14 @@ afterEach(() => {
   for (const s of services.splice(0)) s.stop();
 });
 
-async function service(table: ReminderTable, options: {
-  refreshIntervalMs?: number;
-  fire?: (grainId: string, name: string, tick: ReminderTick) => Promise<unknown>;
-  notify?: (owner: string, grainId: string, name: string) => Promise<unknown>;
-} = {}): Promise<{ svc: ReminderService; fired: Fired[] }> {
+async function service(
+  table: ReminderTable,
+  options: {
+    refreshIntervalMs?: number;
+    fire?: (grainId: string, name: string, tick: ReminderTick) => Promise<unknown>;
+    notify?: (owner: string, grainId: string, name: string) => Promise<unknown>;
+  } = {},
+): Promise<{ svc: ReminderService; fired: Fired[] }> {
   await table.init(ctx);
   const fired: Fired[] = [];
   const svc = new ReminderService({
@@ -89,9 +92,11 @@ async function service(table: ReminderTable, options: {
     logger: silentLogger(),
     minPeriodMs: 1,
     refreshIntervalMs: options.refreshIntervalMs ?? 60_000,
-    fire: options.fire ?? (async (grainId, name, tick) => {
-      fired.push({ grainId, name, tick });
-    }),
+    fire:
+      options.fire ??
+      (async (grainId, name, tick) => {
+        fired.push({ grainId, name, tick });
+      }),
     notify: options.notify ?? (async () => null),
   });
   services.push(svc);
@@ -122,7 +127,11 @@ describe('reminder service scheduling', () => {
     hold.resolve();
     await svc.settled();
     await svc.settled();
-    assert.equal(svc.firing, 0, 'the unregistered reminder is not scheduled (it would fire until a refresh finds it gone)');
+    assert.equal(
+      svc.firing,
+      0,
+      'the unregistered reminder is not scheduled (it would fire until a refresh finds it gone)',
+    );
     assert.deepEqual(fired, []);
   });
 
@@ -137,7 +146,11 @@ describe('reminder service scheduling', () => {
     await svc.register('g/again', 'r', { dueMs: 0, periodMs: 40 });
     table.holdRange = undefined;
     hold.resolve();
-    await eventually('the new registration keeps ticking', () => fired.filter((f) => f.tick.periodMs === 40).length >= 3, 3000);
+    await eventually(
+      'the new registration keeps ticking',
+      () => fired.filter((f) => f.tick.periodMs === 40).length >= 3,
+      3000,
+    );
   });
 
   it('does not fire a reminder whose change notice was read while its range moved to another silo', async () => {
@@ -207,13 +220,17 @@ describe('reminder service scheduling', () => {
     await svc.settled();
     assert.equal(most, 1, 'the new registration waits for the running tick');
     release.resolve();
-    await eventually('the new registration ticks once the old tick is done', () => ticks.some((t) => t.periodMs === 50_000), 2000);
+    await eventually(
+      'the new registration ticks once the old tick is done',
+      () => ticks.some((t) => t.periodMs === 50_000),
+      2000,
+    );
     assert.equal(most, 1);
     const t = ticks.find((x) => x.periodMs === 50_000);
     assert.ok(t !== undefined && t.missed === 0, `missed ${String(t?.missed)}`);
   });
 
-  it('does not fire a first tick due beyond setTimeout\'s range early', async () => {
+  it("does not fire a first tick due beyond setTimeout's range early", async () => {
     mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'], now: Date.now() });
     try {
       const table = new ControlledTable();
@@ -244,7 +261,7 @@ describe('reminder service scheduling', () => {
     await eventually('the reminder is loaded and fired after the blip', () => fired.length === 1, 4000);
   });
 
-  it('does not re-read the table every millisecond when the refresh interval is beyond setTimeout\'s range', async () => {
+  it("does not re-read the table every millisecond when the refresh interval is beyond setTimeout's range", async () => {
     const table = new ControlledTable();
     const { svc } = await service(table, { refreshIntervalMs: 30 * 86_400_000 });
     svc.start('self:1', undefined);

@@ -48,7 +48,12 @@ describe('reminders in one silo', () => {
     for (const s of silos) await s.stop();
   });
   async function silo(options: Parameters<typeof Silo.start>[0] = {}): Promise<Silo> {
-    const s = await Silo.start({ grains: [RemindMe, NoReceiver], minReminderPeriodMs: 50, logger: silentLogger(), ...options });
+    const s = await Silo.start({
+      grains: [RemindMe, NoReceiver],
+      minReminderPeriodMs: 50,
+      logger: silentLogger(),
+      ...options,
+    });
     silos.push(s);
     return s;
   }
@@ -63,7 +68,10 @@ describe('reminders in one silo', () => {
     const got = ticks.get('ticker') ?? [];
     const first = got[0]?.tick;
     assert.ok(first !== undefined);
-    assert.ok(first.firstTickAt >= before + 100 && first.firstTickAt <= Date.now(), 'first tick time is registration time plus dueMs');
+    assert.ok(
+      first.firstTickAt >= before + 100 && first.firstTickAt <= Date.now(),
+      'first tick time is registration time plus dueMs',
+    );
     got.slice(0, 4).forEach((t, i) => {
       assert.equal(t.name, 'beat');
       assert.equal(t.tick.periodMs, 100);
@@ -79,7 +87,10 @@ describe('reminders in one silo', () => {
     await g.start('a', 60_000, 60_000);
     await g.start('b', 60_000, 70_000);
     await g.start('a', 60_000, 80_000);
-    assert.deepEqual(await g.list(), [{ name: 'a', periodMs: 80_000 }, { name: 'b', periodMs: 70_000 }]);
+    assert.deepEqual(await g.list(), [
+      { name: 'a', periodMs: 80_000 },
+      { name: 'b', periodMs: 70_000 },
+    ]);
     assert.equal(await g.stop('a'), true);
     assert.equal(await g.stop('a'), false, 'removing twice finds nothing');
     assert.deepEqual(await g.list(), [{ name: 'b', periodMs: 70_000 }]);
@@ -106,17 +117,32 @@ describe('reminders in one silo', () => {
 
   it('refuses a period under minReminderPeriodMs, bad names, and grains with no receiveReminder', async () => {
     const s = await silo({ minReminderPeriodMs: 1000 });
-    await assert.rejects(s.getGrain(RemindMe, 'v').start('x', 0, 999), (e: unknown) => e instanceof ConfigurationError && /minReminderPeriodMs \(1000\)/.test(e.message));
+    await assert.rejects(
+      s.getGrain(RemindMe, 'v').start('x', 0, 999),
+      (e: unknown) => e instanceof ConfigurationError && /minReminderPeriodMs \(1000\)/.test(e.message),
+    );
     await assert.rejects(s.getGrain(RemindMe, 'v').start('', 0, 1000), ConfigurationError);
     await assert.rejects(s.getGrain(RemindMe, 'v').start('x', -1, 1000), /dueMs/);
-    await assert.rejects(s.getGrain(NoReceiver, 'v').start(), (e: unknown) => e instanceof ConfigurationError && /receiveReminder/.test(e.message));
+    await assert.rejects(
+      s.getGrain(NoReceiver, 'v').start(),
+      (e: unknown) => e instanceof ConfigurationError && /receiveReminder/.test(e.message),
+    );
   });
 
   it('refuses a period that rounds to 0 ms and a due time or period too large to store, as configuration errors', async () => {
     const s = await silo({ minReminderPeriodMs: 0.1 });
-    await assert.rejects(s.getGrain(RemindMe, 'v').start('x', 0, 0.4), (e: unknown) => e instanceof ConfigurationError && /periodMs/.test(e.message));
-    await assert.rejects(s.getGrain(RemindMe, 'v').start('x', 1e300, 1000), (e: unknown) => e instanceof ConfigurationError && /dueMs/.test(e.message));
-    await assert.rejects(s.getGrain(RemindMe, 'v').start('x', 0, 1e300), (e: unknown) => e instanceof ConfigurationError && /periodMs/.test(e.message));
+    await assert.rejects(
+      s.getGrain(RemindMe, 'v').start('x', 0, 0.4),
+      (e: unknown) => e instanceof ConfigurationError && /periodMs/.test(e.message),
+    );
+    await assert.rejects(
+      s.getGrain(RemindMe, 'v').start('x', 1e300, 1000),
+      (e: unknown) => e instanceof ConfigurationError && /dueMs/.test(e.message),
+    );
+    await assert.rejects(
+      s.getGrain(RemindMe, 'v').start('x', 0, 1e300),
+      (e: unknown) => e instanceof ConfigurationError && /periodMs/.test(e.message),
+    );
     assert.deepEqual(await s.getGrain(RemindMe, 'v').list(), []);
   });
 
@@ -146,7 +172,14 @@ describe('reminder ring ranges', () => {
     const ring = new Ring(members);
     const ranges = new Map(members.map((m) => [m, rangesOf(ring, m)]));
     for (const rs of ranges.values()) assert.ok(rs.length > 0 && rs.length <= 32);
-    const probes = [0, 1, 0xffffffff, 0x80000000, ...ring.points.map((p) => p[0]), ...ring.points.map((p) => (p[0] + 1) >>> 0)];
+    const probes = [
+      0,
+      1,
+      0xffffffff,
+      0x80000000,
+      ...ring.points.map((p) => p[0]),
+      ...ring.points.map((p) => (p[0] + 1) >>> 0),
+    ];
     for (let i = 0; i < 2000; i++) probes.push(hash32(`grain/${i}`));
     for (const h of probes) {
       const owners = members.filter((m) => (ranges.get(m) ?? []).some(([b, e]) => inRange(h, b, e)));
@@ -154,7 +187,7 @@ describe('reminder ring ranges', () => {
     }
   });
 
-  it('give a ring position shared by two silos\' points to the silo that owns it, not the whole ring to the other', () => {
+  it("give a ring position shared by two silos' points to the silo that owns it, not the whole ring to the other", () => {
     // Two addresses with two points each at the same positions as the other's (found by search).
     const members = ['127.0.0.1:3395', '127.0.0.1:3498'];
     assert.equal(hash32('127.0.0.1:3395#30'), hash32('127.0.0.1:3498#1'));

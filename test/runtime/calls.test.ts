@@ -1,6 +1,16 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Silo, silentLogger, immutable, SerializationError, RemoteError, UnknownGrainTypeError, UnknownMethodError, GranaryError, type GrainRef } from 'granary';
+import {
+  Silo,
+  silentLogger,
+  immutable,
+  SerializationError,
+  RemoteError,
+  UnknownGrainTypeError,
+  UnknownMethodError,
+  GranaryError,
+  type GrainRef,
+} from 'granary';
 import { Box, Counter, OutOfStockError, Lifecycle } from '../grains/basic.ts';
 
 describe('calls', () => {
@@ -27,17 +37,27 @@ describe('calls', () => {
 
   it('fails a call to an unknown grain type or method with a clear error, never a hang', async () => {
     const ghost = silo.getGrain<{ hello(): Promise<string> }>('ghost', 'x');
-    await assert.rejects(ghost.hello(), (e: unknown) => e instanceof UnknownGrainTypeError && /ghost/.test(e.message) && e.code === 'GRANARY_UNKNOWN_GRAIN_TYPE');
+    await assert.rejects(
+      ghost.hello(),
+      (e: unknown) =>
+        e instanceof UnknownGrainTypeError && /ghost/.test(e.message) && e.code === 'GRANARY_UNKNOWN_GRAIN_TYPE',
+    );
     const wrong = silo.getGrain<{ nope(): Promise<void> }>('counter', 'x');
-    await assert.rejects(wrong.nope(), (e: unknown) => e instanceof UnknownMethodError && /nope/.test(e.message) && /increment/.test(e.message));
+    await assert.rejects(
+      wrong.nope(),
+      (e: unknown) => e instanceof UnknownMethodError && /nope/.test(e.message) && /increment/.test(e.message),
+    );
     assert.throws(() => silo.getGrain(class NotHere extends Counter {}, 'x'), UnknownGrainTypeError);
   });
 
   it('never lets user code construct a grain', () => {
-    assert.throws(() => new Counter(), (e: unknown) => e instanceof GranaryError && /never constructed/.test(e.message));
+    assert.throws(
+      () => new Counter(),
+      (e: unknown) => e instanceof GranaryError && /never constructed/.test(e.message),
+    );
   });
 
-  it('copies arguments: the callee never shares the caller\'s object', async () => {
+  it("copies arguments: the callee never shares the caller's object", async () => {
     const box = silo.getGrain(Box, 'copy-args');
     const mine = { n: 1, nested: { list: [1, 2] } };
     await box.put(mine);
@@ -59,21 +79,36 @@ describe('calls', () => {
 
   it('keeps Map, Set, Date, BigInt and typed arrays across a call', async () => {
     const box = silo.getGrain(Box, 'types');
-    const v = { m: new Map([['a', new Set([1, 2])]]), d: new Date(5), b: 2n ** 70n, u: new Uint8Array([1, 2, 3]), un: undefined };
+    const v = {
+      m: new Map([['a', new Set([1, 2])]]),
+      d: new Date(5),
+      b: 2n ** 70n,
+      u: new Uint8Array([1, 2, 3]),
+      un: undefined,
+    };
     await box.put(v);
     assert.deepEqual(await box.take(), v);
   });
 
   it('refuses an argument that cannot be serialized at the caller, naming its path', async () => {
     const box = silo.getGrain(Box, 'bad-arg');
-    await assert.rejects(box.put({ ok: 1, handlers: [() => 1] }), (e: unknown) => e instanceof SerializationError && e.path === 'args[0].handlers[0]' && e.message.includes('args[0].handlers[0]'));
+    await assert.rejects(
+      box.put({ ok: 1, handlers: [() => 1] }),
+      (e: unknown) =>
+        e instanceof SerializationError &&
+        e.path === 'args[0].handlers[0]' &&
+        e.message.includes('args[0].handlers[0]'),
+    );
     assert.equal(await box.take(), undefined, 'the failed call must not reach the grain');
   });
 
   it('fails the caller with SerializationError when a result cannot be serialized', async () => {
     const box = silo.getGrain(Box, 'bad-result');
     await assert.rejects(box.giveFunction(), (e: unknown) => e instanceof SerializationError && e.path === 'result.cb');
-    await assert.rejects(box.giveUnregistered(), (e: unknown) => e instanceof SerializationError && /Unregistered/.test(e.message) && e.path === 'result.list[0]');
+    await assert.rejects(
+      box.giveUnregistered(),
+      (e: unknown) => e instanceof SerializationError && /Unregistered/.test(e.message) && e.path === 'result.list[0]',
+    );
   });
 
   it('propagates errors with name, message, code and own properties; registered classes arrive as themselves', async () => {
@@ -119,7 +154,7 @@ describe('error stacks', () => {
     await silo.getGrain(Box, 'stacks').throwOutOfStock('s');
   }
 
-  it('show the grain\'s frames and the call by default, and the caller\'s frames with callerStacks', async () => {
+  it("show the grain's frames and the call by default, and the caller's frames with callerStacks", async () => {
     const plain = await Silo.start({ grains: [Box], logger: silentLogger() });
     const full = await Silo.start({ grains: [Box], callerStacks: true, logger: silentLogger() });
     try {

@@ -7,8 +7,22 @@ import assert from 'node:assert/strict';
 import { getEventListeners } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
-  Silo, Grain, grain, silentLogger, readOnly, alwaysInterleave, oneWay, reentrant, callChainReentrancy, statelessWorker,
-  DeadlockError, TimeoutError, CancelledError, type DeactivationReason, type SiloOptions, type TimerHandle,
+  Silo,
+  Grain,
+  grain,
+  silentLogger,
+  readOnly,
+  alwaysInterleave,
+  oneWay,
+  reentrant,
+  callChainReentrancy,
+  statelessWorker,
+  DeadlockError,
+  TimeoutError,
+  CancelledError,
+  type DeactivationReason,
+  type SiloOptions,
+  type TimerHandle,
 } from 'granary';
 import { deferred, eventually, nextEvent } from '../helpers.ts';
 
@@ -27,7 +41,11 @@ const seen = new Set<string>();
 const log: string[] = [];
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
-async function withSilo(grains: NonNullable<SiloOptions['grains']>, fn: (silo: Silo) => Promise<void>, options: SiloOptions = {}): Promise<void> {
+async function withSilo(
+  grains: NonNullable<SiloOptions['grains']>,
+  fn: (silo: Silo) => Promise<void>,
+  options: SiloOptions = {},
+): Promise<void> {
   const silo = await Silo.start({ grains, logger: silentLogger(), ...options });
   try {
     await fn(silo);
@@ -38,7 +56,10 @@ async function withSilo(grains: NonNullable<SiloOptions['grains']>, fn: (silo: S
 
 /** The outcome of a promise, value or error, never a rejection. */
 function settle<T>(p: Promise<T>): Promise<T | unknown> {
-  return p.then((v) => v, (e: unknown) => e);
+  return p.then(
+    (v) => v,
+    (e: unknown) => e,
+  );
 }
 
 // ---- grains -------------------------------------------------------------------
@@ -58,10 +79,19 @@ class Plain extends Grain {
     return 'slow';
   }
   thenable(): PromiseLike<number> {
-    return { then: (res) => { setImmediate(() => (res as (v: number) => void)(42)); return undefined as never; } } as PromiseLike<number>;
+    return {
+      then: (res) => {
+        setImmediate(() => (res as (v: number) => void)(42));
+        return undefined as never;
+      },
+    } as PromiseLike<number>;
   }
   badThenable(): object {
-    return Object.defineProperty({}, 'then', { get() { throw new TypeError('then getter throws'); } });
+    return Object.defineProperty({}, 'then', {
+      get() {
+        throw new TypeError('then getter throws');
+      },
+    });
   }
   async ok(): Promise<string> {
     return 'ok';
@@ -73,9 +103,12 @@ class Plain extends Grain {
 class SyncTicker extends Grain {
   ticks = 0;
   async holdWithTick(): Promise<string> {
-    this.registerTimer(() => {
-      this.ticks++;
-    }, { dueMs: 0 });
+    this.registerTimer(
+      () => {
+        this.ticks++;
+      },
+      { dueMs: 0 },
+    );
     // The timer's 0 ms timeout fires before this 20 ms one: the tick arrives during this turn and queues.
     await delay(20);
     return 'held';
@@ -89,7 +122,9 @@ class SyncTicker extends Grain {
 @grain('rvFdA')
 class FdA extends Grain {
   async kick(bKey: string): Promise<void> {
-    void this.getGrain(FdB, bKey).later(this.key).catch(() => {});
+    void this.getGrain(FdB, bKey)
+      .later(this.key)
+      .catch(() => {});
   }
   async busy(name: string): Promise<string> {
     seen.add(`busy ${name}`);
@@ -228,16 +263,22 @@ class Life extends Grain {
     return ++this.n;
   }
   async leaveFromTimer(): Promise<void> {
-    this.timer = this.registerTimer(async () => {
-      lifeLog.push(`tick ${this.key}`);
-      await tick();
-      this.deactivateOnIdle();
-    }, { dueMs: 1, periodMs: 5 });
+    this.timer = this.registerTimer(
+      async () => {
+        lifeLog.push(`tick ${this.key}`);
+        await tick();
+        this.deactivateOnIdle();
+      },
+      { dueMs: 1, periodMs: 5 },
+    );
   }
   async startTimer(keepAlive: boolean): Promise<void> {
-    this.timer = this.registerTimer(() => {
-      lifeLog.push(`tick ${this.key}`);
-    }, { dueMs: 1, periodMs: 5, keepAlive });
+    this.timer = this.registerTimer(
+      () => {
+        lifeLog.push(`tick ${this.key}`);
+      },
+      { dueMs: 1, periodMs: 5, keepAlive },
+    );
   }
 }
 
@@ -287,9 +328,12 @@ class Stuck extends Grain {
 @grain('rvFar')
 class Far extends Grain {
   async start(dueMs: number): Promise<void> {
-    this.registerTimer(() => {
-      log.push(`far tick ${this.key}`);
-    }, { dueMs });
+    this.registerTimer(
+      () => {
+        log.push(`far tick ${this.key}`);
+      },
+      { dueMs },
+    );
   }
 }
 
@@ -412,34 +456,46 @@ describe('scheduler edge cases: call chains', () => {
   });
 
   it('callChainReentrancy still lets the chain in after an interleaved call passed through the middle grain', async () => {
-    await withSilo([LcX, LcA], async (silo) => {
-      const x = silo.getGrain(LcX, 'lc1');
-      const p = settle(x.viaA('lc1'));
-      await eventually('A.relay started', () => seen.has('relay lc1'));
-      assert.equal(await silo.getGrain(LcA, 'lc1').probe(), 'probe'); // an always-interleave call in the middle of relay
-      gate('relay lc1').resolve();
-      const r = await p;
-      assert.equal(r, 'hello', `expected the chain to re-enter X, got ${String(r)}`);
-    }, { responseTimeoutMs: 1500 });
+    await withSilo(
+      [LcX, LcA],
+      async (silo) => {
+        const x = silo.getGrain(LcX, 'lc1');
+        const p = settle(x.viaA('lc1'));
+        await eventually('A.relay started', () => seen.has('relay lc1'));
+        assert.equal(await silo.getGrain(LcA, 'lc1').probe(), 'probe'); // an always-interleave call in the middle of relay
+        gate('relay lc1').resolve();
+        const r = await p;
+        assert.equal(r, 'hello', `expected the chain to re-enter X, got ${String(r)}`);
+      },
+      { responseTimeoutMs: 1500 },
+    );
   });
 
   it('a deadlock after an interleaved call passed through the middle grain still fails at once with DeadlockError', async () => {
-    await withSilo([LcY, LcA], async (silo) => {
-      const y = silo.getGrain(LcY, 'lc2');
-      const p = settle(y.viaA('lc2'));
-      await eventually('A.relay started', () => seen.has('relay lc2'));
-      await silo.getGrain(LcA, 'lc2').probe();
-      gate('relay lc2').resolve();
-      const r = await p;
-      assert.ok(r instanceof DeadlockError, `expected DeadlockError, got ${String(r)}`);
-    }, { responseTimeoutMs: 1500 });
+    await withSilo(
+      [LcY, LcA],
+      async (silo) => {
+        const y = silo.getGrain(LcY, 'lc2');
+        const p = settle(y.viaA('lc2'));
+        await eventually('A.relay started', () => seen.has('relay lc2'));
+        await silo.getGrain(LcA, 'lc2').probe();
+        gate('relay lc2').resolve();
+        const r = await p;
+        assert.ok(r instanceof DeadlockError, `expected DeadlockError, got ${String(r)}`);
+      },
+      { responseTimeoutMs: 1500 },
+    );
   });
 
   it('callChainReentrancy lets the chain back in on a read-only method too', async () => {
-    await withSilo([CrRo, CrB], async (silo) => {
-      const r = await settle(silo.getGrain(CrRo, 'ro').viaB('ro'));
-      assert.equal(r, 'peek', `expected the read-only call to re-enter, got ${String(r)}`);
-    }, { responseTimeoutMs: 1500 });
+    await withSilo(
+      [CrRo, CrB],
+      async (silo) => {
+        const r = await settle(silo.getGrain(CrRo, 'ro').viaB('ro'));
+        assert.equal(r, 'peek', `expected the read-only call to re-enter, got ${String(r)}`);
+      },
+      { responseTimeoutMs: 1500 },
+    );
   });
 });
 
@@ -475,7 +531,7 @@ describe('scheduler edge cases: deadlines and cancellation', () => {
     });
   });
 
-  it('releases the caller\'s AbortSignal when a two-way call completes', async () => {
+  it("releases the caller's AbortSignal when a two-way call completes", async () => {
     await withSilo([Sig], async (silo) => {
       const ac = new AbortController();
       assert.equal(await silo.getGrain(Sig, 'rel').work('rel', ac.signal), 'rel');
@@ -483,7 +539,7 @@ describe('scheduler edge cases: deadlines and cancellation', () => {
     });
   });
 
-  it('releases the caller\'s AbortSignal when a one-way call completes (no listener left behind)', async () => {
+  it("releases the caller's AbortSignal when a one-way call completes (no listener left behind)", async () => {
     await withSilo([Sig], async (silo) => {
       const ac = new AbortController();
       const g = silo.getGrain(Sig, 'ow-leak');
@@ -503,7 +559,10 @@ describe('scheduler edge cases: deadlines and cancellation', () => {
       ac.abort();
       await g.fire('pre-aborted', ac.signal);
       await g.work('after-pre-aborted');
-      assert.ok(!log.includes('fire pre-aborted'), 'a one-way call cancelled before it was sent ran on an idle activation');
+      assert.ok(
+        !log.includes('fire pre-aborted'),
+        'a one-way call cancelled before it was sent ran on an idle activation',
+      );
     });
   });
 
@@ -529,7 +588,10 @@ describe('scheduler edge cases: deadlines and cancellation', () => {
 describe('scheduler edge cases: deactivation', () => {
   it('deactivateOnIdle from onActivate: the first call is served, then the grain leaves', async () => {
     await withSilo([Life], async (silo) => {
-      const gone = nextEvent<{ grain: string; reason: string }>('granary:activation:deactivated', (m) => m.grain === 'rvLife/leave-on-activate');
+      const gone = nextEvent<{ grain: string; reason: string }>(
+        'granary:activation:deactivated',
+        (m) => m.grain === 'rvLife/leave-on-activate',
+      );
       assert.equal(await silo.getGrain(Life, 'leave-on-activate').ping(), 1);
       assert.equal((await gone).reason, 'requested');
       assert.equal(await silo.getGrain(Life, 'leave-on-activate').ping(), 1, 'a new activation serves the next call');
@@ -538,17 +600,24 @@ describe('scheduler edge cases: deactivation', () => {
 
   it('deactivateOnIdle from onActivate is honoured even when the call that activated the grain timed out', async () => {
     await withSilo([SlowAct], async (silo) => {
-      const gone = nextEvent<{ grain: string; reason: string }>('granary:activation:deactivated', (m) => m.grain === 'rvSlowAct/leave-1', 1500);
+      const gone = nextEvent<{ grain: string; reason: string }>(
+        'granary:activation:deactivated',
+        (m) => m.grain === 'rvSlowAct/leave-1',
+        1500,
+      );
       const r = await settle(silo.getGrain(SlowAct, 'leave-1').withOptions({ timeoutMs: 30 }).ping());
       assert.ok(r instanceof TimeoutError);
       gate('activate leave-1').resolve();
-      assert.equal((await settle(gone) as { reason?: string }).reason, 'requested');
+      assert.equal(((await settle(gone)) as { reason?: string }).reason, 'requested');
     });
   });
 
   it('deactivateOnIdle from a timer tick deactivates the grain and its timer stops', async () => {
     await withSilo([Life], async (silo) => {
-      const gone = nextEvent<{ grain: string; reason: string }>('granary:activation:deactivated', (m) => m.grain === 'rvLife/tick-leave');
+      const gone = nextEvent<{ grain: string; reason: string }>(
+        'granary:activation:deactivated',
+        (m) => m.grain === 'rvLife/tick-leave',
+      );
       await silo.getGrain(Life, 'tick-leave').leaveFromTimer();
       assert.equal((await gone).reason, 'requested');
       const ticks = lifeLog.filter((l) => l === 'tick tick-leave').length;
@@ -559,30 +628,45 @@ describe('scheduler edge cases: deactivation', () => {
   });
 
   it('collects an idle grain whose timer is not keepAlive, and keeps one whose timer is', async () => {
-    await withSilo([Life], async (silo) => {
-      const gone = nextEvent<{ grain: string }>('granary:activation:deactivated', (m) => m.grain === 'rvLife/timer-idle');
-      await silo.getGrain(Life, 'timer-idle').startTimer(false);
-      await silo.getGrain(Life, 'timer-kept').startTimer(true);
-      await gone;
-      const n = lifeLog.filter((l) => l === 'tick timer-idle').length;
-      await delay(60);
-      assert.equal(lifeLog.filter((l) => l === 'tick timer-idle').length, n, 'a collected grain\'s timer kept ticking');
-      assert.ok(!lifeLog.includes('deactivate timer-kept idle'), 'a keepAlive timer did not keep its grain');
-    }, { collectionAgeMs: 40 });
+    await withSilo(
+      [Life],
+      async (silo) => {
+        const gone = nextEvent<{ grain: string }>(
+          'granary:activation:deactivated',
+          (m) => m.grain === 'rvLife/timer-idle',
+        );
+        await silo.getGrain(Life, 'timer-idle').startTimer(false);
+        await silo.getGrain(Life, 'timer-kept').startTimer(true);
+        await gone;
+        const n = lifeLog.filter((l) => l === 'tick timer-idle').length;
+        await delay(60);
+        assert.equal(
+          lifeLog.filter((l) => l === 'tick timer-idle').length,
+          n,
+          "a collected grain's timer kept ticking",
+        );
+        assert.ok(!lifeLog.includes('deactivate timer-kept idle'), 'a keepAlive timer did not keep its grain');
+      },
+      { collectionAgeMs: 40 },
+    );
   });
 
   it('does not collect a grain mid-turn or with calls queued', async () => {
-    await withSilo([Life], async (silo) => {
-      const g = silo.getGrain(Life, 'busy-long');
-      const held = g.hold('busy-long');
-      const queued = g.ping();
-      await eventually('hold started', () => seen.has('hold busy-long'));
-      await delay(200); // many collection quanta (10 ms each)
-      assert.ok(!lifeLog.some((l) => l.startsWith('deactivate busy-long')), lifeLog.join(', '));
-      gate('busy-long').resolve();
-      assert.equal(await held, 'held');
-      assert.equal(await queued, 1);
-    }, { collectionAgeMs: 40 });
+    await withSilo(
+      [Life],
+      async (silo) => {
+        const g = silo.getGrain(Life, 'busy-long');
+        const held = g.hold('busy-long');
+        const queued = g.ping();
+        await eventually('hold started', () => seen.has('hold busy-long'));
+        await delay(200); // many collection quanta (10 ms each)
+        assert.ok(!lifeLog.some((l) => l.startsWith('deactivate busy-long')), lifeLog.join(', '));
+        gate('busy-long').resolve();
+        assert.equal(await held, 'held');
+        assert.equal(await queued, 1);
+      },
+      { collectionAgeMs: 40 },
+    );
   });
 
   it('calls queued on a grain that deactivates after every call are all served in one silo', async () => {
@@ -690,37 +774,58 @@ describe('scheduler edge cases: silo.stop()', () => {
 
 describe('scheduler edge cases: mixed interleaving', () => {
   it('gives every call its own result when reentrant, read-only, always-interleave and chain calls mix', async () => {
-    await withSilo([MixR, MixC, MixBounce], async (silo) => {
-      const r = silo.getGrain(MixR, 'mix');
-      const c = silo.getGrain(MixC, 'mix');
-      const calls: Promise<string>[] = [];
-      const want: string[] = [];
-      for (let i = 0; i < 60; i++) {
-        const steps = (i * 7) % 4;
-        switch (i % 4) {
-          case 0: calls.push(r.write(`${i}`, steps)); want.push(`w:${i}`); break;
-          case 1: calls.push(r.read(`${i}`, steps)); want.push(`r:${i}`); break;
-          case 2: calls.push(r.peek(`${i}`)); want.push(`p:${i}`); break;
-          default: calls.push(c.bounce(`${i}`, `b${i}`)); want.push(`w:${i}`); break;
+    await withSilo(
+      [MixR, MixC, MixBounce],
+      async (silo) => {
+        const r = silo.getGrain(MixR, 'mix');
+        const c = silo.getGrain(MixC, 'mix');
+        const calls: Promise<string>[] = [];
+        const want: string[] = [];
+        for (let i = 0; i < 60; i++) {
+          const steps = (i * 7) % 4;
+          switch (i % 4) {
+            case 0:
+              calls.push(r.write(`${i}`, steps));
+              want.push(`w:${i}`);
+              break;
+            case 1:
+              calls.push(r.read(`${i}`, steps));
+              want.push(`r:${i}`);
+              break;
+            case 2:
+              calls.push(r.peek(`${i}`));
+              want.push(`p:${i}`);
+              break;
+            default:
+              calls.push(c.bounce(`${i}`, `b${i}`));
+              want.push(`w:${i}`);
+              break;
+          }
+          if (i % 3 === 0) {
+            calls.push(c.write(`c${i}`, steps), c.read(`cr${i}`, steps), c.peek(`cp${i}`));
+            want.push(`w:c${i}`, `r:cr${i}`, `p:cp${i}`);
+          }
         }
-        if (i % 3 === 0) {
-          calls.push(c.write(`c${i}`, steps), c.read(`cr${i}`, steps), c.peek(`cp${i}`));
-          want.push(`w:c${i}`, `r:cr${i}`, `p:cp${i}`);
-        }
-      }
-      assert.deepEqual(await Promise.all(calls), want);
-      assert.equal(await c.peek('end'), 'p:end');
-      assert.equal(await r.write('end', 1), 'w:end');
-    }, { responseTimeoutMs: 3000 });
+        assert.deepEqual(await Promise.all(calls), want);
+        assert.equal(await c.peek('end'), 'p:end');
+        assert.equal(await r.write('end', 1), 'w:end');
+      },
+      { responseTimeoutMs: 3000 },
+    );
   });
 });
 
 describe('scheduler edge cases: robustness', () => {
   it('stop() resolves even when a turn never ends', async () => {
     const silo = await Silo.start({ grains: [Stuck], deactivationTimeoutMs: 200, logger: silentLogger() });
-    assert.ok((await settle(silo.getGrain(Stuck, 'forever').withOptions({ timeoutMs: 30 }).never())) instanceof TimeoutError);
+    assert.ok(
+      (await settle(silo.getGrain(Stuck, 'forever').withOptions({ timeoutMs: 30 }).never())) instanceof TimeoutError,
+    );
     // A deadline for the test only: stop() gives up on the stuck turn after deactivationTimeoutMs.
-    const outcome = await Promise.race([silo.stop().then(() => 'stopped'), delay(3000).then(() => 'still stopping after 3 s')]);
+    const outcome = await Promise.race([
+      silo.stop().then(() => 'stopped'),
+      delay(3000).then(() => 'still stopping after 3 s'),
+    ]);
     assert.equal(outcome, 'stopped');
   });
 
@@ -738,7 +843,10 @@ describe('scheduler edge cases: robustness', () => {
 
   it('refuses a timer due in more than 2^31-1 ms instead of firing it at once', async () => {
     await withSilo([Far], async (silo) => {
-      await assert.rejects(silo.getGrain(Far, 'far').start(2 ** 31), (e: unknown) => e instanceof RangeError && /2147483647/.test(e.message));
+      await assert.rejects(
+        silo.getGrain(Far, 'far').start(2 ** 31),
+        (e: unknown) => e instanceof RangeError && /2147483647/.test(e.message),
+      );
       await delay(50);
       assert.ok(!log.includes('far tick far'), 'a timer due in ~25 days fired after 1 ms (setTimeout overflow)');
     });

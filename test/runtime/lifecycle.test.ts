@@ -8,7 +8,11 @@ import { eventually, nextEvent } from '../helpers.ts';
 describe('activation lifecycle', () => {
   let silo: Silo;
   before(async () => {
-    silo = await Silo.start({ grains: [Lifecycle, Flaky, Sleeper, Counter], collectionAgeMs: 150, logger: silentLogger() });
+    silo = await Silo.start({
+      grains: [Lifecycle, Flaky, Sleeper, Counter],
+      collectionAgeMs: 150,
+      logger: silentLogger(),
+    });
   });
   after(() => silo.stop());
   beforeEach(() => {
@@ -33,7 +37,10 @@ describe('activation lifecycle', () => {
   it('collects an idle activation after collectionAgeMs and runs onDeactivate', async () => {
     const g = silo.getGrain(Lifecycle, 'idle-1');
     const first = await g.ping();
-    const ev = nextEvent<{ grain: string; reason: string }>('granary:activation:deactivated', (m) => m.grain === 'lifecycle/idle-1');
+    const ev = nextEvent<{ grain: string; reason: string }>(
+      'granary:activation:deactivated',
+      (m) => m.grain === 'lifecycle/idle-1',
+    );
     const { reason } = await ev;
     assert.equal(reason, 'idle');
     assert.ok(lifecycleLog.includes('deactivate idle-1 idle'));
@@ -75,7 +82,10 @@ describe('activation lifecycle', () => {
 
   it('deactivates on request after the current turn', async () => {
     const g = silo.getGrain(Lifecycle, 'leave-1');
-    const ev = nextEvent<{ grain: string; reason: string }>('granary:activation:deactivated', (m) => m.grain === 'lifecycle/leave-1');
+    const ev = nextEvent<{ grain: string; reason: string }>(
+      'granary:activation:deactivated',
+      (m) => m.grain === 'lifecycle/leave-1',
+    );
     await g.leave();
     assert.equal((await ev).reason, 'requested');
   });
@@ -91,7 +101,10 @@ describe('activation lifecycle', () => {
     const seen = await Promise.all(during);
     assert.equal(seen.length, 20);
     for (const at of seen) assert.notEqual(at, 0);
-    assert.ok(seen.every((at) => at === seen[0]), 'all waiting calls went to one new activation');
+    assert.ok(
+      seen.every((at) => at === seen[0]),
+      'all waiting calls went to one new activation',
+    );
     assert.ok((seen[0] as number) > first, 'the waiting calls ran on a new activation');
     const i = lifecycleLog.indexOf('deactivate deact-race requested');
     assert.ok(i >= 0 && lifecycleLog.lastIndexOf('activate deact-race') > i, lifecycleLog.join(', '));
@@ -111,7 +124,10 @@ describe('activation lifecycle', () => {
   });
 
   it('publishes lifecycle events on diagnostics channels', async () => {
-    const ev = nextEvent<{ grain: string }>(channels.activationCreated.name as string, (m) => m.grain === 'lifecycle/chan');
+    const ev = nextEvent<{ grain: string }>(
+      channels.activationCreated.name as string,
+      (m) => m.grain === 'lifecycle/chan',
+    );
     await silo.getGrain(Lifecycle, 'chan').ping();
     await ev;
   });

@@ -16,7 +16,10 @@ function serial(log: string[]): boolean {
 describe('turn scheduler', () => {
   let silo: Silo;
   before(async () => {
-    silo = await Silo.start({ grains: [Recorder, ReentrantRecorder, Pinger, Ponger, ChainReentrant, Sleeper], logger: silentLogger() });
+    silo = await Silo.start({
+      grains: [Recorder, ReentrantRecorder, Pinger, Ponger, ChainReentrant, Sleeper],
+      logger: silentLogger(),
+    });
   });
   after(() => silo.stop());
 
@@ -78,7 +81,10 @@ describe('turn scheduler', () => {
 
   it('fails a call past its deadline with TimeoutError, and the grain carries on', async () => {
     const s = silo.getGrain(Sleeper, 'deadline');
-    await assert.rejects(s.withOptions({ timeoutMs: 50 }).sleep(400), (e: unknown) => e instanceof TimeoutError && /sleeper\/deadline\.sleep/.test(e.message));
+    await assert.rejects(
+      s.withOptions({ timeoutMs: 50 }).sleep(400),
+      (e: unknown) => e instanceof TimeoutError && /sleeper\/deadline\.sleep/.test(e.message),
+    );
     assert.equal(await s.sleep(1), 'slept');
   });
 

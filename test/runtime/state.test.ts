@@ -3,7 +3,20 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Silo, Grain, grain, silentLogger, memoryStorage, InconsistentStateError, ConfigurationError, StorageError, type GrainRef, type StorageProvider, type StateAddress, type PersistentState } from 'granary';
+import {
+  Silo,
+  Grain,
+  grain,
+  silentLogger,
+  memoryStorage,
+  InconsistentStateError,
+  ConfigurationError,
+  StorageError,
+  type GrainRef,
+  type StorageProvider,
+  type StateAddress,
+  type PersistentState,
+} from 'granary';
 import { sqliteStorage } from 'granary/sqlite';
 import { Counter } from '../grains/basic.ts';
 
@@ -17,7 +30,9 @@ interface ProfileData {
 
 @grain('profile')
 class Profile extends Grain {
-  readonly data: PersistentState<ProfileData> = this.persistentState<ProfileData>('data', { initial: () => ({ name: '', friends: [], seen: new Map() }) });
+  readonly data: PersistentState<ProfileData> = this.persistentState<ProfileData>('data', {
+    initial: () => ({ name: '', friends: [], seen: new Map() }),
+  });
   readonly visits = this.persistentState('visits', { storage: 'other', initial: () => ({ value: 0 }) });
 
   override async onActivate(): Promise<void> {
@@ -66,7 +81,12 @@ function tmpFile(name: string): string {
 describe('persistent state', () => {
   it('loads state before onActivate, and writes survive deactivation and silo restarts (SQLite)', async () => {
     const path = tmpFile('state.db');
-    const start = () => Silo.start({ grains: [Profile], storage: { default: sqliteStorage({ path }), other: sqliteStorage({ path, tablePrefix: 'other_' }) }, logger: silentLogger() });
+    const start = () =>
+      Silo.start({
+        grains: [Profile],
+        storage: { default: sqliteStorage({ path }), other: sqliteStorage({ path, tablePrefix: 'other_' }) },
+        logger: silentLogger(),
+      });
     let silo = await start();
     const alice = silo.getGrain(Profile, 'alice');
     await alice.setName('Alice');
@@ -92,19 +112,34 @@ describe('persistent state', () => {
 
   it('fails a write with a stale ETag with InconsistentStateError and changes nothing', async () => {
     const path = tmpFile('etag.db');
-    const a = await Silo.start({ grains: [Counter], storage: { default: sqliteStorage({ path }) }, logger: silentLogger() });
-    const b = await Silo.start({ grains: [Counter], storage: { default: sqliteStorage({ path }) }, logger: silentLogger() });
+    const a = await Silo.start({
+      grains: [Counter],
+      storage: { default: sqliteStorage({ path }) },
+      logger: silentLogger(),
+    });
+    const b = await Silo.start({
+      grains: [Counter],
+      storage: { default: sqliteStorage({ path }) },
+      logger: silentLogger(),
+    });
     try {
       // Two activations of one grain (two silos sharing a file, no directory yet): the second writer is stale.
       assert.equal(await a.getGrain(Counter, 'shared').increment(1), 1);
       assert.equal(await b.getGrain(Counter, 'shared').get(), 1);
       assert.equal(await a.getGrain(Counter, 'shared').increment(1), 2);
-      await assert.rejects(b.getGrain(Counter, 'shared').increment(10), (e: unknown) => e instanceof InconsistentStateError && e.code === 'GRANARY_INCONSISTENT_STATE');
+      await assert.rejects(
+        b.getGrain(Counter, 'shared').increment(10),
+        (e: unknown) => e instanceof InconsistentStateError && e.code === 'GRANARY_INCONSISTENT_STATE',
+      );
     } finally {
       await a.stop();
       await b.stop();
     }
-    const c = await Silo.start({ grains: [Counter], storage: { default: sqliteStorage({ path }) }, logger: silentLogger() });
+    const c = await Silo.start({
+      grains: [Counter],
+      storage: { default: sqliteStorage({ path }) },
+      logger: silentLogger(),
+    });
     try {
       assert.equal(await c.getGrain(Counter, 'shared').get(), 2, 'the stale write changed nothing');
     } finally {
@@ -130,7 +165,11 @@ describe('persistent state', () => {
   it('fails activation with a clear error when a state names a provider that is not configured', async () => {
     const silo = await Silo.start({ grains: [Misconfigured], logger: silentLogger() });
     try {
-      await assert.rejects(silo.getGrain(Misconfigured, 'x').hello(), (e: unknown) => e instanceof ConfigurationError && /nowhere/.test(e.message) && /misconfigured\/x/.test(e.message));
+      await assert.rejects(
+        silo.getGrain(Misconfigured, 'x').hello(),
+        (e: unknown) =>
+          e instanceof ConfigurationError && /nowhere/.test(e.message) && /misconfigured\/x/.test(e.message),
+      );
     } finally {
       await silo.stop();
     }
@@ -143,7 +182,10 @@ describe('persistent state', () => {
       kind: 'memory',
       init: (ctx) => inner.init(ctx),
       read: (a: StateAddress) => {
-        if (a.grainKey === corruptKey) return Promise.reject(new StorageError(`corrupt row for ${a.grainType}/${a.grainKey}`, 'GRANARY_STORAGE_CORRUPT'));
+        if (a.grainKey === corruptKey)
+          return Promise.reject(
+            new StorageError(`corrupt row for ${a.grainType}/${a.grainKey}`, 'GRANARY_STORAGE_CORRUPT'),
+          );
         return inner.read(a);
       },
       write: (a, s, e) => inner.write(a, s, e),
@@ -153,7 +195,11 @@ describe('persistent state', () => {
     corruptKey = 'broken';
     const silo = await Silo.start({ grains: [Counter], storage: { default: provider }, logger: silentLogger() });
     try {
-      await assert.rejects(silo.getGrain(Counter, 'broken').get(), (e: unknown) => e instanceof StorageError && e.code === 'GRANARY_STORAGE_CORRUPT' && /counter\/broken/.test(e.message));
+      await assert.rejects(
+        silo.getGrain(Counter, 'broken').get(),
+        (e: unknown) =>
+          e instanceof StorageError && e.code === 'GRANARY_STORAGE_CORRUPT' && /counter\/broken/.test(e.message),
+      );
       assert.equal(await silo.getGrain(Counter, 'fine').increment(), 1);
     } finally {
       await silo.stop();

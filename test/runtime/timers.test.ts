@@ -10,33 +10,45 @@ class Ticker extends Grain {
   #timer: TimerHandle | undefined;
   #throwing = 0;
   async start(periodMs: number): Promise<void> {
-    this.#timer = this.registerTimer(() => {
-      seen.ticks++;
-    }, { dueMs: periodMs, periodMs });
+    this.#timer = this.registerTimer(
+      () => {
+        seen.ticks++;
+      },
+      { dueMs: periodMs, periodMs },
+    );
   }
   async stop(): Promise<void> {
     this.#timer?.dispose();
     this.#timer = undefined;
   }
   async startThrowing(): Promise<void> {
-    this.registerTimer(() => {
-      this.#throwing++;
-      throw new Error('tick failed');
-    }, { dueMs: 1, periodMs: 5 });
+    this.registerTimer(
+      () => {
+        this.#throwing++;
+        throw new Error('tick failed');
+      },
+      { dueMs: 1, periodMs: 5 },
+    );
   }
   async throwingTicks(): Promise<number> {
     return this.#throwing;
   }
   async startAndLeave(): Promise<void> {
-    this.registerTimer(() => {
-      seen.deactivatedTicks++;
-    }, { dueMs: 30, periodMs: 10 });
+    this.registerTimer(
+      () => {
+        seen.deactivatedTicks++;
+      },
+      { dueMs: 30, periodMs: 10 },
+    );
     this.deactivateOnIdle();
   }
   async once(): Promise<void> {
-    this.registerTimer(() => {
-      seen.afterDispose++;
-    }, { dueMs: 5 });
+    this.registerTimer(
+      () => {
+        seen.afterDispose++;
+      },
+      { dueMs: 5 },
+    );
   }
 }
 

@@ -7,9 +7,7 @@ import assert from 'node:assert/strict';
 import { copy, copyArgs, decode, encode, immutable } from '../../src/serialization/codec.ts';
 import { registerError, registerType } from '../../src/serialization/registry.ts';
 import { GRAIN_REF, type CodecContext, type RefIdentity } from '../../src/serialization/symbols.ts';
-import {
-  ConfigurationError, GranaryError, RemoteError, SerializationError, TimeoutError,
-} from '../../src/errors.ts';
+import { ConfigurationError, GranaryError, RemoteError, SerializationError, TimeoutError } from '../../src/errors.ts';
 
 const wire = <T>(v: T, ctx?: CodecContext): unknown => decode(encode(v), ctx);
 const modes: ReadonlyArray<[string, (v: unknown) => unknown]> = [
@@ -111,14 +109,40 @@ const ctx: CodecContext = { reviveRef: (id) => new Revived(id) };
 for (const [mode, rt] of modes) {
   describe(`${mode}: round trip`, () => {
     it('keeps primitives, including bigint and undefined', () => {
-      for (const v of ['', 'héllo ✓ 😀', 0, 1.5, -7, 2 ** 40, NaN, Infinity, -Infinity, true, false, null, undefined,
-        0n, -5n, 2n ** 63n - 1n, -(2n ** 63n), 2n ** 64n - 1n, 2n ** 200n, -(3n ** 150n)]) {
+      for (const v of [
+        '',
+        'héllo ✓ 😀',
+        0,
+        1.5,
+        -7,
+        2 ** 40,
+        NaN,
+        Infinity,
+        -Infinity,
+        true,
+        false,
+        null,
+        undefined,
+        0n,
+        -5n,
+        2n ** 63n - 1n,
+        -(2n ** 63n),
+        2n ** 64n - 1n,
+        2n ** 200n,
+        -(3n ** 150n),
+      ]) {
         assert.deepEqual(rt(v), v);
       }
     });
 
     it('keeps plain objects and arrays, with undefined in both', () => {
-      const v = { a: 1, b: 'two', c: [1, 'x', null, undefined, [true, { d: undefined }]], e: undefined, 'odd key': { '': 0 } };
+      const v = {
+        a: 1,
+        b: 'two',
+        c: [1, 'x', null, undefined, [true, { d: undefined }]],
+        e: undefined,
+        'odd key': { '': 0 },
+      };
       const out = rt(v) as typeof v;
       assert.deepEqual(out, v);
       assert.ok(Object.hasOwn(out, 'e'));
@@ -157,9 +181,17 @@ for (const [mode, rt] of modes) {
 
     it('keeps every typed array, ArrayBuffer, DataView, Buffer and Uint8Array', () => {
       const typed = [
-        new Int8Array([-1, 2]), new Uint8Array([1, 255]), new Uint8ClampedArray([0, 255]), new Int16Array([-300, 300]),
-        new Uint16Array([65535]), new Int32Array([-1 << 30]), new Uint32Array([2 ** 32 - 1]), new Float32Array([1.5]),
-        new Float64Array([Math.PI, -0.5]), new BigInt64Array([-(2n ** 62n)]), new BigUint64Array([2n ** 64n - 1n]),
+        new Int8Array([-1, 2]),
+        new Uint8Array([1, 255]),
+        new Uint8ClampedArray([0, 255]),
+        new Int16Array([-300, 300]),
+        new Uint16Array([65535]),
+        new Int32Array([-1 << 30]),
+        new Uint32Array([2 ** 32 - 1]),
+        new Float32Array([1.5]),
+        new Float64Array([Math.PI, -0.5]),
+        new BigInt64Array([-(2n ** 62n)]),
+        new BigUint64Array([2n ** 64n - 1n]),
       ];
       for (const t of typed) {
         const out = rt(t);
@@ -287,7 +319,10 @@ for (const [mode, rt] of modes) {
       loop['self'] = loop;
       loop.cause = loop;
       const outLoop = rt(loop) as Error & Record<string, unknown>;
-      assert.deepEqual([outLoop.message, outLoop['n'], 'self' in outLoop, 'cause' in outLoop], ['loop', 1, false, false]);
+      assert.deepEqual(
+        [outLoop.message, outLoop['n'], 'self' in outLoop, 'cause' in outLoop],
+        ['loop', 1, false, false],
+      );
     });
   });
 }
@@ -298,8 +333,13 @@ describe('copy', () => {
   it('returns primitives as they are and copies everything mutable', () => {
     assert.equal(copy('s'), 's');
     const original = {
-      list: [{ n: 1 }], map: new Map([['k', { n: 2 }]]), set: new Set([[1]]), date: new Date(5),
-      bytes: new Uint8Array([1]), point: new Point(1, 2), err: Object.assign(new Error('e'), { data: { n: 3 } }),
+      list: [{ n: 1 }],
+      map: new Map([['k', { n: 2 }]]),
+      set: new Set([[1]]),
+      date: new Date(5),
+      bytes: new Uint8Array([1]),
+      point: new Point(1, 2),
+      err: Object.assign(new Error('e'), { data: { n: 3 } }),
     };
     const c = copy(original);
     c.list[0]!.n = 10;
@@ -351,12 +391,15 @@ describe('copy', () => {
   });
 
   it('copyArgs names the argument in the path', () => {
-    assert.throws(() => copyArgs([1, { ok: true }, { handlers: [() => {}] }]), (e: unknown) => {
-      assert.ok(e instanceof SerializationError);
-      assert.equal(e.path, 'args[2].handlers[0]');
-      assert.match(e.message, /args\[2\]\.handlers\[0\]/);
-      return true;
-    });
+    assert.throws(
+      () => copyArgs([1, { ok: true }, { handlers: [() => {}] }]),
+      (e: unknown) => {
+        assert.ok(e instanceof SerializationError);
+        assert.equal(e.path, 'args[2].handlers[0]');
+        assert.match(e.message, /args\[2\]\.handlers\[0\]/);
+        return true;
+      },
+    );
   });
 });
 
@@ -393,11 +436,20 @@ describe('encode/decode', () => {
     const at = bytes.indexOf('test.OnlyHere');
     assert.ok(at > 0);
     bytes.write('test.NotHere!', at);
-    assert.throws(() => decode(bytes), (e: unknown) => e instanceof SerializationError && /test\.NotHere!/.test(e.message) && /registerType/.test(e.message));
+    assert.throws(
+      () => decode(bytes),
+      (e: unknown) =>
+        e instanceof SerializationError && /test\.NotHere!/.test(e.message) && /registerType/.test(e.message),
+    );
   });
 
   it('throws SerializationError on every truncation of a valid encoding', () => {
-    const bytes = encode({ s: 'text', n: [1, 2.5, 3n], m: new Map([['k', new Set([new Date(1)])]]), e: new TimeoutError('t') });
+    const bytes = encode({
+      s: 'text',
+      n: [1, 2.5, 3n],
+      m: new Map([['k', new Set([new Date(1)])]]),
+      e: new TimeoutError('t'),
+    });
     for (let n = 0; n < bytes.length; n++) {
       assert.throws(() => decode(bytes.subarray(0, n)), SerializationError, `prefix of ${n} bytes`);
     }
@@ -513,13 +565,22 @@ describe('registry', () => {
     assert.doesNotThrow(() => registerType(Point));
     class Point2 {}
     Object.defineProperty(Point2, 'name', { value: 'Point' });
-    assert.throws(() => registerType(Point2), (e: unknown) => e instanceof ConfigurationError && /"Point"/.test(e.message));
+    assert.throws(
+      () => registerType(Point2),
+      (e: unknown) => e instanceof ConfigurationError && /"Point"/.test(e.message),
+    );
     assert.throws(() => registerError(class extends Error {}, { name: 'TimeoutError' }), ConfigurationError);
   });
 
   it('refuses classes that copying own properties would break', () => {
-    assert.throws(() => registerType(class MyMap extends Map {}), (e: unknown) => e instanceof ConfigurationError && /serialize/.test(e.message));
-    assert.throws(() => registerType(class Oops extends Error {}), (e: unknown) => e instanceof ConfigurationError && /registerError/.test(e.message));
+    assert.throws(
+      () => registerType(class MyMap extends Map {}),
+      (e: unknown) => e instanceof ConfigurationError && /serialize/.test(e.message),
+    );
+    assert.throws(
+      () => registerType(class Oops extends Error {}),
+      (e: unknown) => e instanceof ConfigurationError && /registerError/.test(e.message),
+    );
     assert.throws(() => registerError(Point as never), ConfigurationError);
   });
 });

@@ -41,7 +41,10 @@ export function storageConformance(name: string, setup: ConformanceSetup): void 
         const state = {
           name: 'Alice',
           born: new Date('1990-05-17T10:20:30.456Z'),
-          scores: new Map<string, number[]>([['chess', [1200, 1250]], ['go', []]]),
+          scores: new Map<string, number[]>([
+            ['chess', [1200, 1250]],
+            ['go', []],
+          ]),
           tags: new Set(['a', 'b']),
           big: 12345678901234567890n,
           nested: { list: [1, 'two', { three: [null, true] }], empty: {} },
@@ -146,9 +149,14 @@ export function storageConformance(name: string, setup: ConformanceSetup): void 
           );
           const winners = results.flatMap((r, writer) => (r.status === 'fulfilled' ? [{ writer, etag: r.value }] : []));
           const losers = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
-          assert.equal(winners.length, 1, `expected exactly one winner, got writers ${winners.map((w) => w.writer).join(', ')}`);
+          assert.equal(
+            winners.length,
+            1,
+            `expected exactly one winner, got writers ${winners.map((w) => w.writer).join(', ')}`,
+          );
           assert.equal(losers.length, 19);
-          for (const err of losers) assert.equal(codeOf(err), 'GRANARY_INCONSISTENT_STATE', `a loser failed with ${String(err)}`);
+          for (const err of losers)
+            assert.equal(codeOf(err), 'GRANARY_INCONSISTENT_STATE', `a loser failed with ${String(err)}`);
           const [winner] = winners;
           assert.ok(winner);
           assert.deepEqual(await p.read(a), { state: { writer: winner.writer }, etag: winner.etag });
@@ -196,7 +204,12 @@ export function storageConformance(name: string, setup: ConformanceSetup): void 
         await p.clear(first, etags[0] ?? null);
         assert.deepEqual(await p.read(first), { state: undefined, etag: null });
         for (const [i, a] of addresses.entries()) {
-          if (i > 0) assert.deepEqual(await p.read(a), { state: { i }, etag: etags[i] }, `record of ${describeAddress(a)} after a clear of another`);
+          if (i > 0)
+            assert.deepEqual(
+              await p.read(a),
+              { state: { i }, etag: etags[i] },
+              `record of ${describeAddress(a)} after a clear of another`,
+            );
         }
       }));
 
@@ -237,7 +250,11 @@ function codeOf(err: unknown): unknown {
 async function assertInconsistent(promise: Promise<unknown>, a: StateAddress): Promise<void> {
   await assert.rejects(promise, (err: unknown) => {
     assert.ok(err instanceof Error, `expected an Error, got ${String(err)}`);
-    assert.equal(codeOf(err), 'GRANARY_INCONSISTENT_STATE', `expected an InconsistentStateError, got ${err.name}: ${err.message}`);
+    assert.equal(
+      codeOf(err),
+      'GRANARY_INCONSISTENT_STATE',
+      `expected an InconsistentStateError, got ${err.name}: ${err.message}`,
+    );
     assert.equal(err.name, 'InconsistentStateError');
     assert.ok(err.message.includes(`${a.grainType}/${a.grainKey}`), `the message names the grain: ${err.message}`);
     assert.ok(err.message.includes(a.stateName), `the message names the state: ${err.message}`);

@@ -42,14 +42,16 @@ class FlakyStorage implements StorageProvider {
   async write(address: StateAddress, state: unknown, etag: string | null): Promise<string> {
     if (this.failWrites === 'before-applying') throw new StorageError('flaky storage: connection refused');
     const written = await this.#inner.write(address, state, etag);
-    if (this.failWrites === 'after-applying') throw new StorageError('flaky storage: connection lost before the answer');
+    if (this.failWrites === 'after-applying')
+      throw new StorageError('flaky storage: connection lost before the answer');
     return written;
   }
 
   async clear(address: StateAddress, etag: string | null): Promise<void> {
     if (this.failWrites === 'before-applying') throw new StorageError('flaky storage: connection refused');
     await this.#inner.clear(address, etag);
-    if (this.failWrites === 'after-applying') throw new StorageError('flaky storage: connection lost before the answer');
+    if (this.failWrites === 'after-applying')
+      throw new StorageError('flaky storage: connection lost before the answer');
   }
 
   async close(): Promise<void> {
@@ -231,7 +233,7 @@ describe('PersistentState after a failed write', () => {
     await assert.rejects(s.write(), { code: 'GRANARY_SERIALIZATION' });
     s.state.total = 43;
     await s.write();
-    assert.equal(provider.reads - readsBefore, 1, 'the store was read once, by the grain\'s own read()');
+    assert.equal(provider.reads - readsBefore, 1, "the store was read once, by the grain's own read()");
     assert.deepEqual((await stored()).state, { items: [], total: 43 });
   });
 });

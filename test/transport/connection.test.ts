@@ -31,7 +31,10 @@ describe('connection', () => {
       handler: server,
       onConnection: (c) => accepted.push(c),
     });
-    connector = new Connector({ hello: { clusterId: 'test', address: 'client-1', generation: 3, role: 'client' }, handler: client });
+    connector = new Connector({
+      hello: { clusterId: 'test', address: 'client-1', generation: 3, role: 'client' },
+      handler: client,
+    });
   });
 
   after(async () => {
@@ -43,16 +46,39 @@ describe('connection', () => {
     const conn = await connector.get(listener.address);
     assert.equal(conn.state, 'open');
     const maxFrameBytes = transportDefaults.maxFrameBytes;
-    assert.deepEqual(conn.peer, { protocol: PROTOCOL_VERSION, clusterId: 'test', address: listener.address, generation: 7, role: 'silo', maxFrameBytes });
+    assert.deepEqual(conn.peer, {
+      protocol: PROTOCOL_VERSION,
+      clusterId: 'test',
+      address: listener.address,
+      generation: 7,
+      role: 'silo',
+      maxFrameBytes,
+    });
     await eventually('the listener hands over the connection', () => accepted.length === 1);
-    assert.deepEqual(accepted[0]?.peer, { protocol: PROTOCOL_VERSION, clusterId: 'test', address: 'client-1', generation: 3, role: 'client', maxFrameBytes });
+    assert.deepEqual(accepted[0]?.peer, {
+      protocol: PROTOCOL_VERSION,
+      clusterId: 'test',
+      address: 'client-1',
+      generation: 3,
+      role: 'client',
+      maxFrameBytes,
+    });
     assert.equal(await connector.get(listener.address), conn, 'one connection per address');
   });
 
   it('publishes open and close on granary:transport:* diagnostics channels', async () => {
-    const other = new Connector({ hello: { clusterId: 'test', address: 'observed-client', generation: 1, role: 'client' }, handler: collector() });
-    const opened = nextEvent<{ side: string; peer: { address: string } }>('granary:transport:open', (m) => m.side === 'accept' && m.peer.address === 'observed-client');
-    const closed = nextEvent<{ side: string; peer: string; kind: string }>('granary:transport:close', (m) => m.side === 'connect' && m.peer === listener.address);
+    const other = new Connector({
+      hello: { clusterId: 'test', address: 'observed-client', generation: 1, role: 'client' },
+      handler: collector(),
+    });
+    const opened = nextEvent<{ side: string; peer: { address: string } }>(
+      'granary:transport:open',
+      (m) => m.side === 'accept' && m.peer.address === 'observed-client',
+    );
+    const closed = nextEvent<{ side: string; peer: string; kind: string }>(
+      'granary:transport:close',
+      (m) => m.side === 'connect' && m.peer === listener.address,
+    );
     await other.get(listener.address);
     await opened;
     await other.close();
@@ -101,14 +127,21 @@ describe('connection', () => {
     const inTick = conn.stats.writes - writesBefore;
     const full = Math.floor(bytes / transportDefaults.flushBytes);
     // Each write in the tick took a full batch (at least flushBytes), and no more than one frame over it.
-    assert.ok(inTick >= Math.floor(bytes / (transportDefaults.flushBytes + 5 + 53)) && inTick <= full, `${inTick} writes in the tick for ${bytes} bytes`);
+    assert.ok(
+      inTick >= Math.floor(bytes / (transportDefaults.flushBytes + 5 + 53)) && inTick <= full,
+      `${inTick} writes in the tick for ${bytes} bytes`,
+    );
     assert.ok(inTick >= 2, 'the peer gets the first frames before the tick ends');
     await assertTenThousandArrived(framesBefore);
     assert.equal(conn.stats.writes - writesBefore, inTick + 1, 'the rest leaves in one write at the end of the tick');
   });
 
-  it('with a flushBytes above the tick\'s bytes, sends the tick\'s frames in one socket write', async () => {
-    const own = new Connector({ hello: { clusterId: 'test', address: 'one-write-client', generation: 1, role: 'client' }, handler: collector(), limits: { flushBytes: 64 * 1024 * 1024 } });
+  it("with a flushBytes above the tick's bytes, sends the tick's frames in one socket write", async () => {
+    const own = new Connector({
+      hello: { clusterId: 'test', address: 'one-write-client', generation: 1, role: 'client' },
+      handler: collector(),
+      limits: { flushBytes: 64 * 1024 * 1024 },
+    });
     try {
       const conn = await own.get(listener.address);
       const framesBefore = server.frames.length;
@@ -144,8 +177,15 @@ describe('connection', () => {
   it('holds frames for a handler set after the handover, and delivers them in order', async () => {
     const late = collector();
     const handedOver: Connection[] = [];
-    const bare = await listen({ port: 0, hello: { clusterId: 'test', generation: 1, role: 'silo' }, onConnection: (c) => handedOver.push(c) });
-    const c = new Connector({ hello: { clusterId: 'test', address: 'early-sender', generation: 1, role: 'client' }, handler: collector() });
+    const bare = await listen({
+      port: 0,
+      hello: { clusterId: 'test', generation: 1, role: 'silo' },
+      onConnection: (c) => handedOver.push(c),
+    });
+    const c = new Connector({
+      hello: { clusterId: 'test', address: 'early-sender', generation: 1, role: 'client' },
+      handler: collector(),
+    });
     try {
       const conn = await c.get(bare.address);
       for (let i = 0; i < 5; i++) conn.send(i, Buffer.from([i]));
@@ -153,7 +193,10 @@ describe('connection', () => {
       const remote = handedOver[0];
       assert.ok(remote);
       remote.setHandler(late);
-      assert.deepEqual(late.frames.map((f) => f.type), [0, 1, 2, 3, 4]);
+      assert.deepEqual(
+        late.frames.map((f) => f.type),
+        [0, 1, 2, 3, 4],
+      );
       assert.throws(() => remote.setHandler(late), /already has a handler/);
     } finally {
       await c.close();
@@ -162,7 +205,10 @@ describe('connection', () => {
   });
 
   it('close() writes the frames sent before it, then hangs up', async () => {
-    const c = new Connector({ hello: { clusterId: 'test', address: 'closing-client', generation: 1, role: 'client' }, handler: collector() });
+    const c = new Connector({
+      hello: { clusterId: 'test', address: 'closing-client', generation: 1, role: 'client' },
+      handler: collector(),
+    });
     const conn = await c.get(listener.address);
     const before = server.frames.length;
     for (let i = 0; i < 100; i++) conn.send(9, Buffer.from(`last words ${i}`));
@@ -171,7 +217,10 @@ describe('connection', () => {
     assert.deepEqual(await conn.closed, { kind: 'local', reason: 'done', error: undefined });
     await eventually('the frames sent before close() arrive', () => server.frames.length - before === 100);
     assert.equal(server.frames.at(-1)?.body.toString(), 'last words 99');
-    await eventually('the listener sees the hang-up', () => ![...listener.connections].some((x) => x.peer?.address === 'closing-client'));
+    await eventually(
+      'the listener sees the hang-up',
+      () => ![...listener.connections].some((x) => x.peer?.address === 'closing-client'),
+    );
     await c.close();
   });
 
@@ -183,7 +232,10 @@ describe('connection', () => {
     });
     try {
       const conn = await small.get(listener.address);
-      assert.throws(() => conn.send(1, Buffer.alloc(1024)), (e: unknown) => (e as { code?: string }).code === 'GRANARY_FRAME_TOO_LARGE');
+      assert.throws(
+        () => conn.send(1, Buffer.alloc(1024)),
+        (e: unknown) => (e as { code?: string }).code === 'GRANARY_FRAME_TOO_LARGE',
+      );
       assert.throws(() => conn.send(300, Buffer.alloc(1)), RangeError);
       conn.send(1, Buffer.alloc(1023));
       assert.equal(conn.state, 'open');
@@ -193,13 +245,21 @@ describe('connection', () => {
   });
 
   it('never sends a frame bigger than the peer said it accepts', async () => {
-    const strict = await listen({ port: 0, hello: { clusterId: 'test', generation: 1, role: 'silo' }, limits: { maxFrameBytes: 1000 }, handler: collector(), onConnection: () => {} });
+    const strict = await listen({
+      port: 0,
+      hello: { clusterId: 'test', generation: 1, role: 'silo' },
+      limits: { maxFrameBytes: 1000 },
+      handler: collector(),
+      onConnection: () => {},
+    });
     try {
       const conn = await connector.get(strict.address);
       assert.equal(conn.peer?.maxFrameBytes, 1000);
       assert.throws(() => conn.send(1, Buffer.alloc(1000)), /frame of 1001 bytes exceeds maxFrameBytes \(1000\)/);
       conn.send(1, Buffer.alloc(999));
-      await eventually('the listener gets the frame that fits', () => [...strict.connections].some((c) => c.stats.framesReceived === 1));
+      await eventually('the listener gets the frame that fits', () =>
+        [...strict.connections].some((c) => c.stats.framesReceived === 1),
+      );
       assert.equal(conn.state, 'open');
     } finally {
       await strict.close();
@@ -214,7 +274,9 @@ describe('connection', () => {
     });
     try {
       const conn = await local.get(listener.address);
-      await eventually('the listener hands over the connection', () => accepted.some((c) => c.peer?.address === 'slow-reader-client'));
+      await eventually('the listener hands over the connection', () =>
+        accepted.some((c) => c.peer?.address === 'slow-reader-client'),
+      );
       const remote = accepted.find((c) => c.peer?.address === 'slow-reader-client');
       assert.ok(remote);
       remote.pause();
@@ -238,7 +300,11 @@ describe('connection', () => {
       await drained;
       assert.equal(conn.writable, true);
       await conn.waitForDrain();
-      await eventually('every frame reaches the server', () => server.frames.length - framesBefore === sent + 1, 20_000);
+      await eventually(
+        'every frame reaches the server',
+        () => server.frames.length - framesBefore === sent + 1,
+        20_000,
+      );
       assert.equal(server.frames.at(-1)?.type, 6);
     } finally {
       await local.close();

@@ -16,7 +16,12 @@ import { collector, recordingLogger } from './support.ts';
 const hello = { clusterId: 'test', address: 'client', generation: 1, role: 'client' } as const;
 
 function startListener(port = 0): Promise<Listener> {
-  return listen({ port, hello: { clusterId: 'test', generation: 1, role: 'silo' }, handler: collector({ echo: true }), onConnection: () => {} });
+  return listen({
+    port,
+    hello: { clusterId: 'test', generation: 1, role: 'silo' },
+    handler: collector({ echo: true }),
+    onConnection: () => {},
+  });
 }
 
 /** A loopback port nobody listens on (bound, then released). */
@@ -48,18 +53,34 @@ describe('connector', () => {
   it('fails fast with SiloUnavailableError while nothing listens, until the next attempt is due', async () => {
     const address = `127.0.0.1:${await freePort()}`;
     const log = recordingLogger();
-    const connector = new Connector({ hello, handler: collector(), logger: log, limits: { backoffMinMs: 60_000, backoffMaxMs: 60_000 } });
+    const connector = new Connector({
+      hello,
+      handler: collector(),
+      logger: log,
+      limits: { backoffMinMs: 60_000, backoffMaxMs: 60_000 },
+    });
     try {
-      await assert.rejects(connector.get(address), (e: unknown) => e instanceof SiloUnavailableError && /ECONNREFUSED/.test(e.message));
+      await assert.rejects(
+        connector.get(address),
+        (e: unknown) => e instanceof SiloUnavailableError && /ECONNREFUSED/.test(e.message),
+      );
       assert.equal(connector.status(address).state, 'failing');
       assert.equal(connector.status(address).attempts, 1);
       // The next calls are answered without touching the network: no new attempt is made.
       for (let i = 0; i < 10; i++) {
-        await assert.rejects(connector.get(address), (e: unknown) =>
-          e instanceof SiloUnavailableError && e.code === 'GRANARY_SILO_UNAVAILABLE' && /unreachable .*ECONNREFUSED.*next attempt in \d+ ms/.test(e.message));
+        await assert.rejects(
+          connector.get(address),
+          (e: unknown) =>
+            e instanceof SiloUnavailableError &&
+            e.code === 'GRANARY_SILO_UNAVAILABLE' &&
+            /unreachable .*ECONNREFUSED.*next attempt in \d+ ms/.test(e.message),
+        );
       }
       assert.equal(connector.status(address).attempts, 1);
-      await log.waitFor('info', new RegExp(`cannot connect to ${address.replace(/\./g, '\\.')} \\(attempt 1\\): .*ECONNREFUSED`));
+      await log.waitFor(
+        'info',
+        new RegExp(`cannot connect to ${address.replace(/\./g, '\\.')} \\(attempt 1\\): .*ECONNREFUSED`),
+      );
     } finally {
       await connector.close();
     }
@@ -67,7 +88,12 @@ describe('connector', () => {
 
   it('backs off exponentially between attempts, capped at backoffMaxMs', async () => {
     const address = `127.0.0.1:${await freePort()}`;
-    const connector = new Connector({ hello, handler: collector(), random: () => 0.5, limits: { backoffMinMs: 20, backoffMaxMs: 70 } });
+    const connector = new Connector({
+      hello,
+      handler: collector(),
+      random: () => 0.5,
+      limits: { backoffMinMs: 20, backoffMaxMs: 70 },
+    });
     try {
       const delays: number[] = [];
       for (let attempt = 1; attempt <= 4; attempt++) {
@@ -101,7 +127,9 @@ describe('connector', () => {
       const second = await connector.get(address);
       assert.notEqual(second, first);
       second.send(3, Buffer.from('after restart'));
-      await eventually('the echo arrives over the new connection', () => frames.frames.some((f) => f.body.toString() === 'after restart'));
+      await eventually('the echo arrives over the new connection', () =>
+        frames.frames.some((f) => f.body.toString() === 'after restart'),
+      );
       assert.equal(connector.status(address).failures, 0);
     } finally {
       await connector.close();
@@ -154,10 +182,20 @@ describe('connector', () => {
 
 describe('transport limits', () => {
   it('has documented defaults', () => {
-    assert.deepEqual({ ...transportDefaults }, {
-      maxFrameBytes: 16 * 1024 * 1024, handshakeTimeoutMs: 5000, connectTimeoutMs: 3000,
-      backoffMinMs: 50, backoffMaxMs: 5000, writeHighWaterMark: 1024 * 1024, maxQueuedBytes: 64 * 1024 * 1024, flushBytes: 16 * 1024, closeTimeoutMs: 2000,
-    });
+    assert.deepEqual(
+      { ...transportDefaults },
+      {
+        maxFrameBytes: 16 * 1024 * 1024,
+        handshakeTimeoutMs: 5000,
+        connectTimeoutMs: 3000,
+        backoffMinMs: 50,
+        backoffMaxMs: 5000,
+        writeHighWaterMark: 1024 * 1024,
+        maxQueuedBytes: 64 * 1024 * 1024,
+        flushBytes: 16 * 1024,
+        closeTimeoutMs: 2000,
+      },
+    );
     assert.deepEqual(resolveTransportLimits({ maxFrameBytes: 1024 }), { ...transportDefaults, maxFrameBytes: 1024 });
   });
 
@@ -172,8 +210,15 @@ describe('transport limits', () => {
       [{ maxFramBytes: 10 }, /unknown transport option maxFramBytes/],
     ];
     for (const [limits, message] of cases) {
-      assert.throws(() => resolveTransportLimits(limits), (e: unknown) => e instanceof ConfigurationError && message.test(e.message), JSON.stringify(limits));
+      assert.throws(
+        () => resolveTransportLimits(limits),
+        (e: unknown) => e instanceof ConfigurationError && message.test(e.message),
+        JSON.stringify(limits),
+      );
     }
-    assert.throws(() => new Connector({ hello, handler: collector(), limits: { connectTimeoutMs: 0 } }), ConfigurationError);
+    assert.throws(
+      () => new Connector({ hello, handler: collector(), limits: { connectTimeoutMs: 0 } }),
+      ConfigurationError,
+    );
   });
 });

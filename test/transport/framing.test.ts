@@ -6,10 +6,15 @@ import assert from 'node:assert/strict';
 import { FrameDecoder, FrameError, FrameWriter, encodeFrame, type FrameSink } from '../../src/transport/framing.ts';
 import { body } from './support.ts';
 
-interface Got { type: number; body: Buffer }
+interface Got {
+  type: number;
+  body: Buffer;
+}
 
 function decoderInto(out: Got[], max = 16 * 1024 * 1024): FrameDecoder {
-  const sink: FrameSink = { onFrame: (type, b, start, end) => (out.push({ type, body: Buffer.from(b.subarray(start, end)) }), true) };
+  const sink: FrameSink = {
+    onFrame: (type, b, start, end) => (out.push({ type, body: Buffer.from(b.subarray(start, end)) }), true),
+  };
   return new FrameDecoder(sink, max);
 }
 
@@ -37,8 +42,12 @@ describe('framing', () => {
 
   it('round-trips frames of mixed sizes, 0 bytes and several MiB included, in one chunk', () => {
     const frames: Got[] = [
-      { type: 1, body: body(0, 1) }, { type: 2, body: body(1, 2) }, { type: 3, body: body(5 * 1024 * 1024 + 3, 3) },
-      { type: 4, body: body(0, 4) }, { type: 5, body: body(70_000, 5) }, { type: 6, body: body(2 * 1024 * 1024, 6) },
+      { type: 1, body: body(0, 1) },
+      { type: 2, body: body(1, 2) },
+      { type: 3, body: body(5 * 1024 * 1024 + 3, 3) },
+      { type: 4, body: body(0, 4) },
+      { type: 5, body: body(70_000, 5) },
+      { type: 6, body: body(2 * 1024 * 1024, 6) },
     ];
     const got: Got[] = [];
     assert.equal(decoderInto(got).push(stream(frames)), true);
@@ -75,7 +84,10 @@ describe('framing', () => {
   it('hands out bodies that lie whole in a chunk as offsets into it, without copying', () => {
     const chunk = stream(sample);
     const seen: { buf: Buffer; start: number; end: number }[] = [];
-    const decoder = new FrameDecoder({ onFrame: (_t, buf, start, end) => (seen.push({ buf, start, end }), true) }, 1024);
+    const decoder = new FrameDecoder(
+      { onFrame: (_t, buf, start, end) => (seen.push({ buf, start, end }), true) },
+      1024,
+    );
     decoder.push(chunk);
     assert.equal(seen.length, sample.length);
     let at = 0;
@@ -96,8 +108,11 @@ describe('framing', () => {
 
   it('refuses a length prefix over the limit as soon as the prefix is complete', () => {
     const decoder = decoderInto([], 100);
-    assert.throws(() => decoder.push(Buffer.from([0xff, 0xff, 0xff, 0xff])), (e: unknown) =>
-      e instanceof FrameError && /frame length 4294967295 exceeds maxFrameBytes \(100\)/.test(e.message));
+    assert.throws(
+      () => decoder.push(Buffer.from([0xff, 0xff, 0xff, 0xff])),
+      (e: unknown) =>
+        e instanceof FrameError && /frame length 4294967295 exceeds maxFrameBytes \(100\)/.test(e.message),
+    );
     const split = decoderInto([], 100);
     split.push(Buffer.from([0, 0]));
     assert.throws(() => split.push(Buffer.from([0, 101])), /frame length 101 exceeds/);
@@ -111,13 +126,16 @@ describe('framing', () => {
 
   it('applies a lowered limit from the next frame on, even within a chunk', () => {
     const got: Got[] = [];
-    const decoder: FrameDecoder = new FrameDecoder({
-      onFrame: (type, b, start, end) => {
-        got.push({ type, body: b.subarray(start, end) });
-        decoder.maxFrameBytes = 10;
-        return true;
+    const decoder: FrameDecoder = new FrameDecoder(
+      {
+        onFrame: (type, b, start, end) => {
+          got.push({ type, body: b.subarray(start, end) });
+          decoder.maxFrameBytes = 10;
+          return true;
+        },
       },
-    }, 1000);
+      1000,
+    );
     const bytes = Buffer.concat([encodeFrame(1, body(50, 1)), encodeFrame(2, body(50, 2))]);
     assert.throws(() => decoder.push(bytes), /frame length 51 exceeds maxFrameBytes \(10\)/);
     assert.equal(got.length, 1);
@@ -128,7 +146,10 @@ describe('framing', () => {
     assert.throws(() => writer.append(256, Buffer.alloc(0)), RangeError);
     assert.throws(() => writer.append(-1, Buffer.alloc(0)), RangeError);
     assert.throws(() => writer.append(1.5, Buffer.alloc(0)), RangeError);
-    assert.throws(() => writer.append(1, Buffer.alloc(10)), (e: unknown) => e instanceof FrameError && e.code === 'GRANARY_FRAME_TOO_LARGE');
+    assert.throws(
+      () => writer.append(1, Buffer.alloc(10)),
+      (e: unknown) => e instanceof FrameError && e.code === 'GRANARY_FRAME_TOO_LARGE',
+    );
     assert.equal(writer.take(), undefined);
     writer.append(1, body(9, 1));
     const first = Buffer.from(writer.take() ?? Buffer.alloc(0));

@@ -13,7 +13,16 @@ import { encodeFrame } from '../../src/transport/framing.ts';
 import { FRAME_HELLO, PROTOCOL_VERSION, type HelloInit } from '../../src/transport/handshake.ts';
 import { listen, type Listener } from '../../src/transport/listener.ts';
 import { eventually } from '../helpers.ts';
-import { closedWithin, collector, helloFrame, rawSocket, recordingLogger, seededBytes, seenAs, type RecordingLogger } from './support.ts';
+import {
+  closedWithin,
+  collector,
+  helloFrame,
+  rawSocket,
+  recordingLogger,
+  seededBytes,
+  seenAs,
+  type RecordingLogger,
+} from './support.ts';
 
 const HANDSHAKE_MS = 300;
 
@@ -58,7 +67,12 @@ describe('protocol violations', () => {
   }
 
   /** Sends `bytes` on a raw socket; expects the listener to drop it and to log `pattern` naming the peer. */
-  async function expectDropped(what: string, bytes: Buffer | undefined, pattern: RegExp, prelude?: (s: Socket) => Promise<void>): Promise<void> {
+  async function expectDropped(
+    what: string,
+    bytes: Buffer | undefined,
+    pattern: RegExp,
+    prelude?: (s: Socket) => Promise<void>,
+  ): Promise<void> {
     const socket = await rawSocket(listener.port);
     const peer = seenAs(socket);
     if (prelude !== undefined) await prelude(socket);
@@ -66,8 +80,10 @@ describe('protocol violations', () => {
     await closedWithin(socket, what);
     const entry = await log.waitFor('warn', pattern);
     assert.match(entry.message, /^dropped connection with /, `${what}: the line says what happened`);
-    assert.ok(entry.message.includes(prelude === undefined ? peer : 'raw-peer') && entry.fields['remote'] === peer,
-      `${what}: the line names the peer (${peer}): ${entry.message}`);
+    assert.ok(
+      entry.message.includes(prelude === undefined ? peer : 'raw-peer') && entry.fields['remote'] === peer,
+      `${what}: the line names the peer (${peer}): ${entry.message}`,
+    );
     socket.destroy();
     await goodStillServed(what);
   }
@@ -82,35 +98,75 @@ describe('protocol violations', () => {
   it('random bytes', async () => {
     const bytes = seededBytes(42, 512);
     // Whatever the seed, random bytes fail one of these checks.
-    await expectDropped('random bytes', bytes, /frame length \d+ exceeds|frame type \d+ before the handshake|malformed HELLO|no handshake/);
+    await expectDropped(
+      'random bytes',
+      bytes,
+      /frame length \d+ exceeds|frame type \d+ before the handshake|malformed HELLO|no handshake/,
+    );
   });
 
   it('a length prefix of 0xFFFFFFFF, before and after the handshake, refused without waiting for the body', async () => {
-    await expectDropped('a huge length before the handshake', Buffer.from([0xff, 0xff, 0xff, 0xff]), /frame length 4294967295 exceeds maxFrameBytes \(65536\)/);
-    await expectDropped('a huge length after the handshake', Buffer.from([0xff, 0xff, 0xff, 0xff, 1]), /frame length 4294967295 exceeds maxFrameBytes \(16777216\)/, handshake);
+    await expectDropped(
+      'a huge length before the handshake',
+      Buffer.from([0xff, 0xff, 0xff, 0xff]),
+      /frame length 4294967295 exceeds maxFrameBytes \(65536\)/,
+    );
+    await expectDropped(
+      'a huge length after the handshake',
+      Buffer.from([0xff, 0xff, 0xff, 0xff, 1]),
+      /frame length 4294967295 exceeds maxFrameBytes \(16777216\)/,
+      handshake,
+    );
   });
 
   it('a truncated frame followed by a close', async () => {
     const truncated = Buffer.concat([Buffer.from([0, 0, 0, 100, 9]), Buffer.alloc(10)]);
-    await expectDropped('a truncated frame', undefined, /peer hung up inside a frame \(15 bytes of it received\)/, async (socket) => {
-      await handshake(socket);
-      socket.end(truncated);
-    });
+    await expectDropped(
+      'a truncated frame',
+      undefined,
+      /peer hung up inside a frame \(15 bytes of it received\)/,
+      async (socket) => {
+        await handshake(socket);
+        socket.end(truncated);
+      },
+    );
   });
 
   it('a frame before the handshake, and a HELLO that is not one', async () => {
-    await expectDropped('a frame before the handshake', encodeFrame(5, Buffer.from('hi')), /frame type 5 before the handshake/);
-    await expectDropped('a malformed HELLO', encodeFrame(FRAME_HELLO, Buffer.from('not json')), /malformed HELLO: not JSON/);
-    await expectDropped('a HELLO without a role', encodeFrame(FRAME_HELLO, Buffer.from(JSON.stringify({ protocol: 1, clusterId: 'test', address: 'x', generation: 1 }))), /malformed HELLO: role/);
+    await expectDropped(
+      'a frame before the handshake',
+      encodeFrame(5, Buffer.from('hi')),
+      /frame type 5 before the handshake/,
+    );
+    await expectDropped(
+      'a malformed HELLO',
+      encodeFrame(FRAME_HELLO, Buffer.from('not json')),
+      /malformed HELLO: not JSON/,
+    );
+    await expectDropped(
+      'a HELLO without a role',
+      encodeFrame(
+        FRAME_HELLO,
+        Buffer.from(JSON.stringify({ protocol: 1, clusterId: 'test', address: 'x', generation: 1 })),
+      ),
+      /malformed HELLO: role/,
+    );
   });
 
   it('no handshake within handshakeTimeoutMs', async () => {
     await expectDropped('silence', undefined, new RegExp(`no handshake within ${HANDSHAKE_MS} ms`));
-    await expectDropped('half a HELLO', helloFrame(clientHello('slow')).subarray(0, 10), new RegExp(`no handshake within ${HANDSHAKE_MS} ms \\(10 bytes of an unfinished frame\\)`));
+    await expectDropped(
+      'half a HELLO',
+      helloFrame(clientHello('slow')).subarray(0, 10),
+      new RegExp(`no handshake within ${HANDSHAKE_MS} ms \\(10 bytes of an unfinished frame\\)`),
+    );
   });
 
   it('a frame type the handler rejects (by returning false, by throwing)', async () => {
-    for (const [type, pattern] of [[200, /frame type 200 rejected by the handler/], [201, /frame type 201 rejected: no handler for frame type 201/]] as const) {
+    for (const [type, pattern] of [
+      [200, /frame type 200 rejected by the handler/],
+      [201, /frame type 201 rejected: no handler for frame type 201/],
+    ] as const) {
       const clientLog = recordingLogger();
       const bad = new Connector({ hello: clientHello(`bad-client-${type}`), handler: collector(), logger: clientLog });
       try {
@@ -131,20 +187,33 @@ describe('protocol violations', () => {
   it('a HELLO of another cluster or protocol gets a REJECT with the reason, logged on both sides', async () => {
     const cases = [
       { extra: { clusterId: 'other' }, reason: `cluster 'other' != 'test'` },
-      { extra: { protocol: PROTOCOL_VERSION + 998 }, reason: `protocol ${PROTOCOL_VERSION + 998} != ${PROTOCOL_VERSION}` },
+      {
+        extra: { protocol: PROTOCOL_VERSION + 998 },
+        reason: `protocol ${PROTOCOL_VERSION + 998} != ${PROTOCOL_VERSION}`,
+      },
     ];
     for (const { extra, reason } of cases) {
       const clientLog = recordingLogger();
-      const stranger = new Connector({ hello: clientHello('127.0.0.1:5555', extra), handler: collector(), logger: clientLog });
+      const stranger = new Connector({
+        hello: clientHello('127.0.0.1:5555', extra),
+        handler: collector(),
+        logger: clientLog,
+      });
       try {
         await assert.rejects(stranger.get(listener.address), (e: unknown) => {
           assert.ok(e instanceof SiloUnavailableError, `a SiloUnavailableError, got ${String(e)}`);
           assert.ok(e.message.includes(reason), `the REJECT reason reaches the client: ${e.message}`);
           return true;
         });
-        const served = await log.waitFor('warn', new RegExp(`^refused peer 127\\.0\\.0\\.1:5555: ${reason.replace(/[()]/g, '\\$&')}$`));
+        const served = await log.waitFor(
+          'warn',
+          new RegExp(`^refused peer 127\\.0\\.0\\.1:5555: ${reason.replace(/[()]/g, '\\$&')}$`),
+        );
         assert.equal(served.fields['reason'], reason);
-        await clientLog.waitFor('warn', new RegExp(`^refused by peer ${listener.address.replace(/\./g, '\\.')}: ${reason}$`));
+        await clientLog.waitFor(
+          'warn',
+          new RegExp(`^refused by peer ${listener.address.replace(/\./g, '\\.')}: ${reason}$`),
+        );
         await assert.rejects(stranger.get(listener.address), SiloUnavailableError, 'fails fast afterwards');
         await goodStillServed(reason);
       } finally {
@@ -154,7 +223,12 @@ describe('protocol violations', () => {
   });
 
   it('a listener that only lets silos in refuses a client', async () => {
-    const silosOnly = await listen({ port: 0, hello: { clusterId: 'test', generation: 1, role: 'silo' }, acceptRoles: ['silo'], onConnection: () => {} });
+    const silosOnly = await listen({
+      port: 0,
+      hello: { clusterId: 'test', generation: 1, role: 'silo' },
+      acceptRoles: ['silo'],
+      onConnection: () => {},
+    });
     const c = new Connector({ hello: clientHello('a-client'), handler: collector() });
     try {
       await assert.rejects(c.get(silosOnly.address), /role 'client' not accepted here/);
@@ -187,16 +261,28 @@ describe('a broken server, seen from the connecting side', () => {
   });
 
   for (const [what, respond, pattern] of [
-    ['garbage', (s: Socket) => s.write(seededBytes(7, 64)), /frame length \d+ exceeds|frame type \d+ before the handshake|no handshake/],
+    [
+      'garbage',
+      (s: Socket) => s.write(seededBytes(7, 64)),
+      /frame length \d+ exceeds|frame type \d+ before the handshake|no handshake/,
+    ],
     ['silence', () => {}, new RegExp(`no handshake within ${HANDSHAKE_MS} ms`)],
     ['a hang-up', (s: Socket) => s.destroy(), /hung up during the handshake|ECONNRESET|socket closed/],
   ] as const) {
     it(`gets ${what} instead of a HELLO: the attempt fails with SiloUnavailableError`, async () => {
       answer = respond;
       const clientLog = recordingLogger();
-      const c = new Connector({ hello: clientHello('c'), handler: collector(), logger: clientLog, limits: { handshakeTimeoutMs: HANDSHAKE_MS } });
+      const c = new Connector({
+        hello: clientHello('c'),
+        handler: collector(),
+        logger: clientLog,
+        limits: { handshakeTimeoutMs: HANDSHAKE_MS },
+      });
       try {
-        await assert.rejects(c.get(`127.0.0.1:${port}`), (e: unknown) => e instanceof SiloUnavailableError && pattern.test(e.message));
+        await assert.rejects(
+          c.get(`127.0.0.1:${port}`),
+          (e: unknown) => e instanceof SiloUnavailableError && pattern.test(e.message),
+        );
         assert.equal(c.status(`127.0.0.1:${port}`).state, 'failing');
       } finally {
         await c.close();

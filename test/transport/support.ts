@@ -27,9 +27,11 @@ export interface RecordingLogger extends Logger {
 
 export function recordingLogger(): RecordingLogger {
   const entries: LogEntry[] = [];
-  const record = (level: LogEntry['level']) => (fields: object, message?: string): void => {
-    entries.push({ level, fields: fields as Record<string, unknown>, message: message ?? '' });
-  };
+  const record =
+    (level: LogEntry['level']) =>
+    (fields: object, message?: string): void => {
+      entries.push({ level, fields: fields as Record<string, unknown>, message: message ?? '' });
+    };
   const find = (level: LogEntry['level'], pattern: RegExp): LogEntry | undefined =>
     entries.find((e) => e.level === level && pattern.test(e.message));
   const logger: RecordingLogger = {
@@ -42,7 +44,11 @@ export function recordingLogger(): RecordingLogger {
     find,
     async waitFor(level, pattern, timeoutMs = 5000) {
       try {
-        await eventually(`a ${level} log line matching ${pattern}`, () => find(level, pattern) !== undefined, timeoutMs);
+        await eventually(
+          `a ${level} log line matching ${pattern}`,
+          () => find(level, pattern) !== undefined,
+          timeoutMs,
+        );
       } catch (error) {
         const seen = entries.map((e) => `${e.level}: ${e.message}`).join('\n  ');
         throw new Error(`${(error as Error).message}\nlogged:\n  ${seen}`);
@@ -63,7 +69,9 @@ export interface ReceivedFrame {
 }
 
 /** A handler that keeps every frame; `reject` lists types it refuses; `echo` answers each frame with itself. */
-export function collector(options: { reject?: readonly number[]; throwOn?: readonly number[]; echo?: boolean } = {}): ConnectionHandler & { frames: ReceivedFrame[] } {
+export function collector(
+  options: { reject?: readonly number[]; throwOn?: readonly number[]; echo?: boolean } = {},
+): ConnectionHandler & { frames: ReceivedFrame[] } {
   const frames: ReceivedFrame[] = [];
   return {
     frames,
@@ -94,7 +102,11 @@ export function seenAs(socket: Socket): string {
 /** Resolves when the socket has closed; fails naming `what` after the deadline. */
 export async function closedWithin(socket: Socket, what: string, timeoutMs = 5000): Promise<void> {
   socket.resume();
-  await eventually(`${what}: the server closes the connection`, () => socket.destroyed || socket.readableEnded, timeoutMs);
+  await eventually(
+    `${what}: the server closes the connection`,
+    () => socket.destroyed || socket.readableEnded,
+    timeoutMs,
+  );
 }
 
 /** The HELLO frame a hand-written peer sends. */

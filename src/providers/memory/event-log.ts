@@ -4,7 +4,15 @@
 // by reference, and every value goes through the codec as it would on disk.
 
 import { InconsistentStateError, StorageError } from '../../errors.ts';
-import { checkRange, checkVersion, describeStream, type EventLog, type LogAddress, type LoggedEvent, type StoredLog } from '../../journal/log.ts';
+import {
+  checkRange,
+  checkVersion,
+  describeStream,
+  type EventLog,
+  type LogAddress,
+  type LoggedEvent,
+  type StoredLog,
+} from '../../journal/log.ts';
 import type { ProviderContext } from '../../storage/provider.ts';
 
 /** One stream as stored: its events' bytes (index i holds version i + 1) and its latest snapshot. */
@@ -36,7 +44,11 @@ export class MemoryEventStore {
    * the version found instead. The store keeps `bytes` as given: do not
    * modify them afterwards.
    */
-  append(stream: LogAddress, bytes: readonly Uint8Array[], expectedVersion: number): { ok: true; version: number } | { ok: false; found: number } {
+  append(
+    stream: LogAddress,
+    bytes: readonly Uint8Array[],
+    expectedVersion: number,
+  ): { ok: true; version: number } | { ok: false; found: number } {
     const key = streamKey(stream);
     const s = this.#streams.get(key);
     const found = s?.events.length ?? 0;
@@ -172,7 +184,9 @@ class MemoryEventLog implements EventLog {
 
   #context(stream: LogAddress): ProviderContext {
     if (this.#ctx === undefined) {
-      throw new StorageError(`memory event log is not initialised (init() not called, or closed): cannot access ${describeStream(stream)}`);
+      throw new StorageError(
+        `memory event log is not initialised (init() not called, or closed): cannot access ${describeStream(stream)}`,
+      );
     }
     return this.#ctx;
   }

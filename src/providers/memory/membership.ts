@@ -3,7 +3,13 @@
 // silos of one process can share. Same compare-and-swap rules as every provider.
 
 import { MembershipError } from '../../errors.ts';
-import type { MembershipContext, MembershipSnapshot, MembershipTable, SiloEntry, TableVersion } from '../../membership/table.ts';
+import type {
+  MembershipContext,
+  MembershipSnapshot,
+  MembershipTable,
+  SiloEntry,
+  TableVersion,
+} from '../../membership/table.ts';
 import { siloId } from '../../membership/table.ts';
 
 /** The ETag of the version of a cluster that has no version record (only after `deleteCluster`); never issued otherwise. */
@@ -130,7 +136,8 @@ class MemoryMembership implements MembershipTable {
   // Re-init after close is allowed, so a restarted silo can reuse the provider.
   async init(ctx: MembershipContext): Promise<void> {
     this.#clusterId = ctx.clusterId;
-    if (this.#store.ensure(ctx.clusterId)) ctx.logger.debug({ clusterId: ctx.clusterId }, 'created memory membership table');
+    if (this.#store.ensure(ctx.clusterId))
+      ctx.logger.debug({ clusterId: ctx.clusterId }, 'created memory membership table');
   }
 
   async readAll(): Promise<MembershipSnapshot> {
@@ -163,7 +170,9 @@ class MemoryMembership implements MembershipTable {
 
   #cluster(op: string): string {
     if (this.#clusterId === undefined) {
-      throw new MembershipError(`memory membership: ${op} failed: the table is not initialised (init() not called, or closed)`);
+      throw new MembershipError(
+        `memory membership: ${op} failed: the table is not initialised (init() not called, or closed)`,
+      );
     }
     return this.#clusterId;
   }

@@ -68,7 +68,14 @@ export class MemoryReminderStore {
     }
     const etag = String(++this.#lastEtag);
     // Field by field: an entry that is a row read back brings its lastTickAt, which an upsert clears.
-    rows.set(entry.name, { grainId: entry.grainId, name: entry.name, grainHash: entry.grainHash, startAt: entry.startAt, periodMs: entry.periodMs, etag });
+    rows.set(entry.name, {
+      grainId: entry.grainId,
+      name: entry.name,
+      grainHash: entry.grainHash,
+      startAt: entry.startAt,
+      periodMs: entry.periodMs,
+      etag,
+    });
     return etag;
   }
 
@@ -122,7 +129,8 @@ class MemoryReminders implements ReminderTable {
       throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
     }
     this.#clusterId = ctx.clusterId;
-    if (this.#store.ensure(ctx.clusterId)) ctx.logger.debug({ clusterId: ctx.clusterId }, 'created memory reminder table');
+    if (this.#store.ensure(ctx.clusterId))
+      ctx.logger.debug({ clusterId: ctx.clusterId }, 'created memory reminder table');
   }
 
   async readGrain(grainId: string): Promise<StoredReminder[]> {
@@ -152,7 +160,10 @@ class MemoryReminders implements ReminderTable {
   async recordTick(grainId: string, name: string, dueAt: number): Promise<void> {
     const clusterId = this.#cluster('recordTick');
     if (!Number.isSafeInteger(dueAt)) {
-      throw this.#error('recordTick', `${describe({ grainId, name })}: dueAt must be a whole number of epoch ms, got ${String(dueAt)}`);
+      throw this.#error(
+        'recordTick',
+        `${describe({ grainId, name })}: dueAt must be a whole number of epoch ms, got ${String(dueAt)}`,
+      );
     }
     this.#store.recordTick(clusterId, grainId, name, dueAt);
   }
@@ -188,7 +199,14 @@ function inRange(hash: number, begin: number, end: number): boolean {
 // Field by field, so that the store keeps exactly what the SQL and Redis tables keep.
 // lastTickAt only when set: absent, never undefined-valued.
 function copy(r: StoredReminder): StoredReminder {
-  const row = { grainId: r.grainId, name: r.name, grainHash: r.grainHash, startAt: r.startAt, periodMs: r.periodMs, etag: r.etag };
+  const row = {
+    grainId: r.grainId,
+    name: r.name,
+    grainHash: r.grainHash,
+    startAt: r.startAt,
+    periodMs: r.periodMs,
+    etag: r.etag,
+  };
   return r.lastTickAt === undefined ? row : { ...row, lastTickAt: r.lastTickAt };
 }
 
@@ -201,12 +219,14 @@ function entryProblem(e: ReminderEntry): string | undefined {
   if (typeof e.grainId !== 'string' || typeof e.name !== 'string') return 'grainId and name must be strings';
   if (!isHash(e.grainHash)) return `grainHash must be a whole number from 0 to ${MAX_HASH}, got ${e.grainHash}`;
   if (!Number.isSafeInteger(e.startAt)) return `startAt must be a whole number of epoch ms, got ${e.startAt}`;
-  if (!Number.isSafeInteger(e.periodMs) || e.periodMs < 1) return `periodMs must be a whole number of ms, 1 or more, got ${e.periodMs}`;
+  if (!Number.isSafeInteger(e.periodMs) || e.periodMs < 1)
+    return `periodMs must be a whole number of ms, 1 or more, got ${e.periodMs}`;
   return undefined;
 }
 
 function rangeProblem(begin: number, end: number): string | undefined {
-  if (!isHash(begin) || !isHash(end)) return `begin and end must be whole numbers from 0 to ${MAX_HASH}, got ${begin} and ${end}`;
+  if (!isHash(begin) || !isHash(end))
+    return `begin and end must be whole numbers from 0 to ${MAX_HASH}, got ${begin} and ${end}`;
   return undefined;
 }
 

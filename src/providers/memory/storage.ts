@@ -144,7 +144,13 @@ function grainName(address: StateAddress): string {
   return `${address.grainType}/${address.grainKey}`;
 }
 
-function conflict(op: 'write' | 'clear', address: StateAddress, name: string, expected: string | null, found: string | null): InconsistentStateError {
+function conflict(
+  op: 'write' | 'clear',
+  address: StateAddress,
+  name: string,
+  expected: string | null,
+  found: string | null,
+): InconsistentStateError {
   return new InconsistentStateError(
     `${op} of grain ${grainName(address)} state '${address.stateName}' in memory storage '${name}' refused: ` +
       `expected etag ${expected ?? 'none (no record)'}, found ${found ?? 'none (no record)'}`,

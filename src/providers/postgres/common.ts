@@ -41,25 +41,43 @@ export function validateConnectionOptions<More extends object>(
 ): ConnectionSettings & More {
   const { connectionString } = options;
   if (typeof connectionString !== 'string' || connectionString === '') {
-    throw new ConfigurationError(`${fn}: option connectionString must be a PostgreSQL connection string such as postgres://user@host:5432/db, got ${JSON.stringify(connectionString)}`);
+    throw new ConfigurationError(
+      `${fn}: option connectionString must be a PostgreSQL connection string such as postgres://user@host:5432/db, got ${JSON.stringify(connectionString)}`,
+    );
   }
   const tablePrefix = options.tablePrefix ?? defaults.tablePrefix;
   if (typeof tablePrefix !== 'string' || !/^[A-Za-z0-9_]{0,40}$/.test(tablePrefix)) {
-    throw new ConfigurationError(`${fn}: option tablePrefix may hold only letters, digits and '_', at most 40 of them, got ${JSON.stringify(tablePrefix)}`);
+    throw new ConfigurationError(
+      `${fn}: option tablePrefix may hold only letters, digits and '_', at most 40 of them, got ${JSON.stringify(tablePrefix)}`,
+    );
   }
   const own = more(tablePrefix);
   const poolSize = options.poolSize ?? defaults.poolSize;
   if (!Number.isSafeInteger(poolSize) || poolSize < 1) {
-    throw new ConfigurationError(`${fn}: option poolSize must be a whole number of connections, 1 or more, got ${poolSize}`);
+    throw new ConfigurationError(
+      `${fn}: option poolSize must be a whole number of connections, 1 or more, got ${poolSize}`,
+    );
   }
   const connectionTimeoutMs = options.connectionTimeoutMs ?? defaults.connectionTimeoutMs;
   const queryTimeoutMs = options.queryTimeoutMs ?? defaults.queryTimeoutMs;
-  for (const [name, value] of [['connectionTimeoutMs', connectionTimeoutMs], ['queryTimeoutMs', queryTimeoutMs]] as const) {
+  for (const [name, value] of [
+    ['connectionTimeoutMs', connectionTimeoutMs],
+    ['queryTimeoutMs', queryTimeoutMs],
+  ] as const) {
     if (!Number.isSafeInteger(value) || value < 1 || value > 0x7fffffff) {
-      throw new ConfigurationError(`${fn}: option ${name} must be a whole number of ms from 1 to 2147483647, got ${value}`);
+      throw new ConfigurationError(
+        `${fn}: option ${name} must be a whole number of ms from 1 to 2147483647, got ${value}`,
+      );
     }
   }
-  return { connectionString, safeConnection: redact(connectionString), ...own, poolSize, connectionTimeoutMs, queryTimeoutMs };
+  return {
+    connectionString,
+    safeConnection: redact(connectionString),
+    ...own,
+    poolSize,
+    connectionTimeoutMs,
+    queryTimeoutMs,
+  };
 }
 
 /** How a provider's pool is named on the server and says that an idle connection failed. */
@@ -91,7 +109,10 @@ export function createPool(settings: ConnectionSettings, label: PoolLabel): Pool
   // An idle connection that fails (the server restarts or goes away) is
   // dropped and replaced by the pool; without a listener it would crash the process.
   pool.on('error', (err) => {
-    label.logger.warn({ err, database: safeConnection, ...label.fields }, `${label.what}: an idle connection failed; the pool replaces it`);
+    label.logger.warn(
+      { err, database: safeConnection, ...label.fields },
+      `${label.what}: an idle connection failed; the pool replaces it`,
+    );
   });
   return pool;
 }

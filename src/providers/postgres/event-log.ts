@@ -7,7 +7,15 @@
 import type { Pool } from 'pg';
 import type { PoolClient } from 'pg';
 import { GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
-import { checkRange, checkVersion, describeStream, type EventLog, type LogAddress, type LoggedEvent, type StoredLog } from '../../journal/log.ts';
+import {
+  checkRange,
+  checkVersion,
+  describeStream,
+  type EventLog,
+  type LogAddress,
+  type LoggedEvent,
+  type StoredLog,
+} from '../../journal/log.ts';
 import type { ProviderContext } from '../../storage/provider.ts';
 import { createPool, errorMessage, quote, validateConnectionOptions, type ConnectionSettings } from './common.ts';
 
@@ -98,15 +106,24 @@ class PostgresEventLog implements EventLog {
     this.#name = ctx.name;
     this.#serializer = ctx.serializer;
     const { safeConnection, events, snapshots, poolSize, connectionTimeoutMs, queryTimeoutMs } = this.#settings;
-    const pool = createPool(this.#settings, { applicationName: 'granary-event-log', logger: ctx.logger, fields: { events }, what: 'postgres event log' });
+    const pool = createPool(this.#settings, {
+      applicationName: 'granary-event-log',
+      logger: ctx.logger,
+      fields: { events },
+      what: 'postgres event log',
+    });
     try {
-      if (await this.#createSchema(pool)) ctx.logger.info({ tables: [events, snapshots], database: safeConnection }, 'created event log tables');
+      if (await this.#createSchema(pool))
+        ctx.logger.info({ tables: [events, snapshots], database: safeConnection }, 'created event log tables');
     } catch (err) {
       await pool.end().catch(() => undefined);
       throw this.#wrap(err, `cannot set up tables ${events} and ${snapshots}`);
     }
     this.#pool = pool;
-    ctx.logger.debug({ database: safeConnection, events, snapshots, poolSize, connectionTimeoutMs, queryTimeoutMs }, 'postgres event log opened');
+    ctx.logger.debug(
+      { database: safeConnection, events, snapshots, poolSize, connectionTimeoutMs, queryTimeoutMs },
+      'postgres event log opened',
+    );
   }
 
   async read(stream: LogAddress): Promise<StoredLog> {
@@ -123,7 +140,10 @@ class PostgresEventLog implements EventLog {
     for (const r of rows) if (r.snapshot !== true) events.push(this.#decodeEvent(stream, r, serializer));
     if (first?.snapshot !== true) return { events, version: events.at(-1)?.version ?? 0 };
     const table = this.#settings.snapshots;
-    const snapshot = { version: this.#version(stream, first, 'snapshot', table), state: this.#decode(stream, first, serializer, 'snapshot', table) };
+    const snapshot = {
+      version: this.#version(stream, first, 'snapshot', table),
+      state: this.#decode(stream, first, serializer, 'snapshot', table),
+    };
     return { snapshot, events, version: events.at(-1)?.version ?? snapshot.version };
   }
 
@@ -134,14 +154,24 @@ class PostgresEventLog implements EventLog {
     const payloads = events.map((e) => toBuffer(serializer.encode(e)));
     const versions = payloads.map((_, i) => expectedVersion + 1 + i);
     const refused = (found: string): InconsistentStateError =>
-      new InconsistentStateError(`append to ${describeStream(stream)} in postgres event log '${this.#name}' refused: expected version ${expectedVersion}, found ${found}`);
+      new InconsistentStateError(
+        `append to ${describeStream(stream)} in postgres event log '${this.#name}' refused: expected version ${expectedVersion}, found ${found}`,
+      );
     let found: number | undefined;
-    const ok = await this.#transaction(pool, `append to ${describeStream(stream)}`, async (client) => {
-      found = parseCount((await client.query<{ last: unknown }>(this.#queries.last, key(stream))).rows[0]?.last);
-      if (found !== expectedVersion) return false;
-      if (payloads.length > 0) await client.query(this.#queries.append, [...key(stream), versions, payloads]);
-      return true;
-    }, (err) => (isUniqueViolation(err) ? refused(`a later one (another append took version ${expectedVersion + 1} first)`) : undefined));
+    const ok = await this.#transaction(
+      pool,
+      `append to ${describeStream(stream)}`,
+      async (client) => {
+        found = parseCount((await client.query<{ last: unknown }>(this.#queries.last, key(stream))).rows[0]?.last);
+        if (found !== expectedVersion) return false;
+        if (payloads.length > 0) await client.query(this.#queries.append, [...key(stream), versions, payloads]);
+        return true;
+      },
+      (err) =>
+        isUniqueViolation(err)
+          ? refused(`a later one (another append took version ${expectedVersion + 1} first)`)
+          : undefined,
+    );
     if (!ok) throw refused(String(found));
     return expectedVersion + payloads.length;
   }
@@ -152,7 +182,13 @@ class PostgresEventLog implements EventLog {
     const payload = toBuffer(serializer.encode(state));
     let rows: { written: boolean; last: unknown }[];
     try {
-      rows = (await pool.query<{ written: boolean; last: unknown }>(this.#queries.snapshot, [...key(stream), version, payload])).rows;
+      rows = (
+        await pool.query<{ written: boolean; last: unknown }>(this.#queries.snapshot, [
+          ...key(stream),
+          version,
+          payload,
+        ])
+      ).rows;
     } catch (err) {
       throw this.#wrap(err, `snapshot of ${describeStream(stream)} failed`);
     }
@@ -191,7 +227,12 @@ class PostgresEventLog implements EventLog {
    * Runs `body` in BEGIN .. COMMIT on one connection; rolls back if it returns
    * false or throws. `refine` may turn a driver error into the error to throw.
    */
-  async #transaction(pool: Pool, what: string, body: (client: PoolClient) => Promise<boolean>, refine?: (err: unknown) => Error | undefined): Promise<boolean> {
+  async #transaction(
+    pool: Pool,
+    what: string,
+    body: (client: PoolClient) => Promise<boolean>,
+    refine?: (err: unknown) => Error | undefined,
+  ): Promise<boolean> {
     let client: PoolClient;
     try {
       client = await pool.connect();
@@ -286,13 +327,21 @@ class PostgresEventLog implements EventLog {
         `postgres event log '${this.#name}' (${this.#settings.safeConnection}) is not open (init() not called, did not succeed, or closed): cannot access ${describeStream(stream)}`,
       );
     }
-    if (stream.grainType.includes('\u0000') || stream.grainKey.includes('\u0000') || stream.logName.includes('\u0000')) {
+    if (
+      stream.grainType.includes('\u0000') ||
+      stream.grainKey.includes('\u0000') ||
+      stream.logName.includes('\u0000')
+    ) {
       throw new StorageError(
         `postgres event log '${this.#name}' cannot hold ${JSON.stringify(describeStream(stream))}: PostgreSQL text cannot contain the NUL character (\\u0000)`,
       );
     }
     // The driver sends an unpaired surrogate as U+FFFD: 'a\uD800' and 'a\uDC00' would be one stream, shared by two grains.
-    if (UNPAIRED_SURROGATE.test(stream.grainType) || UNPAIRED_SURROGATE.test(stream.grainKey) || UNPAIRED_SURROGATE.test(stream.logName)) {
+    if (
+      UNPAIRED_SURROGATE.test(stream.grainType) ||
+      UNPAIRED_SURROGATE.test(stream.grainKey) ||
+      UNPAIRED_SURROGATE.test(stream.logName)
+    ) {
       throw new StorageError(
         `postgres event log '${this.#name}' cannot hold ${JSON.stringify(describeStream(stream))}: PostgreSQL text cannot contain an unpaired UTF-16 surrogate ` +
           `(it would be stored as U+FFFD, the same for every such name)`,
@@ -303,22 +352,50 @@ class PostgresEventLog implements EventLog {
 
   #decodeEvent(stream: LogAddress, row: Row, serializer: ProviderContext['serializer']): LoggedEvent {
     const table = this.#settings.events;
-    return { version: this.#version(stream, row, 'event', table), event: this.#decode(stream, row, serializer, 'event', table) };
+    return {
+      version: this.#version(stream, row, 'event', table),
+      event: this.#decode(stream, row, serializer, 'event', table),
+    };
   }
 
   #version(stream: LogAddress, row: Row, what: string, table: string): number {
     // bigint comes as text by default, whatever type parsers the application set.
     const v = Number(row.version);
-    if (!Number.isSafeInteger(v) || v < 1) throw this.#corrupt(stream, row, what, table, `its version is ${String(row.version)}, not a whole number from 1 up`);
+    if (!Number.isSafeInteger(v) || v < 1)
+      throw this.#corrupt(
+        stream,
+        row,
+        what,
+        table,
+        `its version is ${String(row.version)}, not a whole number from 1 up`,
+      );
     return v;
   }
 
-  #decode(stream: LogAddress, row: Row, serializer: ProviderContext['serializer'], what: string, table: string): unknown {
+  #decode(
+    stream: LogAddress,
+    row: Row,
+    serializer: ProviderContext['serializer'],
+    what: string,
+    table: string,
+  ): unknown {
     if (row.format_version !== FORMAT_VERSION) {
-      throw this.#corrupt(stream, row, what, table, `its format version is ${String(row.format_version)}, this Granary reads format ${FORMAT_VERSION}`);
+      throw this.#corrupt(
+        stream,
+        row,
+        what,
+        table,
+        `its format version is ${String(row.format_version)}, this Granary reads format ${FORMAT_VERSION}`,
+      );
     }
     if (!(row.payload instanceof Uint8Array)) {
-      throw this.#corrupt(stream, row, what, table, `its payload is ${row.payload === null ? 'NULL' : typeof row.payload}, not bytea`);
+      throw this.#corrupt(
+        stream,
+        row,
+        what,
+        table,
+        `its payload is ${row.payload === null ? 'NULL' : typeof row.payload}, not bytea`,
+      );
     }
     try {
       return serializer.decode(row.payload);
@@ -339,7 +416,11 @@ class PostgresEventLog implements EventLog {
   /** Granary errors pass through; driver errors become a StorageError that names the log and database. */
   #wrap(err: unknown, what: string): GranaryError {
     if (err instanceof GranaryError) return err;
-    return new StorageError(`postgres event log '${this.#name}' (${this.#settings.safeConnection}): ${what}: ${errorMessage(err)}`, 'GRANARY_STORAGE', { cause: err });
+    return new StorageError(
+      `postgres event log '${this.#name}' (${this.#settings.safeConnection}): ${what}: ${errorMessage(err)}`,
+      'GRANARY_STORAGE',
+      { cause: err },
+    );
   }
 }
 

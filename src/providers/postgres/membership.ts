@@ -6,7 +6,15 @@ import { randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
 import type { PoolClient } from 'pg';
 import { GranaryError, MembershipError } from '../../errors.ts';
-import type { MembershipContext, MembershipSnapshot, MembershipTable, SiloEntry, SiloStatus, Suspicion, TableVersion } from '../../membership/table.ts';
+import type {
+  MembershipContext,
+  MembershipSnapshot,
+  MembershipTable,
+  SiloEntry,
+  SiloStatus,
+  Suspicion,
+  TableVersion,
+} from '../../membership/table.ts';
 import { siloId } from '../../membership/table.ts';
 import { createPool, errorMessage, quote, validateConnectionOptions, type ConnectionSettings } from './common.ts';
 
@@ -42,8 +50,17 @@ const NO_VERSION_ETAG = '0';
 const STATUSES: ReadonlySet<string> = new Set<SiloStatus>(['Joining', 'Active', 'ShuttingDown', 'Dead']);
 
 const ROW_COLUMNS = [
-  'cluster_id', 'silo_id', 'address', 'generation', 'status', 'gateway_address', 'host_name',
-  'started_at', 'i_am_alive_at', 'suspicions', 'etag',
+  'cluster_id',
+  'silo_id',
+  'address',
+  'generation',
+  'status',
+  'gateway_address',
+  'host_name',
+  'started_at',
+  'i_am_alive_at',
+  'suspicions',
+  'etag',
 ];
 const VERSION_COLUMNS = ['cluster_id', 'version', 'etag'];
 
@@ -112,16 +129,30 @@ class PostgresMembership implements MembershipTable {
     }
     this.#clusterId = ctx.clusterId;
     const { safeConnection, table, versionTable, poolSize, connectionTimeoutMs, queryTimeoutMs } = this.#settings;
-    const pool = createPool(this.#settings, { applicationName: 'granary-membership', logger: ctx.logger, fields: { clusterId: ctx.clusterId }, what: 'postgres membership' });
+    const pool = createPool(this.#settings, {
+      applicationName: 'granary-membership',
+      logger: ctx.logger,
+      fields: { clusterId: ctx.clusterId },
+      what: 'postgres membership',
+    });
     try {
-      if (await this.#createSchema(pool, ctx.clusterId)) ctx.logger.info({ tables: [table, versionTable], database: safeConnection }, 'created membership tables');
+      if (await this.#createSchema(pool, ctx.clusterId))
+        ctx.logger.info({ tables: [table, versionTable], database: safeConnection }, 'created membership tables');
     } catch (err) {
       await pool.end().catch(() => undefined);
       throw this.#wrap(err, 'init', `cannot set up tables ${table} and ${versionTable}`);
     }
     this.#pool = pool;
     ctx.logger.debug(
-      { database: safeConnection, table, versionTable, poolSize, connectionTimeoutMs, queryTimeoutMs, clusterId: ctx.clusterId },
+      {
+        database: safeConnection,
+        table,
+        versionTable,
+        poolSize,
+        connectionTimeoutMs,
+        queryTimeoutMs,
+        clusterId: ctx.clusterId,
+      },
       'postgres membership opened',
     );
   }
@@ -229,7 +260,12 @@ class PostgresMembership implements MembershipTable {
   }
 
   /** Runs `body` in BEGIN .. COMMIT on one connection; rolls back if it returns false or throws. */
-  async #transaction(pool: Pool, op: string, what: string | undefined, body: (client: PoolClient) => Promise<boolean>): Promise<boolean> {
+  async #transaction(
+    pool: Pool,
+    op: string,
+    what: string | undefined,
+    body: (client: PoolClient) => Promise<boolean>,
+  ): Promise<boolean> {
     let client: PoolClient;
     try {
       client = await pool.connect();
@@ -311,7 +347,10 @@ class PostgresMembership implements MembershipTable {
     const have = new Set(found.rows.map((r) => r.attname));
     const missing = columns.filter((c) => !have.has(c));
     if (missing.length > 0) {
-      throw this.#error('init', `table ${name} exists but lacks column(s) ${missing.join(', ')}; it was not made by this provider: choose another tablePrefix`);
+      throw this.#error(
+        'init',
+        `table ${name} exists but lacks column(s) ${missing.join(', ')}; it was not made by this provider: choose another tablePrefix`,
+      );
     }
     return true;
   }
@@ -320,14 +359,17 @@ class PostgresMembership implements MembershipTable {
     const corrupt = (problem: string, cause?: unknown): MembershipError =>
       this.#error('readAll', `corrupt row ${String(row.silo_id)} in table ${this.#settings.table}: ${problem}`, cause);
     const { address, status, gateway_address, host_name, etag } = row;
-    if (typeof address !== 'string' || typeof host_name !== 'string' || typeof etag !== 'string') throw corrupt('address, host_name and etag must be text');
+    if (typeof address !== 'string' || typeof host_name !== 'string' || typeof etag !== 'string')
+      throw corrupt('address, host_name and etag must be text');
     if (typeof status !== 'string' || !STATUSES.has(status)) throw corrupt(`unknown status ${JSON.stringify(status)}`);
-    if (gateway_address !== null && typeof gateway_address !== 'string') throw corrupt('gateway_address must be text or NULL');
+    if (gateway_address !== null && typeof gateway_address !== 'string')
+      throw corrupt('gateway_address must be text or NULL');
     // Numbers are read as the driver gives them (bigint as text by default), whatever type parsers the application set.
     const generation = Number(row.generation);
     const startedAt = Number(row.started_at);
     const iAmAliveAt = Number(row.i_am_alive_at);
-    if (![generation, startedAt, iAmAliveAt].every(Number.isFinite)) throw corrupt('generation, started_at and i_am_alive_at must be finite');
+    if (![generation, startedAt, iAmAliveAt].every(Number.isFinite))
+      throw corrupt('generation, started_at and i_am_alive_at must be finite');
     let suspicions: Suspicion[];
     try {
       suspicions = parseSuspicions(typeof row.suspicions === 'string' ? JSON.parse(row.suspicions) : row.suspicions);
@@ -335,7 +377,16 @@ class PostgresMembership implements MembershipTable {
       throw corrupt(`bad suspicions: ${errorMessage(err)}`, err);
     }
     return {
-      entry: { address, generation, status: status as SiloStatus, gatewayAddress: gateway_address, hostName: host_name, startedAt, iAmAliveAt, suspicions },
+      entry: {
+        address,
+        generation,
+        status: status as SiloStatus,
+        gatewayAddress: gateway_address,
+        hostName: host_name,
+        startedAt,
+        iAmAliveAt,
+        suspicions,
+      },
       etag,
     };
   }
@@ -391,15 +442,22 @@ function queries(settings: Settings): Queries {
 /** The columns address .. etag of a row for `e`, with a new row ETag. */
 function fields(e: SiloEntry): unknown[] {
   return [
-    e.address, e.generation, e.status, e.gatewayAddress, e.hostName,
-    timestamp(e.startedAt, 'startedAt'), timestamp(e.iAmAliveAt, 'iAmAliveAt'),
-    JSON.stringify(e.suspicions.map((s) => ({ by: s.by, at: s.at }))), randomUUID(),
+    e.address,
+    e.generation,
+    e.status,
+    e.gatewayAddress,
+    e.hostName,
+    timestamp(e.startedAt, 'startedAt'),
+    timestamp(e.iAmAliveAt, 'iAmAliveAt'),
+    JSON.stringify(e.suspicions.map((s) => ({ by: s.by, at: s.at }))),
+    randomUUID(),
   ];
 }
 
 function timestamp(ms: number, name: string): Date {
   const date = new Date(ms);
-  if (Number.isNaN(date.getTime())) throw new MembershipError(`postgres membership: ${name} ${ms} is not a time in epoch ms`);
+  if (Number.isNaN(date.getTime()))
+    throw new MembershipError(`postgres membership: ${name} ${ms} is not a time in epoch ms`);
   return date;
 }
 
@@ -408,7 +466,8 @@ function parseSuspicions(value: unknown): Suspicion[] {
   return value.map((s: unknown) => {
     if (typeof s !== 'object' || s === null) throw new Error('an element is not an object');
     const { by, at } = s as { by?: unknown; at?: unknown };
-    if (typeof by !== 'string' || typeof at !== 'number') throw new Error('an element lacks by (string) or at (number)');
+    if (typeof by !== 'string' || typeof at !== 'number')
+      throw new Error('an element lacks by (string) or at (number)');
     return { by, at };
   });
 }

@@ -106,39 +106,72 @@ class PostgresReminders implements ReminderTable {
     this.#clusterId = ctx.clusterId;
     this.#logger = ctx.logger;
     const { safeConnection, table, sequence, poolSize, connectionTimeoutMs, queryTimeoutMs } = this.#settings;
-    const pool = createPool(this.#settings, { applicationName: 'granary-reminders', logger: ctx.logger, fields: { clusterId: ctx.clusterId }, what: 'postgres reminders' });
+    const pool = createPool(this.#settings, {
+      applicationName: 'granary-reminders',
+      logger: ctx.logger,
+      fields: { clusterId: ctx.clusterId },
+      what: 'postgres reminders',
+    });
     try {
       const schema = await this.#createSchema(pool);
-      if (schema === 'created') ctx.logger.info({ table, sequence, database: safeConnection }, 'created reminder table');
-      if (schema === 'upgraded') ctx.logger.info({ table, column: LAST_TICK_COLUMN, database: safeConnection }, 'added a column to the reminder table');
+      if (schema === 'created')
+        ctx.logger.info({ table, sequence, database: safeConnection }, 'created reminder table');
+      if (schema === 'upgraded')
+        ctx.logger.info(
+          { table, column: LAST_TICK_COLUMN, database: safeConnection },
+          'added a column to the reminder table',
+        );
     } catch (err) {
       await pool.end().catch(() => undefined);
       throw this.#wrap(err, 'init', `cannot set up table ${table} and sequence ${sequence}`);
     }
     this.#pool = pool;
     ctx.logger.debug(
-      { database: safeConnection, table, sequence, poolSize, connectionTimeoutMs, queryTimeoutMs, clusterId: ctx.clusterId },
+      {
+        database: safeConnection,
+        table,
+        sequence,
+        poolSize,
+        connectionTimeoutMs,
+        queryTimeoutMs,
+        clusterId: ctx.clusterId,
+      },
       'postgres reminders opened',
     );
   }
 
   async readGrain(grainId: string): Promise<StoredReminder[]> {
     const { pool, clusterId } = this.#use('readGrain');
-    return this.#decodeAll(await this.#query(pool, 'readGrain', `grain ${JSON.stringify(grainId)}`, this.#queries.readGrain, [clusterId, grainId]));
+    return this.#decodeAll(
+      await this.#query(pool, 'readGrain', `grain ${JSON.stringify(grainId)}`, this.#queries.readGrain, [
+        clusterId,
+        grainId,
+      ]),
+    );
   }
 
   async read(grainId: string, name: string): Promise<StoredReminder | undefined> {
     const { pool, clusterId } = this.#use('read');
-    const rows = await this.#query(pool, 'read', describe(grainId, name), this.#queries.read, [clusterId, grainId, name]);
+    const rows = await this.#query(pool, 'read', describe(grainId, name), this.#queries.read, [
+      clusterId,
+      grainId,
+      name,
+    ]);
     return rows[0] === undefined ? undefined : this.#decode(rows[0]);
   }
 
   async readRange(begin: number, end: number): Promise<StoredReminder[]> {
     const { pool, clusterId } = this.#use('readRange');
-    if (!isHash(begin) || !isHash(end)) throw this.#error('readRange', `begin and end must be whole numbers from 0 to ${MAX_HASH}, got ${begin} and ${end}`);
+    if (!isHash(begin) || !isHash(end))
+      throw this.#error(
+        'readRange',
+        `begin and end must be whole numbers from 0 to ${MAX_HASH}, got ${begin} and ${end}`,
+      );
     // begin >= end: the range wraps past the top of the ring (begin === end: the whole ring).
     const sql = begin < end ? this.#queries.readInside : this.#queries.readWrapping;
-    return this.#decodeAll(await this.#query(pool, 'readRange', `range (${begin}, ${end}]`, sql, [clusterId, begin, end]));
+    return this.#decodeAll(
+      await this.#query(pool, 'readRange', `range (${begin}, ${end}]`, sql, [clusterId, begin, end]),
+    );
   }
 
   async upsert(entry: ReminderEntry): Promise<string> {
@@ -147,7 +180,12 @@ class PostgresReminders implements ReminderTable {
     const problem = entryProblem(entry);
     if (problem !== undefined) throw this.#error('upsert', `${what}: ${problem}`);
     const rows = await this.#query<{ etag: unknown }>(pool, 'upsert', what, this.#queries.upsert, [
-      clusterId, entry.grainId, entry.name, entry.grainHash, entry.startAt, entry.periodMs,
+      clusterId,
+      entry.grainId,
+      entry.name,
+      entry.grainHash,
+      entry.startAt,
+      entry.periodMs,
     ]);
     const etag = rows[0]?.etag;
     if (typeof etag !== 'string') throw this.#error('upsert', `${what}: the database returned no ETag`);
@@ -157,13 +195,19 @@ class PostgresReminders implements ReminderTable {
   async recordTick(grainId: string, name: string, dueAt: number): Promise<void> {
     const { pool, clusterId } = this.#use('recordTick');
     const what = describe(grainId, name);
-    if (!Number.isSafeInteger(dueAt)) throw this.#error('recordTick', `${what}: dueAt must be a whole number of epoch ms, got ${String(dueAt)}`);
+    if (!Number.isSafeInteger(dueAt))
+      throw this.#error('recordTick', `${what}: dueAt must be a whole number of epoch ms, got ${String(dueAt)}`);
     await this.#query(pool, 'recordTick', what, this.#queries.recordTick, [clusterId, grainId, name, dueAt]);
   }
 
   async remove(grainId: string, name: string, etag: string): Promise<boolean> {
     const { pool, clusterId } = this.#use('remove');
-    const rows = await this.#query(pool, 'remove', describe(grainId, name), this.#queries.remove, [clusterId, grainId, name, etag]);
+    const rows = await this.#query(pool, 'remove', describe(grainId, name), this.#queries.remove, [
+      clusterId,
+      grainId,
+      name,
+      etag,
+    ]);
     return rows.length === 1;
   }
 
@@ -183,7 +227,13 @@ class PostgresReminders implements ReminderTable {
     }
   }
 
-  async #query<R = Row>(pool: Pool, op: string, what: string | undefined, sql: string, values: unknown[]): Promise<R[]> {
+  async #query<R = Row>(
+    pool: Pool,
+    op: string,
+    what: string | undefined,
+    sql: string,
+    values: unknown[],
+  ): Promise<R[]> {
     try {
       return (await pool.query(sql, values)).rows as R[];
     } catch (err) {
@@ -217,7 +267,9 @@ class PostgresReminders implements ReminderTable {
       await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`granary reminders ${table}`]);
       const columns = await this.#columns(client, table);
       const created = columns === undefined;
-      const sequenceExisted = ((await client.query<{ oid: unknown }>('SELECT to_regclass($1) AS oid', [quote(sequence)])).rows[0]?.oid ?? null) !== null;
+      const sequenceExisted =
+        ((await client.query<{ oid: unknown }>('SELECT to_regclass($1) AS oid', [quote(sequence)])).rows[0]?.oid ??
+          null) !== null;
       await client.query(`CREATE SEQUENCE IF NOT EXISTS ${quote(sequence)} AS bigint`);
       // Times are epoch ms; grain_hash an unsigned 32-bit ring hash; etag the
       // sequence's value as text, compared as text; last_tick_at the due time
@@ -234,7 +286,8 @@ class PostgresReminders implements ReminderTable {
         PRIMARY KEY (cluster_id, grain_id, name)
       )`);
       const upgraded = columns !== undefined && !columns.has(LAST_TICK_COLUMN);
-      if (upgraded) await client.query(`ALTER TABLE ${quote(table)} ADD COLUMN IF NOT EXISTS ${LAST_TICK_COLUMN} bigint`);
+      if (upgraded)
+        await client.query(`ALTER TABLE ${quote(table)} ADD COLUMN IF NOT EXISTS ${LAST_TICK_COLUMN} bigint`);
       await client.query(`CREATE INDEX IF NOT EXISTS ${quote(index)} ON ${quote(table)} (cluster_id, grain_hash)`);
       if (!sequenceExisted) {
         // Owned by the table: dropping the table drops the sequence too.
@@ -276,7 +329,10 @@ class PostgresReminders implements ReminderTable {
     const have = new Set(found.rows.map((r) => r.attname));
     const missing = ROW_COLUMNS.filter((c) => !have.has(c));
     if (missing.length > 0) {
-      throw this.#error('init', `table ${name} exists but lacks column(s) ${missing.join(', ')}; it was not made by this provider: choose another tablePrefix`);
+      throw this.#error(
+        'init',
+        `table ${name} exists but lacks column(s) ${missing.join(', ')}; it was not made by this provider: choose another tablePrefix`,
+      );
     }
     return have;
   }
@@ -299,17 +355,28 @@ class PostgresReminders implements ReminderTable {
     const periodMs = toNumber(row.period_ms);
     let problem: string | undefined;
     if (typeof grainId !== 'string' || typeof name !== 'string') problem = 'grain_id and name must be text';
-    else if (typeof etag !== 'string' || etag === '') problem = `etag must be non-empty text, got ${JSON.stringify(etag)}`;
-    else if (!isHash(grainHash)) problem = `grain_hash must be a whole number from 0 to ${MAX_HASH}, got ${String(row.grain_hash)}`;
-    else if (!Number.isSafeInteger(startAt)) problem = `start_at must be a whole number of epoch ms within ±2^53, got ${String(row.start_at)}`;
-    else if (!Number.isSafeInteger(periodMs) || periodMs < 1) problem = `period_ms must be a whole number of ms, 1 or more, got ${String(row.period_ms)}`;
+    else if (typeof etag !== 'string' || etag === '')
+      problem = `etag must be non-empty text, got ${JSON.stringify(etag)}`;
+    else if (!isHash(grainHash))
+      problem = `grain_hash must be a whole number from 0 to ${MAX_HASH}, got ${String(row.grain_hash)}`;
+    else if (!Number.isSafeInteger(startAt))
+      problem = `start_at must be a whole number of epoch ms within ±2^53, got ${String(row.start_at)}`;
+    else if (!Number.isSafeInteger(periodMs) || periodMs < 1)
+      problem = `period_ms must be a whole number of ms, 1 or more, got ${String(row.period_ms)}`;
     else {
       const lastTickAt = this.#lastTick(row.last_tick_at, grainId, name);
       const reminder = { grainId, name, grainHash, startAt, periodMs, etag };
       return lastTickAt === undefined ? reminder : { ...reminder, lastTickAt };
     }
     this.#logger?.warn(
-      { clusterId: this.#clusterId, database: this.#settings.safeConnection, table: this.#settings.table, grainId, name, problem },
+      {
+        clusterId: this.#clusterId,
+        database: this.#settings.safeConnection,
+        table: this.#settings.table,
+        grainId,
+        name,
+        problem,
+      },
       'skipped a reminder row that cannot be read back',
     );
     return undefined;
@@ -327,7 +394,11 @@ class PostgresReminders implements ReminderTable {
     if (Number.isSafeInteger(lastTickAt)) return lastTickAt;
     this.#logger?.warn(
       {
-        clusterId: this.#clusterId, database: this.#settings.safeConnection, table: this.#settings.table, grainId, name,
+        clusterId: this.#clusterId,
+        database: this.#settings.safeConnection,
+        table: this.#settings.table,
+        grainId,
+        name,
         problem: `last_tick_at must be a whole number of epoch ms within ±2^53 or NULL, got ${String(value)}`,
       },
       'read a reminder row without its last tick, which cannot be read back',
@@ -384,7 +455,9 @@ function queries(settings: Settings): Queries {
 }
 
 function toNumber(value: unknown): number {
-  return typeof value === 'number' || typeof value === 'string' || typeof value === 'bigint' ? Number(value) : Number.NaN;
+  return typeof value === 'number' || typeof value === 'string' || typeof value === 'bigint'
+    ? Number(value)
+    : Number.NaN;
 }
 
 /** Why an entry cannot be stored as given, or undefined. */
@@ -392,7 +465,8 @@ function entryProblem(e: ReminderEntry): string | undefined {
   if (typeof e.grainId !== 'string' || typeof e.name !== 'string') return 'grainId and name must be strings';
   if (!isHash(e.grainHash)) return `grainHash must be a whole number from 0 to ${MAX_HASH}, got ${e.grainHash}`;
   if (!Number.isSafeInteger(e.startAt)) return `startAt must be a whole number of epoch ms, got ${e.startAt}`;
-  if (!Number.isSafeInteger(e.periodMs) || e.periodMs < 1) return `periodMs must be a whole number of ms, 1 or more, got ${e.periodMs}`;
+  if (!Number.isSafeInteger(e.periodMs) || e.periodMs < 1)
+    return `periodMs must be a whole number of ms, 1 or more, got ${e.periodMs}`;
   return undefined;
 }
 

@@ -7,7 +7,13 @@ import type { Pool } from 'pg';
 import type { PoolClient } from 'pg';
 import { GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
 import type { ProviderContext, StateAddress, StorageProvider, StoredState } from '../../storage/provider.ts';
-import { formatMismatch, formatOption, payloadFormat, type PayloadFormat, type StateFormat } from '../../storage/state-format.ts';
+import {
+  formatMismatch,
+  formatOption,
+  payloadFormat,
+  type PayloadFormat,
+  type StateFormat,
+} from '../../storage/state-format.ts';
 import { createPool, errorMessage, quote, validateConnectionOptions, type ConnectionSettings } from './common.ts';
 
 /** Options of `postgresStorage`. */
@@ -114,16 +120,25 @@ class PostgresStorage implements StorageProvider {
     if (this.#pool !== undefined) return;
     this.#name = ctx.name;
     const { safeConnection, table, sequence, format, poolSize, connectionTimeoutMs, queryTimeoutMs } = this.#settings;
-    const pool = createPool(this.#settings, { applicationName: 'granary-storage', logger: ctx.logger, fields: { table }, what: 'postgres storage' });
+    const pool = createPool(this.#settings, {
+      applicationName: 'granary-storage',
+      logger: ctx.logger,
+      fields: { table },
+      what: 'postgres storage',
+    });
     try {
-      if (await this.#createSchema(pool)) ctx.logger.info({ table, sequence, database: safeConnection }, 'created storage table');
+      if (await this.#createSchema(pool))
+        ctx.logger.info({ table, sequence, database: safeConnection }, 'created storage table');
     } catch (err) {
       await pool.end().catch(() => undefined);
       throw this.#wrap(err, `cannot set up table ${table}`);
     }
     this.#pool = pool;
     this.#format = payloadFormat(format, ctx.serializer);
-    ctx.logger.debug({ database: safeConnection, table, sequence, format, poolSize, connectionTimeoutMs, queryTimeoutMs }, 'postgres storage opened');
+    ctx.logger.debug(
+      { database: safeConnection, table, sequence, format, poolSize, connectionTimeoutMs, queryTimeoutMs },
+      'postgres storage opened',
+    );
   }
 
   async read(address: StateAddress): Promise<StoredState> {
@@ -141,7 +156,11 @@ class PostgresStorage implements StorageProvider {
       throw this.#corrupt(address, version, formatMismatch(Number(row.format_version), format.format));
     }
     if (!(row.payload instanceof Uint8Array)) {
-      throw this.#corrupt(address, version, `its payload is ${row.payload === null ? 'NULL' : typeof row.payload}, not bytea`);
+      throw this.#corrupt(
+        address,
+        version,
+        `its payload is ${row.payload === null ? 'NULL' : typeof row.payload}, not bytea`,
+      );
     }
     try {
       return { state: format.decode(row.payload), etag: version };
@@ -157,9 +176,18 @@ class PostgresStorage implements StorageProvider {
     if (etag !== null && !ETAG.test(etag)) throw await this.#conflict(pool, 'write', address, etag);
     let rows: Array<{ version: unknown }>;
     try {
-      rows = etag === null
-        ? (await pool.query<{ version: unknown }>(this.#queries.insert, [...key(address), payload, format.version])).rows
-        : (await pool.query<{ version: unknown }>(this.#queries.update, [...key(address), payload, format.version, etag])).rows;
+      rows =
+        etag === null
+          ? (await pool.query<{ version: unknown }>(this.#queries.insert, [...key(address), payload, format.version]))
+              .rows
+          : (
+              await pool.query<{ version: unknown }>(this.#queries.update, [
+                ...key(address),
+                payload,
+                format.version,
+                etag,
+              ])
+            ).rows;
     } catch (err) {
       throw this.#wrap(err, `write of ${describe(address)} failed`);
     }
@@ -212,7 +240,12 @@ class PostgresStorage implements StorageProvider {
    * found for the message. The refusal stands if that read fails: it must not
    * turn into a StorageError, which would say the write may have landed.
    */
-  async #conflict(pool: Pool, op: 'write' | 'clear', address: StateAddress, etag: string | null): Promise<InconsistentStateError> {
+  async #conflict(
+    pool: Pool,
+    op: 'write' | 'clear',
+    address: StateAddress,
+    etag: string | null,
+  ): Promise<InconsistentStateError> {
     let found: string;
     try {
       found = (await this.#found(pool, op, address)) ?? 'none (no record)';
@@ -250,7 +283,9 @@ class PostgresStorage implements StorageProvider {
       await client.query('BEGIN');
       await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`granary storage ${table}`]);
       const tableExisted = await this.#checkTable(client);
-      const sequenceExisted = ((await client.query<{ oid: unknown }>('SELECT to_regclass($1) AS oid', [quote(sequence)])).rows[0]?.oid ?? null) !== null;
+      const sequenceExisted =
+        ((await client.query<{ oid: unknown }>('SELECT to_regclass($1) AS oid', [quote(sequence)])).rows[0]?.oid ??
+          null) !== null;
       // payload is bytea in both formats; JSON as its UTF-8 text. Not jsonb:
       // jsonb reorders object keys and refuses \u0000 in strings, so state
       // would not read back as written. Not a second, text column: one table
@@ -273,7 +308,9 @@ class PostgresStorage implements StorageProvider {
       await client.query(`CREATE SEQUENCE IF NOT EXISTS ${quote(sequence)} AS bigint`);
       if (!sequenceExisted && tableExisted) {
         // The sequence was lost but the rows are not: carry on past their versions.
-        await client.query(`SELECT setval($1::regclass, GREATEST((SELECT max(version) FROM ${t}), 1))`, [quote(sequence)]);
+        await client.query(`SELECT setval($1::regclass, GREATEST((SELECT max(version) FROM ${t}), 1))`, [
+          quote(sequence),
+        ]);
       }
       await client.query('COMMIT');
       return !tableExisted;
@@ -302,12 +339,16 @@ class PostgresStorage implements StorageProvider {
     const types = new Map(found.rows.map((r) => [r.attname, r.type]));
     const missing = Object.keys(COLUMNS).filter((c) => !types.has(c));
     if (missing.length > 0) {
-      throw this.#error(`table ${table} exists but lacks column(s) ${missing.join(', ')}; it was not made by this provider: choose another tablePrefix`);
+      throw this.#error(
+        `table ${table} exists but lacks column(s) ${missing.join(', ')}; it was not made by this provider: choose another tablePrefix`,
+      );
     }
     for (const [column, accepted] of Object.entries(COLUMNS)) {
       const type = types.get(column) ?? '';
       if (!accepted.includes(type)) {
-        throw this.#error(`table ${table} exists but its column ${column} is ${type}, not ${accepted.join(' or ')}; it was not made by this provider: choose another tablePrefix`);
+        throw this.#error(
+          `table ${table} exists but its column ${column} is ${type}, not ${accepted.join(' or ')}; it was not made by this provider: choose another tablePrefix`,
+        );
       }
     }
     return true;
@@ -386,7 +427,9 @@ const NEEDS_ESCAPE = /[\\\0]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDB
 function column(name: string): string {
   NEEDS_ESCAPE.lastIndex = 0;
   if (!NEEDS_ESCAPE.test(name)) return name;
-  return name.replace(NEEDS_ESCAPE, (c) => (c === '\\' ? '\\\\' : c === '\0' ? '\\0' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
+  return name.replace(NEEDS_ESCAPE, (c) =>
+    c === '\\' ? '\\\\' : c === '\0' ? '\\0' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 }
 
 function validate(options: PostgresStorageOptions): Settings {

@@ -41,16 +41,24 @@ export function validateConnectionOptions<More extends object>(
 ): ConnectionSettings & More {
   const { url } = options;
   if (typeof url !== 'string' || !/^rediss?:\/\//.test(url)) {
-    throw new ConfigurationError(`${fn}: option url must be a Redis URL such as redis://127.0.0.1:6379, got ${JSON.stringify(url)}`);
+    throw new ConfigurationError(
+      `${fn}: option url must be a Redis URL such as redis://127.0.0.1:6379, got ${JSON.stringify(url)}`,
+    );
   }
   const keyPrefix = options.keyPrefix ?? defaults.keyPrefix;
-  if (typeof keyPrefix !== 'string') throw new ConfigurationError(`${fn}: option keyPrefix must be a string, got ${JSON.stringify(keyPrefix)}`);
+  if (typeof keyPrefix !== 'string')
+    throw new ConfigurationError(`${fn}: option keyPrefix must be a string, got ${JSON.stringify(keyPrefix)}`);
   const own = more(keyPrefix);
   const connectTimeoutMs = options.connectTimeoutMs ?? defaults.connectTimeoutMs;
   const commandTimeoutMs = options.commandTimeoutMs ?? defaults.commandTimeoutMs;
-  for (const [name, value] of [['connectTimeoutMs', connectTimeoutMs], ['commandTimeoutMs', commandTimeoutMs]] as const) {
+  for (const [name, value] of [
+    ['connectTimeoutMs', connectTimeoutMs],
+    ['commandTimeoutMs', commandTimeoutMs],
+  ] as const) {
     if (!Number.isSafeInteger(value) || value < 1 || value > 0x7fffffff) {
-      throw new ConfigurationError(`${fn}: option ${name} must be a whole number of ms from 1 to 2147483647, got ${value}`);
+      throw new ConfigurationError(
+        `${fn}: option ${name} must be a whole number of ms from 1 to 2147483647, got ${value}`,
+      );
     }
   }
   return { url, safeUrl: redact(url), keyPrefix, ...own, connectTimeoutMs, commandTimeoutMs };
@@ -132,7 +140,10 @@ export function logOutages(redis: Redis, log: OutageLog): () => void {
   return () => {
     // The new connection's 'ready' logs that it is back.
     up = false;
-    logger.warn({ ...fields, commandTimeoutMs: log.commandTimeoutMs }, `${what}: a command timed out; dropping the connection for a new one, calls fail until it is back`);
+    logger.warn(
+      { ...fields, commandTimeoutMs: log.commandTimeoutMs },
+      `${what}: a command timed out; dropping the connection for a new one, calls fail until it is back`,
+    );
   };
 }
 
@@ -167,7 +178,13 @@ export async function sendCommand<T>(redis: Redis, send: () => Promise<T>, drop:
   try {
     return await send();
   } catch (err) {
-    if (isCommandTimeout(err) && drop.inUse() && redis.stream === stream && redis.status === 'ready' && !dropped.has(stream)) {
+    if (
+      isCommandTimeout(err) &&
+      drop.inUse() &&
+      redis.stream === stream &&
+      redis.status === 'ready' &&
+      !dropped.has(stream)
+    ) {
       dropped.add(stream);
       drop.onDrop();
       // Reconnects, as after a lost connection: ends the socket (destroying it

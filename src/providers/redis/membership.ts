@@ -5,9 +5,24 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { GranaryError, MembershipError } from '../../errors.ts';
-import type { MembershipContext, MembershipSnapshot, MembershipTable, SiloEntry, SiloStatus, Suspicion, TableVersion } from '../../membership/table.ts';
+import type {
+  MembershipContext,
+  MembershipSnapshot,
+  MembershipTable,
+  SiloEntry,
+  SiloStatus,
+  Suspicion,
+  TableVersion,
+} from '../../membership/table.ts';
 import { siloId } from '../../membership/table.ts';
-import { createClient, errorMessage, logOutages, sendCommand, validateConnectionOptions, type ConnectionSettings } from './connection.ts';
+import {
+  createClient,
+  errorMessage,
+  logOutages,
+  sendCommand,
+  validateConnectionOptions,
+  type ConnectionSettings,
+} from './connection.ts';
 
 /** Options of `redisMembership`. */
 export interface RedisMembershipOptions {
@@ -165,7 +180,10 @@ class RedisMembership implements MembershipTable {
     this.#redis = scripts;
     this.#keys = keys;
     this.#onDrop = onDrop;
-    ctx.logger.debug({ redis: safeUrl, keys, connectTimeoutMs, commandTimeoutMs, clusterId: ctx.clusterId }, 'redis membership opened');
+    ctx.logger.debug(
+      { redis: safeUrl, keys, connectTimeoutMs, commandTimeoutMs, clusterId: ctx.clusterId },
+      'redis membership opened',
+    );
   }
 
   async readAll(): Promise<MembershipSnapshot> {
@@ -189,7 +207,11 @@ class RedisMembership implements MembershipTable {
   async insert(entry: SiloEntry, next: TableVersion): Promise<boolean> {
     const { redis, keys } = this.#use('insert');
     try {
-      return (await this.#command(redis, () => redis.granaryMembershipInsert(keys.version, keys.rows, keys.alive, ...changeArgs(entry, next)))) === 1;
+      return (
+        (await this.#command(redis, () =>
+          redis.granaryMembershipInsert(keys.version, keys.rows, keys.alive, ...changeArgs(entry, next)),
+        )) === 1
+      );
     } catch (err) {
       throw this.#wrap(err, 'insert', `silo ${siloId(entry)}`);
     }
@@ -198,7 +220,11 @@ class RedisMembership implements MembershipTable {
   async update(entry: SiloEntry, etag: string, next: TableVersion): Promise<boolean> {
     const { redis, keys } = this.#use('update');
     try {
-      return (await this.#command(redis, () => redis.granaryMembershipUpdate(keys.version, keys.rows, keys.alive, ...changeArgs(entry, next), etag))) === 1;
+      return (
+        (await this.#command(redis, () =>
+          redis.granaryMembershipUpdate(keys.version, keys.rows, keys.alive, ...changeArgs(entry, next), etag),
+        )) === 1
+      );
     } catch (err) {
       throw this.#wrap(err, 'update', `silo ${siloId(entry)}`);
     }
@@ -273,19 +299,35 @@ class RedisMembership implements MembershipTable {
     if (typeof etag !== 'string' || typeof entry !== 'object' || entry === null) throw corrupt('lacks etag or entry');
     const e = entry as Record<string, unknown>;
     const { address, generation, status, gatewayAddress, hostName, startedAt } = e;
-    if (typeof address !== 'string' || typeof hostName !== 'string') throw corrupt('address and hostName must be strings');
-    if (typeof generation !== 'number' || typeof startedAt !== 'number') throw corrupt('generation and startedAt must be numbers');
+    if (typeof address !== 'string' || typeof hostName !== 'string')
+      throw corrupt('address and hostName must be strings');
+    if (typeof generation !== 'number' || typeof startedAt !== 'number')
+      throw corrupt('generation and startedAt must be numbers');
     if (typeof status !== 'string' || !STATUSES.has(status)) throw corrupt(`unknown status ${JSON.stringify(status)}`);
-    if (gatewayAddress !== null && typeof gatewayAddress !== 'string') throw corrupt('gatewayAddress must be a string or null');
+    if (gatewayAddress !== null && typeof gatewayAddress !== 'string')
+      throw corrupt('gatewayAddress must be a string or null');
     const iAmAliveAt = Number(alive);
-    if (alive === undefined || !Number.isFinite(iAmAliveAt)) throw corrupt(`its I-am-alive time is ${alive === undefined ? 'missing' : JSON.stringify(alive)}`);
+    if (alive === undefined || !Number.isFinite(iAmAliveAt))
+      throw corrupt(`its I-am-alive time is ${alive === undefined ? 'missing' : JSON.stringify(alive)}`);
     let suspicions: Suspicion[];
     try {
       suspicions = parseSuspicions(e['suspicions']);
     } catch (err) {
       throw corrupt(`bad suspicions: ${errorMessage(err)}`, err);
     }
-    return { entry: { address, generation, status: status as SiloStatus, gatewayAddress, hostName, startedAt, iAmAliveAt, suspicions }, etag };
+    return {
+      entry: {
+        address,
+        generation,
+        status: status as SiloStatus,
+        gatewayAddress,
+        hostName,
+        startedAt,
+        iAmAliveAt,
+        suspicions,
+      },
+      etag,
+    };
   }
 
   #use(op: string): { redis: Redis & Scripts; keys: Keys } {
@@ -357,7 +399,8 @@ function parseSuspicions(value: unknown): Suspicion[] {
   return value.map((s: unknown) => {
     if (typeof s !== 'object' || s === null) throw new Error('an element is not an object');
     const { by, at } = s as { by?: unknown; at?: unknown };
-    if (typeof by !== 'string' || typeof at !== 'number') throw new Error('an element lacks by (string) or at (number)');
+    if (typeof by !== 'string' || typeof at !== 'number')
+      throw new Error('an element lacks by (string) or at (number)');
     return { by, at };
   });
 }

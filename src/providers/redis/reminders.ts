@@ -8,7 +8,14 @@ import type { Redis } from 'ioredis';
 import { GranaryError, ReminderError } from '../../errors.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ReminderContext, ReminderEntry, ReminderTable, StoredReminder } from '../../reminders/table.ts';
-import { createClient, errorMessage, logOutages, sendCommand, validateConnectionOptions, type ConnectionSettings } from './connection.ts';
+import {
+  createClient,
+  errorMessage,
+  logOutages,
+  sendCommand,
+  validateConnectionOptions,
+  type ConnectionSettings,
+} from './connection.ts';
 
 /** Options of `redisReminders`. */
 export interface RedisRemindersOptions {
@@ -185,7 +192,8 @@ class RedisReminders implements ReminderTable {
     try {
       await redis.connect();
       // The counter outlives clear(), so that no ETag is issued twice; making it is this table's only set-up.
-      if ((await redis.set(keys.seq, '0', 'NX')) === 'OK') ctx.logger.info({ key: keys.seq, redis: safeUrl }, 'created reminder keys');
+      if ((await redis.set(keys.seq, '0', 'NX')) === 'OK')
+        ctx.logger.info({ key: keys.seq, redis: safeUrl }, 'created reminder keys');
     } catch (err) {
       const cause = client.abandon(err);
       throw this.#error('init', `cannot reach Redis or set up key ${keys.seq}: ${errorMessage(cause)}`, cause);
@@ -194,7 +202,10 @@ class RedisReminders implements ReminderTable {
     this.#redis = scripts;
     this.#keys = keys;
     this.#onDrop = onDrop;
-    ctx.logger.debug({ redis: safeUrl, keys, connectTimeoutMs, commandTimeoutMs, clusterId: ctx.clusterId }, 'redis reminders opened');
+    ctx.logger.debug(
+      { redis: safeUrl, keys, connectTimeoutMs, commandTimeoutMs, clusterId: ctx.clusterId },
+      'redis reminders opened',
+    );
   }
 
   async readGrain(grainId: string): Promise<StoredReminder[]> {
@@ -203,7 +214,9 @@ class RedisReminders implements ReminderTable {
     const prefix = rowId(grainId, '').slice(0, -3);
     let fetched: Fetched;
     try {
-      fetched = await this.#command(redis, () => redis.granaryRemindersReadGrain(...keyList(keys), `[${prefix}`, `(${prefix.slice(0, -1)}-`));
+      fetched = await this.#command(redis, () =>
+        redis.granaryRemindersReadGrain(...keyList(keys), `[${prefix}`, `(${prefix.slice(0, -1)}-`),
+      );
     } catch (err) {
       throw this.#wrap(err, 'readGrain', `grain ${JSON.stringify(grainId)}`);
     }
@@ -223,12 +236,18 @@ class RedisReminders implements ReminderTable {
 
   async readRange(begin: number, end: number): Promise<StoredReminder[]> {
     const { redis, keys } = this.#use('readRange');
-    if (!isHash(begin) || !isHash(end)) throw this.#error('readRange', `begin and end must be whole numbers from 0 to ${MAX_HASH}, got ${begin} and ${end}`);
+    if (!isHash(begin) || !isHash(end))
+      throw this.#error(
+        'readRange',
+        `begin and end must be whole numbers from 0 to ${MAX_HASH}, got ${begin} and ${end}`,
+      );
     // (begin, end]; when begin >= end it wraps: (begin, top] and [bottom, end]; begin === end is the whole ring.
     const bounds =
-      begin < end ? [`(${begin}`, String(end)]
-      : begin === end ? ['-inf', '+inf']
-      : [`(${begin}`, '+inf', '-inf', String(end)];
+      begin < end
+        ? [`(${begin}`, String(end)]
+        : begin === end
+          ? ['-inf', '+inf']
+          : [`(${begin}`, '+inf', '-inf', String(end)];
     let fetched: Fetched;
     try {
       fetched = await this.#command(redis, () => redis.granaryRemindersReadRange(...keyList(keys), ...bounds));
@@ -245,7 +264,16 @@ class RedisReminders implements ReminderTable {
     if (problem !== undefined) throw this.#error('upsert', `${what}: ${problem}`);
     const row = JSON.stringify({ grainHash: entry.grainHash, startAt: entry.startAt, periodMs: entry.periodMs });
     try {
-      return String(await this.#command(redis, () => redis.granaryRemindersUpsert(...keyList(keys), rowId(entry.grainId, entry.name), String(entry.grainHash), row)));
+      return String(
+        await this.#command(redis, () =>
+          redis.granaryRemindersUpsert(
+            ...keyList(keys),
+            rowId(entry.grainId, entry.name),
+            String(entry.grainHash),
+            row,
+          ),
+        ),
+      );
     } catch (err) {
       throw this.#wrap(err, 'upsert', what);
     }
@@ -254,9 +282,12 @@ class RedisReminders implements ReminderTable {
   async recordTick(grainId: string, name: string, dueAt: number): Promise<void> {
     const { redis, keys } = this.#use('recordTick');
     const what = describe(grainId, name);
-    if (!Number.isSafeInteger(dueAt)) throw this.#error('recordTick', `${what}: dueAt must be a whole number of epoch ms, got ${String(dueAt)}`);
+    if (!Number.isSafeInteger(dueAt))
+      throw this.#error('recordTick', `${what}: dueAt must be a whole number of epoch ms, got ${String(dueAt)}`);
     try {
-      await this.#command(redis, () => redis.granaryRemindersRecordTick(...keyList(keys), rowId(grainId, name), String(dueAt)));
+      await this.#command(redis, () =>
+        redis.granaryRemindersRecordTick(...keyList(keys), rowId(grainId, name), String(dueAt)),
+      );
     } catch (err) {
       throw this.#wrap(err, 'recordTick', what);
     }
@@ -265,7 +296,11 @@ class RedisReminders implements ReminderTable {
   async remove(grainId: string, name: string, etag: string): Promise<boolean> {
     const { redis, keys } = this.#use('remove');
     try {
-      return (await this.#command(redis, () => redis.granaryRemindersRemove(...keyList(keys), rowId(grainId, name), etag))) === 1;
+      return (
+        (await this.#command(redis, () =>
+          redis.granaryRemindersRemove(...keyList(keys), rowId(grainId, name), etag),
+        )) === 1
+      );
     } catch (err) {
       throw this.#wrap(err, 'remove', describe(grainId, name));
     }
@@ -326,8 +361,10 @@ class RedisReminders implements ReminderTable {
     } catch {
       // reported below
     }
-    if (typeof grainId !== 'string' || typeof name !== 'string') problem = 'the row id is not the JSON of [grainId, name]';
-    else if (json === null || etag === null || etag === '') problem = json === null ? 'the row is missing' : 'the ETag is missing';
+    if (typeof grainId !== 'string' || typeof name !== 'string')
+      problem = 'the row id is not the JSON of [grainId, name]';
+    else if (json === null || etag === null || etag === '')
+      problem = json === null ? 'the row is missing' : 'the ETag is missing';
     else {
       let row: unknown;
       try {
@@ -336,10 +373,16 @@ class RedisReminders implements ReminderTable {
         problem = `not JSON: ${errorMessage(err)}`;
       }
       if (problem === undefined) {
-        const { grainHash, startAt, periodMs } = (typeof row === 'object' && row !== null ? row : {}) as Record<string, unknown>;
-        if (typeof grainHash !== 'number' || !isHash(grainHash)) problem = `grainHash must be a whole number from 0 to ${MAX_HASH}, got ${JSON.stringify(grainHash)}`;
-        else if (typeof startAt !== 'number' || !Number.isSafeInteger(startAt)) problem = `startAt must be a whole number of epoch ms, got ${JSON.stringify(startAt)}`;
-        else if (typeof periodMs !== 'number' || !Number.isSafeInteger(periodMs) || periodMs < 1) problem = `periodMs must be a whole number of ms, 1 or more, got ${JSON.stringify(periodMs)}`;
+        const { grainHash, startAt, periodMs } = (typeof row === 'object' && row !== null ? row : {}) as Record<
+          string,
+          unknown
+        >;
+        if (typeof grainHash !== 'number' || !isHash(grainHash))
+          problem = `grainHash must be a whole number from 0 to ${MAX_HASH}, got ${JSON.stringify(grainHash)}`;
+        else if (typeof startAt !== 'number' || !Number.isSafeInteger(startAt))
+          problem = `startAt must be a whole number of epoch ms, got ${JSON.stringify(startAt)}`;
+        else if (typeof periodMs !== 'number' || !Number.isSafeInteger(periodMs) || periodMs < 1)
+          problem = `periodMs must be a whole number of ms, 1 or more, got ${JSON.stringify(periodMs)}`;
         else {
           const lastTickAt = this.#lastTick(id, tick, grainId, name);
           const reminder = { grainId, name, grainHash, startAt, periodMs, etag };
@@ -348,7 +391,15 @@ class RedisReminders implements ReminderTable {
       }
     }
     this.#logger?.warn(
-      { clusterId: this.#clusterId, redis: this.#settings.safeUrl, key: this.#keys?.rows, row: id, grainId, name, problem },
+      {
+        clusterId: this.#clusterId,
+        redis: this.#settings.safeUrl,
+        key: this.#keys?.rows,
+        row: id,
+        grainId,
+        name,
+        problem,
+      },
       'skipped a reminder row that cannot be read back',
     );
     return undefined;
@@ -366,7 +417,12 @@ class RedisReminders implements ReminderTable {
     if (Number.isSafeInteger(lastTickAt)) return lastTickAt;
     this.#logger?.warn(
       {
-        clusterId: this.#clusterId, redis: this.#settings.safeUrl, key: this.#keys?.ticks, row: id, grainId, name,
+        clusterId: this.#clusterId,
+        redis: this.#settings.safeUrl,
+        key: this.#keys?.ticks,
+        row: id,
+        grainId,
+        name,
         problem: `the latest tick must be a whole number of epoch ms, got ${JSON.stringify(tick)}`,
       },
       'read a reminder row without its last tick, which cannot be read back',
@@ -408,7 +464,14 @@ function defineScripts(redis: Redis): Redis & Scripts {
 /** The keys of a cluster. The hash tag keeps them in one slot, as a script on Redis Cluster needs. */
 function clusterKeys(keyPrefix: string, clusterId: string): Keys {
   const base = `${keyPrefix}reminders:{${clusterId}}`;
-  return { ring: `${base}:ring`, grains: `${base}:grains`, rows: `${base}:rows`, etags: `${base}:etags`, seq: `${base}:seq`, ticks: `${base}:ticks` };
+  return {
+    ring: `${base}:ring`,
+    grains: `${base}:grains`,
+    rows: `${base}:rows`,
+    etags: `${base}:etags`,
+    seq: `${base}:seq`,
+    ticks: `${base}:ticks`,
+  };
 }
 
 function keyList(keys: Keys): [string, string, string, string, string, string] {
@@ -425,7 +488,8 @@ function entryProblem(e: ReminderEntry): string | undefined {
   if (typeof e.grainId !== 'string' || typeof e.name !== 'string') return 'grainId and name must be strings';
   if (!isHash(e.grainHash)) return `grainHash must be a whole number from 0 to ${MAX_HASH}, got ${e.grainHash}`;
   if (!Number.isSafeInteger(e.startAt)) return `startAt must be a whole number of epoch ms, got ${e.startAt}`;
-  if (!Number.isSafeInteger(e.periodMs) || e.periodMs < 1) return `periodMs must be a whole number of ms, 1 or more, got ${e.periodMs}`;
+  if (!Number.isSafeInteger(e.periodMs) || e.periodMs < 1)
+    return `periodMs must be a whole number of ms, 1 or more, got ${e.periodMs}`;
   return undefined;
 }
 

@@ -7,8 +7,20 @@ import type { Redis } from 'ioredis';
 import type { Logger } from '../../observability/logger.ts';
 import { GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
 import type { ProviderContext, StateAddress, StorageProvider, StoredState } from '../../storage/provider.ts';
-import { formatMismatch, formatOption, payloadFormat, type PayloadFormat, type StateFormat } from '../../storage/state-format.ts';
-import { createClient, errorMessage, sendCommand, validateConnectionOptions, type ConnectionSettings } from './connection.ts';
+import {
+  formatMismatch,
+  formatOption,
+  payloadFormat,
+  type PayloadFormat,
+  type StateFormat,
+} from '../../storage/state-format.ts';
+import {
+  createClient,
+  errorMessage,
+  sendCommand,
+  validateConnectionOptions,
+  type ConnectionSettings,
+} from './connection.ts';
 
 /** Options of `redisStorage`. */
 export interface RedisStorageOptions {
@@ -86,7 +98,14 @@ type Outcome = [ok: number, found?: string, exists?: number];
 
 /** The scripts, as defineCommand adds them to the connection. */
 interface Scripts {
-  granaryStorageWrite(record: string, counter: string, etag: string, payload: Buffer, formatVersion: string, updatedAt: string): Promise<Outcome>;
+  granaryStorageWrite(
+    record: string,
+    counter: string,
+    etag: string,
+    payload: Buffer,
+    formatVersion: string,
+    updatedAt: string,
+  ): Promise<Outcome>;
   granaryStorageClear(record: string, etag: string): Promise<Outcome>;
 }
 
@@ -140,7 +159,8 @@ class RedisStorage implements StorageProvider {
     try {
       await redis.connect();
       // Of several silos starting at once, one creates the counter (and logs).
-      if ((await redis.set(counterKey, '0', 'NX')) === 'OK') ctx.logger.info({ key: counterKey, redis: safeUrl }, 'created storage counter');
+      if ((await redis.set(counterKey, '0', 'NX')) === 'OK')
+        ctx.logger.info({ key: counterKey, redis: safeUrl }, 'created storage counter');
     } catch (err) {
       const cause = client.abandon(err);
       throw this.#error(`cannot reach Redis or set up key ${counterKey}: ${errorMessage(cause)}`, cause);
@@ -149,7 +169,10 @@ class RedisStorage implements StorageProvider {
     this.#logger = ctx.logger;
     this.#redis = redis as Redis & Scripts;
     this.#format = payloadFormat(format, ctx.serializer);
-    ctx.logger.debug({ redis: safeUrl, keyPrefix: this.#settings.keyPrefix, format, connectTimeoutMs, commandTimeoutMs }, 'redis storage opened');
+    ctx.logger.debug(
+      { redis: safeUrl, keyPrefix: this.#settings.keyPrefix, format, connectTimeoutMs, commandTimeoutMs },
+      'redis storage opened',
+    );
   }
 
   async read(address: StateAddress): Promise<StoredState> {
@@ -159,17 +182,23 @@ class RedisStorage implements StorageProvider {
     try {
       fields = await this.#command(redis, () => redis.hmgetBuffer(key, 'payload', 'version', 'format_version'));
     } catch (err) {
-      if (isWrongType(err)) throw this.#corrupt(address, key, `the key holds a ${await this.#typeOf(key)}, not a hash`, err);
+      if (isWrongType(err))
+        throw this.#corrupt(address, key, `the key holds a ${await this.#typeOf(key)}, not a hash`, err);
       throw this.#wrap(err, `read of ${describe(address)} failed`);
     }
     const [payload, versionField, formatField] = fields;
     if (payload == null && versionField == null && formatField == null) return { state: undefined, etag: null };
     const version = versionField?.toString('latin1');
     if (version === undefined || !ETAG.test(version)) {
-      throw this.#corrupt(address, key, `its version is ${version === undefined ? 'missing' : JSON.stringify(version)}, not a positive whole number`);
+      throw this.#corrupt(
+        address,
+        key,
+        `its version is ${version === undefined ? 'missing' : JSON.stringify(version)}, not a positive whole number`,
+      );
     }
     const formatText = formatField?.toString('latin1');
-    if (formatText === undefined) throw this.#corrupt(address, key, `version ${version}: its format_version is missing`);
+    if (formatText === undefined)
+      throw this.#corrupt(address, key, `version ${version}: its format_version is missing`);
     if (formatText !== String(format.version)) {
       const found = /^[0-9]{1,9}$/.test(formatText) ? Number(formatText) : JSON.stringify(formatText);
       throw this.#corrupt(address, key, `version ${version}: ${formatMismatch(found, format.format)}`);
@@ -178,7 +207,12 @@ class RedisStorage implements StorageProvider {
     try {
       return { state: format.decode(payload), etag: version };
     } catch (err) {
-      throw this.#corrupt(address, key, `version ${version}: cannot decode its ${format.format} payload: ${errorMessage(err)}`, err);
+      throw this.#corrupt(
+        address,
+        key,
+        `version ${version}: cannot decode its ${format.format} payload: ${errorMessage(err)}`,
+        err,
+      );
     }
   }
 
@@ -188,12 +222,23 @@ class RedisStorage implements StorageProvider {
     // Outside the try: a value that cannot be serialized is the caller's error, not the store's.
     const encoded = format.encode(state, `${describe(address)} to redis storage '${this.#name}'`);
     // ioredis sends a Buffer as bytes but would turn another Uint8Array into text.
-    const payload = Buffer.isBuffer(encoded) ? encoded : Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength);
+    const payload = Buffer.isBuffer(encoded)
+      ? encoded
+      : Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength);
     // An ETag this provider cannot have issued matches nothing; '' must not pass for "no record".
     const expected = etag === null ? '' : ETAG.test(etag) ? etag : 'none';
     let outcome: Outcome;
     try {
-      outcome = await this.#command(redis, () => redis.granaryStorageWrite(key, this.#settings.counterKey, expected, payload, String(format.version), String(Date.now())));
+      outcome = await this.#command(redis, () =>
+        redis.granaryStorageWrite(
+          key,
+          this.#settings.counterKey,
+          expected,
+          payload,
+          String(format.version),
+          String(Date.now()),
+        ),
+      );
     } catch (err) {
       throw this.#wrap(err, `write of ${describe(address)} failed`);
     }
@@ -239,7 +284,10 @@ class RedisStorage implements StorageProvider {
     return sendCommand(redis, send, {
       inUse: () => this.#redis === redis,
       onDrop: () => {
-        this.#logger?.warn({ redis: this.#settings.safeUrl, commandTimeoutMs: this.#settings.commandTimeoutMs }, 'redis storage: a command timed out; dropping the connection for a new one');
+        this.#logger?.warn(
+          { redis: this.#settings.safeUrl, commandTimeoutMs: this.#settings.commandTimeoutMs },
+          'redis storage: a command timed out; dropping the connection for a new one',
+        );
       },
     });
   }
@@ -261,8 +309,15 @@ class RedisStorage implements StorageProvider {
     }
   }
 
-  #conflict(op: 'write' | 'clear', address: StateAddress, etag: string | null, found: string | undefined, exists: number | undefined): InconsistentStateError {
-    const foundText = exists !== 1 ? 'none (no record)' : found === undefined || found === '' ? 'a record without a version' : found;
+  #conflict(
+    op: 'write' | 'clear',
+    address: StateAddress,
+    etag: string | null,
+    found: string | undefined,
+    exists: number | undefined,
+  ): InconsistentStateError {
+    const foundText =
+      exists !== 1 ? 'none (no record)' : found === undefined || found === '' ? 'a record without a version' : found;
     return new InconsistentStateError(
       `${op} of grain ${grainName(address)} state '${address.stateName}' in redis storage '${this.#name}' refused: ` +
         `expected etag ${etag ?? 'none (no record)'}, found ${foundText}`,
@@ -286,7 +341,11 @@ class RedisStorage implements StorageProvider {
   }
 
   #error(problem: string, cause?: unknown): StorageError {
-    return new StorageError(`redis storage '${this.#name}' (${this.#settings.safeUrl}): ${problem}`, 'GRANARY_STORAGE', cause === undefined ? undefined : { cause });
+    return new StorageError(
+      `redis storage '${this.#name}' (${this.#settings.safeUrl}): ${problem}`,
+      'GRANARY_STORAGE',
+      cause === undefined ? undefined : { cause },
+    );
   }
 
   /** Granary errors pass through; driver errors become a StorageError that names provider and server. */

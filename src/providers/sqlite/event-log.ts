@@ -7,7 +7,15 @@
 import type Database from 'better-sqlite3';
 import { openSqlite, validateFileOptions } from './open.ts';
 import { GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
-import { checkRange, checkVersion, describeStream, type EventLog, type LogAddress, type LoggedEvent, type StoredLog } from '../../journal/log.ts';
+import {
+  checkRange,
+  checkVersion,
+  describeStream,
+  type EventLog,
+  type LogAddress,
+  type LoggedEvent,
+  type StoredLog,
+} from '../../journal/log.ts';
 import type { ProviderContext } from '../../storage/provider.ts';
 
 /** Options of `sqliteEventLog`. */
@@ -78,7 +86,11 @@ interface Statements {
   readonly read: (key: Key) => { snapshot: Row | undefined; events: Row[] };
   readonly range: Database.Statement<[...Key, number, number], Row>;
   /** Appends under the version rule; the new version, or the version found instead. */
-  readonly append: (key: Key, payloads: readonly Uint8Array[], expected: number) => { ok: true; version: number } | { ok: false; found: number };
+  readonly append: (
+    key: Key,
+    payloads: readonly Uint8Array[],
+    expected: number,
+  ) => { ok: true; version: number } | { ok: false; found: number };
   /** Keeps a snapshot unless a newer one is kept; false (with the version found) for a version past the end of the stream. */
   readonly snapshot: (key: Key, version: number, payload: Uint8Array) => { ok: true } | { ok: false; found: number };
 }
@@ -114,7 +126,10 @@ class SqliteEventLog implements EventLog {
       throw this.#wrap(err, `cannot set up tables ${events} and ${snapshots}`);
     }
     this.#db = db;
-    ctx.logger.debug({ path, events, snapshots, busyTimeoutMs: this.#settings.busyTimeoutMs }, 'sqlite event log opened');
+    ctx.logger.debug(
+      { path, events, snapshots, busyTimeoutMs: this.#settings.busyTimeoutMs },
+      'sqlite event log opened',
+    );
   }
 
   async read(stream: LogAddress): Promise<StoredLog> {
@@ -128,7 +143,10 @@ class SqliteEventLog implements EventLog {
     const events = rows.events.map((r) => this.#decodeEvent(stream, r, serializer));
     const snapshotRow = rows.snapshot;
     if (snapshotRow === undefined) return { events, version: events.at(-1)?.version ?? 0 };
-    const snapshot = { version: this.#version(stream, snapshotRow, 'snapshot', this.#settings.snapshots), state: this.#decode(stream, snapshotRow, serializer, 'snapshot', this.#settings.snapshots) };
+    const snapshot = {
+      version: this.#version(stream, snapshotRow, 'snapshot', this.#settings.snapshots),
+      state: this.#decode(stream, snapshotRow, serializer, 'snapshot', this.#settings.snapshots),
+    };
     return { snapshot, events, version: events.at(-1)?.version ?? snapshot.version };
   }
 
@@ -196,19 +214,23 @@ class SqliteEventLog implements EventLog {
     const { path, busyTimeoutMs } = this.#settings;
     return openSqlite(path, busyTimeoutMs, (err, what) =>
       what.startsWith('cannot create')
-        ? new StorageError(`sqlite event log '${this.#name}': ${what}: ${errorMessage(err)}`, 'GRANARY_STORAGE', { cause: err })
-        : (this.#wrap(err, what) as Error));
+        ? new StorageError(`sqlite event log '${this.#name}': ${what}: ${errorMessage(err)}`, 'GRANARY_STORAGE', {
+            cause: err,
+          })
+        : (this.#wrap(err, what) as Error),
+    );
   }
 
   /** Creates the tables if missing; true if this call created the events table. */
   #createSchema(db: Database.Database): boolean {
     const { events, snapshots } = this.#settings;
     // IMMEDIATE: of several processes starting at once, exactly one creates (and logs).
-    return db.transaction((): boolean => {
-      const created = !this.#exists(db, events, EVENT_COLUMNS);
-      this.#exists(db, snapshots, SNAPSHOT_COLUMNS);
-      // WITHOUT ROWID: rows are kept in key order, so the events of a stream are one range of the table.
-      db.exec(`CREATE TABLE IF NOT EXISTS ${quote(events)} (
+    return db
+      .transaction((): boolean => {
+        const created = !this.#exists(db, events, EVENT_COLUMNS);
+        this.#exists(db, snapshots, SNAPSHOT_COLUMNS);
+        // WITHOUT ROWID: rows are kept in key order, so the events of a stream are one range of the table.
+        db.exec(`CREATE TABLE IF NOT EXISTS ${quote(events)} (
         grain_type     TEXT    NOT NULL,
         grain_key      TEXT    NOT NULL,
         log_name       TEXT    NOT NULL,
@@ -218,7 +240,7 @@ class SqliteEventLog implements EventLog {
         created_at     INTEGER NOT NULL,
         PRIMARY KEY (grain_type, grain_key, log_name, version)
       ) WITHOUT ROWID`);
-      db.exec(`CREATE TABLE IF NOT EXISTS ${quote(snapshots)} (
+        db.exec(`CREATE TABLE IF NOT EXISTS ${quote(snapshots)} (
         grain_type     TEXT    NOT NULL,
         grain_key      TEXT    NOT NULL,
         log_name       TEXT    NOT NULL,
@@ -228,14 +250,21 @@ class SqliteEventLog implements EventLog {
         updated_at     INTEGER NOT NULL,
         PRIMARY KEY (grain_type, grain_key, log_name)
       )`);
-      return created;
-    }).immediate();
+        return created;
+      })
+      .immediate();
   }
 
   /** Whether table `name` exists; if it does, that it has the columns this log needs. */
   #exists(db: Database.Database, name: string, columns: readonly string[]): boolean {
-    if (db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(name) === undefined) return false;
-    const have = new Set(db.prepare<[], { name: string }>(`PRAGMA table_info(${quote(name)})`).all().map((c) => c.name));
+    if (db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(name) === undefined)
+      return false;
+    const have = new Set(
+      db
+        .prepare<[], { name: string }>(`PRAGMA table_info(${quote(name)})`)
+        .all()
+        .map((c) => c.name),
+    );
     const missing = columns.filter((c) => !have.has(c));
     if (missing.length > 0) {
       throw new StorageError(
@@ -251,12 +280,16 @@ class SqliteEventLog implements EventLog {
     const s = quote(this.#settings.snapshots);
     const where = 'grain_type = ? AND grain_key = ? AND log_name = ?';
     const selectSnapshot = db.prepare<Key, Row>(`SELECT version, payload, format_version FROM ${s} WHERE ${where}`);
-    const after = db.prepare<[...Key, number], Row>(`SELECT version, payload, format_version FROM ${e} WHERE ${where} AND version > ? ORDER BY version`);
+    const after = db.prepare<[...Key, number], Row>(
+      `SELECT version, payload, format_version FROM ${e} WHERE ${where} AND version > ? ORDER BY version`,
+    );
     const range = db.prepare<[...Key, number, number], Row>(
       `SELECT version, payload, format_version FROM ${e} WHERE ${where} AND version > ? AND version <= ? ORDER BY version`,
     );
     const last = db.prepare<Key, number | null>(`SELECT MAX(version) FROM ${e} WHERE ${where}`).pluck();
-    const hasVersion = db.prepare<[...Key, number], number>(`SELECT 1 FROM ${e} WHERE ${where} AND version = ?`).pluck();
+    const hasVersion = db
+      .prepare<[...Key, number], number>(`SELECT 1 FROM ${e} WHERE ${where} AND version = ?`)
+      .pluck();
     const insert = db.prepare<[...Key, number, Uint8Array, number]>(
       `INSERT INTO ${e} (grain_type, grain_key, log_name, version, payload, format_version, created_at) VALUES (?, ?, ?, ?, ?, ${FORMAT_VERSION}, ?)`,
     );
@@ -274,19 +307,27 @@ class SqliteEventLog implements EventLog {
       return { snapshot, events: after.all(...k, from) };
     });
     // IMMEDIATE: the version check and the inserts hold the write lock together; throwing rolls all back.
-    const append = db.transaction((k: Key, payloads: readonly Uint8Array[], expected: number): { ok: true; version: number } | { ok: false; found: number } => {
-      const found = last.get(...k) ?? 0;
-      if (found !== expected) return { ok: false, found };
-      const now = Date.now();
-      let version = expected;
-      for (const p of payloads) insert.run(...k, ++version, p, now);
-      return { ok: true, version };
-    });
-    const snapshot = db.transaction((k: Key, version: number, payload: Uint8Array): { ok: true } | { ok: false; found: number } => {
-      if (hasVersion.get(...k, version) === undefined) return { ok: false, found: last.get(...k) ?? 0 };
-      upsertSnapshot.run(...k, version, payload, Date.now());
-      return { ok: true };
-    });
+    const append = db.transaction(
+      (
+        k: Key,
+        payloads: readonly Uint8Array[],
+        expected: number,
+      ): { ok: true; version: number } | { ok: false; found: number } => {
+        const found = last.get(...k) ?? 0;
+        if (found !== expected) return { ok: false, found };
+        const now = Date.now();
+        let version = expected;
+        for (const p of payloads) insert.run(...k, ++version, p, now);
+        return { ok: true, version };
+      },
+    );
+    const snapshot = db.transaction(
+      (k: Key, version: number, payload: Uint8Array): { ok: true } | { ok: false; found: number } => {
+        if (hasVersion.get(...k, version) === undefined) return { ok: false, found: last.get(...k) ?? 0 };
+        upsertSnapshot.run(...k, version, payload, Date.now());
+        return { ok: true };
+      },
+    );
     return {
       read: (k) => read(k),
       range,
@@ -306,22 +347,49 @@ class SqliteEventLog implements EventLog {
 
   #decodeEvent(stream: LogAddress, row: Row, serializer: ProviderContext['serializer']): LoggedEvent {
     const table = this.#settings.events;
-    return { version: this.#version(stream, row, 'event', table), event: this.#decode(stream, row, serializer, 'event', table) };
+    return {
+      version: this.#version(stream, row, 'event', table),
+      event: this.#decode(stream, row, serializer, 'event', table),
+    };
   }
 
   #version(stream: LogAddress, row: Row, what: string, table: string): number {
     if (typeof row.version !== 'number' || !Number.isSafeInteger(row.version) || row.version < 1) {
-      throw this.#corrupt(stream, row, what, table, `its version is ${String(row.version)}, not a whole number from 1 up`);
+      throw this.#corrupt(
+        stream,
+        row,
+        what,
+        table,
+        `its version is ${String(row.version)}, not a whole number from 1 up`,
+      );
     }
     return row.version;
   }
 
-  #decode(stream: LogAddress, row: Row, serializer: ProviderContext['serializer'], what: string, table: string): unknown {
+  #decode(
+    stream: LogAddress,
+    row: Row,
+    serializer: ProviderContext['serializer'],
+    what: string,
+    table: string,
+  ): unknown {
     if (row.format_version !== FORMAT_VERSION) {
-      throw this.#corrupt(stream, row, what, table, `its format version is ${String(row.format_version)}, this Granary reads format ${FORMAT_VERSION}`);
+      throw this.#corrupt(
+        stream,
+        row,
+        what,
+        table,
+        `its format version is ${String(row.format_version)}, this Granary reads format ${FORMAT_VERSION}`,
+      );
     }
     if (!(row.payload instanceof Uint8Array)) {
-      throw this.#corrupt(stream, row, what, table, `its payload is ${row.payload === null ? 'NULL' : typeof row.payload}, not a BLOB`);
+      throw this.#corrupt(
+        stream,
+        row,
+        what,
+        table,
+        `its payload is ${row.payload === null ? 'NULL' : typeof row.payload}, not a BLOB`,
+      );
     }
     try {
       return serializer.decode(row.payload);
@@ -342,7 +410,11 @@ class SqliteEventLog implements EventLog {
   /** Granary errors pass through; driver errors become a StorageError that names the log and file. */
   #wrap(err: unknown, what: string): GranaryError {
     if (err instanceof GranaryError) return err;
-    return new StorageError(`sqlite event log '${this.#name}' (${this.#settings.path}): ${what}: ${errorMessage(err)}`, 'GRANARY_STORAGE', { cause: err });
+    return new StorageError(
+      `sqlite event log '${this.#name}' (${this.#settings.path}): ${what}: ${errorMessage(err)}`,
+      'GRANARY_STORAGE',
+      { cause: err },
+    );
   }
 }
 

@@ -6,7 +6,15 @@ import { randomUUID } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import { openSqlite, validateFileOptions } from './open.ts';
 import { GranaryError, MembershipError } from '../../errors.ts';
-import type { MembershipContext, MembershipSnapshot, MembershipTable, SiloEntry, SiloStatus, Suspicion, TableVersion } from '../../membership/table.ts';
+import type {
+  MembershipContext,
+  MembershipSnapshot,
+  MembershipTable,
+  SiloEntry,
+  SiloStatus,
+  Suspicion,
+  TableVersion,
+} from '../../membership/table.ts';
 import { siloId } from '../../membership/table.ts';
 
 /** Options of `sqliteMembership`. */
@@ -39,8 +47,17 @@ const NO_VERSION_ETAG = '0';
 const STATUSES: ReadonlySet<string> = new Set<SiloStatus>(['Joining', 'Active', 'ShuttingDown', 'Dead']);
 
 const ROW_COLUMNS = [
-  'cluster_id', 'silo_id', 'address', 'generation', 'status', 'gateway_address', 'host_name',
-  'started_at', 'i_am_alive_at', 'suspicions', 'etag',
+  'cluster_id',
+  'silo_id',
+  'address',
+  'generation',
+  'status',
+  'gateway_address',
+  'host_name',
+  'started_at',
+  'i_am_alive_at',
+  'suspicions',
+  'etag',
 ];
 const VERSION_COLUMNS = ['cluster_id', 'version', 'etag'];
 
@@ -108,14 +125,18 @@ class SqliteMembership implements MembershipTable {
     const { path, table, versionTable, busyTimeoutMs } = this.#settings;
     const db = this.#open();
     try {
-      if (this.#createSchema(db, ctx.clusterId)) ctx.logger.info({ tables: [table, versionTable], path }, 'created membership tables');
+      if (this.#createSchema(db, ctx.clusterId))
+        ctx.logger.info({ tables: [table, versionTable], path }, 'created membership tables');
       this.#statements = this.#prepare(db);
     } catch (err) {
       db.close();
       throw this.#wrap(err, 'init', `cannot set up tables ${table} and ${versionTable}`);
     }
     this.#db = db;
-    ctx.logger.debug({ path, table, versionTable, busyTimeoutMs, clusterId: ctx.clusterId }, 'sqlite membership opened');
+    ctx.logger.debug(
+      { path, table, versionTable, busyTimeoutMs, clusterId: ctx.clusterId },
+      'sqlite membership opened',
+    );
   }
 
   async readAll(): Promise<MembershipSnapshot> {
@@ -127,7 +148,10 @@ class SqliteMembership implements MembershipTable {
       throw this.#wrap(err, 'readAll');
     }
     return {
-      version: read.version === undefined ? { version: 0, etag: NO_VERSION_ETAG } : { version: read.version.version, etag: read.version.etag },
+      version:
+        read.version === undefined
+          ? { version: 0, etag: NO_VERSION_ETAG }
+          : { version: read.version.version, etag: read.version.etag },
       entries: read.rows.map((row) => this.#decode(row)),
     };
   }
@@ -195,21 +219,21 @@ class SqliteMembership implements MembershipTable {
     return openSqlite(path, busyTimeoutMs, (err, what) => this.#wrap(err, 'init', what));
   }
 
-
   /** Creates the tables if missing and the cluster's version row; true if this call created the tables. */
   #createSchema(db: Database.Database, clusterId: string): boolean {
     const { table, versionTable } = this.#settings;
     // IMMEDIATE: of several processes starting at once, exactly one creates (and logs).
-    return db.transaction((): boolean => {
-      const created = !this.#exists(db, table, ROW_COLUMNS);
-      this.#exists(db, versionTable, VERSION_COLUMNS);
-      db.exec(`CREATE TABLE IF NOT EXISTS ${quote(versionTable)} (
+    return db
+      .transaction((): boolean => {
+        const created = !this.#exists(db, table, ROW_COLUMNS);
+        this.#exists(db, versionTable, VERSION_COLUMNS);
+        db.exec(`CREATE TABLE IF NOT EXISTS ${quote(versionTable)} (
         cluster_id TEXT    NOT NULL PRIMARY KEY,
         version    INTEGER NOT NULL,
         etag       TEXT    NOT NULL
       )`);
-      // Times are epoch ms; suspicions a JSON array of {by, at}.
-      db.exec(`CREATE TABLE IF NOT EXISTS ${quote(table)} (
+        // Times are epoch ms; suspicions a JSON array of {by, at}.
+        db.exec(`CREATE TABLE IF NOT EXISTS ${quote(table)} (
         cluster_id      TEXT    NOT NULL,
         silo_id         TEXT    NOT NULL,
         address         TEXT    NOT NULL,
@@ -223,16 +247,24 @@ class SqliteMembership implements MembershipTable {
         etag            TEXT    NOT NULL,
         PRIMARY KEY (cluster_id, silo_id)
       )`);
-      db.prepare(`INSERT INTO ${quote(versionTable)} (cluster_id, version, etag) VALUES (?, 0, ?) ON CONFLICT (cluster_id) DO NOTHING`)
-        .run(clusterId, randomUUID());
-      return created;
-    }).immediate();
+        db.prepare(
+          `INSERT INTO ${quote(versionTable)} (cluster_id, version, etag) VALUES (?, 0, ?) ON CONFLICT (cluster_id) DO NOTHING`,
+        ).run(clusterId, randomUUID());
+        return created;
+      })
+      .immediate();
   }
 
   /** Whether `name` exists; if it does, that it has the columns this provider needs. */
   #exists(db: Database.Database, name: string, columns: readonly string[]): boolean {
-    if (db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(name) === undefined) return false;
-    const found = new Set(db.prepare<[], { name: string }>(`PRAGMA table_info(${quote(name)})`).all().map((c) => c.name));
+    if (db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(name) === undefined)
+      return false;
+    const found = new Set(
+      db
+        .prepare<[], { name: string }>(`PRAGMA table_info(${quote(name)})`)
+        .all()
+        .map((c) => c.name),
+    );
     const missing = columns.filter((c) => !found.has(c));
     if (missing.length > 0) {
       throw this.#error(
@@ -267,16 +299,28 @@ class SqliteMembership implements MembershipTable {
          started_at = ?, i_am_alive_at = ?, suspicions = ?, etag = ?
        WHERE cluster_id = ? AND silo_id = ? AND etag = ?`,
     );
-    const setAlive = db.prepare<[number, string, string]>(`UPDATE ${t} SET i_am_alive_at = ? WHERE cluster_id = ? AND silo_id = ?`);
-    const deleteDefunct = db.prepare<[string, number]>(`DELETE FROM ${t} WHERE cluster_id = ? AND status = 'Dead' AND i_am_alive_at < ?`);
+    const setAlive = db.prepare<[number, string, string]>(
+      `UPDATE ${t} SET i_am_alive_at = ? WHERE cluster_id = ? AND silo_id = ?`,
+    );
+    const deleteDefunct = db.prepare<[string, number]>(
+      `DELETE FROM ${t} WHERE cluster_id = ? AND status = 'Dead' AND i_am_alive_at < ?`,
+    );
     const deleteRows = db.prepare<[string]>(`DELETE FROM ${t} WHERE cluster_id = ?`);
     const deleteVersion = db.prepare<[string]>(`DELETE FROM ${v} WHERE cluster_id = ?`);
 
     const fields = (e: SiloEntry): Fields => [
-      e.address, e.generation, e.status, e.gatewayAddress, e.hostName,
-      e.startedAt, e.iAmAliveAt, JSON.stringify(e.suspicions.map((s) => ({ by: s.by, at: s.at }))), randomUUID(),
+      e.address,
+      e.generation,
+      e.status,
+      e.gatewayAddress,
+      e.hostName,
+      e.startedAt,
+      e.iAmAliveAt,
+      JSON.stringify(e.suspicions.map((s) => ({ by: s.by, at: s.at }))),
+      randomUUID(),
     ];
-    const versionIs = (clusterId: string, etag: string): boolean => (selectVersion.get(clusterId)?.etag ?? NO_VERSION_ETAG) === etag;
+    const versionIs = (clusterId: string, etag: string): boolean =>
+      (selectVersion.get(clusterId)?.etag ?? NO_VERSION_ETAG) === etag;
 
     // Each check reads inside the transaction that writes, and IMMEDIATE takes
     // the write lock before the read, so no other process can slip in between.
@@ -293,7 +337,10 @@ class SqliteMembership implements MembershipTable {
       return true;
     });
     // Deferred: a read transaction, so that version and rows come from one snapshot.
-    const readAll = db.transaction((clusterId: string) => ({ version: selectVersion.get(clusterId), rows: selectRows.all(clusterId) }));
+    const readAll = db.transaction((clusterId: string) => ({
+      version: selectVersion.get(clusterId),
+      rows: selectRows.all(clusterId),
+    }));
     const deleteCluster = db.transaction((clusterId: string): void => {
       deleteRows.run(clusterId);
       deleteVersion.run(clusterId);
@@ -316,12 +363,14 @@ class SqliteMembership implements MembershipTable {
         cause === undefined ? undefined : { cause },
       );
     const { address, generation, status, gateway_address, host_name, started_at, i_am_alive_at, etag } = row;
-    if (typeof address !== 'string' || typeof host_name !== 'string' || typeof etag !== 'string') throw corrupt('address, host_name and etag must be text');
+    if (typeof address !== 'string' || typeof host_name !== 'string' || typeof etag !== 'string')
+      throw corrupt('address, host_name and etag must be text');
     if (typeof generation !== 'number' || typeof started_at !== 'number' || typeof i_am_alive_at !== 'number') {
       throw corrupt('generation, started_at and i_am_alive_at must be numbers');
     }
     if (typeof status !== 'string' || !STATUSES.has(status)) throw corrupt(`unknown status ${JSON.stringify(status)}`);
-    if (gateway_address !== null && typeof gateway_address !== 'string') throw corrupt('gateway_address must be text or NULL');
+    if (gateway_address !== null && typeof gateway_address !== 'string')
+      throw corrupt('gateway_address must be text or NULL');
     let suspicions: Suspicion[];
     try {
       suspicions = parseSuspicions(row.suspicions);
@@ -365,7 +414,11 @@ class SqliteMembership implements MembershipTable {
 }
 
 function validate(options: SqliteMembershipOptions): Settings {
-  const { path, tablePrefix, busyTimeoutMs } = validateFileOptions('sqliteMembership', options, sqliteMembershipDefaults);
+  const { path, tablePrefix, busyTimeoutMs } = validateFileOptions(
+    'sqliteMembership',
+    options,
+    sqliteMembershipDefaults,
+  );
   return { path, table: `${tablePrefix}membership`, versionTable: `${tablePrefix}membership_version`, busyTimeoutMs };
 }
 
@@ -377,7 +430,8 @@ function parseSuspicions(text: unknown): Suspicion[] {
   return value.map((s: unknown) => {
     if (typeof s !== 'object' || s === null) throw new Error('an element is not an object');
     const { by, at } = s as { by?: unknown; at?: unknown };
-    if (typeof by !== 'string' || typeof at !== 'number') throw new Error('an element lacks by (string) or at (number)');
+    if (typeof by !== 'string' || typeof at !== 'number')
+      throw new Error('an element lacks by (string) or at (number)');
     return { by, at };
   });
 }

@@ -8,7 +8,11 @@ import Database from 'better-sqlite3';
 import { ConfigurationError } from '../../errors.ts';
 
 /** Opens `path` (or `:memory:`); `fail` turns a failure into the provider's own error. */
-export function openSqlite(path: string, busyTimeoutMs: number, fail: (err: unknown, what: string) => Error): Database.Database {
+export function openSqlite(
+  path: string,
+  busyTimeoutMs: number,
+  fail: (err: unknown, what: string) => Error,
+): Database.Database {
   if (path !== ':memory:') {
     try {
       mkdirSync(dirname(path), { recursive: true });
@@ -41,18 +45,28 @@ export interface SqliteFileOptions {
  * Checks the options every SQLite provider takes; `fn` names the provider in
  * messages (e.g. `sqliteStorage`). Throws a ConfigurationError naming the option.
  */
-export function validateFileOptions(fn: string, options: SqliteFileOptions, defaults: { readonly tablePrefix: string; readonly busyTimeoutMs: number }): { path: string; tablePrefix: string; busyTimeoutMs: number } {
+export function validateFileOptions(
+  fn: string,
+  options: SqliteFileOptions,
+  defaults: { readonly tablePrefix: string; readonly busyTimeoutMs: number },
+): { path: string; tablePrefix: string; busyTimeoutMs: number } {
   const { path } = options;
   if (typeof path !== 'string' || path === '') {
-    throw new ConfigurationError(`${fn}: option path must be a database file path or ':memory:', got ${JSON.stringify(path)}`);
+    throw new ConfigurationError(
+      `${fn}: option path must be a database file path or ':memory:', got ${JSON.stringify(path)}`,
+    );
   }
   const tablePrefix = options.tablePrefix ?? defaults.tablePrefix;
   if (typeof tablePrefix !== 'string' || !/^[A-Za-z0-9_]*$/.test(tablePrefix)) {
-    throw new ConfigurationError(`${fn}: option tablePrefix may hold only letters, digits and '_', got ${JSON.stringify(tablePrefix)}`);
+    throw new ConfigurationError(
+      `${fn}: option tablePrefix may hold only letters, digits and '_', got ${JSON.stringify(tablePrefix)}`,
+    );
   }
   const busyTimeoutMs = options.busyTimeoutMs ?? defaults.busyTimeoutMs;
   if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0 || busyTimeoutMs > 0x7fffffff) {
-    throw new ConfigurationError(`${fn}: option busyTimeoutMs must be a whole number of ms from 0 to 2147483647, got ${busyTimeoutMs}`);
+    throw new ConfigurationError(
+      `${fn}: option busyTimeoutMs must be a whole number of ms from 0 to 2147483647, got ${busyTimeoutMs}`,
+    );
   }
   return { path, tablePrefix, busyTimeoutMs };
 }

@@ -106,7 +106,8 @@ class SqliteReminders implements ReminderTable {
     try {
       const schema = this.#createSchema(db);
       if (schema === 'created') ctx.logger.info({ tables: [table, counterTable], path }, 'created reminder tables');
-      if (schema === 'upgraded') ctx.logger.info({ table, column: LAST_TICK_COLUMN, path }, 'added a column to the reminder table');
+      if (schema === 'upgraded')
+        ctx.logger.info({ table, column: LAST_TICK_COLUMN, path }, 'added a column to the reminder table');
       this.#statements = this.#prepare(db);
     } catch (err) {
       db.close();
@@ -140,7 +141,11 @@ class SqliteReminders implements ReminderTable {
 
   async readRange(begin: number, end: number): Promise<StoredReminder[]> {
     const { statements, clusterId } = this.#use('readRange');
-    if (!isHash(begin) || !isHash(end)) throw this.#error('readRange', `begin and end must be whole numbers from 0 to ${MAX_HASH}, got ${begin} and ${end}`);
+    if (!isHash(begin) || !isHash(end))
+      throw this.#error(
+        'readRange',
+        `begin and end must be whole numbers from 0 to ${MAX_HASH}, got ${begin} and ${end}`,
+      );
     let rows: Row[];
     try {
       rows = statements.readRange(clusterId, begin, end);
@@ -163,7 +168,11 @@ class SqliteReminders implements ReminderTable {
 
   async recordTick(grainId: string, name: string, dueAt: number): Promise<void> {
     const { statements, clusterId } = this.#use('recordTick');
-    if (!Number.isSafeInteger(dueAt)) throw this.#error('recordTick', `${describe(grainId, name)}: dueAt must be a whole number of epoch ms, got ${String(dueAt)}`);
+    if (!Number.isSafeInteger(dueAt))
+      throw this.#error(
+        'recordTick',
+        `${describe(grainId, name)}: dueAt must be a whole number of epoch ms, got ${String(dueAt)}`,
+      );
     try {
       statements.recordTick(clusterId, grainId, name, dueAt);
     } catch (err) {
@@ -209,13 +218,14 @@ class SqliteReminders implements ReminderTable {
   #createSchema(db: Database.Database): 'created' | 'upgraded' | 'existed' {
     const { table, counterTable } = this.#settings;
     // IMMEDIATE: of several processes starting at once, exactly one creates (and logs).
-    return db.transaction((): 'created' | 'upgraded' | 'existed' => {
-      const columns = this.#columns(db, table, ROW_COLUMNS);
-      this.#columns(db, counterTable, COUNTER_COLUMNS);
-      // Times are epoch ms; grain_hash an unsigned 32-bit ring hash (SQLite
-      // integers are 64-bit); etag the counter's value as text, compared as
-      // text; last_tick_at the due time of the latest tick recorded, NULL for none.
-      db.exec(`CREATE TABLE IF NOT EXISTS ${quote(table)} (
+    return db
+      .transaction((): 'created' | 'upgraded' | 'existed' => {
+        const columns = this.#columns(db, table, ROW_COLUMNS);
+        this.#columns(db, counterTable, COUNTER_COLUMNS);
+        // Times are epoch ms; grain_hash an unsigned 32-bit ring hash (SQLite
+        // integers are 64-bit); etag the counter's value as text, compared as
+        // text; last_tick_at the due time of the latest tick recorded, NULL for none.
+        db.exec(`CREATE TABLE IF NOT EXISTS ${quote(table)} (
         cluster_id   TEXT    NOT NULL,
         grain_id     TEXT    NOT NULL,
         name         TEXT    NOT NULL,
@@ -226,23 +236,30 @@ class SqliteReminders implements ReminderTable {
         last_tick_at INTEGER,
         PRIMARY KEY (cluster_id, grain_id, name)
       )`);
-      const upgraded = columns !== undefined && !columns.has(LAST_TICK_COLUMN);
-      if (upgraded) db.exec(`ALTER TABLE ${quote(table)} ADD COLUMN ${LAST_TICK_COLUMN} INTEGER`);
-      db.exec(`CREATE INDEX IF NOT EXISTS ${quote(`${table}_hash`)} ON ${quote(table)} (cluster_id, grain_hash)`);
-      // One row: the last ETag issued, for every cluster of the table, so that none is issued twice.
-      db.exec(`CREATE TABLE IF NOT EXISTS ${quote(counterTable)} (
+        const upgraded = columns !== undefined && !columns.has(LAST_TICK_COLUMN);
+        if (upgraded) db.exec(`ALTER TABLE ${quote(table)} ADD COLUMN ${LAST_TICK_COLUMN} INTEGER`);
+        db.exec(`CREATE INDEX IF NOT EXISTS ${quote(`${table}_hash`)} ON ${quote(table)} (cluster_id, grain_hash)`);
+        // One row: the last ETag issued, for every cluster of the table, so that none is issued twice.
+        db.exec(`CREATE TABLE IF NOT EXISTS ${quote(counterTable)} (
         id   INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
         last INTEGER NOT NULL
       )`);
-      db.exec(`INSERT INTO ${quote(counterTable)} (id, last) VALUES (1, 0) ON CONFLICT (id) DO NOTHING`);
-      return columns === undefined ? 'created' : upgraded ? 'upgraded' : 'existed';
-    }).immediate();
+        db.exec(`INSERT INTO ${quote(counterTable)} (id, last) VALUES (1, 0) ON CONFLICT (id) DO NOTHING`);
+        return columns === undefined ? 'created' : upgraded ? 'upgraded' : 'existed';
+      })
+      .immediate();
   }
 
   /** The columns of table `name`, undefined if there is none; if there is one, checks it has the columns this provider needs. */
   #columns(db: Database.Database, name: string, columns: readonly string[]): Set<string> | undefined {
-    if (db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(name) === undefined) return undefined;
-    const found = new Set(db.prepare<[], { name: string }>(`PRAGMA table_info(${quote(name)})`).all().map((c) => c.name));
+    if (db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(name) === undefined)
+      return undefined;
+    const found = new Set(
+      db
+        .prepare<[], { name: string }>(`PRAGMA table_info(${quote(name)})`)
+        .all()
+        .map((c) => c.name),
+    );
     const missing = columns.filter((c) => !found.has(c));
     if (missing.length > 0) {
       throw this.#error(
@@ -257,8 +274,12 @@ class SqliteReminders implements ReminderTable {
     const t = quote(this.#settings.table);
     const c = quote(this.#settings.counterTable);
     const columns = 'grain_id, name, grain_hash, start_at, period_ms, etag, last_tick_at';
-    const selectGrain = db.prepare<[string, string], Row>(`SELECT ${columns} FROM ${t} WHERE cluster_id = ? AND grain_id = ?`);
-    const selectOne = db.prepare<[string, string, string], Row>(`SELECT ${columns} FROM ${t} WHERE cluster_id = ? AND grain_id = ? AND name = ?`);
+    const selectGrain = db.prepare<[string, string], Row>(
+      `SELECT ${columns} FROM ${t} WHERE cluster_id = ? AND grain_id = ?`,
+    );
+    const selectOne = db.prepare<[string, string, string], Row>(
+      `SELECT ${columns} FROM ${t} WHERE cluster_id = ? AND grain_id = ? AND name = ?`,
+    );
     const selectInside = db.prepare<[string, number, number], Row>(
       `SELECT ${columns} FROM ${t} WHERE cluster_id = ? AND grain_hash > ? AND grain_hash <= ?`,
     );
@@ -280,14 +301,17 @@ class SqliteReminders implements ReminderTable {
       `UPDATE ${t} SET last_tick_at = ? WHERE cluster_id = ? AND grain_id = ? AND name = ?
        AND NOT (typeof(last_tick_at) = 'integer' AND last_tick_at BETWEEN ${-Number.MAX_SAFE_INTEGER} AND ${Number.MAX_SAFE_INTEGER} AND last_tick_at >= ?)`,
     );
-    const deleteRow = db.prepare<[string, string, string, string]>(`DELETE FROM ${t} WHERE cluster_id = ? AND grain_id = ? AND name = ? AND etag = ?`);
+    const deleteRow = db.prepare<[string, string, string, string]>(
+      `DELETE FROM ${t} WHERE cluster_id = ? AND grain_id = ? AND name = ? AND etag = ?`,
+    );
     const deleteAll = db.prepare<[string]>(`DELETE FROM ${t} WHERE cluster_id = ?`);
 
     // IMMEDIATE takes the write lock before the counter moves, so the counter
     // and the row change together and no other process can slip in between.
     const upsert = db.transaction((clusterId: string, e: ReminderEntry): string => {
       const counter = nextEtag.get();
-      if (counter === undefined) throw new Error(`the ETag counter row of table ${this.#settings.counterTable} is missing`);
+      if (counter === undefined)
+        throw new Error(`the ETag counter row of table ${this.#settings.counterTable} is missing`);
       const etag = String(counter.last);
       upsertRow.run(clusterId, e.grainId, e.name, e.grainHash, e.startAt, e.periodMs, etag);
       return etag;
@@ -317,10 +341,14 @@ class SqliteReminders implements ReminderTable {
     const { grain_id: grainId, name, grain_hash: grainHash, start_at: startAt, period_ms: periodMs, etag } = row;
     let problem: string | undefined;
     if (typeof grainId !== 'string' || typeof name !== 'string') problem = 'grain_id and name must be text';
-    else if (typeof etag !== 'string' || etag === '') problem = `etag must be non-empty text, got ${JSON.stringify(etag)}`;
-    else if (typeof grainHash !== 'number' || !isHash(grainHash)) problem = `grain_hash must be a whole number from 0 to ${MAX_HASH}, got ${JSON.stringify(grainHash)}`;
-    else if (typeof startAt !== 'number' || !Number.isSafeInteger(startAt)) problem = `start_at must be a whole number of epoch ms, got ${JSON.stringify(startAt)}`;
-    else if (typeof periodMs !== 'number' || !Number.isSafeInteger(periodMs) || periodMs < 1) problem = `period_ms must be a whole number of ms, 1 or more, got ${JSON.stringify(periodMs)}`;
+    else if (typeof etag !== 'string' || etag === '')
+      problem = `etag must be non-empty text, got ${JSON.stringify(etag)}`;
+    else if (typeof grainHash !== 'number' || !isHash(grainHash))
+      problem = `grain_hash must be a whole number from 0 to ${MAX_HASH}, got ${JSON.stringify(grainHash)}`;
+    else if (typeof startAt !== 'number' || !Number.isSafeInteger(startAt))
+      problem = `start_at must be a whole number of epoch ms, got ${JSON.stringify(startAt)}`;
+    else if (typeof periodMs !== 'number' || !Number.isSafeInteger(periodMs) || periodMs < 1)
+      problem = `period_ms must be a whole number of ms, 1 or more, got ${JSON.stringify(periodMs)}`;
     else {
       const lastTickAt = this.#lastTick(row.last_tick_at, grainId, name);
       const reminder = { grainId, name, grainHash, startAt, periodMs, etag };
@@ -344,7 +372,11 @@ class SqliteReminders implements ReminderTable {
     if (typeof value === 'number' && Number.isSafeInteger(value)) return value;
     this.#logger?.warn(
       {
-        clusterId: this.#clusterId, path: this.#settings.path, table: this.#settings.table, grainId, name,
+        clusterId: this.#clusterId,
+        path: this.#settings.path,
+        table: this.#settings.table,
+        grainId,
+        name,
         problem: `last_tick_at must be a whole number of epoch ms or NULL, got ${JSON.stringify(value)}`,
       },
       'read a reminder row without its last tick, which cannot be read back',
@@ -383,7 +415,8 @@ function entryProblem(e: ReminderEntry): string | undefined {
   if (typeof e.grainId !== 'string' || typeof e.name !== 'string') return 'grainId and name must be strings';
   if (!isHash(e.grainHash)) return `grainHash must be a whole number from 0 to ${MAX_HASH}, got ${e.grainHash}`;
   if (!Number.isSafeInteger(e.startAt)) return `startAt must be a whole number of epoch ms, got ${e.startAt}`;
-  if (!Number.isSafeInteger(e.periodMs) || e.periodMs < 1) return `periodMs must be a whole number of ms, 1 or more, got ${e.periodMs}`;
+  if (!Number.isSafeInteger(e.periodMs) || e.periodMs < 1)
+    return `periodMs must be a whole number of ms, 1 or more, got ${e.periodMs}`;
   return undefined;
 }
 

@@ -6,7 +6,14 @@ import type Database from 'better-sqlite3';
 import { openSqlite, validateFileOptions } from './open.ts';
 import { GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
 import type { ProviderContext, StateAddress, StorageProvider, StoredState } from '../../storage/provider.ts';
-import { FORMAT_VERSIONS, formatMismatch, formatOption, payloadFormat, type PayloadFormat, type StateFormat } from '../../storage/state-format.ts';
+import {
+  FORMAT_VERSIONS,
+  formatMismatch,
+  formatOption,
+  payloadFormat,
+  type PayloadFormat,
+  type StateFormat,
+} from '../../storage/state-format.ts';
 
 /** Options of `sqliteStorage`. */
 export interface SqliteStorageOptions {
@@ -130,7 +137,11 @@ class SqliteStorage implements StorageProvider {
       throw this.#corrupt(address, row, formatMismatch(row.format_version, serializer.format));
     }
     if (!(row.payload instanceof Uint8Array)) {
-      throw this.#corrupt(address, row, `its payload is ${row.payload === null ? 'NULL' : typeof row.payload}, not a BLOB`);
+      throw this.#corrupt(
+        address,
+        row,
+        `its payload is ${row.payload === null ? 'NULL' : typeof row.payload}, not a BLOB`,
+      );
     }
     try {
       return { state: serializer.decode(row.payload), etag: String(row.version) };
@@ -142,7 +153,10 @@ class SqliteStorage implements StorageProvider {
   async write(address: StateAddress, state: unknown, etag: string | null): Promise<string> {
     const { statements, serializer } = this.#use(address);
     // Outside the try: a value that cannot be serialized is the caller's error, not the store's.
-    const bytes = serializer.encode(state, `grain ${grainName(address)} state '${address.stateName}' in sqlite storage '${this.#name}'`);
+    const bytes = serializer.encode(
+      state,
+      `grain ${grainName(address)} state '${address.stateName}' in sqlite storage '${this.#name}'`,
+    );
     try {
       return String(statements.write(address, bytes, etag));
     } catch (err) {
@@ -175,28 +189,37 @@ class SqliteStorage implements StorageProvider {
     const { path, busyTimeoutMs } = this.#settings;
     return openSqlite(path, busyTimeoutMs, (err, what) =>
       what.startsWith('cannot create')
-        ? new StorageError(`sqlite storage '${this.#name}': ${what}: ${errorMessage(err)}`, 'GRANARY_STORAGE', { cause: err })
-        : (this.#wrap(err, what) as Error));
+        ? new StorageError(`sqlite storage '${this.#name}': ${what}: ${errorMessage(err)}`, 'GRANARY_STORAGE', {
+            cause: err,
+          })
+        : (this.#wrap(err, what) as Error),
+    );
   }
-
 
   /** Creates the tables if missing; true if this call created the storage table. */
   #createSchema(db: Database.Database): boolean {
     const { table, seqTable } = this.#settings;
     // IMMEDIATE: of several processes starting at once, exactly one creates (and logs).
-    return db.transaction((): boolean => {
-      const exists = db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(table) !== undefined;
-      if (exists) {
-        const columns = new Set(db.prepare<[], { name: string }>(`PRAGMA table_info(${quote(table)})`).all().map((c) => c.name));
-        const missing = COLUMNS.filter((c) => !columns.has(c));
-        if (missing.length > 0) {
-          throw new StorageError(
-            `sqlite storage '${this.#name}': table ${table} in ${this.#settings.path} exists but lacks column(s) ${missing.join(', ')}; ` +
-              `it was not made by this provider: choose another tablePrefix`,
+    return db
+      .transaction((): boolean => {
+        const exists =
+          db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(table) !== undefined;
+        if (exists) {
+          const columns = new Set(
+            db
+              .prepare<[], { name: string }>(`PRAGMA table_info(${quote(table)})`)
+              .all()
+              .map((c) => c.name),
           );
-        }
-      } else {
-        db.exec(`CREATE TABLE ${quote(table)} (
+          const missing = COLUMNS.filter((c) => !columns.has(c));
+          if (missing.length > 0) {
+            throw new StorageError(
+              `sqlite storage '${this.#name}': table ${table} in ${this.#settings.path} exists but lacks column(s) ${missing.join(', ')}; ` +
+                `it was not made by this provider: choose another tablePrefix`,
+            );
+          }
+        } else {
+          db.exec(`CREATE TABLE ${quote(table)} (
           grain_type     TEXT    NOT NULL,
           grain_key      TEXT    NOT NULL,
           state_name     TEXT    NOT NULL,
@@ -206,16 +229,19 @@ class SqliteStorage implements StorageProvider {
           updated_at     INTEGER NOT NULL,
           PRIMARY KEY (grain_type, grain_key, state_name)
         )`);
-      }
-      // One counter for the whole table, so that a version (ETag) is never
-      // reused, not even by a record that is cleared and written again.
-      db.exec(`CREATE TABLE IF NOT EXISTS ${quote(seqTable)} (
+        }
+        // One counter for the whole table, so that a version (ETag) is never
+        // reused, not even by a record that is cleared and written again.
+        db.exec(`CREATE TABLE IF NOT EXISTS ${quote(seqTable)} (
         id    INTEGER PRIMARY KEY CHECK (id = 1),
         value INTEGER NOT NULL
       )`);
-      db.exec(`INSERT OR IGNORE INTO ${quote(seqTable)} (id, value) SELECT 1, COALESCE(MAX(version), 0) FROM ${quote(table)}`);
-      return !exists;
-    }).immediate();
+        db.exec(
+          `INSERT OR IGNORE INTO ${quote(seqTable)} (id, value) SELECT 1, COALESCE(MAX(version), 0) FROM ${quote(table)}`,
+        );
+        return !exists;
+      })
+      .immediate();
   }
 
   #prepare(db: Database.Database): Statements {
@@ -223,7 +249,11 @@ class SqliteStorage implements StorageProvider {
     const where = 'grain_type = ? AND grain_key = ? AND state_name = ?';
     const select = db.prepare<Key, Row>(`SELECT rowid, payload, version, format_version FROM ${t} WHERE ${where}`);
     const selectVersion = db.prepare<Key, number>(`SELECT version FROM ${t} WHERE ${where}`).pluck();
-    const nextVersion = db.prepare<[], number>(`UPDATE ${quote(this.#settings.seqTable)} SET value = value + 1 WHERE id = 1 RETURNING value`).pluck();
+    const nextVersion = db
+      .prepare<[], number>(
+        `UPDATE ${quote(this.#settings.seqTable)} SET value = value + 1 WHERE id = 1 RETURNING value`,
+      )
+      .pluck();
     const insert = db.prepare<[...Key, Uint8Array, number, number]>(
       `INSERT INTO ${t} (grain_type, grain_key, state_name, payload, version, format_version, updated_at)
        VALUES (?, ?, ?, ?, ?, ${this.#settings.format === 'json' ? FORMAT_VERSIONS.json : FORMAT_VERSIONS.codec}, ?)

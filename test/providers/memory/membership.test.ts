@@ -46,7 +46,8 @@ describe('memory membership specifics', () => {
 
     const read = await t.readAll();
     assert.deepEqual(read.entries[0]?.entry, entry);
-    const row = read.entries[0]?.entry as unknown as { suspicions: Array<{ by: string; at: number }>; status: string } | undefined;
+    const row = read.entries[0]?.entry as unknown as
+      { suspicions: Array<{ by: string; at: number }>; status: string } | undefined;
     assert.ok(row);
     row.suspicions.push({ by: 'changed after read', at: 0 });
     row.status = 'Dead';
@@ -59,7 +60,10 @@ describe('memory membership specifics', () => {
 
   it('throws a MembershipError when used before init or after close', async () => {
     const t = memoryMembership();
-    await assert.rejects(t.readAll(), (e: unknown) => e instanceof MembershipError && /not initialised/.test(e.message));
+    await assert.rejects(
+      t.readAll(),
+      (e: unknown) => e instanceof MembershipError && /not initialised/.test(e.message),
+    );
     await t.init({ clusterId: 'c', logger: silentLogger() });
     await t.close();
     await assert.rejects(t.insert(entry, { version: 1, etag: '1' }), MembershipError);

@@ -47,7 +47,10 @@ describe('memory reminders specifics', () => {
     const t = memoryReminders();
     await t.init({ clusterId: 'a', logger: silentLogger() });
     await t.init({ clusterId: 'a', logger: silentLogger() });
-    await assert.rejects(t.init({ clusterId: 'b', logger: silentLogger() }), { name: 'ReminderError', message: /already open for cluster "a"/ });
+    await assert.rejects(t.init({ clusterId: 'b', logger: silentLogger() }), {
+      name: 'ReminderError',
+      message: /already open for cluster "a"/,
+    });
     await t.close();
     await t.init({ clusterId: 'b', logger: silentLogger() });
   });

@@ -22,7 +22,11 @@ storageConformance('memory storage', {
     const store = stores.get(provider);
     assert.ok(store, 'provider made by create()');
     // 0xff is not a valid v8 serialization header.
-    const result = store.compareAndSet(address, store.get(address)?.etag ?? null, new Uint8Array([0xff, 0x00, 0xde, 0xad]));
+    const result = store.compareAndSet(
+      address,
+      store.get(address)?.etag ?? null,
+      new Uint8Array([0xff, 0x00, 0xde, 0xad]),
+    );
     assert.ok(result.ok);
   },
 });

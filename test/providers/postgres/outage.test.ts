@@ -18,7 +18,10 @@ after(async () => {
   const admin = new pg.Client({ connectionString });
   await admin.connect();
   try {
-    const { rows } = await admin.query<{ tablename: string }>('SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND starts_with(tablename, $1)', [tablePrefix]);
+    const { rows } = await admin.query<{ tablename: string }>(
+      'SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND starts_with(tablename, $1)',
+      [tablePrefix],
+    );
     for (const r of rows) await admin.query(`DROP TABLE IF EXISTS "${r.tablename}" CASCADE`);
   } finally {
     await admin.end();
@@ -45,7 +48,14 @@ describe('postgres storage under an outage', () => {
     url.host = `127.0.0.1:${proxy.port}`;
     const silo = await Silo.start({
       grains: [Counter],
-      storage: { default: postgresStorage({ connectionString: url.toString(), tablePrefix, connectionTimeoutMs: 500, queryTimeoutMs: 1000 }) },
+      storage: {
+        default: postgresStorage({
+          connectionString: url.toString(),
+          tablePrefix,
+          connectionTimeoutMs: 500,
+          queryTimeoutMs: 1000,
+        }),
+      },
       responseTimeoutMs: 5000,
       logger: silentLogger(),
     });
@@ -91,8 +101,15 @@ describe('postgres storage under an outage', () => {
 
       assert.ok(failedWhileDown > 0, 'no write failed while the database was gone');
       const codes = new Set(failures.map((f) => f.split(':')[0]));
-      assert.deepEqual([...codes].filter((c) => c !== 'GRANARY_STORAGE'), [], `failures other than GRANARY_STORAGE: ${failures.slice(0, 3).join(' | ')}`);
-      assert.ok(failures.every((f) => /postgres/.test(f) && /outageCounter\/c\d/.test(f)), `a failure does not name the provider and the grain: ${failures[0]}`);
+      assert.deepEqual(
+        [...codes].filter((c) => c !== 'GRANARY_STORAGE'),
+        [],
+        `failures other than GRANARY_STORAGE: ${failures.slice(0, 3).join(' | ')}`,
+      );
+      assert.ok(
+        failures.every((f) => /postgres/.test(f) && /outageCounter\/c\d/.test(f)),
+        `a failure does not name the provider and the grain: ${failures[0]}`,
+      );
 
       // Every acknowledged write is stored (later writes carry the earlier ones' state).
       const reader = postgresStorage({ connectionString, tablePrefix });

@@ -32,7 +32,10 @@ function prefix(name: string): string {
 }
 
 /** Runs SQL as another client of the database would. */
-async function sql<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<R[]> {
+async function sql<R extends pg.QueryResultRow = pg.QueryResultRow>(
+  text: string,
+  values: unknown[] = [],
+): Promise<R[]> {
   const admin = new pg.Client({ connectionString });
   await admin.connect();
   try {
@@ -43,13 +46,18 @@ async function sql<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string
 }
 
 after(async () => {
-  for (const p of prefixes) await sql(`DROP TABLE IF EXISTS "${p}storage"; DROP SEQUENCE IF EXISTS "${p}storage_version"`);
+  for (const p of prefixes)
+    await sql(`DROP TABLE IF EXISTS "${p}storage"; DROP SEQUENCE IF EXISTS "${p}storage_version"`);
 });
 
 const suitePrefix = prefix('suite');
 
 /** Overwrites the payload of the row at `address` with bytes the serializer cannot decode. */
-async function corruptRow(tablePrefix: string, address: StateAddress, set = `payload = '\\xff00dead'::bytea`): Promise<void> {
+async function corruptRow(
+  tablePrefix: string,
+  address: StateAddress,
+  set = `payload = '\\xff00dead'::bytea`,
+): Promise<void> {
   const rows = await sql(
     `UPDATE "${tablePrefix}storage" SET ${set} WHERE grain_type = $1 AND grain_key = $2 AND state_name = $3 RETURNING version`,
     [address.grainType, address.grainKey, address.stateName],
@@ -67,7 +75,11 @@ function context(logger: Logger = silentLogger()) {
 }
 
 /** Runs `body` with an initialised provider, and closes it after. */
-async function withProvider(options: Partial<PostgresStorageOptions>, body: (p: StorageProvider) => Promise<void>, logger?: Logger): Promise<void> {
+async function withProvider(
+  options: Partial<PostgresStorageOptions>,
+  body: (p: StorageProvider) => Promise<void>,
+  logger?: Logger,
+): Promise<void> {
   const p = postgresStorage({ connectionString, tablePrefix: suitePrefix, ...options });
   await p.init(context(logger));
   try {
@@ -98,7 +110,10 @@ async function startFreezableProxy(): Promise<{ via: string; freeze(): void; tha
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const upstream = net.connect(Number(target.port || 5432), target.hostname);
-    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+    for (const [from, to] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
       sockets.add(from);
       from.on('close', () => sockets.delete(from));
       from.on('error', () => {
@@ -140,7 +155,10 @@ async function startTrapProxy(): Promise<{ via: string; trap(text: string): Prom
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const upstream = net.connect(Number(target.port || 5432), target.hostname);
-    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+    for (const [from, to] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
       sockets.add(from);
       from.on('close', () => sockets.delete(from));
       from.on('error', () => {
@@ -204,31 +222,37 @@ describe('postgres storage specifics', () => {
     assert.equal(postgresStorageDefaults.format, 'codec');
   });
 
-  it('of several providers creating the table at once, exactly one creates it and logs so; all then share it', { timeout: 20_000 }, async () => {
-    const p = prefix('create');
-    const logs = recordingLogger();
-    const providers = Array.from({ length: 6 }, () => postgresStorage({ connectionString, tablePrefix: p, poolSize: 1 }));
-    try {
-      await Promise.all(providers.map((s) => s.init(context(logs))));
-      const created = logs.records.filter((r) => r.message === 'created storage table');
-      assert.equal(created.length, 1, 'one creator');
-      assert.equal(created[0]?.level, 'info');
-      assert.equal(created[0]?.fields['table'], `${p}storage`);
-      const [one, two] = providers;
-      assert.ok(one && two);
-      const a = fresh();
-      const e1 = await one.write(a, { value: 1 }, null);
-      assert.deepEqual(await two.read(a), { state: { value: 1 }, etag: e1 });
-      await assert.rejects(two.write(a, { value: 9 }, null), InconsistentStateError);
-      // A later provider on the same table creates nothing.
-      const later = postgresStorage({ connectionString, tablePrefix: p });
-      await later.init(context(logs));
-      await later.close();
-      assert.equal(logs.records.filter((r) => r.message === 'created storage table').length, 1);
-    } finally {
-      for (const s of providers) await s.close();
-    }
-  });
+  it(
+    'of several providers creating the table at once, exactly one creates it and logs so; all then share it',
+    { timeout: 20_000 },
+    async () => {
+      const p = prefix('create');
+      const logs = recordingLogger();
+      const providers = Array.from({ length: 6 }, () =>
+        postgresStorage({ connectionString, tablePrefix: p, poolSize: 1 }),
+      );
+      try {
+        await Promise.all(providers.map((s) => s.init(context(logs))));
+        const created = logs.records.filter((r) => r.message === 'created storage table');
+        assert.equal(created.length, 1, 'one creator');
+        assert.equal(created[0]?.level, 'info');
+        assert.equal(created[0]?.fields['table'], `${p}storage`);
+        const [one, two] = providers;
+        assert.ok(one && two);
+        const a = fresh();
+        const e1 = await one.write(a, { value: 1 }, null);
+        assert.deepEqual(await two.read(a), { state: { value: 1 }, etag: e1 });
+        await assert.rejects(two.write(a, { value: 9 }, null), InconsistentStateError);
+        // A later provider on the same table creates nothing.
+        const later = postgresStorage({ connectionString, tablePrefix: p });
+        await later.init(context(logs));
+        await later.close();
+        assert.equal(logs.records.filter((r) => r.message === 'created storage table').length, 1);
+      } finally {
+        for (const s of providers) await s.close();
+      }
+    },
+  );
 
   it('names the grain, state, provider and both etags in a conflict', async () => {
     await withProvider({}, async (p) => {
@@ -237,7 +261,12 @@ describe('postgres storage specifics', () => {
       const e2 = await p.write(a, { value: 2 }, e1);
       await assert.rejects(p.write(a, { value: 3 }, e1), (err: Error) => {
         assert.ok(err instanceof InconsistentStateError);
-        for (const part of [`counter/${a.grainKey}`, "'count'", "postgres storage 'default'", `expected etag ${e1}, found ${e2}`]) {
+        for (const part of [
+          `counter/${a.grainKey}`,
+          "'count'",
+          "postgres storage 'default'",
+          `expected etag ${e1}, found ${e2}`,
+        ]) {
           assert.ok(err.message.includes(part), `message names ${part}: ${err.message}`);
         }
         return true;
@@ -248,22 +277,47 @@ describe('postgres storage specifics', () => {
   it('keeps names apart that PostgreSQL text cannot hold as they are (NUL, backslash, unpaired surrogates), and stores others verbatim', async () => {
     await withProvider({}, async (p) => {
       const base = `k-${randomUUID()}`;
-      const keys = [`${base}a\0`, `${base}a\\0`, `${base}a\\`, `${base}a\uD800`, `${base}a\uDC00`, `${base}a\uFFFD`, `${base}a`];
+      const keys = [
+        `${base}a\0`,
+        `${base}a\\0`,
+        `${base}a\\`,
+        `${base}a\uD800`,
+        `${base}a\uDC00`,
+        `${base}a\uFFFD`,
+        `${base}a`,
+      ];
       const etags: string[] = [];
-      for (const [i, grainKey] of keys.entries()) etags.push(await p.write({ grainType: 'names', grainKey, stateName: 's' }, { i }, null));
+      for (const [i, grainKey] of keys.entries())
+        etags.push(await p.write({ grainType: 'names', grainKey, stateName: 's' }, { i }, null));
       for (const [i, grainKey] of keys.entries()) {
-        assert.deepEqual(await p.read({ grainType: 'names', grainKey, stateName: 's' }), { state: { i }, etag: etags[i] }, `record of key ${JSON.stringify(grainKey)}`);
+        assert.deepEqual(
+          await p.read({ grainType: 'names', grainKey, stateName: 's' }),
+          { state: { i }, etag: etags[i] },
+          `record of key ${JSON.stringify(grainKey)}`,
+        );
       }
-      const stored = await sql<{ grain_key: string }>(`SELECT grain_key FROM "${suitePrefix}storage" WHERE grain_type = 'names' AND grain_key LIKE $1 ORDER BY grain_key`, [`${base}%`]);
-      assert.ok(stored.some((r) => r.grain_key === `${base}a`), 'a plain name is stored as it is');
-      assert.ok(stored.some((r) => r.grain_key === `${base}a\uFFFD`), 'other characters are stored as they are');
+      const stored = await sql<{ grain_key: string }>(
+        `SELECT grain_key FROM "${suitePrefix}storage" WHERE grain_type = 'names' AND grain_key LIKE $1 ORDER BY grain_key`,
+        [`${base}%`],
+      );
+      assert.ok(
+        stored.some((r) => r.grain_key === `${base}a`),
+        'a plain name is stored as it is',
+      );
+      assert.ok(
+        stored.some((r) => r.grain_key === `${base}a\uFFFD`),
+        'other characters are stored as they are',
+      );
     });
   });
 
   it('keeps state across close and a new init of the same provider', async () => {
     const p = postgresStorage({ connectionString, tablePrefix: suitePrefix });
     const a = fresh();
-    await assert.rejects(p.read(a), (err: unknown) => err instanceof StorageError && /not open/.test(err.message) && err.message.includes(a.grainKey));
+    await assert.rejects(
+      p.read(a),
+      (err: unknown) => err instanceof StorageError && /not open/.test(err.message) && err.message.includes(a.grainKey),
+    );
     await p.init(context());
     const etag = await p.write(a, { value: 1 }, null);
     await p.close();
@@ -276,70 +330,105 @@ describe('postgres storage specifics', () => {
     }
   });
 
-  it('fails init with a StorageError when the server cannot be reached, without the password in the message', { timeout: 20_000 }, async () => {
-    const p = postgresStorage({ connectionString: 'postgres://postgres:hunter2@127.0.0.1:1/test', connectionTimeoutMs: 2_000 });
-    await assert.rejects(async () => p.init(context()), (err: unknown) => {
-      assert.ok(err instanceof StorageError, String(err));
-      assert.equal(err.code, 'GRANARY_STORAGE');
-      assert.match(err.message, /postgres storage 'default' .*127\.0\.0\.1:1.*cannot/);
-      assert.doesNotMatch(err.message, /hunter2/, 'the password is not in the message');
-      assert.ok(err.cause instanceof Error, 'the driver error is the cause');
-      return true;
-    });
-    await p.close();
-  });
-
-  it('fails reads, writes and clears with a StorageError naming provider and grain while the server is gone, and works again once it is back', { timeout: 30_000 }, async () => {
-    const { proxy, via } = await startProxy();
-    const p = postgresStorage({ connectionString: via, tablePrefix: suitePrefix, connectionTimeoutMs: 2_000, queryTimeoutMs: 2_000 });
-    await p.init(context());
-    try {
-      const a = fresh();
-      const grain = `counter/${a.grainKey}`;
-      const etag = await p.write(a, { value: 1 }, null);
-      const state = new PersistentStateImpl<{ value: number }>(a, p, 'default', () => ({ value: 0 }));
-      await state.read();
-
-      await proxy.cut();
-      await assert.rejects(p.read(a), storeFailure(grain));
-      await assert.rejects(p.write(a, { value: 2 }, etag), storeFailure(grain));
-      await assert.rejects(p.clear(a, etag), storeFailure(grain));
-      state.state.value = 5;
-      await assert.rejects(state.write(), storeFailure(grain));
-      assert.deepEqual(state.state, { value: 5 }, 'the grain keeps the state it could not write');
-
-      await proxy.restore();
-      assert.deepEqual(await p.read(a), { state: { value: 1 }, etag }, 'the same provider works again, and nothing was written while cut');
-      await state.write();
-      assert.deepEqual((await p.read(a)).state, { value: 5 });
-    } finally {
+  it(
+    'fails init with a StorageError when the server cannot be reached, without the password in the message',
+    { timeout: 20_000 },
+    async () => {
+      const p = postgresStorage({
+        connectionString: 'postgres://postgres:hunter2@127.0.0.1:1/test',
+        connectionTimeoutMs: 2_000,
+      });
+      await assert.rejects(
+        async () => p.init(context()),
+        (err: unknown) => {
+          assert.ok(err instanceof StorageError, String(err));
+          assert.equal(err.code, 'GRANARY_STORAGE');
+          assert.match(err.message, /postgres storage 'default' .*127\.0\.0\.1:1.*cannot/);
+          assert.doesNotMatch(err.message, /hunter2/, 'the password is not in the message');
+          assert.ok(err.cause instanceof Error, 'the driver error is the cause');
+          return true;
+        },
+      );
       await p.close();
-      await proxy.cut();
-    }
-  });
+    },
+  );
 
-  it('fails a call with a StorageError after queryTimeoutMs when the server stops answering, and works again once it answers', { timeout: 30_000 }, async () => {
-    const proxy = await startFreezableProxy();
-    const p = postgresStorage({ connectionString: proxy.via, tablePrefix: suitePrefix, connectionTimeoutMs: 1_000, queryTimeoutMs: 1_000 });
-    await p.init(context());
-    try {
-      const a = fresh();
-      const grain = `counter/${a.grainKey}`;
-      const etag = await p.write(a, { value: 1 }, null);
-      proxy.freeze();
-      await assert.rejects(p.read(a), storeFailure(grain));
-      await assert.rejects(p.write(a, { value: 2 }, etag), storeFailure(grain));
-      proxy.thaw();
-      // The frozen write may have landed once its bytes got through; either way the provider answers again.
-      const now = await p.read(a);
-      assert.ok(now.etag === etag || (now.etag !== null && (now.state as { value: number }).value === 2), `read ${JSON.stringify(now)}`);
-      const next = await p.write(a, { value: 3 }, now.etag);
-      assert.deepEqual(await p.read(a), { state: { value: 3 }, etag: next });
-    } finally {
-      await p.close();
-      await proxy.close();
-    }
-  });
+  it(
+    'fails reads, writes and clears with a StorageError naming provider and grain while the server is gone, and works again once it is back',
+    { timeout: 30_000 },
+    async () => {
+      const { proxy, via } = await startProxy();
+      const p = postgresStorage({
+        connectionString: via,
+        tablePrefix: suitePrefix,
+        connectionTimeoutMs: 2_000,
+        queryTimeoutMs: 2_000,
+      });
+      await p.init(context());
+      try {
+        const a = fresh();
+        const grain = `counter/${a.grainKey}`;
+        const etag = await p.write(a, { value: 1 }, null);
+        const state = new PersistentStateImpl<{ value: number }>(a, p, 'default', () => ({ value: 0 }));
+        await state.read();
+
+        await proxy.cut();
+        await assert.rejects(p.read(a), storeFailure(grain));
+        await assert.rejects(p.write(a, { value: 2 }, etag), storeFailure(grain));
+        await assert.rejects(p.clear(a, etag), storeFailure(grain));
+        state.state.value = 5;
+        await assert.rejects(state.write(), storeFailure(grain));
+        assert.deepEqual(state.state, { value: 5 }, 'the grain keeps the state it could not write');
+
+        await proxy.restore();
+        assert.deepEqual(
+          await p.read(a),
+          { state: { value: 1 }, etag },
+          'the same provider works again, and nothing was written while cut',
+        );
+        await state.write();
+        assert.deepEqual((await p.read(a)).state, { value: 5 });
+      } finally {
+        await p.close();
+        await proxy.cut();
+      }
+    },
+  );
+
+  it(
+    'fails a call with a StorageError after queryTimeoutMs when the server stops answering, and works again once it answers',
+    { timeout: 30_000 },
+    async () => {
+      const proxy = await startFreezableProxy();
+      const p = postgresStorage({
+        connectionString: proxy.via,
+        tablePrefix: suitePrefix,
+        connectionTimeoutMs: 1_000,
+        queryTimeoutMs: 1_000,
+      });
+      await p.init(context());
+      try {
+        const a = fresh();
+        const grain = `counter/${a.grainKey}`;
+        const etag = await p.write(a, { value: 1 }, null);
+        proxy.freeze();
+        await assert.rejects(p.read(a), storeFailure(grain));
+        await assert.rejects(p.write(a, { value: 2 }, etag), storeFailure(grain));
+        proxy.thaw();
+        // The frozen write may have landed once its bytes got through; either way the provider answers again.
+        const now = await p.read(a);
+        assert.ok(
+          now.etag === etag || (now.etag !== null && (now.state as { value: number }).value === 2),
+          `read ${JSON.stringify(now)}`,
+        );
+        const next = await p.write(a, { value: 3 }, now.etag);
+        assert.deepEqual(await p.read(a), { state: { value: 3 }, etag: next });
+      } finally {
+        await p.close();
+        await proxy.close();
+      }
+    },
+  );
 
   it('refuses a stale write or clear with InconsistentStateError even when reading the etag found (for the message) fails', async () => {
     const proxy = await startTrapProxy();
@@ -355,7 +444,10 @@ describe('postgres storage specifics', () => {
       state.state.value = 2;
       const sprung = proxy.trap('SELECT version FROM');
       await assert.rejects(state.write(), (err: unknown) => {
-        assert.ok(err instanceof InconsistentStateError, `the update matched nothing, so the write is refused, not of unknown outcome: ${String(err)}`);
+        assert.ok(
+          err instanceof InconsistentStateError,
+          `the update matched nothing, so the write is refused, not of unknown outcome: ${String(err)}`,
+        );
         assert.match(err.message, new RegExp(`expected etag ${e1}`));
         return true;
       });
@@ -375,14 +467,23 @@ describe('postgres storage specifics', () => {
   });
 
   describe('corrupt rows', () => {
-    it('fails only that grain\'s read when its format version is unknown, naming it', async () => {
+    it("fails only that grain's read when its format version is unknown, naming it", async () => {
       await withProvider({}, async (p) => {
         const bad = fresh('ledger');
         const good = fresh('ledger');
         await p.write(bad, { value: 1 }, null);
         const goodEtag = await p.write(good, { value: 2 }, null);
         await corruptRow(suitePrefix, bad, 'format_version = 99');
-        await assert.rejects(p.read(bad), corruptFailure(`ledger/${bad.grainKey}`, "'count'", "postgres storage 'default'", `${suitePrefix}storage`, 'format version is 99'));
+        await assert.rejects(
+          p.read(bad),
+          corruptFailure(
+            `ledger/${bad.grainKey}`,
+            "'count'",
+            "postgres storage 'default'",
+            `${suitePrefix}storage`,
+            'format version is 99',
+          ),
+        );
         assert.deepEqual(await p.read(good), { state: { value: 2 }, etag: goodEtag });
       });
     });
@@ -404,14 +505,20 @@ describe('postgres storage specifics', () => {
       const missing = prefix('foreign');
       await sql(`CREATE TABLE "${missing}storage" (id integer)`);
       const p = postgresStorage({ connectionString, tablePrefix: missing });
-      await assert.rejects(async () => p.init(context()), { name: 'StorageError', message: new RegExp(`${missing}storage.*payload.*tablePrefix`) });
+      await assert.rejects(async () => p.init(context()), {
+        name: 'StorageError',
+        message: new RegExp(`${missing}storage.*payload.*tablePrefix`),
+      });
       await p.close();
 
       const wrongType = prefix('wrongtype');
       await sql(`CREATE TABLE "${wrongType}storage" (grain_type text, grain_key text, state_name text, payload text,
         version bigint, format_version integer, updated_at timestamptz)`);
       const q = postgresStorage({ connectionString, tablePrefix: wrongType });
-      await assert.rejects(async () => q.init(context()), { name: 'StorageError', message: new RegExp(`${wrongType}storage.*column payload is text, not bytea.*tablePrefix`) });
+      await assert.rejects(async () => q.init(context()), {
+        name: 'StorageError',
+        message: new RegExp(`${wrongType}storage.*column payload is text, not bytea.*tablePrefix`),
+      });
       await q.close();
     });
   });
@@ -495,10 +602,21 @@ describe('postgres storage specifics', () => {
       await withProvider({ format: 'codec' }, (p) => p.write(a, { value: 1 }, null).then(() => undefined));
       await withProvider({ format: 'json' }, async (p) => {
         await p.write(b, { value: 2 }, null);
-        await assert.rejects(p.read(a), corruptFailure(`mixed/${a.grainKey}`, "written in format 'codec'", "configured with format 'json'"));
+        await assert.rejects(
+          p.read(a),
+          corruptFailure(`mixed/${a.grainKey}`, "written in format 'codec'", "configured with format 'json'"),
+        );
       });
       await withProvider({}, async (p) => {
-        await assert.rejects(p.read(b), corruptFailure(`mixed/${b.grainKey}`, "written in format 'json'", "configured with format 'codec'", "format: 'json'"));
+        await assert.rejects(
+          p.read(b),
+          corruptFailure(
+            `mixed/${b.grainKey}`,
+            "written in format 'json'",
+            "configured with format 'codec'",
+            "format: 'json'",
+          ),
+        );
         assert.deepEqual((await p.read(a)).state, { value: 1 });
       });
     });
@@ -512,8 +630,14 @@ describe('postgres storage specifics', () => {
         const goodEtag = await p.write(good, { value: 2 }, null);
         await corruptRow(suitePrefix, truncated, `payload = convert_to('{"value": 1', 'UTF8')`);
         await corruptRow(suitePrefix, notUtf8, `payload = '\\xc328'::bytea`);
-        await assert.rejects(p.read(truncated), corruptFailure(`ledger/${truncated.grainKey}`, 'cannot decode its json payload'));
-        await assert.rejects(p.read(notUtf8), corruptFailure(`ledger/${notUtf8.grainKey}`, 'cannot decode its json payload'));
+        await assert.rejects(
+          p.read(truncated),
+          corruptFailure(`ledger/${truncated.grainKey}`, 'cannot decode its json payload'),
+        );
+        await assert.rejects(
+          p.read(notUtf8),
+          corruptFailure(`ledger/${notUtf8.grainKey}`, 'cannot decode its json payload'),
+        );
         assert.deepEqual(await p.read(good), { state: { value: 2 }, etag: goodEtag });
       });
     });
@@ -521,12 +645,15 @@ describe('postgres storage specifics', () => {
 
   it('refuses invalid options with a ConfigurationError naming the option', () => {
     const refuses = (options: PostgresStorageOptions, option: string): void => {
-      assert.throws(() => postgresStorage(options), (err: Error & { code?: string }) => {
-        assert.equal(err.name, 'ConfigurationError');
-        assert.equal(err.code, 'GRANARY_CONFIGURATION');
-        assert.ok(err.message.includes(`option ${option}`), `names option ${option}: ${err.message}`);
-        return true;
-      });
+      assert.throws(
+        () => postgresStorage(options),
+        (err: Error & { code?: string }) => {
+          assert.equal(err.name, 'ConfigurationError');
+          assert.equal(err.code, 'GRANARY_CONFIGURATION');
+          assert.ok(err.message.includes(`option ${option}`), `names option ${option}: ${err.message}`);
+          return true;
+        },
+      );
     };
     refuses({ connectionString: '' }, 'connectionString');
     refuses({ connectionString, tablePrefix: 'a;drop' }, 'tablePrefix');

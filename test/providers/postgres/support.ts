@@ -14,10 +14,19 @@ export interface LogRecord {
 
 /** A logger that appends every call to `records`. */
 export function recordingLogger(records: LogRecord[] = []): Logger & { records: LogRecord[] } {
-  const at = (level: string) => (fields: object, message?: string): void => {
-    records.push({ level, fields: fields as Record<string, unknown>, message });
+  const at =
+    (level: string) =>
+    (fields: object, message?: string): void => {
+      records.push({ level, fields: fields as Record<string, unknown>, message });
+    };
+  const logger = {
+    records,
+    debug: at('debug'),
+    info: at('info'),
+    warn: at('warn'),
+    error: at('error'),
+    child: () => logger,
   };
-  const logger = { records, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => logger };
   return logger;
 }
 
@@ -28,7 +37,9 @@ export function recordingLogger(records: LogRecord[] = []): Logger & { records: 
  * client that holds `text`; either resolves once it holds something the
  * client sent. `connectionString` is the database it stands in front of.
  */
-export async function startFreezableProxy(connectionString: string): Promise<{ via: string; freeze(at?: string): Promise<void>; thaw(): void; close(): Promise<void> }> {
+export async function startFreezableProxy(
+  connectionString: string,
+): Promise<{ via: string; freeze(at?: string): Promise<void>; thaw(): void; close(): Promise<void> }> {
   const target = new URL(connectionString);
   let frozen = false;
   let trigger: string | undefined;
@@ -37,7 +48,10 @@ export async function startFreezableProxy(connectionString: string): Promise<{ v
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const upstream = net.connect(Number(target.port || 5432), target.hostname);
-    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+    for (const [from, to] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
       sockets.add(from);
       from.on('close', () => sockets.delete(from));
       from.on('error', () => {

@@ -55,7 +55,11 @@ storageConformance('redis storage', {
   create: () => redisStorage({ url, keyPrefix }),
   corrupt: (_provider, address) =>
     withAdmin(async (admin) => {
-      assert.equal(await admin.hset(recordKey(keyPrefix, address), 'payload', Buffer.from([0xff, 0x00, 0xde, 0xad])), 0, 'the record to corrupt exists');
+      assert.equal(
+        await admin.hset(recordKey(keyPrefix, address), 'payload', Buffer.from([0xff, 0x00, 0xde, 0xad])),
+        0,
+        'the record to corrupt exists',
+      );
     }),
 });
 
@@ -64,7 +68,10 @@ function context(logger: Logger = silentLogger()) {
 }
 
 /** Runs `body` with an initialised provider, and closes it after. */
-async function withProvider(options: Partial<RedisStorageOptions>, body: (p: StorageProvider) => Promise<void>): Promise<void> {
+async function withProvider(
+  options: Partial<RedisStorageOptions>,
+  body: (p: StorageProvider) => Promise<void>,
+): Promise<void> {
   const p = redisStorage({ url, keyPrefix, ...options });
   await p.init(context());
   try {
@@ -94,7 +101,10 @@ async function startFreezableProxy(): Promise<{ via: string; freeze(): void; tha
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const upstream = net.connect(Number(target.port || 6379), target.hostname);
-    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+    for (const [from, to] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
       sockets.add(from);
       from.on('close', () => sockets.delete(from));
       from.on('error', () => {
@@ -139,7 +149,10 @@ async function startHangingProxy(): Promise<{ via: string; hang(): void; close()
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const upstream = net.connect(Number(target.port || 6379), target.hostname);
-    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+    for (const [from, to] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
       sockets.add(from);
       from.on('close', () => sockets.delete(from));
       from.on('error', () => {
@@ -212,26 +225,30 @@ describe('redis storage specifics', () => {
     });
   });
 
-  it('of several providers starting at once on a fresh prefix, exactly one creates the counter and logs so; all then share the records', { timeout: 20_000 }, async () => {
-    const prefix = `${runPrefix}create:`;
-    const logs = recordingLogger();
-    const providers = Array.from({ length: 6 }, () => redisStorage({ url, keyPrefix: prefix }));
-    try {
-      await Promise.all(providers.map((s) => s.init(context(logs))));
-      const created = logs.records.filter((r) => r.message === 'created storage counter');
-      assert.equal(created.length, 1, 'one creator');
-      assert.equal(created[0]?.level, 'info');
-      assert.equal(created[0]?.fields['key'], `${prefix}storage:etag`);
-      const [one, two] = providers;
-      assert.ok(one && two);
-      const a = fresh();
-      const e1 = await one.write(a, { value: 1 }, null);
-      assert.deepEqual(await two.read(a), { state: { value: 1 }, etag: e1 });
-      await assert.rejects(two.write(a, { value: 9 }, null), InconsistentStateError);
-    } finally {
-      for (const s of providers) await s.close();
-    }
-  });
+  it(
+    'of several providers starting at once on a fresh prefix, exactly one creates the counter and logs so; all then share the records',
+    { timeout: 20_000 },
+    async () => {
+      const prefix = `${runPrefix}create:`;
+      const logs = recordingLogger();
+      const providers = Array.from({ length: 6 }, () => redisStorage({ url, keyPrefix: prefix }));
+      try {
+        await Promise.all(providers.map((s) => s.init(context(logs))));
+        const created = logs.records.filter((r) => r.message === 'created storage counter');
+        assert.equal(created.length, 1, 'one creator');
+        assert.equal(created[0]?.level, 'info');
+        assert.equal(created[0]?.fields['key'], `${prefix}storage:etag`);
+        const [one, two] = providers;
+        assert.ok(one && two);
+        const a = fresh();
+        const e1 = await one.write(a, { value: 1 }, null);
+        assert.deepEqual(await two.read(a), { state: { value: 1 }, etag: e1 });
+        await assert.rejects(two.write(a, { value: 9 }, null), InconsistentStateError);
+      } finally {
+        for (const s of providers) await s.close();
+      }
+    },
+  );
 
   it('never reuses an etag for a record even if the counter key is lost', async () => {
     const prefix = `${runPrefix}lost:`;
@@ -257,7 +274,12 @@ describe('redis storage specifics', () => {
       const e2 = await p.write(a, { value: 2 }, e1);
       await assert.rejects(p.write(a, { value: 3 }, e1), (err: Error) => {
         assert.ok(err instanceof InconsistentStateError);
-        for (const part of [`counter/${a.grainKey}`, "'count'", "redis storage 'default'", `expected etag ${e1}, found ${e2}`]) {
+        for (const part of [
+          `counter/${a.grainKey}`,
+          "'count'",
+          "redis storage 'default'",
+          `expected etag ${e1}, found ${e2}`,
+        ]) {
           assert.ok(err.message.includes(part), `message names ${part}: ${err.message}`);
         }
         return true;
@@ -271,9 +293,13 @@ describe('redis storage specifics', () => {
       const base = `k-${randomUUID()}`;
       const keys = [`${base}\uD800`, `${base}\uDC00`, `${base}\uFFFD`];
       const etags: string[] = [];
-      for (const [i, grainKey] of keys.entries()) etags.push(await p.write({ grainType: 'names', grainKey, stateName: 's' }, { i }, null));
+      for (const [i, grainKey] of keys.entries())
+        etags.push(await p.write({ grainType: 'names', grainKey, stateName: 's' }, { i }, null));
       for (const [i, grainKey] of keys.entries()) {
-        assert.deepEqual(await p.read({ grainType: 'names', grainKey, stateName: 's' }), { state: { i }, etag: etags[i] });
+        assert.deepEqual(await p.read({ grainType: 'names', grainKey, stateName: 's' }), {
+          state: { i },
+          etag: etags[i],
+        });
       }
     });
   });
@@ -281,11 +307,17 @@ describe('redis storage specifics', () => {
   it('keeps state across close and a new init of the same provider, and refuses use when not open', async () => {
     const p = redisStorage({ url, keyPrefix });
     const a = fresh();
-    await assert.rejects(p.read(a), (err: unknown) => err instanceof StorageError && /not open/.test(err.message) && err.message.includes(a.grainKey));
+    await assert.rejects(
+      p.read(a),
+      (err: unknown) => err instanceof StorageError && /not open/.test(err.message) && err.message.includes(a.grainKey),
+    );
     await p.init(context());
     const etag = await p.write(a, { value: 1 }, null);
     await p.close();
-    await assert.rejects(p.write(a, { value: 2 }, etag), (err: unknown) => err instanceof StorageError && /not open/.test(err.message));
+    await assert.rejects(
+      p.write(a, { value: 2 }, etag),
+      (err: unknown) => err instanceof StorageError && /not open/.test(err.message),
+    );
     await p.init(context());
     try {
       assert.deepEqual(await p.read(a), { state: { value: 1 }, etag });
@@ -294,116 +326,159 @@ describe('redis storage specifics', () => {
     }
   });
 
-  it('fails init with a StorageError when Redis cannot be reached, without the password in the message', { timeout: 15_000 }, async () => {
-    const p = redisStorage({ url: 'redis://:hunter2@127.0.0.1:1', connectTimeoutMs: 2_000 });
-    await assert.rejects(async () => p.init(context()), (err: unknown) => {
-      assert.ok(err instanceof StorageError, String(err));
-      assert.equal(err.code, 'GRANARY_STORAGE');
-      assert.match(err.message, /redis storage 'default' .*127\.0\.0\.1:1.*ECONNREFUSED/);
-      assert.doesNotMatch(err.message, /hunter2/, 'the password is not in the message');
-      return true;
-    });
-    await p.close();
-  });
-
-  it('fails reads, writes and clears with a StorageError naming provider and grain while Redis is gone, and works again once it is back', { timeout: 30_000 }, async () => {
-    const { proxy, via } = await startProxy();
-    const logs = recordingLogger();
-    const p = redisStorage({ url: via, keyPrefix, commandTimeoutMs: 2_000 });
-    await p.init(context(logs));
-    try {
-      const a = fresh();
-      const grain = `counter/${a.grainKey}`;
-      const etag = await p.write(a, { value: 1 }, null);
-      const state = new PersistentStateImpl<{ value: number }>(a, p, 'default', () => ({ value: 0 }));
-      await state.read();
-
-      await proxy.cut();
-      await assert.rejects(p.read(a), storeFailure(grain));
-      await assert.rejects(p.write(a, { value: 2 }, etag), storeFailure(grain));
-      await assert.rejects(p.clear(a, etag), storeFailure(grain));
-      state.state.value = 5;
-      await assert.rejects(state.write(), storeFailure(grain));
-      assert.deepEqual(state.state, { value: 5 }, 'the grain keeps the state it could not write');
-      await eventually('the outage is logged', () => logs.records.some((r) => r.level === 'warn' && /connection lost/.test(r.message ?? '')));
-
-      await proxy.restore();
-      await eventually('the provider reconnects', () => logs.records.some((r) => /connection back/.test(r.message ?? '')), 10_000);
-      assert.deepEqual(await p.read(a), { state: { value: 1 }, etag }, 'the same provider works again, and nothing was written while cut');
-      await state.write();
-      assert.deepEqual((await p.read(a)).state, { value: 5 });
-    } finally {
-      await p.close();
-      await proxy.cut();
-    }
-  });
-
-  it('fails a call with a StorageError after commandTimeoutMs when Redis stops answering, and works again once it answers', { timeout: 30_000 }, async () => {
-    const proxy = await startFreezableProxy();
-    const p = redisStorage({ url: proxy.via, keyPrefix, commandTimeoutMs: 1_000 });
-    await p.init(context());
-    try {
-      const a = fresh();
-      const grain = `counter/${a.grainKey}`;
-      const etag = await p.write(a, { value: 1 }, null);
-      proxy.freeze();
-      await assert.rejects(p.read(a), storeFailure(grain));
-      // The timed-out read dropped its connection: the write fails too, at once or after its own time-out.
-      await assert.rejects(p.write(a, { value: 2 }, etag), storeFailure(grain));
-      proxy.thaw();
-      // The provider answers again once it has connected anew.
-      let now: StoredState | undefined;
-      await eventually('a read once Redis answers', async () => {
-        try {
-          now = await p.read(a);
+  it(
+    'fails init with a StorageError when Redis cannot be reached, without the password in the message',
+    { timeout: 15_000 },
+    async () => {
+      const p = redisStorage({ url: 'redis://:hunter2@127.0.0.1:1', connectTimeoutMs: 2_000 });
+      await assert.rejects(
+        async () => p.init(context()),
+        (err: unknown) => {
+          assert.ok(err instanceof StorageError, String(err));
+          assert.equal(err.code, 'GRANARY_STORAGE');
+          assert.match(err.message, /redis storage 'default' .*127\.0\.0\.1:1.*ECONNREFUSED/);
+          assert.doesNotMatch(err.message, /hunter2/, 'the password is not in the message');
           return true;
-        } catch (err) {
-          assert.ok(err instanceof StorageError, String(err));
-          return false;
-        }
-      }, 10_000);
-      assert.ok(now !== undefined && now.etag !== null, `read ${JSON.stringify(now)}`);
-      const value = (now.state as { value: number }).value;
-      assert.ok(now.etag === etag ? value === 1 : value === 2, `read ${JSON.stringify(now)}`);
-      const next = await p.write(a, { value: 3 }, now.etag);
-      assert.deepEqual(await p.read(a), { state: { value: 3 }, etag: next });
-    } finally {
+        },
+      );
       await p.close();
-      await proxy.close();
-    }
-  });
+    },
+  );
 
-  it('drops a connection on which a command timed out, so that a Redis answering again behind the same address is used without a restart', { timeout: 30_000 }, async () => {
-    const proxy = await startHangingProxy();
-    const logs = recordingLogger();
-    const p = redisStorage({ url: proxy.via, keyPrefix, commandTimeoutMs: 500 });
-    await p.init(context(logs));
-    try {
-      const a = fresh();
-      const etag = await p.write(a, { value: 1 }, null);
-      proxy.hang();
-      await assert.rejects(p.read(a), storeFailure(`counter/${a.grainKey}`));
-      // The old connection never answers again; a new one does. Until the provider has one, calls fail at once or time out.
-      await eventually('a read through a new connection', async () => {
-        try {
-          return (await p.read(a)).etag === etag;
-        } catch (err) {
-          assert.ok(err instanceof StorageError, String(err));
-          return false;
-        }
-      }, 15_000);
-      const next = await p.write(a, { value: 2 }, etag);
-      assert.deepEqual(await p.read(a), { state: { value: 2 }, etag: next });
-      assert.ok(logs.records.some((r) => r.level === 'warn' && /timed out/.test(r.message ?? '')), 'the dropped connection is logged');
-    } finally {
-      await p.close();
-      await proxy.close();
-    }
-  });
+  it(
+    'fails reads, writes and clears with a StorageError naming provider and grain while Redis is gone, and works again once it is back',
+    { timeout: 30_000 },
+    async () => {
+      const { proxy, via } = await startProxy();
+      const logs = recordingLogger();
+      const p = redisStorage({ url: via, keyPrefix, commandTimeoutMs: 2_000 });
+      await p.init(context(logs));
+      try {
+        const a = fresh();
+        const grain = `counter/${a.grainKey}`;
+        const etag = await p.write(a, { value: 1 }, null);
+        const state = new PersistentStateImpl<{ value: number }>(a, p, 'default', () => ({ value: 0 }));
+        await state.read();
+
+        await proxy.cut();
+        await assert.rejects(p.read(a), storeFailure(grain));
+        await assert.rejects(p.write(a, { value: 2 }, etag), storeFailure(grain));
+        await assert.rejects(p.clear(a, etag), storeFailure(grain));
+        state.state.value = 5;
+        await assert.rejects(state.write(), storeFailure(grain));
+        assert.deepEqual(state.state, { value: 5 }, 'the grain keeps the state it could not write');
+        await eventually('the outage is logged', () =>
+          logs.records.some((r) => r.level === 'warn' && /connection lost/.test(r.message ?? '')),
+        );
+
+        await proxy.restore();
+        await eventually(
+          'the provider reconnects',
+          () => logs.records.some((r) => /connection back/.test(r.message ?? '')),
+          10_000,
+        );
+        assert.deepEqual(
+          await p.read(a),
+          { state: { value: 1 }, etag },
+          'the same provider works again, and nothing was written while cut',
+        );
+        await state.write();
+        assert.deepEqual((await p.read(a)).state, { value: 5 });
+      } finally {
+        await p.close();
+        await proxy.cut();
+      }
+    },
+  );
+
+  it(
+    'fails a call with a StorageError after commandTimeoutMs when Redis stops answering, and works again once it answers',
+    { timeout: 30_000 },
+    async () => {
+      const proxy = await startFreezableProxy();
+      const p = redisStorage({ url: proxy.via, keyPrefix, commandTimeoutMs: 1_000 });
+      await p.init(context());
+      try {
+        const a = fresh();
+        const grain = `counter/${a.grainKey}`;
+        const etag = await p.write(a, { value: 1 }, null);
+        proxy.freeze();
+        await assert.rejects(p.read(a), storeFailure(grain));
+        // The timed-out read dropped its connection: the write fails too, at once or after its own time-out.
+        await assert.rejects(p.write(a, { value: 2 }, etag), storeFailure(grain));
+        proxy.thaw();
+        // The provider answers again once it has connected anew.
+        let now: StoredState | undefined;
+        await eventually(
+          'a read once Redis answers',
+          async () => {
+            try {
+              now = await p.read(a);
+              return true;
+            } catch (err) {
+              assert.ok(err instanceof StorageError, String(err));
+              return false;
+            }
+          },
+          10_000,
+        );
+        assert.ok(now !== undefined && now.etag !== null, `read ${JSON.stringify(now)}`);
+        const value = (now.state as { value: number }).value;
+        assert.ok(now.etag === etag ? value === 1 : value === 2, `read ${JSON.stringify(now)}`);
+        const next = await p.write(a, { value: 3 }, now.etag);
+        assert.deepEqual(await p.read(a), { state: { value: 3 }, etag: next });
+      } finally {
+        await p.close();
+        await proxy.close();
+      }
+    },
+  );
+
+  it(
+    'drops a connection on which a command timed out, so that a Redis answering again behind the same address is used without a restart',
+    { timeout: 30_000 },
+    async () => {
+      const proxy = await startHangingProxy();
+      const logs = recordingLogger();
+      const p = redisStorage({ url: proxy.via, keyPrefix, commandTimeoutMs: 500 });
+      await p.init(context(logs));
+      try {
+        const a = fresh();
+        const etag = await p.write(a, { value: 1 }, null);
+        proxy.hang();
+        await assert.rejects(p.read(a), storeFailure(`counter/${a.grainKey}`));
+        // The old connection never answers again; a new one does. Until the provider has one, calls fail at once or time out.
+        await eventually(
+          'a read through a new connection',
+          async () => {
+            try {
+              return (await p.read(a)).etag === etag;
+            } catch (err) {
+              assert.ok(err instanceof StorageError, String(err));
+              return false;
+            }
+          },
+          15_000,
+        );
+        const next = await p.write(a, { value: 2 }, etag);
+        assert.deepEqual(await p.read(a), { state: { value: 2 }, etag: next });
+        assert.ok(
+          logs.records.some((r) => r.level === 'warn' && /timed out/.test(r.message ?? '')),
+          'the dropped connection is logged',
+        );
+      } finally {
+        await p.close();
+        await proxy.close();
+      }
+    },
+  );
 
   describe('corrupt records', () => {
     /** Writes two records, damages the first with `damage`, and checks that only its read fails, with `parts` in the message. */
-    async function onlyThatGrainFails(damage: (admin: Redis, key: string) => Promise<unknown>, ...parts: string[]): Promise<void> {
+    async function onlyThatGrainFails(
+      damage: (admin: Redis, key: string) => Promise<unknown>,
+      ...parts: string[]
+    ): Promise<void> {
       await withProvider({}, async (p) => {
         const bad = fresh('ledger');
         const good = fresh('ledger');
@@ -411,7 +486,10 @@ describe('redis storage specifics', () => {
         const goodEtag = await p.write(good, { value: 2 }, null);
         const key = recordKey(keyPrefix, bad);
         await withAdmin((admin) => damage(admin, key));
-        await assert.rejects(p.read(bad), corruptFailure(`ledger/${bad.grainKey}`, "'count'", "redis storage 'default'", key, ...parts));
+        await assert.rejects(
+          p.read(bad),
+          corruptFailure(`ledger/${bad.grainKey}`, "'count'", "redis storage 'default'", key, ...parts),
+        );
         assert.deepEqual(await p.read(good), { state: { value: 2 }, etag: goodEtag });
       });
     }
@@ -504,10 +582,21 @@ describe('redis storage specifics', () => {
       await withProvider({}, (p) => p.write(a, { value: 1 }, null).then(() => undefined));
       await withProvider({ format: 'json' }, async (p) => {
         await p.write(b, { value: 2 }, null);
-        await assert.rejects(p.read(a), corruptFailure(`mixed/${a.grainKey}`, "written in format 'codec'", "configured with format 'json'"));
+        await assert.rejects(
+          p.read(a),
+          corruptFailure(`mixed/${a.grainKey}`, "written in format 'codec'", "configured with format 'json'"),
+        );
       });
       await withProvider({ format: 'codec' }, async (p) => {
-        await assert.rejects(p.read(b), corruptFailure(`mixed/${b.grainKey}`, "written in format 'json'", "configured with format 'codec'", "format: 'json'"));
+        await assert.rejects(
+          p.read(b),
+          corruptFailure(
+            `mixed/${b.grainKey}`,
+            "written in format 'json'",
+            "configured with format 'codec'",
+            "format: 'json'",
+          ),
+        );
         assert.deepEqual((await p.read(a)).state, { value: 1 });
       });
     });
@@ -524,12 +613,15 @@ describe('redis storage specifics', () => {
 
   it('refuses invalid options with a ConfigurationError naming the option', () => {
     const refuses = (options: RedisStorageOptions, option: string): void => {
-      assert.throws(() => redisStorage(options), (err: Error & { code?: string }) => {
-        assert.equal(err.name, 'ConfigurationError');
-        assert.equal(err.code, 'GRANARY_CONFIGURATION');
-        assert.ok(err.message.includes(`option ${option}`), `names option ${option}: ${err.message}`);
-        return true;
-      });
+      assert.throws(
+        () => redisStorage(options),
+        (err: Error & { code?: string }) => {
+          assert.equal(err.name, 'ConfigurationError');
+          assert.equal(err.code, 'GRANARY_CONFIGURATION');
+          assert.ok(err.message.includes(`option ${option}`), `names option ${option}: ${err.message}`);
+          return true;
+        },
+      );
     };
     refuses({ url: 'http://127.0.0.1:6379' }, 'url');
     refuses({ url, keyPrefix: 7 as never }, 'keyPrefix');

@@ -11,7 +11,11 @@ import Database from 'better-sqlite3';
 import type { EventLog, LogAddress } from '../../../src/journal/log.ts';
 import type { Logger } from '../../../src/observability/logger.ts';
 import { silentLogger } from '../../../src/observability/logger.ts';
-import { sqliteEventLog, sqliteEventLogDatabaseForTests, type SqliteEventLogOptions } from '../../../src/providers/sqlite/event-log.ts';
+import {
+  sqliteEventLog,
+  sqliteEventLogDatabaseForTests,
+  type SqliteEventLogOptions,
+} from '../../../src/providers/sqlite/event-log.ts';
 import { eventLogConformance } from '../../journal/conformance.ts';
 import { testSerializer } from '../../storage/serializer.ts';
 
@@ -36,7 +40,9 @@ function database(log: EventLog): Database.Database {
 const corruption = {
   corruptEvent(log: EventLog, s: LogAddress, version: number): void {
     const result = database(log)
-      .prepare('UPDATE granary_events SET payload = ? WHERE grain_type = ? AND grain_key = ? AND log_name = ? AND version = ?')
+      .prepare(
+        'UPDATE granary_events SET payload = ? WHERE grain_type = ? AND grain_key = ? AND log_name = ? AND version = ?',
+      )
       .run(garbage, s.grainType, s.grainKey, s.logName, version);
     assert.equal(result.changes, 1, 'the event to corrupt exists');
   },
@@ -49,7 +55,10 @@ const corruption = {
 };
 
 eventLogConformance('sqlite event log (file)', { create: () => sqliteEventLog({ path: freshPath() }), ...corruption });
-eventLogConformance('sqlite event log (:memory:)', { create: () => sqliteEventLog({ path: ':memory:' }), ...corruption });
+eventLogConformance('sqlite event log (:memory:)', {
+  create: () => sqliteEventLog({ path: ':memory:' }),
+  ...corruption,
+});
 
 interface LogRecord {
   readonly level: string;
@@ -59,10 +68,18 @@ interface LogRecord {
 
 /** A logger that keeps what it is given. */
 function recordingLogger(records: LogRecord[]): Logger {
-  const at = (level: string) => (fields: object, message?: string): void => {
-    records.push({ level, fields, message });
+  const at =
+    (level: string) =>
+    (fields: object, message?: string): void => {
+      records.push({ level, fields, message });
+    };
+  const logger: Logger = {
+    debug: at('debug'),
+    info: at('info'),
+    warn: at('warn'),
+    error: at('error'),
+    child: () => logger,
   };
-  const logger: Logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => logger };
   return logger;
 }
 
@@ -71,7 +88,10 @@ function context(logger: Logger = silentLogger()) {
 }
 
 /** Opens logs with these options, runs `body`, and closes them. */
-async function withLogs(options: Array<SqliteEventLogOptions & { logger?: Logger }>, body: (logs: EventLog[]) => Promise<void>): Promise<void> {
+async function withLogs(
+  options: Array<SqliteEventLogOptions & { logger?: Logger }>,
+  body: (logs: EventLog[]) => Promise<void>,
+): Promise<void> {
   const logs: EventLog[] = [];
   try {
     for (const { logger, ...o } of options) {
@@ -94,7 +114,10 @@ describe('sqlite event log specifics', () => {
       assert.ok(one && two);
       assert.equal(await one.append(s, [{ n: 1 }], 0), 1);
       assert.deepEqual(await two.read(s), { events: [{ version: 1, event: { n: 1 } }], version: 1 });
-      await assert.rejects(two.append(s, [{ n: 9 }], 0), { code: 'GRANARY_INCONSISTENT_STATE', message: /expected version 0, found 1/ });
+      await assert.rejects(two.append(s, [{ n: 9 }], 0), {
+        code: 'GRANARY_INCONSISTENT_STATE',
+        message: /expected version 0, found 1/,
+      });
       assert.equal(await two.append(s, [{ n: 2 }], 1), 2);
       // Appends from both connections at once: exactly one per version.
       const outcomes = await Promise.allSettled([one.append(s, [{ by: 1 }], 2), two.append(s, [{ by: 2 }], 2)]);
@@ -125,19 +148,29 @@ describe('sqlite event log specifics', () => {
   it('creates its tables once, and tablePrefix keeps two users of one file apart', async () => {
     const file = freshPath();
     const logs: LogRecord[] = [];
-    const created = () => logs.filter((r) => r.level === 'info' && r.message === 'created event log tables').map((r) => r.fields);
-    await withLogs([{ path: file, logger: recordingLogger(logs) }, { path: file, logger: recordingLogger(logs) }], async () => {
-      assert.deepEqual(created(), [{ tables: ['granary_events', 'granary_event_snapshots'], path: file }]);
-    });
-    await withLogs([{ path: file }, { path: file, tablePrefix: 'blue_', logger: recordingLogger(logs) }], async ([plain, blue]) => {
-      assert.ok(plain && blue);
-      assert.equal(created().length, 2);
-      await plain.append(s, [{ who: 'plain' }], 0);
-      assert.deepEqual(await blue.read(s), { events: [], version: 0 });
-      await blue.append(s, [{ who: 'blue' }], 0);
-      assert.deepEqual((await plain.read(s)).events, [{ version: 1, event: { who: 'plain' } }]);
-      assert.deepEqual((await blue.read(s)).events, [{ version: 1, event: { who: 'blue' } }]);
-    });
+    const created = () =>
+      logs.filter((r) => r.level === 'info' && r.message === 'created event log tables').map((r) => r.fields);
+    await withLogs(
+      [
+        { path: file, logger: recordingLogger(logs) },
+        { path: file, logger: recordingLogger(logs) },
+      ],
+      async () => {
+        assert.deepEqual(created(), [{ tables: ['granary_events', 'granary_event_snapshots'], path: file }]);
+      },
+    );
+    await withLogs(
+      [{ path: file }, { path: file, tablePrefix: 'blue_', logger: recordingLogger(logs) }],
+      async ([plain, blue]) => {
+        assert.ok(plain && blue);
+        assert.equal(created().length, 2);
+        await plain.append(s, [{ who: 'plain' }], 0);
+        assert.deepEqual(await blue.read(s), { events: [], version: 0 });
+        await blue.append(s, [{ who: 'blue' }], 0);
+        assert.deepEqual((await plain.read(s)).events, [{ version: 1, event: { who: 'plain' } }]);
+        assert.deepEqual((await blue.read(s)).events, [{ version: 1, event: { who: 'blue' } }]);
+      },
+    );
   });
 
   it('shares a file with sqliteStorage tables without clashing', async () => {
@@ -169,7 +202,15 @@ describe('sqlite event log specifics', () => {
       }
       await assert.rejects(log.read(s), (err: Error & { code?: string }) => {
         assert.equal(err.code, 'GRANARY_STORAGE_CORRUPT');
-        for (const part of ['account/alice', "'journal'", "sqlite event log 'default'", 'granary_events', 'version 2', 'format version is 99', file]) {
+        for (const part of [
+          'account/alice',
+          "'journal'",
+          "sqlite event log 'default'",
+          'granary_events',
+          'version 2',
+          'format version is 99',
+          file,
+        ]) {
           assert.ok(err.message.includes(part), `message names ${part}: ${err.message}`);
         }
         return true;
@@ -195,12 +236,15 @@ describe('sqlite event log specifics', () => {
     fs.writeFileSync(blocker, 'not a folder');
     const file = path.join(blocker, 'sub', 'events.db');
     const log = sqliteEventLog({ path: file });
-    await assert.rejects(async () => log.init(context()), (err: Error & { code?: string }) => {
-      assert.equal(err.name, 'StorageError');
-      assert.equal(err.code, 'GRANARY_STORAGE');
-      assert.ok(err.message.includes(file), `message names ${file}: ${err.message}`);
-      return true;
-    });
+    await assert.rejects(
+      async () => log.init(context()),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.name, 'StorageError');
+        assert.equal(err.code, 'GRANARY_STORAGE');
+        assert.ok(err.message.includes(file), `message names ${file}: ${err.message}`);
+        return true;
+      },
+    );
     await log.close();
   });
 
@@ -211,13 +255,22 @@ describe('sqlite event log specifics', () => {
     db.exec('CREATE TABLE granary_events (id INTEGER PRIMARY KEY, body TEXT)');
     db.close();
     const log = sqliteEventLog({ path: file });
-    await assert.rejects(async () => log.init(context()), { name: 'StorageError', message: /granary_events.*payload.*tablePrefix/ });
+    await assert.rejects(async () => log.init(context()), {
+      name: 'StorageError',
+      message: /granary_events.*payload.*tablePrefix/,
+    });
     await log.close();
   });
 
   it('refuses invalid options with a ConfigurationError saying what to change', () => {
     assert.throws(() => sqliteEventLog({ path: '' }), { code: 'GRANARY_CONFIGURATION', message: /path/ });
-    assert.throws(() => sqliteEventLog({ path: ':memory:', tablePrefix: 'a"; DROP' }), { code: 'GRANARY_CONFIGURATION', message: /tablePrefix/ });
-    assert.throws(() => sqliteEventLog({ path: ':memory:', busyTimeoutMs: -1 }), { code: 'GRANARY_CONFIGURATION', message: /busyTimeoutMs/ });
+    assert.throws(() => sqliteEventLog({ path: ':memory:', tablePrefix: 'a"; DROP' }), {
+      code: 'GRANARY_CONFIGURATION',
+      message: /tablePrefix/,
+    });
+    assert.throws(() => sqliteEventLog({ path: ':memory:', busyTimeoutMs: -1 }), {
+      code: 'GRANARY_CONFIGURATION',
+      message: /busyTimeoutMs/,
+    });
   });
 });

@@ -40,10 +40,19 @@ interface LogRecord {
 
 /** A logger that keeps what it is given. */
 function recordingLogger(records: LogRecord[] = []): Logger & { records: LogRecord[] } {
-  const at = (level: string) => (fields: object, message?: string): void => {
-    records.push({ level, fields, message });
+  const at =
+    (level: string) =>
+    (fields: object, message?: string): void => {
+      records.push({ level, fields, message });
+    };
+  const logger = {
+    records,
+    debug: at('debug'),
+    info: at('info'),
+    warn: at('warn'),
+    error: at('error'),
+    child: () => logger,
   };
-  const logger = { records, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => logger };
   return logger;
 }
 
@@ -56,7 +65,9 @@ async function withTables(
   const tables: MembershipTable[] = [];
   try {
     for (const spec of specs) {
-      const t = sqliteMembership(spec.tablePrefix === undefined ? { path: spec.path } : { path: spec.path, tablePrefix: spec.tablePrefix });
+      const t = sqliteMembership(
+        spec.tablePrefix === undefined ? { path: spec.path } : { path: spec.path, tablePrefix: spec.tablePrefix },
+      );
       tables.push(t);
       await t.init({ clusterId, logger: spec.logger ?? silentLogger() });
     }
@@ -120,9 +131,24 @@ function votingChild(file: string, clusterId: string, target: SiloEntry, voters:
     await t.close();
     process.exit(0);
   `;
-  const child = spawn(process.execPath, ['--import', 'tsx', '--conditions=source', '--input-type=module', '-e', code, file, clusterId, siloId(target), JSON.stringify(voters)], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--conditions=source',
+      '--input-type=module',
+      '-e',
+      code,
+      file,
+      clusterId,
+      siloId(target),
+      JSON.stringify(voters),
+    ],
+    {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
   let out = '';
   let err = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
@@ -153,7 +179,9 @@ describe('sqlite membership specifics', () => {
       assert.deepEqual((await two.readAll()).version, v0, 'the second init left version 0 as the first made it');
 
       // 20 inserts, alternating providers, all against version 0: one wins.
-      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => ((i % 2 === 0 ? one : two)).insert(silo(i + 1), after1(v0))));
+      const results = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? one : two).insert(silo(i + 1), after1(v0))),
+      );
       assert.equal(results.filter((r) => r).length, 1);
       const s1 = await two.readAll();
       assert.deepEqual(s1, await one.readAll());
@@ -162,7 +190,11 @@ describe('sqlite membership specifics', () => {
       const row = s1.entries[0];
       assert.ok(row);
       assert.equal(await one.update({ ...row.entry, status: 'ShuttingDown' }, row.etag, after1(s1.version)), true);
-      assert.equal(await two.update({ ...row.entry, status: 'Dead' }, row.etag, after1(s1.version)), false, 'two holds what one changed');
+      assert.equal(
+        await two.update({ ...row.entry, status: 'Dead' }, row.etag, after1(s1.version)),
+        false,
+        'two holds what one changed',
+      );
       await two.updateIAmAlive(row.entry.address, row.entry.generation, 42);
       const s2 = await one.readAll();
       assert.equal(s2.version.version, 2);
@@ -194,17 +226,28 @@ describe('sqlite membership specifics', () => {
   it('creates its tables once, logging it once, and tablePrefix keeps two users of one file apart', async () => {
     const file = freshPath();
     const logs = recordingLogger();
-    await withTables('c', [{ path: file, logger: logs }, { path: file, logger: logs }, { path: file, tablePrefix: 'other_', logger: logs }], async ([a, b, other]) => {
-      assert.ok(a && b && other);
-      const created = logs.records.filter((r) => r.message === 'created membership tables');
-      assert.deepEqual(created.map((r) => r.fields), [
-        { tables: ['granary_membership', 'granary_membership_version'], path: file },
-        { tables: ['other_membership', 'other_membership_version'], path: file },
-      ]);
-      assert.equal(await a.insert(silo(1), after1((await a.readAll()).version)), true);
-      assert.equal((await b.readAll()).entries.length, 1);
-      assert.deepEqual((await other.readAll()).entries, [], 'another prefix is another table');
-    });
+    await withTables(
+      'c',
+      [
+        { path: file, logger: logs },
+        { path: file, logger: logs },
+        { path: file, tablePrefix: 'other_', logger: logs },
+      ],
+      async ([a, b, other]) => {
+        assert.ok(a && b && other);
+        const created = logs.records.filter((r) => r.message === 'created membership tables');
+        assert.deepEqual(
+          created.map((r) => r.fields),
+          [
+            { tables: ['granary_membership', 'granary_membership_version'], path: file },
+            { tables: ['other_membership', 'other_membership_version'], path: file },
+          ],
+        );
+        assert.equal(await a.insert(silo(1), after1((await a.readAll()).version)), true);
+        assert.equal((await b.readAll()).entries.length, 1);
+        assert.deepEqual((await other.readAll()).entries, [], 'another prefix is another table');
+      },
+    );
   });
 
   it('keeps the table across close and reopen of the file', async () => {
@@ -244,7 +287,10 @@ describe('sqlite membership specifics', () => {
     await assert.rejects(t.readAll(), { name: 'MembershipError', message: /readAll failed: the table is not open/ });
     await t.init({ clusterId: 'c', logger: silentLogger() });
     await t.close();
-    await assert.rejects(t.insert(silo(1), { version: 1, etag: 'x' }), { name: 'MembershipError', message: /insert failed/ });
+    await assert.rejects(t.insert(silo(1), { version: 1, etag: 'x' }), {
+      name: 'MembershipError',
+      message: /insert failed/,
+    });
   });
 
   it('fails init with a MembershipError naming the file when it cannot be opened', async () => {
@@ -266,12 +312,21 @@ describe('sqlite membership specifics', () => {
     db.exec('CREATE TABLE granary_membership (id INTEGER)');
     db.close();
     const t = sqliteMembership({ path: file });
-    await assert.rejects(t.init({ clusterId: 'c', logger: silentLogger() }), { name: 'MembershipError', message: /granary_membership.*silo_id.*tablePrefix/ });
+    await assert.rejects(t.init({ clusterId: 'c', logger: silentLogger() }), {
+      name: 'MembershipError',
+      message: /granary_membership.*silo_id.*tablePrefix/,
+    });
   });
 
   it('refuses invalid options with a ConfigurationError saying what to change', () => {
     assert.throws(() => sqliteMembership({ path: '' }), { name: 'ConfigurationError', message: /path/ });
-    assert.throws(() => sqliteMembership({ path: 'x.db', tablePrefix: 'a-b' }), { name: 'ConfigurationError', message: /tablePrefix/ });
-    assert.throws(() => sqliteMembership({ path: 'x.db', busyTimeoutMs: -1 }), { name: 'ConfigurationError', message: /busyTimeoutMs/ });
+    assert.throws(() => sqliteMembership({ path: 'x.db', tablePrefix: 'a-b' }), {
+      name: 'ConfigurationError',
+      message: /tablePrefix/,
+    });
+    assert.throws(() => sqliteMembership({ path: 'x.db', busyTimeoutMs: -1 }), {
+      name: 'ConfigurationError',
+      message: /busyTimeoutMs/,
+    });
   });
 });

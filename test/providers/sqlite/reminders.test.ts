@@ -36,10 +36,19 @@ interface LogRecord {
 
 /** A logger that keeps what it is given. */
 function recordingLogger(records: LogRecord[] = []): Logger & { records: LogRecord[] } {
-  const at = (level: string) => (fields: object, message?: string): void => {
-    records.push({ level, fields: fields as Record<string, unknown>, message });
+  const at =
+    (level: string) =>
+    (fields: object, message?: string): void => {
+      records.push({ level, fields: fields as Record<string, unknown>, message });
+    };
+  const logger = {
+    records,
+    debug: at('debug'),
+    info: at('info'),
+    warn: at('warn'),
+    error: at('error'),
+    child: () => logger,
   };
-  const logger = { records, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => logger };
   return logger;
 }
 
@@ -52,7 +61,9 @@ async function withTables(
   const tables: ReminderTable[] = [];
   try {
     for (const spec of specs) {
-      const t = sqliteReminders(spec.tablePrefix === undefined ? { path: spec.path } : { path: spec.path, tablePrefix: spec.tablePrefix });
+      const t = sqliteReminders(
+        spec.tablePrefix === undefined ? { path: spec.path } : { path: spec.path, tablePrefix: spec.tablePrefix },
+      );
       tables.push(t);
       await t.init({ clusterId, logger: spec.logger ?? silentLogger() });
     }
@@ -63,7 +74,14 @@ async function withTables(
 }
 
 function entry(n: number, overrides: Partial<ReminderEntry> = {}): ReminderEntry {
-  return { grainId: `counter/${n}`, name: 'tick', grainHash: n * 1_000, startAt: 1_700_000_000_000, periodMs: 60_000, ...overrides };
+  return {
+    grainId: `counter/${n}`,
+    name: 'tick',
+    grainHash: n * 1_000,
+    startAt: 1_700_000_000_000,
+    periodMs: 60_000,
+    ...overrides,
+  };
 }
 
 describe('sqlite reminders specifics', () => {
@@ -75,7 +93,9 @@ describe('sqlite reminders specifics', () => {
     const file = freshPath();
     await withTables('c', [{ path: file }, { path: file }], async ([one, two]) => {
       assert.ok(one && two);
-      const etags = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? one : two).upsert(entry(i + 1))));
+      const etags = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? one : two).upsert(entry(i + 1))),
+      );
       assert.equal(new Set(etags).size, 20, 'the two providers never issue the same ETag');
       assert.equal((await one.readRange(0, 0)).length, 20);
       assert.deepEqual(await two.readRange(0, 0), await one.readRange(0, 0));
@@ -93,17 +113,28 @@ describe('sqlite reminders specifics', () => {
   it('creates its tables once, logging it once, and tablePrefix keeps two users of one file apart', async () => {
     const file = freshPath();
     const logs = recordingLogger();
-    await withTables('c', [{ path: file, logger: logs }, { path: file, logger: logs }, { path: file, tablePrefix: 'other_', logger: logs }], async ([a, b, other]) => {
-      assert.ok(a && b && other);
-      const created = logs.records.filter((r) => r.message === 'created reminder tables');
-      assert.deepEqual(created.map((r) => r.fields), [
-        { tables: ['granary_reminders', 'granary_reminders_etag'], path: file },
-        { tables: ['other_reminders', 'other_reminders_etag'], path: file },
-      ]);
-      await a.upsert(entry(1));
-      assert.equal((await b.readRange(0, 0)).length, 1);
-      assert.deepEqual(await other.readRange(0, 0), [], 'another prefix is another table');
-    });
+    await withTables(
+      'c',
+      [
+        { path: file, logger: logs },
+        { path: file, logger: logs },
+        { path: file, tablePrefix: 'other_', logger: logs },
+      ],
+      async ([a, b, other]) => {
+        assert.ok(a && b && other);
+        const created = logs.records.filter((r) => r.message === 'created reminder tables');
+        assert.deepEqual(
+          created.map((r) => r.fields),
+          [
+            { tables: ['granary_reminders', 'granary_reminders_etag'], path: file },
+            { tables: ['other_reminders', 'other_reminders_etag'], path: file },
+          ],
+        );
+        await a.upsert(entry(1));
+        assert.equal((await b.readRange(0, 0)).length, 1);
+        assert.deepEqual(await other.readRange(0, 0), [], 'another prefix is another table');
+      },
+    );
   });
 
   it('keeps reminders and the ETag counter when the file is closed and reopened', async () => {
@@ -160,7 +191,11 @@ describe('sqlite reminders specifics', () => {
       assert.ok(t);
       const e = { ...entry(1), etag: await t.upsert(entry(1)) };
       // Text, a fraction, and a whole number beyond what a JavaScript number holds exactly.
-      for (const [what, bad] of [['text', 'soon'], ['a fraction', 1.5], ['2^60', 2n ** 60n]] as const) {
+      for (const [what, bad] of [
+        ['text', 'soon'],
+        ['a fraction', 1.5],
+        ['2^60', 2n ** 60n],
+      ] as const) {
         logs.records.length = 0;
         const db = new Database(file);
         try {
@@ -194,26 +229,57 @@ describe('sqlite reminders specifics', () => {
     db.exec(`CREATE TABLE granary_reminders (
       cluster_id TEXT NOT NULL, grain_id TEXT NOT NULL, name TEXT NOT NULL, grain_hash INTEGER NOT NULL,
       start_at INTEGER NOT NULL, period_ms INTEGER NOT NULL, etag TEXT NOT NULL, PRIMARY KEY (cluster_id, grain_id, name))`);
-    db.exec('CREATE TABLE granary_reminders_etag (id INTEGER NOT NULL PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL)');
+    db.exec(
+      'CREATE TABLE granary_reminders_etag (id INTEGER NOT NULL PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL)',
+    );
     db.exec('INSERT INTO granary_reminders_etag (id, last) VALUES (1, 7)');
-    db.prepare('INSERT INTO granary_reminders VALUES (?, ?, ?, ?, ?, ?, ?)').run('c', 'counter/1', 'tick', 1_000, 1_700_000_000_000, 60_000, '7');
+    db.prepare('INSERT INTO granary_reminders VALUES (?, ?, ?, ?, ?, ?, ?)').run(
+      'c',
+      'counter/1',
+      'tick',
+      1_000,
+      1_700_000_000_000,
+      60_000,
+      '7',
+    );
     db.close();
     const logs = recordingLogger();
-    await withTables('c', [{ path: file, logger: logs }, { path: file, logger: logs }], async ([a, b]) => {
-      assert.ok(a && b);
-      assert.deepEqual(logs.records.filter((r) => r.level === 'info').map((r) => [r.message, r.fields]), [
-        ['added a column to the reminder table', { table: 'granary_reminders', column: 'last_tick_at', path: file }],
-      ], 'added once, and nothing created');
-      assert.deepEqual(await a.read('counter/1', 'tick'), { ...entry(1), etag: '7' }, 'the old row reads back, without a tick');
-      await a.recordTick('counter/1', 'tick', 1_700_000_000_000);
-      assert.deepEqual(await b.readGrain('counter/1'), [{ ...entry(1), etag: '7', lastTickAt: 1_700_000_000_000 }]);
-      assert.equal(await b.upsert(entry(1)), '8');
-    });
+    await withTables(
+      'c',
+      [
+        { path: file, logger: logs },
+        { path: file, logger: logs },
+      ],
+      async ([a, b]) => {
+        assert.ok(a && b);
+        assert.deepEqual(
+          logs.records.filter((r) => r.level === 'info').map((r) => [r.message, r.fields]),
+          [
+            [
+              'added a column to the reminder table',
+              { table: 'granary_reminders', column: 'last_tick_at', path: file },
+            ],
+          ],
+          'added once, and nothing created',
+        );
+        assert.deepEqual(
+          await a.read('counter/1', 'tick'),
+          { ...entry(1), etag: '7' },
+          'the old row reads back, without a tick',
+        );
+        await a.recordTick('counter/1', 'tick', 1_700_000_000_000);
+        assert.deepEqual(await b.readGrain('counter/1'), [{ ...entry(1), etag: '7', lastTickAt: 1_700_000_000_000 }]);
+        assert.equal(await b.upsert(entry(1)), '8');
+      },
+    );
   });
 
   it('refuses use before init and after close with a ReminderError', async () => {
     const t = sqliteReminders({ path: freshPath() });
-    await assert.rejects(t.readRange(0, 0), { name: 'ReminderError', message: /sqlite reminders .*readRange failed: the table is not open/ });
+    await assert.rejects(t.readRange(0, 0), {
+      name: 'ReminderError',
+      message: /sqlite reminders .*readRange failed: the table is not open/,
+    });
     await t.init({ clusterId: 'c', logger: silentLogger() });
     await t.close();
     await assert.rejects(t.upsert(entry(1)), { name: 'ReminderError', message: /upsert failed/ });
@@ -239,12 +305,24 @@ describe('sqlite reminders specifics', () => {
     db.exec('CREATE TABLE granary_reminders (id INTEGER)');
     db.close();
     const t = sqliteReminders({ path: file });
-    await assert.rejects(t.init({ clusterId: 'c', logger: silentLogger() }), { name: 'ReminderError', message: /granary_reminders.*grain_id.*tablePrefix/ });
+    await assert.rejects(t.init({ clusterId: 'c', logger: silentLogger() }), {
+      name: 'ReminderError',
+      message: /granary_reminders.*grain_id.*tablePrefix/,
+    });
   });
 
   it('refuses invalid options with a ConfigurationError saying what to change', () => {
-    assert.throws(() => sqliteReminders({ path: '' }), { name: 'ConfigurationError', message: /sqliteReminders: option path/ });
-    assert.throws(() => sqliteReminders({ path: 'x.db', tablePrefix: 'a-b' }), { name: 'ConfigurationError', message: /option tablePrefix/ });
-    assert.throws(() => sqliteReminders({ path: 'x.db', busyTimeoutMs: -1 }), { name: 'ConfigurationError', message: /option busyTimeoutMs/ });
+    assert.throws(() => sqliteReminders({ path: '' }), {
+      name: 'ConfigurationError',
+      message: /sqliteReminders: option path/,
+    });
+    assert.throws(() => sqliteReminders({ path: 'x.db', tablePrefix: 'a-b' }), {
+      name: 'ConfigurationError',
+      message: /option tablePrefix/,
+    });
+    assert.throws(() => sqliteReminders({ path: 'x.db', busyTimeoutMs: -1 }), {
+      name: 'ConfigurationError',
+      message: /option busyTimeoutMs/,
+    });
   });
 });

@@ -37,8 +37,14 @@ function corruptRow(provider: StorageProvider, address: StateAddress): void {
   assert.equal(result.changes, 1, 'the row to corrupt exists');
 }
 
-storageConformance('sqlite storage (file)', { create: () => sqliteStorage({ path: freshPath() }), corrupt: corruptRow });
-storageConformance('sqlite storage (:memory:)', { create: () => sqliteStorage({ path: ':memory:' }), corrupt: corruptRow });
+storageConformance('sqlite storage (file)', {
+  create: () => sqliteStorage({ path: freshPath() }),
+  corrupt: corruptRow,
+});
+storageConformance('sqlite storage (:memory:)', {
+  create: () => sqliteStorage({ path: ':memory:' }),
+  corrupt: corruptRow,
+});
 
 interface LogRecord {
   readonly level: string;
@@ -48,10 +54,19 @@ interface LogRecord {
 
 /** A logger that keeps what it is given. */
 function recordingLogger(records: LogRecord[] = []): Logger & { records: LogRecord[] } {
-  const at = (level: string) => (fields: object, message?: string): void => {
-    records.push({ level, fields, message });
+  const at =
+    (level: string) =>
+    (fields: object, message?: string): void => {
+      records.push({ level, fields, message });
+    };
+  const logger = {
+    records,
+    debug: at('debug'),
+    info: at('info'),
+    warn: at('warn'),
+    error: at('error'),
+    child: () => logger,
   };
-  const logger = { records, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: () => logger };
   return logger;
 }
 
@@ -67,7 +82,9 @@ async function withProviders(
   const providers: StorageProvider[] = [];
   try {
     for (const spec of specs) {
-      const p = sqliteStorage(spec.tablePrefix === undefined ? { path: spec.path } : { path: spec.path, tablePrefix: spec.tablePrefix });
+      const p = sqliteStorage(
+        spec.tablePrefix === undefined ? { path: spec.path } : { path: spec.path, tablePrefix: spec.tablePrefix },
+      );
       providers.push(p);
       await p.init(context(spec.logger));
     }
@@ -118,9 +135,13 @@ function incrementingChild(file: string, times: number): IncrementingChild {
     process.stdout.write('conflicts ' + conflicts + '\\n');
     process.exit(0);
   `;
-  const child = spawn(process.execPath, ['--import', 'tsx', '--conditions=source', '--input-type=module', '-e', code, file], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', '--conditions=source', '--input-type=module', '-e', code, file],
+    {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
   let out = '';
   let err = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
@@ -169,7 +190,11 @@ describe('sqlite storage specifics', () => {
     await withProviders([{ path: file }], async ([p]) => {
       assert.ok(p);
       const { state } = await p.read({ grainType: 'counter', grainKey: 'shared', stateName: 'count' });
-      assert.deepEqual(state, { value: 3000 }, `no increment lost (conflicts retried per process: ${conflicts.join(', ')})`);
+      assert.deepEqual(
+        state,
+        { value: 3000 },
+        `no increment lost (conflicts retried per process: ${conflicts.join(', ')})`,
+      );
     });
   });
 
@@ -210,18 +235,28 @@ describe('sqlite storage specifics', () => {
   it('creates its table once, and tablePrefix keeps two users of one file apart', async () => {
     const file = freshPath();
     const logs: LogRecord[] = [];
-    const created = () => logs.filter((r) => r.level === 'info' && r.message === 'created storage table').map((r) => r.fields);
+    const created = () =>
+      logs.filter((r) => r.level === 'info' && r.message === 'created storage table').map((r) => r.fields);
     await withProviders(
-      [{ path: file, logger: recordingLogger(logs) }, { path: file, logger: recordingLogger(logs) }],
+      [
+        { path: file, logger: recordingLogger(logs) },
+        { path: file, logger: recordingLogger(logs) },
+      ],
       async () => {
         assert.deepEqual(created(), [{ table: 'granary_storage', path: file }]);
       },
     );
     await withProviders(
-      [{ path: file, logger: recordingLogger(logs) }, { path: file, tablePrefix: 'blue_', logger: recordingLogger(logs) }],
+      [
+        { path: file, logger: recordingLogger(logs) },
+        { path: file, tablePrefix: 'blue_', logger: recordingLogger(logs) },
+      ],
       async ([plain, blue]) => {
         assert.ok(plain && blue);
-        assert.deepEqual(created(), [{ table: 'granary_storage', path: file }, { table: 'blue_storage', path: file }]);
+        assert.deepEqual(created(), [
+          { table: 'granary_storage', path: file },
+          { table: 'blue_storage', path: file },
+        ]);
         const etag = await plain.write(a, { who: 'plain' }, null);
         assert.deepEqual(await blue.read(a), { state: undefined, etag: null });
         const blueEtag = await blue.write(a, { who: 'blue' }, null);
@@ -247,7 +282,13 @@ describe('sqlite storage specifics', () => {
       await assert.rejects(p.read(a), (err: Error & { code?: string }) => {
         assert.equal(err.name, 'StorageError');
         assert.equal(err.code, 'GRANARY_STORAGE_CORRUPT');
-        for (const part of ['counter/alice', "'count'", "sqlite storage 'default'", 'granary_storage', 'format version is 99']) {
+        for (const part of [
+          'counter/alice',
+          "'count'",
+          "sqlite storage 'default'",
+          'granary_storage',
+          'format version is 99',
+        ]) {
           assert.ok(err.message.includes(part), `message names ${part}: ${err.message}`);
         }
         return true;
@@ -266,7 +307,11 @@ describe('sqlite storage specifics', () => {
       assert.deepEqual(await p.read(a), { state, etag });
       const db = new Database(file, { readonly: true });
       try {
-        const row = db.prepare("SELECT json_extract(CAST(payload AS TEXT), '$.scores.chess[1]') AS chess, format_version FROM granary_storage WHERE grain_key = ?").get('alice');
+        const row = db
+          .prepare(
+            "SELECT json_extract(CAST(payload AS TEXT), '$.scores.chess[1]') AS chess, format_version FROM granary_storage WHERE grain_key = ?",
+          )
+          .get('alice');
         assert.deepEqual(row, { chess: 1250, format_version: 2 });
       } finally {
         db.close();
@@ -280,8 +325,16 @@ describe('sqlite storage specifics', () => {
     const p = sqliteStorage({ path: ':memory:', format: 'json' });
     await p.init(context());
     try {
-      for (const [value, at] of [[{ scores: new Map([['chess', 1]]) }, 'state.scores'], [{ born: new Date(0) }, 'state.born'], [{ n: 1n }, 'state.n']] as const) {
-        await assert.rejects(p.write(a, value, null), (err: Error & { path?: string }) => err.name === 'SerializationError' && err.path === at && err.message.includes('counter/alice'));
+      for (const [value, at] of [
+        [{ scores: new Map([['chess', 1]]) }, 'state.scores'],
+        [{ born: new Date(0) }, 'state.born'],
+        [{ n: 1n }, 'state.n'],
+      ] as const) {
+        await assert.rejects(
+          p.write(a, value, null),
+          (err: Error & { path?: string }) =>
+            err.name === 'SerializationError' && err.path === at && err.message.includes('counter/alice'),
+        );
       }
       assert.deepEqual(await p.read(a), { state: undefined, etag: null });
     } finally {
@@ -298,8 +351,13 @@ describe('sqlite storage specifics', () => {
     const json = sqliteStorage({ path: file, format: 'json' });
     await json.init(context());
     try {
-      await assert.rejects(json.read(a), (err: Error & { code?: string }) =>
-        err.code === 'GRANARY_STORAGE_CORRUPT' && err.message.includes("written in format 'codec'") && err.message.includes("configured with format 'json'"));
+      await assert.rejects(
+        json.read(a),
+        (err: Error & { code?: string }) =>
+          err.code === 'GRANARY_STORAGE_CORRUPT' &&
+          err.message.includes("written in format 'codec'") &&
+          err.message.includes("configured with format 'json'"),
+      );
     } finally {
       await json.close();
     }
@@ -323,13 +381,16 @@ describe('sqlite storage specifics', () => {
     fs.writeFileSync(blocker, 'not a folder');
     const file = path.join(blocker, 'sub', 'state.db');
     const p = sqliteStorage({ path: file });
-    await assert.rejects(async () => p.init(context()), (err: Error & { code?: string }) => {
-      assert.equal(err.name, 'StorageError');
-      assert.equal(err.code, 'GRANARY_STORAGE');
-      assert.ok(err.message.includes(file), `message names ${file}: ${err.message}`);
-      assert.ok(err.cause instanceof Error);
-      return true;
-    });
+    await assert.rejects(
+      async () => p.init(context()),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.name, 'StorageError');
+        assert.equal(err.code, 'GRANARY_STORAGE');
+        assert.ok(err.message.includes(file), `message names ${file}: ${err.message}`);
+        assert.ok(err.cause instanceof Error);
+        return true;
+      },
+    );
     await p.close();
   });
 
@@ -337,13 +398,16 @@ describe('sqlite storage specifics', () => {
     const folder = path.join(dir, 'a-folder.db');
     fs.mkdirSync(folder);
     const p = sqliteStorage({ path: folder });
-    await assert.rejects(async () => p.init(context()), (err: Error & { code?: string }) => {
-      assert.equal(err.name, 'StorageError');
-      assert.equal(err.code, 'GRANARY_STORAGE');
-      assert.ok(err.message.includes(folder), err.message);
-      assert.ok(err.cause instanceof Error);
-      return true;
-    });
+    await assert.rejects(
+      async () => p.init(context()),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.name, 'StorageError');
+        assert.equal(err.code, 'GRANARY_STORAGE');
+        assert.ok(err.message.includes(folder), err.message);
+        assert.ok(err.cause instanceof Error);
+        return true;
+      },
+    );
   });
 
   it('refuses use before init and after close, and reopens on a second init', async () => {
@@ -365,13 +429,22 @@ describe('sqlite storage specifics', () => {
     db.exec('CREATE TABLE granary_storage (id INTEGER PRIMARY KEY, body TEXT)');
     db.close();
     const p = sqliteStorage({ path: file });
-    await assert.rejects(async () => p.init(context()), { name: 'StorageError', message: /granary_storage.*payload.*tablePrefix/ });
+    await assert.rejects(async () => p.init(context()), {
+      name: 'StorageError',
+      message: /granary_storage.*payload.*tablePrefix/,
+    });
     await p.close();
   });
 
   it('refuses invalid options with a ConfigurationError saying what to change', () => {
     assert.throws(() => sqliteStorage({ path: '' }), { code: 'GRANARY_CONFIGURATION', message: /path/ });
-    assert.throws(() => sqliteStorage({ path: ':memory:', tablePrefix: 'a"; DROP' }), { code: 'GRANARY_CONFIGURATION', message: /tablePrefix/ });
-    assert.throws(() => sqliteStorage({ path: ':memory:', busyTimeoutMs: -1 }), { code: 'GRANARY_CONFIGURATION', message: /busyTimeoutMs/ });
+    assert.throws(() => sqliteStorage({ path: ':memory:', tablePrefix: 'a"; DROP' }), {
+      code: 'GRANARY_CONFIGURATION',
+      message: /tablePrefix/,
+    });
+    assert.throws(() => sqliteStorage({ path: ':memory:', busyTimeoutMs: -1 }), {
+      code: 'GRANARY_CONFIGURATION',
+      message: /busyTimeoutMs/,
+    });
   });
 });
