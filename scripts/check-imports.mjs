@@ -1,0 +1,163 @@
+// Checks the import graph of src/: no cycles (type-only imports count too: a
+// cycle of types is still two modules that cannot be read one after the
+// other), and the layering rules of docs/architecture.md. Run by `npm test`.
+// Usage: node scripts/check-imports.mjs [--print]
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+
+const root = resolve('src');
+
+function collect(dir, out) {
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) collect(p, out);
+    else if (name.endsWith('.ts')) out.push(p);
+  }
+  return out;
+}
+
+const importRe = /(?:^|\n)\s*(?:import|export)\s+(?:type\s+)?(?:[^'";]*?\s+from\s+)?['"]([^'"]+)['"]/g;
+const dynamicRe = /import\(\s*['"]([^'"]+)['"]\s*\)/g;
+
+/** Module (path relative to src/) -> modules it imports. */
+const graph = new Map();
+for (const file of collect(root, [])) {
+  const text = readFileSync(file, 'utf8')
+    .replace(/\/\*[\s\S]*?\*\//g, '')
+    .replace(/(^|[^:])\/\/.*$/gm, '$1');
+  const deps = new Set();
+  for (const re of [importRe, dynamicRe]) {
+    re.lastIndex = 0;
+    for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+      const spec = m[1];
+      if (!spec.startsWith('.')) continue;
+      deps.add(relative(root, resolve(dirname(file), spec)));
+    }
+  }
+  graph.set(relative(root, file), deps);
+}
+
+const problems = [];
+
+// Cycles: strongly connected components of more than one module (Tarjan).
+let index = 0;
+const idx = new Map();
+const low = new Map();
+const stack = [];
+const on = new Set();
+function strong(v) {
+  idx.set(v, index);
+  low.set(v, index++);
+  stack.push(v);
+  on.add(v);
+  for (const w of graph.get(v) ?? []) {
+    if (!graph.has(w)) {
+      problems.push(`${v} imports ${w}, which does not exist`);
+      continue;
+    }
+    if (!idx.has(w)) {
+      strong(w);
+      low.set(v, Math.min(low.get(v), low.get(w)));
+    } else if (on.has(w)) low.set(v, Math.min(low.get(v), idx.get(w)));
+  }
+  if (low.get(v) === idx.get(v)) {
+    const scc = [];
+    let w;
+    do {
+      w = stack.pop();
+      on.delete(w);
+      scc.push(w);
+    } while (w !== v);
+    if (scc.length > 1 || graph.get(v)?.has(v)) problems.push(`import cycle: ${scc.sort().join(', ')}`);
+  }
+}
+for (const v of graph.keys()) if (!idx.has(v)) strong(v);
+
+// Layering: what a folder may not import (docs/architecture.md, "Layers").
+const folder = (m) => (m.includes('/') ? m.slice(0, m.indexOf('/')) : '');
+const rules = [
+  // Lower layers know nothing of the runtime or the network.
+  {
+    from: 'serialization',
+    not: [
+      'grain',
+      'runtime',
+      'messaging',
+      'transport',
+      'membership',
+      'directory',
+      'placement',
+      'client',
+      'providers',
+      'cli',
+      'testing',
+    ],
+  },
+  {
+    from: 'grain',
+    not: [
+      'runtime',
+      'messaging',
+      'transport',
+      'membership',
+      'directory',
+      'placement',
+      'client',
+      'providers',
+      'cli',
+      'testing',
+    ],
+  },
+  {
+    from: 'messaging',
+    not: [
+      'grain',
+      'runtime',
+      'transport',
+      'membership',
+      'directory',
+      'placement',
+      'client',
+      'providers',
+      'cli',
+      'testing',
+    ],
+  },
+  {
+    from: 'transport',
+    not: ['grain', 'runtime', 'membership', 'directory', 'placement', 'client', 'providers', 'cli', 'testing'],
+  },
+  { from: 'membership', not: ['grain', 'runtime', 'directory', 'placement', 'client', 'providers', 'cli', 'testing'] },
+  { from: 'directory', not: ['grain', 'runtime', 'placement', 'client', 'providers', 'cli', 'testing'] },
+  {
+    from: 'placement',
+    not: ['runtime', 'transport', 'membership', 'directory', 'client', 'providers', 'cli', 'testing'],
+  },
+  {
+    from: 'storage',
+    not: ['runtime', 'transport', 'membership', 'directory', 'placement', 'client', 'providers', 'cli', 'testing'],
+  },
+  { from: 'reminders', not: ['runtime', 'transport', 'client', 'providers', 'cli', 'testing'] },
+  { from: 'journal', not: ['runtime', 'transport', 'client', 'providers', 'cli', 'testing'] },
+  // The runtime reaches providers only through their interfaces.
+  { from: 'runtime', not: ['providers', 'client', 'cli', 'testing'] },
+  { from: 'client', not: ['runtime', 'providers', 'cli', 'testing'] },
+  { from: 'providers', not: ['runtime', 'client', 'cli', 'testing'] },
+];
+for (const [m, deps] of graph) {
+  const rule = rules.find((r) => r.from === folder(m));
+  if (rule === undefined) continue;
+  for (const d of deps) {
+    if (rule.not.includes(folder(d))) problems.push(`layering: ${m} (${rule.from}/) imports ${d} (${folder(d)}/)`);
+  }
+}
+
+if (process.argv.includes('--print')) {
+  for (const [m, deps] of [...graph].sort()) console.log(`${m}: ${[...deps].sort().join(' ')}`);
+}
+if (problems.length > 0) {
+  console.error(`check-imports: ${problems.length} problem(s) in src/:`);
+  for (const p of problems) console.error(`  ${p}`);
+  process.exit(1);
+}
+console.log(`check-imports: ${graph.size} modules, no cycles, layering holds`);
