@@ -206,16 +206,16 @@ export class ReminderError extends GranaryError {
 /** A call was forwarded `maxForwardCount` times without reaching an activation (the cluster was changing). */
 export class ForwardLimitError extends GranaryError {
   declare readonly code: typeof ErrorCodes.ForwardLimit;
-  constructor(message: string) {
-    super(message, ErrorCodes.ForwardLimit);
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, ErrorCodes.ForwardLimit, options);
   }
 }
 
 /** The call was refused, unsent or unrun, because a queue or a connection is full. Retry later. */
 export class OverloadedError extends GranaryError {
   declare readonly code: typeof ErrorCodes.Overloaded;
-  constructor(message: string) {
-    super(message, ErrorCodes.Overloaded);
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, ErrorCodes.Overloaded, options);
   }
 }
 

@@ -3,7 +3,11 @@
 // add and to remove. Time is counted in sweeps of one coarse timer rather than
 // read from the clock per call: a call expires after the number of sweeps that
 // covers its timeout, so a busy event loop can only lengthen a deadline,
-// never shorten it.
+// never shorten it. The sweep timer keeps the process alive while any call
+// is pending (every call ends by its deadline, even in a script that does
+// nothing but await it) and stops when none is.
+
+import { systemClock, type Clock, type ClockTimer } from '../clock.ts';
 
 /** What the tracker needs of a call: its timeout, its sweep count at creation, and the queue links. */
 export interface DeadlineEntry {
@@ -28,15 +32,17 @@ export class Deadlines<T extends DeadlineEntry> {
   readonly #queues = new Map<number, Queue>();
   #lastTimeout = -1;
   #last: Queue | undefined;
-  #timer: NodeJS.Timeout | undefined;
+  #timer: ClockTimer | undefined;
   #sweepMs = 100;
   #count = 0;
   /** Sweeps so far; a message stores the value at its creation. */
   epoch = 0;
   readonly #onExpire: (m: T) => void;
+  readonly #clock: Clock;
 
-  constructor(onExpire: (m: T) => void) {
+  constructor(onExpire: (m: T) => void, clock: Clock = systemClock) {
     this.#onExpire = onExpire;
+    this.#clock = clock;
   }
 
   /** Calls being tracked. */
@@ -53,7 +59,7 @@ export class Deadlines<T extends DeadlineEntry> {
         this.#sweepMs = sweep;
         for (const [t, other] of this.#queues) other.sweeps = Math.ceil(t / sweep);
         if (this.#timer !== undefined) {
-          clearInterval(this.#timer);
+          this.#timer.cancel();
           this.#timer = undefined;
         }
       }
@@ -75,10 +81,7 @@ export class Deadlines<T extends DeadlineEntry> {
     else t.next = m;
     q.tail = m;
     this.#count++;
-    if (this.#timer === undefined) {
-      this.#timer = setInterval(this.#sweep, this.#sweepMs);
-      this.#timer.unref();
-    }
+    if (this.#timer === undefined) this.#timer = this.#clock.setInterval(this.#sweep, this.#sweepMs);
   }
 
   remove(m: T): void {
@@ -109,14 +112,14 @@ export class Deadlines<T extends DeadlineEntry> {
       }
     }
     if (this.#count === 0 && this.#timer !== undefined) {
-      clearInterval(this.#timer);
+      this.#timer.cancel();
       this.#timer = undefined;
     }
   };
 
   /** Stops the sweep timer (the runtime is stopping). */
   close(): void {
-    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer?.cancel();
     this.#timer = undefined;
   }
 }

@@ -14,6 +14,26 @@ function capture(res: (v: unknown) => void, rej: (e: unknown) => void): void {
 
 const noop = (): void => {};
 
+/**
+ * What a message is, which decides how it is settled:
+ * - `Call`: a call made in this process; the caller awaits its promise, and a
+ *   result is copied into the caller's context.
+ * - `Outbound`: a `Call` sent to another silo; its result arrives decoded, a
+ *   fresh copy already.
+ * - `Inbound`: a call that came over the wire; its outcome goes back as a
+ *   response frame.
+ * - `OneWay`: nobody waits (a one-way method, or a one-way request from the wire).
+ * - `Tick`: a timer's turn; its outcome goes to the timer.
+ */
+export const MessageKind = {
+  Call: 0,
+  Outbound: 1,
+  Inbound: 2,
+  OneWay: 3,
+  Tick: 4,
+} as const;
+export type MessageKind = (typeof MessageKind)[keyof typeof MessageKind];
+
 /** Cancellation state of a call that was given an AbortSignal. */
 export interface CallCancellation {
   readonly callerSignal: AbortSignal;
@@ -40,6 +60,8 @@ export interface RemoteReply {
 /** A call: target, method, arguments, chain, deadline, and the caller's promise. */
 // Fields are `declare`d and set in the constructor only: one shape, no define-semantics cost per call.
 export class Message {
+  /** What the message is; see MessageKind. `Call` becomes `Outbound` once sent to another silo. */
+  declare kind: MessageKind;
   /** `type/key` of the target. */
   declare readonly targetId: string;
   declare readonly method: MethodInfo;
@@ -58,7 +80,7 @@ export class Message {
   /** Forwarding hops taken (deactivated or moved targets). */
   declare hops: number;
   declare cancel: CallCancellation | undefined;
-  /** Set on timer ticks, which are turns with no caller. */
+  /** The timer of a `Tick`. */
   declare tick: TickOwner | undefined;
   /** A call that came over the wire: where its response goes. */
   declare reply: RemoteReply | undefined;
@@ -72,6 +94,7 @@ export class Message {
   declare next: Message | undefined;
 
   constructor(
+    kind: MessageKind,
     targetId: string,
     method: MethodInfo,
     args: unknown[],
@@ -79,6 +102,7 @@ export class Message {
     caller: CallerContext | undefined,
     timeoutMs: number,
   ) {
+    this.kind = kind;
     this.targetId = targetId;
     this.method = method;
     this.args = args;

@@ -9,6 +9,15 @@
 // Headers are plain binary, read and written in place: no codec on the hot path.
 
 import type { ChainNode } from '../grain/ref.ts';
+import {
+  ErrorCodes,
+  ForwardLimitError,
+  GranaryError,
+  OverloadedError,
+  ProtocolError,
+  SiloUnavailableError,
+  isTransient,
+} from '../errors.ts';
 import { decode, encode } from '../serialization/codec.ts';
 import type { FrameHead } from '../transport/framing.ts';
 import type { CodecContext } from '../serialization/symbols.ts';
@@ -31,11 +40,72 @@ export const RequestFlags = {
   Signal: 2,
 } as const;
 
-/** Response statuses. */
+/**
+ * Response statuses. Everything but `Ok` carries an error; the status says
+ * what kind, so a caller can tell "try again" from "your bug" before (or
+ * without) decoding it:
+ * - `Error`: the grain's own code threw (an application error);
+ * - `Transient`: the call could not run now (silo stopping or unavailable): retry;
+ * - `Overloaded`: the callee shed load: retry later, back off;
+ * - `ForwardLimit`: the call chased a moving activation too many times: retry;
+ * - `Unrecoverable`: the call itself is wrong (unknown grain type or method,
+ *   arguments that cannot be decoded, a protocol violation): do not retry.
+ */
 export const ResponseStatus = {
   Ok: 0,
   Error: 1,
+  Transient: 2,
+  Overloaded: 3,
+  ForwardLimit: 4,
+  Unrecoverable: 5,
 } as const;
+export type ResponseStatus = (typeof ResponseStatus)[keyof typeof ResponseStatus];
+
+/** Codes of errors that mean the call itself is wrong: retrying cannot help. */
+const unrecoverable = new Set<string>([
+  ErrorCodes.UnknownGrainType,
+  ErrorCodes.UnknownMethod,
+  ErrorCodes.Protocol,
+  ErrorCodes.Serialization,
+  ErrorCodes.FrameTooLarge,
+  ErrorCodes.Configuration,
+]);
+
+/** The status a response carrying `err` is sent with. */
+export function rejectionStatus(err: unknown): ResponseStatus {
+  if (!(err instanceof GranaryError)) return ResponseStatus.Error;
+  const code = err.code;
+  if (code === ErrorCodes.Overloaded) return ResponseStatus.Overloaded;
+  if (code === ErrorCodes.ForwardLimit) return ResponseStatus.ForwardLimit;
+  if (isTransient(err)) return ResponseStatus.Transient;
+  if (unrecoverable.has(code)) return ResponseStatus.Unrecoverable;
+  return ResponseStatus.Error;
+}
+
+/**
+ * The error a caller sees for a response with a failure status: the decoded
+ * error, unless the status says more than it does (a peer whose error did not
+ * survive decoding as its class): then an error of the status's class, with
+ * the decoded one as its cause.
+ */
+export function rejectionOf(status: number, value: unknown): unknown {
+  if (status === ResponseStatus.Error || rejectionStatus(value) === status) return value;
+  const message = value instanceof Error ? value.message : String(value);
+  const options = { cause: value };
+  switch (status) {
+    case ResponseStatus.Transient:
+      return new SiloUnavailableError(message, options);
+    case ResponseStatus.Overloaded:
+      return new OverloadedError(message, options);
+    case ResponseStatus.ForwardLimit:
+      return new ForwardLimitError(message, options);
+    case ResponseStatus.Unrecoverable:
+      return new ProtocolError(message, options);
+    default:
+      // A status this version does not know: an error all the same.
+      return value;
+  }
+}
 
 /** The decoded header of a request. */
 export interface RequestHeader {

@@ -1,8 +1,11 @@
-// An activation: one in-memory instance of a grain, its mailbox and the turn
-// scheduler that decides which call runs when (non-reentrant by default,
-// read-only and always-interleave calls, reentrant grains, call chains).
+// An activation: one in-memory instance of a grain, its lifecycle, its
+// mailbox and the turn scheduler that decides which call runs when
+// (non-reentrant by default, read-only and always-interleave calls, reentrant
+// grains, call chains). It talks to the rest of the silo only through
+// `ActivationHost`, declared here.
 
-import { ConfigurationError, DeadlockError } from '../errors.ts';
+import type { Clock } from '../clock.ts';
+import { ConfigurationError, DeadlockError, GranaryError } from '../errors.ts';
 import {
   constructGrain,
   type DeactivationReason,
@@ -16,28 +19,67 @@ import {
 import type { GrainId } from '../grain/identity.ts';
 import type { GrainTypeInfo } from '../grain/options.ts';
 import type { CallerContext, ChainNode } from '../grain/ref.ts';
+import type { EventLog, JournalBinding } from '../journal/log.ts';
 import { chainContains, chainPath, type Message } from '../messaging/message.ts';
 import { targetBytes } from '../messaging/protocol.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { ReminderInfo, ReminderOptions, ReminderService } from '../reminders/service.ts';
 import type { RefIdentity } from '../serialization/symbols.ts';
-import type { JournalBinding } from '../journal/log.ts';
-import type { ReminderInfo, ReminderOptions } from '../reminders/service.ts';
 import { PersistentStateImpl, type PersistentState, type PersistentStateOptions } from '../storage/persistent-state.ts';
-import type { Runtime } from './runtime.ts';
+import type { StorageProvider } from '../storage/provider.ts';
+import type { CallSettler } from './call-tracker.ts';
 import { GrainTimer } from './timers.ts';
 
-/** Lifecycle states, in order. */
+/**
+ * Lifecycle states. Created → Activating → Valid → Deactivating → Invalid;
+ * Activating → FailedToActivate when construction, state loading or
+ * onActivate fails; any state but the last two → Invalid when the activation
+ * is dropped (another silo's won the directory, or a stop ran out of time).
+ * `#moveTo` is the one place the state changes.
+ */
 export const enum ActivationState {
-  Activating = 0,
-  Valid = 1,
-  Deactivating = 2,
-  Invalid = 3,
+  /** Made for a call, not yet begun: nothing constructed. */
+  Created = 0,
+  /** Registering, constructing, loading state, onActivate. Calls wait in the mailbox. */
+  Activating = 1,
+  /** Running calls. */
+  Valid = 2,
+  /** Running turns finish, then onDeactivate; calls wait and then go to a new activation. */
+  Deactivating = 3,
+  /** Gone; calls delivered to it go to a new activation. */
+  Invalid = 4,
+  /** Activation failed; its waiting calls failed with the error. */
+  FailedToActivate = 5,
+}
+
+const stateNames = ['Created', 'Activating', 'Valid', 'Deactivating', 'Invalid', 'FailedToActivate'];
+
+/** The transitions #moveTo allows, by state: bit n set when state n may follow. */
+const allowedNext = [
+  /* Created */ (1 << ActivationState.Activating) | (1 << ActivationState.Invalid),
+  /* Activating */ (1 << ActivationState.Valid) | (1 << ActivationState.FailedToActivate) | (1 << ActivationState.Invalid),
+  /* Valid */ (1 << ActivationState.Deactivating) | (1 << ActivationState.Invalid),
+  /* Deactivating */ 1 << ActivationState.Invalid,
+  /* Invalid */ 0,
+  /* FailedToActivate */ 0,
+];
+
+/** A deactivation asked for that has not begun yet: when it begins. */
+const enum Pending {
+  None = 0,
+  /** deactivate() while activating: as soon as the activation is Valid. */
+  AfterActivation = 1,
+  /** deactivateOnIdle(): when no turn runs. */
+  WhenIdle = 2,
+  /** A graceful stop: when no turn runs and the mailbox is empty (accepted calls still run). */
+  WhenDrained = 3,
 }
 
 /** The message whose turn is running synchronously right now, and its activation. */
 export let currentMessage: Message | undefined;
 export let currentActivation: Activation | undefined;
 
-/** Something calls can be delivered to: an activation or a stateless-worker pool. */
+/** Something calls can be delivered to: an activation, a stateless-worker pool, or another silo. */
 export interface Target {
   receive(msg: Message): void;
   /** False once the target left the catalog; a cached reference must look again. */
@@ -46,15 +88,42 @@ export interface Target {
   readonly remote?: boolean;
 }
 
+/** What an activation needs from its silo. */
+export interface ActivationHost {
+  readonly siloInfo: SiloInfo;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  /** Whether activations register in a cluster directory (chain nodes then carry encoded ids). */
+  readonly clustered: boolean;
+  /** Settles the calls the activation runs. */
+  readonly calls: CallSettler;
+  getGrain(type: GrainClass | string, key: string, caller: CallerContext | undefined): unknown;
+  /** A reference revived from the wire or a copy, bound to `caller`. */
+  ref(type: string, key: string, caller: CallerContext | undefined): unknown;
+  storageProvider(name: string, grain: string, state: string): StorageProvider;
+  eventLog(name: string, grain: string): EventLog;
+  reminderService(): ReminderService;
+  /** Registers in the directory; resolves to undefined if this activation won, else to the winner's silo. */
+  registerActivation(a: Activation): Promise<string | undefined>;
+  /** Delivers a call whose activation went away before running it. */
+  redispatch(msg: Message): void;
+  /** Lifecycle events: the catalog forgets the activation on the last three. */
+  activated(a: Activation): void;
+  activationFailed(a: Activation, err: unknown): void;
+  deactivated(a: Activation, reason: DeactivationReason): void;
+  activationLost(a: Activation, winner: string, queued: Message[]): void;
+}
+
 /** One activation of a grain. */
 export class Activation implements GrainContext, CallerContext, Target {
   readonly id: GrainId;
   readonly idStr: string;
   readonly type: GrainTypeInfo;
-  readonly runtime: Runtime;
+  readonly #host: ActivationHost;
+  readonly #calls: CallSettler;
   /** The stateless-worker pool this activation belongs to, if any. */
   readonly pool: { remove(a: Activation): void } | undefined;
-  state: ActivationState = ActivationState.Activating;
+  state: ActivationState = ActivationState.Created;
   instance: Grain | undefined;
   /** Tells this incarnation apart from others of the same grain on this silo (directory entries). */
   readonly seq: number;
@@ -72,35 +141,34 @@ export class Activation implements GrainContext, CallerContext, Target {
   /** All running messages while more than one runs (allocated on the first interleaving). */
   #several: Message[] | undefined;
   #pumping = false;
-  /** Deactivate once the mailbox drains (graceful stop: accepted calls still run). */
-  #draining = false;
   #chainOf: Message | undefined;
   #chainNode: ChainNode | undefined;
 
+  // Idle collection reads these.
   /** Used since the collector last looked. */
   used = true;
   idleSince = 0;
   keepAliveUntil = 0;
+
   /** What is read before onActivate: persistent states, a journal. */
   #states: { read(): Promise<void> }[] | undefined;
   #timers: Set<GrainTimer> | undefined;
-  #deactivateRequested = false;
-  #stopRequested = false;
-  /** Activation begins with the first call, so that a failure fails that call. */
-  #started = false;
+  /** A deactivation asked for and not begun, and its reason. */
+  #pending: Pending = Pending.None;
   #reason: DeactivationReason = 'idle';
   #deactivated: Promise<void> | undefined;
   #resolveDeactivated: (() => void) | undefined;
 
   constructor(
-    runtime: Runtime,
+    host: ActivationHost,
     id: GrainId,
     idStr: string,
     type: GrainTypeInfo,
     pool: { remove(a: Activation): void } | undefined,
     seq: number,
   ) {
-    this.runtime = runtime;
+    this.#host = host;
+    this.#calls = host.calls;
     this.seq = seq;
     this.id = id;
     this.idStr = idStr;
@@ -110,37 +178,55 @@ export class Activation implements GrainContext, CallerContext, Target {
 
   /** Whether the activation has received a call and begun activating. */
   get started(): boolean {
-    return this.#started;
+    return this.state !== ActivationState.Created;
   }
 
   get live(): boolean {
     return this.state <= ActivationState.Valid;
   }
 
+  /** Gone for good (deactivated, dropped, or failed to activate). */
+  get ended(): boolean {
+    return this.state >= ActivationState.Invalid;
+  }
+
   get silo(): SiloInfo {
-    return this.runtime.siloInfo;
+    return this.#host.siloInfo;
+  }
+
+  get logger(): Logger {
+    return this.#host.logger;
+  }
+
+  get clock(): Clock {
+    return this.#host.clock;
   }
 
   get queueLength(): number {
     return this.#queue === undefined ? 0 : this.#queue.length - this.#head;
   }
 
+  /** Constructing the grain (field initializers run now): the only time states and a journal may be declared. */
+  get #constructing(): boolean {
+    return this.state === ActivationState.Activating && this.instance === undefined;
+  }
+
   // ---- GrainContext -------------------------------------------------------
 
   getGrain(type: GrainClass | string, key: string): unknown {
-    return this.runtime.getGrain(type, key, this);
+    return this.#host.getGrain(type, key, this);
   }
 
   persistentState<T>(name: string, options: PersistentStateOptions<T>): PersistentState<T> {
-    if (this.state !== ActivationState.Activating || this.instance !== undefined) {
-      throw new Error(
+    if (!this.#constructing) {
+      throw new ConfigurationError(
         `persistentState('${name}') of ${this.idStr} must be declared while the grain is constructed (as a field initializer)`,
       );
     }
     const storageName = options?.storage ?? 'default';
-    const provider = this.runtime.storageProvider(storageName, this.idStr, name);
+    const provider = this.#host.storageProvider(storageName, this.idStr, name);
     if (typeof options?.initial !== 'function') {
-      throw new TypeError(
+      throw new ConfigurationError(
         `persistentState('${name}') of ${this.idStr} needs an 'initial' function giving the state of a grain with no record`,
       );
     }
@@ -156,26 +242,27 @@ export class Activation implements GrainContext, CallerContext, Target {
 
   journal(load: () => Promise<void>): JournalBinding {
     const options = this.type.journal;
-    if (options === undefined || this.state !== ActivationState.Activating || this.instance !== undefined) {
-      throw new Error(
+    if (options === undefined || !this.#constructing) {
+      throw new ConfigurationError(
         `the journal of ${this.idStr} is bound by JournaledGrain while the grain is constructed, and only for a journaled grain type`,
       );
     }
-    const log = this.runtime.eventLog(options.log, this.idStr);
+    const log = this.#host.eventLog(options.log, this.idStr);
     (this.#states ??= []).push({ read: load });
     return {
       log,
       logName: options.log,
       address: { grainType: this.id.type, grainKey: this.id.key, logName: 'journal' },
       snapshotEvery: options.snapshotEvery,
-      logger: this.runtime.logger,
+      logger: this.#host.logger,
     };
   }
 
   registerTimer(callback: () => unknown, options: TimerOptions): TimerHandle {
-    if (typeof callback !== 'function') throw new TypeError(`registerTimer of ${this.idStr} needs a callback function`);
+    if (typeof callback !== 'function')
+      throw new ConfigurationError(`registerTimer of ${this.idStr} needs a callback function`);
     if (this.state >= ActivationState.Deactivating)
-      throw new Error(`${this.idStr} is deactivating: it cannot register a timer`);
+      throw new ConfigurationError(`${this.idStr} is deactivating: it cannot register a timer`);
     const t = new GrainTimer(this, callback, options);
     (this.#timers ??= new Set()).add(t);
     return t;
@@ -189,15 +276,15 @@ export class Activation implements GrainContext, CallerContext, Target {
         ),
       );
     }
-    return this.runtime.reminderService().register(this.idStr, name, options);
+    return this.#host.reminderService().register(this.idStr, name, options);
   }
 
   unregisterReminder(name: string): Promise<boolean> {
-    return this.runtime.reminderService().unregister(this.idStr, name);
+    return this.#host.reminderService().unregister(this.idStr, name);
   }
 
   getReminders(): Promise<ReminderInfo[]> {
-    return this.runtime.reminderService().list(this.idStr);
+    return this.#host.reminderService().list(this.idStr);
   }
 
   /** A timer was disposed. */
@@ -206,21 +293,18 @@ export class Activation implements GrainContext, CallerContext, Target {
   }
 
   deactivateOnIdle(): void {
-    this.#deactivateRequested = true;
+    if (this.#pending === Pending.None) this.#pending = Pending.WhenIdle;
     if (this.running === 0 && this.state === ActivationState.Valid)
-      queueMicrotask(() => this.#maybeDeactivateRequested());
-  }
-
-  #maybeDeactivateRequested(): void {
-    if (this.#deactivateRequested && this.running === 0 && this.state === ActivationState.Valid)
-      void this.deactivate('requested');
+      queueMicrotask(() => this.#deactivateIfDue(false));
   }
 
   delayDeactivation(ms: number): void {
     if (!(ms >= 0))
-      throw new RangeError(`delayDeactivation of ${this.idStr} takes a non-negative number of ms, got ${String(ms)}`);
-    this.keepAliveUntil = Math.max(this.keepAliveUntil, Date.now() + ms);
-    this.#deactivateRequested = false;
+      throw new ConfigurationError(
+        `delayDeactivation of ${this.idStr} takes a non-negative number of ms, got ${String(ms)}`,
+      );
+    this.keepAliveUntil = Math.max(this.keepAliveUntil, this.#host.clock.now() + ms);
+    if (this.#pending === Pending.WhenIdle) this.#pending = Pending.None;
   }
 
   // ---- CallerContext / CodecContext --------------------------------------
@@ -231,7 +315,7 @@ export class Activation implements GrainContext, CallerContext, Target {
     else if (this.running === 1) m = this.#sole;
     if (m !== this.#chainOf || this.#chainNode === undefined) {
       this.#chainOf = m;
-      this.#idBytes ??= this.runtime.clustered ? targetBytes(this.idStr) : undefined;
+      this.#idBytes ??= this.#host.clustered ? targetBytes(this.idStr) : undefined;
       this.#chainNode =
         this.#idBytes === undefined
           ? { id: this.idStr, parent: m?.chain, turn: m, local: true }
@@ -244,58 +328,99 @@ export class Activation implements GrainContext, CallerContext, Target {
   #idBytes: Uint8Array | undefined;
 
   reviveRef(id: RefIdentity): unknown {
-    return this.runtime.ref(id.type, id.key, this);
+    return this.#host.ref(id.type, id.key, this);
   }
 
   // ---- Lifecycle ------------------------------------------------------------
 
+  /**
+   * The one place the state changes: checks the transition, then does what
+   * entering the new state means (events, timers, the waiting calls).
+   * `outcome` is the error of a failed activation or of a forced drop, or
+   * the winner's address when another silo's activation won.
+   */
+  #moveTo(next: ActivationState, outcome?: { err?: unknown; winner?: string }): void {
+    const from = this.state;
+    if ((allowedNext[from]! & (1 << next)) === 0) {
+      // A runtime bug, never the user's: say which transition.
+      throw new GranaryError(
+        `activation ${this.idStr}: no transition from ${stateNames[from]} to ${stateNames[next]}`,
+      );
+    }
+    this.state = next;
+    switch (next) {
+      case ActivationState.Valid:
+        this.idleSince = this.#host.clock.now();
+        this.#host.activated(this);
+        return;
+      case ActivationState.FailedToActivate: {
+        this.#disposeTimers();
+        const err = outcome?.err;
+        this.#host.activationFailed(this, err);
+        for (const m of this.#takeQueue()) this.#calls.fail(m, err);
+        break;
+      }
+      case ActivationState.Invalid:
+        this.#disposeTimers();
+        if (outcome?.winner !== undefined) {
+          // Another silo hosts this grain: hand it every call that came here.
+          this.#host.activationLost(this, outcome.winner, this.#takeQueue());
+        } else {
+          this.#host.deactivated(this, this.#reason);
+          if (outcome?.err !== undefined) for (const m of this.#takeQueue()) this.#calls.fail(m, outcome.err);
+          else for (const m of this.#takeQueue()) this.#host.redispatch(m);
+        }
+        break;
+      default:
+        return;
+    }
+    this.#pending = Pending.None;
+    this.#resolveDeactivated?.();
+  }
+
   /** Constructs the grain, loads its state and runs onActivate; queued calls run after. */
   activate(): void {
-    this.#started = true;
-    if (this.pool === undefined && this.runtime.clustered) {
+    this.#moveTo(ActivationState.Activating);
+    if (this.pool === undefined && this.#host.clustered) {
       void this.#registerThenActivate();
       return;
     }
-    try {
-      this.instance = constructGrain(this.type.cls as new () => Grain, this);
-    } catch (e) {
-      this.#failActivation(e);
-      return;
-    }
-    this.idleSince = Date.now();
+    if (!this.#construct()) return;
     if (this.#states === undefined && !this.type.hasOnActivate) {
-      this.state = ActivationState.Valid;
-      this.runtime.activated(this);
+      // The fast path: nothing to await, the first call runs now.
+      this.#moveTo(ActivationState.Valid);
       this.#pump();
       return;
     }
     void this.#activateAsync();
   }
 
+  #construct(): boolean {
+    try {
+      this.instance = constructGrain(this.type.cls as new () => Grain, this);
+      return true;
+    } catch (e) {
+      this.#moveTo(ActivationState.FailedToActivate, { err: e });
+      return false;
+    }
+  }
+
   /** In a cluster: the directory decides first whether this activation may exist. */
   async #registerThenActivate(): Promise<void> {
     let winner: string | undefined;
     try {
-      winner = await this.runtime.registerActivation(this);
+      winner = await this.#host.registerActivation(this);
     } catch (e) {
-      this.#failActivation(e);
+      this.#moveTo(ActivationState.FailedToActivate, { err: e });
       return;
     }
     if (winner !== undefined) {
-      // Another silo hosts this grain: hand it every call that came here.
-      this.state = ActivationState.Invalid;
-      this.runtime.activationLost(this, winner, this.#takeQueue());
-      this.#resolveDeactivated?.();
+      this.#moveTo(ActivationState.Invalid, { winner });
       return;
     }
     this.registered = true;
-    try {
-      this.instance = constructGrain(this.type.cls as new () => Grain, this);
-    } catch (e) {
-      this.#failActivation(e);
-      return;
-    }
-    this.idleSince = Date.now();
+    if (this.state !== ActivationState.Activating) return; // dropped meanwhile
+    if (!this.#construct()) return;
     await this.#activateAsync();
   }
 
@@ -306,29 +431,39 @@ export class Activation implements GrainContext, CallerContext, Target {
       }
       if (this.type.hasOnActivate) await (this.instance as Grain).onActivate();
     } catch (e) {
-      this.#failActivation(e);
+      if (this.state === ActivationState.Activating) this.#moveTo(ActivationState.FailedToActivate, { err: e });
       return;
     }
-    this.state = ActivationState.Valid;
-    this.runtime.activated(this);
-    if (this.#stopRequested) {
-      void this.deactivate(this.#reason);
-      if (this.state !== ActivationState.Valid) return;
-    }
-    if (this.#deactivateRequested && this.queueLength === 0) {
-      void this.deactivate('requested');
-      return;
-    }
-    this.#pump();
+    if (this.state !== ActivationState.Activating) return; // dropped meanwhile
+    this.#moveTo(ActivationState.Valid);
+    if (!this.#deactivateIfDue(true)) this.#pump();
   }
 
-  #failActivation(err: unknown): void {
-    this.state = ActivationState.Invalid;
-    this.#disposeTimers();
-    this.runtime.activationFailed(this, err);
-    const q = this.#takeQueue();
-    for (const m of q) this.runtime.fail(m, err);
-    this.#resolveDeactivated?.();
+  /**
+   * Begins a deactivation that was asked for, if it is due now; true if it
+   * began. At the end of activation the calls that made it run first.
+   */
+  #deactivateIfDue(activationEnded: boolean): boolean {
+    if (this.state !== ActivationState.Valid || this.running > 0) return false;
+    switch (this.#pending) {
+      case Pending.None:
+        return false;
+      case Pending.AfterActivation:
+        this.#pending = Pending.None;
+        void this.deactivate(this.#reason);
+        return this.state !== ActivationState.Valid;
+      case Pending.WhenIdle:
+        if (activationEnded && this.queueLength > 0) return false;
+        this.#reason = 'requested';
+        this.#moveTo(ActivationState.Deactivating);
+        void this.#finishDeactivation();
+        return true;
+      case Pending.WhenDrained:
+        if (this.#queue !== undefined) return false;
+        this.#moveTo(ActivationState.Deactivating);
+        void this.#finishDeactivation();
+        return true;
+    }
   }
 
   /**
@@ -338,29 +473,28 @@ export class Activation implements GrainContext, CallerContext, Target {
   deactivate(reason: DeactivationReason): Promise<void> {
     this.#deactivated ??= new Promise<void>((r) => (this.#resolveDeactivated = r));
     switch (this.state) {
+      case ActivationState.Created:
+        // Never received a call: nothing to run down.
+        this.#reason = reason;
+        this.#moveTo(ActivationState.Invalid);
+        break;
       case ActivationState.Activating:
-        if (!this.#started) {
-          // Never received a call: nothing to run down.
-          this.state = ActivationState.Invalid;
-          this.runtime.deactivated(this, reason);
-          this.#resolveDeactivated?.();
-          break;
-        }
         // Deactivate as soon as activation completes (or fails).
-        this.#stopRequested = true;
+        this.#pending = Pending.AfterActivation;
         this.#reason = reason;
         break;
       case ActivationState.Valid:
         this.#reason = reason;
         if (reason === 'shutdown' && (this.running > 0 || this.#queue !== undefined)) {
           // Graceful stop: calls already accepted run first.
-          this.#draining = true;
+          this.#pending = Pending.WhenDrained;
           break;
         }
-        this.state = ActivationState.Deactivating;
+        this.#moveTo(ActivationState.Deactivating);
         if (this.running === 0) void this.#finishDeactivation();
         break;
       case ActivationState.Invalid:
+      case ActivationState.FailedToActivate:
         this.#resolveDeactivated?.();
         break;
       default:
@@ -370,16 +504,13 @@ export class Activation implements GrainContext, CallerContext, Target {
   }
 
   /**
-   * Drops the activation at once, whatever runs (a stop whose deactivation
-   * timed out). Queued calls fail with `err`; running turns finish unobserved.
+   * Drops the activation at once, whatever runs (a crash, or a stop whose
+   * deactivation timed out). Queued calls fail with `err`; running turns
+   * finish unobserved.
    */
   forceInvalidate(err: unknown): void {
-    if (this.state === ActivationState.Invalid) return;
-    this.state = ActivationState.Invalid;
-    this.#disposeTimers();
-    this.runtime.deactivated(this, this.#reason);
-    for (const m of this.#takeQueue()) this.runtime.fail(m, err);
-    this.#resolveDeactivated?.();
+    if (this.ended) return;
+    this.#moveTo(ActivationState.Invalid, { err });
   }
 
   async #finishDeactivation(): Promise<void> {
@@ -388,13 +519,10 @@ export class Activation implements GrainContext, CallerContext, Target {
       try {
         await this.instance.onDeactivate(this.#reason);
       } catch (e) {
-        this.runtime.logger.warn({ grain: this.idStr, err: e }, 'onDeactivate threw');
+        this.#host.logger.warn({ grain: this.idStr, err: e }, 'onDeactivate threw');
       }
     }
-    this.state = ActivationState.Invalid;
-    this.runtime.deactivated(this, this.#reason);
-    for (const m of this.#takeQueue()) this.runtime.redispatch(m);
-    this.#resolveDeactivated?.();
+    if (this.state === ActivationState.Deactivating) this.#moveTo(ActivationState.Invalid);
   }
 
   #disposeTimers(): void {
@@ -422,16 +550,16 @@ export class Activation implements GrainContext, CallerContext, Target {
         this.#start(msg);
         return;
       }
-    } else if (state === ActivationState.Invalid) {
-      this.runtime.redispatch(msg);
+    } else if (state >= ActivationState.Invalid) {
+      this.#host.redispatch(msg);
       return;
-    } else if (!this.#started) {
+    } else if (state === ActivationState.Created) {
       this.#enqueue(msg);
       this.activate();
       return;
     }
     if (msg.chain !== undefined && this.#deadlocked(msg.chain)) {
-      this.runtime.fail(msg, new DeadlockError(chainPath(msg.chain, this.idStr)));
+      this.#calls.fail(msg, new DeadlockError(chainPath(msg.chain, this.idStr)));
       return;
     }
     this.#enqueue(msg);
@@ -505,13 +633,7 @@ export class Activation implements GrainContext, CallerContext, Target {
         }
       }
     }
-    if (this.running === 0 && this.state === ActivationState.Valid) this.#idleAfterTurns();
-  }
-
-  /** Nothing runs: deactivate if asked to, or if draining and the mailbox is empty. */
-  #idleAfterTurns(): void {
-    if (this.#deactivateRequested) void this.deactivate('requested');
-    else if (this.#draining && this.#queue === undefined) void this.deactivate(this.#reason);
+    if (this.running === 0) this.#deactivateIfDue(false);
   }
 
   #start(msg: Message): void {
@@ -542,7 +664,7 @@ export class Activation implements GrainContext, CallerContext, Target {
     } catch (e) {
       currentMessage = prevMsg;
       currentActivation = prevAct;
-      this.runtime.fail(msg, e);
+      this.#calls.fail(msg, e);
       this.#end(msg);
       return;
     }
@@ -557,7 +679,7 @@ export class Activation implements GrainContext, CallerContext, Target {
     } else if (thenable) {
       void this.#await(msg, result as Promise<unknown>); // a foreign thenable
     } else {
-      this.runtime.succeed(msg, result);
+      this.#calls.succeed(msg, result);
       this.#end(msg);
     }
   }
@@ -571,8 +693,8 @@ export class Activation implements GrainContext, CallerContext, Target {
     return (v: unknown): void => {
       const msg = this.#awaiting as Message;
       this.#awaiting = undefined;
-      if (ok) this.runtime.succeed(msg, v);
-      else this.runtime.fail(msg, v);
+      if (ok) this.#calls.succeed(msg, v);
+      else this.#calls.fail(msg, v);
       this.#end(msg);
     };
   }
@@ -582,11 +704,11 @@ export class Activation implements GrainContext, CallerContext, Target {
     try {
       v = await result;
     } catch (e) {
-      this.runtime.fail(msg, e);
+      this.#calls.fail(msg, e);
       this.#end(msg);
       return;
     }
-    this.runtime.succeed(msg, v);
+    this.#calls.succeed(msg, v);
     this.#end(msg);
   }
 
@@ -606,12 +728,8 @@ export class Activation implements GrainContext, CallerContext, Target {
       if (this.running === 0) void this.#finishDeactivation();
       return;
     }
-    if (this.running === 0 && this.#deactivateRequested) {
-      // Deactivate after this turn; queued calls go to a new activation.
-      void this.deactivate('requested');
-      return;
-    }
+    // A requested deactivation begins after this turn; queued calls then go to a new activation.
+    if (this.running === 0 && this.#pending !== Pending.None && this.#deactivateIfDue(false)) return;
     if (this.#queue !== undefined) this.#pump();
-    else if (this.running === 0 && this.state === ActivationState.Valid) this.#idleAfterTurns();
   }
 }

@@ -4,7 +4,7 @@
 // The runtime hands it the calls it cannot serve locally.
 
 import { hostname } from 'node:os';
-import { GranaryError, SiloUnavailableError, TimeoutError } from '../errors.ts';
+import { GranaryError, OverloadedError, ProtocolError, SiloUnavailableError, TimeoutError } from '../errors.ts';
 import { GrainDirectory, type DirectoryEntry } from '../directory/directory.ts';
 import type { GrainTypeInfo } from '../grain/options.ts';
 import { MembershipService, type ClusterView, type MembershipOptions, type Prober } from '../membership/service.ts';
@@ -15,10 +15,13 @@ import {
   RequestFlags,
   ResponseStatus,
   decodeRequestHeader,
+  type RequestHeader,
   encodeSystemCall,
   encodeSystemResult,
   requestArgs,
   requestHeadOf,
+  rejectionOf,
+  rejectionStatus,
   responseBody,
   responseHeadBytes,
   responseId,
@@ -38,8 +41,42 @@ import {
   type Listener,
   type TransportLimits,
 } from '../transport/index.ts';
-import type { Activation, Target } from './activation.ts';
-import type { Runtime } from './runtime.ts';
+import type { SiloInfo } from '../grain/grain.ts';
+import type { CodecContext } from '../serialization/symbols.ts';
+import { MessageKind } from '../messaging/message.ts';
+import type { Target } from './activation.ts';
+import type { CallSettler } from './call-tracker.ts';
+import { parseObserverKey, SILO_OBSERVER_OWNER } from './observers.ts';
+
+/** An activation as the directory knows it: its grain and its incarnation on this silo. */
+export interface DirectoryActivation {
+  readonly idStr: string;
+  readonly seq: number;
+}
+
+/** What the cluster layer needs from the rest of the silo. */
+export interface ClusterHost {
+  /** Set once the silo knows the address it listens on. */
+  siloInfo: SiloInfo;
+  /** Settles calls sent to other silos, and calls that came from them. */
+  readonly calls: CallSettler & { cancelRemote(conn: object, reqId: number): void };
+  /** Where references in results revived outside any activation are bound. */
+  readonly codecContext: CodecContext;
+  /** Activations here now, for placement and load reports. */
+  readonly activationCount: number;
+  /** The cluster layer is up: activations register in the directory from now on. */
+  attachCluster(c: SiloCluster): void;
+  /** Delivers a call that came over the wire. */
+  receiveRemote(h: RequestHeader, buf: Buffer, reply: RemoteReply | undefined, conn: object): void;
+  /** Delivers again a call that could not be sent. */
+  redispatch(msg: Message): void;
+  /** Another silo changed a reminder this silo owns. */
+  reminderChanged(grainId: string, name: string): Promise<void>;
+  /** Local registered activations as directory entries. */
+  localEntries(address: string): Iterable<[string, { address: string; activation: number }]>;
+  /** Another silo's activation of a local grain won in the directory. */
+  duplicateFound(grain: string, winner: string): void;
+}
 
 /** Options of the cluster layer, given through SiloOptions. */
 export interface ClusterConfig {
@@ -116,11 +153,13 @@ class ConnectionReply implements RemoteReply {
   }
   respond(reqId: number, status: number, value: unknown): void {
     if (this.#conn.state === 'closed') return;
+    // A failure says on the wire what kind it is: try again, or a bug to fix.
+    if (status !== ResponseStatus.Ok) status = rejectionStatus(value);
     let body: Uint8Array;
     try {
       body = responseBody(status, value);
     } catch (e) {
-      status = ResponseStatus.Error;
+      status = rejectionStatus(e);
       body = responseBody(status, e);
     }
     this.#conn.send2(Frame.Response, responseHeadBytes(reqId, status), body);
@@ -149,7 +188,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
   readonly address: string;
   readonly generation: number;
   readonly gatewayAddress: string | null;
-  readonly #runtime: Runtime;
+  readonly #host: ClusterHost;
   readonly #cfg: ClusterConfig;
   readonly #logger: Logger;
   readonly #listener: Listener;
@@ -173,14 +212,14 @@ export class SiloCluster implements ConnectionHandler, Prober {
   #closed = false;
 
   private constructor(
-    runtime: Runtime,
+    host: ClusterHost,
     cfg: ClusterConfig,
     listener: Listener,
     gateway: Listener | undefined,
     generation: number,
     onDeclaredDead: () => void,
   ) {
-    this.#runtime = runtime;
+    this.#host = host;
     this.#cfg = cfg;
     this.#logger = cfg.logger;
     this.#listener = listener;
@@ -215,7 +254,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
   }
 
   /** Binds the listeners, joins the membership table and becomes active. */
-  static async start(runtime: Runtime, config: ClusterConfig, onDeclaredDead: () => void): Promise<SiloCluster> {
+  static async start(host: ClusterHost, config: ClusterConfig, onDeclaredDead: () => void): Promise<SiloCluster> {
     let cfg = config;
     const generation = Date.now();
     const hello = { clusterId: cfg.clusterId, generation, role: 'silo' as const };
@@ -249,13 +288,13 @@ export class SiloCluster implements ConnectionHandler, Prober {
         clusterId: cfg.clusterId,
         logger: cfg.logger.child({ membership: cfg.membership.kind }),
       });
-      self = new SiloCluster(runtime, cfg, listener, gateway, generation, onDeclaredDead);
+      self = new SiloCluster(host, cfg, listener, gateway, generation, onDeclaredDead);
       // Before the join makes this silo Active (the others place grains here at once, and
       // its gateway takes calls), its runtime must register what it activates in the
       // directory and know its own address: an activation made before would never be
       // registered, and a second one could be made elsewhere.
-      runtime.attachCluster(self);
-      runtime.siloInfo = Object.freeze({
+      host.attachCluster(self);
+      host.siloInfo = Object.freeze({
         address: self.address,
         clusterId: cfg.clusterId,
         gatewayAddress: self.gatewayAddress,
@@ -306,7 +345,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
     for (const a of view.active.keys()) {
       if (this.#unreachable.has(a)) continue;
       if (a === this.address) {
-        if (!this.#stopping) candidates.push({ address: a, activations: this.#runtime.activationCount });
+        if (!this.#stopping) candidates.push({ address: a, activations: this.#host.activationCount });
       } else candidates.push({ address: a, activations: this.#loads.get(a) ?? 0 });
     }
     if (candidates.length === 0) return this.#unavailable(idStr);
@@ -323,7 +362,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
       live: true,
       remote: true,
       receive: (msg: Message) =>
-        this.#runtime.fail(
+        this.#host.calls.fail(
           msg,
           new SiloUnavailableError(`no active silo can host ${idStr}: the cluster has no other member`),
         ),
@@ -348,17 +387,20 @@ export class SiloCluster implements ConnectionHandler, Prober {
    * gateway the client made it through, which relays to the client.
    */
   observerTarget(key: string): Target {
-    const at = key.lastIndexOf('@');
-    const dot = key.lastIndexOf('.', at);
-    const clientId = key.slice(0, dot);
-    const gateway = key.slice(at + 1);
+    const where = parseObserverKey(key);
     const gone = (why: string): Target => ({
       live: true,
       remote: true,
       receive: (msg: Message) =>
-        this.#runtime.fail(msg, new SiloUnavailableError(`observer ${key} is unreachable: ${why}`)),
+        this.#host.calls.fail(msg, new SiloUnavailableError(`observer ${key} is unreachable: ${why}`)),
     });
-    if (at < 0 || dot < 0) return gone('malformed observer key');
+    if (where === undefined) return gone('malformed observer key');
+    const { owner: clientId, address: gateway } = where;
+    if (clientId === SILO_OBSERVER_OWNER) {
+      // An observer a grain or the silo's own code made: it lives on that silo.
+      if (gateway !== this.address && this.#view.active.has(gateway)) return this.#remote(gateway);
+      return gone(`silo ${gateway} is not an active member`);
+    }
     if (gateway === this.gatewayAddress) {
       const conn = this.#clients.get(clientId);
       if (conn === undefined || conn.state !== 'open')
@@ -372,7 +414,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
   // ---- Directory hooks --------------------------------------------------------
 
   /** Registers a new local activation; resolves to undefined if it won, else to the winner's address. */
-  async register(a: Activation): Promise<string | undefined> {
+  async register(a: DirectoryActivation): Promise<string | undefined> {
     const entry = { address: this.address, activation: a.seq };
     const giveUpAt = Date.now() + LEAVING_WAIT_MAX_MS;
     for (let wait = 25; ; wait = Math.min(wait * 2, 500)) {
@@ -415,7 +457,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
     }
   }
 
-  unregister(a: Activation): void {
+  unregister(a: DirectoryActivation): void {
     if (this.#closed) return;
     this.directory.unregister(a.idStr, { address: this.address, activation: a.seq });
   }
@@ -453,11 +495,11 @@ export class SiloCluster implements ConnectionHandler, Prober {
           });
     if (msg.done) return;
     if (msg.hops >= this.#cfg.maxForwardCount || this.#closed) {
-      this.#runtime.fail(msg, err);
+      this.#host.calls.fail(msg, err);
       return;
     }
     msg.hops++;
-    this.#runtime.redispatch(msg);
+    this.#host.redispatch(msg);
   }
 
   #sendOn(conn: Connection, msg: Message, address: string, target?: Uint8Array): void {
@@ -473,25 +515,23 @@ export class SiloCluster implements ConnectionHandler, Prober {
     try {
       body = requestArgs(args);
     } catch (e) {
-      this.#runtime.fail(msg, e);
+      this.#host.calls.fail(msg, e);
       return;
     }
     if (conn.backlogged) {
-      this.#runtime.fail(
+      this.#host.calls.fail(
         msg,
-        new GranaryError(
+        new OverloadedError(
           `silo ${address} is not reading (${conn.bufferedBytes} bytes wait to be sent, limit maxQueuedBytes): call to ${msg.targetId}.${msg.method.name} refused`,
-          'GRANARY_OVERLOADED',
         ),
       );
       return;
     }
     if (!msg.method.oneWay && this.#pending.size >= this.#cfg.maxPendingRequests) {
-      this.#runtime.fail(
+      this.#host.calls.fail(
         msg,
-        new GranaryError(
+        new OverloadedError(
           `too many calls waiting for other silos (${this.#pending.size}, limit maxPendingRequests): call to ${msg.targetId}.${msg.method.name} refused`,
-          'GRANARY_OVERLOADED',
         ),
       );
       return;
@@ -504,11 +544,12 @@ export class SiloCluster implements ConnectionHandler, Prober {
         body,
       );
     } catch (e) {
-      this.#runtime.fail(msg, e);
+      this.#host.calls.fail(msg, e);
       return;
     }
     msg.reqId = reqId;
     msg.via = address;
+    if (msg.kind === MessageKind.Call) msg.kind = MessageKind.Outbound;
     if (!msg.method.oneWay) this.#pending.set(reqId, msg);
   }
 
@@ -531,7 +572,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
     for (const [id, msg] of this.#pending) {
       if (msg.via === address) {
         this.#pending.delete(id);
-        this.#runtime.fail(msg, err);
+        this.#host.calls.fail(msg, err);
       }
     }
     for (const [seq, p] of this.#sysPending) {
@@ -555,7 +596,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
         return true;
       case Frame.Cancel: {
         const [reqId] = decode(buf, undefined, start, end) as [number];
-        this.#runtime.cancelRemote(conn, reqId);
+        this.#host.calls.cancelRemote(conn, reqId);
         return true;
       }
       case Frame.Location: {
@@ -576,7 +617,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
 
   #onRequest(buf: Buffer, start: number, end: number, conn: Connection): void {
     const h = decodeRequestHeader(buf, start, end);
-    this.#runtime.receiveRemote(h, buf, (h.flags & RequestFlags.OneWay) !== 0 ? undefined : replyOf(conn), conn);
+    this.#host.receiveRemote(h, buf, (h.flags & RequestFlags.OneWay) !== 0 ? undefined : replyOf(conn), conn);
   }
 
   #onResponse(buf: Buffer, start: number, end: number): void {
@@ -587,15 +628,15 @@ export class SiloCluster implements ConnectionHandler, Prober {
     this.#pending.delete(reqId);
     let value: unknown;
     try {
-      value = responseValue(buf, msg.caller ?? this.#runtime.codecContext, start, end);
+      value = responseValue(buf, msg.caller ?? this.#host.codecContext, start, end);
     } catch (e) {
-      this.#runtime.fail(msg, e);
+      this.#host.calls.fail(msg, e);
       return;
     }
     if (msg.via !== undefined && this.directory.cached(msg.targetId) !== msg.via)
       this.directory.cache(msg.targetId, msg.via);
-    if (status === ResponseStatus.Ok) this.#runtime.succeedDecoded(msg, value);
-    else this.#runtime.fail(msg, value);
+    if (status === ResponseStatus.Ok) this.#host.calls.succeed(msg, value);
+    else this.#host.calls.fail(msg, rejectionOf(status, value));
   }
 
   // ---- System calls -------------------------------------------------------------
@@ -655,8 +696,8 @@ export class SiloCluster implements ConnectionHandler, Prober {
         return null;
       case 'reminder.changed':
         if (typeof args[0] !== 'string' || typeof args[1] !== 'string')
-          throw new TypeError('reminder.changed takes a grain id and a reminder name');
-        await this.#runtime.reminders?.changed(args[0], args[1]);
+          throw new ProtocolError('reminder.changed takes a grain id and a reminder name');
+        await this.#host.reminderChanged(args[0], args[1]);
         return null;
       case 'probe':
         return this.probe(args[0] as string, args[1] as number);
@@ -685,7 +726,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
         d.acceptHandoff(args[0] as Array<[string, string, number]>);
         return null;
       default:
-        throw new GranaryError(`unknown system call '${op}'`, 'GRANARY_PROTOCOL');
+        throw new ProtocolError(`unknown system call '${op}'`);
     }
   }
 
@@ -723,18 +764,18 @@ export class SiloCluster implements ConnectionHandler, Prober {
         for (const [id, msg] of this.#pending) {
           if (msg.via === a) {
             this.#pending.delete(id);
-            this.#runtime.fail(msg, err);
+            this.#host.calls.fail(msg, err);
           }
         }
       }
     }
-    void this.directory.viewChanged(view, this.#runtime.localEntries(this.address), (grain, winner) =>
-      this.#runtime.duplicateFound(grain, winner.address),
+    void this.directory.viewChanged(view, this.#host.localEntries(this.address), (grain, winner) =>
+      this.#host.duplicateFound(grain, winner.address),
     );
   }
 
   #reportLoad(): void {
-    const count = this.#runtime.activationCount;
+    const count = this.#host.activationCount;
     for (const a of this.#view.active.keys()) {
       if (a !== this.address) this.systemCall(a, 'load', [count]).catch(() => undefined);
     }
@@ -782,7 +823,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
     this.membership.stop();
     if (this.#loadTimer !== undefined) clearInterval(this.#loadTimer);
     const err = new SiloUnavailableError(`silo ${this.address} stopped`);
-    for (const msg of this.#pending.values()) this.#runtime.fail(msg, err);
+    for (const msg of this.#pending.values()) this.#host.calls.fail(msg, err);
     this.#pending.clear();
     for (const p of this.#sysPending.values()) {
       clearTimeout(p.timer);

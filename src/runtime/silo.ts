@@ -301,7 +301,7 @@ export class Silo {
         clusterId,
         address: runtime.siloInfo.address,
         gateway: cluster?.gatewayAddress ?? null,
-        grains: [...runtime.types.keys()],
+        grains: [...runtime.types.all.keys()],
         storage: Object.fromEntries([...storage].map(([n, p]) => [n, p.kind])),
         eventLogs: Object.fromEntries([...eventLogs].map(([n, l]) => [n, l.kind])),
         membership: options.membership?.kind ?? (networked ? 'memory' : 'none'),

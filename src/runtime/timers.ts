@@ -3,26 +3,39 @@
 // grain is reentrant or the timer interleaves. The period counts from the end
 // of a tick, so slow ticks never pile up.
 
+import type { Clock, ClockTimer } from '../clock.ts';
+import { ConfigurationError } from '../errors.ts';
 import type { TimerHandle, TimerOptions } from '../grain/grain.ts';
 import type { MethodInfo } from '../grain/options.ts';
-import { Message, type TickOwner } from '../messaging/message.ts';
-import type { Activation } from './activation.ts';
+import { Message, MessageKind, type TickOwner } from '../messaging/message.ts';
+import type { Logger } from '../observability/logger.ts';
+
+/** What a timer needs of the activation it belongs to. */
+export interface TimerHost {
+  readonly idStr: string;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  /** Delivers the tick as a turn, like a call. */
+  receive(msg: Message): void;
+  /** The timer was disposed: forget it. */
+  timerDisposed(t: GrainTimer): void;
+}
 
 /** One registered timer of an activation. */
 export class GrainTimer implements TimerHandle, TickOwner {
-  readonly #act: Activation;
+  readonly #act: TimerHost;
   readonly #method: MethodInfo;
   readonly #periodMs: number;
   readonly keepAlive: boolean;
-  #handle: NodeJS.Timeout | undefined;
+  #handle: ClockTimer | undefined;
   #disposed = false;
 
-  constructor(act: Activation, callback: () => unknown, options: TimerOptions) {
+  constructor(act: TimerHost, callback: () => unknown, options: TimerOptions) {
     const due = options.dueMs ?? 0;
     const period = options.periodMs ?? 0;
     const MAX = 2_147_483_647; // setTimeout's limit; beyond it Node fires at once
     if (!(due >= 0 && due <= MAX) || !(period >= 0 && period <= MAX)) {
-      throw new RangeError(
+      throw new ConfigurationError(
         `registerTimer of ${act.idStr}: dueMs and periodMs must be numbers of ms from 0 to ${MAX}, got ${String(options.dueMs)} and ${String(options.periodMs)}`,
       );
     }
@@ -40,21 +53,21 @@ export class GrainTimer implements TimerHandle, TickOwner {
   }
 
   #schedule(ms: number): void {
-    this.#handle = setTimeout(this.#fire, ms);
-    this.#handle.unref();
+    // A grain's timer does not keep the process alive: its silo does, while it runs.
+    this.#handle = this.#act.clock.setTimeout(this.#fire, ms).unref();
   }
 
   readonly #fire = (): void => {
     this.#handle = undefined;
     if (this.#disposed) return;
-    const m = new Message(this.#act.idStr, this.#method, [], undefined, undefined, 0);
+    const m = new Message(MessageKind.Tick, this.#act.idStr, this.#method, [], undefined, undefined, 0);
     m.tick = this;
     this.#act.receive(m);
   };
 
   tickDone(error: unknown): void {
     if (error !== undefined)
-      this.#act.runtime.logger.warn(
+      this.#act.logger.warn(
         { grain: this.#act.idStr, timer: this.#method.name, err: error },
         'timer tick threw',
       );
@@ -66,7 +79,7 @@ export class GrainTimer implements TimerHandle, TickOwner {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    if (this.#handle !== undefined) clearTimeout(this.#handle);
+    this.#handle?.cancel();
     this.#handle = undefined;
     this.#act.timerDisposed(this);
   }

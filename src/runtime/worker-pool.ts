@@ -7,20 +7,31 @@ import type { GrainId } from '../grain/identity.ts';
 import type { GrainTypeInfo } from '../grain/options.ts';
 import type { Message } from '../messaging/message.ts';
 import type { RefIdentity } from '../serialization/symbols.ts';
-import { Activation, ActivationState, type Target } from './activation.ts';
-import type { Runtime } from './runtime.ts';
+import { ActivationState, type Activation, type Target } from './activation.ts';
+
+/** What a pool needs from the catalog that holds it. */
+export interface PoolHost {
+  /** A new worker activation of this pool. */
+  newActivation(id: GrainId, idStr: string, type: GrainTypeInfo, pool: WorkerPool): Activation;
+  /** Delivers a call whose target went away. */
+  redispatch(msg: Message): void;
+  /** A reference revived in a call's arguments. */
+  ref(type: string, key: string): unknown;
+  /** The pool has no worker left: it leaves the catalog. */
+  poolEmpty(p: WorkerPool): void;
+}
 
 /** The local activations of one stateless-worker grain id. */
 export class WorkerPool implements Target {
   readonly id: GrainId;
   readonly idStr: string;
   readonly type: GrainTypeInfo;
-  readonly #runtime: Runtime;
+  readonly #host: PoolHost;
   readonly workers: Activation[] = [];
   live = true;
 
-  constructor(runtime: Runtime, id: GrainId, idStr: string, type: GrainTypeInfo) {
-    this.#runtime = runtime;
+  constructor(host: PoolHost, id: GrainId, idStr: string, type: GrainTypeInfo) {
+    this.#host = host;
     this.id = id;
     this.idStr = idStr;
     this.type = type;
@@ -28,7 +39,7 @@ export class WorkerPool implements Target {
 
   receive(msg: Message): void {
     if (!this.live) {
-      this.#runtime.redispatch(msg);
+      this.#host.redispatch(msg);
       return;
     }
     const ws = this.workers;
@@ -39,7 +50,7 @@ export class WorkerPool implements Target {
       const w = ws[i] as Activation;
       if (w.state > ActivationState.Valid) continue;
       live++;
-      const load = w.running + w.queueLength + (w.state === ActivationState.Activating ? 1 : 0);
+      const load = w.running + w.queueLength + (w.state < ActivationState.Valid ? 1 : 0);
       if (load === 0) {
         w.receive(msg);
         return;
@@ -50,7 +61,7 @@ export class WorkerPool implements Target {
       }
     }
     if (live < this.type.maxLocalWorkers || best === undefined) {
-      const w = this.#runtime.newActivation(this.id, this.idStr, this.type, this);
+      const w = this.#host.newActivation(this.id, this.idStr, this.type, this);
       ws.push(w);
       w.receive(msg);
       return;
@@ -59,7 +70,7 @@ export class WorkerPool implements Target {
   }
 
   reviveRef(id: RefIdentity): unknown {
-    return this.#runtime.ref(id.type, id.key, undefined);
+    return this.#host.ref(id.type, id.key);
   }
 
   /** A worker left (deactivated or failed). */
@@ -68,7 +79,7 @@ export class WorkerPool implements Target {
     if (i >= 0) this.workers.splice(i, 1);
     if (this.workers.length === 0) {
       this.live = false;
-      this.#runtime.poolEmpty(this);
+      this.#host.poolEmpty(this);
     }
   }
 }

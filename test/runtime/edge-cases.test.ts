@@ -18,6 +18,7 @@ import {
   callChainReentrancy,
   statelessWorker,
   DeadlockError,
+  ConfigurationError,
   TimeoutError,
   CancelledError,
   type DeactivationReason,
@@ -845,7 +846,7 @@ describe('scheduler edge cases: robustness', () => {
     await withSilo([Far], async (silo) => {
       await assert.rejects(
         silo.getGrain(Far, 'far').start(2 ** 31),
-        (e: unknown) => e instanceof RangeError && /2147483647/.test(e.message),
+        (e: unknown) => e instanceof ConfigurationError && /2147483647/.test(e.message),
       );
       await delay(50);
       assert.ok(!log.includes('far tick far'), 'a timer due in ~25 days fired after 1 ms (setTimeout overflow)');

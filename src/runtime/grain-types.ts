@@ -1,0 +1,71 @@
+// The grain types a silo hosts: registered from the `grains` option, found by
+// type name (calls from the wire, reminders) or by class (references).
+
+import { ConfigurationError, UnknownGrainTypeError, UnknownMethodError } from '../errors.ts';
+import { Grain, type GrainClass } from '../grain/grain.ts';
+import { grainTypeInfo, type GrainTypeInfo, type MethodInfo } from '../grain/options.ts';
+
+/** The registry of one silo's grain types. */
+export class GrainTypes {
+  readonly #byName = new Map<string, GrainTypeInfo>();
+  readonly #byClass = new Map<object, GrainTypeInfo>();
+  readonly #cpus: number;
+
+  constructor(cpus: number) {
+    this.#cpus = cpus;
+  }
+
+  /** Registers a grain class; its type name must be unique. */
+  register(cls: GrainClass): GrainTypeInfo {
+    const info = grainTypeInfo(cls as new () => object, Grain.prototype, this.#cpus);
+    const prev = this.#byName.get(info.name);
+    if (prev !== undefined && prev.cls !== info.cls) {
+      throw new ConfigurationError(
+        `two grain classes use the type name '${info.name}' (${prev.cls.name} and ${info.cls.name}): give one another name with @grain('...')`,
+      );
+    }
+    this.#byName.set(info.name, info);
+    this.#byClass.set(cls, info);
+    return info;
+  }
+
+  /** The type of a name, if registered. */
+  get(name: string): GrainTypeInfo | undefined {
+    return this.#byName.get(name);
+  }
+
+  /** The type of a class; a clear error if the class is not registered. */
+  ofClass(cls: GrainClass): GrainTypeInfo {
+    const info = this.#byClass.get(cls);
+    if (info === undefined) {
+      throw new UnknownGrainTypeError(
+        `grain class ${String((cls as { name?: unknown })?.name)} is not registered with this silo: add it to the silo's 'grains' option`,
+      );
+    }
+    return info;
+  }
+
+  /** Registered types by name. */
+  get all(): ReadonlyMap<string, GrainTypeInfo> {
+    return this.#byName;
+  }
+
+  /** The error for a call to a type this silo does not host. */
+  unknownType(typeName: string, calling: string, silo: string): UnknownGrainTypeError {
+    return new UnknownGrainTypeError(
+      `unknown grain type '${typeName}' (calling ${calling}); silo ${silo} hosts: ${[...this.#byName.keys()].join(', ') || 'none'}`,
+    );
+  }
+}
+
+/** The error for a call to a method a type does not have. */
+export function unknownMethod(type: GrainTypeInfo, method: string, calling: string): UnknownMethodError {
+  return new UnknownMethodError(
+    `grain type '${type.name}' has no method '${method}' (calling ${calling}); its methods: ${[...type.methods.keys()].join(', ') || 'none'}`,
+  );
+}
+
+/** A method by name, for calls whose method is given by name (the wire, untyped references). */
+export function methodOf(type: GrainTypeInfo, name: string): MethodInfo | undefined {
+  return type.methods.get(name);
+}
