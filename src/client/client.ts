@@ -16,7 +16,7 @@ import {
 import { Grain, type GrainClass } from '../grain/grain.ts';
 import { grainId } from '../grain/identity.ts';
 import { grainTypeInfo, type GrainTypeInfo, type MethodInfo } from '../grain/options.ts';
-import { makeRef, RefCore, type GrainRef, type GrainRefBase, type Invoker } from '../grain/ref.ts';
+import { makeRef, RefCore, type GrainRef, type GrainRefBase, type ObserverRef, type Invoker } from '../grain/ref.ts';
 import type { MembershipTable } from '../membership/table.ts';
 import { Deadlines } from '../messaging/deadlines.ts';
 import {
@@ -26,6 +26,7 @@ import {
   decodeRequestArgs,
   decodeRequestHeader,
   requestArgs,
+  rejectionOf,
   requestHeadOf,
   responseBody,
   responseHeadBytes,
@@ -111,8 +112,7 @@ class ClientCall {
   }
 }
 
-/** An observer: a reference grains can call, whose calls reach an object in the client. */
-export type ObserverRef<T> = GrainRef<T> & { dispose(): void };
+export type { ObserverRef };
 
 /** A client connected to a cluster through its gateways. */
 export class ClusterClient implements Invoker, ConnectionHandler {
@@ -438,6 +438,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     this.#release(msg);
     if (status === ResponseStatus.Ok) msg.resolve(value);
     else {
+      value = rejectionOf(status, value);
       if (value instanceof Error && typeof value.stack === 'string')
         value.stack += `\n    at <grain call> ${msg.targetId}.${msg.method.name} (through gateway ${msg.via ?? '?'})`;
       msg.reject(value);

@@ -5,7 +5,7 @@
 import type { ReminderInfo, ReminderOptions } from '../reminders/service.ts';
 import { GranaryError } from '../errors.ts';
 import type { GrainId } from './identity.ts';
-import type { GrainRef } from './ref.ts';
+import type { GrainRef, ObserverRef } from './ref.ts';
 import type { PersistentState, PersistentStateOptions } from '../storage/persistent-state.ts';
 import type { JournalBinding } from '../journal/log.ts';
 
@@ -46,6 +46,7 @@ export interface GrainContext {
   readonly id: GrainId;
   readonly silo: SiloInfo;
   getGrain(type: GrainClass | string, key: string): unknown;
+  createObserver(impl: object): unknown;
   persistentState<T>(name: string, options: PersistentStateOptions<T>): PersistentState<T>;
   /** Binds a JournaledGrain to its event log; `load` runs before onActivate, with the persistent states. */
   journal(load: () => Promise<void>): JournalBinding;
@@ -116,6 +117,15 @@ export abstract class Grain {
   getGrain<T>(type: string, key: string): GrainRef<T>;
   getGrain(type: GrainClass | string, key: string): unknown {
     return this.#ctx.getGrain(type, key);
+  }
+
+  /**
+   * Makes `impl` an observer other grains can call through the returned
+   * reference (hand it to them as an argument). It lives on this silo and
+   * ends with this activation, or sooner with `dispose()`.
+   */
+  createObserver<T extends object>(impl: T): ObserverRef<T> {
+    return this.#ctx.createObserver(impl) as ObserverRef<T>;
   }
 
   /** Declares a persistent state, read from storage before `onActivate` runs. */

@@ -43,6 +43,12 @@ export type GrainRef<T> = {
     : never;
 } & GrainRefBase<T>;
 
+/**
+ * An observer: a reference that grains call like a grain's, whose calls reach
+ * an object in the client, grain or silo that made it; `dispose()` ends it.
+ */
+export type ObserverRef<T> = GrainRef<T> & { dispose(): void };
+
 /** The call chain of a waiting call, as a linked list of grain ids (innermost first). */
 export interface ChainNode {
   readonly id: string;

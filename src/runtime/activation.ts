@@ -57,7 +57,9 @@ const stateNames = ['Created', 'Activating', 'Valid', 'Deactivating', 'Invalid',
 /** The transitions #moveTo allows, by state: bit n set when state n may follow. */
 const allowedNext = [
   /* Created */ (1 << ActivationState.Activating) | (1 << ActivationState.Invalid),
-  /* Activating */ (1 << ActivationState.Valid) | (1 << ActivationState.FailedToActivate) | (1 << ActivationState.Invalid),
+  /* Activating */ (1 << ActivationState.Valid) |
+    (1 << ActivationState.FailedToActivate) |
+    (1 << ActivationState.Invalid),
   /* Valid */ (1 << ActivationState.Deactivating) | (1 << ActivationState.Invalid),
   /* Deactivating */ 1 << ActivationState.Invalid,
   /* Invalid */ 0,
@@ -98,6 +100,8 @@ export interface ActivationHost {
   /** Settles the calls the activation runs. */
   readonly calls: CallSettler;
   getGrain(type: GrainClass | string, key: string, caller: CallerContext | undefined): unknown;
+  /** An observer living on this silo, for `impl`. */
+  createObserver(impl: object, caller: CallerContext | undefined): { dispose(): void };
   /** A reference revived from the wire or a copy, bound to `caller`. */
   ref(type: string, key: string, caller: CallerContext | undefined): unknown;
   storageProvider(name: string, grain: string, state: string): StorageProvider;
@@ -153,6 +157,8 @@ export class Activation implements GrainContext, CallerContext, Target {
   /** What is read before onActivate: persistent states, a journal. */
   #states: { read(): Promise<void> }[] | undefined;
   #timers: Set<GrainTimer> | undefined;
+  /** Observers this activation made: they end with it. */
+  #observers: { dispose(): void }[] | undefined;
   /** A deactivation asked for and not begun, and its reason. */
   #pending: Pending = Pending.None;
   #reason: DeactivationReason = 'idle';
@@ -215,6 +221,13 @@ export class Activation implements GrainContext, CallerContext, Target {
 
   getGrain(type: GrainClass | string, key: string): unknown {
     return this.#host.getGrain(type, key, this);
+  }
+
+  createObserver(impl: object): unknown {
+    if (this.ended) throw new ConfigurationError(`${this.idStr} is deactivated: it cannot create an observer`);
+    const ref = this.#host.createObserver(impl, this);
+    (this.#observers ??= []).push(ref);
+    return ref;
   }
 
   persistentState<T>(name: string, options: PersistentStateOptions<T>): PersistentState<T> {
@@ -294,8 +307,7 @@ export class Activation implements GrainContext, CallerContext, Target {
 
   deactivateOnIdle(): void {
     if (this.#pending === Pending.None) this.#pending = Pending.WhenIdle;
-    if (this.running === 0 && this.state === ActivationState.Valid)
-      queueMicrotask(() => this.#deactivateIfDue(false));
+    if (this.running === 0 && this.state === ActivationState.Valid) queueMicrotask(() => this.#deactivateIfDue(false));
   }
 
   delayDeactivation(ms: number): void {
@@ -343,9 +355,7 @@ export class Activation implements GrainContext, CallerContext, Target {
     const from = this.state;
     if ((allowedNext[from]! & (1 << next)) === 0) {
       // A runtime bug, never the user's: say which transition.
-      throw new GranaryError(
-        `activation ${this.idStr}: no transition from ${stateNames[from]} to ${stateNames[next]}`,
-      );
+      throw new GranaryError(`activation ${this.idStr}: no transition from ${stateNames[from]} to ${stateNames[next]}`);
     }
     this.state = next;
     switch (next) {
@@ -525,7 +535,12 @@ export class Activation implements GrainContext, CallerContext, Target {
     if (this.state === ActivationState.Deactivating) this.#moveTo(ActivationState.Invalid);
   }
 
+  /** Ends what lives only as long as the activation: its timers and its observers. */
   #disposeTimers(): void {
+    if (this.#observers !== undefined) {
+      for (const o of this.#observers) o.dispose();
+      this.#observers = undefined;
+    }
     if (this.#timers === undefined) return;
     for (const t of [...this.#timers]) t.dispose();
     this.#timers = undefined;

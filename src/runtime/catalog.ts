@@ -147,7 +147,8 @@ export class Catalog implements PoolHost {
   #quantum(): number {
     if (this.#options.collectionQuantumMs !== undefined) return this.#options.collectionQuantumMs;
     let min = this.#options.collectionAgeMs;
-    for (const t of this.#types()) if (t.collectionAgeMs !== undefined && t.collectionAgeMs < min) min = t.collectionAgeMs;
+    for (const t of this.#types())
+      if (t.collectionAgeMs !== undefined && t.collectionAgeMs < min) min = t.collectionAgeMs;
     return Math.max(5, Math.min(60_000, Math.floor(min / 4)));
   }
 
@@ -204,7 +205,10 @@ export class Catalog implements PoolHost {
     const timedOut = new Promise<boolean>((resolve) => {
       timer = this.#clock.setTimeout(() => resolve(true), this.#options.deactivationTimeoutMs);
     });
-    const late = await Promise.race([Promise.all(acts.map((a) => a.deactivate('shutdown'))).then(() => false), timedOut]);
+    const late = await Promise.race([
+      Promise.all(acts.map((a) => a.deactivate('shutdown'))).then(() => false),
+      timedOut,
+    ]);
     timer?.cancel();
     if (!late) return [];
     const stuck = acts.filter((a) => !a.ended);

@@ -209,7 +209,7 @@ export class Dispatcher implements Invoker {
   }
 
   #observerTarget(key: string): Target {
-    return this.#observers.target(key) ?? (this.cluster?.observerTarget(key) ?? this.#observers.unreachable(key));
+    return this.#observers.target(key) ?? this.cluster?.observerTarget(key) ?? this.#observers.unreachable(key);
   }
 
   /**
@@ -239,9 +239,7 @@ export class Dispatcher implements Invoker {
       receive: (msg: Message) =>
         this.#calls.fail(
           msg,
-          new SiloStoppedError(
-            `silo ${this.#host.siloInfo.address} is stopping and no other silo can take ${idStr}`,
-          ),
+          new SiloStoppedError(`silo ${this.#host.siloInfo.address} is stopping and no other silo can take ${idStr}`),
         ),
     };
   }
@@ -307,11 +305,16 @@ export class Dispatcher implements Invoker {
         return;
       }
       if (type === undefined) {
-        reply?.respond(h.reqId, ResponseStatus.Error, this.#types.unknownType(typeName, h.targetId, this.#host.siloInfo.address));
+        reply?.respond(
+          h.reqId,
+          ResponseStatus.Error,
+          this.#types.unknownType(typeName, h.targetId, this.#host.siloInfo.address),
+        );
         return;
       }
       const id = grainId(typeName, key);
-      target = fromSilo && !stopping ? this.#catalog.getOrCreate(id, h.targetId, type) : this.#route(id, h.targetId, type);
+      target =
+        fromSilo && !stopping ? this.#catalog.getOrCreate(id, h.targetId, type) : this.#route(id, h.targetId, type);
     }
     // receiveReminder is not callable by clients; the reminder service of another silo may call it.
     const m = type.methods.get(h.method) ?? (fromSilo && h.method === 'receiveReminder' ? type.reminder : undefined);

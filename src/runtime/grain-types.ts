@@ -3,7 +3,7 @@
 
 import { ConfigurationError, UnknownGrainTypeError, UnknownMethodError } from '../errors.ts';
 import { Grain, type GrainClass } from '../grain/grain.ts';
-import { grainTypeInfo, type GrainTypeInfo, type MethodInfo } from '../grain/options.ts';
+import { grainTypeInfo, type GrainTypeInfo } from '../grain/options.ts';
 
 /** The registry of one silo's grain types. */
 export class GrainTypes {
@@ -63,9 +63,4 @@ export function unknownMethod(type: GrainTypeInfo, method: string, calling: stri
   return new UnknownMethodError(
     `grain type '${type.name}' has no method '${method}' (calling ${calling}); its methods: ${[...type.methods.keys()].join(', ') || 'none'}`,
   );
-}
-
-/** A method by name, for calls whose method is given by name (the wire, untyped references). */
-export function methodOf(type: GrainTypeInfo, name: string): MethodInfo | undefined {
-  return type.methods.get(name);
 }

@@ -196,7 +196,12 @@ export class Runtime implements CatalogHost, ClusterHost {
   deactivated(a: Activation, reason: DeactivationReason): void {
     this.catalog.remove(a);
     if (channels.activationDeactivated.hasSubscribers)
-      channels.activationDeactivated.publish({ silo: this.siloInfo.address, grain: a.idStr, type: a.type.name, reason });
+      channels.activationDeactivated.publish({
+        silo: this.siloInfo.address,
+        grain: a.idStr,
+        type: a.type.name,
+        reason,
+      });
   }
 
   activationLost(a: Activation, winner: string, queued: Message[]): void {
@@ -226,7 +231,10 @@ export class Runtime implements CatalogHost, ClusterHost {
   duplicateFound(grain: string, winner: string): void {
     const t = this.catalog.get(grain);
     if (!(t instanceof Activation)) return;
-    this.logger.warn({ grain, winner }, 'duplicate activation found: deactivating this one, its callers go to the other');
+    this.logger.warn(
+      { grain, winner },
+      'duplicate activation found: deactivating this one, its callers go to the other',
+    );
     t.registered = false;
     void t.deactivate('requested');
   }

@@ -4,7 +4,7 @@
 import { availableParallelism } from 'node:os';
 import { ConfigurationError } from '../errors.ts';
 import type { Grain, GrainClass, SiloInfo } from '../grain/grain.ts';
-import type { GrainRef } from '../grain/ref.ts';
+import type { GrainRef, ObserverRef } from '../grain/ref.ts';
 import { channels } from '../observability/channels.ts';
 import { defaultLogger, type Logger } from '../observability/logger.ts';
 import { memoryStorage } from '../providers/memory/storage.ts';
@@ -363,6 +363,15 @@ export class Silo {
   getGrain<T>(type: string, key: string): GrainRef<T>;
   getGrain(type: GrainClass | string, key: string): unknown {
     return this.#runtime.getGrain(type, key, undefined);
+  }
+
+  /**
+   * Makes `impl` an observer grains can call through the returned reference
+   * (hand it to a grain as an argument). It lives on this silo until
+   * `dispose()` or the silo stops.
+   */
+  createObserver<T extends object>(impl: T): ObserverRef<T> {
+    return this.#runtime.createObserver(impl, undefined) as unknown as ObserverRef<T>;
   }
 
   /**

@@ -67,10 +67,7 @@ export class GrainTimer implements TimerHandle, TickOwner {
 
   tickDone(error: unknown): void {
     if (error !== undefined)
-      this.#act.logger.warn(
-        { grain: this.#act.idStr, timer: this.#method.name, err: error },
-        'timer tick threw',
-      );
+      this.#act.logger.warn({ grain: this.#act.idStr, timer: this.#method.name, err: error }, 'timer tick threw');
     if (this.#disposed) return;
     if (this.#periodMs > 0) this.#schedule(this.#periodMs);
     else this.dispose();

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Grain, grain, type GrainRef } from 'granary';
+import { Grain, grain, Silo, silentLogger, type GrainRef, type ObserverRef } from 'granary';
 import { TestCluster, waitFor } from 'granary/testing';
 
 interface ChatObserver {
@@ -20,7 +20,76 @@ class ChatRoom extends Grain {
   }
 }
 
+@grain('roomWatcher')
+class RoomWatcher extends Grain {
+  readonly got: string[] = [];
+  #obs: ObserverRef<ChatObserver> | undefined;
+  /** Joins the rooms with one observer made here; returns the rooms' silos. */
+  async watch(rooms: string[]): Promise<string[]> {
+    this.#obs ??= this.createObserver<ChatObserver>({ onMessage: (m: string) => void this.got.push(m) });
+    const obs = this.#obs;
+    return Promise.all(rooms.map((r) => this.getGrain(ChatRoom, r).join(obs)));
+  }
+  async received(): Promise<string[]> {
+    return [...this.got];
+  }
+  async leave(): Promise<void> {
+    this.deactivateOnIdle();
+  }
+}
+
 describe('observers', () => {
+  it('a silo makes observers that its grains call; dispose ends them', async () => {
+    const silo = await Silo.start({ grains: [ChatRoom], logger: silentLogger() });
+    try {
+      const got: string[] = [];
+      const obs = silo.createObserver<ChatObserver>({ onMessage: (m: string) => void got.push(m) });
+      const room = silo.getGrain(ChatRoom, 'lobby');
+      await room.join(obs);
+      assert.equal(await room.say('hello'), 1);
+      assert.deepEqual(got, ['hello']);
+      obs.dispose();
+      assert.equal(await room.say('after dispose'), 0);
+      assert.deepEqual(got, ['hello']);
+    } finally {
+      await silo.stop();
+    }
+  });
+
+  it("a grain's observer is called from grains on every silo, and ends with its activation", async () => {
+    const c = await TestCluster.start({ silos: 3, grains: [ChatRoom, RoomWatcher] });
+    try {
+      const watcher = c.client.getGrain(RoomWatcher, 'w');
+      const rooms = Array.from({ length: 12 }, (_, i) => `hall-${i}`);
+      const silos = await watcher.watch(rooms);
+      assert.equal(new Set(silos).size, 3, 'rooms on every silo, so most calls to the observer cross silos');
+      for (const r of rooms) assert.equal(await c.client.getGrain(ChatRoom, r).say(`from ${r}`), 1);
+      assert.deepEqual((await watcher.received()).sort(), rooms.map((r) => `from ${r}`).sort());
+      await watcher.leave();
+      await waitFor('the watcher deactivated', () => c.silos.every((s) => s.activationCount <= 12));
+      // Its observer went with it: the rooms' calls to it now fail.
+      for (const r of rooms) assert.equal(await c.client.getGrain(ChatRoom, r).say('after'), 0);
+    } finally {
+      await c.stop();
+    }
+  });
+
+  it('a silo-made observer is reached from grains on other silos', async () => {
+    const c = await TestCluster.start({ silos: 2, grains: [ChatRoom] });
+    try {
+      const got: string[] = [];
+      const obs = c.silos[0]!.createObserver<ChatObserver>({ onMessage: (m: string) => void got.push(m) });
+      const where = await Promise.all(
+        Array.from({ length: 8 }, (_, i) => c.client.getGrain(ChatRoom, `r-${i}`).join(obs)),
+      );
+      assert.equal(new Set(where).size, 2);
+      for (let i = 0; i < 8; i++) assert.equal(await c.client.getGrain(ChatRoom, `r-${i}`).say(`m${i}`), 1);
+      assert.equal(got.length, 8);
+    } finally {
+      await c.stop();
+    }
+  });
+
   it('reach a client through its gateway from grains on any silo, until disposed', async () => {
     const c = await TestCluster.start({ silos: 3, grains: [ChatRoom] });
     try {
