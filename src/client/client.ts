@@ -130,6 +130,8 @@ export class ClusterClient implements Invoker, ConnectionHandler {
   #gateways: string[] = [];
   /** Open gateway connections, in the order they opened; calls go round robin over them. */
   #open: Connection[] = [];
+  /** Gateways that said their silo is stopping: tried last when none is open. */
+  readonly #leavingGateways = new Set<string>();
   #next = 0;
   #reqSeq = 0;
   #refresh: NodeJS.Timeout | undefined;
@@ -320,7 +322,8 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     if (conn !== undefined) this.#send(conn, msg, signal, target);
     else {
       // No gateway open right now: wait for one (reconnects are under way), within the deadline.
-      const tryAll = this.#gateways.map((g) => this.#connector.get(g));
+      const staying = this.#gateways.filter((g) => !this.#leavingGateways.has(g));
+      const tryAll = (staying.length > 0 ? staying : this.#gateways).map((g) => this.#connector.get(g));
       Promise.any(tryAll).then(
         (c) => this.#send(c, msg, signal, target),
         () =>
@@ -415,6 +418,10 @@ export class ClusterClient implements Invoker, ConnectionHandler {
 
   onFrame(type: number, buf: Buffer, start: number, end: number, conn: Connection): boolean {
     if (type === Frame.Location) return true; // routing is the gateway's
+    if (type === Frame.Leaving) {
+      this.#leaving(conn);
+      return true;
+    }
     if (type === Frame.Request) {
       this.#observerCall(buf, start, end, conn);
       return true;
@@ -490,6 +497,19 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       );
   }
 
+  /**
+   * A gateway said its silo is stopping: new calls go to the other gateways
+   * (unless it is the last one), while its calls in flight are still answered.
+   */
+  #leaving(conn: Connection): void {
+    const address = conn.peer?.address;
+    if (address !== undefined) this.#leavingGateways.add(address);
+    const i = this.#open.indexOf(conn);
+    if (i < 0 || this.#open.length === 1) return;
+    this.#open.splice(i, 1);
+    if (this.#next >= this.#open.length) this.#next = 0;
+  }
+
   /** A gateway connection closed: its calls in flight fail with SiloUnavailableError; new calls go to the others. */
   #lost(conn: Connection): void {
     const i = this.#open.indexOf(conn);
@@ -499,6 +519,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     }
     const address = conn.peer?.address;
     if (address === undefined) return;
+    this.#leavingGateways.delete(address);
     if (!this.#closed)
       this.#logger.warn(
         { gateway: address, reason: conn.closeInfo?.reason },

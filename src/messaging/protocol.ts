@@ -29,6 +29,11 @@ export const Frame = {
   Cancel: 3,
   /** A hint that a grain lives elsewhere: codec([targetId, address]). */
   Location: 4,
+  /**
+   * From a gateway to its clients: this silo is stopping; send new calls to
+   * other gateways. Calls already sent are still answered. Empty body.
+   */
+  Leaving: 5,
   SystemCall: 10,
   SystemResult: 11,
 } as const;

@@ -64,6 +64,8 @@ export interface ClusterHost {
   readonly codecContext: CodecContext;
   /** Activations here now, for placement and load reports. */
   readonly activationCount: number;
+  /** Calls in flight that this silo waits on or must answer (a graceful stop waits for them). */
+  readonly pendingCalls: number;
   /** The cluster layer is up: activations register in the directory from now on. */
   attachCluster(c: SiloCluster): void;
   /** Delivers a call that came over the wire. */
@@ -376,6 +378,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
     const id = conn.peer?.address;
     if (id === undefined) return;
     this.#clients.set(id, conn);
+    if (this.#stopping) this.#tellLeaving(conn);
     void conn.closed.then(() => {
       if (this.#clients.get(id) === conn) this.#clients.delete(id);
       this.#connectionLost(conn);
@@ -786,12 +789,30 @@ export class SiloCluster implements ConnectionHandler, Prober {
   /** Graceful stop, first part: leave the active set so that no new work is placed here. */
   async beginStop(): Promise<void> {
     this.#stopping = true;
+    // Clients send their new calls to other gateways from now on; calls already sent are answered.
+    for (const conn of this.#clients.values()) this.#tellLeaving(conn);
     try {
       await this.membership.shuttingDown();
     } catch (e) {
       this.#logger.warn({ err: e }, 'could not mark this silo ShuttingDown; others will see it leave');
     }
     await this.gossip();
+  }
+
+  #tellLeaving(conn: Connection): void {
+    if (conn.state === 'open') conn.send(Frame.Leaving, new Uint8Array(0));
+  }
+
+  /**
+   * Waits until every call this silo accepted has been answered and every call
+   * it sent on has come back, or `timeoutMs` passed (then they fail as the
+   * connections close). Resolves to the number still in flight.
+   */
+  async #drain(timeoutMs: number): Promise<number> {
+    const until = Date.now() + timeoutMs;
+    const inFlight = (): number => this.#host.pendingCalls + this.#pending.size;
+    while (inFlight() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    return inFlight();
   }
 
   /** Tells every other active silo to re-read the table now (a status changed). */
@@ -808,7 +829,11 @@ export class SiloCluster implements ConnectionHandler, Prober {
   }
 
   /** Graceful stop, last part: hand the directory over, leave the table, close connections. */
-  async finishStop(): Promise<void> {
+  async finishStop(drainTimeoutMs: number): Promise<void> {
+    // Calls accepted before the stop, and those forwarded from here since, finish first.
+    const left = await this.#drain(drainTimeoutMs);
+    if (left > 0)
+      this.#logger.warn({ calls: left, timeoutMs: drainTimeoutMs }, 'calls still in flight at the end of the stop');
     await this.directory.handOffAll(this.#view);
     await this.membership.leave();
     await this.gossip();

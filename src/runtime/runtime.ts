@@ -102,6 +102,11 @@ export class Runtime implements CatalogHost, ClusterHost {
     return this.catalog.count;
   }
 
+  /** Calls in flight: waited on here, or to be answered from here. */
+  get pendingCalls(): number {
+    return this.calls.pending;
+  }
+
   // ---- References and calls (ActivationHost, and the silo's own) ---------------
 
   getGrain(type: GrainClass | string, key: string, caller: CallerContext | undefined): GrainRefBase<unknown> {

@@ -120,6 +120,7 @@ export class Silo {
   readonly #cluster: SiloCluster | undefined;
   readonly #reminders: ReminderService;
   readonly #reminderTable: ReminderTable;
+  readonly #deactivationTimeoutMs: number;
   #stopped: Promise<void> | undefined;
   #resolveTerminated!: (how: 'stopped' | 'declared dead') => void;
   /** Resolves when the silo has stopped: 'stopped' after stop(), 'declared dead' when the cluster declared it dead. */
@@ -133,7 +134,9 @@ export class Silo {
     reminders: ReminderService,
     reminderTable: ReminderTable,
     eventLogs: Map<string, EventLog>,
+    deactivationTimeoutMs: number,
   ) {
+    this.#deactivationTimeoutMs = deactivationTimeoutMs;
     this.#eventLogs = eventLogs;
     this.#reminders = reminders;
     this.#reminderTable = reminderTable;
@@ -344,7 +347,16 @@ export class Silo {
       reminders.start(c.address, ringOf());
       c.membership.subscribe(() => reminders.viewChanged(ringOf()));
     }
-    made.silo = new Silo(runtime, storage, siloLogger, cluster, reminders, reminderTable, eventLogs);
+    made.silo = new Silo(
+      runtime,
+      storage,
+      siloLogger,
+      cluster,
+      reminders,
+      reminderTable,
+      eventLogs,
+      options.deactivationTimeoutMs ?? siloDefaults.deactivationTimeoutMs,
+    );
     return made.silo;
   }
 
@@ -389,7 +401,7 @@ export class Silo {
     this.#reminders.stop();
     await this.#cluster?.beginStop();
     await this.#runtime.stop();
-    await this.#cluster?.finishStop();
+    await this.#cluster?.finishStop(this.#deactivationTimeoutMs);
     await this.#closeStorage();
     this.#logger.info({}, 'silo stopped');
     if (channels.siloStopped.hasSubscribers)
