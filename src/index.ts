@@ -28,7 +28,7 @@ export {
 } from './grain/options.ts';
 export { grainId, type GrainId } from './grain/identity.ts';
 export type { GrainRef, GrainRefBase, CallOptions } from './grain/ref.ts';
-export { Silo, siloDefaults, type SiloOptions } from './runtime/silo.ts';
+export { Silo, siloDefaults, type SiloOptions } from './hosting/silo.ts';
 export { ClusterClient, type ClusterClientOptions, type ObserverRef } from './client/client.ts';
 export {
   memoryMembership,

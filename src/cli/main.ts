@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { Grain, type GrainClass } from '../grain/grain.ts';
-import { Silo } from '../runtime/silo.ts';
+import { Silo } from '../hosting/silo.ts';
 import { memoryStorage } from '../providers/memory/storage.ts';
 import { sqliteStorage } from '../providers/sqlite/storage.ts';
 import { sqliteMembership } from '../providers/sqlite/membership.ts';

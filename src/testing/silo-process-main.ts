@@ -13,7 +13,7 @@ import { sqliteStorage } from '../providers/sqlite/storage.ts';
 import { sqliteReminders } from '../providers/sqlite/reminders.ts';
 import { memoryReminders } from '../providers/memory/reminders.ts';
 import type { ReminderTable } from '../reminders/table.ts';
-import { Silo } from '../runtime/silo.ts';
+import { Silo } from '../hosting/silo.ts';
 import type { StorageProvider } from '../storage/provider.ts';
 import type { ProviderSpec, SiloProcessOptions } from './process.ts';
 

@@ -12,7 +12,7 @@ import { silentLogger } from '../observability/logger.ts';
 import { memoryMembership, MemoryMembershipStore } from '../providers/memory/membership.ts';
 import { memoryReminders, MemoryReminderStore } from '../providers/memory/reminders.ts';
 import { memoryStorage, MemoryStore } from '../providers/memory/storage.ts';
-import { Silo, type SiloOptions } from '../runtime/silo.ts';
+import { Silo, type SiloOptions } from '../hosting/silo.ts';
 
 /** Failure detection for tests: a crashed silo is declared dead within about a second. */
 export const fastMembership: MembershipOptions = {
