@@ -14,7 +14,7 @@ import {
   GranaryError,
 } from '../errors.ts';
 import { Grain, type GrainClass, type SiloInfo } from '../grain/grain.ts';
-import { grainId, type GrainId } from '../grain/identity.ts';
+import { grainId, OBSERVER_TYPE, type GrainId } from '../grain/identity.ts';
 import { grainTypeInfo, type GrainTypeInfo, type MethodInfo } from '../grain/options.ts';
 import { makeRef, RefCore, type CallerContext, type ChainNode, type GrainRefBase, type Invoker } from '../grain/ref.ts';
 import { Deadlines } from '../messaging/deadlines.ts';
@@ -48,9 +48,6 @@ async function withCallerStack(p: Promise<unknown>): Promise<unknown> {
     throw e;
   }
 }
-
-/** The type name of client observers' references. */
-export const OBSERVER_TYPE = '$observer';
 
 const observerMethods = new Map<string, MethodInfo>();
 const noop = (): undefined => undefined;
