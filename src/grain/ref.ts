@@ -4,10 +4,11 @@
 
 import { inspect } from 'node:util';
 import { ConfigurationError } from '../errors.ts';
-import { GRAIN_REF, type CodecContext, type RefIdentity } from '../serialization/symbols.ts';
+import { GRAIN_REF, type RefIdentity } from '../serialization/symbols.ts';
 import type { GrainId } from './identity.ts';
 import type { Grain } from './grain.ts';
 import type { GrainTypeInfo, MethodInfo } from './options.ts';
+import type { CallerContext } from '../messaging/call-chain.ts';
 
 /** Per-call options, set with `ref.withOptions(...)`. */
 export interface CallOptions {
@@ -42,27 +43,6 @@ export type GrainRef<T> = {
     ? (...args: A) => Promise<Awaited<R>>
     : never;
 } & GrainRefBase<T>;
-
-/** The call chain of a waiting call, as a linked list of grain ids (innermost first). */
-export interface ChainNode {
-  readonly id: string;
-  readonly parent: ChainNode | undefined;
-  /** The turn of grain `id` that made the call, when known (same silo). */
-  readonly turn?: unknown;
-  /** Made in this process: without a turn it was made outside any turn (onActivate, onDeactivate). */
-  readonly local?: boolean;
-  /** `id` as a request header writes it (u16 length, UTF-8), when the activation keeps it. */
-  readonly bytes?: Uint8Array;
-}
-
-/**
- * Where a reference is used from: an activation (for call chains), or nothing
- * (a client). References in results are revived bound to it.
- */
-export interface CallerContext extends CodecContext {
-  /** The chain of the caller's current turn, extended by the caller itself. */
-  callChain(): ChainNode | undefined;
-}
 
 /** Sends calls. Implemented by the silo runtime and by clients. */
 export interface Invoker {

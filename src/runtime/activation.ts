@@ -15,8 +15,8 @@ import {
 } from '../grain/grain.ts';
 import type { GrainId } from '../grain/identity.ts';
 import type { GrainTypeInfo } from '../grain/options.ts';
-import type { CallerContext, ChainNode } from '../grain/ref.ts';
-import { chainContains, chainPath, type Message } from '../messaging/message.ts';
+import { chainContains, chainPath, type CallerContext, type ChainNode } from '../messaging/call-chain.ts';
+import type { Message } from '../messaging/message.ts';
 import { targetBytes } from '../messaging/protocol.ts';
 import type { RefIdentity } from '../serialization/symbols.ts';
 import type { JournalBinding } from '../journal/log.ts';

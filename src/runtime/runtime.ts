@@ -16,7 +16,8 @@ import {
 import { Grain, type GrainClass, type SiloInfo } from '../grain/grain.ts';
 import { grainId, OBSERVER_TYPE, type GrainId } from '../grain/identity.ts';
 import { grainTypeInfo, type GrainTypeInfo, type MethodInfo } from '../grain/options.ts';
-import { makeRef, RefCore, type CallerContext, type ChainNode, type GrainRefBase, type Invoker } from '../grain/ref.ts';
+import { makeRef, RefCore, type GrainRefBase, type Invoker } from '../grain/ref.ts';
+import type { CallerContext, ChainNode } from '../messaging/call-chain.ts';
 import { Deadlines } from '../messaging/deadlines.ts';
 import { Message, type RemoteReply } from '../messaging/message.ts';
 import { RequestFlags, ResponseStatus, decodeRequestArgs, type RequestHeader } from '../messaging/protocol.ts';
