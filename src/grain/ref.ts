@@ -6,43 +6,12 @@ import { inspect } from 'node:util';
 import { ConfigurationError } from '../errors.ts';
 import { GRAIN_REF, type RefIdentity } from '../serialization/symbols.ts';
 import type { GrainId } from './identity.ts';
-import type { Grain } from './grain.ts';
+import type { CallOptions, GrainRefBase } from './grain.ts';
 import type { GrainTypeInfo, MethodInfo } from './options.ts';
 import type { CallerContext } from '../messaging/call-chain.ts';
 
-/** Per-call options, set with `ref.withOptions(...)`. */
-export interface CallOptions {
-  /** Deadline of each call made through the reference, in ms. Default: the silo's `responseTimeoutMs`. */
-  timeoutMs?: number;
-}
-
-type MethodKeys<T> = {
-  [K in keyof T]-?: K extends keyof Grain
-    ? never
-    : K extends string
-      ? T[K] extends (...args: any[]) => any
-        ? K
-        : never
-      : never;
-}[keyof T];
-
-/** Members every reference has, beside the grain's methods. */
-export interface GrainRefBase<T> {
-  /** The referenced grain's `{ type, key }`. */
-  readonly id: GrainId;
-  /** The same reference with other call options. */
-  withOptions(options: CallOptions): GrainRef<T>;
-}
-
-/**
- * A reference to a grain of class T: every public method of T that is not a
- * Grain member, each returning a promise of its awaited result.
- */
-export type GrainRef<T> = {
-  readonly [K in MethodKeys<T>]: T[K] extends (...args: infer A) => infer R
-    ? (...args: A) => Promise<Awaited<R>>
-    : never;
-} & GrainRefBase<T>;
+// The reference types live beside Grain, which they are computed from; they are re-exported here.
+export type { CallOptions, GrainRef, GrainRefBase } from './grain.ts';
 
 /** Sends calls. Implemented by the silo runtime and by clients. */
 export interface Invoker {
