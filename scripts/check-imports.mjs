@@ -93,20 +93,11 @@ const rules = [
       'testing',
     ],
   },
+  // A reference builds requests: it may use messaging/'s call-chain context (the
+  // architecture's "grain -> messaging"), never the runtime that carries them.
   {
     from: 'grain',
-    not: [
-      'runtime',
-      'messaging',
-      'transport',
-      'membership',
-      'directory',
-      'placement',
-      'client',
-      'providers',
-      'cli',
-      'testing',
-    ],
+    not: ['runtime', 'transport', 'membership', 'directory', 'placement', 'client', 'providers', 'cli', 'testing'],
   },
   {
     from: 'messaging',
@@ -142,14 +133,23 @@ const rules = [
   // The runtime reaches providers only through their interfaces.
   { from: 'runtime', not: ['providers', 'client', 'cli', 'testing'] },
   { from: 'client', not: ['runtime', 'providers', 'cli', 'testing'] },
-  { from: 'providers', not: ['runtime', 'client', 'cli', 'testing'] },
+  { from: 'providers', not: ['runtime', 'client', 'cli', 'testing', 'hosting'] },
+  // hosting/ is the composition root: it may pick providers; only the entry points and tools import it.
+  { from: 'hosting', not: ['client', 'cli', 'testing'] },
 ];
+const mayImportHosting = new Set(['', 'hosting', 'cli', 'testing']);
 for (const [m, deps] of graph) {
   const rule = rules.find((r) => r.from === folder(m));
   if (rule === undefined) continue;
   for (const d of deps) {
     if (rule.not.includes(folder(d))) problems.push(`layering: ${m} (${rule.from}/) imports ${d} (${folder(d)}/)`);
   }
+}
+for (const [m, deps] of graph) {
+  if (mayImportHosting.has(folder(m))) continue;
+  for (const d of deps)
+    if (folder(d) === 'hosting')
+      problems.push(`layering: ${m} imports ${d}: only the entry points, cli/ and testing/ may`);
 }
 
 if (process.argv.includes('--print')) {

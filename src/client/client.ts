@@ -14,7 +14,7 @@ import {
   UnknownMethodError,
 } from '../errors.ts';
 import { Grain, type GrainClass } from '../grain/grain.ts';
-import { grainId } from '../grain/identity.ts';
+import { grainId, OBSERVER_TYPE } from '../grain/identity.ts';
 import { grainTypeInfo, type GrainTypeInfo, type MethodInfo } from '../grain/options.ts';
 import { makeRef, RefCore, type GrainRef, type GrainRefBase, type ObserverRef, type Invoker } from '../grain/ref.ts';
 import type { MembershipTable } from '../membership/table.ts';
@@ -35,7 +35,6 @@ import {
   responseValue,
   targetBytes,
 } from '../messaging/protocol.ts';
-import { OBSERVER_TYPE } from '../runtime/runtime.ts';
 import { defaultLogger, type Logger } from '../observability/logger.ts';
 import type { CodecContext, RefIdentity } from '../serialization/symbols.ts';
 import { encode } from '../serialization/codec.ts';

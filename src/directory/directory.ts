@@ -9,7 +9,7 @@
 import { SiloUnavailableError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { ClusterView } from '../membership/service.ts';
-import { Ring } from './ring.ts';
+import { Ring } from '../membership/ring.ts';
 
 /** Where one activation of a grain lives. `activation` tells incarnations on one silo apart. */
 export interface DirectoryEntry {

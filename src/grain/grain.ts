@@ -1,11 +1,11 @@
 // The Grain base class. A grain is a plain class that extends Grain; the
 // runtime constructs it and hands it its activation context, through which
-// every member below reaches the hosting silo.
+// every member below reaches the hosting silo. The types of references to
+// grains (GrainRef) live here too: they are computed from Grain's members.
 
 import type { ReminderInfo, ReminderOptions } from '../reminders/service.ts';
 import { GranaryError } from '../errors.ts';
 import type { GrainId } from './identity.ts';
-import type { GrainRef, ObserverRef } from './ref.ts';
 import type { PersistentState, PersistentStateOptions } from '../storage/persistent-state.ts';
 import type { JournalBinding } from '../journal/log.ts';
 
@@ -40,6 +40,46 @@ export interface TimerHandle {
 
 /** A grain class: extends Grain, constructed by the runtime only. */
 export type GrainClass<T extends Grain = Grain> = (new () => T) & { grainOptions?: unknown };
+
+/** Per-call options, set with `ref.withOptions(...)`. */
+export interface CallOptions {
+  /** Deadline of each call made through the reference, in ms. Default: the silo's `responseTimeoutMs`. */
+  timeoutMs?: number;
+}
+
+type MethodKeys<T> = {
+  [K in keyof T]-?: K extends keyof Grain
+    ? never
+    : K extends string
+      ? T[K] extends (...args: any[]) => any
+        ? K
+        : never
+      : never;
+}[keyof T];
+
+/** Members every reference has, beside the grain's methods. */
+export interface GrainRefBase<T> {
+  /** The referenced grain's `{ type, key }`. */
+  readonly id: GrainId;
+  /** The same reference with other call options. */
+  withOptions(options: CallOptions): GrainRef<T>;
+}
+
+/**
+ * A reference to a grain of class T: every public method of T that is not a
+ * Grain member, each returning a promise of its awaited result.
+ */
+export type GrainRef<T> = {
+  readonly [K in MethodKeys<T>]: T[K] extends (...args: infer A) => infer R
+    ? (...args: A) => Promise<Awaited<R>>
+    : never;
+} & GrainRefBase<T>;
+
+/**
+ * An observer: a reference that grains call like a grain's, whose calls reach
+ * an object in the client, grain or silo that made it; `dispose()` ends it.
+ */
+export type ObserverRef<T> = GrainRef<T> & { dispose(): void };
 
 /** What an activation gives its grain instance. Implemented by the runtime. */
 export interface GrainContext {

@@ -27,3 +27,9 @@ class Id implements GrainId {
 export function grainId(type: string, key: string): GrainId {
   return new Id(type, key);
 }
+
+/**
+ * The type name of client observers' references: `$observer/<key>` names an
+ * object in a client, which its gateway delivers calls to. No grain class has it.
+ */
+export const OBSERVER_TYPE = '$observer';

@@ -4,71 +4,14 @@
 
 import { inspect } from 'node:util';
 import { ConfigurationError } from '../errors.ts';
-import { GRAIN_REF, type CodecContext, type RefIdentity } from '../serialization/symbols.ts';
+import { GRAIN_REF, type RefIdentity } from '../serialization/symbols.ts';
 import type { GrainId } from './identity.ts';
-import type { Grain } from './grain.ts';
+import type { CallOptions, GrainRefBase } from './grain.ts';
 import type { GrainTypeInfo, MethodInfo } from './options.ts';
+import type { CallerContext } from '../messaging/call-chain.ts';
 
-/** Per-call options, set with `ref.withOptions(...)`. */
-export interface CallOptions {
-  /** Deadline of each call made through the reference, in ms. Default: the silo's `responseTimeoutMs`. */
-  timeoutMs?: number;
-}
-
-type MethodKeys<T> = {
-  [K in keyof T]-?: K extends keyof Grain
-    ? never
-    : K extends string
-      ? T[K] extends (...args: any[]) => any
-        ? K
-        : never
-      : never;
-}[keyof T];
-
-/** Members every reference has, beside the grain's methods. */
-export interface GrainRefBase<T> {
-  /** The referenced grain's `{ type, key }`. */
-  readonly id: GrainId;
-  /** The same reference with other call options. */
-  withOptions(options: CallOptions): GrainRef<T>;
-}
-
-/**
- * A reference to a grain of class T: every public method of T that is not a
- * Grain member, each returning a promise of its awaited result.
- */
-export type GrainRef<T> = {
-  readonly [K in MethodKeys<T>]: T[K] extends (...args: infer A) => infer R
-    ? (...args: A) => Promise<Awaited<R>>
-    : never;
-} & GrainRefBase<T>;
-
-/**
- * An observer: a reference that grains call like a grain's, whose calls reach
- * an object in the client, grain or silo that made it; `dispose()` ends it.
- */
-export type ObserverRef<T> = GrainRef<T> & { dispose(): void };
-
-/** The call chain of a waiting call, as a linked list of grain ids (innermost first). */
-export interface ChainNode {
-  readonly id: string;
-  readonly parent: ChainNode | undefined;
-  /** The turn of grain `id` that made the call, when known (same silo). */
-  readonly turn?: unknown;
-  /** Made in this process: without a turn it was made outside any turn (onActivate, onDeactivate). */
-  readonly local?: boolean;
-  /** `id` as a request header writes it (u16 length, UTF-8), when the activation keeps it. */
-  readonly bytes?: Uint8Array;
-}
-
-/**
- * Where a reference is used from: an activation (for call chains), or nothing
- * (a client). References in results are revived bound to it.
- */
-export interface CallerContext extends CodecContext {
-  /** The chain of the caller's current turn, extended by the caller itself. */
-  callChain(): ChainNode | undefined;
-}
+// The reference types live beside Grain, which they are computed from; they are re-exported here.
+export type { CallOptions, GrainRef, GrainRefBase, ObserverRef } from './grain.ts';
 
 /** Sends calls. Implemented by the silo runtime and by clients. */
 export interface Invoker {

@@ -28,7 +28,7 @@ import type { TransportLimits } from '../transport/limits.ts';
 import { memoryReminders } from '../providers/memory/reminders.ts';
 import { ReminderService } from '../reminders/service.ts';
 import type { ReminderTable } from '../reminders/table.ts';
-import { Ring } from '../directory/ring.ts';
+import { Ring } from '../membership/ring.ts';
 
 /** The ring of a silo that is not (or no longer) a member: it owns no range. */
 const emptyRing = new Ring([]);

@@ -7,7 +7,7 @@ import { hostname } from 'node:os';
 import { MembershipError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import { channels } from '../observability/channels.ts';
-import { Ring } from '../directory/ring.ts';
+import { Ring } from './ring.ts';
 import {
   siloId,
   type MembershipSnapshot,

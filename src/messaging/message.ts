@@ -2,8 +2,7 @@
 // object carries the call from the reference to the mailbox and back, and is
 // also its own node in the deadline queue, so a call allocates little.
 
-import type { ChainNode, CallerContext } from '../grain/ref.ts';
-import type { MethodInfo } from '../grain/options.ts';
+import type { CallerContext, ChainNode } from './call-chain.ts';
 
 let capturedResolve: ((v: unknown) => void) | undefined;
 let capturedReject: ((e: unknown) => void) | undefined;
@@ -33,6 +32,18 @@ export const MessageKind = {
   Tick: 4,
 } as const;
 export type MessageKind = (typeof MessageKind)[keyof typeof MessageKind];
+
+/**
+ * The method a message calls, as the mailbox (interleaving rules, the turn)
+ * and the wire (name, one-way) read it. A grain type's MethodInfo is one.
+ */
+export interface MessageMethod {
+  readonly name: string;
+  readonly fn: (...args: unknown[]) => unknown;
+  readonly readOnly: boolean;
+  readonly alwaysInterleave: boolean;
+  readonly oneWay: boolean;
+}
 
 /** Cancellation state of a call that was given an AbortSignal. */
 export interface CallCancellation {
@@ -64,7 +75,7 @@ export class Message {
   declare kind: MessageKind;
   /** `type/key` of the target. */
   declare readonly targetId: string;
-  declare readonly method: MethodInfo;
+  declare readonly method: MessageMethod;
   declare readonly args: unknown[];
   /** Grains waiting on this call, innermost first; undefined for calls from outside any grain. */
   declare readonly chain: ChainNode | undefined;
@@ -96,7 +107,7 @@ export class Message {
   constructor(
     kind: MessageKind,
     targetId: string,
-    method: MethodInfo,
+    method: MessageMethod,
     args: unknown[],
     chain: ChainNode | undefined,
     caller: CallerContext | undefined,
@@ -131,17 +142,4 @@ export class Message {
     this.reject = capturedReject as (e: unknown) => void;
     return p;
   }
-}
-
-/** True when `id` is among the waiting grains of `chain`. */
-export function chainContains(chain: ChainNode | undefined, id: string): boolean {
-  for (let n = chain; n !== undefined; n = n.parent) if (n.id === id) return true;
-  return false;
-}
-
-/** The chain as printed grain ids, outermost first, ending with `last`. */
-export function chainPath(chain: ChainNode | undefined, last: string): string[] {
-  const out: string[] = [last];
-  for (let n = chain; n !== undefined; n = n.parent) out.push(n.id);
-  return out.reverse();
 }

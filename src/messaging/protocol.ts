@@ -8,7 +8,7 @@
 // RESPONSE body: u32 reqId | u8 status | codec(value or error)
 // Headers are plain binary, read and written in place: no codec on the hot path.
 
-import type { ChainNode } from '../grain/ref.ts';
+import type { ChainNode } from './call-chain.ts';
 import {
   ErrorCodes,
   ForwardLimitError,
@@ -19,7 +19,6 @@ import {
   isTransient,
 } from '../errors.ts';
 import { decode, encode } from '../serialization/codec.ts';
-import type { FrameHead } from '../transport/framing.ts';
 import type { CodecContext } from '../serialization/symbols.ts';
 
 /** Frame types. 0xF0 and up belong to the transport's handshake. */
@@ -160,11 +159,23 @@ function methodBytes(method: string): Buffer {
 }
 
 /**
+ * A frame header that writes itself into a connection's outgoing batch: the
+ * shape the transport's `sendHead` takes (its FrameHead), declared here so the
+ * protocol does not depend on the transport.
+ */
+export interface HeadWriter {
+  /** At least the number of bytes `writeTo` writes. */
+  readonly maxBytes: number;
+  /** Writes the header into `buf` from `at`; returns the offset where it ended. Throws to refuse the frame. */
+  writeTo(buf: Buffer, at: number): number;
+}
+
+/**
  * A request's header, written straight into a connection's outgoing batch
  * (`conn.sendHead(Frame.Request, requestHeadOf(...), args)`): one object,
  * refilled per request, valid until the next `requestHeadOf`.
  */
-class RequestHead implements FrameHead {
+class RequestHead implements HeadWriter {
   reqId = 0;
   flags = 0;
   targetId = '';
@@ -249,7 +260,7 @@ export function requestHeadOf(
   timeoutMs: number,
   chain: readonly string[] | ChainNode | null | undefined,
   hops: number,
-): FrameHead {
+): HeadWriter {
   const h = requestHeadScratch;
   h.reqId = reqId >>> 0;
   h.flags = flags & 0xff;

@@ -4,7 +4,7 @@
 
 import { ConfigurationError } from '../errors.ts';
 import type { PlacementStrategy } from '../grain/options.ts';
-import { hash32 } from '../directory/ring.ts';
+import { hash32 } from '../hash.ts';
 
 /** A silo that may host a new activation. */
 export interface PlacementCandidate {

@@ -25,7 +25,8 @@
 //   bring the old row back after the change was applied.
 
 import { ConfigurationError, GranaryError } from '../errors.ts';
-import { hash32, Ring } from '../directory/ring.ts';
+import { hash32 } from '../hash.ts';
+import { Ring } from '../membership/ring.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { ReminderEntry, ReminderTable, StoredReminder } from './table.ts';
 

@@ -18,9 +18,9 @@ import {
 } from '../grain/grain.ts';
 import type { GrainId } from '../grain/identity.ts';
 import type { GrainTypeInfo } from '../grain/options.ts';
-import type { CallerContext, ChainNode } from '../grain/ref.ts';
 import type { EventLog, JournalBinding } from '../journal/log.ts';
-import { chainContains, chainPath, type Message } from '../messaging/message.ts';
+import { chainContains, chainPath, type CallerContext, type ChainNode } from '../messaging/call-chain.ts';
+import type { Message } from '../messaging/message.ts';
 import { targetBytes } from '../messaging/protocol.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { ReminderInfo, ReminderOptions, ReminderService } from '../reminders/service.ts';

@@ -6,9 +6,10 @@
 
 import { ConfigurationError, ForwardLimitError, SiloStoppedError, UnknownGrainTypeError } from '../errors.ts';
 import type { GrainClass, SiloInfo } from '../grain/grain.ts';
-import { grainId, type GrainId } from '../grain/identity.ts';
+import { grainId, OBSERVER_TYPE, type GrainId } from '../grain/identity.ts';
 import type { GrainTypeInfo, MethodInfo } from '../grain/options.ts';
-import { makeRef, RefCore, type CallerContext, type ChainNode, type GrainRefBase, type Invoker } from '../grain/ref.ts';
+import { makeRef, RefCore, type GrainRefBase, type Invoker } from '../grain/ref.ts';
+import type { CallerContext, ChainNode } from '../messaging/call-chain.ts';
 import { Message, MessageKind, type RemoteReply } from '../messaging/message.ts';
 import { RequestFlags, ResponseStatus, decodeRequestArgs, type RequestHeader } from '../messaging/protocol.ts';
 import { copyArgs } from '../serialization/codec.ts';
@@ -18,7 +19,7 @@ import type { CallTracker } from './call-tracker.ts';
 import type { Catalog, LocalTarget } from './catalog.ts';
 import type { SiloCluster } from './cluster.ts';
 import { unknownMethod, type GrainTypes } from './grain-types.ts';
-import { OBSERVER_TYPE, observerMethod, type Observers } from './observers.ts';
+import { observerMethod, type Observers } from './observers.ts';
 
 /**
  * Awaits a call so that a failure's stack also shows the caller's frames: V8

@@ -17,9 +17,6 @@ import type { CodecContext } from '../serialization/symbols.ts';
 import type { Target } from './activation.ts';
 import type { CallSettler } from './call-tracker.ts';
 
-/** The type name of observers' references. */
-export const OBSERVER_TYPE = '$observer';
-
 /** The owner part of the keys of observers that live on a silo. */
 export const SILO_OBSERVER_OWNER = 'silo';
 

@@ -12,7 +12,8 @@ import { systemClock, type Clock } from '../clock.ts';
 import { ConfigurationError, SiloStoppedError } from '../errors.ts';
 import type { DeactivationReason, GrainClass, SiloInfo } from '../grain/grain.ts';
 import type { GrainTypeInfo } from '../grain/options.ts';
-import type { CallerContext, GrainRefBase } from '../grain/ref.ts';
+import type { GrainRefBase } from '../grain/ref.ts';
+import type { CallerContext } from '../messaging/call-chain.ts';
 import type { EventLog } from '../journal/log.ts';
 import type { Message, RemoteReply } from '../messaging/message.ts';
 import type { RequestHeader } from '../messaging/protocol.ts';
@@ -27,9 +28,8 @@ import { Catalog, type CatalogHost } from './catalog.ts';
 import type { ClusterHost, SiloCluster } from './cluster.ts';
 import { Dispatcher } from './dispatcher.ts';
 import { GrainTypes } from './grain-types.ts';
-import { OBSERVER_TYPE, Observers } from './observers.ts';
-
-export { OBSERVER_TYPE };
+import { OBSERVER_TYPE } from '../grain/identity.ts';
+import { Observers } from './observers.ts';
 
 /** What the runtime needs from the silo. */
 export interface RuntimeConfig {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { hash32 } from '../../src/directory/ring.ts';
+import { hash32 } from '../../src/hash.ts';
 import { ReminderError } from '../../src/errors.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import type { ReminderEntry, ReminderTable, StoredReminder } from '../../src/reminders/table.ts';

@@ -8,7 +8,8 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it, mock } from 'node:test';
 import { memoryReminders, silentLogger, type ReminderTick } from 'granary';
-import { hash32, Ring } from '../../src/directory/ring.ts';
+import { hash32 } from '../../src/hash.ts';
+import { Ring } from '../../src/membership/ring.ts';
 import { ReminderService } from '../../src/reminders/service.ts';
 import type { ReminderContext, ReminderEntry, ReminderTable, StoredReminder } from '../../src/reminders/table.ts';
 import { deferred, eventually } from '../helpers.ts';

@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { ConfigurationError, Grain, Silo, grain, memoryReminders, silentLogger, type ReminderTick } from 'granary';
-import { hash32, Ring } from '../../src/directory/ring.ts';
+import { hash32 } from '../../src/hash.ts';
+import { Ring } from '../../src/membership/ring.ts';
 import { inRange, rangesOf } from '../../src/reminders/service.ts';
 import { eventually } from '../helpers.ts';
 

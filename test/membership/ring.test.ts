@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Ring, hash32 } from '../../src/directory/ring.ts';
+import { hash32 } from '../../src/hash.ts';
+import { Ring } from '../../src/membership/ring.ts';
 
 describe('ring', () => {
   it('hashes stably and spreads keys', () => {

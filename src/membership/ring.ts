@@ -1,37 +1,10 @@
-// The consistent-hash ring of active silos. Grain ids hash onto a 32-bit ring;
-// each silo holds several points on it, and owns the arc that ends at each of
-// its points. The directory partitions, and later the reminder ranges, follow
-// this ring, so every silo with the same view computes the same owner.
+// The consistent-hash ring of active silos, part of the membership view the
+// rest of the runtime subscribes to. Grain ids hash onto a 32-bit ring; each
+// silo holds several points on it, and owns the arc that ends at each of its
+// points. The directory partitions and the reminder ranges follow this ring,
+// so every silo with the same view computes the same owner.
 
-/** MurmurHash3 (x86, 32-bit) of a string's UTF-16 code units. Stable across processes. */
-export function hash32(s: string, seed = 0): number {
-  let h = seed >>> 0;
-  const n = s.length;
-  let i = 0;
-  for (; i + 1 < n; i += 2) {
-    let k = (s.charCodeAt(i) | (s.charCodeAt(i + 1) << 16)) >>> 0;
-    k = Math.imul(k, 0xcc9e2d51);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, 0x1b873593);
-    h ^= k;
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
-  }
-  if (i < n) {
-    let k = s.charCodeAt(i);
-    k = Math.imul(k, 0xcc9e2d51);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, 0x1b873593);
-    h ^= k;
-  }
-  h ^= n * 2;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
+import { hash32 } from '../hash.ts';
 
 /** Points each silo holds on the ring; more points, more even partitions. */
 export const POINTS_PER_SILO = 32;
