@@ -3,7 +3,7 @@
 // every member below reaches the hosting silo.
 
 import type { ReminderInfo, ReminderOptions } from '../reminders/service.ts';
-import { GranaryError } from '../errors.ts';
+import { GrainConstructedError } from '../errors.ts';
 import type { GrainId } from './identity.ts';
 import type { GrainRef } from './ref.ts';
 import type { PersistentState, PersistentStateOptions } from '../storage/persistent-state.ts';
@@ -40,6 +40,9 @@ export interface TimerHandle {
 
 /** A grain class: extends Grain, constructed by the runtime only. */
 export type GrainClass<T extends Grain = Grain> = (new () => T) & { grainOptions?: unknown };
+
+/** Any grain class, as lists of them take (`TestCluster`'s `grains`): a class that does not extend Grain does not compile. */
+export type AnyGrainClass = GrainClass<Grain>;
 
 /** What an activation gives its grain instance. Implemented by the runtime. */
 export interface GrainContext {
@@ -87,9 +90,8 @@ export abstract class Grain {
   constructor() {
     const ctx = constructing;
     if (ctx === undefined) {
-      throw new GranaryError(
+      throw new GrainConstructedError(
         `${new.target.name} is a grain: it is never constructed by user code; get a reference with getGrain(${new.target.name}, key)`,
-        'GRANARY_GRAIN_CONSTRUCTED',
       );
     }
     constructing = undefined;

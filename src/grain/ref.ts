@@ -7,7 +7,8 @@ import { ConfigurationError } from '../errors.ts';
 import { GRAIN_REF, type CodecContext, type RefIdentity } from '../serialization/symbols.ts';
 import type { GrainId } from './identity.ts';
 import type { Grain } from './grain.ts';
-import type { GrainTypeInfo, MethodInfo } from './options.ts';
+import type { GrainTypeInfo, MethodInfo, ReservedMethod } from './options.ts';
+import type { JOURNALED, JournaledGrainMember } from '../journal/members.ts';
 
 /** Per-call options, set with `ref.withOptions(...)`. */
 export interface CallOptions {
@@ -15,8 +16,12 @@ export interface CallOptions {
   timeoutMs?: number;
 }
 
+/** Names no reference offers: Grain's members, the reserved methods, and JournaledGrain's members on a journaled grain. */
+type NotOnRef<T> =
+  keyof Grain | ReservedMethod | (T extends { readonly [JOURNALED]: true } ? JournaledGrainMember : never);
+
 type MethodKeys<T> = {
-  [K in keyof T]-?: K extends keyof Grain
+  [K in keyof T]-?: K extends NotOnRef<T>
     ? never
     : K extends string
       ? T[K] extends (...args: any[]) => any
@@ -35,7 +40,9 @@ export interface GrainRefBase<T> {
 
 /**
  * A reference to a grain of class T: every public method of T that is not a
- * Grain member, each returning a promise of its awaited result.
+ * Grain member, a reserved method (`RESERVED_METHODS`: `receiveReminder`,
+ * `onStreamItem`...) or, on a JournaledGrain, one of its members, each
+ * returning a promise of its awaited result.
  */
 export type GrainRef<T> = {
   readonly [K in MethodKeys<T>]: T[K] extends (...args: infer A) => infer R

@@ -230,7 +230,12 @@ describe('connection', () => {
 
   it('refuses a port that is taken with a TransportError whose cause is the socket error', async () => {
     await assert.rejects(
-      listen({ port: listener.port, hello: { clusterId: 'test', generation: 1, role: 'silo' }, handler: collector() }),
+      listen({
+        port: listener.port,
+        hello: { clusterId: 'test', generation: 1, role: 'silo' },
+        handler: collector(),
+        onConnection: () => {},
+      }),
       (e: unknown) =>
         e instanceof TransportError &&
         e.code === 'GRANARY_TRANSPORT' &&
