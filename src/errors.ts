@@ -252,7 +252,7 @@ export class GrainConstructedError extends GranaryError {
 }
 
 /** Error classes of Granary itself, rebuilt by name when they arrive. */
-export const builtinErrorClasses: ReadonlyArray<new (...args: never[]) => Error> = [
+export const builtinErrorClasses: ReadonlyArray<new (...args: never[]) => GranaryError> = [
   GranaryError,
   TimeoutError,
   DeadlockError,
