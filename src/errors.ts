@@ -219,7 +219,7 @@ export class OverloadedError extends GranaryError {
   }
 }
 
-/** A peer broke the wire protocol (corrupt frame, unknown frame or system call, bad handshake). */
+/** A peer broke the wire protocol (corrupt frame, unknown frame or system call, bad handshake), or a frame cannot be written in it (type outside 0..255). */
 export class ProtocolError extends GranaryError {
   declare readonly code: typeof ErrorCodes.Protocol;
   constructor(message: string, options?: ErrorOptions) {
@@ -227,7 +227,7 @@ export class ProtocolError extends GranaryError {
   }
 }
 
-/** A connection could not be used (not open yet, handler already set). */
+/** A connection could not be made or used (port taken, connect timed out, not open yet, handler already set). */
 export class TransportError extends GranaryError {
   declare readonly code: typeof ErrorCodes.Transport;
   constructor(message: string, options?: ErrorOptions) {
@@ -252,7 +252,7 @@ export class GrainConstructedError extends GranaryError {
 }
 
 /** Error classes of Granary itself, rebuilt by name when they arrive. */
-export const builtinErrorClasses: ReadonlyArray<new (...args: never[]) => Error> = [
+export const builtinErrorClasses: ReadonlyArray<new (...args: never[]) => GranaryError> = [
   GranaryError,
   TimeoutError,
   DeadlockError,

@@ -4,6 +4,7 @@
 export {
   Grain,
   type GrainClass,
+  type AnyGrainClass,
   type DeactivationReason,
   type SiloInfo,
   type TimerOptions,

@@ -2,10 +2,11 @@
 // The `granary` command: run a silo hosting the grain classes a module
 // exports; SIGTERM or SIGINT stops it gracefully.
 
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { readFileSync } from 'node:fs';
+import { ConfigurationError, ErrorCodes, GranaryError } from '../errors.ts';
 import { Grain, type GrainClass } from '../grain/grain.ts';
 import { Silo } from '../hosting/silo.ts';
 import { memoryStorage } from '../providers/memory/storage.ts';
@@ -46,7 +47,7 @@ export async function parseMembership(spec: string): Promise<MembershipTable> {
     const { redisMembership } = await import('../providers/redis/index.ts');
     return redisMembership({ url: spec });
   }
-  throw new Error(`--membership takes 'sqlite:<path>', 'postgres://...' or 'redis://...', got '${spec}'`);
+  throw new ConfigurationError(`--membership takes 'sqlite:<path>', 'postgres://...' or 'redis://...', got '${spec}'`);
 }
 
 /** Parses `--storage`. */
@@ -62,7 +63,9 @@ export async function parseStorage(spec: string): Promise<StorageProvider> {
     const { redisStorage } = await import('../providers/redis/index.ts');
     return redisStorage({ url: spec });
   }
-  throw new Error(`--storage takes 'memory', 'sqlite:<path>', 'postgres://...' or 'redis://...', got '${spec}'`);
+  throw new ConfigurationError(
+    `--storage takes 'memory', 'sqlite:<path>', 'postgres://...' or 'redis://...', got '${spec}'`,
+  );
 }
 
 /** Parses `--reminders`. */
@@ -78,7 +81,9 @@ export async function parseReminders(spec: string): Promise<ReminderTable> {
     const { redisReminders } = await import('../providers/redis/index.ts');
     return redisReminders({ url: spec });
   }
-  throw new Error(`--reminders takes 'memory', 'sqlite:<path>', 'postgres://...' or 'redis://...', got '${spec}'`);
+  throw new ConfigurationError(
+    `--reminders takes 'memory', 'sqlite:<path>', 'postgres://...' or 'redis://...', got '${spec}'`,
+  );
 }
 
 function version(): string {
@@ -86,8 +91,17 @@ function version(): string {
   return pkg.version;
 }
 
+/** `parseArgs`, its refusals (an unknown option, a missing value) as ConfigurationError. */
+function parseOptions<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs(config);
+  } catch (e) {
+    throw new ConfigurationError(`${(e as Error)?.message ?? String(e)}\n${USAGE}`);
+  }
+}
+
 async function silo(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseOptions({
     args: argv,
     options: {
       grains: { type: 'string' },
@@ -103,14 +117,20 @@ async function silo(argv: string[]): Promise<void> {
     },
     strict: true,
   });
-  if (values.grains === undefined) throw new Error('granary silo needs --grains <module>');
-  const mod = (await import(pathToFileURL(resolve(values.grains)).href)) as Record<string, unknown>;
+  if (values.grains === undefined) throw new ConfigurationError('granary silo needs --grains <module>');
+  let mod: Record<string, unknown>;
+  try {
+    mod = (await import(pathToFileURL(resolve(values.grains)).href)) as Record<string, unknown>;
+  } catch (e) {
+    throw new ConfigurationError(`cannot load --grains ${values.grains}: ${(e as Error)?.message ?? String(e)}`);
+  }
   const grains = grainClasses(mod);
-  if (grains.length === 0) throw new Error(`${values.grains} exports no grain class (a class that extends Grain)`);
+  if (grains.length === 0)
+    throw new ConfigurationError(`${values.grains} exports no grain class (a class that extends Grain)`);
   const num = (name: string, v: string | undefined): number | undefined => {
     if (v === undefined) return undefined;
     const n = Number(v);
-    if (!Number.isFinite(n)) throw new Error(`--${name} takes a number, got '${v}'`);
+    if (!Number.isFinite(n)) throw new ConfigurationError(`--${name} takes a number, got '${v}'`);
     return n;
   };
   const port = num('port', values.port);
@@ -141,7 +161,7 @@ async function silo(argv: string[]): Promise<void> {
     s.stop().then(
       () => process.exit(0),
       (e: unknown) => {
-        process.stderr.write(`stop failed: ${String(e)}\n`);
+        process.stderr.write(`granary ${describeFailure(e, 'stop failed: ')}\n`);
         process.exit(1);
       },
     );
@@ -171,11 +191,17 @@ async function main(argv: string[]): Promise<void> {
       console.log(USAGE);
       return;
     default:
-      throw new Error(`unknown command '${cmd}'\n${USAGE}`);
+      throw new ConfigurationError(`unknown command '${cmd}'\n${USAGE}`);
   }
 }
 
+/** `[CODE]: message` of a failure; one that is not a GranaryError has code GRANARY_ERROR. */
+function describeFailure(e: unknown, prefix = ''): string {
+  const code = e instanceof GranaryError ? e.code : ErrorCodes.Error;
+  return `[${code}]: ${prefix}${(e as Error)?.message ?? String(e)}`;
+}
+
 main(process.argv.slice(2)).catch((e: unknown) => {
-  process.stderr.write(`granary: ${(e as Error)?.message ?? String(e)}\n`);
+  process.stderr.write(`granary ${describeFailure(e)}\n`);
   process.exit(2);
 });

@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import {
   CancelledError,
   ConfigurationError,
-  GranaryError,
+  OverloadedError,
   SiloUnavailableError,
   TimeoutError,
   UnknownGrainTypeError,
@@ -230,7 +230,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
   getGrain<T extends Grain>(type: GrainClass<T>, key: string): GrainRef<T>;
   getGrain<T>(type: string, key: string): GrainRef<T>;
   getGrain(type: GrainClass | string, key: string): unknown {
-    if (typeof key !== 'string') throw new TypeError(`a grain key is a string, got ${typeof key}`);
+    if (typeof key !== 'string') throw new ConfigurationError(`a grain key is a string, got ${typeof key}`);
     if (typeof type === 'string') return this.#ref(type, key);
     let info = this.#types.get(type);
     if (info === undefined) {
@@ -249,7 +249,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
    */
   createObserver<T extends object>(impl: T): ObserverRef<T> {
     if (impl === null || typeof impl !== 'object')
-      throw new TypeError('createObserver takes an object whose methods grains will call');
+      throw new ConfigurationError('createObserver takes an object whose methods grains will call');
     const gw = this.#gateway();
     if (gw === undefined)
       throw new SiloUnavailableError('no gateway is connected: an observer needs one to be reached through');
@@ -342,9 +342,8 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     if (conn.backlogged) {
       this.#fail(
         msg,
-        new GranaryError(
+        new OverloadedError(
           `gateway ${conn.peerName} is not reading (${conn.bufferedBytes} bytes wait to be sent, limit maxQueuedBytes): call to ${msg.targetId}.${msg.method.name} refused`,
-          'GRANARY_OVERLOADED',
         ),
       );
       return;

@@ -4,10 +4,12 @@
 // grains (GrainRef) live here too: they are computed from Grain's members.
 
 import type { ReminderInfo, ReminderOptions } from '../reminders/service.ts';
-import { GranaryError } from '../errors.ts';
+import { GrainConstructedError } from '../errors.ts';
 import type { GrainId } from './identity.ts';
 import type { PersistentState, PersistentStateOptions } from '../storage/persistent-state.ts';
 import type { JournalBinding } from '../journal/log.ts';
+import type { ReservedMethod } from './options.ts';
+import type { JOURNALED, JournaledGrainMember } from '../journal/members.ts';
 
 /** Why an activation is being deactivated. */
 export type DeactivationReason = 'idle' | 'requested' | 'shutdown' | 'error';
@@ -47,8 +49,12 @@ export interface CallOptions {
   timeoutMs?: number;
 }
 
+/** Names no reference offers: Grain's members, the reserved methods, and JournaledGrain's members on a journaled grain. */
+type NotOnRef<T> =
+  keyof Grain | ReservedMethod | (T extends { readonly [JOURNALED]: true } ? JournaledGrainMember : never);
+
 type MethodKeys<T> = {
-  [K in keyof T]-?: K extends keyof Grain
+  [K in keyof T]-?: K extends NotOnRef<T>
     ? never
     : K extends string
       ? T[K] extends (...args: any[]) => any
@@ -67,7 +73,9 @@ export interface GrainRefBase<T> {
 
 /**
  * A reference to a grain of class T: every public method of T that is not a
- * Grain member, each returning a promise of its awaited result.
+ * Grain member, a reserved method (`RESERVED_METHODS`: `receiveReminder`,
+ * `onStreamItem`...) or, on a JournaledGrain, one of its members, each
+ * returning a promise of its awaited result.
  */
 export type GrainRef<T> = {
   readonly [K in MethodKeys<T>]: T[K] extends (...args: infer A) => infer R
@@ -80,6 +88,9 @@ export type GrainRef<T> = {
  * an object in the client, grain or silo that made it; `dispose()` ends it.
  */
 export type ObserverRef<T> = GrainRef<T> & { dispose(): void };
+
+/** Any grain class, as lists of them take (`TestCluster`'s `grains`): a class that does not extend Grain does not compile. */
+export type AnyGrainClass = GrainClass<Grain>;
 
 /** What an activation gives its grain instance. Implemented by the runtime. */
 export interface GrainContext {
@@ -128,9 +139,8 @@ export abstract class Grain {
   constructor() {
     const ctx = constructing;
     if (ctx === undefined) {
-      throw new GranaryError(
+      throw new GrainConstructedError(
         `${new.target.name} is a grain: it is never constructed by user code; get a reference with getGrain(${new.target.name}, key)`,
-        'GRANARY_GRAIN_CONSTRUCTED',
       );
     }
     constructing = undefined;

@@ -189,8 +189,23 @@ export interface GrainTypeInfo {
   readonly journal: ResolvedJournalOptions | undefined;
 }
 
-/** Members of `Grain` that are lifecycle hooks, not callable methods. */
-const RESERVED = new Set(['constructor', 'onActivate', 'onDeactivate', 'receiveReminder', 'onStreamItem']);
+/**
+ * Methods the runtime calls on a grain itself (lifecycle hooks, reminder ticks,
+ * stream items): never callable through a reference. `GrainRef<T>` leaves them
+ * out too, so calling one through a reference does not compile.
+ */
+export const RESERVED_METHODS = [
+  'constructor',
+  'onActivate',
+  'onDeactivate',
+  'receiveReminder',
+  'onStreamItem',
+] as const;
+
+/** A name in `RESERVED_METHODS`. */
+export type ReservedMethod = (typeof RESERVED_METHODS)[number];
+
+const RESERVED: ReadonlySet<string> = new Set(RESERVED_METHODS);
 
 const typeInfos = new WeakMap<object, GrainTypeInfo>();
 

@@ -10,7 +10,7 @@
 import { availableParallelism } from 'node:os';
 import type { Clock } from '../clock.ts';
 import { ConfigurationError } from '../errors.ts';
-import type { Grain, GrainClass, SiloInfo } from '../grain/grain.ts';
+import type { AnyGrainClass, Grain, GrainClass, SiloInfo } from '../grain/grain.ts';
 import type { GrainRef, ObserverRef } from '../grain/ref.ts';
 import { channels } from '../observability/channels.ts';
 import { defaultLogger, type Logger } from '../observability/logger.ts';
@@ -38,7 +38,7 @@ export interface SiloOptions {
   /** Cluster this silo belongs to. Default `dev`. */
   clusterId?: string;
   /** Grain classes this silo hosts. */
-  grains?: GrainClass<any>[];
+  grains?: AnyGrainClass[];
   /** Host of the silo-to-silo endpoint. Default `127.0.0.1`. */
   host?: string;
   /** Port of the silo-to-silo endpoint. Default 11111. */

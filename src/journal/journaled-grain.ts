@@ -4,14 +4,21 @@
 // confirmEvents(), under optimistic concurrency on the log's version; the
 // state is rebuilt on activation from the latest snapshot and the events after it.
 
-import { GranaryError, InconsistentStateError, StorageError } from '../errors.ts';
+import {
+  ConfigurationError,
+  ErrorCodes,
+  GranaryError,
+  InconsistentStateError,
+  StorageCorruptError,
+  StorageError,
+} from '../errors.ts';
 import { Grain, grainContext } from '../grain/grain.ts';
 import { BASE_CLASS, type BaseClassInfo } from '../grain/options.ts';
 import { copy } from '../serialization/codec.ts';
 import { describeStream, type JournalBinding } from './log.ts';
+import { JOURNALED, JOURNALED_GRAIN_MEMBERS } from './members.ts';
 
-/** The members of JournaledGrain: never callable through a reference. */
-const MEMBERS = ['initialState', 'apply', 'raiseEvent', 'raiseEvents', 'confirmEvents', 'retrieveEvents'] as const;
+export { JOURNALED_GRAIN_MEMBERS, type JournaledGrainMember } from './members.ts';
 
 /**
  * A grain whose state is the fold of its events. Subclasses implement
@@ -33,6 +40,8 @@ const MEMBERS = ['initialState', 'apply', 'raiseEvent', 'raiseEvents', 'confirmE
  * references). The journal is read before `onActivate` runs.
  */
 export abstract class JournaledGrain<S, E> extends Grain {
+  /** Type-level mark of a journaled grain (see GrainRef); no such property exists. */
+  declare readonly [JOURNALED]: true;
   readonly #journal: JournalBinding;
   /** The state as of `#version`: the fold of the confirmed events. */
   #confirmed: S | undefined;
@@ -162,10 +171,11 @@ export abstract class JournaledGrain<S, E> extends Grain {
    * The confirmed events that moved the state from version `from` to version
    * `to` (default: all of them, from 0 to `version`), read from the log.
    * Replaying them with `apply` from `initialState()` gives the state as of `to`.
+   * A range outside 0 <= from <= to <= version fails with ConfigurationError.
    */
   protected async retrieveEvents(from = 0, to: number = this.#version): Promise<E[]> {
     if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || from < 0 || to < from || to > this.#version) {
-      throw new RangeError(
+      throw new ConfigurationError(
         `retrieveEvents(${String(from)}, ${String(to)}) of ${String(this.id)}: give whole numbers 0 <= from <= to <= version (${this.#version})`,
       );
     }
@@ -335,16 +345,15 @@ export abstract class JournaledGrain<S, E> extends Grain {
     const j = this.#journal;
     return new StorageError(
       `${op} of ${describeStream(j.address)} failed in event log '${j.logName}' (${j.log.kind}): ${(err as Error)?.message ?? String(err)}`,
-      'GRANARY_STORAGE',
+      ErrorCodes.Storage,
       { cause: err },
     );
   }
 
-  #corrupt(problem: string): StorageError {
+  #corrupt(problem: string): StorageCorruptError {
     const j = this.#journal;
-    return new StorageError(
+    return new StorageCorruptError(
       `the journal of ${describeStream(j.address)} in event log '${j.logName}' (${j.log.kind}) is inconsistent: ${problem}`,
-      'GRANARY_STORAGE_CORRUPT',
     );
   }
 }
@@ -355,5 +364,5 @@ interface Tentative<E> {
   dropped: boolean;
 }
 
-const baseClass: BaseClassInfo = { name: 'JournaledGrain', members: MEMBERS, journaled: true };
+const baseClass: BaseClassInfo = { name: 'JournaledGrain', members: JOURNALED_GRAIN_MEMBERS, journaled: true };
 Object.defineProperty(JournaledGrain.prototype, BASE_CLASS, { value: baseClass });

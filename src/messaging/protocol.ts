@@ -10,6 +10,7 @@
 
 import type { ChainNode } from './call-chain.ts';
 import {
+  ConfigurationError,
   ErrorCodes,
   ForwardLimitError,
   GranaryError,
@@ -132,7 +133,8 @@ export interface RequestHeader {
  */
 export function targetBytes(targetId: string): Buffer {
   const body = Buffer.from(targetId, 'utf8');
-  if (body.length >= 65536) throw new RangeError(`'${targetId.slice(0, 40)}...' is too long for a request header`);
+  if (body.length >= 65536)
+    throw new ConfigurationError(`'${targetId.slice(0, 40)}...' is too long for a request header`);
   const out = Buffer.allocUnsafe(2 + body.length);
   out.writeUInt16BE(body.length, 0);
   body.copy(out, 2);
@@ -148,7 +150,7 @@ function methodBytes(method: string): Buffer {
   if (b === undefined) {
     const body = Buffer.from(method, 'utf8');
     if (body.length >= 256)
-      throw new RangeError(`method name '${method.slice(0, 40)}...' is too long for a request header`);
+      throw new ConfigurationError(`method name '${method.slice(0, 40)}...' is too long for a request header`);
     b = Buffer.allocUnsafe(1 + body.length);
     b[0] = body.length;
     body.copy(b, 1);
@@ -228,7 +230,7 @@ class RequestHead implements HeadWriter {
         n++;
       }
     }
-    if (n > 0xffff) throw new RangeError(`a call chain of ${n} grains is too long for a request header`);
+    if (n > 0xffff) throw new ConfigurationError(`a call chain of ${n} grains is too long for a request header`);
     buf[countAt] = n >>> 8;
     buf[countAt + 1] = n & 0xff;
     return p;
@@ -238,7 +240,7 @@ class RequestHead implements HeadWriter {
 /** Writes `s` as u16 length + UTF-8 at `at` (room for 3 bytes per UTF-16 unit is made by the caller); returns the end. */
 function putStr(buf: Buffer, s: string, at: number): number {
   const n = buf.write(s, at + 2, 'utf8');
-  if (n >= 65536) throw new RangeError(`'${s.slice(0, 40)}...' is too long for a request header`);
+  if (n >= 65536) throw new ConfigurationError(`'${s.slice(0, 40)}...' is too long for a request header`);
   buf[at] = n >>> 8;
   buf[at + 1] = n & 0xff;
   return at + 2 + n;
@@ -342,17 +344,17 @@ function readMethod(buf: Buffer, start: number, end: number): string {
 /** Decodes the request header in `buf[start, end)` in place; throws RangeError when malformed. */
 export function decodeRequestHeader(buf: Buffer, start = 0, end = buf.length): RequestHeader {
   const len = end - start;
-  if (len < 15) throw new RangeError(`request frame of ${len} bytes is too short`);
+  if (len < 15) throw new ProtocolError(`request frame of ${len} bytes is too short`);
   const reqId = buf.readUInt32BE(start);
   const flags = buf[start + 4] as number;
   const timeoutMs = buf.readUInt32BE(start + 5);
   const hops = buf[start + 9] as number;
   const tlen = ((buf[start + 10] as number) << 8) | (buf[start + 11] as number);
   let at = start + 12 + tlen;
-  if (at + 1 > end) throw new RangeError('request header overruns its frame (target)');
+  if (at + 1 > end) throw new ProtocolError('request header overruns its frame (target)');
   const targetId = buf.toString('utf8', start + 12, at);
   const mlen = buf[at] as number;
-  if (at + 1 + mlen + 2 > end) throw new RangeError('request header overruns its frame (method)');
+  if (at + 1 + mlen + 2 > end) throw new ProtocolError('request header overruns its frame (method)');
   const method = readMethod(buf, at + 1, at + 1 + mlen);
   at += 1 + mlen;
   const n = ((buf[at] as number) << 8) | (buf[at + 1] as number);
@@ -361,21 +363,21 @@ export function decodeRequestHeader(buf: Buffer, start = 0, end = buf.length): R
   if (n > 0) {
     chain = [];
     for (let i = 0; i < n; i++) {
-      if (at + 2 > end) throw new RangeError('request header overruns its frame (chain)');
+      if (at + 2 > end) throw new ProtocolError('request header overruns its frame (chain)');
       const l = buf.readUInt16BE(at);
-      if (at + 2 + l > end) throw new RangeError('request header overruns its frame (chain)');
+      if (at + 2 + l > end) throw new ProtocolError('request header overruns its frame (chain)');
       chain.push(buf.toString('utf8', at + 2, at + 2 + l));
       at += 2 + l;
     }
   }
-  if (at >= end) throw new RangeError('request frame has no arguments');
+  if (at >= end) throw new ProtocolError('request frame has no arguments');
   return { reqId, flags, targetId, method, timeoutMs, chain, hops, argsOffset: at, argsEnd: end };
 }
 
 /** Decodes a request's arguments from the buffer its header was read from, binding references to `ctx`. */
 export function decodeRequestArgs(buf: Buffer, header: RequestHeader, ctx: CodecContext): unknown[] {
   const args = decode(buf, ctx, header.argsOffset, header.argsEnd);
-  if (!Array.isArray(args)) throw new RangeError('request arguments are not an array');
+  if (!Array.isArray(args)) throw new ProtocolError('request arguments are not an array');
   return args;
 }
 
@@ -401,7 +403,7 @@ export function encodeResponse(reqId: number, status: number, value: unknown): B
 
 /** The request id of the response in `buf[start, end)`. */
 export function responseId(buf: Buffer, start = 0, end = buf.length): number {
-  if (end - start < 5) throw new RangeError(`response frame of ${end - start} bytes is too short`);
+  if (end - start < 5) throw new ProtocolError(`response frame of ${end - start} bytes is too short`);
   return (
     (((buf[start] as number) << 24) |
       ((buf[start + 1] as number) << 16) |

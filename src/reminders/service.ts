@@ -24,7 +24,7 @@
 //   starts: a load that read a row before it was removed or replaced cannot
 //   bring the old row back after the change was applied.
 
-import { ConfigurationError, GranaryError } from '../errors.ts';
+import { ConfigurationError, ReminderError } from '../errors.ts';
 import { hash32 } from '../hash.ts';
 import { Ring } from '../membership/ring.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -208,10 +208,7 @@ export class ReminderService {
       }
       // Changed between our read and remove (re-registered meanwhile): read again.
     }
-    throw new GranaryError(
-      `could not unregister reminder '${name}' of grain ${grainId}: it kept changing`,
-      'GRANARY_REMINDERS',
-    );
+    throw new ReminderError(`could not unregister reminder '${name}' of grain ${grainId}: it kept changing`);
   }
 
   async list(grainId: string): Promise<ReminderInfo[]> {

@@ -31,9 +31,10 @@ async function withCallerStack(p: Promise<unknown>): Promise<unknown> {
     return await p;
   } catch (e) {
     if (e instanceof Error && typeof e.stack === 'string') {
-      const here = new Error().stack ?? '';
+      const here: { stack?: string } = {};
+      Error.captureStackTrace(here);
       // Drop the message line and this function's own frame.
-      const frames = here.split('\n').slice(2).join('\n');
+      const frames = (here.stack ?? '').split('\n').slice(2).join('\n');
       if (frames !== '') e.stack = `${e.stack}\n    --- the call, on the caller's side ---\n${frames}`;
     }
     throw e;

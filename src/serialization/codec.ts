@@ -3,7 +3,7 @@
 // meaning when a grain moves. Unsupported values fail with the path that holds them.
 
 import { Packr, addExtension, RESERVE_START_SPACE } from 'msgpackr';
-import { RemoteError, SerializationError } from '../errors.ts';
+import { ConfigurationError, ErrorCodes, RemoteError, SerializationError } from '../errors.ts';
 import { errorByName, errorEntryOf, typeByName, typeByPrototype, type ErrorEntry, type TypeEntry } from './registry.ts';
 import { GRAIN_REF, type CodecContext, type RefIdentity } from './symbols.ts';
 
@@ -349,7 +349,7 @@ function rebuildError(entry: ErrorEntry | undefined, p: ErrorParts): Error {
   const target = err as unknown as Dict;
   if (entry === undefined) {
     // The fields `new RemoteError(message, name, code)` would set.
-    let code: unknown = 'GRANARY_REMOTE_ERROR';
+    let code: unknown = ErrorCodes.RemoteError;
     for (let i = 0; i < p.props.length; i += 2)
       if (p.props[i] === 'code' && p.props[i + 1] !== undefined) code = p.props[i + 1];
     defineData(err, 'code', code);
@@ -999,7 +999,7 @@ export function encode(value: unknown, path = 'value'): Uint8Array {
 export function decode(bytes: Uint8Array, ctx?: CodecContext, start = 0, end = bytes.length): unknown {
   if (!(bytes instanceof Uint8Array)) throw new SerializationError('cannot decode: expected a Uint8Array');
   if (!(start >= 0 && end <= bytes.length && start <= end))
-    throw new RangeError(`cannot decode bytes ${start} to ${end} of ${bytes.length}`);
+    throw new ConfigurationError(`cannot decode bytes ${start} to ${end} of ${bytes.length}`);
   if (end - start < 2)
     throw new SerializationError(`cannot decode: ${end - start} bytes is too short to be an encoded value`);
   if (bytes[start] !== FORMAT)

@@ -2,7 +2,7 @@
 // provider before onActivate runs, written back on `write()` under the
 // optimistic-concurrency rule of its provider (ETags).
 
-import { GranaryError, InconsistentStateError, StorageError } from '../errors.ts';
+import { ErrorCodes, GranaryError, InconsistentStateError, StorageError } from '../errors.ts';
 import { encode } from '../serialization/codec.ts';
 import type { StateAddress, StorageProvider, StoredState } from './provider.ts';
 
@@ -61,7 +61,7 @@ export class PersistentStateImpl<T> implements PersistentState<T> {
     const a = this.#address;
     return new StorageError(
       `${op} of state '${a.stateName}' of grain ${a.grainType}/${a.grainKey} failed in storage provider '${this.#providerName}' (${this.#provider.kind})${note}: ${(err as Error)?.message ?? String(err)}`,
-      'GRANARY_STORAGE',
+      ErrorCodes.Storage,
       { cause: err },
     );
   }

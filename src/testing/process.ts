@@ -4,6 +4,7 @@
 
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { GranaryError, TimeoutError } from '../errors.ts';
 import type { MembershipOptions } from '../membership/service.ts';
 
 /** A provider as plain data, rebuilt in the child. */
@@ -79,7 +80,7 @@ export class SiloProcess {
     const ready = await new Promise<Ready>((resolve, reject) => {
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
-        reject(new Error(`silo process did not become active within ${timeoutMs} ms; stderr:\n${stderr}`));
+        reject(new TimeoutError(`silo process did not become active within ${timeoutMs} ms; stderr:\n${stderr}`));
       }, timeoutMs);
       child.on('message', (m: unknown) => {
         if ((m as Ready)?.type === 'ready') {
@@ -89,7 +90,7 @@ export class SiloProcess {
       });
       void exited.then(({ code, signal }) => {
         clearTimeout(timer);
-        reject(new Error(`silo process exited (${code ?? signal}) before becoming active; stderr:\n${stderr}`));
+        reject(new GranaryError(`silo process exited (${code ?? signal}) before becoming active; stderr:\n${stderr}`));
       });
     });
     const p = new SiloProcess(child, ready, exited);

@@ -4,6 +4,7 @@
 
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { ConfigurationError } from '../errors.ts';
 import { Grain, type GrainClass } from '../grain/grain.ts';
 import type { MembershipTable } from '../membership/table.ts';
 import { memoryMembership } from '../providers/memory/membership.ts';
@@ -85,7 +86,7 @@ async function remindersOf(spec: ProviderSpec | undefined): Promise<ReminderTabl
 }
 
 const opts = JSON.parse(process.env['GRANARY_SILO_PROCESS'] ?? 'null') as SiloProcessOptions | null;
-if (opts === null) throw new Error('GRANARY_SILO_PROCESS is not set');
+if (opts === null) throw new ConfigurationError('GRANARY_SILO_PROCESS is not set');
 const mod = (await import(pathToFileURL(resolve(opts.grains)).href)) as Record<string, unknown>;
 const grains = Object.values(mod).filter(
   (v): v is GrainClass => typeof v === 'function' && v.prototype instanceof Grain,

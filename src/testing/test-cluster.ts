@@ -5,7 +5,8 @@
 // second, so fault tests stay short.
 
 import { ClusterClient } from '../client/client.ts';
-import type { GrainClass } from '../grain/grain.ts';
+import { ConfigurationError, TimeoutError } from '../errors.ts';
+import type { AnyGrainClass } from '../grain/grain.ts';
 import type { MembershipOptions } from '../membership/service.ts';
 import type { MembershipTable } from '../membership/table.ts';
 import { silentLogger } from '../observability/logger.ts';
@@ -34,7 +35,8 @@ interface Shared {
 export interface TestClusterOptions {
   /** How many silos to start. Default 2. */
   silos?: number;
-  grains: GrainClass<any>[];
+  /** The grain classes every silo hosts. */
+  grains: AnyGrainClass[];
   /** Options every silo gets (ports, membership and clusterId are set by the test cluster unless given). */
   siloOptions?: SiloOptions;
   /** A membership table per silo; default: one shared in-memory table. */
@@ -157,7 +159,7 @@ export class TestCluster {
 
   #silo(i: number): Silo {
     const s = this.silos[i];
-    if (s === undefined) throw new RangeError(`no silo ${i}: the cluster has ${this.silos.length}`);
+    if (s === undefined) throw new ConfigurationError(`no silo ${i}: the cluster has ${this.silos.length}`);
     return s;
   }
 }
@@ -166,7 +168,7 @@ export class TestCluster {
 export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
+    if (Date.now() > end) throw new TimeoutError(`timed out after ${timeoutMs} ms waiting for: ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
 }

@@ -4,10 +4,10 @@
 
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
-import { GranaryError, SiloUnavailableError } from '../errors.ts';
+import { ProtocolError, SiloUnavailableError, TransportError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import { silentLogger } from '../observability/logger.ts';
-import { FrameDecoder, FrameError, FrameWriter, type FrameHead, type FrameSink } from './framing.ts';
+import { FrameDecoder, FrameWriter, type FrameHead, type FrameSink } from './framing.ts';
 import {
   FRAME_HELLO,
   FRAME_REJECT,
@@ -266,8 +266,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   /** Sets the handler once; frames that arrived before it are delivered now, in order. */
   setHandler(handler: ConnectionHandler): void {
-    if (this.#handler !== undefined)
-      throw new GranaryError('the connection already has a handler', 'GRANARY_TRANSPORT');
+    if (this.#handler !== undefined) throw new TransportError('the connection already has a handler');
     this.#handler = handler;
     const waiting = this.#waiting;
     if (waiting === undefined) return;
@@ -280,7 +279,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   /**
    * Queues one frame (type 0..255); it leaves with the rest of this tick's batch. The
    * body is copied. Throws a SiloUnavailableError when the connection is not open,
-   * a FrameError when the body is over maxFrameBytes, a RangeError for a bad type.
+   * a FrameTooLargeError when the body is over maxFrameBytes, a ProtocolError for a bad type.
    */
   send(type: number, body: Uint8Array): void {
     if (this.#state !== OPEN) throw this.#notOpen();
@@ -368,7 +367,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     try {
       this.#decoder.push(chunk);
     } catch (error) {
-      if (error instanceof FrameError) {
+      if (error instanceof ProtocolError) {
         this.#drop('protocol', error.message);
       } else {
         // A bug here or in an onOpen callback: this connection goes, the process stays.
@@ -567,9 +566,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.emit('close', info);
   }
 
-  #notOpen(): GranaryError {
-    if (this.#state === HANDSHAKING)
-      return new GranaryError(`connection with ${this.peerName} is not open yet`, 'GRANARY_TRANSPORT');
+  #notOpen(): TransportError | SiloUnavailableError {
+    if (this.#state === HANDSHAKING) return new TransportError(`connection with ${this.peerName} is not open yet`);
     return new SiloUnavailableError(
       `connection with ${this.peerName} is closed: ${this.#closeInfo?.reason ?? 'closed'}`,
     );

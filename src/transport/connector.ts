@@ -3,7 +3,7 @@
 // failing fast with SiloUnavailableError while an address is unreachable.
 
 import { connect as netConnect, type Socket } from 'node:net';
-import { ConfigurationError, SiloUnavailableError } from '../errors.ts';
+import { ConfigurationError, SiloUnavailableError, TransportError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import { silentLogger } from '../observability/logger.ts';
 import { Connection, type ConnectionHandler } from './connection.ts';
@@ -250,7 +250,7 @@ export class Connector {
       const timer = setTimeout(() => {
         socket.off('error', onError);
         socket.destroy();
-        reject(new Error(`connect timed out after ${timeoutMs} ms`));
+        reject(new TransportError(`connect timed out after ${timeoutMs} ms`));
       }, timeoutMs);
       socket.once('error', onError);
       socket.once('connect', () => {
@@ -313,7 +313,7 @@ export class Connector {
     peer.attempting = false;
     peer.ready = undefined;
     if (error instanceof SiloUnavailableError && (peer.dead || this.#closed)) return error;
-    const cause = error instanceof Error ? error : new Error(String(error));
+    const cause = error instanceof Error ? error : new TransportError(String(error));
     peer.failures++;
     peer.lastError = cause;
     const delay = this.#backoff(peer.failures);

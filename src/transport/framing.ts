@@ -2,7 +2,7 @@
 // where the length counts the type byte and the body. The writer batches frames
 // into one buffer per flush; the decoder cuts socket chunks back into frames.
 
-import { GranaryError } from '../errors.ts';
+import { FrameTooLargeError, ProtocolError } from '../errors.ts';
 
 // Design notes.
 // - FrameWriter appends into a slab (a large Buffer) from `end`; take() hands out
@@ -21,13 +21,6 @@ import { GranaryError } from '../errors.ts';
 export const FRAME_PREFIX_BYTES = 4;
 /** Bytes a frame takes besides its body: length prefix and type byte. */
 export const FRAME_OVERHEAD_BYTES = 5;
-
-/** A violation of the framing: a length of 0 or over the limit, a frame too big to send. */
-export class FrameError extends GranaryError {
-  constructor(message: string, code = 'GRANARY_PROTOCOL') {
-    super(message, code);
-  }
-}
 
 /**
  * A frame header written straight into the outgoing batch: no scratch space,
@@ -85,8 +78,8 @@ export class FrameWriter {
 
   /**
    * Appends one frame; the body is copied, so the caller may reuse it at once.
-   * Throws a RangeError for a type outside 0..255 and a FrameError
-   * (`GRANARY_FRAME_TOO_LARGE`) for a body over the limit.
+   * Throws a ProtocolError for a type outside 0..255 and a FrameTooLargeError
+   * for a body over the limit.
    */
   append(type: number, body: Uint8Array): void {
     this.append2(type, NO_HEAD, body);
@@ -98,16 +91,13 @@ export class FrameWriter {
    * into reused scratch space and sent without a view of its own).
    */
   append2(type: number, head: Uint8Array, body: Uint8Array, headLength = head.length): void {
-    if ((type & 0xff) !== type) throw new RangeError(`frame type must be an integer from 0 to 255, got ${type}`);
+    if ((type & 0xff) !== type) throw new ProtocolError(`frame type must be an integer from 0 to 255, got ${type}`);
     if (!(headLength >= 0 && headLength <= head.length))
-      throw new RangeError(`headLength ${headLength} is outside the head's ${head.length} bytes`);
+      throw new ProtocolError(`headLength ${headLength} is outside the head's ${head.length} bytes`);
     const bodyLength = headLength + body.length;
     const length = bodyLength + 1;
     if (length > this.#maxFrameBytes) {
-      throw new FrameError(
-        `frame of ${length} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`,
-        'GRANARY_FRAME_TOO_LARGE',
-      );
+      throw new FrameTooLargeError(`frame of ${length} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`);
     }
     let at = this.#end;
     if (at + FRAME_OVERHEAD_BYTES + bodyLength > this.#slab.length) at = this.#grow(FRAME_OVERHEAD_BYTES + bodyLength);
@@ -130,11 +120,10 @@ export class FrameWriter {
 
   /** Appends one frame whose body is `head`, written in place, followed by `body`. */
   appendHead(type: number, head: FrameHead, body: Uint8Array): void {
-    if ((type & 0xff) !== type) throw new RangeError(`frame type must be an integer from 0 to 255, got ${type}`);
+    if ((type & 0xff) !== type) throw new ProtocolError(`frame type must be an integer from 0 to 255, got ${type}`);
     if (body.length + 1 > this.#maxFrameBytes) {
-      throw new FrameError(
+      throw new FrameTooLargeError(
         `frame of more than ${body.length + 1} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`,
-        'GRANARY_FRAME_TOO_LARGE',
       );
     }
     const room = FRAME_OVERHEAD_BYTES + head.maxBytes + body.length;
@@ -146,10 +135,7 @@ export class FrameWriter {
     const headEnd = head.writeTo(slab, h);
     const length = headEnd - h + body.length + 1;
     if (length > this.#maxFrameBytes) {
-      throw new FrameError(
-        `frame of ${length} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`,
-        'GRANARY_FRAME_TOO_LARGE',
-      );
+      throw new FrameTooLargeError(`frame of ${length} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`);
     }
     slab[at] = length >>> 24;
     slab[at + 1] = (length >>> 16) & 0xff;
@@ -204,7 +190,7 @@ export function encodeFrame(type: number, body: Uint8Array = EMPTY): Buffer {
 
 /**
  * Cuts socket chunks into frames and hands each to the sink as `(type, body)`.
- * `push` throws a FrameError when a length prefix is 0 or over `maxFrameBytes`,
+ * `push` throws a ProtocolError when a length prefix is 0 or over `maxFrameBytes`,
  * before any byte of that frame's body is buffered.
  */
 export class FrameDecoder {
@@ -292,8 +278,8 @@ export class FrameDecoder {
     return this.#sink.onFrame(frame[0] as number, frame, 1, frame.length) ? off : -1;
   }
 
-  #lengthError(length: number): FrameError {
-    return new FrameError(
+  #lengthError(length: number): ProtocolError {
+    return new ProtocolError(
       length === 0
         ? 'frame length 0: a frame holds at least its type byte'
         : `frame length ${length} exceeds maxFrameBytes (${this.#maxFrameBytes})`,

@@ -5,7 +5,6 @@ export {
   FRAME_OVERHEAD_BYTES,
   FRAME_PREFIX_BYTES,
   FrameDecoder,
-  FrameError,
   FrameWriter,
   encodeFrame,
   type FrameHead,

@@ -5,6 +5,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../observability/logger.ts';
 import { silentLogger } from '../observability/logger.ts';
+import { TransportError } from '../errors.ts';
 import { Connection, type ConnectionHandler } from './connection.ts';
 import { makeHello, type Hello, type HelloInit, type PeerRole } from './handshake.ts';
 import { resolveTransportLimits, type ResolvedTransportLimits, type TransportLimits } from './limits.ts';
@@ -35,7 +36,7 @@ function formatEndpoint(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-/** Binds a listener; resolves once it accepts connections. Rejects with the socket error (EADDRINUSE...). */
+/** Binds a listener; resolves once it accepts connections. Rejects with a TransportError whose cause is the socket error (EADDRINUSE...). */
 export function listen(options: ListenOptions): Promise<Listener> {
   return Listener.start(options);
 }
@@ -61,9 +62,16 @@ export class Listener {
     const host = options.host ?? '127.0.0.1';
     const server = createServer({ noDelay: true });
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      const onError = (error: Error): void => {
+        reject(
+          new TransportError(`cannot listen on ${formatEndpoint(host, options.port)}: ${error.message}`, {
+            cause: error,
+          }),
+        );
+      };
+      server.once('error', onError);
       server.listen({ host, port: options.port }, () => {
-        server.off('error', reject);
+        server.off('error', onError);
         resolve();
       });
     });

@@ -31,19 +31,30 @@ describe('granary command', () => {
     assert.match(err, /SIGTERM: stopping silo gracefully[\s\S]*silo stopped/);
   });
 
-  it('fails with a clear message on bad arguments', () => {
+  it('fails on bad arguments with exit code 2 and `granary [CODE]: message`', () => {
     const r = spawnSync(process.execPath, [...cli, 'silo', '--grains', 'test/helpers.ts', '--storage', 'memory'], {
       encoding: 'utf8',
     });
     assert.equal(r.status, 2);
-    assert.match(r.stderr, /exports no grain class/);
+    assert.match(r.stderr, /^granary \[GRANARY_CONFIGURATION\]: test\/helpers.ts exports no grain class/);
     const s = spawnSync(
       process.execPath,
       [...cli, 'silo', '--grains', 'test/grains/basic.ts', '--storage', 'postgres'],
       { encoding: 'utf8' },
     );
     assert.equal(s.status, 2);
-    assert.match(s.stderr, /--storage takes 'memory', 'sqlite:<path>', 'postgres:\/\/...' or 'redis:\/\/...'/);
+    assert.match(
+      s.stderr,
+      /^granary \[GRANARY_CONFIGURATION\]: --storage takes 'memory', 'sqlite:<path>', 'postgres:\/\/...' or 'redis:\/\/...'/,
+    );
+    const unknown = spawnSync(process.execPath, [...cli, 'silo', '--grains', 'test/grains/basic.ts', '--nope'], {
+      encoding: 'utf8',
+    });
+    assert.equal(unknown.status, 2);
+    assert.match(unknown.stderr, /^granary \[GRANARY_CONFIGURATION\]: Unknown option '--nope'/);
+    const command = spawnSync(process.execPath, [...cli, 'serve'], { encoding: 'utf8' });
+    assert.equal(command.status, 2);
+    assert.match(command.stderr, /^granary \[GRANARY_CONFIGURATION\]: unknown command 'serve'\nusage:/);
     const v = spawnSync(process.execPath, [...cli, 'version'], { encoding: 'utf8' });
     assert.match(v.stdout, /^\d+\.\d+\.\d+/);
   });

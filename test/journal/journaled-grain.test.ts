@@ -17,6 +17,7 @@ import {
   InconsistentStateError,
   JournaledGrain,
   Silo,
+  StorageCorruptError,
   grain,
   journal,
   memoryEventLog,
@@ -384,12 +385,49 @@ describe('JournaledGrain', () => {
         [999, 1000].map((i) => ({ kind: 'deposit', amount: amountOf(i) })),
       );
       assert.deepEqual(await account.history(10, 10), []);
-      await assert.rejects(account.history(0, 1001), RangeError, 'events past the confirmed version');
-      await assert.rejects(account.history(5, 4), RangeError);
+      await assert.rejects(
+        account.history(0, 1001),
+        (e: unknown) => e instanceof ConfigurationError && /retrieveEvents\(0, 1001\)/.test(e.message),
+        'events past the confirmed version',
+      );
+      await assert.rejects(account.history(5, 4), ConfigurationError);
+      await assert.rejects(account.history(-1), ConfigurationError);
     } finally {
       await silo.stop();
     }
     assert.equal(counts.closes, 1, 'the silo closes its event logs when it stops');
+  });
+
+  it('fails with StorageCorruptError when the log skips a version, on read-back and on activation', async () => {
+    const inner = memoryEventLog();
+    let skip = false;
+    const without2 = <T extends { version: number }>(events: readonly T[]): T[] =>
+      events.filter((e) => !skip || e.version !== 2);
+    const log: EventLog = {
+      kind: inner.kind,
+      init: (ctx) => inner.init(ctx),
+      read: async (s) => {
+        const r = await inner.read(s);
+        return { ...r, events: without2(r.events) };
+      },
+      append: (s, events, expected) => inner.append(s, events, expected),
+      writeSnapshot: (s, version, state) => inner.writeSnapshot(s, version, state),
+      readEvents: async (s, from, to) => without2(await inner.readEvents(s, from, to)),
+      close: () => inner.close(),
+    };
+    const silo = await start({ eventLogs: { default: log } });
+    try {
+      const account = silo.getGrain(BankAccount, 'gap');
+      for (const amount of [1, 2, 3]) await account.deposit(amount);
+      skip = true;
+      const corrupt = (pattern: RegExp) => (e: unknown) =>
+        e instanceof StorageCorruptError && e.code === 'GRANARY_STORAGE_CORRUPT' && pattern.test(e.message);
+      await assert.rejects(account.history(), corrupt(/asked for events 1 to 3, got versions 1, 3/));
+      await account.leave();
+      await assert.rejects(account.account(), corrupt(/after version 1 comes version 3/));
+    } finally {
+      await silo.stop();
+    }
   });
 
   it('with snapshots, activation reads the latest snapshot and only the events after it', async () => {

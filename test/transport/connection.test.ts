@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { setImmediate as nextLoop } from 'node:timers/promises';
+import { FrameTooLargeError, ProtocolError, TransportError } from '../../src/errors.ts';
 import type { Connection } from '../../src/transport/connection.ts';
 import { Connector } from '../../src/transport/connector.ts';
 import { encodeFrame } from '../../src/transport/framing.ts';
@@ -197,7 +198,10 @@ describe('connection', () => {
         late.frames.map((f) => f.type),
         [0, 1, 2, 3, 4],
       );
-      assert.throws(() => remote.setHandler(late), /already has a handler/);
+      assert.throws(
+        () => remote.setHandler(late),
+        (e: unknown) => e instanceof TransportError && /already has a handler/.test(e.message),
+      );
     } finally {
       await c.close();
       await bare.close();
@@ -224,6 +228,22 @@ describe('connection', () => {
     await c.close();
   });
 
+  it('refuses a port that is taken with a TransportError whose cause is the socket error', async () => {
+    await assert.rejects(
+      listen({
+        port: listener.port,
+        hello: { clusterId: 'test', generation: 1, role: 'silo' },
+        handler: collector(),
+        onConnection: () => {},
+      }),
+      (e: unknown) =>
+        e instanceof TransportError &&
+        e.code === 'GRANARY_TRANSPORT' &&
+        e.message.startsWith(`cannot listen on ${listener.address}: `) &&
+        (e.cause as { code?: string } | undefined)?.code === 'EADDRINUSE',
+    );
+  });
+
   it('refuses to send a frame over maxFrameBytes without closing the connection', async () => {
     const small = new Connector({
       hello: { clusterId: 'test', address: 'client-small', generation: 1, role: 'client' },
@@ -234,9 +254,9 @@ describe('connection', () => {
       const conn = await small.get(listener.address);
       assert.throws(
         () => conn.send(1, Buffer.alloc(1024)),
-        (e: unknown) => (e as { code?: string }).code === 'GRANARY_FRAME_TOO_LARGE',
+        (e: unknown) => e instanceof FrameTooLargeError && e.code === 'GRANARY_FRAME_TOO_LARGE',
       );
-      assert.throws(() => conn.send(300, Buffer.alloc(1)), RangeError);
+      assert.throws(() => conn.send(300, Buffer.alloc(1)), ProtocolError);
       conn.send(1, Buffer.alloc(1023));
       assert.equal(conn.state, 'open');
     } finally {

@@ -3,7 +3,8 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { FrameDecoder, FrameError, FrameWriter, encodeFrame, type FrameSink } from '../../src/transport/framing.ts';
+import { FrameTooLargeError, ProtocolError } from '../../src/errors.ts';
+import { FrameDecoder, FrameWriter, encodeFrame, type FrameSink } from '../../src/transport/framing.ts';
 import { body } from './support.ts';
 
 interface Got {
@@ -111,7 +112,9 @@ describe('framing', () => {
     assert.throws(
       () => decoder.push(Buffer.from([0xff, 0xff, 0xff, 0xff])),
       (e: unknown) =>
-        e instanceof FrameError && /frame length 4294967295 exceeds maxFrameBytes \(100\)/.test(e.message),
+        e instanceof ProtocolError &&
+        e.code === 'GRANARY_PROTOCOL' &&
+        /frame length 4294967295 exceeds maxFrameBytes \(100\)/.test(e.message),
     );
     const split = decoderInto([], 100);
     split.push(Buffer.from([0, 0]));
@@ -121,7 +124,10 @@ describe('framing', () => {
   });
 
   it('refuses a length of 0', () => {
-    assert.throws(() => decoderInto([]).push(Buffer.from([0, 0, 0, 0, 1])), /frame length 0/);
+    assert.throws(
+      () => decoderInto([]).push(Buffer.from([0, 0, 0, 0, 1])),
+      (e: unknown) => e instanceof ProtocolError && /frame length 0/.test(e.message),
+    );
   });
 
   it('applies a lowered limit from the next frame on, even within a chunk', () => {
@@ -143,12 +149,13 @@ describe('framing', () => {
 
   it('writer: checks type and size, batches into one buffer, keeps handed-out bytes intact', () => {
     const writer = new FrameWriter(10, 16);
-    assert.throws(() => writer.append(256, Buffer.alloc(0)), RangeError);
-    assert.throws(() => writer.append(-1, Buffer.alloc(0)), RangeError);
-    assert.throws(() => writer.append(1.5, Buffer.alloc(0)), RangeError);
+    assert.throws(() => writer.append(256, Buffer.alloc(0)), ProtocolError);
+    assert.throws(() => writer.append(-1, Buffer.alloc(0)), ProtocolError);
+    assert.throws(() => writer.append(1.5, Buffer.alloc(0)), /frame type must be an integer from 0 to 255, got 1.5/);
+    assert.throws(() => writer.append2(1, Buffer.alloc(2), Buffer.alloc(0), 3), ProtocolError);
     assert.throws(
       () => writer.append(1, Buffer.alloc(10)),
-      (e: unknown) => e instanceof FrameError && e.code === 'GRANARY_FRAME_TOO_LARGE',
+      (e: unknown) => e instanceof FrameTooLargeError && e.code === 'GRANARY_FRAME_TOO_LARGE',
     );
     assert.equal(writer.take(), undefined);
     writer.append(1, body(9, 1));
