@@ -40,6 +40,17 @@ export function nextEvent<T = Record<string, unknown>>(
   });
 }
 
+/** Collects every message published on `channel` until `close()`. */
+export function recordEvents<T = Record<string, unknown>>(channel: string): { events: T[]; close: () => void } {
+  const ch = diagnostics_channel.channel(channel);
+  const events: T[] = [];
+  const on = (m: unknown): void => {
+    events.push(m as T);
+  };
+  ch.subscribe(on);
+  return { events, close: () => ch.unsubscribe(on) };
+}
+
 /** A promise with its settle functions, for gates in tests. */
 export function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
   let resolve!: (v: T) => void;

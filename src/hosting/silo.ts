@@ -321,6 +321,7 @@ export class Silo {
       logger: logger.child({ reminders: o.reminders.kind }),
       minPeriodMs: o.minReminderPeriodMs,
       refreshIntervalMs: o.reminderRefreshIntervalMs,
+      clock: runtime.clock,
       fire: (grainId, name, tick) => {
         const slash = grainId.indexOf('/');
         return runtime.deliverReminder(grainId.slice(0, slash), grainId.slice(slash + 1), [name, tick]);
@@ -350,6 +351,7 @@ export class Silo {
               maxForwardCount: o.maxForwardCount,
               maxPendingRequests: o.maxPendingRequests,
               logger: base,
+              clock: runtime.clock,
             },
             () => made.silo?.declaredDead(),
           );

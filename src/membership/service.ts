@@ -4,6 +4,7 @@
 // active silos that the directory, placement and transport subscribe to.
 
 import { hostname } from 'node:os';
+import { sleep, systemClock, type Clock, type ClockTimer } from '../clock.ts';
 import { MembershipError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import { channels } from '../observability/channels.ts';
@@ -52,6 +53,12 @@ export const membershipDefaults: Required<MembershipOptions> = {
   joinTimeoutMs: 10_000,
 };
 
+/** What a `MembershipService` is given besides the timing: the clock it reads time and sets timers on. */
+export type MembershipServiceOptions = MembershipOptions & {
+  /** Where the service reads the time and sets its probe, refresh and I-am-alive timers. Default `systemClock`. */
+  clock?: Clock;
+};
+
 /** An active silo as the view knows it. */
 export interface ActiveSilo {
   readonly id: string;
@@ -87,6 +94,7 @@ export class MembershipService {
   readonly #opts: Required<MembershipOptions>;
   readonly #logger: Logger;
   readonly #prober: Prober;
+  readonly #clock: Clock;
   readonly #self: SiloEntry;
   readonly #selfId: string;
   #view: ClusterView;
@@ -96,7 +104,7 @@ export class MembershipService {
   readonly #dead = new Set<string>();
   /** Refilled on every read of the table, shared by every view (like #dead). */
   readonly #leaving = new Set<string>();
-  #timers: NodeJS.Timeout[] = [];
+  #timers: ClockTimer[] = [];
   #stopped = false;
   #onDeclaredDead: () => void;
   #tableReachable = true;
@@ -107,14 +115,16 @@ export class MembershipService {
     self: { address: string; generation: number; gatewayAddress: string | null },
     prober: Prober,
     logger: Logger,
-    options: MembershipOptions,
+    options: MembershipServiceOptions,
     onDeclaredDead: () => void,
   ) {
+    const { clock, ...timing } = options;
     this.#table = table;
-    this.#opts = { ...membershipDefaults, ...definedOnly(options) };
+    this.#opts = { ...membershipDefaults, ...definedOnly(timing) };
+    this.#clock = clock ?? systemClock;
     this.#logger = logger;
     this.#prober = prober;
-    const now = Date.now();
+    const now = this.#clock.now();
     this.#self = {
       address: self.address,
       generation: self.generation,
@@ -158,7 +168,7 @@ export class MembershipService {
    */
   async join(): Promise<void> {
     await this.#changeSelf('Joining', true);
-    const deadline = Date.now() + this.#opts.joinTimeoutMs;
+    const deadline = this.#clock.now() + this.#opts.joinTimeoutMs;
     for (;;) {
       const snap = await this.#read();
       const unreachable: string[] = [];
@@ -166,19 +176,19 @@ export class MembershipService {
         snap.entries.map(async ({ entry }) => {
           if (entry.status !== 'Active' || siloId(entry) === this.#selfId) return;
           if (await this.#prober.probe(entry.address, this.#opts.probeTimeoutMs)) return;
-          const stale = Date.now() - entry.iAmAliveAt > this.#opts.iAmAliveIntervalMs * 3;
+          const stale = this.#clock.now() - entry.iAmAliveAt > this.#opts.iAmAliveIntervalMs * 3;
           if (stale) await this.#suspect(entry.address, entry.generation);
           else unreachable.push(entry.address);
         }),
       );
       if (unreachable.length === 0) break;
-      if (Date.now() > deadline) {
+      if (this.#clock.now() > deadline) {
         await this.#changeSelf('Dead', false).catch(() => undefined);
         throw new MembershipError(
           `cannot join cluster: active silos ${unreachable.join(', ')} are not reachable from ${this.#self.address} (check firewalls and advertised addresses)`,
         );
       }
-      await new Promise((r) => setTimeout(r, this.#opts.probeIntervalMs));
+      await sleep(this.#clock, this.#opts.probeIntervalMs);
     }
     await this.#changeSelf('Active', false);
     await this.refresh();
@@ -209,25 +219,24 @@ export class MembershipService {
   }
 
   #stopTimers(): void {
-    for (const t of this.#timers) clearInterval(t);
+    for (const t of this.#timers) t.cancel();
     this.#timers = [];
   }
 
   #start(): void {
     const every = (ms: number, fn: () => Promise<void>): void => {
       let busy = false;
-      const t = setInterval(() => {
+      const t = this.#clock.setInterval(() => {
         if (busy || this.#stopped) return;
         busy = true;
         fn()
           .catch((e: unknown) => this.#logger.warn({ err: e }, 'membership task failed'))
           .finally(() => (busy = false));
       }, ms);
-      t.unref();
-      this.#timers.push(t);
+      this.#timers.push(t.unref());
     };
     every(this.#opts.iAmAliveIntervalMs, () =>
-      this.#table.updateIAmAlive(this.#self.address, this.#self.generation, Date.now()).then(
+      this.#table.updateIAmAlive(this.#self.address, this.#self.generation, this.#clock.now()).then(
         () => this.#reachable(true),
         (e: unknown) => this.#unreachable(e),
       ),
@@ -371,7 +380,7 @@ export class MembershipService {
       const snap = await this.#read();
       const row = snap.entries.find((e) => siloId(e.entry) === target);
       if (row === undefined || row.entry.status === 'Dead') return;
-      const now = Date.now();
+      const now = this.#clock.now();
       const votes = row.entry.suspicions.filter(
         (s) => s.by !== this.#selfId && now - s.at < this.#opts.deathVoteExpirationMs,
       );
@@ -395,7 +404,7 @@ export class MembershipService {
     for (let attempt = 0; ; attempt++) {
       const snap = await this.#read();
       const row = snap.entries.find((e) => siloId(e.entry) === this.#selfId);
-      const entry: SiloEntry = { ...(row?.entry ?? this.#self), status, iAmAliveAt: Date.now() };
+      const entry: SiloEntry = { ...(row?.entry ?? this.#self), status, iAmAliveAt: this.#clock.now() };
       const ok =
         insert && row === undefined
           ? await this.#table.insert(entry, nextVersion(snap.version))
@@ -411,7 +420,7 @@ export class MembershipService {
         throw new MembershipError(
           `could not write this silo's row (${status}) after ${attempt} attempts: the table keeps changing`,
         );
-      await new Promise((r) => setTimeout(r, 5 + Math.random() * 20));
+      await sleep(this.#clock, 5 + Math.random() * 20);
     }
   }
 }

@@ -13,6 +13,10 @@ export const channels = {
   activationDeactivated: diagnostics_channel.channel('granary:activation:deactivated'),
   /** `{ silo, version, active }` when a silo's view of the active silos changed. */
   membershipChanged: diagnostics_channel.channel('granary:membership:changed'),
+  /** `{ silo, grain, reminder, dueAt, missed }` when the silo owning a reminder fires a tick (its delivery to the grain begins). */
+  reminderTick: diagnostics_channel.channel('granary:reminder:tick'),
+  /** `{ silo, grain, reminder, reason }` when a silo stops firing a reminder; `reason` is `removed` (unregistered), `moved` (another silo owns it now) or `stopped` (the silo stops). */
+  reminderUnscheduled: diagnostics_channel.channel('granary:reminder:unscheduled'),
   /** `{ silo, address }` when a silo has started. */
   siloStarted: diagnostics_channel.channel('granary:silo:started'),
   /** `{ silo, address }` when a silo has stopped. */

@@ -10,7 +10,12 @@
 //   delivery is at least once, never at most once.
 // - A firing calls `receiveReminder(name, tick)` on the grain, wherever it lives
 //   (activating it if needed). Ticks of one reminder never overlap: a tick due
-//   while the previous one is still running is counted as missed.
+//   while the previous one is still running is counted as missed. Likewise a
+//   timer that fires late (the process was busy) fires one tick, for the latest
+//   due time, and counts the ones before it as missed: never a burst.
+// - Time is read and timers are set through the `clock` given (tests hand it a
+//   ManualClock); ticks and unscheduled reminders are published on
+//   `granary:reminder:tick` and `granary:reminder:unscheduled`.
 // - The latest tick fired is recorded in the table (when the table can), so a
 //   silo that takes a reminder over (its owner died, or the whole cluster was
 //   down) knows which ticks nobody fired: it fires one catch-up tick at once and
@@ -24,9 +29,11 @@
 //   starts: a load that read a row before it was removed or replaced cannot
 //   bring the old row back after the change was applied.
 
+import { systemClock, type Clock, type ClockTimer } from '../clock.ts';
 import { ConfigurationError, ReminderError } from '../errors.ts';
 import { hash32 } from '../hash.ts';
 import { Ring } from '../membership/ring.ts';
+import { channels } from '../observability/channels.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { ReminderEntry, ReminderTable, StoredReminder } from './table.ts';
 
@@ -67,11 +74,16 @@ export interface ReminderServiceOptions {
   readonly fire: (grainId: string, name: string, tick: ReminderTick) => Promise<unknown>;
   /** Tells `owner` that a reminder of a grain it owns changed. */
   readonly notify: (owner: string, grainId: string, name: string) => Promise<unknown>;
+  /** Where the service reads the time and sets its tick and refresh timers. Default `systemClock`. */
+  readonly clock?: Clock;
 }
+
+/** Why a silo stops firing a reminder (see `granary:reminder:unscheduled`). */
+export type UnscheduleReason = 'removed' | 'moved' | 'stopped';
 
 interface Scheduled {
   entry: StoredReminder;
-  timer: NodeJS.Timeout | undefined;
+  timer: ClockTimer | undefined;
   /** A tick is being delivered, or waits for a tick of an earlier registration to end. */
   running: boolean;
   /** The latest due time fired (or skipped past), epoch ms. */
@@ -92,17 +104,18 @@ type LoadReason = 'view' | 'refresh' | 'retry';
 
 export class ReminderService {
   readonly #o: ReminderServiceOptions;
+  readonly #clock: Clock;
   readonly #scheduled = new Map<string, Scheduled>();
   #self = '';
   /** Ranges `(begin, end]` this silo owns; undefined: the whole ring (a silo alone). */
   #ranges: Array<[number, number]> | undefined;
   #ring: Ring | undefined;
-  #refresh: NodeJS.Timeout | undefined;
+  #refresh: ClockTimer | undefined;
   /** The reads that schedule reminders, one at a time (see the design notes). */
   #queue: Promise<void> = Promise.resolve();
   /** A load is queued and has not started: it will read the ranges as they are then. */
   #loadQueued = false;
-  #retry: NodeJS.Timeout | undefined;
+  #retry: ClockTimer | undefined;
   #failures = 0;
   /** The tick being delivered per reminder, whichever registration (or spell of ownership) fired it. */
   readonly #inFlight = new Map<string, Promise<void>>();
@@ -110,6 +123,7 @@ export class ReminderService {
 
   constructor(options: ReminderServiceOptions) {
     this.#o = options;
+    this.#clock = options.clock ?? systemClock;
   }
 
   /** Reminders this silo fires now (tests, metrics). */
@@ -121,8 +135,9 @@ export class ReminderService {
   start(self: string, ring: Ring | undefined): void {
     this.#self = self;
     // Longer than setTimeout allows would wrap to 1 ms: read the table at most that seldom instead.
-    this.#refresh = setInterval(() => this.#reload('refresh'), Math.min(MAX_TIMER_MS, this.#o.refreshIntervalMs));
-    this.#refresh.unref();
+    this.#refresh = this.#clock
+      .setInterval(() => this.#reload('refresh'), Math.min(MAX_TIMER_MS, this.#o.refreshIntervalMs))
+      .unref();
     this.viewChanged(ring);
   }
 
@@ -132,7 +147,7 @@ export class ReminderService {
     this.#ring = ring;
     this.#ranges = ring === undefined ? undefined : rangesOf(ring, this.#self);
     for (const [k, s] of this.#scheduled) {
-      if (!this.#owns(s.entry.grainHash)) this.#cancel(k);
+      if (!this.#owns(s.entry.grainHash)) this.#cancel(k, 'moved');
     }
     this.#reload('view');
   }
@@ -140,9 +155,9 @@ export class ReminderService {
   /** Stops firing; ticks being delivered finish on their own. */
   stop(): void {
     this.#stopped = true;
-    if (this.#refresh !== undefined) clearInterval(this.#refresh);
-    if (this.#retry !== undefined) clearTimeout(this.#retry);
-    for (const k of [...this.#scheduled.keys()]) this.#cancel(k);
+    this.#refresh?.cancel();
+    this.#retry?.cancel();
+    for (const k of [...this.#scheduled.keys()]) this.#cancel(k, 'stopped');
     // Grains still deactivating here may register or unregister reminders: the silos that own
     // them now are the ring's without this one, and they are the ones to tell.
     const ring = this.#ring;
@@ -180,7 +195,7 @@ export class ReminderService {
         `reminder '${name}' of grain ${grainId}: periodMs must be at least the silo's minReminderPeriodMs (${this.#o.minPeriodMs}) and 1, got ${String(periodMs)}`,
       );
     }
-    const startAt = Date.now() + Math.round(dueMs);
+    const startAt = this.#clock.now() + Math.round(dueMs);
     if (!Number.isSafeInteger(startAt)) {
       throw new ConfigurationError(
         `reminder '${name}' of grain ${grainId}: dueMs is too large to store a first tick time, got ${String(dueMs)}`,
@@ -257,7 +272,7 @@ export class ReminderService {
     }
     // The ranges may have moved while we read: the new owner has the reminder now.
     if (this.#stopped || !this.#owns(hash)) return;
-    if (row === undefined) this.#cancel(keyOf(grainId, name));
+    if (row === undefined) this.#cancel(keyOf(grainId, name), 'removed');
     else this.#schedule(row);
   }
 
@@ -292,11 +307,12 @@ export class ReminderService {
     if (this.#stopped || this.#retry !== undefined) return;
     const delay = Math.min(this.#o.refreshIntervalMs, MAX_TIMER_MS, RETRY_MS * 2 ** Math.min(this.#failures, 16));
     this.#failures++;
-    this.#retry = setTimeout(() => {
-      this.#retry = undefined;
-      this.#reload('retry');
-    }, delay);
-    this.#retry.unref();
+    this.#retry = this.#clock
+      .setTimeout(() => {
+        this.#retry = undefined;
+        this.#reload('retry');
+      }, delay)
+      .unref();
   }
 
   async #load(why: LoadReason): Promise<void> {
@@ -322,7 +338,8 @@ export class ReminderService {
     // stop firing them, even with a tick running (it finishes, and is not followed by another).
     for (const [k, s] of this.#scheduled) {
       const h = s.entry.grainHash;
-      if (!this.#owns(h) || (!seen.has(k) && ranges.some(([b, e]) => inRange(h, b, e)))) this.#cancel(k);
+      if (!this.#owns(h)) this.#cancel(k, 'moved');
+      else if (!seen.has(k) && ranges.some(([b, e]) => inRange(h, b, e))) this.#cancel(k, 'removed');
     }
   }
 
@@ -332,8 +349,8 @@ export class ReminderService {
     const k = keyOf(row.grainId, row.name);
     const known = this.#scheduled.get(k);
     if (known !== undefined && known.entry.etag === row.etag) return;
-    if (known !== undefined) this.#cancel(k);
-    const now = Date.now();
+    if (known !== undefined) this.#cancel(k); // replaced: scheduled again below
+    const now = this.#clock.now();
     // Ticks nobody fired: after the last one recorded (or, with none, since the first tick).
     const recorded = row.lastTickAt;
     const from = recorded !== undefined && recorded >= row.startAt ? recorded : row.startAt - row.periodMs;
@@ -357,18 +374,26 @@ export class ReminderService {
       s.missed += Math.round((latest - due) / periodMs);
       due = latest;
     }
-    s.timer = setTimeout(
-      () => {
-        s.timer = undefined;
-        if (this.#scheduled.get(k) !== s) return;
-        // Never before the due time: a wait longer than setTimeout allows was cut short.
-        const at = Date.now();
-        if (at < due) this.#arm(k, s, at);
-        else this.#fire(k, s, due);
-      },
-      Math.min(MAX_TIMER_MS, Math.max(0, due - now)),
-    );
-    s.timer.unref();
+    s.timer = this.#clock
+      .setTimeout(
+        () => {
+          s.timer = undefined;
+          if (this.#scheduled.get(k) !== s) return;
+          // Never before the due time: a wait longer than setTimeout allows was cut short.
+          const at = this.#clock.now();
+          if (at < due) {
+            this.#arm(k, s, at);
+            return;
+          }
+          // Fired late (the process was busy or suspended): one tick, for the latest due time, the
+          // ones skipped counted as missed, rather than a stale tick followed by a catch-up one.
+          const latest = latestDueAtOrBefore(s.entry, at) ?? due;
+          s.missed += Math.round((latest - due) / periodMs);
+          this.#fire(k, s, latest);
+        },
+        Math.min(MAX_TIMER_MS, Math.max(0, due - now)),
+      )
+      .unref();
   }
 
   #fire(k: string, s: Scheduled, dueAt: number): void {
@@ -382,7 +407,7 @@ export class ReminderService {
       s.missed = 0;
       void busy.then(() => {
         s.running = false;
-        if (this.#scheduled.get(k) === s && !this.#stopped) this.#arm(k, s, Date.now());
+        if (this.#scheduled.get(k) === s && !this.#stopped) this.#arm(k, s, this.#clock.now());
       });
       return;
     }
@@ -391,10 +416,12 @@ export class ReminderService {
     s.lastDue = dueAt;
     const e = s.entry;
     const tick: ReminderTick = { firstTickAt: e.startAt, periodMs: e.periodMs, dueAt, missed };
+    if (channels.reminderTick.hasSubscribers)
+      channels.reminderTick.publish({ silo: this.#self, grain: e.grainId, reminder: e.name, dueAt, missed });
     const done: Promise<void> = this.#deliver(e, tick).finally(() => {
       if (this.#inFlight.get(k) === done) this.#inFlight.delete(k);
       s.running = false;
-      if (this.#scheduled.get(k) === s && !this.#stopped) this.#arm(k, s, Date.now());
+      if (this.#scheduled.get(k) === s && !this.#stopped) this.#arm(k, s, this.#clock.now());
     });
     this.#inFlight.set(k, done);
   }
@@ -425,11 +452,19 @@ export class ReminderService {
     }
   }
 
-  #cancel(k: string): void {
+  /** Stops firing a reminder; with a `reason` (not when it is replaced) says so on `granary:reminder:unscheduled`. */
+  #cancel(k: string, reason?: UnscheduleReason): void {
     const s = this.#scheduled.get(k);
     if (s === undefined) return;
-    if (s.timer !== undefined) clearTimeout(s.timer);
+    s.timer?.cancel();
     this.#scheduled.delete(k);
+    if (reason !== undefined && channels.reminderUnscheduled.hasSubscribers)
+      channels.reminderUnscheduled.publish({
+        silo: this.#self,
+        grain: s.entry.grainId,
+        reminder: s.entry.name,
+        reason,
+      });
   }
 }
 

@@ -4,6 +4,7 @@
 // The runtime hands it the calls it cannot serve locally.
 
 import { hostname } from 'node:os';
+import type { Clock } from '../clock.ts';
 import { GranaryError, OverloadedError, ProtocolError, SiloUnavailableError, TimeoutError } from '../errors.ts';
 import { GrainDirectory, type DirectoryEntry } from '../directory/directory.ts';
 import type { GrainTypeInfo } from '../grain/options.ts';
@@ -94,6 +95,8 @@ export interface ClusterConfig {
   readonly maxForwardCount: number;
   readonly maxPendingRequests: number;
   readonly logger: Logger;
+  /** The silo's clock: failure detection reads time through it. */
+  readonly clock: Clock;
 }
 
 /**
@@ -248,7 +251,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
       { address: this.address, generation, gatewayAddress: this.gatewayAddress },
       this,
       cfg.logger,
-      cfg.membershipOptions,
+      { ...cfg.membershipOptions, clock: cfg.clock },
       onDeclaredDead,
     );
     this.#view = this.membership.view;

@@ -71,7 +71,7 @@ describe('ClusterClient through gateways', () => {
       assert.equal(await c.client.getGrain(Echo, 'counted').count(), 2);
       const ac = new AbortController();
       const p = c.client.getGrain(Echo, 'abort').waitAbort(ac.signal);
-      setTimeout(() => ac.abort(), 20);
+      setTimeout(() => ac.abort(), 20); // aborts while the call is pending, whichever hop it has reached
       await assert.rejects(p, CancelledError);
     } finally {
       await c.stop();

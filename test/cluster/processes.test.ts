@@ -72,7 +72,11 @@ async function startCluster(n: number, extra: Partial<SiloProcessOptions> = {}):
 }
 
 /** Calls `fn` in a loop until stopped; records outcomes. */
-function load(fn: (i: number) => Promise<unknown>): { stop(): Promise<{ ok: number; errors: unknown[] }> } {
+function load(fn: (i: number) => Promise<unknown>): {
+  /** Calls that succeeded so far. */
+  done(): number;
+  stop(): Promise<{ ok: number; errors: unknown[] }>;
+} {
   let stopped = false;
   let ok = 0;
   const errors: unknown[] = [];
@@ -83,11 +87,12 @@ function load(fn: (i: number) => Promise<unknown>): { stop(): Promise<{ ok: numb
         ok++;
       } catch (e) {
         errors.push(e);
-        await new Promise((r) => setTimeout(r, 10));
+        await new Promise((r) => setTimeout(r, 10)); // paces retries after a failure, as a client would
       }
     }
   });
   return {
+    done: () => ok,
     async stop() {
       stopped = true;
       await Promise.all(loops);
@@ -157,7 +162,7 @@ describe('silos as child processes', { timeout: 240_000 }, () => {
         assert.ok(Date.now() - started < 5000 + 1500, `a call took ${Date.now() - started} ms, past its deadline`);
       }
     });
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFor('the load is under way', () => traffic.done() >= 50, 10_000);
     const killedAt = Date.now();
     await victim.kill();
     // Every grain answers again within 15 s.
@@ -189,11 +194,12 @@ describe('silos as child processes', { timeout: 240_000 }, () => {
       const k = `g-${i % 30}`;
       acked.set(k, await c.client.getGrain<PCounter>('pcounter', k).add(1));
     });
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFor('the load is under way', () => traffic.done() >= 50, 10_000);
     const leaving = c.silos[1] as SiloProcess;
     const code = await leaving.stop();
     assert.equal(code, 0);
-    await new Promise((r) => setTimeout(r, 300));
+    const atStop = traffic.done();
+    await waitFor('calls go on succeeding after the stop', () => traffic.done() >= atStop + 50, 10_000);
     const { ok, errors } = await traffic.stop();
     assert.ok(ok > 0);
     // A graceful stop promises that calls accepted before it finish or are forwarded: none fails.
@@ -227,6 +233,7 @@ describe('silos as child processes', { timeout: 240_000 }, () => {
       .getGrain<PCounter>('pcounter', onFrozen[0] as string)
       .slowAdd(1000, 200)
       .catch((e: unknown) => e);
+    // Lets the slow write reach the other process on purpose: nothing there can be watched from here.
     await new Promise((r) => setTimeout(r, 50));
     frozen.pause();
     const others = c.silos.filter((s) => s !== frozen);

@@ -139,7 +139,14 @@ describe('durable reminders across silo processes', () => {
     const victim = silos[0] as SiloProcess;
     const killedAt = Date.now();
     await victim.kill();
-    await new Promise((r) => setTimeout(r, 9000));
+    await waitFor(
+      'every reminder ticked more than 6 s after the kill',
+      () => {
+        const after = byKey(readTicks(log));
+        return keys.every((k) => (after.get(k) ?? []).some((t) => t.receivedAt > killedAt + 6000));
+      },
+      20_000,
+    );
     const m = byKey(readTicks(log));
     // Detection takes about 2 s with these settings; a reminder may wait that long plus a period.
     const bound = 2500 + PERIOD + 1500;
@@ -195,6 +202,7 @@ describe('durable reminders across silo processes', () => {
     await Promise.all(first.silos.map((s) => s.stop()));
     const before = byKey(readTicks(log));
     const stoppedAt = Date.now();
+    // Lets time pass on purpose: the whole cluster is down for several periods.
     await new Promise((r) => setTimeout(r, 1500));
 
     const second = await startSilos(3, opts);

@@ -116,6 +116,7 @@ export class Lifecycle extends Grain {
     this.deactivateOnIdle();
   }
   async leaveSlowly(ms: number): Promise<number> {
+    lifecycleLog.push(`leave slowly ${this.key}`);
     this.deactivateOnIdle();
     await new Promise((r) => setTimeout(r, ms));
     return this.activatedAt;

@@ -80,6 +80,9 @@ export class ChainReentrant extends Grain {
   }
 }
 
+/** Keys of the Sleeper grains waiting in `waitForAbort`, so a test aborts once the call is in the grain. */
+export const waitingForAbort = new Set<string>();
+
 /** Slow calls, cancellation and timers. */
 @grain('sleeper')
 export class Sleeper extends Grain {
@@ -92,7 +95,10 @@ export class Sleeper extends Grain {
   }
   async waitForAbort(signal: AbortSignal): Promise<string> {
     if (!(signal instanceof AbortSignal)) throw new TypeError('no signal');
-    await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+    const aborted = new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+    waitingForAbort.add(this.key);
+    await aborted;
+    waitingForAbort.delete(this.key);
     this.sawAbort = signal.aborted;
     return 'aborted';
   }

@@ -2,17 +2,19 @@
 // between a change notice and a load of the ranges, a view change during a
 // read, a reminder removed while its tick runs, a re-registration while a
 // tick runs, a first tick beyond setTimeout's range, a table that fails or
-// hangs, errors thrown where a promise was expected, and the notices a
-// stopping silo sends.
+// hangs, errors thrown where a promise was expected, the notices a
+// stopping silo sends; and, on a ManualClock, ticks that come due while the
+// process is busy or a tick runs long, and the events the service publishes.
 
 import assert from 'node:assert/strict';
 import { afterEach, describe, it, mock } from 'node:test';
 import { memoryReminders, silentLogger, type ReminderTick } from 'granary';
+import { ManualClock, type Clock } from 'granary/testing';
 import { hash32 } from '../../src/hash.ts';
 import { Ring } from '../../src/membership/ring.ts';
 import { ReminderService } from '../../src/reminders/service.ts';
 import type { ReminderContext, ReminderEntry, ReminderTable, StoredReminder } from '../../src/reminders/table.ts';
-import { deferred, eventually } from '../helpers.ts';
+import { deferred, eventually, recordEvents } from '../helpers.ts';
 
 const ctx: ReminderContext = { clusterId: 'scheduling', logger: silentLogger() };
 
@@ -84,6 +86,7 @@ async function service(
     refreshIntervalMs?: number;
     fire?: (grainId: string, name: string, tick: ReminderTick) => Promise<unknown>;
     notify?: (owner: string, grainId: string, name: string) => Promise<unknown>;
+    clock?: Clock;
   } = {},
 ): Promise<{ svc: ReminderService; fired: Fired[] }> {
   await table.init(ctx);
@@ -99,6 +102,7 @@ async function service(
         fired.push({ grainId, name, tick });
       }),
     notify: options.notify ?? (async () => null),
+    ...(options.clock !== undefined ? { clock: options.clock } : {}),
   });
   services.push(svc);
   return { svc, fired };
@@ -267,6 +271,7 @@ describe('reminder service scheduling', () => {
     const { svc } = await service(table, { refreshIntervalMs: 30 * 86_400_000 });
     svc.start('self:1', undefined);
     await svc.settled();
+    // Lets real time pass on purpose: what is checked is that loads do NOT happen meanwhile.
     await new Promise((r) => setTimeout(r, 100));
     assert.ok(table.rangeCalls <= 2, `${table.rangeCalls} loads in 100 ms`);
   });
@@ -332,5 +337,112 @@ describe('reminder service scheduling', () => {
     svc.stop(); // the silo stops: its grains deactivate, and one unregisters its reminder
     assert.equal(await svc.unregister(g, 'r'), true);
     assert.deepEqual(told, [['other:1', g, 'r']], 'the silo that takes the reminder over is told');
+  });
+
+  it('fires a tick that came due while the process was busy once, for the latest due time, counting the ticks it missed', async () => {
+    const clock = new ManualClock();
+    const { svc, fired } = await service(new ControlledTable(), { clock });
+    svc.start('self:1', undefined);
+    const info = await svc.register('g/busy', 'r', { dueMs: 100, periodMs: 100 });
+    await clock.advanceAsync(100);
+    assert.deepEqual(
+      fired.map((f) => [f.tick.dueAt, f.tick.missed]),
+      [[info.firstTickAt, 0]],
+    );
+    clock.jump(350); // the event loop was blocked for three and a half periods
+    await clock.advanceAsync(0);
+    assert.deepEqual(
+      fired.slice(1).map((f) => [f.tick.dueAt - info.firstTickAt, f.tick.missed]),
+      [[300, 2]],
+      'one tick, for the latest due time, the two before it counted as missed',
+    );
+    await clock.advanceAsync(50);
+    assert.deepEqual(
+      fired.slice(2).map((f) => [f.tick.dueAt - info.firstTickAt, f.tick.missed]),
+      [[400, 0]],
+      'then on schedule again',
+    );
+  });
+
+  it('follows a tick that ran for several periods with one tick for the latest due time, not a burst', async () => {
+    const clock = new ManualClock();
+    const release = deferred();
+    const ticks: ReminderTick[] = [];
+    const { svc } = await service(new ControlledTable(), {
+      clock,
+      fire: async (_g, _n, tick) => {
+        ticks.push(tick);
+        if (ticks.length === 1) await release.promise;
+      },
+    });
+    svc.start('self:1', undefined);
+    const info = await svc.register('g/long', 'r', { dueMs: 0, periodMs: 100 });
+    await clock.advanceAsync(0);
+    assert.equal(ticks.length, 1);
+    await clock.advanceAsync(450); // the first tick is still running
+    assert.equal(ticks.length, 1, 'ticks never overlap');
+    release.resolve();
+    await clock.advanceAsync(0);
+    assert.deepEqual(
+      ticks.slice(1).map((t) => [t.dueAt - info.firstTickAt, t.missed]),
+      [[400, 3]],
+    );
+    await clock.advanceAsync(100);
+    assert.deepEqual(
+      ticks.slice(2).map((t) => [t.dueAt - info.firstTickAt, t.missed]),
+      [[500, 0]],
+    );
+  });
+
+  it('publishes each tick it fires on granary:reminder:tick, and why it stops firing a reminder on granary:reminder:unscheduled', async () => {
+    const clock = new ManualClock();
+    const table = new ControlledTable();
+    const { svc } = await service(table, { clock });
+    const ring = new Ring(['self:1', 'other:1']);
+    const grown = new Ring(['self:1', 'other:1', 'other:2']);
+    const mine = ownedBy(ring, 'self:1', 'g');
+    /** A grain this silo owns in `ring`, and in `grown` too or not. */
+    const pick = (t: string, stays: boolean): string => {
+      for (let i = 0; ; i++) {
+        const g = `${t}/${i}`;
+        if (ring.ownerOf(g) === 'self:1' && (grown.ownerOf(g) === 'self:1') === stays) return g;
+      }
+    };
+    const moving = pick('h', false);
+    const kept = pick('k', true);
+    const ticks = recordEvents('granary:reminder:tick');
+    const unscheduled = recordEvents('granary:reminder:unscheduled');
+    try {
+      svc.start('self:1', ring);
+      for (const g of [mine, moving, kept]) await svc.register(g, 'r', { dueMs: 100, periodMs: 100 });
+      await clock.advanceAsync(250);
+      assert.deepEqual(
+        ticks.events.filter((e) => e.grain === mine).map((e) => [e.silo, e.reminder, e.missed]),
+        [
+          ['self:1', 'r', 0],
+          ['self:1', 'r', 0],
+        ],
+      );
+      assert.equal(await svc.unregister(mine, 'r'), true);
+      await svc.settled();
+      svc.viewChanged(grown); // a silo joins: it takes `moving` over
+
+      await svc.settled();
+      svc.stop();
+      assert.deepEqual(
+        unscheduled.events.map((e) => [e.grain, e.reason]),
+        [
+          [mine, 'removed'],
+          [moving, 'moved'],
+          [kept, 'stopped'],
+        ],
+      );
+      const before = ticks.events.length;
+      await clock.advanceAsync(1000);
+      assert.equal(ticks.events.length, before, 'no tick after the service stopped');
+    } finally {
+      ticks.close();
+      unscheduled.close();
+    }
   });
 });

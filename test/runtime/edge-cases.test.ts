@@ -110,7 +110,8 @@ class SyncTicker extends Grain {
       },
       { dueMs: 0 },
     );
-    // The timer's 0 ms timeout fires before this 20 ms one: the tick arrives during this turn and queues.
+    // Holds the turn on purpose: the timer's 0 ms timeout fires before this 20 ms one, so the tick
+    // arrives during this turn and queues.
     await delay(20);
     return 'held';
   }
@@ -622,7 +623,7 @@ describe('scheduler edge cases: deactivation', () => {
       await silo.getGrain(Life, 'tick-leave').leaveFromTimer();
       assert.equal((await gone).reason, 'requested');
       const ticks = lifeLog.filter((l) => l === 'tick tick-leave').length;
-      await delay(40);
+      await delay(40); // lets time pass on purpose: the timer must NOT tick after deactivation
       assert.equal(lifeLog.filter((l) => l === 'tick tick-leave').length, ticks, 'the timer ticked after deactivation');
       assert.equal(silo.activationCount, 0);
     });
@@ -640,7 +641,7 @@ describe('scheduler edge cases: deactivation', () => {
         await silo.getGrain(Life, 'timer-kept').startTimer(true);
         await gone;
         const n = lifeLog.filter((l) => l === 'tick timer-idle').length;
-        await delay(60);
+        await delay(60); // lets time pass on purpose: the collected grain's timer must NOT tick
         assert.equal(
           lifeLog.filter((l) => l === 'tick timer-idle').length,
           n,
@@ -660,7 +661,7 @@ describe('scheduler edge cases: deactivation', () => {
         const held = g.hold('busy-long');
         const queued = g.ping();
         await eventually('hold started', () => seen.has('hold busy-long'));
-        await delay(200); // many collection quanta (10 ms each)
+        await delay(200); // lets many collection quanta (10 ms each) pass on purpose: no collection may happen
         assert.ok(!lifeLog.some((l) => l.startsWith('deactivate busy-long')), lifeLog.join(', '));
         gate('busy-long').resolve();
         assert.equal(await held, 'held');
@@ -702,7 +703,7 @@ describe('scheduler edge cases: silo.stop()', () => {
     await eventually('onDeactivate running', () => lifeLog.includes('deactivate slow-deact-2 requested'));
     let stopped = false;
     const stopping = silo.stop().then(() => (stopped = true));
-    await delay(20);
+    await delay(20); // lets time pass on purpose: stop must NOT resolve while onDeactivate runs
     assert.equal(stopped, false, 'stop resolved before onDeactivate finished');
     gate('deact slow-deact-2').resolve();
     await stopping;
@@ -848,7 +849,7 @@ describe('scheduler edge cases: robustness', () => {
         silo.getGrain(Far, 'far').start(2 ** 31),
         (e: unknown) => e instanceof ConfigurationError && /2147483647/.test(e.message),
       );
-      await delay(50);
+      await delay(50); // lets time pass on purpose: an overflowed timer would fire after 1 ms
       assert.ok(!log.includes('far tick far'), 'a timer due in ~25 days fired after 1 ms (setTimeout overflow)');
     });
   });

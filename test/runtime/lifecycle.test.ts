@@ -56,6 +56,7 @@ describe('activation lifecycle', () => {
     const end = Date.now() + 400;
     while (Date.now() < end) {
       await g.ping();
+      // Paces the calls on purpose: the grain is used every 20 ms for longer than its collection age.
       await new Promise((r) => setTimeout(r, 20));
     }
     assert.ok(!lifecycleLog.some((l) => l.startsWith('deactivate busy-1')), lifecycleLog.join(', '));
@@ -94,7 +95,7 @@ describe('activation lifecycle', () => {
     const g = silo.getGrain(Lifecycle, 'deact-race');
     const first = await g.ping();
     const leaving = g.leaveSlowly(50);
-    await new Promise((r) => setTimeout(r, 5));
+    await eventually('the leaving turn runs', () => lifecycleLog.includes('leave slowly deact-race'));
     const during: Promise<number>[] = [];
     for (let i = 0; i < 20; i++) during.push(g.ping());
     assert.equal(await leaving, first);
@@ -113,8 +114,9 @@ describe('activation lifecycle', () => {
   it('stops gracefully: running turns finish, onDeactivate runs, later calls get a typed error', async () => {
     const s3 = await Silo.start({ grains: [Lifecycle, Sleeper], logger: silentLogger() });
     await s3.getGrain(Lifecycle, 'stop-1').ping();
+    const activated = nextEvent('granary:activation:created', (m) => m.grain === 'sleeper/stop-2');
     const running = s3.getGrain(Sleeper, 'stop-2').sleep(50);
-    await new Promise((r) => setTimeout(r, 5));
+    await activated; // the call is in the grain's hands when the stop begins
     const stopped = s3.stop();
     assert.equal(await running, 'slept');
     await stopped;

@@ -1,7 +1,16 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Silo, silentLogger, DeadlockError, TimeoutError, CancelledError } from 'granary';
-import { Recorder, ReentrantRecorder, Pinger, Ponger, ChainReentrant, Sleeper } from '../grains/scheduling.ts';
+import {
+  Recorder,
+  ReentrantRecorder,
+  Pinger,
+  Ponger,
+  ChainReentrant,
+  Sleeper,
+  waitingForAbort,
+} from '../grains/scheduling.ts';
+import { eventually } from '../helpers.ts';
 
 /** True when no two turns overlap in the log (every start is followed by its end). */
 function serial(log: string[]): boolean {
@@ -101,15 +110,11 @@ describe('turn scheduler', () => {
     const s = silo.getGrain(Sleeper, 'abort');
     const ac = new AbortController();
     const call = s.waitForAbort(ac.signal);
-    setTimeout(() => ac.abort(new Error('user gave up')), 20);
+    await eventually('the call waits in the grain', () => waitingForAbort.has('abort'));
+    ac.abort(new Error('user gave up'));
     await assert.rejects(call, (e: unknown) => e instanceof CancelledError && e.code === 'GRANARY_CANCELLED');
     // The callee saw its own signal abort.
-    let seen = false;
-    for (let i = 0; i < 100 && !seen; i++) {
-      seen = await s.abortSeen();
-      if (!seen) await new Promise((r) => setTimeout(r, 5));
-    }
-    assert.equal(seen, true);
+    await eventually('the grain saw its signal abort', () => s.abortSeen());
     const pre = new AbortController();
     pre.abort();
     await assert.rejects(s.waitForAbort(pre.signal), CancelledError);
@@ -119,7 +124,7 @@ describe('turn scheduler', () => {
     const s = silo.getGrain(Sleeper, 'timer');
     await s.startTimer(10, 30);
     await s.busy(80);
-    await new Promise((r) => setTimeout(r, 100));
+    await eventually('the timer ticks again after the call', async () => (await s.timerTicks()) >= 2);
     const log = await s.log();
     for (let i = 0; i < log.length; i += 2) {
       const a = log[i] as string;

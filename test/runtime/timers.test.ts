@@ -61,6 +61,7 @@ describe('grain timers', () => {
       await eventually('three ticks', () => seen.ticks >= 3);
       await t.stop();
       const at = seen.ticks;
+      // Lets time pass on purpose (ten periods): what is checked is that the disposed timer does NOT tick.
       await new Promise((r) => setTimeout(r, 50));
       assert.ok(seen.ticks <= at + 1, 'a disposed timer kept ticking');
       await t.startThrowing();
@@ -78,6 +79,7 @@ describe('grain timers', () => {
       const gone = nextEvent<{ grain: string }>('granary:activation:deactivated', (m) => m.grain === 'ticker/c');
       await silo.getGrain(Ticker, 'c').startAndLeave();
       await gone;
+      // Lets time pass on purpose (past the due time and several periods): the dead timer must NOT tick.
       await new Promise((r) => setTimeout(r, 80));
       assert.equal(seen.deactivatedTicks, 0, 'a timer of a deactivated grain ticked');
       assert.equal(seen.afterDispose, 1);
