@@ -15,95 +15,17 @@ import type { StateSerializer, StorageProvider } from '../storage/provider.ts';
 import { Runtime } from './runtime.ts';
 import { SiloCluster } from './cluster.ts';
 import { memoryMembership } from '../providers/memory/membership.ts';
-import type { MembershipTable } from '../membership/table.ts';
-import type { MembershipOptions } from '../membership/service.ts';
-import type { TransportLimits } from '../transport/limits.ts';
 import { memoryReminders } from '../providers/memory/reminders.ts';
 import { ReminderService } from '../reminders/service.ts';
 import type { ReminderTable } from '../reminders/table.ts';
 import { Ring } from '../directory/ring.ts';
+import { siloDefaults, type SiloOptions } from '../hosting/options.ts';
 
 /** The ring of a silo that is not (or no longer) a member: it owns no range. */
 const emptyRing = new Ring([]);
 
-/** Options of `Silo.start`. Every field is optional. */
-export interface SiloOptions {
-  /** Cluster this silo belongs to. Default `dev`. */
-  clusterId?: string;
-  /** Grain classes this silo hosts. */
-  grains?: GrainClass<any>[];
-  /** Host of the silo-to-silo endpoint. Default `127.0.0.1`. */
-  host?: string;
-  /** Port of the silo-to-silo endpoint. Default 11111. */
-  port?: number;
-  /** Port for external clients. Default: none. */
-  gatewayPort?: number;
-  /** Named storage providers; `default` is used when a state names none. Default `{ default: memoryStorage() }`. */
-  storage?: Record<string, StorageProvider>;
-  /** Named event logs of journaled grains; `default` is used when a grain names none. Default `{ default: memoryEventLog() }`. */
-  eventLogs?: Record<string, EventLog>;
-  /**
-   * The durable reminder table. Default `memoryReminders()`: reminders that live
-   * as long as this process (give SQLite, PostgreSQL or Redis for durable ones).
-   */
-  reminders?: ReminderTable;
-  /** Shortest period a reminder may have, in ms. Default 60 000 (as Orleans); tests use less. */
-  minReminderPeriodMs?: number;
-  /** How often a silo re-reads the reminders of its ring ranges from the table, in ms. Default 60 000. */
-  reminderRefreshIntervalMs?: number;
-  /** Deadline of a call, in ms. Default 30 000. */
-  responseTimeoutMs?: number;
-  /** Idle time after which an activation is deactivated, in ms. Default 900 000 (15 minutes). */
-  collectionAgeMs?: number;
-  /** How often idle activations are looked for, in ms. Default: a quarter of the smallest collection age, at most 60 000. */
-  collectionQuantumMs?: number;
-  /** How long stop() waits for an activation to finish its turns and onDeactivate, in ms. Default 30 000. */
-  deactivationTimeoutMs?: number;
-  /** How many times a call may be forwarded to a new activation. Default 2. */
-  maxForwardCount?: number;
-  /**
-   * Add the caller's own JavaScript frames to the stack of an error a call
-   * returns. Without it the stack holds the grain's frames, the call, and the
-   * grains waiting on it. Costs an extra await on every call (about a quarter
-   * of local call throughput), so it is for debugging. Default false.
-   */
-  callerStacks?: boolean;
-  /**
-   * The membership table that makes this silo one of a cluster. With it (or with
-   * `gatewayPort`), the silo listens on `host:port` (0 picks a free port) and
-   * joins; without either it runs alone, with no sockets. Default: none.
-   */
-  membership?: MembershipTable;
-  /** Failure-detection timing; see `membershipDefaults`. */
-  membershipOptions?: MembershipOptions;
-  /** Transport limits (frame size, time-outs); see `transportDefaults`. */
-  transport?: TransportLimits;
-  /** How often a silo tells the others its activation count (placement), in ms. Default 1000. */
-  loadReportIntervalMs?: number;
-  /** Calls this silo may have waiting on other silos at once; past it calls fail with code GRANARY_OVERLOADED. Default 100 000. */
-  maxPendingRequests?: number;
-  /** Deadline of control-plane calls between silos (directory, probes), in ms. Default 5000. */
-  systemCallTimeoutMs?: number;
-  /** Where the silo logs; a pino logger fits. Default: pino at GRANARY_LOG_LEVEL (default info) to stderr. */
-  logger?: Logger;
-}
-
-/** Defaults of SiloOptions. */
-export const siloDefaults = {
-  clusterId: 'dev',
-  host: '127.0.0.1',
-  port: 11111,
-  responseTimeoutMs: 30_000,
-  collectionAgeMs: 15 * 60_000,
-  maxForwardCount: 2,
-  callerStacks: false,
-  deactivationTimeoutMs: 30_000,
-  loadReportIntervalMs: 1000,
-  systemCallTimeoutMs: 5000,
-  maxPendingRequests: 100_000,
-  minReminderPeriodMs: 60_000,
-  reminderRefreshIntervalMs: 60_000,
-} as const;
+// The options, their defaults and their checks live in hosting/options.ts; re-exported here so imports keep working.
+export { siloDefaults, type SiloOptions };
 
 function positive(name: string, v: number | undefined): void {
   if (v !== undefined && !(typeof v === 'number' && v > 0 && Number.isFinite(v))) {
