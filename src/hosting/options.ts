@@ -263,7 +263,8 @@ const checks: Readonly<Record<keyof SiloOptions, (value: unknown, name: string) 
 };
 
 function providers(name: string, value: unknown, what: string, methods: readonly string[], example: string): void {
-  if (!isRecord(value))
+  // One provider given where a record of them belongs is a common slip.
+  if (!isRecord(value) || hasMethods(value, methods))
     throw bad(name, `a record of named ${what}s, e.g. { default: ${example.split(' or ')[0]} }`, value);
   for (const [key, p] of Object.entries(value)) {
     if (!hasMethods(p, methods))
