@@ -109,8 +109,19 @@ export interface SiloFallbacks {
   membership(): MembershipTable;
 }
 
-/** SiloOptions with every default filled in and every value checked. */
-export interface ResolvedSiloOptions {
+/**
+ * SiloOptions with every default filled in and every value checked. A
+ * networked silo (`membership`, `gatewayPort` or `port` given) always has a
+ * membership table; one that runs alone has none.
+ */
+export type ResolvedSiloOptions = ResolvedCommonOptions &
+  (
+    | { readonly networked: true; readonly membership: MembershipTable }
+    | { readonly networked: false; readonly membership: undefined }
+  );
+
+/** The options every silo has, networked or not. */
+export interface ResolvedCommonOptions {
   readonly clusterId: string;
   readonly grains: readonly GrainClass<any>[];
   readonly host: string;
@@ -120,8 +131,6 @@ export interface ResolvedSiloOptions {
   readonly storage: ReadonlyMap<string, StorageProvider>;
   readonly eventLogs: ReadonlyMap<string, EventLog>;
   readonly reminders: ReminderTable;
-  /** Undefined when the silo runs alone (`networked` false). */
-  readonly membership: MembershipTable | undefined;
   readonly membershipOptions: Readonly<Required<MembershipOptions>>;
   readonly transport: ResolvedTransportLimits;
   readonly minReminderPeriodMs: number;
@@ -140,8 +149,6 @@ export interface ResolvedSiloOptions {
   readonly clock: Clock;
   /** The options the user gave (with a value other than undefined). */
   readonly given: ReadonlySet<keyof SiloOptions>;
-  /** Whether the silo listens and joins a cluster: `membership`, `gatewayPort` or `port` was given. */
-  readonly networked: boolean;
 }
 
 /** Timers above this would overflow setTimeout (it fires at once). */
@@ -358,8 +365,9 @@ export function resolveSiloOptions(options: SiloOptions, fallbacks: SiloFallback
     throw new ConfigurationError(
       `silo options gatewayPort and port must differ (both ${port}): clients and silos need endpoints of their own`,
     );
+  // Any of these makes the silo listen and join a cluster.
   const networked = given.has('membership') || given.has('gatewayPort') || given.has('port');
-  return Object.freeze({
+  const common: ResolvedCommonOptions = {
     clusterId: options.clusterId ?? siloDefaults.clusterId,
     grains: Object.freeze([...(options.grains ?? [])]),
     host: options.host ?? siloDefaults.host,
@@ -368,7 +376,6 @@ export function resolveSiloOptions(options: SiloOptions, fallbacks: SiloFallback
     storage: new Map(Object.entries(options.storage ?? { default: fallbacks.storage() })),
     eventLogs: new Map(Object.entries(options.eventLogs ?? { default: fallbacks.eventLog() })),
     reminders: options.reminders ?? fallbacks.reminders(),
-    membership: options.membership ?? (networked ? fallbacks.membership() : undefined),
     membershipOptions: resolveMembershipOptions(options.membershipOptions),
     transport: resolveTransportLimits(options.transport),
     minReminderPeriodMs: options.minReminderPeriodMs ?? siloDefaults.minReminderPeriodMs,
@@ -385,8 +392,12 @@ export function resolveSiloOptions(options: SiloOptions, fallbacks: SiloFallback
     logger: options.logger ?? defaultLogger(),
     clock: options.clock ?? systemClock,
     given,
-    networked,
-  });
+  };
+  return Object.freeze(
+    networked
+      ? { ...common, networked, membership: options.membership ?? fallbacks.membership() }
+      : { ...common, networked, membership: undefined },
+  );
 }
 
 /** Names of fields whose values are secrets wherever they appear. */
