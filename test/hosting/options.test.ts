@@ -192,7 +192,7 @@ describe('silo options', () => {
     refused({ prot: 11111 }, /unknown silo option 'prot' \(did you mean 'port'\?\)/);
     refused({ responseTimeout: 100 }, /unknown silo option 'responseTimeout' \(did you mean 'responseTimeoutMs'\?\)/);
     refused({ ClusterID: 'a' }, /unknown silo option 'ClusterID' \(did you mean 'clusterId'\?\)/);
-    refused({ streams: {} }, /unknown silo option 'streams'; known: clusterId, grains, host, port/);
+    refused({ colour: 'blue' }, /unknown silo option 'colour'; known: clusterId, grains, host, port/);
   });
 
   it('check the membership options as strictly as the others', () => {
