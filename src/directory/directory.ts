@@ -10,6 +10,7 @@ import { SiloUnavailableError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { ClusterView } from '../membership/service.ts';
 import { Ring } from '../membership/ring.ts';
+import { type SystemCaller, type SystemCallHandlers, type WireDirectoryEntry } from '../messaging/system-calls.ts';
 
 /** Where one activation of a grain lives. `activation` tells incarnations on one silo apart. */
 export interface DirectoryEntry {
@@ -19,7 +20,11 @@ export interface DirectoryEntry {
 
 /** How the directory reaches other silos. */
 export interface DirectoryTransport {
-  call(address: string, op: string, args: unknown[]): Promise<unknown>;
+  /**
+   * Makes a system call on another silo (see `systemCalls`). The directory
+   * checks every result against the table before it uses it.
+   */
+  call: SystemCaller;
   /** Re-reads the membership table (our view may be behind). */
   refresh(): Promise<void>;
 }
@@ -30,6 +35,8 @@ export class GrainDirectory {
   readonly #partition = new Map<string, DirectoryEntry>();
   readonly #cache = new Map<string, string>();
   readonly #net: DirectoryTransport;
+  /** System calls, typed and with their results checked. */
+  readonly #call: SystemCaller;
   readonly #logger: Logger;
   #view: ClusterView;
   /**
@@ -42,6 +49,7 @@ export class GrainDirectory {
   constructor(self: string, net: DirectoryTransport, logger: Logger) {
     this.#self = self;
     this.#net = net;
+    this.#call = net.call;
     this.#logger = logger;
     this.#view = { version: 0, active: new Map(), ring: new Ring([]), dead: new Set(), leaving: new Set() };
   }
@@ -83,14 +91,13 @@ export class GrainDirectory {
     for (let attempt = 0; attempt < 10; attempt++) {
       if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(400, 25 * 2 ** (attempt - 1))));
       const owner = this.ownerOf(grain);
-      if (owner === undefined || owner === this.#self) return this.registerLocal(grain, entry, true);
+      if (owner === undefined || owner === this.#self) return this.registerLocal(grain, entry, false);
       try {
-        const won = (await this.#net.call(owner, 'dir.register', [grain, entry.address, entry.activation])) as
-          [string, number] | null;
+        const won = await this.#call(owner, 'dir.register', [grain, entry.address, entry.activation]);
         if (won !== null) return { address: won[0], activation: won[1] };
         // The owner's view and ours differ (a silo just joined or died): both re-read the table, then retry.
         last = new SiloUnavailableError(`silo ${owner} does not own ${grain} in its view of the cluster`);
-        await Promise.all([this.#net.refresh(), this.#net.call(owner, 'refresh', []).catch(() => undefined)]);
+        await Promise.all([this.#net.refresh(), this.#call(owner, 'refresh', []).catch(() => undefined)]);
       } catch (e) {
         last = e;
         await this.#net.refresh();
@@ -109,7 +116,8 @@ export class GrainDirectory {
    * entry's silo was declared dead. Returns null when `checkOwner` is set and
    * this silo does not own the grain under its view.
    */
-  registerLocal(grain: string, entry: DirectoryEntry, checkOwner: boolean): DirectoryEntry;
+  registerLocal(grain: string, entry: DirectoryEntry, checkOwner: false): DirectoryEntry;
+  registerLocal(grain: string, entry: DirectoryEntry, checkOwner: boolean): DirectoryEntry | null;
   registerLocal(grain: string, entry: DirectoryEntry, checkOwner: boolean): DirectoryEntry | null {
     if (checkOwner) {
       const owner = this.ownerOf(grain);
@@ -136,7 +144,7 @@ export class GrainDirectory {
       this.unregisterLocal(grain, entry);
       return;
     }
-    this.#net.call(owner, 'dir.unregister', [grain, entry.address, entry.activation]).catch((e: unknown) => {
+    this.#call(owner, 'dir.unregister', [grain, entry.address, entry.activation]).catch((e: unknown) => {
       this.#logger.debug({ grain, owner, err: e }, 'unregister failed; the entry goes when its silo leaves the view');
     });
   }
@@ -151,7 +159,7 @@ export class GrainDirectory {
   async lookup(grain: string): Promise<DirectoryEntry | undefined> {
     const owner = this.ownerOf(grain);
     if (owner === undefined || owner === this.#self) return this.#partition.get(grain);
-    const r = (await this.#net.call(owner, 'dir.lookup', [grain])) as [string, number] | null;
+    const r = await this.#call(owner, 'dir.lookup', [grain]);
     return r === null ? undefined : { address: r[0], activation: r[1] };
   }
 
@@ -161,7 +169,7 @@ export class GrainDirectory {
   }
 
   /** Takes entries handed over by a leaving silo or an old owner. Existing live entries win. */
-  acceptHandoff(entries: Array<[string, string, number]>): void {
+  acceptHandoff(entries: readonly WireDirectoryEntry[]): void {
     for (const [grain, address, activation] of entries) {
       const cur = this.#partition.get(grain);
       if (cur === undefined || this.#view.dead.has(cur.address)) this.#partition.set(grain, { address, activation });
@@ -185,7 +193,7 @@ export class GrainDirectory {
     for (const [g, a] of this.#cache) if (!view.active.has(a)) this.#cache.delete(g);
     if (!view.active.has(this.#self)) return; // not (or no longer) a member: nothing to own
     // Hand over what others own now.
-    const handoff = new Map<string, Array<[string, string, number]>>();
+    const handoff = new Map<string, WireDirectoryEntry[]>();
     for (const [g, e] of this.#partition) {
       const owner = view.ring.ownerOf(g);
       if (owner !== undefined && owner !== this.#self) {
@@ -197,7 +205,7 @@ export class GrainDirectory {
     }
     // Re-register every local activation: entries move to new owners, entries a crashed owner
     // held come back, and an activation the directory no longer points at shows up as a duplicate.
-    const again = new Map<string, Array<[string, string, number]>>();
+    const again = new Map<string, WireDirectoryEntry[]>();
     for (const [g, e] of local) {
       const now = view.ring.ownerOf(g);
       if (now === undefined) continue;
@@ -212,21 +220,19 @@ export class GrainDirectory {
     }
     await Promise.all([
       ...[...handoff].map(([owner, list]) =>
-        this.#net
-          .call(owner, 'dir.handoff', [list])
-          .catch((e: unknown) =>
-            this.#logger.warn(
-              { owner, entries: list.length, err: e },
-              'directory handoff failed; the hosts will re-register',
-            ),
+        this.#call(owner, 'dir.handoff', [list]).catch((e: unknown) =>
+          this.#logger.warn(
+            { owner, entries: list.length, err: e },
+            'directory handoff failed; the hosts will re-register',
           ),
+        ),
       ),
       ...[...again].map(async ([owner, list]) => {
         try {
-          const results = (await this.#net.call(owner, 'dir.registerMany', [list])) as Array<[string, number] | null>;
+          const results = await this.#call(owner, 'dir.registerMany', [list]);
           list.forEach(([g, address, activation], i) => {
             const r = results[i];
-            if (r !== null && r !== undefined && (r[0] !== address || r[1] !== activation))
+            if (r !== undefined && (r[0] !== address || r[1] !== activation))
               onDuplicate(g, { address: r[0], activation: r[1] });
           });
         } catch (e) {
@@ -239,7 +245,7 @@ export class GrainDirectory {
   /** Hands every entry this silo owns to the owners of the view without it (graceful stop). */
   async handOffAll(view: ClusterView): Promise<void> {
     const without = new Ring([...view.active.keys()].filter((a) => a !== this.#self));
-    const byOwner = new Map<string, Array<[string, string, number]>>();
+    const byOwner = new Map<string, WireDirectoryEntry[]>();
     for (const [g, e] of this.#partition) {
       if (e.address === this.#self) continue; // our own activations are going away
       const owner = without.ownerOf(g);
@@ -251,10 +257,37 @@ export class GrainDirectory {
     this.#partition.clear();
     await Promise.all(
       [...byOwner].map(([owner, list]) =>
-        this.#net
-          .call(owner, 'dir.handoff', [list])
-          .catch((e: unknown) => this.#logger.warn({ owner, err: e }, 'directory handoff failed')),
+        this.#call(owner, 'dir.handoff', [list]).catch((e: unknown) =>
+          this.#logger.warn({ owner, err: e }, 'directory handoff failed'),
+        ),
       ),
     );
   }
+}
+
+/** The system calls a directory serves: its part of a silo's `SystemCallHandlers`. */
+export type DirectoryCallName = 'dir.register' | 'dir.registerMany' | 'dir.unregister' | 'dir.lookup' | 'dir.handoff';
+
+/** The handlers of the directory's system calls, served by `dir` (the owner of the entries asked about). */
+export function directoryHandlers(dir: GrainDirectory): Pick<SystemCallHandlers, DirectoryCallName> {
+  return {
+    'dir.register': ([grain, address, activation]) => {
+      const won = dir.registerLocal(grain, { address, activation }, true);
+      return won === null ? null : [won.address, won.activation];
+    },
+    'dir.registerMany': ([entries]) =>
+      entries.map(([grain, address, activation]) => {
+        const won = dir.registerLocal(grain, { address, activation }, false);
+        return [won.address, won.activation];
+      }),
+    'dir.unregister': ([grain, address, activation]) => {
+      dir.unregisterLocal(grain, { address, activation });
+      return null;
+    },
+    'dir.lookup': ([grain]) => dir.lookupLocal(grain),
+    'dir.handoff': ([entries]) => {
+      dir.acceptHandoff(entries);
+      return null;
+    },
+  };
 }

@@ -8,206 +8,26 @@
 // stops in reverse order, each told how the silo is ending.
 
 import { availableParallelism } from 'node:os';
-import type { Clock } from '../clock.ts';
-import { ConfigurationError } from '../errors.ts';
-import type { AnyGrainClass, Grain, GrainClass, SiloInfo } from '../grain/grain.ts';
+import type { Grain, GrainClass, SiloInfo } from '../grain/grain.ts';
 import type { GrainRef, ObserverRef } from '../grain/ref.ts';
 import { channels } from '../observability/channels.ts';
-import { defaultLogger, type Logger } from '../observability/logger.ts';
+import type { Logger } from '../observability/logger.ts';
 import { memoryStorage } from '../providers/memory/storage.ts';
 import { memoryEventLog } from '../providers/memory/event-log.ts';
-import type { EventLog } from '../journal/log.ts';
 import { decode, encode } from '../serialization/codec.ts';
-import type { StateSerializer, StorageProvider } from '../storage/provider.ts';
+import type { StateSerializer } from '../storage/provider.ts';
 import { Runtime } from '../runtime/runtime.ts';
 import { SiloCluster } from '../runtime/cluster.ts';
 import { memoryMembership } from '../providers/memory/membership.ts';
-import type { MembershipTable } from '../membership/table.ts';
-import type { MembershipOptions } from '../membership/service.ts';
-import type { TransportLimits } from '../transport/limits.ts';
 import { memoryReminders } from '../providers/memory/reminders.ts';
 import { ReminderService } from '../reminders/service.ts';
-import type { ReminderTable } from '../reminders/table.ts';
 import { Ring } from '../membership/ring.ts';
+import { describeSiloOptions, resolveSiloOptions, type ResolvedSiloOptions, type SiloOptions } from './options.ts';
 
 /** The ring of a silo that is not (or no longer) a member: it owns no range. */
 const emptyRing = new Ring([]);
 
-/** Options of `Silo.start`. Every field is optional. */
-export interface SiloOptions {
-  /** Cluster this silo belongs to. Default `dev`. */
-  clusterId?: string;
-  /** Grain classes this silo hosts. */
-  grains?: AnyGrainClass[];
-  /** Host of the silo-to-silo endpoint. Default `127.0.0.1`. */
-  host?: string;
-  /** Port of the silo-to-silo endpoint. Default 11111. */
-  port?: number;
-  /** Port for external clients. Default: none. */
-  gatewayPort?: number;
-  /** Named storage providers; `default` is used when a state names none. Default `{ default: memoryStorage() }`. */
-  storage?: Record<string, StorageProvider>;
-  /** Named event logs of journaled grains; `default` is used when a grain names none. Default `{ default: memoryEventLog() }`. */
-  eventLogs?: Record<string, EventLog>;
-  /**
-   * The durable reminder table. Default `memoryReminders()`: reminders that live
-   * as long as this process (give SQLite, PostgreSQL or Redis for durable ones).
-   */
-  reminders?: ReminderTable;
-  /** Shortest period a reminder may have, in ms. Default 60 000 (as Orleans); tests use less. */
-  minReminderPeriodMs?: number;
-  /** How often a silo re-reads the reminders of its ring ranges from the table, in ms. Default 60 000. */
-  reminderRefreshIntervalMs?: number;
-  /** Deadline of a call, in ms. Default 30 000. */
-  responseTimeoutMs?: number;
-  /** Idle time after which an activation is deactivated, in ms. Default 900 000 (15 minutes). */
-  collectionAgeMs?: number;
-  /** How often idle activations are looked for, in ms. Default: a quarter of the smallest collection age, at most 60 000. */
-  collectionQuantumMs?: number;
-  /** How long stop() waits for an activation to finish its turns and onDeactivate, in ms. Default 30 000. */
-  deactivationTimeoutMs?: number;
-  /** How many times a call may be forwarded to a new activation. Default 2. */
-  maxForwardCount?: number;
-  /**
-   * Add the caller's own JavaScript frames to the stack of an error a call
-   * returns. Without it the stack holds the grain's frames, the call, and the
-   * grains waiting on it. Costs an extra await on every call (about a quarter
-   * of local call throughput), so it is for debugging. Default false.
-   */
-  callerStacks?: boolean;
-  /**
-   * The membership table that makes this silo one of a cluster. With it (or with
-   * `gatewayPort`), the silo listens on `host:port` (0 picks a free port) and
-   * joins; without either it runs alone, with no sockets. Default: none.
-   */
-  membership?: MembershipTable;
-  /** Failure-detection timing; see `membershipDefaults`. */
-  membershipOptions?: MembershipOptions;
-  /** Transport limits (frame size, time-outs); see `transportDefaults`. */
-  transport?: TransportLimits;
-  /** How often a silo tells the others its activation count (placement), in ms. Default 1000. */
-  loadReportIntervalMs?: number;
-  /** Calls this silo may have waiting on other silos at once; past it calls fail with code GRANARY_OVERLOADED. Default 100 000. */
-  maxPendingRequests?: number;
-  /** Deadline of control-plane calls between silos (directory, probes), in ms. Default 5000. */
-  systemCallTimeoutMs?: number;
-  /** Where the silo reads the time and sets its timers. Default: the system clock; tests give a ManualClock. */
-  clock?: Clock;
-  /** Where the silo logs; a pino logger fits. Default: pino at GRANARY_LOG_LEVEL (default info) to stderr. */
-  logger?: Logger;
-}
-
-/** Defaults of SiloOptions. */
-export const siloDefaults = {
-  clusterId: 'dev',
-  host: '127.0.0.1',
-  port: 11111,
-  responseTimeoutMs: 30_000,
-  collectionAgeMs: 15 * 60_000,
-  maxForwardCount: 2,
-  callerStacks: false,
-  deactivationTimeoutMs: 30_000,
-  loadReportIntervalMs: 1000,
-  systemCallTimeoutMs: 5000,
-  maxPendingRequests: 100_000,
-  minReminderPeriodMs: 60_000,
-  reminderRefreshIntervalMs: 60_000,
-} as const;
-
-function positive(name: string, v: number | undefined): void {
-  if (v !== undefined && !(typeof v === 'number' && v > 0 && Number.isFinite(v))) {
-    throw new ConfigurationError(`silo option ${name} must be a positive number of milliseconds, got ${String(v)}`);
-  }
-}
-
-/** The options with defaults applied and checked. */
-interface Resolved {
-  readonly clusterId: string;
-  readonly host: string;
-  readonly port: number;
-  readonly networked: boolean;
-  readonly responseTimeoutMs: number;
-  readonly collectionAgeMs: number;
-  readonly deactivationTimeoutMs: number;
-  readonly maxForwardCount: number;
-  readonly callerStacks: boolean;
-  readonly minReminderPeriodMs: number;
-  readonly reminderRefreshIntervalMs: number;
-  readonly loadReportIntervalMs: number;
-  readonly systemCallTimeoutMs: number;
-  readonly maxPendingRequests: number;
-  readonly storage: Map<string, StorageProvider>;
-  readonly eventLogs: Map<string, EventLog>;
-  readonly reminders: ReminderTable;
-  readonly membership: MembershipTable;
-}
-
-function resolve(options: SiloOptions): Resolved {
-  positive('responseTimeoutMs', options.responseTimeoutMs);
-  positive('collectionAgeMs', options.collectionAgeMs);
-  positive('collectionQuantumMs', options.collectionQuantumMs);
-  positive('deactivationTimeoutMs', options.deactivationTimeoutMs);
-  positive('minReminderPeriodMs', options.minReminderPeriodMs);
-  positive('reminderRefreshIntervalMs', options.reminderRefreshIntervalMs);
-  positive('loadReportIntervalMs', options.loadReportIntervalMs);
-  positive('systemCallTimeoutMs', options.systemCallTimeoutMs);
-  const reminders = options.reminders ?? memoryReminders();
-  if (
-    reminders === null ||
-    typeof reminders !== 'object' ||
-    typeof reminders.readRange !== 'function' ||
-    typeof reminders.upsert !== 'function'
-  ) {
-    throw new ConfigurationError(
-      'silo option reminders is not a reminder table (give e.g. memoryReminders() or sqliteReminders({ path }))',
-    );
-  }
-  if (
-    options.maxForwardCount !== undefined &&
-    !(Number.isInteger(options.maxForwardCount) && options.maxForwardCount >= 0)
-  ) {
-    throw new ConfigurationError(
-      `silo option maxForwardCount must be a non-negative integer, got ${String(options.maxForwardCount)}`,
-    );
-  }
-  const storage = new Map(Object.entries(options.storage ?? { default: memoryStorage() }));
-  for (const [name, p] of storage) {
-    if (p === null || typeof p !== 'object' || typeof p.read !== 'function' || typeof p.write !== 'function') {
-      throw new ConfigurationError(
-        `storage provider '${name}' is not a storage provider (give e.g. memoryStorage() or sqliteStorage({ path }))`,
-      );
-    }
-  }
-  const eventLogs = new Map(Object.entries(options.eventLogs ?? { default: memoryEventLog() }));
-  for (const [name, l] of eventLogs) {
-    if (l === null || typeof l !== 'object' || typeof l.read !== 'function' || typeof l.append !== 'function') {
-      throw new ConfigurationError(
-        `event log '${name}' is not an event log (give e.g. memoryEventLog() or sqliteEventLog({ path }))`,
-      );
-    }
-  }
-  const networked = options.membership !== undefined || options.gatewayPort !== undefined || options.port !== undefined;
-  return {
-    clusterId: options.clusterId ?? siloDefaults.clusterId,
-    host: options.host ?? siloDefaults.host,
-    port: options.port ?? siloDefaults.port,
-    networked,
-    responseTimeoutMs: options.responseTimeoutMs ?? siloDefaults.responseTimeoutMs,
-    collectionAgeMs: options.collectionAgeMs ?? siloDefaults.collectionAgeMs,
-    deactivationTimeoutMs: options.deactivationTimeoutMs ?? siloDefaults.deactivationTimeoutMs,
-    maxForwardCount: options.maxForwardCount ?? siloDefaults.maxForwardCount,
-    callerStacks: options.callerStacks ?? siloDefaults.callerStacks,
-    minReminderPeriodMs: options.minReminderPeriodMs ?? siloDefaults.minReminderPeriodMs,
-    reminderRefreshIntervalMs: options.reminderRefreshIntervalMs ?? siloDefaults.reminderRefreshIntervalMs,
-    loadReportIntervalMs: options.loadReportIntervalMs ?? siloDefaults.loadReportIntervalMs,
-    systemCallTimeoutMs: options.systemCallTimeoutMs ?? siloDefaults.systemCallTimeoutMs,
-    maxPendingRequests: options.maxPendingRequests ?? siloDefaults.maxPendingRequests,
-    storage,
-    eventLogs,
-    reminders,
-    membership: options.membership ?? memoryMembership(),
-  };
-}
+export { siloDefaults, type SiloOptions } from './options.ts';
 
 /** How a silo ends: a graceful stop, declared dead by the cluster, or an abort (a crash, for tests). */
 type Ending = 'graceful' | 'dead' | 'abort';
@@ -296,16 +116,22 @@ export class Silo {
 
   /** Starts a silo. */
   static async start(options: SiloOptions = {}): Promise<Silo> {
-    const o = resolve(options);
-    const base = options.logger ?? defaultLogger();
+    // Every option checked once, here; the memory providers fill in for those not given.
+    const o = resolveSiloOptions(options, {
+      storage: () => memoryStorage(),
+      eventLog: () => memoryEventLog(),
+      reminders: () => memoryReminders(),
+      membership: () => memoryMembership(),
+    });
+    const base = o.logger;
     let logger = base.child({ silo: `${o.host}:${o.port}` });
     const runtime = new Runtime({
       siloInfo: Object.freeze({ address: `${o.host}:${o.port}`, clusterId: o.clusterId }),
       logger,
-      ...(options.clock !== undefined ? { clock: options.clock } : {}),
+      clock: o.clock,
       responseTimeoutMs: o.responseTimeoutMs,
       collectionAgeMs: o.collectionAgeMs,
-      collectionQuantumMs: options.collectionQuantumMs,
+      collectionQuantumMs: o.collectionQuantumMs,
       maxForwardCount: o.maxForwardCount,
       storage: o.storage,
       eventLogs: o.eventLogs,
@@ -313,7 +139,7 @@ export class Silo {
       callerStacks: o.callerStacks,
       deactivationTimeoutMs: o.deactivationTimeoutMs,
     });
-    for (const cls of options.grains ?? []) runtime.register(cls);
+    for (const cls of o.grains) runtime.register(cls);
     const made: { silo?: Silo } = {};
     let cluster: SiloCluster | undefined;
     const reminders = new ReminderService({
@@ -336,16 +162,17 @@ export class Silo {
         name: 'messaging',
         start: async () => {
           if (!o.networked) return;
+          const membership = o.membership;
           cluster = await SiloCluster.start(
             runtime,
             {
               clusterId: o.clusterId,
               host: o.host,
               port: o.port,
-              gatewayPort: options.gatewayPort,
-              membership: o.membership,
-              membershipOptions: options.membershipOptions ?? {},
-              transport: options.transport,
+              gatewayPort: o.gatewayPort,
+              membership,
+              membershipOptions: o.membershipOptions,
+              transport: o.transport,
               loadReportIntervalMs: o.loadReportIntervalMs,
               systemCallTimeoutMs: o.systemCallTimeoutMs,
               maxForwardCount: o.maxForwardCount,
@@ -414,21 +241,17 @@ export class Silo {
       }
       started.push(stage);
     }
+    // The effective options, once, secrets redacted.
     logger.info(
       {
-        clusterId: o.clusterId,
+        ...describeSiloOptions(o),
         address: runtime.siloInfo.address,
         gateway: cluster?.gatewayAddress ?? null,
         grains: [...runtime.types.all.keys()],
-        storage: Object.fromEntries([...o.storage].map(([n, p]) => [n, p.kind])),
-        eventLogs: Object.fromEntries([...o.eventLogs].map(([n, l]) => [n, l.kind])),
-        membership: options.membership?.kind ?? (o.networked ? 'memory' : 'none'),
-        responseTimeoutMs: o.responseTimeoutMs,
-        collectionAgeMs: o.collectionAgeMs,
       },
       'silo started',
     );
-    warnAboutMemoryProviders(options, logger);
+    warnAboutMemoryProviders(o, logger);
     if (channels.siloStarted.hasSubscribers)
       channels.siloStarted.publish({ silo: runtime.siloInfo.address, address: runtime.siloInfo.address });
     made.silo = new Silo(runtime, logger, cluster, started);
@@ -463,7 +286,7 @@ export class Silo {
 }
 
 /** Storage providers, event logs and the reminder table: opened first, closed last. */
-function storageStage(o: Resolved, runtime: Runtime, logger: Logger): Stage {
+function storageStage(o: ResolvedSiloOptions, runtime: Runtime, logger: Logger): Stage {
   const opened: Array<{ kind: string; name: string; close(): Promise<void> }> = [];
   return {
     name: 'storage',
@@ -505,14 +328,14 @@ async function closeAll(
 }
 
 /** Silos in several processes share nothing held in one process's memory. */
-function warnAboutMemoryProviders(options: SiloOptions, logger: Logger): void {
-  if (options.membership === undefined || options.membership.kind === 'memory') return;
-  if (options.storage === undefined)
+function warnAboutMemoryProviders(o: ResolvedSiloOptions, logger: Logger): void {
+  if (o.membership === undefined || o.membership.kind === 'memory') return;
+  if (!o.given.has('storage'))
     logger.warn(
       {},
       "grain state is kept in this process's memory (no storage option): in a cluster of several processes a grain that moves loses it; give a shared provider such as sqliteStorage, postgresStorage or redisStorage",
     );
-  if (options.reminders === undefined)
+  if (!o.given.has('reminders'))
     logger.warn(
       {},
       "reminders are kept in this process's memory (no reminders option): in a cluster of several processes reminders other silos own never fire; give a shared table such as sqliteReminders, postgresReminders or redisReminders",

@@ -5,8 +5,8 @@
 
 import { hostname } from 'node:os';
 import type { Clock } from '../clock.ts';
-import { GranaryError, OverloadedError, ProtocolError, SiloUnavailableError, TimeoutError } from '../errors.ts';
-import { GrainDirectory, type DirectoryEntry } from '../directory/directory.ts';
+import { GranaryError, OverloadedError, SiloUnavailableError, TimeoutError } from '../errors.ts';
+import { GrainDirectory, directoryHandlers } from '../directory/directory.ts';
 import type { GrainTypeInfo } from '../grain/options.ts';
 import { MembershipService, type ClusterView, type MembershipOptions, type Prober } from '../membership/service.ts';
 import type { MembershipTable } from '../membership/table.ts';
@@ -45,6 +45,18 @@ import {
 import type { SiloInfo } from '../grain/grain.ts';
 import type { CodecContext } from '../serialization/symbols.ts';
 import { MessageKind } from '../messaging/message.ts';
+import {
+  checkSystemCallResult,
+  decodeSystemCall,
+  decodeSystemResult,
+  dispatchSystemCall,
+  type SystemCallArgs,
+  type SystemCallFrame,
+  type SystemCallHandlers,
+  type SystemCallName,
+  type SystemCallResult,
+  type SystemResultFrame,
+} from '../messaging/system-calls.ts';
 import type { Target } from './activation.ts';
 import type { CallSettler } from './call-tracker.ts';
 import { parseObserverKey, SILO_OBSERVER_OWNER } from './observers.ts';
@@ -204,6 +216,8 @@ export class SiloCluster implements ConnectionHandler, Prober {
   readonly #pending = new Map<number, Message>();
   #reqSeq = 0;
   readonly #sysPending = new Map<number, SystemPending>();
+  /** The receiving end of every system call. */
+  readonly #handlers: SystemCallHandlers;
   #sysSeq = 0;
   readonly #loads = new Map<string, number>();
   readonly #remotes = new Map<string, RemoteTarget>();
@@ -256,6 +270,23 @@ export class SiloCluster implements ConnectionHandler, Prober {
     );
     this.#view = this.membership.view;
     this.membership.subscribe((v) => this.#onView(v));
+    this.#handlers = {
+      ...directoryHandlers(this.directory),
+      ping: () => true,
+      refresh: () => {
+        void this.membership.refresh();
+        return null;
+      },
+      probe: ([target, timeoutMs]) => this.probe(target, timeoutMs),
+      load: ([activations], caller) => {
+        if (caller !== undefined) this.#loads.set(caller, activations);
+        return null;
+      },
+      'reminder.changed': async ([grainId, name]) => {
+        await this.#host.reminderChanged(grainId, name);
+        return null;
+      },
+    };
   }
 
   /** Binds the listeners, joins the membership table and becomes active. */
@@ -647,93 +678,62 @@ export class SiloCluster implements ConnectionHandler, Prober {
 
   // ---- System calls -------------------------------------------------------------
 
-  /** A control-plane call to another silo (or this one). */
-  async systemCall(
+  /** A control-plane call to another silo (or this one); arguments and result typed by the system-call table. */
+  async systemCall<N extends SystemCallName>(
     address: string,
-    op: string,
-    args: unknown[],
+    name: N,
+    args: SystemCallArgs<N>,
     timeoutMs = this.#cfg.systemCallTimeoutMs,
-  ): Promise<unknown> {
-    if (address === this.address) return this.#system(op, args, undefined);
+  ): Promise<SystemCallResult<N>> {
+    if (address === this.address) return this.#handlers[name](args, undefined);
     const conn = this.#connector.peek(address) ?? (await this.#connector.get(address));
     const seq = (this.#sysSeq = (this.#sysSeq + 1) >>> 0 || 1);
-    return new Promise((resolve, reject) => {
+    const value = await new Promise<unknown>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#sysPending.delete(seq);
-        reject(new TimeoutError(`system call ${op} to ${address} timed out after ${timeoutMs} ms`));
+        reject(new TimeoutError(`system call ${name} to ${address} timed out after ${timeoutMs} ms`));
       }, timeoutMs);
       timer.unref();
       this.#sysPending.set(seq, { resolve, reject, timer, address });
-      conn.send(Frame.SystemCall, encodeSystemCall(seq, op, args));
+      conn.send(Frame.SystemCall, encodeSystemCall(seq, name, args));
     });
+    return checkSystemCallResult(name, value);
   }
 
   #onSystemCall(body: Buffer, conn: Connection): void {
-    const [seq, op, args] = decode(body) as [number, string, unknown[]];
+    let call: SystemCallFrame;
+    try {
+      call = decodeSystemCall(body);
+    } catch (e) {
+      this.#logger.warn({ peer: conn.peer?.address, err: e }, 'dropped a malformed system call frame');
+      return;
+    }
     Promise.resolve()
-      .then(() => this.#system(op, args, conn))
+      .then(() => dispatchSystemCall(this.#handlers, call.name, call.args, conn.peer?.address))
       .then(
-        (v) => conn.send(Frame.SystemResult, encodeSystemResult(seq, true, v)),
+        (v) => conn.send(Frame.SystemResult, encodeSystemResult(call.seq, true, v)),
         (e: unknown) =>
           conn.send(
             Frame.SystemResult,
-            encodeSystemResult(seq, false, e instanceof Error ? e : new GranaryError(String(e))),
+            encodeSystemResult(call.seq, false, e instanceof Error ? e : new GranaryError(String(e))),
           ),
       );
   }
 
   #onSystemResult(body: Buffer): void {
-    const [seq, ok, value] = decode(body) as [number, boolean, unknown];
-    const p = this.#sysPending.get(seq);
-    if (p === undefined) return;
-    this.#sysPending.delete(seq);
-    clearTimeout(p.timer);
-    if (ok) p.resolve(value);
-    else p.reject(value);
-  }
-
-  async #system(op: string, args: unknown[], conn: Connection | undefined): Promise<unknown> {
-    const d = this.directory;
-    switch (op) {
-      case 'ping':
-        return true;
-      case 'refresh':
-        void this.membership.refresh();
-        return null;
-      case 'reminder.changed':
-        if (typeof args[0] !== 'string' || typeof args[1] !== 'string')
-          throw new ProtocolError('reminder.changed takes a grain id and a reminder name');
-        await this.#host.reminderChanged(args[0], args[1]);
-        return null;
-      case 'probe':
-        return this.probe(args[0] as string, args[1] as number);
-      case 'load':
-        if (conn?.peer !== undefined) this.#loads.set(conn.peer.address, args[0] as number);
-        return null;
-      case 'dir.register': {
-        const won = d.registerLocal(
-          args[0] as string,
-          { address: args[1] as string, activation: args[2] as number },
-          true,
-        ) as DirectoryEntry | null;
-        return won === null ? null : [won.address, won.activation];
-      }
-      case 'dir.registerMany':
-        return (args[0] as Array<[string, string, number]>).map(([g, address, activation]) => {
-          const won = d.registerLocal(g, { address, activation }, false);
-          return [won.address, won.activation];
-        });
-      case 'dir.unregister':
-        d.unregisterLocal(args[0] as string, { address: args[1] as string, activation: args[2] as number });
-        return null;
-      case 'dir.lookup':
-        return d.lookupLocal(args[0] as string);
-      case 'dir.handoff':
-        d.acceptHandoff(args[0] as Array<[string, string, number]>);
-        return null;
-      default:
-        throw new ProtocolError(`unknown system call '${op}'`);
+    let r: SystemResultFrame;
+    try {
+      r = decodeSystemResult(body);
+    } catch (e) {
+      this.#logger.warn({ err: e }, 'dropped a malformed system result frame');
+      return;
     }
+    const p = this.#sysPending.get(r.seq);
+    if (p === undefined) return;
+    this.#sysPending.delete(r.seq);
+    clearTimeout(p.timer);
+    if (r.ok) p.resolve(r.value);
+    else p.reject(r.value);
   }
 
   // ---- Prober -------------------------------------------------------------------
@@ -747,7 +747,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
 
   probeIndirect(via: string, target: string, timeoutMs: number): Promise<boolean> {
     return this.systemCall(via, 'probe', [target, timeoutMs], timeoutMs).then(
-      (r) => r === true,
+      (r) => r,
       () => false,
     );
   }
