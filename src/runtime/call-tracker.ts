@@ -58,9 +58,7 @@ export class CallTracker implements CallSettler {
       (msg.tick as TickOwner).tickDone(undefined);
       return;
     }
-    if (msg.done) return;
-    msg.done = true;
-    if (msg.cancel !== undefined) this.#releaseSignal(msg, false);
+    if (!this.#close(msg)) return;
     switch (msg.kind) {
       case MessageKind.OneWay:
         return;
@@ -99,9 +97,7 @@ export class CallTracker implements CallSettler {
       (msg.tick as TickOwner).tickDone(err ?? new GranaryError('timer tick threw undefined'));
       return;
     }
-    if (msg.done) return;
-    msg.done = true;
-    if (msg.cancel !== undefined) this.#releaseSignal(msg, false);
+    if (!this.#close(msg)) return;
     switch (msg.kind) {
       case MessageKind.OneWay:
         if (!(err instanceof CancelledError))
@@ -117,6 +113,14 @@ export class CallTracker implements CallSettler {
         this.#deadlines.remove(msg);
         msg.reject(this.#callerError(msg, err));
     }
+  }
+
+  /** Marks `msg` settled; false if it already was (an outcome after a time-out or a cancel). */
+  #close(msg: Message): boolean {
+    if (msg.done) return false;
+    msg.done = true;
+    if (msg.cancel !== undefined) this.#releaseSignal(msg, false);
+    return true;
   }
 
   /**

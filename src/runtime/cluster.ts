@@ -59,7 +59,7 @@ import {
 } from '../messaging/system-calls.ts';
 import type { Target } from './activation.ts';
 import type { CallSettler } from './call-tracker.ts';
-import { parseObserverKey, SILO_OBSERVER_OWNER } from './observers.ts';
+import { parseObserverKey, SILO_OBSERVER_OWNER, unreachableObserver } from './observers.ts';
 
 /** An activation as the directory knows it: its grain and its incarnation on this silo. */
 export interface DirectoryActivation {
@@ -425,12 +425,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
    */
   observerTarget(key: string): Target {
     const where = parseObserverKey(key);
-    const gone = (why: string): Target => ({
-      live: true,
-      remote: true,
-      receive: (msg: Message) =>
-        this.#host.calls.fail(msg, new SiloUnavailableError(`observer ${key} is unreachable: ${why}`)),
-    });
+    const gone = (why: string): Target => unreachableObserver(this.#host.calls, key, why);
     if (where === undefined) return gone('malformed observer key');
     const { owner: clientId, address: gateway } = where;
     if (clientId === SILO_OBSERVER_OWNER) {

@@ -39,6 +39,12 @@ export function parseObserverKey(key: string): { owner: string; address: string 
   return { owner: key.slice(0, dot), address: key.slice(at + 1) };
 }
 
+/** A target that fails every call with SiloUnavailableError: observer `key` cannot be reached, for reason `why`. */
+export function unreachableObserver(calls: CallSettler, key: string, why: string): Target {
+  const error = (): SiloUnavailableError => new SiloUnavailableError(`observer ${key} is unreachable: ${why}`);
+  return { live: true, remote: true, receive: (msg: Message) => calls.fail(msg, error()) };
+}
+
 /** What the observer table needs from the silo. */
 export interface ObserverHost {
   readonly siloInfo: SiloInfo;
@@ -82,17 +88,11 @@ export class Observers {
 
   /** A target that fails every call: the observer cannot be reached from here. */
   unreachable(key: string): Target {
-    return {
-      live: true,
-      remote: true,
-      receive: (msg: Message) =>
-        this.#host.calls.fail(
-          msg,
-          new SiloUnavailableError(
-            `observer ${key} is unreachable from silo ${this.#host.siloInfo.address}: it lives on another silo or client, and this silo is not part of a cluster`,
-          ),
-        ),
-    };
+    return unreachableObserver(
+      this.#host.calls,
+      key,
+      `it lives on another silo or client, and silo ${this.#host.siloInfo.address} is not part of a cluster`,
+    );
   }
 
   #deliver(key: string, msg: Message): void {
