@@ -109,6 +109,8 @@ export interface ActivationHost {
   reminderService(): ReminderService;
   /** Registers in the directory; resolves to undefined if this activation won, else to the winner's silo. */
   registerActivation(a: Activation): Promise<string | undefined>;
+  /** Removes the directory entry `a` won. */
+  unregister(a: Activation): void;
   /** Delivers a call whose activation went away before running it. */
   redispatch(msg: Message): void;
   /** Lifecycle events: the catalog forgets the activation on the last three. */
@@ -421,7 +423,13 @@ export class Activation implements GrainContext, CallerContext, Target {
     try {
       winner = await this.#host.registerActivation(this);
     } catch (e) {
-      this.#moveTo(ActivationState.FailedToActivate, { err: e });
+      if (this.state === ActivationState.Activating) this.#moveTo(ActivationState.FailedToActivate, { err: e });
+      return;
+    }
+    if (this.state !== ActivationState.Activating) {
+      // Dropped while the directory decided (an abort, a stop that timed out):
+      // the catalog let it go unregistered, so an entry it won goes now.
+      if (winner === undefined) this.#host.unregister(this);
       return;
     }
     if (winner !== undefined) {
@@ -429,7 +437,6 @@ export class Activation implements GrainContext, CallerContext, Target {
       return;
     }
     this.registered = true;
-    if (this.state !== ActivationState.Activating) return; // dropped meanwhile
     if (!this.#construct()) return;
     await this.#activateAsync();
   }
