@@ -179,7 +179,15 @@ class ConnectionReply implements RemoteReply {
       status = rejectionStatus(e);
       body = responseBody(status, e);
     }
-    this.#conn.send2(Frame.Response, responseHeadBytes(reqId, status), body);
+    try {
+      this.#conn.send2(Frame.Response, responseHeadBytes(reqId, status), body);
+    } catch (e) {
+      // Too large for a frame: the caller still gets an answer, and the turn
+      // that made the result still ends (a throw here would leave it running).
+      const err = e instanceof GranaryError ? e : new GranaryError(`cannot send the response: ${String(e)}`);
+      status = rejectionStatus(err);
+      this.#conn.send2(Frame.Response, responseHeadBytes(reqId, status), responseBody(status, err));
+    }
   }
   relocated(targetId: string, address: string): void {
     if (this.#conn.state !== 'closed') this.#conn.send(Frame.Location, encode([targetId, address]));

@@ -8,6 +8,7 @@ import {
   type CustomPlacement,
   type Silo,
   SiloUnavailableError,
+  FrameTooLargeError,
   UnknownGrainTypeError,
   CancelledError,
   silentLogger,
@@ -276,6 +277,36 @@ describe('cluster limits and discovery', () => {
       assert.equal(await a.getGrain(Target, 'after').take('xy'), 2, 'calls are served again');
     } finally {
       fromA?.resume();
+      await c.stop();
+    }
+  });
+});
+
+@grain('bigResult')
+class BigResult extends Grain {
+  n = 0;
+  async big(bytes: number): Promise<string> {
+    this.n++;
+    return 'x'.repeat(bytes);
+  }
+  async count(): Promise<number> {
+    return this.n;
+  }
+}
+
+describe('a result larger than the silo may send', () => {
+  it('fails the call with FrameTooLargeError and the grain goes on taking calls', async () => {
+    const c = await TestCluster.start({
+      silos: 1,
+      grains: [BigResult],
+      siloOptions: { transport: { maxFrameBytes: 64 * 1024 } },
+    });
+    try {
+      const g = c.client.getGrain(BigResult, 'b');
+      await assert.rejects(g.big(200 * 1024), (e: unknown) => e instanceof FrameTooLargeError);
+      assert.equal(await g.count(), 1, 'the grain must still take calls after the failed response');
+      assert.equal((await g.big(1024)).length, 1024);
+    } finally {
       await c.stop();
     }
   });
