@@ -189,6 +189,8 @@ export class Silo {
         stop: async (how) => {
           if (how === 'graceful') await cluster?.finishStop(o.deactivationTimeoutMs);
           else await cluster?.close();
+          // Only now: the drain above still needs the deadlines of the calls it waits for.
+          runtime.closeCalls();
         },
       },
       {

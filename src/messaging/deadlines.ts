@@ -117,9 +117,19 @@ export class Deadlines<T extends DeadlineEntry> {
     }
   };
 
-  /** Stops the sweep timer (the runtime is stopping). */
-  close(): void {
+  /** Stops the sweep timer and hands back every call still tracked (the runtime stopped). */
+  close(): T[] {
     this.#timer?.cancel();
     this.#timer = undefined;
+    const left: T[] = [];
+    for (const q of this.#queues.values()) {
+      for (let m = q.head; m !== undefined;) {
+        const next = m.next;
+        this.remove(m as T);
+        left.push(m as T);
+        m = next;
+      }
+    }
+    return left;
   }
 }

@@ -235,8 +235,12 @@ export class CallTracker implements CallSettler {
       c.controller.abort(new TimeoutError(`call to ${msg.targetId}.${msg.method.name} timed out`));
   }
 
-  /** Stops the deadline sweep (the silo stopped). */
-  close(): void {
-    this.#deadlines.close();
+  /**
+   * Stops the deadline sweep (the silo stopped) and fails with `err` every
+   * call still waiting, so no caller in this process waits for a deadline that
+   * would never be swept. A call tracked later starts the sweep again.
+   */
+  close(err: unknown): void {
+    for (const m of this.#deadlines.close()) this.fail(m, err);
   }
 }

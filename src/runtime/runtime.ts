@@ -248,8 +248,9 @@ export class Runtime implements CatalogHost, ClusterHost {
 
   /** Drops every activation at once with no deactivation (a crash, for tests). */
   abandon(): void {
-    this.catalog.abandon(new SiloStoppedError(`silo ${this.siloInfo.address} was aborted`));
-    this.calls.close();
+    const err = new SiloStoppedError(`silo ${this.siloInfo.address} was aborted`);
+    this.catalog.abandon(err);
+    this.calls.close(err);
   }
 
   /**
@@ -267,6 +268,13 @@ export class Runtime implements CatalogHost, ClusterHost {
         'activations did not deactivate in time; dropping them',
       );
     }
-    this.calls.close();
+  }
+
+  /**
+   * The last step of a stop, once nothing more can answer (the cluster side
+   * drained and closed): fails every call still waiting.
+   */
+  closeCalls(): void {
+    this.calls.close(new SiloStoppedError(`silo ${this.siloInfo.address} stopped before the call was answered`));
   }
 }

@@ -2,7 +2,7 @@ import { describe, it, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { Silo, silentLogger, SiloStoppedError, GranaryError, channels } from 'granary';
 import { Lifecycle, lifecycleLog, Flaky, flaky, Counter } from '../grains/basic.ts';
-import { Sleeper, Worker, workerStats } from '../grains/scheduling.ts';
+import { Sleeper, Worker, workerStats, waitingForAbort } from '../grains/scheduling.ts';
 import { eventually, nextEvent } from '../helpers.ts';
 
 describe('activation lifecycle', () => {
@@ -154,5 +154,15 @@ describe('stateless workers', () => {
     } finally {
       await silo.stop();
     }
+  });
+});
+
+describe('a stop that drops a turn still running', () => {
+  it('fails the call waiting on that turn with SiloStoppedError instead of leaving it unsettled', async () => {
+    const silo = await Silo.start({ grains: [Sleeper], deactivationTimeoutMs: 20, logger: silentLogger() });
+    const stuck = silo.getGrain(Sleeper, 'stuck').waitForAbort(new AbortController().signal);
+    await eventually('the turn to start', () => waitingForAbort.has('stuck'));
+    await silo.stop();
+    await assert.rejects(stuck, SiloStoppedError);
   });
 });
