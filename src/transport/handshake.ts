@@ -2,8 +2,14 @@
 // (protocol, cluster, address, generation, role); the accepting side answers a
 // mismatch with a REJECT carrying the reason. Bodies are JSON, small and rare.
 
-/** The wire protocol version this build speaks; peers must speak the same. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * The wire protocol version this build speaks; peers must speak the same, so
+ * a build that meets an older one refuses it at the handshake, by name, rather
+ * than dropping the connection on a frame the other cannot read.
+ * 2: the Leaving frame (a gateway tells its clients it is stopping) and the
+ * response statuses beyond Ok and Error.
+ */
+export const PROTOCOL_VERSION = 2;
 
 /** Frame type of a HELLO. Only meaningful before the handshake completes; afterwards every type belongs to the upper layer. */
 export const FRAME_HELLO = 0xf0;
