@@ -150,6 +150,8 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       onConnection: (c) => {
         this.#open.push(c);
         void c.closed.then(() => this.#lost(c));
+        // A gateway that said it is leaving was kept only for want of another: now there is one.
+        if (this.#leavingGateways.size > 0) this.#retireLeaving();
       },
     });
   }
@@ -502,9 +504,20 @@ export class ClusterClient implements Invoker, ConnectionHandler {
   #leaving(conn: Connection): void {
     const address = conn.peer?.address;
     if (address !== undefined) this.#leavingGateways.add(address);
-    const i = this.#open.indexOf(conn);
-    if (i < 0 || this.#open.length === 1) return;
-    this.#open.splice(i, 1);
+    if (this.#open.length === 1 && this.#open[0] === conn) {
+      // The last gateway: keep using it until another one opens.
+      this.#connectNew();
+      return;
+    }
+    this.#retireLeaving();
+  }
+
+  /** Takes gateways that said they are leaving out of the rotation, keeping at least one connection. */
+  #retireLeaving(): void {
+    for (let i = this.#open.length - 1; i >= 0 && this.#open.length > 1; i--) {
+      const address = (this.#open[i] as Connection).peer?.address;
+      if (address !== undefined && this.#leavingGateways.has(address)) this.#open.splice(i, 1);
+    }
     if (this.#next >= this.#open.length) this.#next = 0;
   }
 

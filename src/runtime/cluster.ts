@@ -5,7 +5,7 @@
 
 import { hostname } from 'node:os';
 import type { Clock } from '../clock.ts';
-import { GranaryError, OverloadedError, SiloUnavailableError, TimeoutError } from '../errors.ts';
+import { GranaryError, OverloadedError, SiloStoppedError, SiloUnavailableError, TimeoutError } from '../errors.ts';
 import { GrainDirectory, directoryHandlers } from '../directory/directory.ts';
 import type { GrainTypeInfo } from '../grain/options.ts';
 import { MembershipService, type ClusterView, type MembershipOptions, type Prober } from '../membership/service.ts';
@@ -236,6 +236,8 @@ export class SiloCluster implements ConnectionHandler, Prober {
   #view: ClusterView;
   #loadTimer: NodeJS.Timeout | undefined;
   #stopping = false;
+  /** Late in a graceful stop: requests from clients are answered with SiloStoppedError. */
+  #refusingClients = false;
   #closed = false;
 
   private constructor(
@@ -657,6 +659,18 @@ export class SiloCluster implements ConnectionHandler, Prober {
 
   #onRequest(buf: Buffer, start: number, end: number, conn: Connection): void {
     const h = decodeRequestHeader(buf, start, end);
+    if (this.#refusingClients && conn.hello.role === 'client') {
+      // The stop drained what came before; what a client sends now did not run: it retries elsewhere.
+      if ((h.flags & RequestFlags.OneWay) === 0)
+        replyOf(conn).respond(
+          h.reqId,
+          ResponseStatus.Error,
+          new SiloStoppedError(
+            `silo ${this.address} is stopping: call ${h.targetId}.${h.method} through another gateway`,
+          ),
+        );
+      return;
+    }
     this.#host.receiveRemote(h, buf, (h.flags & RequestFlags.OneWay) !== 0 ? undefined : replyOf(conn), conn);
   }
 
@@ -837,7 +851,11 @@ export class SiloCluster implements ConnectionHandler, Prober {
   /** Graceful stop, last part: hand the directory over, leave the table, close connections. */
   async finishStop(drainTimeoutMs: number): Promise<void> {
     // Calls accepted before the stop, and those forwarded from here since, finish first.
-    const left = await this.#drain(drainTimeoutMs);
+    let left = await this.#drain(drainTimeoutMs);
+    // Clients had the Leaving frame before the drain; from now on their calls are
+    // refused (not run), and those that slipped in meanwhile finish first.
+    this.#refusingClients = true;
+    if (left === 0) left = await this.#drain(drainTimeoutMs);
     if (left > 0)
       this.#logger.warn({ calls: left, timeoutMs: drainTimeoutMs }, 'calls still in flight at the end of the stop');
     await this.directory.handOffAll(this.#view);
