@@ -43,6 +43,9 @@ class SystemTimer implements ClockTimer {
   }
 }
 
+/** The longest delay Node's timers take (2^31 - 1 ms, about 24.8 days); a longer one fires at once. */
+export const MAX_TIMER_MS = 0x7fffffff;
+
 /** The real clock: `Date.now()` and Node's timers. */
 export const systemClock: Clock = Object.freeze({
   now: (): number => Date.now(),

@@ -3,6 +3,7 @@
 // method per grain method; any other name is a call by name (see below).
 
 import { inspect } from 'node:util';
+import { MAX_TIMER_MS } from '../clock.ts';
 import { ConfigurationError } from '../errors.ts';
 import { GRAIN_REF, type RefIdentity } from '../serialization/symbols.ts';
 import type { GrainId } from './identity.ts';
@@ -66,9 +67,9 @@ export class GrainReference {
   }
   withOptions(options: CallOptions): GrainRefBase<unknown> {
     const t = options.timeoutMs;
-    if (t !== undefined && !(typeof t === 'number' && t > 0 && t <= 2_147_483_647)) {
+    if (t !== undefined && !(typeof t === 'number' && t > 0 && t <= MAX_TIMER_MS)) {
       throw new ConfigurationError(
-        `timeoutMs must be a positive number of milliseconds up to 2147483647, got ${String(t)}`,
+        `timeoutMs must be a positive number of milliseconds up to ${MAX_TIMER_MS}, got ${String(t)}`,
       );
     }
     const c = this[CORE];

@@ -4,7 +4,7 @@
 // unknown option gets a "did you mean"), and a summary for the start log with
 // secrets redacted. Nothing past this point reads a raw option.
 
-import { systemClock, type Clock } from '../clock.ts';
+import { MAX_TIMER_MS, systemClock, type Clock } from '../clock.ts';
 import { ConfigurationError } from '../errors.ts';
 import type { AnyGrainClass } from '../grain/grain.ts';
 import type { EventLog } from '../journal/log.ts';
@@ -152,7 +152,6 @@ export interface ResolvedCommonOptions {
 }
 
 /** Timers above this would overflow setTimeout (it fires at once). */
-const MAX_TIMER_MS = 0x7fffffff;
 
 function show(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);
@@ -175,8 +174,8 @@ function bad(name: string, what: string, value: unknown): ConfigurationError {
 }
 
 function milliseconds(value: unknown, name: string): void {
-  if (typeof value !== 'number' || !(value > 0 && value <= MAX_TIMER_MS))
-    throw bad(name, `a positive number of milliseconds up to ${MAX_TIMER_MS}`, value);
+  if (typeof value !== 'number' || !Number.isInteger(value) || !(value > 0 && value <= MAX_TIMER_MS))
+    throw bad(name, `a whole number of milliseconds from 1 to ${MAX_TIMER_MS}`, value);
 }
 
 function integer(value: unknown, name: string, min: number, max: number): void {

@@ -4,6 +4,7 @@
 // types from it, and data off the wire is checked against it, so a malformed
 // call fails with a ProtocolError naming the call and the field.
 
+import { MAX_TIMER_MS } from '../clock.ts';
 import { ProtocolError } from '../errors.ts';
 import { decode } from '../serialization/codec.ts';
 
@@ -45,7 +46,7 @@ export const shapes = {
   /** A whole number of milliseconds above 0. */
   positiveMs: leaf<number>(
     'a positive integer (ms)',
-    (v) => Number.isSafeInteger(v) && (v as number) > 0 && (v as number) <= 0x7fffffff,
+    (v) => Number.isSafeInteger(v) && (v as number) > 0 && (v as number) <= MAX_TIMER_MS,
   ),
   boolean: leaf<boolean>('a boolean', (v) => typeof v === 'boolean'),
   true: leaf<true>('true', (v) => v === true),

@@ -29,7 +29,7 @@
 //   starts: a load that read a row before it was removed or replaced cannot
 //   bring the old row back after the change was applied.
 
-import { systemClock, type Clock, type ClockTimer } from '../clock.ts';
+import { MAX_TIMER_MS, systemClock, type Clock, type ClockTimer } from '../clock.ts';
 import { ConfigurationError, ReminderError } from '../errors.ts';
 import { hash32 } from '../hash.ts';
 import { Ring } from '../membership/ring.ts';
@@ -95,7 +95,6 @@ interface Scheduled {
 const keyOf = (grainId: string, name: string): string => `${grainId}\u0000${name}`;
 
 /** Largest setTimeout delay. */
-const MAX_TIMER_MS = 0x7fffffff;
 
 /** First delay before a failed read of the table is tried again; it doubles up to the refresh interval. */
 const RETRY_MS = 500;

@@ -2,6 +2,7 @@
 // validator that names the option to change. Every connection, listener and
 // connector resolves its options through here once, at start.
 
+import { MAX_TIMER_MS } from '../clock.ts';
 import { ConfigurationError } from '../errors.ts';
 
 /** Transport options; every field is optional and falls back to `transportDefaults`. */
@@ -57,7 +58,6 @@ export const transportDefaults: ResolvedTransportLimits = Object.freeze({
 /** The largest length a frame's u32 prefix can state. */
 const MAX_U32 = 0xffffffff;
 /** Timers above this would overflow setTimeout. */
-const MAX_TIMER_MS = 0x7fffffff;
 
 const ranges: Record<keyof TransportLimits, readonly [min: number, max: number, unit: string]> = {
   maxFrameBytes: [1, MAX_U32, 'bytes'],

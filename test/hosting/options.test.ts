@@ -158,8 +158,8 @@ describe('silo options', () => {
     refused({ port: '11111' }, /silo option port/, '"11111"');
     refused({ gatewayPort: -1 }, /silo option gatewayPort/, '-1');
     refused({ port: 30_000, gatewayPort: 30_000 }, /gatewayPort and port must differ/, '30000');
-    for (const v of [0, -1, Number.NaN, Infinity, 2 ** 31, '30s'])
-      refused({ responseTimeoutMs: v }, /silo option responseTimeoutMs must be a positive number of milliseconds/);
+    for (const v of [0, -1, 0.5, 1500.5, Number.NaN, Infinity, 2 ** 31, '30s'])
+      refused({ responseTimeoutMs: v }, /silo option responseTimeoutMs must be a whole number of milliseconds from 1/);
     for (const name of [
       'collectionAgeMs',
       'collectionQuantumMs',
