@@ -169,7 +169,7 @@ describe('silo options', () => {
       'loadReportIntervalMs',
       'systemCallTimeoutMs',
     ])
-      refused({ [name]: -5 }, new RegExp(`silo option ${name} must be a positive number`), '-5');
+      refused({ [name]: -5 }, new RegExp(`silo option ${name} must be a whole number of milliseconds`), '-5');
     refused({ maxForwardCount: 256 }, /silo option maxForwardCount must be an integer from 0 to 255/, '256');
     refused({ maxForwardCount: -1 }, /silo option maxForwardCount/, '-1');
     refused({ maxPendingRequests: 0 }, /silo option maxPendingRequests/, '0');
