@@ -3,7 +3,7 @@
 // every member below reaches the hosting silo. The types of references to
 // grains (GrainRef) live here too: they are computed from Grain's members.
 
-import type { ReminderInfo, ReminderOptions } from '../reminders/service.ts';
+import type { ReminderInfo, ReminderOptions } from '../reminders/info.ts';
 import { GrainConstructedError } from '../errors.ts';
 import type { GrainId } from './identity.ts';
 import type { PersistentState, PersistentStateOptions } from '../storage/persistent-state.ts';

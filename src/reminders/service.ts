@@ -48,20 +48,8 @@ export interface ReminderTick {
   readonly missed: number;
 }
 
-/** A reminder as `getReminders()` lists it. */
-export interface ReminderInfo {
-  readonly name: string;
-  readonly firstTickAt: number;
-  readonly periodMs: number;
-}
-
-/** Options of `registerReminder`. */
-export interface ReminderOptions {
-  /** Ms from now to the first tick. */
-  dueMs: number;
-  /** Ms between ticks; at least the silo's `minReminderPeriodMs`. */
-  periodMs: number;
-}
+import type { ReminderInfo, ReminderOptions } from './info.ts';
+export type { ReminderInfo, ReminderOptions };
 
 export interface ReminderServiceOptions {
   readonly table: ReminderTable;
