@@ -129,7 +129,7 @@ export interface RequestHeader {
 /**
  * The UTF-8 bytes of a grain id for request headers, with their u16 length in
  * front: a reference that keeps them writes its target with a copy instead of
- * an encoding per call. Throws a RangeError when the id is too long.
+ * an encoding per call. Throws a ConfigurationError when the id is too long.
  */
 export function targetBytes(targetId: string): Buffer {
   const body = Buffer.from(targetId, 'utf8');
@@ -250,7 +250,7 @@ const requestHeadScratch = new RequestHead();
 
 /**
  * The header of a request, to hand to `sendHead` at once. `target`, when
- * given, is `targetBytes(targetId)`, kept by the caller. Throws a RangeError
+ * given, is `targetBytes(targetId)`, kept by the caller. Throws a ConfigurationError
  * for a method name too long for the header.
  */
 export function requestHeadOf(
@@ -341,7 +341,7 @@ function readMethod(buf: Buffer, start: number, end: number): string {
   return str;
 }
 
-/** Decodes the request header in `buf[start, end)` in place; throws RangeError when malformed. */
+/** Decodes the request header in `buf[start, end)` in place; throws ProtocolError when malformed. */
 export function decodeRequestHeader(buf: Buffer, start = 0, end = buf.length): RequestHeader {
   const len = end - start;
   if (len < 15) throw new ProtocolError(`request frame of ${len} bytes is too short`);

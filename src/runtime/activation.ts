@@ -67,7 +67,7 @@ const allowedNext = [
 ];
 
 /** A deactivation asked for that has not begun yet: when it begins. */
-const enum Pending {
+const enum PendingDeactivation {
   None = 0,
   /** deactivate() while activating: as soon as the activation is Valid. */
   AfterActivation = 1,
@@ -88,6 +88,15 @@ export interface Target {
   readonly live: boolean;
   /** True for a silo across the network: arguments are encoded there, not copied here. */
   readonly remote?: boolean;
+}
+
+/**
+ * A target that fails every call it receives with the error `error` makes:
+ * the call cannot run anywhere from here (a stopping silo, an empty cluster,
+ * an unreachable observer). `remote` so the caller never treats it as an activation.
+ */
+export function failingTarget(calls: CallSettler, error: () => unknown): Target {
+  return { live: true, remote: true, receive: (msg: Message) => calls.fail(msg, error()) };
 }
 
 /** What an activation needs from its silo. */
@@ -162,7 +171,7 @@ export class Activation implements GrainContext, CallerContext, Target {
   /** Observers this activation made: they end with it. */
   #observers: { dispose(): void }[] | undefined;
   /** A deactivation asked for and not begun, and its reason. */
-  #pending: Pending = Pending.None;
+  #pending: PendingDeactivation = PendingDeactivation.None;
   #reason: DeactivationReason = 'idle';
   #deactivated: Promise<void> | undefined;
   #resolveDeactivated: (() => void) | undefined;
@@ -308,7 +317,7 @@ export class Activation implements GrainContext, CallerContext, Target {
   }
 
   deactivateOnIdle(): void {
-    if (this.#pending === Pending.None) this.#pending = Pending.WhenIdle;
+    if (this.#pending === PendingDeactivation.None) this.#pending = PendingDeactivation.WhenIdle;
     if (this.running === 0 && this.state === ActivationState.Valid) queueMicrotask(() => this.#deactivateIfDue(false));
   }
 
@@ -318,7 +327,7 @@ export class Activation implements GrainContext, CallerContext, Target {
         `delayDeactivation of ${this.idStr} takes a non-negative number of ms, got ${String(ms)}`,
       );
     this.keepAliveUntil = Math.max(this.keepAliveUntil, this.#host.clock.now() + ms);
-    if (this.#pending === Pending.WhenIdle) this.#pending = Pending.None;
+    if (this.#pending === PendingDeactivation.WhenIdle) this.#pending = PendingDeactivation.None;
   }
 
   // ---- CallerContext / CodecContext --------------------------------------
@@ -366,14 +375,14 @@ export class Activation implements GrainContext, CallerContext, Target {
         this.#host.activated(this);
         return;
       case ActivationState.FailedToActivate: {
-        this.#disposeTimers();
+        this.#disposeScoped();
         const err = outcome?.err;
         this.#host.activationFailed(this, err);
         for (const m of this.#takeQueue()) this.#calls.fail(m, err);
         break;
       }
       case ActivationState.Invalid:
-        this.#disposeTimers();
+        this.#disposeScoped();
         if (outcome?.winner !== undefined) {
           // Another silo hosts this grain: hand it every call that came here.
           this.#host.activationLost(this, outcome.winner, this.#takeQueue());
@@ -386,7 +395,7 @@ export class Activation implements GrainContext, CallerContext, Target {
       default:
         return;
     }
-    this.#pending = Pending.None;
+    this.#pending = PendingDeactivation.None;
     this.#resolveDeactivated?.();
   }
 
@@ -463,19 +472,19 @@ export class Activation implements GrainContext, CallerContext, Target {
   #deactivateIfDue(activationEnded: boolean): boolean {
     if (this.state !== ActivationState.Valid || this.running > 0) return false;
     switch (this.#pending) {
-      case Pending.None:
+      case PendingDeactivation.None:
         return false;
-      case Pending.AfterActivation:
-        this.#pending = Pending.None;
+      case PendingDeactivation.AfterActivation:
+        this.#pending = PendingDeactivation.None;
         void this.deactivate(this.#reason);
         return this.state !== ActivationState.Valid;
-      case Pending.WhenIdle:
+      case PendingDeactivation.WhenIdle:
         if (activationEnded && this.queueLength > 0) return false;
         this.#reason = 'requested';
         this.#moveTo(ActivationState.Deactivating);
         void this.#finishDeactivation();
         return true;
-      case Pending.WhenDrained:
+      case PendingDeactivation.WhenDrained:
         if (this.#queue !== undefined) return false;
         this.#moveTo(ActivationState.Deactivating);
         void this.#finishDeactivation();
@@ -497,14 +506,14 @@ export class Activation implements GrainContext, CallerContext, Target {
         break;
       case ActivationState.Activating:
         // Deactivate as soon as activation completes (or fails).
-        this.#pending = Pending.AfterActivation;
+        this.#pending = PendingDeactivation.AfterActivation;
         this.#reason = reason;
         break;
       case ActivationState.Valid:
         this.#reason = reason;
         if (reason === 'shutdown' && (this.running > 0 || this.#queue !== undefined)) {
           // Graceful stop: calls already accepted run first.
-          this.#pending = Pending.WhenDrained;
+          this.#pending = PendingDeactivation.WhenDrained;
           break;
         }
         this.#moveTo(ActivationState.Deactivating);
@@ -531,7 +540,7 @@ export class Activation implements GrainContext, CallerContext, Target {
   }
 
   async #finishDeactivation(): Promise<void> {
-    this.#disposeTimers();
+    this.#disposeScoped();
     if (this.type.hasOnDeactivate && this.instance !== undefined) {
       try {
         await this.instance.onDeactivate(this.#reason);
@@ -543,7 +552,7 @@ export class Activation implements GrainContext, CallerContext, Target {
   }
 
   /** Ends what lives only as long as the activation: its timers and its observers. */
-  #disposeTimers(): void {
+  #disposeScoped(): void {
     if (this.#observers !== undefined) {
       for (const o of this.#observers) o.dispose();
       this.#observers = undefined;
@@ -751,7 +760,7 @@ export class Activation implements GrainContext, CallerContext, Target {
       return;
     }
     // A requested deactivation begins after this turn; queued calls then go to a new activation.
-    if (this.running === 0 && this.#pending !== Pending.None && this.#deactivateIfDue(false)) return;
+    if (this.running === 0 && this.#pending !== PendingDeactivation.None && this.#deactivateIfDue(false)) return;
     if (this.#queue !== undefined) this.#pump();
   }
 }

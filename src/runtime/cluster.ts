@@ -57,7 +57,7 @@ import {
   type SystemCallResult,
   type SystemResultFrame,
 } from '../messaging/system-calls.ts';
-import type { Target } from './activation.ts';
+import { failingTarget, type Target } from './activation.ts';
 import type { CallSettler } from './call-tracker.ts';
 import { parseObserverKey, SILO_OBSERVER_OWNER, unreachableObserver } from './observers.ts';
 
@@ -404,15 +404,10 @@ export class SiloCluster implements ConnectionHandler, Prober {
   }
 
   #unavailable(idStr: string): Target {
-    return {
-      live: true,
-      remote: true,
-      receive: (msg: Message) =>
-        this.#host.calls.fail(
-          msg,
-          new SiloUnavailableError(`no active silo can host ${idStr}: the cluster has no other member`),
-        ),
-    };
+    return failingTarget(
+      this.#host.calls,
+      () => new SiloUnavailableError(`no active silo can host ${idStr}: the cluster has no other member`),
+    );
   }
 
   // ---- Observers --------------------------------------------------------------

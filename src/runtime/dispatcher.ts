@@ -14,7 +14,7 @@ import { Message, MessageKind, type RemoteReply } from '../messaging/message.ts'
 import { RequestFlags, ResponseStatus, decodeRequestArgs, type RequestHeader } from '../messaging/protocol.ts';
 import { copyArgs } from '../serialization/codec.ts';
 import type { CodecContext } from '../serialization/symbols.ts';
-import { currentActivation, type Target } from './activation.ts';
+import { currentActivation, failingTarget, type Target } from './activation.ts';
 import type { CallTracker } from './call-tracker.ts';
 import type { Catalog, LocalTarget } from './catalog.ts';
 import type { SiloCluster } from './cluster.ts';
@@ -235,15 +235,10 @@ export class Dispatcher implements Invoker {
   }
 
   #refuse(idStr: string): Target {
-    return {
-      live: true,
-      remote: true,
-      receive: (msg: Message) =>
-        this.#calls.fail(
-          msg,
-          new SiloStoppedError(`silo ${this.#host.siloInfo.address} is stopping and no other silo can take ${idStr}`),
-        ),
-    };
+    return failingTarget(
+      this.#calls,
+      () => new SiloStoppedError(`silo ${this.#host.siloInfo.address} is stopping and no other silo can take ${idStr}`),
+    );
   }
 
   /** Delivers a call whose activation went away before running it. */

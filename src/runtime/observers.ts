@@ -14,7 +14,7 @@ import type { MethodInfo } from '../grain/options.ts';
 import { MessageKind, type Message } from '../messaging/message.ts';
 import { copyArgs } from '../serialization/codec.ts';
 import type { CodecContext } from '../serialization/symbols.ts';
-import type { Target } from './activation.ts';
+import { failingTarget, type Target } from './activation.ts';
 import type { CallSettler } from './call-tracker.ts';
 
 /** The owner part of the keys of observers that live on a silo. */
@@ -41,8 +41,7 @@ export function parseObserverKey(key: string): { owner: string; address: string 
 
 /** A target that fails every call with SiloUnavailableError: observer `key` cannot be reached, for reason `why`. */
 export function unreachableObserver(calls: CallSettler, key: string, why: string): Target {
-  const error = (): SiloUnavailableError => new SiloUnavailableError(`observer ${key} is unreachable: ${why}`);
-  return { live: true, remote: true, receive: (msg: Message) => calls.fail(msg, error()) };
+  return failingTarget(calls, () => new SiloUnavailableError(`observer ${key} is unreachable: ${why}`));
 }
 
 /** What the observer table needs from the silo. */
