@@ -379,7 +379,7 @@ export function eventLogConformance(name: string, setup: EventLogConformanceSetu
         await setup.corruptEvent(log, bad, 2);
         const check = (err: unknown): true => {
           assert.ok(err instanceof Error, `expected an Error, got ${String(err)}`);
-          assert.equal(err.name, 'StorageError');
+          assert.equal(err.name, 'StorageCorruptError');
           assert.equal(codeOf(err), 'GRANARY_STORAGE_CORRUPT');
           for (const part of ['ledger/bad', "'journal'", "'default'", log.kind, 'version 2']) {
             assert.ok(err.message.includes(part), `the message names ${part}: ${err.message}`);

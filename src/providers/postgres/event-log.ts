@@ -4,9 +4,8 @@
 // transaction; the primary key holds the version, so of concurrent appends at
 // one version exactly one commits (the others hit the key and roll back).
 
-import type { Pool } from 'pg';
-import type { PoolClient } from 'pg';
-import { GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import type { Pool, PoolClient } from 'pg';
+import { ErrorCodes, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
 import {
   checkRange,
   checkVersion,
@@ -17,7 +16,14 @@ import {
   type StoredLog,
 } from '../../journal/log.ts';
 import type { ProviderContext } from '../../storage/provider.ts';
-import { createPool, errorMessage, quote, validateConnectionOptions, type ConnectionSettings } from './common.ts';
+import { causeOf, corruptState, errorMessage, NOT_OPEN, quote, wrapError } from '../shared.ts';
+import {
+  checkTable,
+  createPool,
+  validateConnectionOptions,
+  withTransaction,
+  type ConnectionSettings,
+} from './common.ts';
 
 /** Options of `postgresEventLog`. */
 export interface PostgresEventLogOptions {
@@ -224,8 +230,8 @@ class PostgresEventLog implements EventLog {
   }
 
   /**
-   * Runs `body` in BEGIN .. COMMIT on one connection; rolls back if it returns
-   * false or throws. `refine` may turn a driver error into the error to throw.
+   * Runs `body` in one transaction; rolls back if it returns false or throws.
+   * `refine` may turn a driver error into the error to throw.
    */
   async #transaction(
     pool: Pool,
@@ -233,34 +239,10 @@ class PostgresEventLog implements EventLog {
     body: (client: PoolClient) => Promise<boolean>,
     refine?: (err: unknown) => Error | undefined,
   ): Promise<boolean> {
-    let client: PoolClient;
     try {
-      client = await pool.connect();
+      return await withTransaction(pool, body, (ok) => ok);
     } catch (err) {
-      throw this.#wrap(err, `${what} failed`);
-    }
-    // While checked out, a connection error is emitted on the client, not the pool.
-    let broken: unknown;
-    const onError = (err: unknown): void => {
-      broken = err;
-    };
-    client.on('error', onError);
-    try {
-      await client.query('BEGIN');
-      const ok = await body(client);
-      await client.query(ok ? 'COMMIT' : 'ROLLBACK');
-      return ok;
-    } catch (err) {
-      const refined = refine?.(err);
-      if (refined === undefined) broken ??= err;
-      // A connection that failed is destroyed on release below, which ends its transaction on the server.
-      // No ROLLBACK on it: after a time-out it would wait behind the unanswered statement for a time-out of its own.
-      if (broken === undefined) await client.query('ROLLBACK').catch(() => undefined);
-      throw refined ?? this.#wrap(err, `${what} failed`);
-    } finally {
-      client.off('error', onError);
-      // A connection that failed is destroyed rather than reused.
-      client.release(broken === undefined ? undefined : broken instanceof Error ? broken : new Error(String(broken)));
+      throw refine?.(err) ?? this.#wrap(err, `${what} failed`);
     }
   }
 
@@ -303,29 +285,12 @@ class PostgresEventLog implements EventLog {
 
   /** Whether `name` exists (as the queries resolve it); if it does, that it has the columns this log needs. */
   async #exists(client: PoolClient, name: string, columns: readonly string[]): Promise<boolean> {
-    const found = await client.query<{ attname: string | null }>(
-      `SELECT a.attname FROM (SELECT to_regclass($1) AS oid) t
-       LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
-       WHERE t.oid IS NOT NULL`,
-      [quote(name)],
-    );
-    if (found.rows.length === 0) return false;
-    const have = new Set(found.rows.map((r) => r.attname));
-    const missing = columns.filter((c) => !have.has(c));
-    if (missing.length > 0) {
-      throw new StorageError(
-        `postgres event log '${this.#name}' (${this.#settings.safeConnection}): table ${name} exists but lacks column(s) ${missing.join(', ')}; ` +
-          `it was not made by this provider: choose another tablePrefix`,
-      );
-    }
-    return true;
+    return checkTable(client, name, columns, (problem) => this.#error(problem));
   }
 
   #use(stream: LogAddress): { pool: Pool; serializer: ProviderContext['serializer'] } {
     if (this.#pool === undefined || this.#serializer === undefined) {
-      throw new StorageError(
-        `postgres event log '${this.#name}' (${this.#settings.safeConnection}) is not open (init() not called, did not succeed, or closed): cannot access ${describeStream(stream)}`,
-      );
+      throw this.#error(`${NOT_OPEN}: cannot access ${describeStream(stream)}`);
     }
     if (
       stream.grainType.includes('\u0000') ||
@@ -405,22 +370,28 @@ class PostgresEventLog implements EventLog {
   }
 
   #corrupt(stream: LogAddress, row: Row, what: string, table: string, problem: string, cause?: unknown): StorageError {
+    return corruptState(
+      {
+        what: `${what} of ${describeStream(stream)}`,
+        provider: `postgres event log '${this.#name}'`,
+        where: `table ${table}, version ${String(row.version)}, ${this.#settings.safeConnection}`,
+      },
+      problem,
+      cause,
+    );
+  }
+
+  #error(problem: string, cause?: unknown): StorageError {
     return new StorageError(
-      `corrupt ${what} of ${describeStream(stream)} in postgres event log '${this.#name}' ` +
-        `(table ${table}, version ${String(row.version)}, ${this.#settings.safeConnection}): ${problem}`,
-      'GRANARY_STORAGE_CORRUPT',
-      cause === undefined ? undefined : { cause },
+      `postgres event log '${this.#name}' (${this.#settings.safeConnection}): ${problem}`,
+      ErrorCodes.Storage,
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a StorageError that names the log and database. */
   #wrap(err: unknown, what: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return new StorageError(
-      `postgres event log '${this.#name}' (${this.#settings.safeConnection}): ${what}: ${errorMessage(err)}`,
-      'GRANARY_STORAGE',
-      { cause: err },
-    );
+    return wrapError(err, what, (problem, cause) => this.#error(problem, cause));
   }
 }
 

@@ -3,8 +3,7 @@
 // compare-and-swap is one transaction that locks the cluster's version row.
 
 import { randomUUID } from 'node:crypto';
-import type { Pool } from 'pg';
-import type { PoolClient } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import { GranaryError, MembershipError } from '../../errors.ts';
 import type {
   MembershipContext,
@@ -16,7 +15,14 @@ import type {
   TableVersion,
 } from '../../membership/table.ts';
 import { siloId } from '../../membership/table.ts';
-import { createPool, errorMessage, quote, validateConnectionOptions, type ConnectionSettings } from './common.ts';
+import { alreadyOpen, causeOf, errorMessage, NOT_OPEN, quote, wrapError } from '../shared.ts';
+import {
+  checkTable,
+  createPool,
+  validateConnectionOptions,
+  withTransaction,
+  type ConnectionSettings,
+} from './common.ts';
 
 /** Options of `postgresMembership`. */
 export interface PostgresMembershipOptions {
@@ -125,7 +131,7 @@ class PostgresMembership implements MembershipTable {
   async init(ctx: MembershipContext): Promise<void> {
     if (this.#pool !== undefined) {
       if (ctx.clusterId === this.#clusterId) return;
-      throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
+      throw this.#error('init', alreadyOpen(this.#clusterId));
     }
     this.#clusterId = ctx.clusterId;
     const { safeConnection, table, versionTable, poolSize, connectionTimeoutMs, queryTimeoutMs } = this.#settings;
@@ -259,39 +265,17 @@ class PostgresMembership implements MembershipTable {
     });
   }
 
-  /** Runs `body` in BEGIN .. COMMIT on one connection; rolls back if it returns false or throws. */
+  /** Runs `body` in one transaction; rolls back if it returns false or throws. */
   async #transaction(
     pool: Pool,
     op: string,
     what: string | undefined,
     body: (client: PoolClient) => Promise<boolean>,
   ): Promise<boolean> {
-    let client: PoolClient;
     try {
-      client = await pool.connect();
+      return await withTransaction(pool, body, (ok) => ok);
     } catch (err) {
       throw this.#wrap(err, op, what);
-    }
-    // While checked out, a connection error is emitted on the client, not the pool.
-    let broken: unknown;
-    const onError = (err: unknown): void => {
-      broken = err;
-    };
-    client.on('error', onError);
-    try {
-      await client.query('BEGIN');
-      const ok = await body(client);
-      await client.query(ok ? 'COMMIT' : 'ROLLBACK');
-      return ok;
-    } catch (err) {
-      // A connection that failed is destroyed on release below, which ends its transaction on the server.
-      // No ROLLBACK on it: after a time-out it would wait behind the unanswered statement for a time-out of its own.
-      broken ??= err;
-      throw this.#wrap(err, op, what);
-    } finally {
-      client.off('error', onError);
-      // A connection that failed is destroyed rather than reused.
-      client.release(broken === undefined ? undefined : broken instanceof Error ? broken : new Error(String(broken)));
     }
   }
 
@@ -337,22 +321,7 @@ class PostgresMembership implements MembershipTable {
 
   /** Whether `name` exists (as the queries resolve it); if it does, that it has the columns this provider needs. */
   async #exists(client: PoolClient, name: string, columns: readonly string[]): Promise<boolean> {
-    const found = await client.query<{ attname: string | null }>(
-      `SELECT a.attname FROM (SELECT to_regclass($1) AS oid) t
-       LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
-       WHERE t.oid IS NOT NULL`,
-      [quote(name)],
-    );
-    if (found.rows.length === 0) return false;
-    const have = new Set(found.rows.map((r) => r.attname));
-    const missing = columns.filter((c) => !have.has(c));
-    if (missing.length > 0) {
-      throw this.#error(
-        'init',
-        `table ${name} exists but lacks column(s) ${missing.join(', ')}; it was not made by this provider: choose another tablePrefix`,
-      );
-    }
-    return true;
+    return checkTable(client, name, columns, (problem) => this.#error('init', problem));
   }
 
   #decode(row: ReadRow): { entry: SiloEntry; etag: string } {
@@ -393,7 +362,7 @@ class PostgresMembership implements MembershipTable {
 
   #use(op: string): { pool: Pool; clusterId: string } {
     if (this.#pool === undefined || this.#clusterId === undefined) {
-      throw this.#error(op, 'the table is not open (init() not called, did not succeed, or closed)');
+      throw this.#error(op, `the table is ${NOT_OPEN}`);
     }
     return { pool: this.#pool, clusterId: this.#clusterId };
   }
@@ -401,14 +370,13 @@ class PostgresMembership implements MembershipTable {
   #error(op: string, problem: string, cause?: unknown): MembershipError {
     return new MembershipError(
       `postgres membership (cluster ${JSON.stringify(this.#clusterId)}, ${this.#settings.safeConnection}, table ${this.#settings.table}): ${op} failed: ${problem}`,
-      cause === undefined ? undefined : { cause },
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a MembershipError that names the operation, cluster and database. */
   #wrap(err: unknown, op: string, what?: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return this.#error(op, `${what === undefined ? '' : `${what}: `}${errorMessage(err)}`, err);
+    return wrapError(err, what, (problem, cause) => this.#error(op, problem, cause));
   }
 }
 

@@ -5,12 +5,18 @@
 // the row that an upsert clears and a recorded tick only moves forward,
 // without a new ETag.
 
-import type { Pool } from 'pg';
-import type { PoolClient } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import { GranaryError, ReminderError } from '../../errors.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ReminderContext, ReminderEntry, ReminderTable, StoredReminder } from '../../reminders/table.ts';
-import { createPool, errorMessage, quote, validateConnectionOptions, type ConnectionSettings } from './common.ts';
+import { alreadyOpen, causeOf, missingColumns, NOT_OPEN, quote, wrapError } from '../shared.ts';
+import {
+  createPool,
+  tableColumns,
+  validateConnectionOptions,
+  withTransaction,
+  type ConnectionSettings,
+} from './common.ts';
 
 /** Options of `postgresReminders`. */
 export interface PostgresRemindersOptions {
@@ -101,7 +107,7 @@ class PostgresReminders implements ReminderTable {
   async init(ctx: ReminderContext): Promise<void> {
     if (this.#pool !== undefined) {
       if (ctx.clusterId === this.#clusterId) return;
-      throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
+      throw this.#error('init', alreadyOpen(this.#clusterId));
     }
     this.#clusterId = ctx.clusterId;
     this.#logger = ctx.logger;
@@ -250,20 +256,7 @@ class PostgresReminders implements ReminderTable {
    */
   async #createSchema(pool: Pool): Promise<'created' | 'upgraded' | 'existed'> {
     const { table, index, sequence } = this.#settings;
-    let client: PoolClient;
-    try {
-      client = await pool.connect();
-    } catch (err) {
-      throw this.#wrap(err, 'init');
-    }
-    // While checked out, a connection error is emitted on the client, not the pool.
-    let broken: unknown;
-    const onError = (err: unknown): void => {
-      broken = err;
-    };
-    client.on('error', onError);
-    try {
-      await client.query('BEGIN');
+    return withTransaction(pool, async (client) => {
       await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`granary reminders ${table}`]);
       const columns = await this.#columns(client, table);
       const created = columns === undefined;
@@ -300,40 +293,20 @@ class PostgresReminders implements ReminderTable {
           );
         }
       }
-      await client.query('COMMIT');
       return created ? 'created' : upgraded ? 'upgraded' : 'existed';
-    } catch (err) {
-      // A connection that failed is destroyed on release below, which ends its transaction on the server.
-      // No ROLLBACK on it: after a time-out it would wait behind the unanswered statement for a time-out of its own.
-      broken ??= err;
-      throw err;
-    } finally {
-      client.off('error', onError);
-      // A connection that failed is destroyed rather than reused.
-      client.release(broken === undefined ? undefined : broken instanceof Error ? broken : new Error(String(broken)));
-    }
+    });
   }
 
   /**
    * The columns of table `name` (as the queries resolve it), undefined if
    * there is none; if there is one, checks it has the columns this provider needs.
    */
-  async #columns(client: PoolClient, name: string): Promise<Set<string | null> | undefined> {
-    const found = await client.query<{ attname: string | null }>(
-      `SELECT a.attname FROM (SELECT to_regclass($1) AS oid) t
-       LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
-       WHERE t.oid IS NOT NULL`,
-      [quote(name)],
-    );
-    if (found.rows.length === 0) return undefined;
-    const have = new Set(found.rows.map((r) => r.attname));
-    const missing = ROW_COLUMNS.filter((c) => !have.has(c));
-    if (missing.length > 0) {
-      throw this.#error(
-        'init',
-        `table ${name} exists but lacks column(s) ${missing.join(', ')}; it was not made by this provider: choose another tablePrefix`,
-      );
-    }
+  async #columns(client: PoolClient, name: string): Promise<Set<string> | undefined> {
+    const columns = await tableColumns(client, name);
+    if (columns === undefined) return undefined;
+    const have = new Set(columns.keys());
+    const missing = missingColumns(name, have, ROW_COLUMNS);
+    if (missing !== undefined) throw this.#error('init', missing);
     return have;
   }
 
@@ -408,7 +381,7 @@ class PostgresReminders implements ReminderTable {
 
   #use(op: string): { pool: Pool; clusterId: string } {
     if (this.#pool === undefined || this.#clusterId === undefined) {
-      throw this.#error(op, 'the table is not open (init() not called, did not succeed, or closed)');
+      throw this.#error(op, `the table is ${NOT_OPEN}`);
     }
     return { pool: this.#pool, clusterId: this.#clusterId };
   }
@@ -416,14 +389,13 @@ class PostgresReminders implements ReminderTable {
   #error(op: string, problem: string, cause?: unknown): ReminderError {
     return new ReminderError(
       `postgres reminders (cluster ${JSON.stringify(this.#clusterId)}, ${this.#settings.safeConnection}, table ${this.#settings.table}): ${op} failed: ${problem}`,
-      cause === undefined ? undefined : { cause },
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a ReminderError that names the operation, cluster and database. */
   #wrap(err: unknown, op: string, what?: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return this.#error(op, `${what === undefined ? '' : `${what}: `}${errorMessage(err)}`, err);
+    return wrapError(err, what, (problem, cause) => this.#error(op, problem, cause));
   }
 }
 

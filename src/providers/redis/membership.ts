@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { GranaryError, MembershipError } from '../../errors.ts';
+import { alreadyOpen, causeOf, errorMessage, NOT_OPEN, wrapError } from '../shared.ts';
 import type {
   MembershipContext,
   MembershipSnapshot,
@@ -16,8 +17,8 @@ import type {
 } from '../../membership/table.ts';
 import { siloId } from '../../membership/table.ts';
 import {
+  closeClient,
   createClient,
-  errorMessage,
   logOutages,
   sendCommand,
   validateConnectionOptions,
@@ -152,7 +153,7 @@ class RedisMembership implements MembershipTable {
   async init(ctx: MembershipContext): Promise<void> {
     if (this.#redis !== undefined) {
       if (ctx.clusterId === this.#clusterId) return;
-      throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
+      throw this.#error('init', alreadyOpen(this.#clusterId));
     }
     this.#clusterId = ctx.clusterId;
     const { safeUrl, keyPrefix, connectTimeoutMs, commandTimeoutMs } = this.#settings;
@@ -266,13 +267,7 @@ class RedisMembership implements MembershipTable {
     this.#redis = undefined;
     this.#keys = undefined;
     if (redis === undefined) return;
-    try {
-      await redis.quit();
-    } catch {
-      // Not connected: nothing to say goodbye to.
-    } finally {
-      redis.disconnect();
-    }
+    await closeClient(redis);
   }
 
   /**
@@ -332,7 +327,7 @@ class RedisMembership implements MembershipTable {
 
   #use(op: string): { redis: Redis & Scripts; keys: Keys } {
     if (this.#redis === undefined || this.#keys === undefined) {
-      throw this.#error(op, 'the table is not open (init() not called, did not succeed, or closed)');
+      throw this.#error(op, `the table is ${NOT_OPEN}`);
     }
     return { redis: this.#redis, keys: this.#keys };
   }
@@ -340,14 +335,13 @@ class RedisMembership implements MembershipTable {
   #error(op: string, problem: string, cause?: unknown): MembershipError {
     return new MembershipError(
       `redis membership (cluster ${JSON.stringify(this.#clusterId)}, ${this.#settings.safeUrl}): ${op} failed: ${problem}`,
-      cause === undefined ? undefined : { cause },
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a MembershipError that names the operation, cluster and server. */
   #wrap(err: unknown, op: string, what?: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return this.#error(op, `${what === undefined ? '' : `${what}: `}${errorMessage(err)}`, err);
+    return wrapError(err, what, (problem, cause) => this.#error(op, problem, cause));
   }
 }
 

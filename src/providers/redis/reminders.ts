@@ -6,11 +6,12 @@
 
 import type { Redis } from 'ioredis';
 import { GranaryError, ReminderError } from '../../errors.ts';
+import { alreadyOpen, causeOf, errorMessage, NOT_OPEN, wrapError } from '../shared.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ReminderContext, ReminderEntry, ReminderTable, StoredReminder } from '../../reminders/table.ts';
 import {
+  closeClient,
   createClient,
-  errorMessage,
   logOutages,
   sendCommand,
   validateConnectionOptions,
@@ -173,7 +174,7 @@ class RedisReminders implements ReminderTable {
   async init(ctx: ReminderContext): Promise<void> {
     if (this.#redis !== undefined) {
       if (ctx.clusterId === this.#clusterId) return;
-      throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
+      throw this.#error('init', alreadyOpen(this.#clusterId));
     }
     this.#clusterId = ctx.clusterId;
     this.#logger = ctx.logger;
@@ -321,13 +322,7 @@ class RedisReminders implements ReminderTable {
     this.#redis = undefined;
     this.#keys = undefined;
     if (redis === undefined) return;
-    try {
-      await redis.quit();
-    } catch {
-      // Not connected: nothing to say goodbye to.
-    } finally {
-      redis.disconnect();
-    }
+    await closeClient(redis);
   }
 
   /**
@@ -432,7 +427,7 @@ class RedisReminders implements ReminderTable {
 
   #use(op: string): { redis: Redis & Scripts; keys: Keys } {
     if (this.#redis === undefined || this.#keys === undefined) {
-      throw this.#error(op, 'the table is not open (init() not called, did not succeed, or closed)');
+      throw this.#error(op, `the table is ${NOT_OPEN}`);
     }
     return { redis: this.#redis, keys: this.#keys };
   }
@@ -440,14 +435,13 @@ class RedisReminders implements ReminderTable {
   #error(op: string, problem: string, cause?: unknown): ReminderError {
     return new ReminderError(
       `redis reminders (cluster ${JSON.stringify(this.#clusterId)}, ${this.#settings.safeUrl}): ${op} failed: ${problem}`,
-      cause === undefined ? undefined : { cause },
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a ReminderError that names the operation, cluster and server. */
   #wrap(err: unknown, op: string, what?: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return this.#error(op, `${what === undefined ? '' : `${what}: `}${errorMessage(err)}`, err);
+    return wrapError(err, what, (problem, cause) => this.#error(op, problem, cause));
   }
 }
 

@@ -5,7 +5,8 @@
 
 import type { Redis } from 'ioredis';
 import type { Logger } from '../../observability/logger.ts';
-import { GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import { ErrorCodes, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import { causeOf, corruptState, errorMessage, NOT_OPEN, wrapError } from '../shared.ts';
 import type { ProviderContext, StateAddress, StorageProvider, StoredState } from '../../storage/provider.ts';
 import {
   formatMismatch,
@@ -15,8 +16,8 @@ import {
   type StateFormat,
 } from '../../storage/state-format.ts';
 import {
+  closeClient,
   createClient,
-  errorMessage,
   sendCommand,
   validateConnectionOptions,
   type ConnectionSettings,
@@ -265,13 +266,7 @@ class RedisStorage implements StorageProvider {
     this.#redis = undefined;
     this.#format = undefined;
     if (redis === undefined) return;
-    try {
-      await redis.quit();
-    } catch {
-      // Not connected: nothing to say goodbye to.
-    } finally {
-      redis.disconnect();
-    }
+    await closeClient(redis);
   }
 
   /**
@@ -326,32 +321,34 @@ class RedisStorage implements StorageProvider {
 
   #use(address: StateAddress): { redis: Redis & Scripts; format: PayloadFormat } {
     if (this.#redis === undefined || this.#format === undefined) {
-      throw this.#error(`not open (init() not called, did not succeed, or closed): cannot access ${describe(address)}`);
+      throw this.#error(`${NOT_OPEN}: cannot access ${describe(address)}`);
     }
     return { redis: this.#redis, format: this.#format };
   }
 
   #corrupt(address: StateAddress, key: string, problem: string, cause?: unknown): StorageError {
-    return new StorageError(
-      `corrupt state for grain ${grainName(address)} state '${address.stateName}' in redis storage '${this.#name}' ` +
-        `(key ${key}, ${this.#settings.safeUrl}): ${problem}`,
-      'GRANARY_STORAGE_CORRUPT',
-      cause === undefined ? undefined : { cause },
+    return corruptState(
+      {
+        what: `state for ${describe(address)}`,
+        provider: `redis storage '${this.#name}'`,
+        where: `key ${key}, ${this.#settings.safeUrl}`,
+      },
+      problem,
+      cause,
     );
   }
 
   #error(problem: string, cause?: unknown): StorageError {
     return new StorageError(
       `redis storage '${this.#name}' (${this.#settings.safeUrl}): ${problem}`,
-      'GRANARY_STORAGE',
-      cause === undefined ? undefined : { cause },
+      ErrorCodes.Storage,
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a StorageError that names provider and server. */
   #wrap(err: unknown, what: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return this.#error(`${what}: ${errorMessage(err)}`, err);
+    return wrapError(err, what, (problem, cause) => this.#error(problem, cause));
   }
 }
 

@@ -5,8 +5,9 @@
 // primary key holds the version, so an event version is never written twice.
 
 import type Database from 'better-sqlite3';
-import { openSqlite, validateFileOptions } from './open.ts';
-import { GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import { checkTable, openSqlite, validateFileOptions } from './open.ts';
+import { ErrorCodes, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import { causeOf, corruptState, errorMessage, NOT_OPEN, quote, wrapError } from '../shared.ts';
 import {
   checkRange,
   checkVersion,
@@ -212,13 +213,7 @@ class SqliteEventLog implements EventLog {
 
   #open(): Database.Database {
     const { path, busyTimeoutMs } = this.#settings;
-    return openSqlite(path, busyTimeoutMs, (err, what) =>
-      what.startsWith('cannot create')
-        ? new StorageError(`sqlite event log '${this.#name}': ${what}: ${errorMessage(err)}`, 'GRANARY_STORAGE', {
-            cause: err,
-          })
-        : (this.#wrap(err, what) as Error),
-    );
+    return openSqlite(path, busyTimeoutMs, (err, what) => this.#wrap(err, what));
   }
 
   /** Creates the tables if missing; true if this call created the events table. */
@@ -257,22 +252,7 @@ class SqliteEventLog implements EventLog {
 
   /** Whether table `name` exists; if it does, that it has the columns this log needs. */
   #exists(db: Database.Database, name: string, columns: readonly string[]): boolean {
-    if (db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(name) === undefined)
-      return false;
-    const have = new Set(
-      db
-        .prepare<[], { name: string }>(`PRAGMA table_info(${quote(name)})`)
-        .all()
-        .map((c) => c.name),
-    );
-    const missing = columns.filter((c) => !have.has(c));
-    if (missing.length > 0) {
-      throw new StorageError(
-        `sqlite event log '${this.#name}': table ${name} in ${this.#settings.path} exists but lacks column(s) ${missing.join(', ')}; ` +
-          `it was not made by this provider: choose another tablePrefix`,
-      );
-    }
-    return true;
+    return checkTable(db, name, columns, (problem) => this.#error(problem));
   }
 
   #prepare(db: Database.Database): Statements {
@@ -338,9 +318,7 @@ class SqliteEventLog implements EventLog {
 
   #use(stream: LogAddress): { statements: Statements; serializer: ProviderContext['serializer'] } {
     if (this.#statements === undefined || this.#serializer === undefined) {
-      throw new StorageError(
-        `sqlite event log '${this.#name}' (${this.#settings.path}) is not open (init() not called, or closed): cannot access ${describeStream(stream)}`,
-      );
+      throw this.#error(`${NOT_OPEN}: cannot access ${describeStream(stream)}`);
     }
     return { statements: this.#statements, serializer: this.#serializer };
   }
@@ -399,22 +377,28 @@ class SqliteEventLog implements EventLog {
   }
 
   #corrupt(stream: LogAddress, row: Row, what: string, table: string, problem: string, cause?: unknown): StorageError {
+    return corruptState(
+      {
+        what: `${what} of ${describeStream(stream)}`,
+        provider: `sqlite event log '${this.#name}'`,
+        where: `table ${table}, version ${String(row.version)}, file ${this.#settings.path}`,
+      },
+      problem,
+      cause,
+    );
+  }
+
+  #error(problem: string, cause?: unknown): StorageError {
     return new StorageError(
-      `corrupt ${what} of ${describeStream(stream)} in sqlite event log '${this.#name}' ` +
-        `(table ${table}, version ${String(row.version)}, file ${this.#settings.path}): ${problem}`,
-      'GRANARY_STORAGE_CORRUPT',
-      cause === undefined ? undefined : { cause },
+      `sqlite event log '${this.#name}' (${this.#settings.path}): ${problem}`,
+      ErrorCodes.Storage,
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a StorageError that names the log and file. */
   #wrap(err: unknown, what: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return new StorageError(
-      `sqlite event log '${this.#name}' (${this.#settings.path}): ${what}: ${errorMessage(err)}`,
-      'GRANARY_STORAGE',
-      { cause: err },
-    );
+    return wrapError(err, what, (problem, cause) => this.#error(problem, cause));
   }
 }
 
@@ -425,12 +409,4 @@ function validate(options: SqliteEventLogOptions): Settings {
 
 function key(stream: LogAddress): Key {
   return [stream.grainType, stream.grainKey, stream.logName];
-}
-
-function quote(identifier: string): string {
-  return `"${identifier}"`;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

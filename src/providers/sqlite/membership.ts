@@ -4,8 +4,9 @@
 
 import { randomUUID } from 'node:crypto';
 import type Database from 'better-sqlite3';
-import { openSqlite, validateFileOptions } from './open.ts';
+import { checkTable, openSqlite, validateFileOptions } from './open.ts';
 import { GranaryError, MembershipError } from '../../errors.ts';
+import { alreadyOpen, causeOf, errorMessage, NOT_OPEN, quote, wrapError } from '../shared.ts';
 import type {
   MembershipContext,
   MembershipSnapshot,
@@ -119,7 +120,7 @@ class SqliteMembership implements MembershipTable {
   async init(ctx: MembershipContext): Promise<void> {
     if (this.#db !== undefined) {
       if (ctx.clusterId === this.#clusterId) return;
-      throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
+      throw this.#error('init', alreadyOpen(this.#clusterId));
     }
     this.#clusterId = ctx.clusterId;
     const { path, table, versionTable, busyTimeoutMs } = this.#settings;
@@ -257,22 +258,7 @@ class SqliteMembership implements MembershipTable {
 
   /** Whether `name` exists; if it does, that it has the columns this provider needs. */
   #exists(db: Database.Database, name: string, columns: readonly string[]): boolean {
-    if (db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(name) === undefined)
-      return false;
-    const found = new Set(
-      db
-        .prepare<[], { name: string }>(`PRAGMA table_info(${quote(name)})`)
-        .all()
-        .map((c) => c.name),
-    );
-    const missing = columns.filter((c) => !found.has(c));
-    if (missing.length > 0) {
-      throw this.#error(
-        'init',
-        `table ${name} exists but lacks column(s) ${missing.join(', ')}; it was not made by this provider: choose another tablePrefix`,
-      );
-    }
-    return true;
+    return checkTable(db, name, columns, (problem) => this.#error('init', problem));
   }
 
   #prepare(db: Database.Database): Statements {
@@ -394,7 +380,7 @@ class SqliteMembership implements MembershipTable {
 
   #use(op: string): { statements: Statements; clusterId: string } {
     if (this.#statements === undefined || this.#clusterId === undefined) {
-      throw this.#error(op, 'the table is not open (init() not called, or closed)');
+      throw this.#error(op, `the table is ${NOT_OPEN}`);
     }
     return { statements: this.#statements, clusterId: this.#clusterId };
   }
@@ -402,14 +388,13 @@ class SqliteMembership implements MembershipTable {
   #error(op: string, problem: string, cause?: unknown): MembershipError {
     return new MembershipError(
       `sqlite membership (cluster ${JSON.stringify(this.#clusterId)}, file ${this.#settings.path}): ${op} failed: ${problem}`,
-      cause === undefined ? undefined : { cause },
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a MembershipError that names the operation, cluster and file. */
   #wrap(err: unknown, op: string, what?: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return this.#error(op, `${what === undefined ? '' : `${what}: `}${errorMessage(err)}`, err);
+    return wrapError(err, what, (problem, cause) => this.#error(op, problem, cause));
   }
 }
 
@@ -434,12 +419,4 @@ function parseSuspicions(text: unknown): Suspicion[] {
       throw new Error('an element lacks by (string) or at (number)');
     return { by, at };
   });
-}
-
-function quote(identifier: string): string {
-  return `"${identifier}"`;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -6,8 +6,9 @@
 // recorded tick only moves forward, without a new ETag.
 
 import type Database from 'better-sqlite3';
-import { openSqlite, validateFileOptions } from './open.ts';
+import { openSqlite, tableColumns, validateFileOptions } from './open.ts';
 import { GranaryError, ReminderError } from '../../errors.ts';
+import { alreadyOpen, causeOf, missingColumns, NOT_OPEN, quote, wrapError } from '../shared.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ReminderContext, ReminderEntry, ReminderTable, StoredReminder } from '../../reminders/table.ts';
 
@@ -97,7 +98,7 @@ class SqliteReminders implements ReminderTable {
   async init(ctx: ReminderContext): Promise<void> {
     if (this.#db !== undefined) {
       if (ctx.clusterId === this.#clusterId) return;
-      throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
+      throw this.#error('init', alreadyOpen(this.#clusterId));
     }
     this.#clusterId = ctx.clusterId;
     this.#logger = ctx.logger;
@@ -252,21 +253,10 @@ class SqliteReminders implements ReminderTable {
 
   /** The columns of table `name`, undefined if there is none; if there is one, checks it has the columns this provider needs. */
   #columns(db: Database.Database, name: string, columns: readonly string[]): Set<string> | undefined {
-    if (db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(name) === undefined)
-      return undefined;
-    const found = new Set(
-      db
-        .prepare<[], { name: string }>(`PRAGMA table_info(${quote(name)})`)
-        .all()
-        .map((c) => c.name),
-    );
-    const missing = columns.filter((c) => !found.has(c));
-    if (missing.length > 0) {
-      throw this.#error(
-        'init',
-        `table ${name} exists but lacks column(s) ${missing.join(', ')}; it was not made by this provider: choose another tablePrefix`,
-      );
-    }
+    const found = tableColumns(db, name);
+    if (found === undefined) return undefined;
+    const missing = missingColumns(name, found, columns);
+    if (missing !== undefined) throw this.#error('init', missing);
     return found;
   }
 
@@ -386,7 +376,7 @@ class SqliteReminders implements ReminderTable {
 
   #use(op: string): { statements: Statements; clusterId: string } {
     if (this.#statements === undefined || this.#clusterId === undefined) {
-      throw this.#error(op, 'the table is not open (init() not called, did not succeed, or closed)');
+      throw this.#error(op, `the table is ${NOT_OPEN}`);
     }
     return { statements: this.#statements, clusterId: this.#clusterId };
   }
@@ -394,14 +384,13 @@ class SqliteReminders implements ReminderTable {
   #error(op: string, problem: string, cause?: unknown): ReminderError {
     return new ReminderError(
       `sqlite reminders (cluster ${JSON.stringify(this.#clusterId)}, file ${this.#settings.path}, table ${this.#settings.table}): ${op} failed: ${problem}`,
-      cause === undefined ? undefined : { cause },
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a ReminderError that names the operation, cluster and file. */
   #wrap(err: unknown, op: string, what?: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return this.#error(op, `${what === undefined ? '' : `${what}: `}${errorMessage(err)}`, err);
+    return wrapError(err, what, (problem, cause) => this.#error(op, problem, cause));
   }
 }
 
@@ -426,12 +415,4 @@ function isHash(n: number): boolean {
 
 function describe(grainId: string, name: string): string {
   return `reminder ${JSON.stringify(name)} of grain ${JSON.stringify(grainId)}`;
-}
-
-function quote(identifier: string): string {
-  return `"${identifier}"`;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
