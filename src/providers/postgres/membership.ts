@@ -10,12 +10,10 @@ import type {
   MembershipSnapshot,
   MembershipTable,
   SiloEntry,
-  SiloStatus,
-  Suspicion,
   TableVersion,
 } from '../../membership/table.ts';
-import { siloId } from '../../membership/table.ts';
-import { alreadyOpen, causeOf, errorMessage, NOT_OPEN, quote, wrapError } from '../shared.ts';
+import { decodeSiloEntry, siloId } from '../../membership/table.ts';
+import { alreadyOpen, causeOf, NOT_OPEN, quote, wrapError } from '../shared.ts';
 import {
   checkTable,
   createPool,
@@ -52,8 +50,6 @@ export const postgresMembershipDefaults: Readonly<Required<Omit<PostgresMembersh
 
 /** The ETag of the version of a cluster that has no version row (only after `deleteCluster`); never issued otherwise. */
 const NO_VERSION_ETAG = '0';
-
-const STATUSES: ReadonlySet<string> = new Set<SiloStatus>(['Joining', 'Active', 'ShuttingDown', 'Dead']);
 
 const ROW_COLUMNS = [
   'cluster_id',
@@ -327,37 +323,22 @@ class PostgresMembership implements MembershipTable {
   #decode(row: ReadRow): { entry: SiloEntry; etag: string } {
     const corrupt = (problem: string, cause?: unknown): MembershipError =>
       this.#error('readAll', `corrupt row ${String(row.silo_id)} in table ${this.#settings.table}: ${problem}`, cause);
-    const { address, status, gateway_address, host_name, etag } = row;
-    if (typeof address !== 'string' || typeof host_name !== 'string' || typeof etag !== 'string')
-      throw corrupt('address, host_name and etag must be text');
-    if (typeof status !== 'string' || !STATUSES.has(status)) throw corrupt(`unknown status ${JSON.stringify(status)}`);
-    if (gateway_address !== null && typeof gateway_address !== 'string')
-      throw corrupt('gateway_address must be text or NULL');
-    // Numbers are read as the driver gives them (bigint as text by default), whatever type parsers the application set.
-    const generation = Number(row.generation);
-    const startedAt = Number(row.started_at);
-    const iAmAliveAt = Number(row.i_am_alive_at);
-    if (![generation, startedAt, iAmAliveAt].every(Number.isFinite))
-      throw corrupt('generation, started_at and i_am_alive_at must be finite');
-    let suspicions: Suspicion[];
-    try {
-      suspicions = parseSuspicions(typeof row.suspicions === 'string' ? JSON.parse(row.suspicions) : row.suspicions);
-    } catch (err) {
-      throw corrupt(`bad suspicions: ${errorMessage(err)}`, err);
-    }
-    return {
-      entry: {
-        address,
-        generation,
-        status: status as SiloStatus,
-        gatewayAddress: gateway_address,
-        hostName: host_name,
-        startedAt,
-        iAmAliveAt,
-        suspicions,
+    if (typeof row.etag !== 'string') throw corrupt(`etag must be text, got ${String(row.etag)}`);
+    // Numbers come as the driver gives them (bigint as text by default), whatever type parsers the application set.
+    const entry = decodeSiloEntry(
+      {
+        address: row.address,
+        generation: row.generation,
+        status: row.status,
+        gatewayAddress: row.gateway_address,
+        hostName: row.host_name,
+        startedAt: row.started_at,
+        iAmAliveAt: row.i_am_alive_at,
+        suspicions: row.suspicions,
       },
-      etag,
-    };
+      corrupt,
+    );
+    return { entry, etag: row.etag };
   }
 
   #use(op: string): { pool: Pool; clusterId: string } {
@@ -427,17 +408,6 @@ function timestamp(ms: number, name: string): Date {
   if (Number.isNaN(date.getTime()))
     throw new MembershipError(`postgres membership: ${name} ${ms} is not a time in epoch ms`);
   return date;
-}
-
-function parseSuspicions(value: unknown): Suspicion[] {
-  if (!Array.isArray(value)) throw new Error('not a JSON array');
-  return value.map((s: unknown) => {
-    if (typeof s !== 'object' || s === null) throw new Error('an element is not an object');
-    const { by, at } = s as { by?: unknown; at?: unknown };
-    if (typeof by !== 'string' || typeof at !== 'number')
-      throw new Error('an element lacks by (string) or at (number)');
-    return { by, at };
-  });
 }
 
 function validate(options: PostgresMembershipOptions): Settings {

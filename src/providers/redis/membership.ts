@@ -11,11 +11,10 @@ import type {
   MembershipSnapshot,
   MembershipTable,
   SiloEntry,
-  SiloStatus,
-  Suspicion,
+  SiloRow,
   TableVersion,
 } from '../../membership/table.ts';
-import { siloId } from '../../membership/table.ts';
+import { decodeSiloEntry, siloId } from '../../membership/table.ts';
 import {
   closeClient,
   createClient,
@@ -49,8 +48,6 @@ export const redisMembershipDefaults: Readonly<Required<Omit<RedisMembershipOpti
 
 /** The ETag of the version of a cluster that has no version hash (only after `deleteCluster`); never issued otherwise. */
 const NO_VERSION_ETAG = '0';
-
-const STATUSES: ReadonlySet<string> = new Set<SiloStatus>(['Joining', 'Active', 'ShuttingDown', 'Dead']);
 
 // KEYS of every script: 1 version hash {version, etag}, 2 rows hash (silo id ->
 // JSON {etag, entry without iAmAliveAt}), 3 alive hash (silo id -> iAmAliveAt).
@@ -292,37 +289,11 @@ class RedisMembership implements MembershipTable {
     if (typeof stored !== 'object' || stored === null) throw corrupt('not a JSON object');
     const { etag, entry } = stored as { etag?: unknown; entry?: unknown };
     if (typeof etag !== 'string' || typeof entry !== 'object' || entry === null) throw corrupt('lacks etag or entry');
-    const e = entry as Record<string, unknown>;
-    const { address, generation, status, gatewayAddress, hostName, startedAt } = e;
-    if (typeof address !== 'string' || typeof hostName !== 'string')
-      throw corrupt('address and hostName must be strings');
-    if (typeof generation !== 'number' || typeof startedAt !== 'number')
-      throw corrupt('generation and startedAt must be numbers');
-    if (typeof status !== 'string' || !STATUSES.has(status)) throw corrupt(`unknown status ${JSON.stringify(status)}`);
-    if (gatewayAddress !== null && typeof gatewayAddress !== 'string')
-      throw corrupt('gatewayAddress must be a string or null');
-    const iAmAliveAt = Number(alive);
-    if (alive === undefined || !Number.isFinite(iAmAliveAt))
-      throw corrupt(`its I-am-alive time is ${alive === undefined ? 'missing' : JSON.stringify(alive)}`);
-    let suspicions: Suspicion[];
-    try {
-      suspicions = parseSuspicions(e['suspicions']);
-    } catch (err) {
-      throw corrupt(`bad suspicions: ${errorMessage(err)}`, err);
-    }
-    return {
-      entry: {
-        address,
-        generation,
-        status: status as SiloStatus,
-        gatewayAddress,
-        hostName,
-        startedAt,
-        iAmAliveAt,
-        suspicions,
-      },
-      etag,
-    };
+    // A JSON array is an array by now: its text here would be a string held in the JSON, not the array.
+    const { suspicions } = entry as { suspicions?: unknown };
+    if (typeof suspicions === 'string') throw corrupt('bad suspicions: a string, not a JSON array');
+    if (alive === undefined) throw corrupt('its I-am-alive time is missing');
+    return { entry: decodeSiloEntry({ ...(entry as SiloRow), iAmAliveAt: alive }, corrupt), etag };
   }
 
   #use(op: string): { redis: Redis & Scripts; keys: Keys } {
@@ -386,17 +357,6 @@ function pairs(flat: string[]): Map<string, string> {
     if (key !== undefined && value !== undefined) map.set(key, value);
   }
   return map;
-}
-
-function parseSuspicions(value: unknown): Suspicion[] {
-  if (!Array.isArray(value)) throw new Error('not an array');
-  return value.map((s: unknown) => {
-    if (typeof s !== 'object' || s === null) throw new Error('an element is not an object');
-    const { by, at } = s as { by?: unknown; at?: unknown };
-    if (typeof by !== 'string' || typeof at !== 'number')
-      throw new Error('an element lacks by (string) or at (number)');
-    return { by, at };
-  });
 }
 
 function validate(options: RedisMembershipOptions): Settings {

@@ -6,17 +6,15 @@ import { randomUUID } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import { checkTable, openSqlite, validateFileOptions } from './open.ts';
 import { GranaryError, MembershipError } from '../../errors.ts';
-import { alreadyOpen, causeOf, errorMessage, NOT_OPEN, quote, wrapError } from '../shared.ts';
+import { alreadyOpen, causeOf, NOT_OPEN, quote, wrapError } from '../shared.ts';
 import type {
   MembershipContext,
   MembershipSnapshot,
   MembershipTable,
   SiloEntry,
-  SiloStatus,
-  Suspicion,
   TableVersion,
 } from '../../membership/table.ts';
-import { siloId } from '../../membership/table.ts';
+import { decodeSiloEntry, siloId } from '../../membership/table.ts';
 
 /** Options of `sqliteMembership`. */
 export interface SqliteMembershipOptions {
@@ -44,8 +42,6 @@ export const sqliteMembershipDefaults: Readonly<Required<Omit<SqliteMembershipOp
 
 /** The ETag of the version of a cluster that has no version row (only after `deleteCluster`); never issued otherwise. */
 const NO_VERSION_ETAG = '0';
-
-const STATUSES: ReadonlySet<string> = new Set<SiloStatus>(['Joining', 'Active', 'ShuttingDown', 'Dead']);
 
 const ROW_COLUMNS = [
   'cluster_id',
@@ -343,39 +339,22 @@ class SqliteMembership implements MembershipTable {
 
   #decode(row: EntryRow): { entry: SiloEntry; etag: string } {
     const corrupt = (problem: string, cause?: unknown): MembershipError =>
-      new MembershipError(
-        `sqlite membership (cluster ${JSON.stringify(this.#clusterId)}, file ${this.#settings.path}): ` +
-          `corrupt row ${row.silo_id} in table ${this.#settings.table}: ${problem}`,
-        cause === undefined ? undefined : { cause },
-      );
-    const { address, generation, status, gateway_address, host_name, started_at, i_am_alive_at, etag } = row;
-    if (typeof address !== 'string' || typeof host_name !== 'string' || typeof etag !== 'string')
-      throw corrupt('address, host_name and etag must be text');
-    if (typeof generation !== 'number' || typeof started_at !== 'number' || typeof i_am_alive_at !== 'number') {
-      throw corrupt('generation, started_at and i_am_alive_at must be numbers');
-    }
-    if (typeof status !== 'string' || !STATUSES.has(status)) throw corrupt(`unknown status ${JSON.stringify(status)}`);
-    if (gateway_address !== null && typeof gateway_address !== 'string')
-      throw corrupt('gateway_address must be text or NULL');
-    let suspicions: Suspicion[];
-    try {
-      suspicions = parseSuspicions(row.suspicions);
-    } catch (err) {
-      throw corrupt(`bad suspicions: ${errorMessage(err)}`, err);
-    }
-    return {
-      entry: {
-        address,
-        generation,
-        status: status as SiloStatus,
-        gatewayAddress: gateway_address,
-        hostName: host_name,
-        startedAt: started_at,
-        iAmAliveAt: i_am_alive_at,
-        suspicions,
+      this.#error('readAll', `corrupt row ${row.silo_id} in table ${this.#settings.table}: ${problem}`, cause);
+    if (typeof row.etag !== 'string') throw corrupt(`etag must be text, got ${String(row.etag)}`);
+    const entry = decodeSiloEntry(
+      {
+        address: row.address,
+        generation: row.generation,
+        status: row.status,
+        gatewayAddress: row.gateway_address,
+        hostName: row.host_name,
+        startedAt: row.started_at,
+        iAmAliveAt: row.i_am_alive_at,
+        suspicions: row.suspicions,
       },
-      etag,
-    };
+      corrupt,
+    );
+    return { entry, etag: row.etag };
   }
 
   #use(op: string): { statements: Statements; clusterId: string } {
@@ -405,18 +384,4 @@ function validate(options: SqliteMembershipOptions): Settings {
     sqliteMembershipDefaults,
   );
   return { path, table: `${tablePrefix}membership`, versionTable: `${tablePrefix}membership_version`, busyTimeoutMs };
-}
-
-/** The suspicions column: a JSON array of {by: string, at: number}. */
-function parseSuspicions(text: unknown): Suspicion[] {
-  if (typeof text !== 'string') throw new Error('not text');
-  const value: unknown = JSON.parse(text);
-  if (!Array.isArray(value)) throw new Error('not a JSON array');
-  return value.map((s: unknown) => {
-    if (typeof s !== 'object' || s === null) throw new Error('an element is not an object');
-    const { by, at } = s as { by?: unknown; at?: unknown };
-    if (typeof by !== 'string' || typeof at !== 'number')
-      throw new Error('an element lacks by (string) or at (number)');
-    return { by, at };
-  });
 }
