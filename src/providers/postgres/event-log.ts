@@ -5,18 +5,27 @@
 // one version exactly one commits (the others hit the key and roll back).
 
 import type { Pool, PoolClient } from 'pg';
-import { ErrorCodes, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import {
+  ErrorCodes,
+  GranaryError,
+  InconsistentStateError,
+  StorageError,
+  type StorageCorruptError,
+} from '../../errors.ts';
 import {
   checkRange,
   checkVersion,
+  decodeLogRow,
   describeStream,
+  LOG_FORMAT_VERSION,
+  type LogSnapshot,
   type EventLog,
   type LogAddress,
   type LoggedEvent,
   type StoredLog,
 } from '../../journal/log.ts';
 import type { ProviderContext } from '../../storage/provider.ts';
-import { causeOf, corruptState, errorMessage, NOT_OPEN, quote, wrapError } from '../shared.ts';
+import { causeOf, corruptState, NOT_OPEN, quote, wrapError } from '../shared.ts';
 import {
   checkTable,
   createPool,
@@ -50,9 +59,6 @@ export const postgresEventLogDefaults: Readonly<Required<Omit<PostgresEventLogOp
   connectionTimeoutMs: 5_000,
   queryTimeoutMs: 10_000,
 };
-
-/** The format of the `payload` columns this version writes and reads. */
-const FORMAT_VERSION = 1;
 
 const EVENT_COLUMNS = ['grain_type', 'grain_key', 'log_name', 'version', 'payload', 'format_version', 'created_at'];
 const SNAPSHOT_COLUMNS = ['grain_type', 'grain_key', 'log_name', 'version', 'payload', 'format_version', 'updated_at'];
@@ -145,11 +151,7 @@ class PostgresEventLog implements EventLog {
     const events: LoggedEvent[] = [];
     for (const r of rows) if (r.snapshot !== true) events.push(this.#decodeEvent(stream, r, serializer));
     if (first?.snapshot !== true) return { events, version: events.at(-1)?.version ?? 0 };
-    const table = this.#settings.snapshots;
-    const snapshot = {
-      version: this.#version(stream, first, 'snapshot', table),
-      state: this.#decode(stream, first, serializer, 'snapshot', table),
-    };
+    const snapshot = this.#decodeSnapshot(stream, first, serializer);
     return { snapshot, events, version: events.at(-1)?.version ?? snapshot.version };
   }
 
@@ -316,60 +318,37 @@ class PostgresEventLog implements EventLog {
   }
 
   #decodeEvent(stream: LogAddress, row: Row, serializer: ProviderContext['serializer']): LoggedEvent {
-    const table = this.#settings.events;
-    return {
-      version: this.#version(stream, row, 'event', table),
-      event: this.#decode(stream, row, serializer, 'event', table),
-    };
+    const { version, value } = this.#decodeRow(stream, row, serializer, 'event', this.#settings.events);
+    return { version, event: value };
   }
 
-  #version(stream: LogAddress, row: Row, what: string, table: string): number {
-    // bigint comes as text by default, whatever type parsers the application set.
-    const v = Number(row.version);
-    if (!Number.isSafeInteger(v) || v < 1)
-      throw this.#corrupt(
-        stream,
-        row,
-        what,
-        table,
-        `its version is ${String(row.version)}, not a whole number from 1 up`,
-      );
-    return v;
+  #decodeSnapshot(stream: LogAddress, row: Row, serializer: ProviderContext['serializer']): LogSnapshot {
+    const { version, value } = this.#decodeRow(stream, row, serializer, 'snapshot', this.#settings.snapshots);
+    return { version, state: value };
   }
 
-  #decode(
+  #decodeRow(
     stream: LogAddress,
     row: Row,
     serializer: ProviderContext['serializer'],
     what: string,
     table: string,
-  ): unknown {
-    if (row.format_version !== FORMAT_VERSION) {
-      throw this.#corrupt(
-        stream,
-        row,
-        what,
-        table,
-        `its format version is ${String(row.format_version)}, this Granary reads format ${FORMAT_VERSION}`,
-      );
-    }
-    if (!(row.payload instanceof Uint8Array)) {
-      throw this.#corrupt(
-        stream,
-        row,
-        what,
-        table,
-        `its payload is ${row.payload === null ? 'NULL' : typeof row.payload}, not bytea`,
-      );
-    }
-    try {
-      return serializer.decode(row.payload);
-    } catch (err) {
-      throw this.#corrupt(stream, row, what, table, `cannot decode its payload: ${errorMessage(err)}`, err);
-    }
+  ): { version: number; value: unknown } {
+    return decodeLogRow(row, {
+      serializer,
+      payloadType: 'bytea',
+      corrupt: (problem, cause) => this.#corrupt(stream, row, what, table, problem, cause),
+    });
   }
 
-  #corrupt(stream: LogAddress, row: Row, what: string, table: string, problem: string, cause?: unknown): StorageError {
+  #corrupt(
+    stream: LogAddress,
+    row: Row,
+    what: string,
+    table: string,
+    problem: string,
+    cause?: unknown,
+  ): StorageCorruptError {
     return corruptState(
       {
         what: `${what} of ${describeStream(stream)}`,
@@ -409,13 +388,13 @@ function queries(settings: Settings): Queries {
     range: `SELECT version, payload, format_version FROM ${e} WHERE ${where} AND version > $4 AND version <= $5 ORDER BY version`,
     last: `SELECT COALESCE(MAX(version), 0) AS last FROM ${e} WHERE ${where}`,
     append: `INSERT INTO ${e} (grain_type, grain_key, log_name, version, payload, format_version)
-      SELECT $1, $2, $3, v, p, ${FORMAT_VERSION} FROM unnest($4::bigint[], $5::bytea[]) AS u(v, p)`,
+      SELECT $1, $2, $3, v, p, ${LOG_FORMAT_VERSION} FROM unnest($4::bigint[], $5::bytea[]) AS u(v, p)`,
     // Written only if the version is an event of the stream, and only over an older snapshot.
     // Says whether the version exists, and the stream's version, in one statement.
     snapshot: `WITH ev AS (SELECT EXISTS (SELECT 1 FROM ${e} WHERE ${where} AND version = $4) AS present),
       up AS (
         INSERT INTO ${s} (grain_type, grain_key, log_name, version, payload, format_version)
-        SELECT $1, $2, $3, $4, $5, ${FORMAT_VERSION} FROM ev WHERE ev.present
+        SELECT $1, $2, $3, $4, $5, ${LOG_FORMAT_VERSION} FROM ev WHERE ev.present
         ON CONFLICT (grain_type, grain_key, log_name) DO UPDATE
         SET version = excluded.version, payload = excluded.payload, format_version = excluded.format_version, updated_at = now()
         WHERE ${s}.version < excluded.version

@@ -6,12 +6,21 @@
 
 import type Database from 'better-sqlite3';
 import { checkTable, openSqlite, validateFileOptions } from './open.ts';
-import { ErrorCodes, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
-import { causeOf, corruptState, errorMessage, NOT_OPEN, quote, wrapError } from '../shared.ts';
+import {
+  ErrorCodes,
+  GranaryError,
+  InconsistentStateError,
+  StorageError,
+  type StorageCorruptError,
+} from '../../errors.ts';
+import { causeOf, corruptState, NOT_OPEN, quote, wrapError } from '../shared.ts';
 import {
   checkRange,
   checkVersion,
+  decodeLogRow,
   describeStream,
+  LOG_FORMAT_VERSION,
+  type LogSnapshot,
   type EventLog,
   type LogAddress,
   type LoggedEvent,
@@ -42,9 +51,6 @@ export const sqliteEventLogDefaults: Readonly<Required<Omit<SqliteEventLogOption
   tablePrefix: 'granary_',
   busyTimeoutMs: 5000,
 };
-
-/** The format of the `payload` columns this version writes and reads. */
-const FORMAT_VERSION = 1;
 
 const EVENT_COLUMNS = ['grain_type', 'grain_key', 'log_name', 'version', 'payload', 'format_version', 'created_at'];
 const SNAPSHOT_COLUMNS = ['grain_type', 'grain_key', 'log_name', 'version', 'payload', 'format_version', 'updated_at'];
@@ -144,10 +150,7 @@ class SqliteEventLog implements EventLog {
     const events = rows.events.map((r) => this.#decodeEvent(stream, r, serializer));
     const snapshotRow = rows.snapshot;
     if (snapshotRow === undefined) return { events, version: events.at(-1)?.version ?? 0 };
-    const snapshot = {
-      version: this.#version(stream, snapshotRow, 'snapshot', this.#settings.snapshots),
-      state: this.#decode(stream, snapshotRow, serializer, 'snapshot', this.#settings.snapshots),
-    };
+    const snapshot = this.#decodeSnapshot(stream, snapshotRow, serializer);
     return { snapshot, events, version: events.at(-1)?.version ?? snapshot.version };
   }
 
@@ -271,10 +274,10 @@ class SqliteEventLog implements EventLog {
       .prepare<[...Key, number], number>(`SELECT 1 FROM ${e} WHERE ${where} AND version = ?`)
       .pluck();
     const insert = db.prepare<[...Key, number, Uint8Array, number]>(
-      `INSERT INTO ${e} (grain_type, grain_key, log_name, version, payload, format_version, created_at) VALUES (?, ?, ?, ?, ?, ${FORMAT_VERSION}, ?)`,
+      `INSERT INTO ${e} (grain_type, grain_key, log_name, version, payload, format_version, created_at) VALUES (?, ?, ?, ?, ?, ${LOG_FORMAT_VERSION}, ?)`,
     );
     const upsertSnapshot = db.prepare<[...Key, number, Uint8Array, number]>(
-      `INSERT INTO ${s} (grain_type, grain_key, log_name, version, payload, format_version, updated_at) VALUES (?, ?, ?, ?, ?, ${FORMAT_VERSION}, ?)
+      `INSERT INTO ${s} (grain_type, grain_key, log_name, version, payload, format_version, updated_at) VALUES (?, ?, ?, ?, ?, ${LOG_FORMAT_VERSION}, ?)
        ON CONFLICT (grain_type, grain_key, log_name) DO UPDATE
        SET version = excluded.version, payload = excluded.payload, format_version = excluded.format_version, updated_at = excluded.updated_at
        WHERE excluded.version > ${s}.version`,
@@ -324,59 +327,37 @@ class SqliteEventLog implements EventLog {
   }
 
   #decodeEvent(stream: LogAddress, row: Row, serializer: ProviderContext['serializer']): LoggedEvent {
-    const table = this.#settings.events;
-    return {
-      version: this.#version(stream, row, 'event', table),
-      event: this.#decode(stream, row, serializer, 'event', table),
-    };
+    const { version, value } = this.#decodeRow(stream, row, serializer, 'event', this.#settings.events);
+    return { version, event: value };
   }
 
-  #version(stream: LogAddress, row: Row, what: string, table: string): number {
-    if (typeof row.version !== 'number' || !Number.isSafeInteger(row.version) || row.version < 1) {
-      throw this.#corrupt(
-        stream,
-        row,
-        what,
-        table,
-        `its version is ${String(row.version)}, not a whole number from 1 up`,
-      );
-    }
-    return row.version;
+  #decodeSnapshot(stream: LogAddress, row: Row, serializer: ProviderContext['serializer']): LogSnapshot {
+    const { version, value } = this.#decodeRow(stream, row, serializer, 'snapshot', this.#settings.snapshots);
+    return { version, state: value };
   }
 
-  #decode(
+  #decodeRow(
     stream: LogAddress,
     row: Row,
     serializer: ProviderContext['serializer'],
     what: string,
     table: string,
-  ): unknown {
-    if (row.format_version !== FORMAT_VERSION) {
-      throw this.#corrupt(
-        stream,
-        row,
-        what,
-        table,
-        `its format version is ${String(row.format_version)}, this Granary reads format ${FORMAT_VERSION}`,
-      );
-    }
-    if (!(row.payload instanceof Uint8Array)) {
-      throw this.#corrupt(
-        stream,
-        row,
-        what,
-        table,
-        `its payload is ${row.payload === null ? 'NULL' : typeof row.payload}, not a BLOB`,
-      );
-    }
-    try {
-      return serializer.decode(row.payload);
-    } catch (err) {
-      throw this.#corrupt(stream, row, what, table, `cannot decode its payload: ${errorMessage(err)}`, err);
-    }
+  ): { version: number; value: unknown } {
+    return decodeLogRow(row, {
+      serializer,
+      payloadType: 'a BLOB',
+      corrupt: (problem, cause) => this.#corrupt(stream, row, what, table, problem, cause),
+    });
   }
 
-  #corrupt(stream: LogAddress, row: Row, what: string, table: string, problem: string, cause?: unknown): StorageError {
+  #corrupt(
+    stream: LogAddress,
+    row: Row,
+    what: string,
+    table: string,
+    problem: string,
+    cause?: unknown,
+  ): StorageCorruptError {
     return corruptState(
       {
         what: `${what} of ${describeStream(stream)}`,
