@@ -296,8 +296,12 @@ class SqliteReminders implements ReminderTable {
     // and the row change together and no other process can slip in between.
     const upsert = db.transaction((clusterId: string, e: ReminderEntry): string => {
       const counter = nextEtag.get();
-      if (counter === undefined)
-        throw new Error(`the ETag counter row of table ${this.#settings.counterTable} is missing`);
+      if (counter === undefined) {
+        throw this.#error(
+          'upsert',
+          `${describeReminder(e.grainId, e.name)}: the ETag counter row of table ${this.#settings.counterTable} is missing`,
+        );
+      }
       const etag = String(counter.last);
       upsertRow.run(clusterId, e.grainId, e.name, e.grainHash, e.startAt, e.periodMs, etag);
       return etag;
