@@ -1,6 +1,6 @@
 // Connection handling shared by the Redis providers (storage, membership,
-// reminders): their connection options, how they connect, and what to do
-// with a connection on which a command timed out.
+// reminders): their connection options, how they connect and close, how they
+// log an outage, and what to do with a connection on which a command timed out.
 
 import { Redis } from 'ioredis';
 import { ConfigurationError } from '../../errors.ts';

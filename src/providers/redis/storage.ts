@@ -4,7 +4,6 @@
 // from one counter (INCR), so they are never reused.
 
 import type { Redis } from 'ioredis';
-import type { Logger } from '../../observability/logger.ts';
 import { ErrorCodes, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
 import { causeOf, corruptState, errorMessage, NOT_OPEN, wrapError } from '../shared.ts';
 import type { ProviderContext, StateAddress, StorageProvider, StoredState } from '../../storage/provider.ts';
@@ -18,6 +17,7 @@ import {
 import {
   closeClient,
   createClient,
+  logOutages,
   sendCommand,
   validateConnectionOptions,
   type ConnectionSettings,
@@ -131,7 +131,8 @@ class RedisStorage implements StorageProvider {
   #name = '(not initialised)';
   #redis: (Redis & Scripts) | undefined;
   #format: PayloadFormat | undefined;
-  #logger: Logger | undefined;
+  /** Logs that a command timed out and its connection is dropped. */
+  #onDrop: () => void = () => undefined;
 
   constructor(settings: Settings) {
     this.#settings = settings;
@@ -144,16 +145,12 @@ class RedisStorage implements StorageProvider {
     const { safeUrl, counterKey, format, connectTimeoutMs, commandTimeoutMs } = this.#settings;
     const client = createClient(this.#settings);
     const { redis } = client;
-    // Log the loss of the connection and its recovery, not every reconnect attempt.
-    let up = false;
-    redis.on('close', () => {
-      if (!up || this.#redis !== redis) return;
-      up = false;
-      ctx.logger.warn({ redis: safeUrl }, 'redis storage: connection lost; reads and writes fail until it is back');
-    });
-    redis.on('ready', () => {
-      if (this.#redis === redis && !up) ctx.logger.info({ redis: safeUrl }, 'redis storage: connection back');
-      up = true;
+    const onDrop = logOutages(redis, {
+      logger: ctx.logger,
+      fields: { redis: safeUrl },
+      what: 'redis storage',
+      commandTimeoutMs,
+      inUse: () => this.#redis === redis,
     });
     redis.defineCommand('granaryStorageWrite', { numberOfKeys: 2, lua: WRITE });
     redis.defineCommand('granaryStorageClear', { numberOfKeys: 1, lua: CLEAR });
@@ -167,7 +164,7 @@ class RedisStorage implements StorageProvider {
       throw this.#error(`cannot reach Redis or set up key ${counterKey}: ${errorMessage(cause)}`, cause);
     }
     client.opened();
-    this.#logger = ctx.logger;
+    this.#onDrop = onDrop;
     this.#redis = redis as Redis & Scripts;
     this.#format = payloadFormat(format, ctx.serializer);
     ctx.logger.debug(
@@ -276,15 +273,7 @@ class RedisStorage implements StorageProvider {
    * operating system gives up on the connection.
    */
   #command<T>(redis: Redis, send: () => Promise<T>): Promise<T> {
-    return sendCommand(redis, send, {
-      inUse: () => this.#redis === redis,
-      onDrop: () => {
-        this.#logger?.warn(
-          { redis: this.#settings.safeUrl, commandTimeoutMs: this.#settings.commandTimeoutMs },
-          'redis storage: a command timed out; dropping the connection for a new one',
-        );
-      },
-    });
+    return sendCommand(redis, send, { inUse: () => this.#redis === redis, onDrop: this.#onDrop });
   }
 
   /**
