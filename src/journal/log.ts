@@ -3,6 +3,7 @@
 // serializer the silo hands them at init, and own optimistic concurrency (here
 // on the version of a stream rather than on an ETag).
 
+import { ConfigurationError, type StorageCorruptError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { ProviderContext } from '../storage/provider.ts';
 
@@ -95,16 +96,59 @@ export function describeStream(stream: LogAddress): string {
   return `grain ${stream.grainType}/${stream.grainKey} log '${stream.logName}'`;
 }
 
-/** Throws a RangeError unless `v` is a version: a whole number from 0 up. */
+/** Throws a ConfigurationError (the caller's mistake) unless `v` is a version: a whole number from `min` up. */
 export function checkVersion(what: string, v: number, min = 0): void {
   if (!Number.isSafeInteger(v) || v < min) {
-    throw new RangeError(`${what} must be a whole number from ${min} up, got ${String(v)}`);
+    throw new ConfigurationError(`${what} must be a whole number from ${min} up, got ${String(v)}`);
   }
 }
 
-/** Throws a RangeError unless `from` and `to` bound a range of versions. */
+/** Throws a ConfigurationError (the caller's mistake) unless `from` and `to` bound a range of versions. */
 export function checkRange(from: number, to: number): void {
   checkVersion('readEvents: from', from);
   checkVersion('readEvents: to', to);
-  if (to < from) throw new RangeError(`readEvents: to (${to}) is before from (${from})`);
+  if (to < from) throw new ConfigurationError(`readEvents: to (${to}) is before from (${from})`);
+}
+
+/** The format of the payload column that the SQL event logs of this version write and read. */
+export const LOG_FORMAT_VERSION = 1;
+
+/** An event or snapshot row of an SQL event log as the store gives it back, before it is checked. */
+export interface LogRow {
+  /** A number, or its decimal text (a PostgreSQL bigint). */
+  readonly version: unknown;
+  readonly payload: unknown;
+  readonly format_version: unknown;
+}
+
+/** How `decodeLogRow` reads a row and reports one it cannot. */
+export interface LogRowReader {
+  readonly serializer: ProviderContext['serializer'];
+  /** The store's name of the payload column's type, e.g. `bytea`, `a BLOB`. */
+  readonly payloadType: string;
+  /** The provider's error for the row: naming the grain, log, provider, table and version. */
+  readonly corrupt: (problem: string, cause?: unknown) => StorageCorruptError;
+}
+
+/** The version and the decoded value (event or snapshot state) of a row; a row that cannot be read fails with `reader.corrupt`. */
+export function decodeLogRow(row: LogRow, reader: LogRowReader): { version: number; value: unknown } {
+  const version = typeof row.version === 'string' && /^[0-9]+$/.test(row.version) ? Number(row.version) : row.version;
+  if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1)
+    throw reader.corrupt(`its version is ${String(row.version)}, not a whole number from 1 up`);
+  // Numbers as the driver gives them, whatever type parsers the application set.
+  if (Number(row.format_version) !== LOG_FORMAT_VERSION) {
+    throw reader.corrupt(
+      `its format version is ${String(row.format_version)}, this Granary reads format ${LOG_FORMAT_VERSION}`,
+    );
+  }
+  if (!(row.payload instanceof Uint8Array)) {
+    throw reader.corrupt(
+      `its payload is ${row.payload === null ? 'NULL' : typeof row.payload}, not ${reader.payloadType}`,
+    );
+  }
+  try {
+    return { version, value: reader.serializer.decode(row.payload) };
+  } catch (err) {
+    throw reader.corrupt(`cannot decode its payload: ${err instanceof Error ? err.message : String(err)}`, err);
+  }
 }

@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { ConfigurationError } from '../../src/errors.ts';
 import type { EventLog, LogAddress } from '../../src/journal/log.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { testSerializer } from '../storage/serializer.ts';
@@ -145,11 +146,11 @@ export function eventLogConformance(name: string, setup: EventLogConformanceSetu
         assert.equal((await log.read(s)).version, 1);
       }));
 
-    it('refuses a negative or fractional expected version with a RangeError', () =>
+    it('refuses a negative or fractional expected version with a ConfigurationError', () =>
       withLog(async (log) => {
         const s = stream('account', 'bad');
-        await assert.rejects(async () => log.append(s, [{ n: 1 }], -1), RangeError);
-        await assert.rejects(async () => log.append(s, [{ n: 1 }], 0.5), RangeError);
+        await assert.rejects(async () => log.append(s, [{ n: 1 }], -1), ConfigurationError);
+        await assert.rejects(async () => log.append(s, [{ n: 1 }], 0.5), ConfigurationError);
         assert.deepEqual(await log.read(s), { events: [], version: 0 });
       }));
 
@@ -245,7 +246,7 @@ export function eventLogConformance(name: string, setup: EventLogConformanceSetu
         await assertInconsistent(log.writeSnapshot(s, 1, { sum: 1 }), s, 'version 0');
         await log.append(s, [{ n: 1 }, { n: 2 }], 0);
         await assertInconsistent(log.writeSnapshot(s, 3, { sum: 3 }), s, 'version 2');
-        await assert.rejects(async () => log.writeSnapshot(s, 0, { sum: 0 }), RangeError);
+        await assert.rejects(async () => log.writeSnapshot(s, 0, { sum: 0 }), ConfigurationError);
         assert.deepEqual(await log.read(s), {
           events: [
             { version: 1, event: { n: 1 } },
@@ -282,7 +283,11 @@ export function eventLogConformance(name: string, setup: EventLogConformanceSetu
           [0, Number.NaN],
           [0, Infinity],
         ] as const) {
-          await assert.rejects(async () => log.readEvents(s, from, to), RangeError, `readEvents(${from}, ${to})`);
+          await assert.rejects(
+            async () => log.readEvents(s, from, to),
+            ConfigurationError,
+            `readEvents(${from}, ${to})`,
+          );
         }
       }));
 
@@ -379,7 +384,7 @@ export function eventLogConformance(name: string, setup: EventLogConformanceSetu
         await setup.corruptEvent(log, bad, 2);
         const check = (err: unknown): true => {
           assert.ok(err instanceof Error, `expected an Error, got ${String(err)}`);
-          assert.equal(err.name, 'StorageError');
+          assert.equal(err.name, 'StorageCorruptError');
           assert.equal(codeOf(err), 'GRANARY_STORAGE_CORRUPT');
           for (const part of ['ledger/bad', "'journal'", "'default'", log.kind, 'version 2']) {
             assert.ok(err.message.includes(part), `the message names ${part}: ${err.message}`);

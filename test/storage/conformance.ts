@@ -222,7 +222,7 @@ export function storageConformance(name: string, setup: ConformanceSetup): void 
         await setup.corrupt(p, bad);
         await assert.rejects(p.read(bad), (err: unknown) => {
           assert.ok(err instanceof Error, `expected an Error, got ${String(err)}`);
-          assert.equal(err.name, 'StorageError');
+          assert.equal(err.name, 'StorageCorruptError');
           assert.equal(codeOf(err), 'GRANARY_STORAGE_CORRUPT');
           assert.match(err.message, /ledger\/bad/, 'the message names the grain');
           assert.ok(err.message.includes("'default'"), `the message names the provider: ${err.message}`);

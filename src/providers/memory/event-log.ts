@@ -4,6 +4,7 @@
 // by reference, and every value goes through the codec as it would on disk.
 
 import { InconsistentStateError, StorageError } from '../../errors.ts';
+import { corruptState, errorMessage } from '../shared.ts';
 import {
   checkRange,
   checkVersion,
@@ -174,10 +175,10 @@ class MemoryEventLog implements EventLog {
       // Decode a copy: a codec may hand out views into its input, which would let the grain write into the store.
       return ctx.serializer.decode(new Uint8Array(bytes));
     } catch (err) {
-      throw new StorageError(
-        `corrupt ${row} of ${describeStream(stream)} in memory event log '${ctx.name}': cannot decode it: ${errorMessage(err)}`,
-        'GRANARY_STORAGE_CORRUPT',
-        { cause: err },
+      throw corruptState(
+        { what: `${row} of ${describeStream(stream)}`, provider: `memory event log '${ctx.name}'` },
+        `cannot decode it: ${errorMessage(err)}`,
+        err,
       );
     }
   }
@@ -195,8 +196,4 @@ class MemoryEventLog implements EventLog {
 // JSON keeps the key unambiguous when names contain separators ('a/b' + 'c' vs 'a' + 'b/c').
 function streamKey(stream: LogAddress): string {
   return JSON.stringify([stream.grainType, stream.grainKey, stream.logName]);
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -6,9 +6,7 @@
 
 import { ReminderError } from '../../errors.ts';
 import type { ReminderContext, ReminderEntry, ReminderTable, StoredReminder } from '../../reminders/table.ts';
-
-/** The largest ring hash: hashes are unsigned 32-bit integers. */
-const MAX_HASH = 0xffffffff;
+import { describeReminder, reminderEntryProblem, ringRangeProblem } from '../../reminders/table.ts';
 
 /**
  * The reminder tables behind one or more memory reminder providers, one per
@@ -145,15 +143,16 @@ class MemoryReminders implements ReminderTable {
 
   async readRange(begin: number, end: number): Promise<StoredReminder[]> {
     const clusterId = this.#cluster('readRange');
-    const problem = rangeProblem(begin, end);
+    const problem = ringRangeProblem(begin, end);
     if (problem !== undefined) throw this.#error('readRange', problem);
     return this.#store.readRange(clusterId, begin, end);
   }
 
   async upsert(entry: ReminderEntry): Promise<string> {
     const clusterId = this.#cluster('upsert');
-    const problem = entryProblem(entry);
-    if (problem !== undefined) throw this.#error('upsert', `${describe(entry)}: ${problem}`);
+    const problem = reminderEntryProblem(entry);
+    if (problem !== undefined)
+      throw this.#error('upsert', `${describeReminder(entry.grainId, entry.name)}: ${problem}`);
     return this.#store.upsert(clusterId, entry);
   }
 
@@ -162,7 +161,7 @@ class MemoryReminders implements ReminderTable {
     if (!Number.isSafeInteger(dueAt)) {
       throw this.#error(
         'recordTick',
-        `${describe({ grainId, name })}: dueAt must be a whole number of epoch ms, got ${String(dueAt)}`,
+        `${describeReminder(grainId, name)}: dueAt must be a whole number of epoch ms, got ${String(dueAt)}`,
       );
     }
     this.#store.recordTick(clusterId, grainId, name, dueAt);
@@ -208,28 +207,4 @@ function copy(r: StoredReminder): StoredReminder {
     etag: r.etag,
   };
   return r.lastTickAt === undefined ? row : { ...row, lastTickAt: r.lastTickAt };
-}
-
-function describe(e: Pick<ReminderEntry, 'grainId' | 'name'>): string {
-  return `reminder ${JSON.stringify(e.name)} of grain ${JSON.stringify(e.grainId)}`;
-}
-
-/** Why an entry cannot be stored as given (the same rules as the SQL and Redis tables), or undefined. */
-function entryProblem(e: ReminderEntry): string | undefined {
-  if (typeof e.grainId !== 'string' || typeof e.name !== 'string') return 'grainId and name must be strings';
-  if (!isHash(e.grainHash)) return `grainHash must be a whole number from 0 to ${MAX_HASH}, got ${e.grainHash}`;
-  if (!Number.isSafeInteger(e.startAt)) return `startAt must be a whole number of epoch ms, got ${e.startAt}`;
-  if (!Number.isSafeInteger(e.periodMs) || e.periodMs < 1)
-    return `periodMs must be a whole number of ms, 1 or more, got ${e.periodMs}`;
-  return undefined;
-}
-
-function rangeProblem(begin: number, end: number): string | undefined {
-  if (!isHash(begin) || !isHash(end))
-    return `begin and end must be whole numbers from 0 to ${MAX_HASH}, got ${begin} and ${end}`;
-  return undefined;
-}
-
-function isHash(n: number): boolean {
-  return Number.isInteger(n) && n >= 0 && n <= MAX_HASH;
 }

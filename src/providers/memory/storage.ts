@@ -3,6 +3,7 @@
 // grain never shares its state with the store (or another grain) by reference.
 
 import { InconsistentStateError, StorageError } from '../../errors.ts';
+import { corruptState, errorMessage } from '../shared.ts';
 import type { ProviderContext, StateAddress, StorageProvider, StoredState } from '../../storage/provider.ts';
 
 /** One stored record: the serialized state and its ETag. */
@@ -95,11 +96,14 @@ class MemoryStorage implements StorageProvider {
       // into the store. (`new Uint8Array` copies; Buffer#slice would not.)
       state = ctx.serializer.decode(new Uint8Array(record.bytes));
     } catch (err) {
-      throw new StorageError(
-        `corrupt state for grain ${grainName(address)} state '${address.stateName}' in memory storage '${ctx.name}' ` +
-          `(record ${recordKey(address)}, etag ${record.etag}): cannot decode it: ${errorMessage(err)}`,
-        'GRANARY_STORAGE_CORRUPT',
-        { cause: err },
+      throw corruptState(
+        {
+          what: `state for grain ${grainName(address)} state '${address.stateName}'`,
+          provider: `memory storage '${ctx.name}'`,
+          where: `record ${recordKey(address)}, etag ${record.etag}`,
+        },
+        `cannot decode it: ${errorMessage(err)}`,
+        err,
       );
     }
     return { state, etag: record.etag };
@@ -155,8 +159,4 @@ function conflict(
     `${op} of grain ${grainName(address)} state '${address.stateName}' in memory storage '${name}' refused: ` +
       `expected etag ${expected ?? 'none (no record)'}, found ${found ?? 'none (no record)'}`,
   );
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -1,9 +1,11 @@
 // What the PostgreSQL providers (storage, membership, reminders, event log)
-// share: their connection options, their pool, and small helpers.
+// share: their connection options, their pool, their transactions and the
+// check of a table they find already there.
 
-import { Pool } from 'pg';
+import { DatabaseError, Pool, type PoolClient } from 'pg';
 import { ConfigurationError } from '../../errors.ts';
 import type { Logger } from '../../observability/logger.ts';
+import { asError, missingColumns, quote } from '../shared.ts';
 
 /** The connection options every PostgreSQL provider takes. */
 export interface ConnectionOptions {
@@ -132,10 +134,98 @@ export function redact(connectionString: string): string {
   }
 }
 
-export function quote(identifier: string): string {
-  return `"${identifier}"`;
+/**
+ * Runs `body` in BEGIN .. COMMIT on one connection of `pool` and returns what
+ * it returns; rolls back instead if `commit` says not to keep it. Failures
+ * are thrown as they come (the caller wraps them in its own error).
+ *
+ * What becomes of the connection after a failure depends on who failed:
+ * - the server refused a statement (a DatabaseError that is not FATAL or
+ *   PANIC: a unique violation, a serialization failure, a statement
+ *   timeout): the connection is fine, so ROLLBACK ends the aborted
+ *   transaction and the connection goes back to the pool for reuse;
+ * - the connection failed (a socket error, a client-side query time-out, a
+ *   FATAL from a backend that is going away): it is released as broken,
+ *   which destroys it, and the server rolls the transaction back itself. No
+ *   ROLLBACK: after a time-out it would queue behind the unanswered
+ *   statement and wait out a time-out of its own;
+ * - `body` threw an error of its own (not the database's): broken too. A
+ *   statement of the body may still be in flight on the connection, and a
+ *   ROLLBACK would queue behind it; a fresh connection costs less than that.
+ */
+export async function withTransaction<T>(
+  pool: Pool,
+  body: (client: PoolClient) => Promise<T>,
+  commit: (result: T) => boolean = () => true,
+): Promise<T> {
+  const client = await pool.connect();
+  // While checked out, a connection error is emitted on the client, not the pool;
+  // without a listener it would crash the process.
+  let lost: unknown;
+  const onError = (err: unknown): void => {
+    lost ??= err;
+  };
+  client.on('error', onError);
+  let broken: Error | undefined;
+  try {
+    await client.query('BEGIN');
+    const result = await body(client);
+    await client.query(commit(result) ? 'COMMIT' : 'ROLLBACK');
+    return result;
+  } catch (err) {
+    broken = lost === undefined && isRefusal(err) ? await rollback(client) : asError(lost ?? err);
+    throw err;
+  } finally {
+    client.off('error', onError);
+    client.release(broken ?? (lost === undefined ? undefined : asError(lost)));
+  }
 }
 
-export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+/** Whether `err` is the server refusing a statement on a connection that stays usable. */
+function isRefusal(err: unknown): boolean {
+  return err instanceof DatabaseError && err.severity !== 'FATAL' && err.severity !== 'PANIC';
+}
+
+/** Ends an aborted transaction; the error to release the connection with if that fails too, else undefined. */
+async function rollback(client: PoolClient): Promise<Error | undefined> {
+  try {
+    await client.query('ROLLBACK');
+    return undefined;
+  } catch (err) {
+    return asError(err);
+  }
+}
+
+/**
+ * The columns of table `name` (as the queries resolve it, search path and
+ * all) with their types; undefined if there is no such table.
+ */
+export async function tableColumns(client: PoolClient, name: string): Promise<Map<string, string> | undefined> {
+  const found = await client.query<{ attname: string | null; type: string | null }>(
+    `SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type FROM (SELECT to_regclass($1) AS oid) t
+     LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
+     WHERE t.oid IS NOT NULL`,
+    [quote(name)],
+  );
+  if (found.rows.length === 0) return undefined;
+  const columns = new Map<string, string>();
+  for (const r of found.rows) if (r.attname !== null) columns.set(r.attname, r.type ?? '');
+  return columns;
+}
+
+/**
+ * Whether table `name` exists; if it does, checks it has the `required`
+ * columns, throwing what `fail` makes of the problem if not.
+ */
+export async function checkTable(
+  client: PoolClient,
+  name: string,
+  required: readonly string[],
+  fail: (problem: string) => Error,
+): Promise<boolean> {
+  const columns = await tableColumns(client, name);
+  if (columns === undefined) return false;
+  const problem = missingColumns(name, new Set(columns.keys()), required);
+  if (problem !== undefined) throw fail(problem);
+  return true;
 }

@@ -4,20 +4,35 @@
 // transaction; the primary key holds the version, so of concurrent appends at
 // one version exactly one commits (the others hit the key and roll back).
 
-import type { Pool } from 'pg';
-import type { PoolClient } from 'pg';
-import { GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import type { Pool, PoolClient } from 'pg';
+import {
+  ErrorCodes,
+  GranaryError,
+  InconsistentStateError,
+  StorageError,
+  type StorageCorruptError,
+} from '../../errors.ts';
 import {
   checkRange,
   checkVersion,
+  decodeLogRow,
   describeStream,
+  LOG_FORMAT_VERSION,
+  type LogSnapshot,
   type EventLog,
   type LogAddress,
   type LoggedEvent,
   type StoredLog,
 } from '../../journal/log.ts';
 import type { ProviderContext } from '../../storage/provider.ts';
-import { createPool, errorMessage, quote, validateConnectionOptions, type ConnectionSettings } from './common.ts';
+import { causeOf, corruptState, NOT_OPEN, quote, wrapError } from '../shared.ts';
+import {
+  checkTable,
+  createPool,
+  validateConnectionOptions,
+  withTransaction,
+  type ConnectionSettings,
+} from './common.ts';
 
 /** Options of `postgresEventLog`. */
 export interface PostgresEventLogOptions {
@@ -44,9 +59,6 @@ export const postgresEventLogDefaults: Readonly<Required<Omit<PostgresEventLogOp
   connectionTimeoutMs: 5_000,
   queryTimeoutMs: 10_000,
 };
-
-/** The format of the `payload` columns this version writes and reads. */
-const FORMAT_VERSION = 1;
 
 const EVENT_COLUMNS = ['grain_type', 'grain_key', 'log_name', 'version', 'payload', 'format_version', 'created_at'];
 const SNAPSHOT_COLUMNS = ['grain_type', 'grain_key', 'log_name', 'version', 'payload', 'format_version', 'updated_at'];
@@ -139,11 +151,7 @@ class PostgresEventLog implements EventLog {
     const events: LoggedEvent[] = [];
     for (const r of rows) if (r.snapshot !== true) events.push(this.#decodeEvent(stream, r, serializer));
     if (first?.snapshot !== true) return { events, version: events.at(-1)?.version ?? 0 };
-    const table = this.#settings.snapshots;
-    const snapshot = {
-      version: this.#version(stream, first, 'snapshot', table),
-      state: this.#decode(stream, first, serializer, 'snapshot', table),
-    };
+    const snapshot = this.#decodeSnapshot(stream, first, serializer);
     return { snapshot, events, version: events.at(-1)?.version ?? snapshot.version };
   }
 
@@ -224,8 +232,8 @@ class PostgresEventLog implements EventLog {
   }
 
   /**
-   * Runs `body` in BEGIN .. COMMIT on one connection; rolls back if it returns
-   * false or throws. `refine` may turn a driver error into the error to throw.
+   * Runs `body` in one transaction; rolls back if it returns false or throws.
+   * `refine` may turn a driver error into the error to throw.
    */
   async #transaction(
     pool: Pool,
@@ -233,34 +241,10 @@ class PostgresEventLog implements EventLog {
     body: (client: PoolClient) => Promise<boolean>,
     refine?: (err: unknown) => Error | undefined,
   ): Promise<boolean> {
-    let client: PoolClient;
     try {
-      client = await pool.connect();
+      return await withTransaction(pool, body, (ok) => ok);
     } catch (err) {
-      throw this.#wrap(err, `${what} failed`);
-    }
-    // While checked out, a connection error is emitted on the client, not the pool.
-    let broken: unknown;
-    const onError = (err: unknown): void => {
-      broken = err;
-    };
-    client.on('error', onError);
-    try {
-      await client.query('BEGIN');
-      const ok = await body(client);
-      await client.query(ok ? 'COMMIT' : 'ROLLBACK');
-      return ok;
-    } catch (err) {
-      const refined = refine?.(err);
-      if (refined === undefined) broken ??= err;
-      // A connection that failed is destroyed on release below, which ends its transaction on the server.
-      // No ROLLBACK on it: after a time-out it would wait behind the unanswered statement for a time-out of its own.
-      if (broken === undefined) await client.query('ROLLBACK').catch(() => undefined);
-      throw refined ?? this.#wrap(err, `${what} failed`);
-    } finally {
-      client.off('error', onError);
-      // A connection that failed is destroyed rather than reused.
-      client.release(broken === undefined ? undefined : broken instanceof Error ? broken : new Error(String(broken)));
+      throw refine?.(err) ?? this.#wrap(err, `${what} failed`);
     }
   }
 
@@ -303,29 +287,12 @@ class PostgresEventLog implements EventLog {
 
   /** Whether `name` exists (as the queries resolve it); if it does, that it has the columns this log needs. */
   async #exists(client: PoolClient, name: string, columns: readonly string[]): Promise<boolean> {
-    const found = await client.query<{ attname: string | null }>(
-      `SELECT a.attname FROM (SELECT to_regclass($1) AS oid) t
-       LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
-       WHERE t.oid IS NOT NULL`,
-      [quote(name)],
-    );
-    if (found.rows.length === 0) return false;
-    const have = new Set(found.rows.map((r) => r.attname));
-    const missing = columns.filter((c) => !have.has(c));
-    if (missing.length > 0) {
-      throw new StorageError(
-        `postgres event log '${this.#name}' (${this.#settings.safeConnection}): table ${name} exists but lacks column(s) ${missing.join(', ')}; ` +
-          `it was not made by this provider: choose another tablePrefix`,
-      );
-    }
-    return true;
+    return checkTable(client, name, columns, (problem) => this.#error(problem));
   }
 
   #use(stream: LogAddress): { pool: Pool; serializer: ProviderContext['serializer'] } {
     if (this.#pool === undefined || this.#serializer === undefined) {
-      throw new StorageError(
-        `postgres event log '${this.#name}' (${this.#settings.safeConnection}) is not open (init() not called, did not succeed, or closed): cannot access ${describeStream(stream)}`,
-      );
+      throw this.#error(`${NOT_OPEN}: cannot access ${describeStream(stream)}`);
     }
     if (
       stream.grainType.includes('\u0000') ||
@@ -351,76 +318,59 @@ class PostgresEventLog implements EventLog {
   }
 
   #decodeEvent(stream: LogAddress, row: Row, serializer: ProviderContext['serializer']): LoggedEvent {
-    const table = this.#settings.events;
-    return {
-      version: this.#version(stream, row, 'event', table),
-      event: this.#decode(stream, row, serializer, 'event', table),
-    };
+    const { version, value } = this.#decodeRow(stream, row, serializer, 'event', this.#settings.events);
+    return { version, event: value };
   }
 
-  #version(stream: LogAddress, row: Row, what: string, table: string): number {
-    // bigint comes as text by default, whatever type parsers the application set.
-    const v = Number(row.version);
-    if (!Number.isSafeInteger(v) || v < 1)
-      throw this.#corrupt(
-        stream,
-        row,
-        what,
-        table,
-        `its version is ${String(row.version)}, not a whole number from 1 up`,
-      );
-    return v;
+  #decodeSnapshot(stream: LogAddress, row: Row, serializer: ProviderContext['serializer']): LogSnapshot {
+    const { version, value } = this.#decodeRow(stream, row, serializer, 'snapshot', this.#settings.snapshots);
+    return { version, state: value };
   }
 
-  #decode(
+  #decodeRow(
     stream: LogAddress,
     row: Row,
     serializer: ProviderContext['serializer'],
     what: string,
     table: string,
-  ): unknown {
-    if (row.format_version !== FORMAT_VERSION) {
-      throw this.#corrupt(
-        stream,
-        row,
-        what,
-        table,
-        `its format version is ${String(row.format_version)}, this Granary reads format ${FORMAT_VERSION}`,
-      );
-    }
-    if (!(row.payload instanceof Uint8Array)) {
-      throw this.#corrupt(
-        stream,
-        row,
-        what,
-        table,
-        `its payload is ${row.payload === null ? 'NULL' : typeof row.payload}, not bytea`,
-      );
-    }
-    try {
-      return serializer.decode(row.payload);
-    } catch (err) {
-      throw this.#corrupt(stream, row, what, table, `cannot decode its payload: ${errorMessage(err)}`, err);
-    }
+  ): { version: number; value: unknown } {
+    return decodeLogRow(row, {
+      serializer,
+      payloadType: 'bytea',
+      corrupt: (problem, cause) => this.#corrupt(stream, row, what, table, problem, cause),
+    });
   }
 
-  #corrupt(stream: LogAddress, row: Row, what: string, table: string, problem: string, cause?: unknown): StorageError {
+  #corrupt(
+    stream: LogAddress,
+    row: Row,
+    what: string,
+    table: string,
+    problem: string,
+    cause?: unknown,
+  ): StorageCorruptError {
+    return corruptState(
+      {
+        what: `${what} of ${describeStream(stream)}`,
+        provider: `postgres event log '${this.#name}'`,
+        where: `table ${table}, version ${String(row.version)}, ${this.#settings.safeConnection}`,
+      },
+      problem,
+      cause,
+    );
+  }
+
+  #error(problem: string, cause?: unknown): StorageError {
     return new StorageError(
-      `corrupt ${what} of ${describeStream(stream)} in postgres event log '${this.#name}' ` +
-        `(table ${table}, version ${String(row.version)}, ${this.#settings.safeConnection}): ${problem}`,
-      'GRANARY_STORAGE_CORRUPT',
-      cause === undefined ? undefined : { cause },
+      `postgres event log '${this.#name}' (${this.#settings.safeConnection}): ${problem}`,
+      ErrorCodes.Storage,
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a StorageError that names the log and database. */
   #wrap(err: unknown, what: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return new StorageError(
-      `postgres event log '${this.#name}' (${this.#settings.safeConnection}): ${what}: ${errorMessage(err)}`,
-      'GRANARY_STORAGE',
-      { cause: err },
-    );
+    return wrapError(err, what, (problem, cause) => this.#error(problem, cause));
   }
 }
 
@@ -438,13 +388,13 @@ function queries(settings: Settings): Queries {
     range: `SELECT version, payload, format_version FROM ${e} WHERE ${where} AND version > $4 AND version <= $5 ORDER BY version`,
     last: `SELECT COALESCE(MAX(version), 0) AS last FROM ${e} WHERE ${where}`,
     append: `INSERT INTO ${e} (grain_type, grain_key, log_name, version, payload, format_version)
-      SELECT $1, $2, $3, v, p, ${FORMAT_VERSION} FROM unnest($4::bigint[], $5::bytea[]) AS u(v, p)`,
+      SELECT $1, $2, $3, v, p, ${LOG_FORMAT_VERSION} FROM unnest($4::bigint[], $5::bytea[]) AS u(v, p)`,
     // Written only if the version is an event of the stream, and only over an older snapshot.
     // Says whether the version exists, and the stream's version, in one statement.
     snapshot: `WITH ev AS (SELECT EXISTS (SELECT 1 FROM ${e} WHERE ${where} AND version = $4) AS present),
       up AS (
         INSERT INTO ${s} (grain_type, grain_key, log_name, version, payload, format_version)
-        SELECT $1, $2, $3, $4, $5, ${FORMAT_VERSION} FROM ev WHERE ev.present
+        SELECT $1, $2, $3, $4, $5, ${LOG_FORMAT_VERSION} FROM ev WHERE ev.present
         ON CONFLICT (grain_type, grain_key, log_name) DO UPDATE
         SET version = excluded.version, payload = excluded.payload, format_version = excluded.format_version, updated_at = now()
         WHERE ${s}.version < excluded.version

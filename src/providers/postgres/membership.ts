@@ -3,20 +3,24 @@
 // compare-and-swap is one transaction that locks the cluster's version row.
 
 import { randomUUID } from 'node:crypto';
-import type { Pool } from 'pg';
-import type { PoolClient } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import { GranaryError, MembershipError } from '../../errors.ts';
 import type {
   MembershipContext,
   MembershipSnapshot,
   MembershipTable,
   SiloEntry,
-  SiloStatus,
-  Suspicion,
   TableVersion,
 } from '../../membership/table.ts';
-import { siloId } from '../../membership/table.ts';
-import { createPool, errorMessage, quote, validateConnectionOptions, type ConnectionSettings } from './common.ts';
+import { decodeSiloEntry, siloId } from '../../membership/table.ts';
+import { alreadyOpen, causeOf, NOT_OPEN, quote, wrapError } from '../shared.ts';
+import {
+  checkTable,
+  createPool,
+  validateConnectionOptions,
+  withTransaction,
+  type ConnectionSettings,
+} from './common.ts';
 
 /** Options of `postgresMembership`. */
 export interface PostgresMembershipOptions {
@@ -46,8 +50,6 @@ export const postgresMembershipDefaults: Readonly<Required<Omit<PostgresMembersh
 
 /** The ETag of the version of a cluster that has no version row (only after `deleteCluster`); never issued otherwise. */
 const NO_VERSION_ETAG = '0';
-
-const STATUSES: ReadonlySet<string> = new Set<SiloStatus>(['Joining', 'Active', 'ShuttingDown', 'Dead']);
 
 const ROW_COLUMNS = [
   'cluster_id',
@@ -125,7 +127,7 @@ class PostgresMembership implements MembershipTable {
   async init(ctx: MembershipContext): Promise<void> {
     if (this.#pool !== undefined) {
       if (ctx.clusterId === this.#clusterId) return;
-      throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
+      throw this.#error('init', alreadyOpen(this.#clusterId));
     }
     this.#clusterId = ctx.clusterId;
     const { safeConnection, table, versionTable, poolSize, connectionTimeoutMs, queryTimeoutMs } = this.#settings;
@@ -259,39 +261,17 @@ class PostgresMembership implements MembershipTable {
     });
   }
 
-  /** Runs `body` in BEGIN .. COMMIT on one connection; rolls back if it returns false or throws. */
+  /** Runs `body` in one transaction; rolls back if it returns false or throws. */
   async #transaction(
     pool: Pool,
     op: string,
     what: string | undefined,
     body: (client: PoolClient) => Promise<boolean>,
   ): Promise<boolean> {
-    let client: PoolClient;
     try {
-      client = await pool.connect();
+      return await withTransaction(pool, body, (ok) => ok);
     } catch (err) {
       throw this.#wrap(err, op, what);
-    }
-    // While checked out, a connection error is emitted on the client, not the pool.
-    let broken: unknown;
-    const onError = (err: unknown): void => {
-      broken = err;
-    };
-    client.on('error', onError);
-    try {
-      await client.query('BEGIN');
-      const ok = await body(client);
-      await client.query(ok ? 'COMMIT' : 'ROLLBACK');
-      return ok;
-    } catch (err) {
-      // A connection that failed is destroyed on release below, which ends its transaction on the server.
-      // No ROLLBACK on it: after a time-out it would wait behind the unanswered statement for a time-out of its own.
-      broken ??= err;
-      throw this.#wrap(err, op, what);
-    } finally {
-      client.off('error', onError);
-      // A connection that failed is destroyed rather than reused.
-      client.release(broken === undefined ? undefined : broken instanceof Error ? broken : new Error(String(broken)));
     }
   }
 
@@ -337,63 +317,33 @@ class PostgresMembership implements MembershipTable {
 
   /** Whether `name` exists (as the queries resolve it); if it does, that it has the columns this provider needs. */
   async #exists(client: PoolClient, name: string, columns: readonly string[]): Promise<boolean> {
-    const found = await client.query<{ attname: string | null }>(
-      `SELECT a.attname FROM (SELECT to_regclass($1) AS oid) t
-       LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
-       WHERE t.oid IS NOT NULL`,
-      [quote(name)],
-    );
-    if (found.rows.length === 0) return false;
-    const have = new Set(found.rows.map((r) => r.attname));
-    const missing = columns.filter((c) => !have.has(c));
-    if (missing.length > 0) {
-      throw this.#error(
-        'init',
-        `table ${name} exists but lacks column(s) ${missing.join(', ')}; it was not made by this provider: choose another tablePrefix`,
-      );
-    }
-    return true;
+    return checkTable(client, name, columns, (problem) => this.#error('init', problem));
   }
 
   #decode(row: ReadRow): { entry: SiloEntry; etag: string } {
     const corrupt = (problem: string, cause?: unknown): MembershipError =>
       this.#error('readAll', `corrupt row ${String(row.silo_id)} in table ${this.#settings.table}: ${problem}`, cause);
-    const { address, status, gateway_address, host_name, etag } = row;
-    if (typeof address !== 'string' || typeof host_name !== 'string' || typeof etag !== 'string')
-      throw corrupt('address, host_name and etag must be text');
-    if (typeof status !== 'string' || !STATUSES.has(status)) throw corrupt(`unknown status ${JSON.stringify(status)}`);
-    if (gateway_address !== null && typeof gateway_address !== 'string')
-      throw corrupt('gateway_address must be text or NULL');
-    // Numbers are read as the driver gives them (bigint as text by default), whatever type parsers the application set.
-    const generation = Number(row.generation);
-    const startedAt = Number(row.started_at);
-    const iAmAliveAt = Number(row.i_am_alive_at);
-    if (![generation, startedAt, iAmAliveAt].every(Number.isFinite))
-      throw corrupt('generation, started_at and i_am_alive_at must be finite');
-    let suspicions: Suspicion[];
-    try {
-      suspicions = parseSuspicions(typeof row.suspicions === 'string' ? JSON.parse(row.suspicions) : row.suspicions);
-    } catch (err) {
-      throw corrupt(`bad suspicions: ${errorMessage(err)}`, err);
-    }
-    return {
-      entry: {
-        address,
-        generation,
-        status: status as SiloStatus,
-        gatewayAddress: gateway_address,
-        hostName: host_name,
-        startedAt,
-        iAmAliveAt,
-        suspicions,
+    if (typeof row.etag !== 'string') throw corrupt(`etag must be text, got ${String(row.etag)}`);
+    // Numbers come as the driver gives them (bigint as text by default), whatever type parsers the application set.
+    const entry = decodeSiloEntry(
+      {
+        address: row.address,
+        generation: row.generation,
+        status: row.status,
+        gatewayAddress: row.gateway_address,
+        hostName: row.host_name,
+        startedAt: row.started_at,
+        iAmAliveAt: row.i_am_alive_at,
+        suspicions: row.suspicions,
       },
-      etag,
-    };
+      corrupt,
+    );
+    return { entry, etag: row.etag };
   }
 
   #use(op: string): { pool: Pool; clusterId: string } {
     if (this.#pool === undefined || this.#clusterId === undefined) {
-      throw this.#error(op, 'the table is not open (init() not called, did not succeed, or closed)');
+      throw this.#error(op, `the table is ${NOT_OPEN}`);
     }
     return { pool: this.#pool, clusterId: this.#clusterId };
   }
@@ -401,14 +351,13 @@ class PostgresMembership implements MembershipTable {
   #error(op: string, problem: string, cause?: unknown): MembershipError {
     return new MembershipError(
       `postgres membership (cluster ${JSON.stringify(this.#clusterId)}, ${this.#settings.safeConnection}, table ${this.#settings.table}): ${op} failed: ${problem}`,
-      cause === undefined ? undefined : { cause },
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a MembershipError that names the operation, cluster and database. */
   #wrap(err: unknown, op: string, what?: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return this.#error(op, `${what === undefined ? '' : `${what}: `}${errorMessage(err)}`, err);
+    return wrapError(err, what, (problem, cause) => this.#error(op, problem, cause));
   }
 }
 
@@ -459,17 +408,6 @@ function timestamp(ms: number, name: string): Date {
   if (Number.isNaN(date.getTime()))
     throw new MembershipError(`postgres membership: ${name} ${ms} is not a time in epoch ms`);
   return date;
-}
-
-function parseSuspicions(value: unknown): Suspicion[] {
-  if (!Array.isArray(value)) throw new Error('not a JSON array');
-  return value.map((s: unknown) => {
-    if (typeof s !== 'object' || s === null) throw new Error('an element is not an object');
-    const { by, at } = s as { by?: unknown; at?: unknown };
-    if (typeof by !== 'string' || typeof at !== 'number')
-      throw new Error('an element lacks by (string) or at (number)');
-    return { by, at };
-  });
 }
 
 function validate(options: PostgresMembershipOptions): Settings {

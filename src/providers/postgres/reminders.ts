@@ -5,12 +5,25 @@
 // the row that an upsert clears and a recorded tick only moves forward,
 // without a new ETag.
 
-import type { Pool } from 'pg';
-import type { PoolClient } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import { GranaryError, ReminderError } from '../../errors.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ReminderContext, ReminderEntry, ReminderTable, StoredReminder } from '../../reminders/table.ts';
-import { createPool, errorMessage, quote, validateConnectionOptions, type ConnectionSettings } from './common.ts';
+import {
+  decodeReminderRow,
+  describeReminder,
+  MAX_RING_HASH,
+  reminderEntryProblem,
+  ringRangeProblem,
+} from '../../reminders/table.ts';
+import { alreadyOpen, causeOf, missingColumns, NOT_OPEN, quote, wrapError } from '../shared.ts';
+import {
+  createPool,
+  tableColumns,
+  validateConnectionOptions,
+  withTransaction,
+  type ConnectionSettings,
+} from './common.ts';
 
 /** Options of `postgresReminders`. */
 export interface PostgresRemindersOptions {
@@ -38,9 +51,6 @@ export const postgresRemindersDefaults: Readonly<Required<Omit<PostgresReminders
   connectionTimeoutMs: 10_000,
   queryTimeoutMs: 30_000,
 };
-
-/** The largest ring hash: hashes are unsigned 32-bit integers. */
-const MAX_HASH = 0xffffffff;
 
 /** The columns a reminder table of this provider must have. */
 const ROW_COLUMNS = ['cluster_id', 'grain_id', 'name', 'grain_hash', 'start_at', 'period_ms', 'etag'];
@@ -101,7 +111,7 @@ class PostgresReminders implements ReminderTable {
   async init(ctx: ReminderContext): Promise<void> {
     if (this.#pool !== undefined) {
       if (ctx.clusterId === this.#clusterId) return;
-      throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
+      throw this.#error('init', alreadyOpen(this.#clusterId));
     }
     this.#clusterId = ctx.clusterId;
     this.#logger = ctx.logger;
@@ -152,7 +162,7 @@ class PostgresReminders implements ReminderTable {
 
   async read(grainId: string, name: string): Promise<StoredReminder | undefined> {
     const { pool, clusterId } = this.#use('read');
-    const rows = await this.#query(pool, 'read', describe(grainId, name), this.#queries.read, [
+    const rows = await this.#query(pool, 'read', describeReminder(grainId, name), this.#queries.read, [
       clusterId,
       grainId,
       name,
@@ -162,11 +172,8 @@ class PostgresReminders implements ReminderTable {
 
   async readRange(begin: number, end: number): Promise<StoredReminder[]> {
     const { pool, clusterId } = this.#use('readRange');
-    if (!isHash(begin) || !isHash(end))
-      throw this.#error(
-        'readRange',
-        `begin and end must be whole numbers from 0 to ${MAX_HASH}, got ${begin} and ${end}`,
-      );
+    const rangeProblem = ringRangeProblem(begin, end);
+    if (rangeProblem !== undefined) throw this.#error('readRange', rangeProblem);
     // begin >= end: the range wraps past the top of the ring (begin === end: the whole ring).
     const sql = begin < end ? this.#queries.readInside : this.#queries.readWrapping;
     return this.#decodeAll(
@@ -176,8 +183,8 @@ class PostgresReminders implements ReminderTable {
 
   async upsert(entry: ReminderEntry): Promise<string> {
     const { pool, clusterId } = this.#use('upsert');
-    const what = describe(entry.grainId, entry.name);
-    const problem = entryProblem(entry);
+    const what = describeReminder(entry.grainId, entry.name);
+    const problem = reminderEntryProblem(entry);
     if (problem !== undefined) throw this.#error('upsert', `${what}: ${problem}`);
     const rows = await this.#query<{ etag: unknown }>(pool, 'upsert', what, this.#queries.upsert, [
       clusterId,
@@ -194,7 +201,7 @@ class PostgresReminders implements ReminderTable {
 
   async recordTick(grainId: string, name: string, dueAt: number): Promise<void> {
     const { pool, clusterId } = this.#use('recordTick');
-    const what = describe(grainId, name);
+    const what = describeReminder(grainId, name);
     if (!Number.isSafeInteger(dueAt))
       throw this.#error('recordTick', `${what}: dueAt must be a whole number of epoch ms, got ${String(dueAt)}`);
     await this.#query(pool, 'recordTick', what, this.#queries.recordTick, [clusterId, grainId, name, dueAt]);
@@ -202,7 +209,7 @@ class PostgresReminders implements ReminderTable {
 
   async remove(grainId: string, name: string, etag: string): Promise<boolean> {
     const { pool, clusterId } = this.#use('remove');
-    const rows = await this.#query(pool, 'remove', describe(grainId, name), this.#queries.remove, [
+    const rows = await this.#query(pool, 'remove', describeReminder(grainId, name), this.#queries.remove, [
       clusterId,
       grainId,
       name,
@@ -250,20 +257,7 @@ class PostgresReminders implements ReminderTable {
    */
   async #createSchema(pool: Pool): Promise<'created' | 'upgraded' | 'existed'> {
     const { table, index, sequence } = this.#settings;
-    let client: PoolClient;
-    try {
-      client = await pool.connect();
-    } catch (err) {
-      throw this.#wrap(err, 'init');
-    }
-    // While checked out, a connection error is emitted on the client, not the pool.
-    let broken: unknown;
-    const onError = (err: unknown): void => {
-      broken = err;
-    };
-    client.on('error', onError);
-    try {
-      await client.query('BEGIN');
+    return withTransaction(pool, async (client) => {
       await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`granary reminders ${table}`]);
       const columns = await this.#columns(client, table);
       const created = columns === undefined;
@@ -278,7 +272,7 @@ class PostgresReminders implements ReminderTable {
         cluster_id   text   NOT NULL,
         grain_id     text   NOT NULL,
         name         text   NOT NULL,
-        grain_hash   bigint NOT NULL CHECK (grain_hash BETWEEN 0 AND ${MAX_HASH}),
+        grain_hash   bigint NOT NULL CHECK (grain_hash BETWEEN 0 AND ${MAX_RING_HASH}),
         start_at     bigint NOT NULL,
         period_ms    bigint NOT NULL,
         etag         text   NOT NULL,
@@ -300,40 +294,20 @@ class PostgresReminders implements ReminderTable {
           );
         }
       }
-      await client.query('COMMIT');
       return created ? 'created' : upgraded ? 'upgraded' : 'existed';
-    } catch (err) {
-      // A connection that failed is destroyed on release below, which ends its transaction on the server.
-      // No ROLLBACK on it: after a time-out it would wait behind the unanswered statement for a time-out of its own.
-      broken ??= err;
-      throw err;
-    } finally {
-      client.off('error', onError);
-      // A connection that failed is destroyed rather than reused.
-      client.release(broken === undefined ? undefined : broken instanceof Error ? broken : new Error(String(broken)));
-    }
+    });
   }
 
   /**
    * The columns of table `name` (as the queries resolve it), undefined if
    * there is none; if there is one, checks it has the columns this provider needs.
    */
-  async #columns(client: PoolClient, name: string): Promise<Set<string | null> | undefined> {
-    const found = await client.query<{ attname: string | null }>(
-      `SELECT a.attname FROM (SELECT to_regclass($1) AS oid) t
-       LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
-       WHERE t.oid IS NOT NULL`,
-      [quote(name)],
-    );
-    if (found.rows.length === 0) return undefined;
-    const have = new Set(found.rows.map((r) => r.attname));
-    const missing = ROW_COLUMNS.filter((c) => !have.has(c));
-    if (missing.length > 0) {
-      throw this.#error(
-        'init',
-        `table ${name} exists but lacks column(s) ${missing.join(', ')}; it was not made by this provider: choose another tablePrefix`,
-      );
-    }
+  async #columns(client: PoolClient, name: string): Promise<Set<string> | undefined> {
+    const columns = await tableColumns(client, name);
+    if (columns === undefined) return undefined;
+    const have = new Set(columns.keys());
+    const missing = missingColumns(name, have, ROW_COLUMNS);
+    if (missing !== undefined) throw this.#error('init', missing);
     return have;
   }
 
@@ -348,67 +322,38 @@ class PostgresReminders implements ReminderTable {
 
   /** The reminder of a row, or undefined (with a warning naming the row) if the row cannot be read back. */
   #decode(row: Row): StoredReminder | undefined {
-    const { grain_id: grainId, name, etag } = row;
-    // Numbers are read as the driver gives them (bigint as text by default), whatever type parsers the application set.
-    const grainHash = toNumber(row.grain_hash);
-    const startAt = toNumber(row.start_at);
-    const periodMs = toNumber(row.period_ms);
-    let problem: string | undefined;
-    if (typeof grainId !== 'string' || typeof name !== 'string') problem = 'grain_id and name must be text';
-    else if (typeof etag !== 'string' || etag === '')
-      problem = `etag must be non-empty text, got ${JSON.stringify(etag)}`;
-    else if (!isHash(grainHash))
-      problem = `grain_hash must be a whole number from 0 to ${MAX_HASH}, got ${String(row.grain_hash)}`;
-    else if (!Number.isSafeInteger(startAt))
-      problem = `start_at must be a whole number of epoch ms within ±2^53, got ${String(row.start_at)}`;
-    else if (!Number.isSafeInteger(periodMs) || periodMs < 1)
-      problem = `period_ms must be a whole number of ms, 1 or more, got ${String(row.period_ms)}`;
-    else {
-      const lastTickAt = this.#lastTick(row.last_tick_at, grainId, name);
-      const reminder = { grainId, name, grainHash, startAt, periodMs, etag };
-      return lastTickAt === undefined ? reminder : { ...reminder, lastTickAt };
+    const decoded = decodeReminderRow({
+      grainId: row.grain_id,
+      name: row.name,
+      grainHash: row.grain_hash,
+      startAt: row.start_at,
+      periodMs: row.period_ms,
+      etag: row.etag,
+      lastTickAt: row.last_tick_at,
+    });
+    const where = {
+      clusterId: this.#clusterId,
+      database: this.#settings.safeConnection,
+      table: this.#settings.table,
+      grainId: row.grain_id,
+      name: row.name,
+    };
+    if (decoded.reminder === undefined) {
+      this.#logger?.warn({ ...where, problem: decoded.problem }, 'skipped a reminder row that cannot be read back');
+      return undefined;
     }
-    this.#logger?.warn(
-      {
-        clusterId: this.#clusterId,
-        database: this.#settings.safeConnection,
-        table: this.#settings.table,
-        grainId,
-        name,
-        problem,
-      },
-      'skipped a reminder row that cannot be read back',
-    );
-    return undefined;
-  }
-
-  /**
-   * The last_tick_at of a row, or undefined: NULL is no tick recorded; a
-   * value beyond what a JavaScript number holds exactly is read as none too,
-   * with a warning naming the row, rather than skip a row that can still
-   * fire (a tick taken over may then fire again: at least once).
-   */
-  #lastTick(value: unknown, grainId: string, name: string): number | undefined {
-    if (value === null || value === undefined) return undefined;
-    const lastTickAt = toNumber(value);
-    if (Number.isSafeInteger(lastTickAt)) return lastTickAt;
-    this.#logger?.warn(
-      {
-        clusterId: this.#clusterId,
-        database: this.#settings.safeConnection,
-        table: this.#settings.table,
-        grainId,
-        name,
-        problem: `last_tick_at must be a whole number of epoch ms within ±2^53 or NULL, got ${String(value)}`,
-      },
-      'read a reminder row without its last tick, which cannot be read back',
-    );
-    return undefined;
+    if (decoded.lastTickProblem !== undefined) {
+      this.#logger?.warn(
+        { ...where, problem: decoded.lastTickProblem },
+        'read a reminder row without its last tick, which cannot be read back',
+      );
+    }
+    return decoded.reminder;
   }
 
   #use(op: string): { pool: Pool; clusterId: string } {
     if (this.#pool === undefined || this.#clusterId === undefined) {
-      throw this.#error(op, 'the table is not open (init() not called, did not succeed, or closed)');
+      throw this.#error(op, `the table is ${NOT_OPEN}`);
     }
     return { pool: this.#pool, clusterId: this.#clusterId };
   }
@@ -416,14 +361,13 @@ class PostgresReminders implements ReminderTable {
   #error(op: string, problem: string, cause?: unknown): ReminderError {
     return new ReminderError(
       `postgres reminders (cluster ${JSON.stringify(this.#clusterId)}, ${this.#settings.safeConnection}, table ${this.#settings.table}): ${op} failed: ${problem}`,
-      cause === undefined ? undefined : { cause },
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a ReminderError that names the operation, cluster and database. */
   #wrap(err: unknown, op: string, what?: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return this.#error(op, `${what === undefined ? '' : `${what}: `}${errorMessage(err)}`, err);
+    return wrapError(err, what, (problem, cause) => this.#error(op, problem, cause));
   }
 }
 
@@ -446,36 +390,12 @@ function queries(settings: Settings): Queries {
         last_tick_at = NULL
       RETURNING etag`,
     // One statement, so atomic (concurrent ones queue on the row): moves last_tick_at forward only, and never
-    // touches the ETag. A value beyond ±2^53 (see #lastTick) counts as none, so a tick mends it.
+    // touches the ETag. A value beyond ±2^53 (see decodeReminderRow) counts as none, so a tick mends it.
     recordTick: `UPDATE ${t} SET last_tick_at = $4 WHERE cluster_id = $1 AND grain_id = $2 AND name = $3
       AND (last_tick_at IS NULL OR last_tick_at < $4 OR last_tick_at NOT BETWEEN ${-Number.MAX_SAFE_INTEGER} AND ${Number.MAX_SAFE_INTEGER})`,
     remove: `DELETE FROM ${t} WHERE cluster_id = $1 AND grain_id = $2 AND name = $3 AND etag = $4 RETURNING 1 AS removed`,
     clear: `DELETE FROM ${t} WHERE cluster_id = $1`,
   };
-}
-
-function toNumber(value: unknown): number {
-  return typeof value === 'number' || typeof value === 'string' || typeof value === 'bigint'
-    ? Number(value)
-    : Number.NaN;
-}
-
-/** Why an entry cannot be stored as given, or undefined. */
-function entryProblem(e: ReminderEntry): string | undefined {
-  if (typeof e.grainId !== 'string' || typeof e.name !== 'string') return 'grainId and name must be strings';
-  if (!isHash(e.grainHash)) return `grainHash must be a whole number from 0 to ${MAX_HASH}, got ${e.grainHash}`;
-  if (!Number.isSafeInteger(e.startAt)) return `startAt must be a whole number of epoch ms, got ${e.startAt}`;
-  if (!Number.isSafeInteger(e.periodMs) || e.periodMs < 1)
-    return `periodMs must be a whole number of ms, 1 or more, got ${e.periodMs}`;
-  return undefined;
-}
-
-function isHash(n: number): boolean {
-  return Number.isInteger(n) && n >= 0 && n <= MAX_HASH;
-}
-
-function describe(grainId: string, name: string): string {
-  return `reminder ${JSON.stringify(name)} of grain ${JSON.stringify(grainId)}`;
 }
 
 function validate(options: PostgresRemindersOptions): Settings {

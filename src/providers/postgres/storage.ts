@@ -3,9 +3,8 @@
 // checks the ETag itself, so the check is atomic without an explicit
 // transaction; ETags come from a sequence, so they are never reused.
 
-import type { Pool } from 'pg';
-import type { PoolClient } from 'pg';
-import { GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import type { Pool, PoolClient } from 'pg';
+import { ErrorCodes, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
 import type { ProviderContext, StateAddress, StorageProvider, StoredState } from '../../storage/provider.ts';
 import {
   formatMismatch,
@@ -14,7 +13,23 @@ import {
   type PayloadFormat,
   type StateFormat,
 } from '../../storage/state-format.ts';
-import { createPool, errorMessage, quote, validateConnectionOptions, type ConnectionSettings } from './common.ts';
+import {
+  causeOf,
+  corruptState,
+  errorMessage,
+  foreignTable,
+  missingColumns,
+  NOT_OPEN,
+  quote,
+  wrapError,
+} from '../shared.ts';
+import {
+  createPool,
+  tableColumns,
+  validateConnectionOptions,
+  withTransaction,
+  type ConnectionSettings,
+} from './common.ts';
 
 /** Options of `postgresStorage`. */
 export interface PostgresStorageOptions {
@@ -267,20 +282,7 @@ class PostgresStorage implements StorageProvider {
   async #createSchema(pool: Pool): Promise<boolean> {
     const { table, sequence } = this.#settings;
     const t = quote(table);
-    let client: PoolClient;
-    try {
-      client = await pool.connect();
-    } catch (err) {
-      throw this.#wrap(err, `cannot connect to set up table ${table}`);
-    }
-    let broken: Error | undefined;
-    // A connection error while checked out would otherwise be an unhandled 'error' event.
-    const onError = (err: Error): void => {
-      broken ??= err;
-    };
-    client.on('error', onError);
-    try {
-      await client.query('BEGIN');
+    return withTransaction(pool, async (client) => {
       await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`granary storage ${table}`]);
       const tableExisted = await this.#checkTable(client);
       const sequenceExisted =
@@ -312,43 +314,21 @@ class PostgresStorage implements StorageProvider {
           quote(sequence),
         ]);
       }
-      await client.query('COMMIT');
       return !tableExisted;
-    } catch (err) {
-      // No ROLLBACK: on a connection that timed out it would queue behind the unanswered
-      // statement and wait out a second time-out. Releasing the client with the error
-      // destroys it, and the server rolls the transaction back.
-      broken ??= err instanceof Error ? err : new Error(String(err));
-      throw err;
-    } finally {
-      client.off('error', onError);
-      client.release(broken);
-    }
+    });
   }
 
   /** Whether the table exists; if it does, that it has the columns this provider needs, of the types it reads. */
   async #checkTable(client: PoolClient): Promise<boolean> {
     const { table } = this.#settings;
-    const found = await client.query<{ attname: string | null; type: string | null }>(
-      `SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type FROM (SELECT to_regclass($1) AS oid) t
-       LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
-       WHERE t.oid IS NOT NULL`,
-      [quote(table)],
-    );
-    if (found.rows.length === 0) return false;
-    const types = new Map(found.rows.map((r) => [r.attname, r.type]));
-    const missing = Object.keys(COLUMNS).filter((c) => !types.has(c));
-    if (missing.length > 0) {
-      throw this.#error(
-        `table ${table} exists but lacks column(s) ${missing.join(', ')}; it was not made by this provider: choose another tablePrefix`,
-      );
-    }
+    const types = await tableColumns(client, table);
+    if (types === undefined) return false;
+    const missing = missingColumns(table, new Set(types.keys()), Object.keys(COLUMNS));
+    if (missing !== undefined) throw this.#error(missing);
     for (const [column, accepted] of Object.entries(COLUMNS)) {
       const type = types.get(column) ?? '';
       if (!accepted.includes(type)) {
-        throw this.#error(
-          `table ${table} exists but its column ${column} is ${type}, not ${accepted.join(' or ')}; it was not made by this provider: choose another tablePrefix`,
-        );
+        throw this.#error(foreignTable(table, `its column ${column} is ${type}, not ${accepted.join(' or ')}`));
       }
     }
     return true;
@@ -356,7 +336,7 @@ class PostgresStorage implements StorageProvider {
 
   #use(address: StateAddress): { pool: Pool; format: PayloadFormat } {
     if (this.#pool === undefined || this.#format === undefined) {
-      throw this.#error(`not open (init() not called, did not succeed, or closed): cannot access ${describe(address)}`);
+      throw this.#error(`${NOT_OPEN}: cannot access ${describe(address)}`);
     }
     return { pool: this.#pool, format: this.#format };
   }
@@ -368,26 +348,28 @@ class PostgresStorage implements StorageProvider {
 
   #corrupt(address: StateAddress, version: string, problem: string, cause?: unknown): StorageError {
     const { table, safeConnection } = this.#settings;
-    return new StorageError(
-      `corrupt state for grain ${grainName(address)} state '${address.stateName}' in postgres storage '${this.#name}' ` +
-        `(table ${table}, row ${rowName(address)}, version ${version}, ${safeConnection}): ${problem}`,
-      'GRANARY_STORAGE_CORRUPT',
-      cause === undefined ? undefined : { cause },
+    return corruptState(
+      {
+        what: `state for ${describe(address)}`,
+        provider: `postgres storage '${this.#name}'`,
+        where: `table ${table}, row ${rowName(address)}, version ${version}, ${safeConnection}`,
+      },
+      problem,
+      cause,
     );
   }
 
   #error(problem: string, cause?: unknown): StorageError {
     return new StorageError(
       `postgres storage '${this.#name}' (${this.#settings.safeConnection}, table ${this.#settings.table}): ${problem}`,
-      'GRANARY_STORAGE',
-      cause === undefined ? undefined : { cause },
+      ErrorCodes.Storage,
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a StorageError that names provider, database and table. */
   #wrap(err: unknown, what: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return this.#error(`${what}: ${errorMessage(err)}`, err);
+    return wrapError(err, what, (problem, cause) => this.#error(problem, cause));
   }
 }
 

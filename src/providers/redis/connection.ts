@@ -1,6 +1,6 @@
 // Connection handling shared by the Redis providers (storage, membership,
-// reminders): their connection options, how they connect, and what to do
-// with a connection on which a command timed out.
+// reminders): their connection options, how they connect and close, how they
+// log an outage, and what to do with a connection on which a command timed out.
 
 import { Redis } from 'ioredis';
 import { ConfigurationError } from '../../errors.ts';
@@ -108,6 +108,17 @@ export function createClient(settings: ConnectionSettings): Client {
   };
 }
 
+/** Says goodbye to Redis if it is still there, and drops the connection either way (no reconnect after). */
+export async function closeClient(redis: Redis): Promise<void> {
+  try {
+    await redis.quit();
+  } catch {
+    // Not connected: nothing to say goodbye to.
+  } finally {
+    redis.disconnect();
+  }
+}
+
 /** How `logOutages` logs. */
 export interface OutageLog {
   readonly logger: Logger;
@@ -210,8 +221,4 @@ export function redact(url: string): string {
   } catch {
     return '(unparsable Redis URL)';
   }
-}
-
-export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -5,19 +5,19 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { GranaryError, MembershipError } from '../../errors.ts';
+import { alreadyOpen, causeOf, errorMessage, NOT_OPEN, wrapError } from '../shared.ts';
 import type {
   MembershipContext,
   MembershipSnapshot,
   MembershipTable,
   SiloEntry,
-  SiloStatus,
-  Suspicion,
+  SiloRow,
   TableVersion,
 } from '../../membership/table.ts';
-import { siloId } from '../../membership/table.ts';
+import { decodeSiloEntry, siloId } from '../../membership/table.ts';
 import {
+  closeClient,
   createClient,
-  errorMessage,
   logOutages,
   sendCommand,
   validateConnectionOptions,
@@ -48,8 +48,6 @@ export const redisMembershipDefaults: Readonly<Required<Omit<RedisMembershipOpti
 
 /** The ETag of the version of a cluster that has no version hash (only after `deleteCluster`); never issued otherwise. */
 const NO_VERSION_ETAG = '0';
-
-const STATUSES: ReadonlySet<string> = new Set<SiloStatus>(['Joining', 'Active', 'ShuttingDown', 'Dead']);
 
 // KEYS of every script: 1 version hash {version, etag}, 2 rows hash (silo id ->
 // JSON {etag, entry without iAmAliveAt}), 3 alive hash (silo id -> iAmAliveAt).
@@ -152,7 +150,7 @@ class RedisMembership implements MembershipTable {
   async init(ctx: MembershipContext): Promise<void> {
     if (this.#redis !== undefined) {
       if (ctx.clusterId === this.#clusterId) return;
-      throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
+      throw this.#error('init', alreadyOpen(this.#clusterId));
     }
     this.#clusterId = ctx.clusterId;
     const { safeUrl, keyPrefix, connectTimeoutMs, commandTimeoutMs } = this.#settings;
@@ -266,13 +264,7 @@ class RedisMembership implements MembershipTable {
     this.#redis = undefined;
     this.#keys = undefined;
     if (redis === undefined) return;
-    try {
-      await redis.quit();
-    } catch {
-      // Not connected: nothing to say goodbye to.
-    } finally {
-      redis.disconnect();
-    }
+    await closeClient(redis);
   }
 
   /**
@@ -297,42 +289,16 @@ class RedisMembership implements MembershipTable {
     if (typeof stored !== 'object' || stored === null) throw corrupt('not a JSON object');
     const { etag, entry } = stored as { etag?: unknown; entry?: unknown };
     if (typeof etag !== 'string' || typeof entry !== 'object' || entry === null) throw corrupt('lacks etag or entry');
-    const e = entry as Record<string, unknown>;
-    const { address, generation, status, gatewayAddress, hostName, startedAt } = e;
-    if (typeof address !== 'string' || typeof hostName !== 'string')
-      throw corrupt('address and hostName must be strings');
-    if (typeof generation !== 'number' || typeof startedAt !== 'number')
-      throw corrupt('generation and startedAt must be numbers');
-    if (typeof status !== 'string' || !STATUSES.has(status)) throw corrupt(`unknown status ${JSON.stringify(status)}`);
-    if (gatewayAddress !== null && typeof gatewayAddress !== 'string')
-      throw corrupt('gatewayAddress must be a string or null');
-    const iAmAliveAt = Number(alive);
-    if (alive === undefined || !Number.isFinite(iAmAliveAt))
-      throw corrupt(`its I-am-alive time is ${alive === undefined ? 'missing' : JSON.stringify(alive)}`);
-    let suspicions: Suspicion[];
-    try {
-      suspicions = parseSuspicions(e['suspicions']);
-    } catch (err) {
-      throw corrupt(`bad suspicions: ${errorMessage(err)}`, err);
-    }
-    return {
-      entry: {
-        address,
-        generation,
-        status: status as SiloStatus,
-        gatewayAddress,
-        hostName,
-        startedAt,
-        iAmAliveAt,
-        suspicions,
-      },
-      etag,
-    };
+    // A JSON array is an array by now: its text here would be a string held in the JSON, not the array.
+    const { suspicions } = entry as { suspicions?: unknown };
+    if (typeof suspicions === 'string') throw corrupt('bad suspicions: a string, not a JSON array');
+    if (alive === undefined) throw corrupt('its I-am-alive time is missing');
+    return { entry: decodeSiloEntry({ ...(entry as SiloRow), iAmAliveAt: alive }, corrupt), etag };
   }
 
   #use(op: string): { redis: Redis & Scripts; keys: Keys } {
     if (this.#redis === undefined || this.#keys === undefined) {
-      throw this.#error(op, 'the table is not open (init() not called, did not succeed, or closed)');
+      throw this.#error(op, `the table is ${NOT_OPEN}`);
     }
     return { redis: this.#redis, keys: this.#keys };
   }
@@ -340,14 +306,13 @@ class RedisMembership implements MembershipTable {
   #error(op: string, problem: string, cause?: unknown): MembershipError {
     return new MembershipError(
       `redis membership (cluster ${JSON.stringify(this.#clusterId)}, ${this.#settings.safeUrl}): ${op} failed: ${problem}`,
-      cause === undefined ? undefined : { cause },
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a MembershipError that names the operation, cluster and server. */
   #wrap(err: unknown, op: string, what?: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return this.#error(op, `${what === undefined ? '' : `${what}: `}${errorMessage(err)}`, err);
+    return wrapError(err, what, (problem, cause) => this.#error(op, problem, cause));
   }
 }
 
@@ -392,17 +357,6 @@ function pairs(flat: string[]): Map<string, string> {
     if (key !== undefined && value !== undefined) map.set(key, value);
   }
   return map;
-}
-
-function parseSuspicions(value: unknown): Suspicion[] {
-  if (!Array.isArray(value)) throw new Error('not an array');
-  return value.map((s: unknown) => {
-    if (typeof s !== 'object' || s === null) throw new Error('an element is not an object');
-    const { by, at } = s as { by?: unknown; at?: unknown };
-    if (typeof by !== 'string' || typeof at !== 'number')
-      throw new Error('an element lacks by (string) or at (number)');
-    return { by, at };
-  });
 }
 
 function validate(options: RedisMembershipOptions): Settings {

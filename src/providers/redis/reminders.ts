@@ -6,11 +6,19 @@
 
 import type { Redis } from 'ioredis';
 import { GranaryError, ReminderError } from '../../errors.ts';
+import { alreadyOpen, causeOf, errorMessage, NOT_OPEN, wrapError } from '../shared.ts';
 import type { Logger } from '../../observability/logger.ts';
-import type { ReminderContext, ReminderEntry, ReminderTable, StoredReminder } from '../../reminders/table.ts';
+import type {
+  ReminderContext,
+  ReminderEntry,
+  ReminderFieldNames,
+  ReminderTable,
+  StoredReminder,
+} from '../../reminders/table.ts';
+import { decodeReminderRow, describeReminder, reminderEntryProblem, ringRangeProblem } from '../../reminders/table.ts';
 import {
+  closeClient,
   createClient,
-  errorMessage,
   logOutages,
   sendCommand,
   validateConnectionOptions,
@@ -40,9 +48,6 @@ export const redisRemindersDefaults: Readonly<Required<Omit<RedisRemindersOption
   commandTimeoutMs: 10_000,
 };
 
-/** The largest ring hash: hashes are unsigned 32-bit integers. */
-const MAX_HASH = 0xffffffff;
-
 // KEYS of every script: 1 ring (sorted set: row id, score grain hash), 2
 // grains (sorted set: row id, score 0, read by lexical range), 3 rows (hash:
 // row id -> JSON {grainHash, startAt, periodMs}), 4 etags (hash: row id ->
@@ -51,6 +56,17 @@ const MAX_HASH = 0xffffffff;
 // JSON of [grainId, name], so all ids of one grain share the prefix
 // `["<grainId>",`. ETags and ticks live apart from the rows so that no script
 // decodes JSON, and a tick is recorded without touching the row or its ETag.
+
+/** What this table calls the fields of a row, in the problems of rows that cannot be read back. */
+const FIELDS: ReminderFieldNames = {
+  grainId: 'grainId',
+  name: 'name',
+  grainHash: 'grainHash',
+  startAt: 'startAt',
+  periodMs: 'periodMs',
+  etag: 'the ETag',
+  lastTickAt: 'the latest tick',
+};
 
 /** Reads the rows, ETags and ticks of `ids` (in chunks: unpack has a limit) and returns {ids, rows, etags, ticks}. */
 const FETCH = `
@@ -100,7 +116,7 @@ return etag`;
  * ARGV: row id, due time (decimal, a safe integer). Records it if the row
  * exists (has an ETag) and it is later than the tick recorded; 1 if it did.
  * A recorded value that is not a decimal whole number within ±2^53 (see
- * #lastTick) counts as none, so a tick mends it. Safe integers compare exactly
+ * decodeReminderRow) counts as none, so a tick mends it. Safe integers compare exactly
  * as Lua numbers (doubles).
  */
 const RECORD_TICK = `
@@ -173,7 +189,7 @@ class RedisReminders implements ReminderTable {
   async init(ctx: ReminderContext): Promise<void> {
     if (this.#redis !== undefined) {
       if (ctx.clusterId === this.#clusterId) return;
-      throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
+      throw this.#error('init', alreadyOpen(this.#clusterId));
     }
     this.#clusterId = ctx.clusterId;
     this.#logger = ctx.logger;
@@ -229,18 +245,15 @@ class RedisReminders implements ReminderTable {
     try {
       fetched = await this.#command(redis, () => redis.granaryRemindersReadOne(...keyList(keys), rowId(grainId, name)));
     } catch (err) {
-      throw this.#wrap(err, 'read', describe(grainId, name));
+      throw this.#wrap(err, 'read', describeReminder(grainId, name));
     }
     return this.#decodeAll(fetched)[0];
   }
 
   async readRange(begin: number, end: number): Promise<StoredReminder[]> {
     const { redis, keys } = this.#use('readRange');
-    if (!isHash(begin) || !isHash(end))
-      throw this.#error(
-        'readRange',
-        `begin and end must be whole numbers from 0 to ${MAX_HASH}, got ${begin} and ${end}`,
-      );
+    const rangeProblem = ringRangeProblem(begin, end);
+    if (rangeProblem !== undefined) throw this.#error('readRange', rangeProblem);
     // (begin, end]; when begin >= end it wraps: (begin, top] and [bottom, end]; begin === end is the whole ring.
     const bounds =
       begin < end
@@ -259,8 +272,8 @@ class RedisReminders implements ReminderTable {
 
   async upsert(entry: ReminderEntry): Promise<string> {
     const { redis, keys } = this.#use('upsert');
-    const what = describe(entry.grainId, entry.name);
-    const problem = entryProblem(entry);
+    const what = describeReminder(entry.grainId, entry.name);
+    const problem = reminderEntryProblem(entry);
     if (problem !== undefined) throw this.#error('upsert', `${what}: ${problem}`);
     const row = JSON.stringify({ grainHash: entry.grainHash, startAt: entry.startAt, periodMs: entry.periodMs });
     try {
@@ -281,7 +294,7 @@ class RedisReminders implements ReminderTable {
 
   async recordTick(grainId: string, name: string, dueAt: number): Promise<void> {
     const { redis, keys } = this.#use('recordTick');
-    const what = describe(grainId, name);
+    const what = describeReminder(grainId, name);
     if (!Number.isSafeInteger(dueAt))
       throw this.#error('recordTick', `${what}: dueAt must be a whole number of epoch ms, got ${String(dueAt)}`);
     try {
@@ -302,7 +315,7 @@ class RedisReminders implements ReminderTable {
         )) === 1
       );
     } catch (err) {
-      throw this.#wrap(err, 'remove', describe(grainId, name));
+      throw this.#wrap(err, 'remove', describeReminder(grainId, name));
     }
   }
 
@@ -321,13 +334,7 @@ class RedisReminders implements ReminderTable {
     this.#redis = undefined;
     this.#keys = undefined;
     if (redis === undefined) return;
-    try {
-      await redis.quit();
-    } catch {
-      // Not connected: nothing to say goodbye to.
-    } finally {
-      redis.disconnect();
-    }
+    await closeClient(redis);
   }
 
   /**
@@ -352,87 +359,42 @@ class RedisReminders implements ReminderTable {
   /** The reminder of a row, or undefined: silently if it is not there, with a warning naming it if it cannot be read back. */
   #decode(id: string, json: string | null, etag: string | null, tick: string | null): StoredReminder | undefined {
     if (json === null && etag === null) return undefined;
-    let grainId: unknown;
-    let name: unknown;
-    let problem: string | undefined;
+    const { grainId, name } = parseRowId(id);
+    const where = { clusterId: this.#clusterId, redis: this.#settings.safeUrl, row: id, grainId, name };
+    const skip = (problem: string): undefined => {
+      this.#logger?.warn(
+        { ...where, key: this.#keys?.rows, problem },
+        'skipped a reminder row that cannot be read back',
+      );
+      return undefined;
+    };
+    if (grainId === undefined || name === undefined) return skip('the row id is not the JSON of [grainId, name]');
+    if (json === null) return skip('the row is missing');
+    if (etag === null || etag === '') return skip('the ETag is missing');
+    let row: unknown;
     try {
-      const key: unknown = JSON.parse(id);
-      if (Array.isArray(key) && key.length === 2) [grainId, name] = key as unknown[];
-    } catch {
-      // reported below
+      row = JSON.parse(json);
+    } catch (err) {
+      return skip(`not JSON: ${errorMessage(err)}`);
     }
-    if (typeof grainId !== 'string' || typeof name !== 'string')
-      problem = 'the row id is not the JSON of [grainId, name]';
-    else if (json === null || etag === null || etag === '')
-      problem = json === null ? 'the row is missing' : 'the ETag is missing';
-    else {
-      let row: unknown;
-      try {
-        row = JSON.parse(json);
-      } catch (err) {
-        problem = `not JSON: ${errorMessage(err)}`;
-      }
-      if (problem === undefined) {
-        const { grainHash, startAt, periodMs } = (typeof row === 'object' && row !== null ? row : {}) as Record<
-          string,
-          unknown
-        >;
-        if (typeof grainHash !== 'number' || !isHash(grainHash))
-          problem = `grainHash must be a whole number from 0 to ${MAX_HASH}, got ${JSON.stringify(grainHash)}`;
-        else if (typeof startAt !== 'number' || !Number.isSafeInteger(startAt))
-          problem = `startAt must be a whole number of epoch ms, got ${JSON.stringify(startAt)}`;
-        else if (typeof periodMs !== 'number' || !Number.isSafeInteger(periodMs) || periodMs < 1)
-          problem = `periodMs must be a whole number of ms, 1 or more, got ${JSON.stringify(periodMs)}`;
-        else {
-          const lastTickAt = this.#lastTick(id, tick, grainId, name);
-          const reminder = { grainId, name, grainHash, startAt, periodMs, etag };
-          return lastTickAt === undefined ? reminder : { ...reminder, lastTickAt };
-        }
-      }
+    const { grainHash, startAt, periodMs } = (typeof row === 'object' && row !== null ? row : {}) as Record<
+      string,
+      unknown
+    >;
+    const decoded = decodeReminderRow({ grainId, name, grainHash, startAt, periodMs, etag, lastTickAt: tick }, FIELDS);
+    if (decoded.reminder === undefined) return skip(decoded.problem);
+    if (decoded.lastTickProblem !== undefined) {
+      this.#logger?.warn(
+        { ...where, key: this.#keys?.ticks, problem: decoded.lastTickProblem },
+        'read a reminder row without its last tick, which cannot be read back',
+      );
     }
-    this.#logger?.warn(
-      {
-        clusterId: this.#clusterId,
-        redis: this.#settings.safeUrl,
-        key: this.#keys?.rows,
-        row: id,
-        grainId,
-        name,
-        problem,
-      },
-      'skipped a reminder row that cannot be read back',
-    );
-    return undefined;
-  }
-
-  /**
-   * The latest tick of a row, or undefined: no field is no tick recorded; a
-   * value that is not a decimal whole number of epoch ms within ±2^53 is read
-   * as none too, with a warning naming the row, rather than skip a row that
-   * can still fire (a tick taken over may then fire again: at least once).
-   */
-  #lastTick(id: string, tick: string | null, grainId: string, name: string): number | undefined {
-    if (tick === null) return undefined;
-    const lastTickAt = /^-?\d+$/.test(tick) ? Number(tick) : Number.NaN;
-    if (Number.isSafeInteger(lastTickAt)) return lastTickAt;
-    this.#logger?.warn(
-      {
-        clusterId: this.#clusterId,
-        redis: this.#settings.safeUrl,
-        key: this.#keys?.ticks,
-        row: id,
-        grainId,
-        name,
-        problem: `the latest tick must be a whole number of epoch ms, got ${JSON.stringify(tick)}`,
-      },
-      'read a reminder row without its last tick, which cannot be read back',
-    );
-    return undefined;
+    return decoded.reminder;
   }
 
   #use(op: string): { redis: Redis & Scripts; keys: Keys } {
     if (this.#redis === undefined || this.#keys === undefined) {
-      throw this.#error(op, 'the table is not open (init() not called, did not succeed, or closed)');
+      throw this.#error(op, `the table is ${NOT_OPEN}`);
     }
     return { redis: this.#redis, keys: this.#keys };
   }
@@ -440,14 +402,13 @@ class RedisReminders implements ReminderTable {
   #error(op: string, problem: string, cause?: unknown): ReminderError {
     return new ReminderError(
       `redis reminders (cluster ${JSON.stringify(this.#clusterId)}, ${this.#settings.safeUrl}): ${op} failed: ${problem}`,
-      cause === undefined ? undefined : { cause },
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a ReminderError that names the operation, cluster and server. */
   #wrap(err: unknown, op: string, what?: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return this.#error(op, `${what === undefined ? '' : `${what}: `}${errorMessage(err)}`, err);
+    return wrapError(err, what, (problem, cause) => this.#error(op, problem, cause));
   }
 }
 
@@ -478,27 +439,22 @@ function keyList(keys: Keys): [string, string, string, string, string, string] {
   return [keys.ring, keys.grains, keys.rows, keys.etags, keys.seq, keys.ticks];
 }
 
+/** The grain id and name of a row id, each undefined if the id is not one `rowId` makes. */
+function parseRowId(id: string): { grainId?: string; name?: string } {
+  let key: unknown;
+  try {
+    key = JSON.parse(id);
+  } catch {
+    return {};
+  }
+  if (!Array.isArray(key) || key.length !== 2) return {};
+  const [grainId, name] = key as unknown[];
+  return typeof grainId === 'string' && typeof name === 'string' ? { grainId, name } : {};
+}
+
 /** The id of a row: unambiguous for any grain id and name, and every id of one grain starts with the same text. */
 function rowId(grainId: string, name: string): string {
   return JSON.stringify([grainId, name]);
-}
-
-/** Why an entry cannot be stored as given, or undefined. */
-function entryProblem(e: ReminderEntry): string | undefined {
-  if (typeof e.grainId !== 'string' || typeof e.name !== 'string') return 'grainId and name must be strings';
-  if (!isHash(e.grainHash)) return `grainHash must be a whole number from 0 to ${MAX_HASH}, got ${e.grainHash}`;
-  if (!Number.isSafeInteger(e.startAt)) return `startAt must be a whole number of epoch ms, got ${e.startAt}`;
-  if (!Number.isSafeInteger(e.periodMs) || e.periodMs < 1)
-    return `periodMs must be a whole number of ms, 1 or more, got ${e.periodMs}`;
-  return undefined;
-}
-
-function isHash(n: number): boolean {
-  return Number.isInteger(n) && n >= 0 && n <= MAX_HASH;
-}
-
-function describe(grainId: string, name: string): string {
-  return `reminder ${JSON.stringify(name)} of grain ${JSON.stringify(grainId)}`;
 }
 
 function validate(options: RedisRemindersOptions): Settings {

@@ -4,8 +4,8 @@
 // from one counter (INCR), so they are never reused.
 
 import type { Redis } from 'ioredis';
-import type { Logger } from '../../observability/logger.ts';
-import { GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import { ErrorCodes, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import { causeOf, corruptState, errorMessage, NOT_OPEN, wrapError } from '../shared.ts';
 import type { ProviderContext, StateAddress, StorageProvider, StoredState } from '../../storage/provider.ts';
 import {
   formatMismatch,
@@ -15,8 +15,9 @@ import {
   type StateFormat,
 } from '../../storage/state-format.ts';
 import {
+  closeClient,
   createClient,
-  errorMessage,
+  logOutages,
   sendCommand,
   validateConnectionOptions,
   type ConnectionSettings,
@@ -130,7 +131,8 @@ class RedisStorage implements StorageProvider {
   #name = '(not initialised)';
   #redis: (Redis & Scripts) | undefined;
   #format: PayloadFormat | undefined;
-  #logger: Logger | undefined;
+  /** Logs that a command timed out and its connection is dropped. */
+  #onDrop: () => void = () => undefined;
 
   constructor(settings: Settings) {
     this.#settings = settings;
@@ -143,16 +145,12 @@ class RedisStorage implements StorageProvider {
     const { safeUrl, counterKey, format, connectTimeoutMs, commandTimeoutMs } = this.#settings;
     const client = createClient(this.#settings);
     const { redis } = client;
-    // Log the loss of the connection and its recovery, not every reconnect attempt.
-    let up = false;
-    redis.on('close', () => {
-      if (!up || this.#redis !== redis) return;
-      up = false;
-      ctx.logger.warn({ redis: safeUrl }, 'redis storage: connection lost; reads and writes fail until it is back');
-    });
-    redis.on('ready', () => {
-      if (this.#redis === redis && !up) ctx.logger.info({ redis: safeUrl }, 'redis storage: connection back');
-      up = true;
+    const onDrop = logOutages(redis, {
+      logger: ctx.logger,
+      fields: { redis: safeUrl },
+      what: 'redis storage',
+      commandTimeoutMs,
+      inUse: () => this.#redis === redis,
     });
     redis.defineCommand('granaryStorageWrite', { numberOfKeys: 2, lua: WRITE });
     redis.defineCommand('granaryStorageClear', { numberOfKeys: 1, lua: CLEAR });
@@ -166,7 +164,7 @@ class RedisStorage implements StorageProvider {
       throw this.#error(`cannot reach Redis or set up key ${counterKey}: ${errorMessage(cause)}`, cause);
     }
     client.opened();
-    this.#logger = ctx.logger;
+    this.#onDrop = onDrop;
     this.#redis = redis as Redis & Scripts;
     this.#format = payloadFormat(format, ctx.serializer);
     ctx.logger.debug(
@@ -265,13 +263,7 @@ class RedisStorage implements StorageProvider {
     this.#redis = undefined;
     this.#format = undefined;
     if (redis === undefined) return;
-    try {
-      await redis.quit();
-    } catch {
-      // Not connected: nothing to say goodbye to.
-    } finally {
-      redis.disconnect();
-    }
+    await closeClient(redis);
   }
 
   /**
@@ -281,15 +273,7 @@ class RedisStorage implements StorageProvider {
    * operating system gives up on the connection.
    */
   #command<T>(redis: Redis, send: () => Promise<T>): Promise<T> {
-    return sendCommand(redis, send, {
-      inUse: () => this.#redis === redis,
-      onDrop: () => {
-        this.#logger?.warn(
-          { redis: this.#settings.safeUrl, commandTimeoutMs: this.#settings.commandTimeoutMs },
-          'redis storage: a command timed out; dropping the connection for a new one',
-        );
-      },
-    });
+    return sendCommand(redis, send, { inUse: () => this.#redis === redis, onDrop: this.#onDrop });
   }
 
   /**
@@ -326,32 +310,34 @@ class RedisStorage implements StorageProvider {
 
   #use(address: StateAddress): { redis: Redis & Scripts; format: PayloadFormat } {
     if (this.#redis === undefined || this.#format === undefined) {
-      throw this.#error(`not open (init() not called, did not succeed, or closed): cannot access ${describe(address)}`);
+      throw this.#error(`${NOT_OPEN}: cannot access ${describe(address)}`);
     }
     return { redis: this.#redis, format: this.#format };
   }
 
   #corrupt(address: StateAddress, key: string, problem: string, cause?: unknown): StorageError {
-    return new StorageError(
-      `corrupt state for grain ${grainName(address)} state '${address.stateName}' in redis storage '${this.#name}' ` +
-        `(key ${key}, ${this.#settings.safeUrl}): ${problem}`,
-      'GRANARY_STORAGE_CORRUPT',
-      cause === undefined ? undefined : { cause },
+    return corruptState(
+      {
+        what: `state for ${describe(address)}`,
+        provider: `redis storage '${this.#name}'`,
+        where: `key ${key}, ${this.#settings.safeUrl}`,
+      },
+      problem,
+      cause,
     );
   }
 
   #error(problem: string, cause?: unknown): StorageError {
     return new StorageError(
       `redis storage '${this.#name}' (${this.#settings.safeUrl}): ${problem}`,
-      'GRANARY_STORAGE',
-      cause === undefined ? undefined : { cause },
+      ErrorCodes.Storage,
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a StorageError that names provider and server. */
   #wrap(err: unknown, what: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return this.#error(`${what}: ${errorMessage(err)}`, err);
+    return wrapError(err, what, (problem, cause) => this.#error(problem, cause));
   }
 }
 

@@ -5,12 +5,22 @@
 // primary key holds the version, so an event version is never written twice.
 
 import type Database from 'better-sqlite3';
-import { openSqlite, validateFileOptions } from './open.ts';
-import { GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import { checkTable, openSqlite, validateFileOptions } from './open.ts';
+import {
+  ErrorCodes,
+  GranaryError,
+  InconsistentStateError,
+  StorageError,
+  type StorageCorruptError,
+} from '../../errors.ts';
+import { causeOf, corruptState, NOT_OPEN, quote, wrapError } from '../shared.ts';
 import {
   checkRange,
   checkVersion,
+  decodeLogRow,
   describeStream,
+  LOG_FORMAT_VERSION,
+  type LogSnapshot,
   type EventLog,
   type LogAddress,
   type LoggedEvent,
@@ -41,9 +51,6 @@ export const sqliteEventLogDefaults: Readonly<Required<Omit<SqliteEventLogOption
   tablePrefix: 'granary_',
   busyTimeoutMs: 5000,
 };
-
-/** The format of the `payload` columns this version writes and reads. */
-const FORMAT_VERSION = 1;
 
 const EVENT_COLUMNS = ['grain_type', 'grain_key', 'log_name', 'version', 'payload', 'format_version', 'created_at'];
 const SNAPSHOT_COLUMNS = ['grain_type', 'grain_key', 'log_name', 'version', 'payload', 'format_version', 'updated_at'];
@@ -143,10 +150,7 @@ class SqliteEventLog implements EventLog {
     const events = rows.events.map((r) => this.#decodeEvent(stream, r, serializer));
     const snapshotRow = rows.snapshot;
     if (snapshotRow === undefined) return { events, version: events.at(-1)?.version ?? 0 };
-    const snapshot = {
-      version: this.#version(stream, snapshotRow, 'snapshot', this.#settings.snapshots),
-      state: this.#decode(stream, snapshotRow, serializer, 'snapshot', this.#settings.snapshots),
-    };
+    const snapshot = this.#decodeSnapshot(stream, snapshotRow, serializer);
     return { snapshot, events, version: events.at(-1)?.version ?? snapshot.version };
   }
 
@@ -212,13 +216,7 @@ class SqliteEventLog implements EventLog {
 
   #open(): Database.Database {
     const { path, busyTimeoutMs } = this.#settings;
-    return openSqlite(path, busyTimeoutMs, (err, what) =>
-      what.startsWith('cannot create')
-        ? new StorageError(`sqlite event log '${this.#name}': ${what}: ${errorMessage(err)}`, 'GRANARY_STORAGE', {
-            cause: err,
-          })
-        : (this.#wrap(err, what) as Error),
-    );
+    return openSqlite(path, busyTimeoutMs, (err, what) => this.#wrap(err, what));
   }
 
   /** Creates the tables if missing; true if this call created the events table. */
@@ -257,22 +255,7 @@ class SqliteEventLog implements EventLog {
 
   /** Whether table `name` exists; if it does, that it has the columns this log needs. */
   #exists(db: Database.Database, name: string, columns: readonly string[]): boolean {
-    if (db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(name) === undefined)
-      return false;
-    const have = new Set(
-      db
-        .prepare<[], { name: string }>(`PRAGMA table_info(${quote(name)})`)
-        .all()
-        .map((c) => c.name),
-    );
-    const missing = columns.filter((c) => !have.has(c));
-    if (missing.length > 0) {
-      throw new StorageError(
-        `sqlite event log '${this.#name}': table ${name} in ${this.#settings.path} exists but lacks column(s) ${missing.join(', ')}; ` +
-          `it was not made by this provider: choose another tablePrefix`,
-      );
-    }
-    return true;
+    return checkTable(db, name, columns, (problem) => this.#error(problem));
   }
 
   #prepare(db: Database.Database): Statements {
@@ -291,10 +274,10 @@ class SqliteEventLog implements EventLog {
       .prepare<[...Key, number], number>(`SELECT 1 FROM ${e} WHERE ${where} AND version = ?`)
       .pluck();
     const insert = db.prepare<[...Key, number, Uint8Array, number]>(
-      `INSERT INTO ${e} (grain_type, grain_key, log_name, version, payload, format_version, created_at) VALUES (?, ?, ?, ?, ?, ${FORMAT_VERSION}, ?)`,
+      `INSERT INTO ${e} (grain_type, grain_key, log_name, version, payload, format_version, created_at) VALUES (?, ?, ?, ?, ?, ${LOG_FORMAT_VERSION}, ?)`,
     );
     const upsertSnapshot = db.prepare<[...Key, number, Uint8Array, number]>(
-      `INSERT INTO ${s} (grain_type, grain_key, log_name, version, payload, format_version, updated_at) VALUES (?, ?, ?, ?, ?, ${FORMAT_VERSION}, ?)
+      `INSERT INTO ${s} (grain_type, grain_key, log_name, version, payload, format_version, updated_at) VALUES (?, ?, ?, ?, ?, ${LOG_FORMAT_VERSION}, ?)
        ON CONFLICT (grain_type, grain_key, log_name) DO UPDATE
        SET version = excluded.version, payload = excluded.payload, format_version = excluded.format_version, updated_at = excluded.updated_at
        WHERE excluded.version > ${s}.version`,
@@ -338,83 +321,65 @@ class SqliteEventLog implements EventLog {
 
   #use(stream: LogAddress): { statements: Statements; serializer: ProviderContext['serializer'] } {
     if (this.#statements === undefined || this.#serializer === undefined) {
-      throw new StorageError(
-        `sqlite event log '${this.#name}' (${this.#settings.path}) is not open (init() not called, or closed): cannot access ${describeStream(stream)}`,
-      );
+      throw this.#error(`${NOT_OPEN}: cannot access ${describeStream(stream)}`);
     }
     return { statements: this.#statements, serializer: this.#serializer };
   }
 
   #decodeEvent(stream: LogAddress, row: Row, serializer: ProviderContext['serializer']): LoggedEvent {
-    const table = this.#settings.events;
-    return {
-      version: this.#version(stream, row, 'event', table),
-      event: this.#decode(stream, row, serializer, 'event', table),
-    };
+    const { version, value } = this.#decodeRow(stream, row, serializer, 'event', this.#settings.events);
+    return { version, event: value };
   }
 
-  #version(stream: LogAddress, row: Row, what: string, table: string): number {
-    if (typeof row.version !== 'number' || !Number.isSafeInteger(row.version) || row.version < 1) {
-      throw this.#corrupt(
-        stream,
-        row,
-        what,
-        table,
-        `its version is ${String(row.version)}, not a whole number from 1 up`,
-      );
-    }
-    return row.version;
+  #decodeSnapshot(stream: LogAddress, row: Row, serializer: ProviderContext['serializer']): LogSnapshot {
+    const { version, value } = this.#decodeRow(stream, row, serializer, 'snapshot', this.#settings.snapshots);
+    return { version, state: value };
   }
 
-  #decode(
+  #decodeRow(
     stream: LogAddress,
     row: Row,
     serializer: ProviderContext['serializer'],
     what: string,
     table: string,
-  ): unknown {
-    if (row.format_version !== FORMAT_VERSION) {
-      throw this.#corrupt(
-        stream,
-        row,
-        what,
-        table,
-        `its format version is ${String(row.format_version)}, this Granary reads format ${FORMAT_VERSION}`,
-      );
-    }
-    if (!(row.payload instanceof Uint8Array)) {
-      throw this.#corrupt(
-        stream,
-        row,
-        what,
-        table,
-        `its payload is ${row.payload === null ? 'NULL' : typeof row.payload}, not a BLOB`,
-      );
-    }
-    try {
-      return serializer.decode(row.payload);
-    } catch (err) {
-      throw this.#corrupt(stream, row, what, table, `cannot decode its payload: ${errorMessage(err)}`, err);
-    }
+  ): { version: number; value: unknown } {
+    return decodeLogRow(row, {
+      serializer,
+      payloadType: 'a BLOB',
+      corrupt: (problem, cause) => this.#corrupt(stream, row, what, table, problem, cause),
+    });
   }
 
-  #corrupt(stream: LogAddress, row: Row, what: string, table: string, problem: string, cause?: unknown): StorageError {
+  #corrupt(
+    stream: LogAddress,
+    row: Row,
+    what: string,
+    table: string,
+    problem: string,
+    cause?: unknown,
+  ): StorageCorruptError {
+    return corruptState(
+      {
+        what: `${what} of ${describeStream(stream)}`,
+        provider: `sqlite event log '${this.#name}'`,
+        where: `table ${table}, version ${String(row.version)}, file ${this.#settings.path}`,
+      },
+      problem,
+      cause,
+    );
+  }
+
+  #error(problem: string, cause?: unknown): StorageError {
     return new StorageError(
-      `corrupt ${what} of ${describeStream(stream)} in sqlite event log '${this.#name}' ` +
-        `(table ${table}, version ${String(row.version)}, file ${this.#settings.path}): ${problem}`,
-      'GRANARY_STORAGE_CORRUPT',
-      cause === undefined ? undefined : { cause },
+      `sqlite event log '${this.#name}' (${this.#settings.path}): ${problem}`,
+      ErrorCodes.Storage,
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a StorageError that names the log and file. */
   #wrap(err: unknown, what: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return new StorageError(
-      `sqlite event log '${this.#name}' (${this.#settings.path}): ${what}: ${errorMessage(err)}`,
-      'GRANARY_STORAGE',
-      { cause: err },
-    );
+    return wrapError(err, what, (problem, cause) => this.#error(problem, cause));
   }
 }
 
@@ -425,12 +390,4 @@ function validate(options: SqliteEventLogOptions): Settings {
 
 function key(stream: LogAddress): Key {
   return [stream.grainType, stream.grainKey, stream.logName];
-}
-
-function quote(identifier: string): string {
-  return `"${identifier}"`;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

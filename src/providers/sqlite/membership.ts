@@ -4,18 +4,17 @@
 
 import { randomUUID } from 'node:crypto';
 import type Database from 'better-sqlite3';
-import { openSqlite, validateFileOptions } from './open.ts';
+import { checkTable, openSqlite, validateFileOptions } from './open.ts';
 import { GranaryError, MembershipError } from '../../errors.ts';
+import { alreadyOpen, causeOf, NOT_OPEN, quote, wrapError } from '../shared.ts';
 import type {
   MembershipContext,
   MembershipSnapshot,
   MembershipTable,
   SiloEntry,
-  SiloStatus,
-  Suspicion,
   TableVersion,
 } from '../../membership/table.ts';
-import { siloId } from '../../membership/table.ts';
+import { decodeSiloEntry, siloId } from '../../membership/table.ts';
 
 /** Options of `sqliteMembership`. */
 export interface SqliteMembershipOptions {
@@ -43,8 +42,6 @@ export const sqliteMembershipDefaults: Readonly<Required<Omit<SqliteMembershipOp
 
 /** The ETag of the version of a cluster that has no version row (only after `deleteCluster`); never issued otherwise. */
 const NO_VERSION_ETAG = '0';
-
-const STATUSES: ReadonlySet<string> = new Set<SiloStatus>(['Joining', 'Active', 'ShuttingDown', 'Dead']);
 
 const ROW_COLUMNS = [
   'cluster_id',
@@ -119,7 +116,7 @@ class SqliteMembership implements MembershipTable {
   async init(ctx: MembershipContext): Promise<void> {
     if (this.#db !== undefined) {
       if (ctx.clusterId === this.#clusterId) return;
-      throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
+      throw this.#error('init', alreadyOpen(this.#clusterId));
     }
     this.#clusterId = ctx.clusterId;
     const { path, table, versionTable, busyTimeoutMs } = this.#settings;
@@ -257,22 +254,7 @@ class SqliteMembership implements MembershipTable {
 
   /** Whether `name` exists; if it does, that it has the columns this provider needs. */
   #exists(db: Database.Database, name: string, columns: readonly string[]): boolean {
-    if (db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(name) === undefined)
-      return false;
-    const found = new Set(
-      db
-        .prepare<[], { name: string }>(`PRAGMA table_info(${quote(name)})`)
-        .all()
-        .map((c) => c.name),
-    );
-    const missing = columns.filter((c) => !found.has(c));
-    if (missing.length > 0) {
-      throw this.#error(
-        'init',
-        `table ${name} exists but lacks column(s) ${missing.join(', ')}; it was not made by this provider: choose another tablePrefix`,
-      );
-    }
-    return true;
+    return checkTable(db, name, columns, (problem) => this.#error('init', problem));
   }
 
   #prepare(db: Database.Database): Statements {
@@ -357,44 +339,27 @@ class SqliteMembership implements MembershipTable {
 
   #decode(row: EntryRow): { entry: SiloEntry; etag: string } {
     const corrupt = (problem: string, cause?: unknown): MembershipError =>
-      new MembershipError(
-        `sqlite membership (cluster ${JSON.stringify(this.#clusterId)}, file ${this.#settings.path}): ` +
-          `corrupt row ${row.silo_id} in table ${this.#settings.table}: ${problem}`,
-        cause === undefined ? undefined : { cause },
-      );
-    const { address, generation, status, gateway_address, host_name, started_at, i_am_alive_at, etag } = row;
-    if (typeof address !== 'string' || typeof host_name !== 'string' || typeof etag !== 'string')
-      throw corrupt('address, host_name and etag must be text');
-    if (typeof generation !== 'number' || typeof started_at !== 'number' || typeof i_am_alive_at !== 'number') {
-      throw corrupt('generation, started_at and i_am_alive_at must be numbers');
-    }
-    if (typeof status !== 'string' || !STATUSES.has(status)) throw corrupt(`unknown status ${JSON.stringify(status)}`);
-    if (gateway_address !== null && typeof gateway_address !== 'string')
-      throw corrupt('gateway_address must be text or NULL');
-    let suspicions: Suspicion[];
-    try {
-      suspicions = parseSuspicions(row.suspicions);
-    } catch (err) {
-      throw corrupt(`bad suspicions: ${errorMessage(err)}`, err);
-    }
-    return {
-      entry: {
-        address,
-        generation,
-        status: status as SiloStatus,
-        gatewayAddress: gateway_address,
-        hostName: host_name,
-        startedAt: started_at,
-        iAmAliveAt: i_am_alive_at,
-        suspicions,
+      this.#error('readAll', `corrupt row ${row.silo_id} in table ${this.#settings.table}: ${problem}`, cause);
+    if (typeof row.etag !== 'string') throw corrupt(`etag must be text, got ${String(row.etag)}`);
+    const entry = decodeSiloEntry(
+      {
+        address: row.address,
+        generation: row.generation,
+        status: row.status,
+        gatewayAddress: row.gateway_address,
+        hostName: row.host_name,
+        startedAt: row.started_at,
+        iAmAliveAt: row.i_am_alive_at,
+        suspicions: row.suspicions,
       },
-      etag,
-    };
+      corrupt,
+    );
+    return { entry, etag: row.etag };
   }
 
   #use(op: string): { statements: Statements; clusterId: string } {
     if (this.#statements === undefined || this.#clusterId === undefined) {
-      throw this.#error(op, 'the table is not open (init() not called, or closed)');
+      throw this.#error(op, `the table is ${NOT_OPEN}`);
     }
     return { statements: this.#statements, clusterId: this.#clusterId };
   }
@@ -402,14 +367,13 @@ class SqliteMembership implements MembershipTable {
   #error(op: string, problem: string, cause?: unknown): MembershipError {
     return new MembershipError(
       `sqlite membership (cluster ${JSON.stringify(this.#clusterId)}, file ${this.#settings.path}): ${op} failed: ${problem}`,
-      cause === undefined ? undefined : { cause },
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a MembershipError that names the operation, cluster and file. */
   #wrap(err: unknown, op: string, what?: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return this.#error(op, `${what === undefined ? '' : `${what}: `}${errorMessage(err)}`, err);
+    return wrapError(err, what, (problem, cause) => this.#error(op, problem, cause));
   }
 }
 
@@ -420,26 +384,4 @@ function validate(options: SqliteMembershipOptions): Settings {
     sqliteMembershipDefaults,
   );
   return { path, table: `${tablePrefix}membership`, versionTable: `${tablePrefix}membership_version`, busyTimeoutMs };
-}
-
-/** The suspicions column: a JSON array of {by: string, at: number}. */
-function parseSuspicions(text: unknown): Suspicion[] {
-  if (typeof text !== 'string') throw new Error('not text');
-  const value: unknown = JSON.parse(text);
-  if (!Array.isArray(value)) throw new Error('not a JSON array');
-  return value.map((s: unknown) => {
-    if (typeof s !== 'object' || s === null) throw new Error('an element is not an object');
-    const { by, at } = s as { by?: unknown; at?: unknown };
-    if (typeof by !== 'string' || typeof at !== 'number')
-      throw new Error('an element lacks by (string) or at (number)');
-    return { by, at };
-  });
-}
-
-function quote(identifier: string): string {
-  return `"${identifier}"`;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -1,11 +1,12 @@
 // Opening a SQLite file the way every Granary provider wants it: its folder
 // made, WAL journal, NORMAL sync, and a busy timeout so that the processes of
-// one host can share the file.
+// one host can share the file; and the check of a table found already there.
 
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { ConfigurationError } from '../../errors.ts';
+import { missingColumns, quote } from '../shared.ts';
 
 /** Opens `path` (or `:memory:`); `fail` turns a failure into the provider's own error. */
 export function openSqlite(
@@ -69,4 +70,33 @@ export function validateFileOptions(
     );
   }
   return { path, tablePrefix, busyTimeoutMs };
+}
+
+/** The column names of table `name`, undefined if there is no such table. */
+export function tableColumns(db: Database.Database, name: string): Set<string> | undefined {
+  if (db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(name) === undefined)
+    return undefined;
+  return new Set(
+    db
+      .prepare<[], { name: string }>(`PRAGMA table_info(${quote(name)})`)
+      .all()
+      .map((c) => c.name),
+  );
+}
+
+/**
+ * Whether table `name` exists; if it does, checks it has the `required`
+ * columns, throwing what `fail` makes of the problem if not.
+ */
+export function checkTable(
+  db: Database.Database,
+  name: string,
+  required: readonly string[],
+  fail: (problem: string) => Error,
+): boolean {
+  const columns = tableColumns(db, name);
+  if (columns === undefined) return false;
+  const problem = missingColumns(name, columns, required);
+  if (problem !== undefined) throw fail(problem);
+  return true;
 }

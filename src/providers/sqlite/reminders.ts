@@ -6,10 +6,12 @@
 // recorded tick only moves forward, without a new ETag.
 
 import type Database from 'better-sqlite3';
-import { openSqlite, validateFileOptions } from './open.ts';
+import { openSqlite, tableColumns, validateFileOptions } from './open.ts';
 import { GranaryError, ReminderError } from '../../errors.ts';
+import { alreadyOpen, causeOf, missingColumns, NOT_OPEN, quote, wrapError } from '../shared.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ReminderContext, ReminderEntry, ReminderTable, StoredReminder } from '../../reminders/table.ts';
+import { decodeReminderRow, describeReminder, reminderEntryProblem, ringRangeProblem } from '../../reminders/table.ts';
 
 /** Options of `sqliteReminders`. */
 export interface SqliteRemindersOptions {
@@ -34,9 +36,6 @@ export const sqliteRemindersDefaults: Readonly<Required<Omit<SqliteRemindersOpti
   tablePrefix: 'granary_',
   busyTimeoutMs: 5000,
 };
-
-/** The largest ring hash: hashes are unsigned 32-bit integers. */
-const MAX_HASH = 0xffffffff;
 
 /** The columns a reminder table of this provider must have. */
 const ROW_COLUMNS = ['cluster_id', 'grain_id', 'name', 'grain_hash', 'start_at', 'period_ms', 'etag'];
@@ -97,7 +96,7 @@ class SqliteReminders implements ReminderTable {
   async init(ctx: ReminderContext): Promise<void> {
     if (this.#db !== undefined) {
       if (ctx.clusterId === this.#clusterId) return;
-      throw this.#error('init', `already open for cluster ${JSON.stringify(this.#clusterId)}; close it first`);
+      throw this.#error('init', alreadyOpen(this.#clusterId));
     }
     this.#clusterId = ctx.clusterId;
     this.#logger = ctx.logger;
@@ -134,18 +133,15 @@ class SqliteReminders implements ReminderTable {
     try {
       row = statements.read(clusterId, grainId, name);
     } catch (err) {
-      throw this.#wrap(err, 'read', describe(grainId, name));
+      throw this.#wrap(err, 'read', describeReminder(grainId, name));
     }
     return row === undefined ? undefined : this.#decode(row);
   }
 
   async readRange(begin: number, end: number): Promise<StoredReminder[]> {
     const { statements, clusterId } = this.#use('readRange');
-    if (!isHash(begin) || !isHash(end))
-      throw this.#error(
-        'readRange',
-        `begin and end must be whole numbers from 0 to ${MAX_HASH}, got ${begin} and ${end}`,
-      );
+    const rangeProblem = ringRangeProblem(begin, end);
+    if (rangeProblem !== undefined) throw this.#error('readRange', rangeProblem);
     let rows: Row[];
     try {
       rows = statements.readRange(clusterId, begin, end);
@@ -157,12 +153,13 @@ class SqliteReminders implements ReminderTable {
 
   async upsert(entry: ReminderEntry): Promise<string> {
     const { statements, clusterId } = this.#use('upsert');
-    const problem = entryProblem(entry);
-    if (problem !== undefined) throw this.#error('upsert', `${describe(entry.grainId, entry.name)}: ${problem}`);
+    const problem = reminderEntryProblem(entry);
+    if (problem !== undefined)
+      throw this.#error('upsert', `${describeReminder(entry.grainId, entry.name)}: ${problem}`);
     try {
       return statements.upsert(clusterId, entry);
     } catch (err) {
-      throw this.#wrap(err, 'upsert', describe(entry.grainId, entry.name));
+      throw this.#wrap(err, 'upsert', describeReminder(entry.grainId, entry.name));
     }
   }
 
@@ -171,12 +168,12 @@ class SqliteReminders implements ReminderTable {
     if (!Number.isSafeInteger(dueAt))
       throw this.#error(
         'recordTick',
-        `${describe(grainId, name)}: dueAt must be a whole number of epoch ms, got ${String(dueAt)}`,
+        `${describeReminder(grainId, name)}: dueAt must be a whole number of epoch ms, got ${String(dueAt)}`,
       );
     try {
       statements.recordTick(clusterId, grainId, name, dueAt);
     } catch (err) {
-      throw this.#wrap(err, 'recordTick', describe(grainId, name));
+      throw this.#wrap(err, 'recordTick', describeReminder(grainId, name));
     }
   }
 
@@ -185,7 +182,7 @@ class SqliteReminders implements ReminderTable {
     try {
       return statements.remove(clusterId, grainId, name, etag);
     } catch (err) {
-      throw this.#wrap(err, 'remove', describe(grainId, name));
+      throw this.#wrap(err, 'remove', describeReminder(grainId, name));
     }
   }
 
@@ -252,21 +249,10 @@ class SqliteReminders implements ReminderTable {
 
   /** The columns of table `name`, undefined if there is none; if there is one, checks it has the columns this provider needs. */
   #columns(db: Database.Database, name: string, columns: readonly string[]): Set<string> | undefined {
-    if (db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(name) === undefined)
-      return undefined;
-    const found = new Set(
-      db
-        .prepare<[], { name: string }>(`PRAGMA table_info(${quote(name)})`)
-        .all()
-        .map((c) => c.name),
-    );
-    const missing = columns.filter((c) => !found.has(c));
-    if (missing.length > 0) {
-      throw this.#error(
-        'init',
-        `table ${name} exists but lacks column(s) ${missing.join(', ')}; it was not made by this provider: choose another tablePrefix`,
-      );
-    }
+    const found = tableColumns(db, name);
+    if (found === undefined) return undefined;
+    const missing = missingColumns(name, found, columns);
+    if (missing !== undefined) throw this.#error('init', missing);
     return found;
   }
 
@@ -296,7 +282,7 @@ class SqliteReminders implements ReminderTable {
          last_tick_at = NULL`,
     );
     // One statement, so atomic: moves last_tick_at forward only, and never touches the ETag. A value
-    // that is not a whole number of safe size (see #lastTick) counts as none, so a tick mends it.
+    // that is not a whole number of safe size (see decodeReminderRow) counts as none, so a tick mends it.
     const recordTickRow = db.prepare<[number, string, string, string, number]>(
       `UPDATE ${t} SET last_tick_at = ? WHERE cluster_id = ? AND grain_id = ? AND name = ?
        AND NOT (typeof(last_tick_at) = 'integer' AND last_tick_at BETWEEN ${-Number.MAX_SAFE_INTEGER} AND ${Number.MAX_SAFE_INTEGER} AND last_tick_at >= ?)`,
@@ -310,8 +296,12 @@ class SqliteReminders implements ReminderTable {
     // and the row change together and no other process can slip in between.
     const upsert = db.transaction((clusterId: string, e: ReminderEntry): string => {
       const counter = nextEtag.get();
-      if (counter === undefined)
-        throw new Error(`the ETag counter row of table ${this.#settings.counterTable} is missing`);
+      if (counter === undefined) {
+        throw this.#error(
+          'upsert',
+          `${describeReminder(e.grainId, e.name)}: the ETag counter row of table ${this.#settings.counterTable} is missing`,
+        );
+      }
       const etag = String(counter.last);
       upsertRow.run(clusterId, e.grainId, e.name, e.grainHash, e.startAt, e.periodMs, etag);
       return etag;
@@ -338,55 +328,38 @@ class SqliteReminders implements ReminderTable {
 
   /** The reminder of a row, or undefined (with a warning naming the row) if the row cannot be read back. */
   #decode(row: Row): StoredReminder | undefined {
-    const { grain_id: grainId, name, grain_hash: grainHash, start_at: startAt, period_ms: periodMs, etag } = row;
-    let problem: string | undefined;
-    if (typeof grainId !== 'string' || typeof name !== 'string') problem = 'grain_id and name must be text';
-    else if (typeof etag !== 'string' || etag === '')
-      problem = `etag must be non-empty text, got ${JSON.stringify(etag)}`;
-    else if (typeof grainHash !== 'number' || !isHash(grainHash))
-      problem = `grain_hash must be a whole number from 0 to ${MAX_HASH}, got ${JSON.stringify(grainHash)}`;
-    else if (typeof startAt !== 'number' || !Number.isSafeInteger(startAt))
-      problem = `start_at must be a whole number of epoch ms, got ${JSON.stringify(startAt)}`;
-    else if (typeof periodMs !== 'number' || !Number.isSafeInteger(periodMs) || periodMs < 1)
-      problem = `period_ms must be a whole number of ms, 1 or more, got ${JSON.stringify(periodMs)}`;
-    else {
-      const lastTickAt = this.#lastTick(row.last_tick_at, grainId, name);
-      const reminder = { grainId, name, grainHash, startAt, periodMs, etag };
-      return lastTickAt === undefined ? reminder : { ...reminder, lastTickAt };
+    const decoded = decodeReminderRow({
+      grainId: row.grain_id,
+      name: row.name,
+      grainHash: row.grain_hash,
+      startAt: row.start_at,
+      periodMs: row.period_ms,
+      etag: row.etag,
+      lastTickAt: row.last_tick_at,
+    });
+    const where = {
+      clusterId: this.#clusterId,
+      path: this.#settings.path,
+      table: this.#settings.table,
+      grainId: row.grain_id,
+      name: row.name,
+    };
+    if (decoded.reminder === undefined) {
+      this.#logger?.warn({ ...where, problem: decoded.problem }, 'skipped a reminder row that cannot be read back');
+      return undefined;
     }
-    this.#logger?.warn(
-      { clusterId: this.#clusterId, path: this.#settings.path, table: this.#settings.table, grainId, name, problem },
-      'skipped a reminder row that cannot be read back',
-    );
-    return undefined;
-  }
-
-  /**
-   * The last_tick_at of a row, or undefined: NULL is no tick recorded; a
-   * value that is not a whole number of epoch ms within ±2^53 is read as none
-   * too, with a warning naming the row, rather than skip a row that can
-   * still fire (a tick taken over may then fire again: at least once).
-   */
-  #lastTick(value: unknown, grainId: string, name: string): number | undefined {
-    if (value === null) return undefined;
-    if (typeof value === 'number' && Number.isSafeInteger(value)) return value;
-    this.#logger?.warn(
-      {
-        clusterId: this.#clusterId,
-        path: this.#settings.path,
-        table: this.#settings.table,
-        grainId,
-        name,
-        problem: `last_tick_at must be a whole number of epoch ms or NULL, got ${JSON.stringify(value)}`,
-      },
-      'read a reminder row without its last tick, which cannot be read back',
-    );
-    return undefined;
+    if (decoded.lastTickProblem !== undefined) {
+      this.#logger?.warn(
+        { ...where, problem: decoded.lastTickProblem },
+        'read a reminder row without its last tick, which cannot be read back',
+      );
+    }
+    return decoded.reminder;
   }
 
   #use(op: string): { statements: Statements; clusterId: string } {
     if (this.#statements === undefined || this.#clusterId === undefined) {
-      throw this.#error(op, 'the table is not open (init() not called, did not succeed, or closed)');
+      throw this.#error(op, `the table is ${NOT_OPEN}`);
     }
     return { statements: this.#statements, clusterId: this.#clusterId };
   }
@@ -394,44 +367,17 @@ class SqliteReminders implements ReminderTable {
   #error(op: string, problem: string, cause?: unknown): ReminderError {
     return new ReminderError(
       `sqlite reminders (cluster ${JSON.stringify(this.#clusterId)}, file ${this.#settings.path}, table ${this.#settings.table}): ${op} failed: ${problem}`,
-      cause === undefined ? undefined : { cause },
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a ReminderError that names the operation, cluster and file. */
   #wrap(err: unknown, op: string, what?: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return this.#error(op, `${what === undefined ? '' : `${what}: `}${errorMessage(err)}`, err);
+    return wrapError(err, what, (problem, cause) => this.#error(op, problem, cause));
   }
 }
 
 function validate(options: SqliteRemindersOptions): Settings {
   const { path, tablePrefix, busyTimeoutMs } = validateFileOptions('sqliteReminders', options, sqliteRemindersDefaults);
   return { path, table: `${tablePrefix}reminders`, counterTable: `${tablePrefix}reminders_etag`, busyTimeoutMs };
-}
-
-/** Why an entry cannot be stored as given, or undefined. */
-function entryProblem(e: ReminderEntry): string | undefined {
-  if (typeof e.grainId !== 'string' || typeof e.name !== 'string') return 'grainId and name must be strings';
-  if (!isHash(e.grainHash)) return `grainHash must be a whole number from 0 to ${MAX_HASH}, got ${e.grainHash}`;
-  if (!Number.isSafeInteger(e.startAt)) return `startAt must be a whole number of epoch ms, got ${e.startAt}`;
-  if (!Number.isSafeInteger(e.periodMs) || e.periodMs < 1)
-    return `periodMs must be a whole number of ms, 1 or more, got ${e.periodMs}`;
-  return undefined;
-}
-
-function isHash(n: number): boolean {
-  return Number.isInteger(n) && n >= 0 && n <= MAX_HASH;
-}
-
-function describe(grainId: string, name: string): string {
-  return `reminder ${JSON.stringify(name)} of grain ${JSON.stringify(grainId)}`;
-}
-
-function quote(identifier: string): string {
-  return `"${identifier}"`;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -3,8 +3,9 @@
 // busy timeout), with the ETag check done atomically in SQL.
 
 import type Database from 'better-sqlite3';
-import { openSqlite, validateFileOptions } from './open.ts';
-import { GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import { checkTable, openSqlite, validateFileOptions } from './open.ts';
+import { ErrorCodes, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import { causeOf, corruptState, errorMessage, NOT_OPEN, quote, wrapError } from '../shared.ts';
 import type { ProviderContext, StateAddress, StorageProvider, StoredState } from '../../storage/provider.ts';
 import {
   FORMAT_VERSIONS,
@@ -187,13 +188,7 @@ class SqliteStorage implements StorageProvider {
 
   #open(): Database.Database {
     const { path, busyTimeoutMs } = this.#settings;
-    return openSqlite(path, busyTimeoutMs, (err, what) =>
-      what.startsWith('cannot create')
-        ? new StorageError(`sqlite storage '${this.#name}': ${what}: ${errorMessage(err)}`, 'GRANARY_STORAGE', {
-            cause: err,
-          })
-        : (this.#wrap(err, what) as Error),
-    );
+    return openSqlite(path, busyTimeoutMs, (err, what) => this.#wrap(err, what));
   }
 
   /** Creates the tables if missing; true if this call created the storage table. */
@@ -202,23 +197,8 @@ class SqliteStorage implements StorageProvider {
     // IMMEDIATE: of several processes starting at once, exactly one creates (and logs).
     return db
       .transaction((): boolean => {
-        const exists =
-          db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?`).get(table) !== undefined;
-        if (exists) {
-          const columns = new Set(
-            db
-              .prepare<[], { name: string }>(`PRAGMA table_info(${quote(table)})`)
-              .all()
-              .map((c) => c.name),
-          );
-          const missing = COLUMNS.filter((c) => !columns.has(c));
-          if (missing.length > 0) {
-            throw new StorageError(
-              `sqlite storage '${this.#name}': table ${table} in ${this.#settings.path} exists but lacks column(s) ${missing.join(', ')}; ` +
-                `it was not made by this provider: choose another tablePrefix`,
-            );
-          }
-        } else {
+        const exists = checkTable(db, table, COLUMNS, (problem) => this.#error(problem));
+        if (!exists) {
           db.exec(`CREATE TABLE ${quote(table)} (
           grain_type     TEXT    NOT NULL,
           grain_key      TEXT    NOT NULL,
@@ -306,32 +286,35 @@ class SqliteStorage implements StorageProvider {
 
   #use(address: StateAddress): { statements: Statements; serializer: PayloadFormat } {
     if (this.#statements === undefined || this.#serializer === undefined) {
-      throw new StorageError(
-        `sqlite storage '${this.#name}' (${this.#settings.path}) is not open (init() not called, or closed): ` +
-          `cannot access grain ${grainName(address)} state '${address.stateName}'`,
-      );
+      throw this.#error(`${NOT_OPEN}: cannot access grain ${grainName(address)} state '${address.stateName}'`);
     }
     return { statements: this.#statements, serializer: this.#serializer };
   }
 
   #corrupt(address: StateAddress, row: Row, problem: string, cause?: unknown): StorageError {
     const { table, path } = this.#settings;
+    return corruptState(
+      {
+        what: `state for grain ${grainName(address)} state '${address.stateName}'`,
+        provider: `sqlite storage '${this.#name}'`,
+        where: `table ${table} rowid ${row.rowid}, version ${row.version}, file ${path}`,
+      },
+      problem,
+      cause,
+    );
+  }
+
+  #error(problem: string, cause?: unknown): StorageError {
     return new StorageError(
-      `corrupt state for grain ${grainName(address)} state '${address.stateName}' in sqlite storage '${this.#name}' ` +
-        `(table ${table} rowid ${row.rowid}, version ${row.version}, file ${path}): ${problem}`,
-      'GRANARY_STORAGE_CORRUPT',
-      cause === undefined ? undefined : { cause },
+      `sqlite storage '${this.#name}' (${this.#settings.path}): ${problem}`,
+      ErrorCodes.Storage,
+      causeOf(cause),
     );
   }
 
   /** Granary errors pass through; driver errors become a StorageError that names provider and file. */
   #wrap(err: unknown, what: string): GranaryError {
-    if (err instanceof GranaryError) return err;
-    return new StorageError(
-      `sqlite storage '${this.#name}' (${this.#settings.path}): ${what}: ${errorMessage(err)}`,
-      'GRANARY_STORAGE',
-      { cause: err },
-    );
+    return wrapError(err, what, (problem, cause) => this.#error(problem, cause));
   }
 }
 
@@ -347,14 +330,6 @@ function parseEtag(etag: string): number | undefined {
   return Number(etag);
 }
 
-function quote(identifier: string): string {
-  return `"${identifier}"`;
-}
-
 function grainName(address: StateAddress): string {
   return `${address.grainType}/${address.grainKey}`;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -280,7 +280,7 @@ describe('sqlite storage specifics', () => {
         db.close();
       }
       await assert.rejects(p.read(a), (err: Error & { code?: string }) => {
-        assert.equal(err.name, 'StorageError');
+        assert.equal(err.name, 'StorageCorruptError');
         assert.equal(err.code, 'GRANARY_STORAGE_CORRUPT');
         for (const part of [
           'counter/alice',
