@@ -138,7 +138,7 @@ describe('reminders in one silo', () => {
   });
 
   it('refuses a period that rounds to 0 ms and a due time or period too large to store, as configuration errors', async () => {
-    const s = await silo({ minReminderPeriodMs: 0.1 });
+    const s = await silo({ minReminderPeriodMs: 1 });
     await assert.rejects(
       s.getGrain(RemindMe, 'v').start('x', 0, 0.4),
       (e: unknown) => e instanceof ConfigurationError && /periodMs/.test(e.message),

@@ -12,7 +12,8 @@ import type {
   SiloEntry,
   TableVersion,
 } from '../../membership/table.ts';
-import { decodeSiloEntry, siloId } from '../../membership/table.ts';
+import { siloId } from '../../membership/table.ts';
+import { siloEntryOfRow } from '../sql-rows.ts';
 import { alreadyOpen, causeOf, NOT_OPEN, quote, wrapError } from '../shared.ts';
 import {
   checkTable,
@@ -321,24 +322,9 @@ class PostgresMembership implements MembershipTable {
   }
 
   #decode(row: ReadRow): { entry: SiloEntry; etag: string } {
-    const corrupt = (problem: string, cause?: unknown): MembershipError =>
-      this.#error('readAll', `corrupt row ${String(row.silo_id)} in table ${this.#settings.table}: ${problem}`, cause);
-    if (typeof row.etag !== 'string') throw corrupt(`etag must be text, got ${String(row.etag)}`);
-    // Numbers come as the driver gives them (bigint as text by default), whatever type parsers the application set.
-    const entry = decodeSiloEntry(
-      {
-        address: row.address,
-        generation: row.generation,
-        status: row.status,
-        gatewayAddress: row.gateway_address,
-        hostName: row.host_name,
-        startedAt: row.started_at,
-        iAmAliveAt: row.i_am_alive_at,
-        suspicions: row.suspicions,
-      },
-      corrupt,
+    return siloEntryOfRow(row, (problem, cause) =>
+      this.#error('readAll', `corrupt row ${String(row.silo_id)} in table ${this.#settings.table}: ${problem}`, cause),
     );
-    return { entry, etag: row.etag };
   }
 
   #use(op: string): { pool: Pool; clusterId: string } {

@@ -9,13 +9,8 @@ import type { Pool, PoolClient } from 'pg';
 import { GranaryError, ReminderError } from '../../errors.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ReminderContext, ReminderEntry, ReminderTable, StoredReminder } from '../../reminders/table.ts';
-import {
-  decodeReminderRow,
-  describeReminder,
-  MAX_RING_HASH,
-  reminderEntryProblem,
-  ringRangeProblem,
-} from '../../reminders/table.ts';
+import { describeReminder, MAX_RING_HASH, reminderEntryProblem, ringRangeProblem } from '../../reminders/table.ts';
+import { reminderOfRow, type ReminderRow } from '../sql-rows.ts';
 import { alreadyOpen, causeOf, missingColumns, NOT_OPEN, quote, wrapError } from '../shared.ts';
 import {
   createPool,
@@ -72,15 +67,7 @@ interface Settings extends ConnectionSettings {
 }
 
 /** A row as the driver gives it (bigint as text by default, or whatever type parsers the application set), before it is checked. */
-interface Row {
-  readonly grain_id: unknown;
-  readonly name: unknown;
-  readonly grain_hash: unknown;
-  readonly start_at: unknown;
-  readonly period_ms: unknown;
-  readonly etag: unknown;
-  readonly last_tick_at: unknown;
-}
+type Row = ReminderRow;
 
 /** The SQL of one table, made once per provider. */
 interface Queries {
@@ -322,33 +309,8 @@ class PostgresReminders implements ReminderTable {
 
   /** The reminder of a row, or undefined (with a warning naming the row) if the row cannot be read back. */
   #decode(row: Row): StoredReminder | undefined {
-    const decoded = decodeReminderRow({
-      grainId: row.grain_id,
-      name: row.name,
-      grainHash: row.grain_hash,
-      startAt: row.start_at,
-      periodMs: row.period_ms,
-      etag: row.etag,
-      lastTickAt: row.last_tick_at,
-    });
-    const where = {
-      clusterId: this.#clusterId,
-      database: this.#settings.safeConnection,
-      table: this.#settings.table,
-      grainId: row.grain_id,
-      name: row.name,
-    };
-    if (decoded.reminder === undefined) {
-      this.#logger?.warn({ ...where, problem: decoded.problem }, 'skipped a reminder row that cannot be read back');
-      return undefined;
-    }
-    if (decoded.lastTickProblem !== undefined) {
-      this.#logger?.warn(
-        { ...where, problem: decoded.lastTickProblem },
-        'read a reminder row without its last tick, which cannot be read back',
-      );
-    }
-    return decoded.reminder;
+    const where = { clusterId: this.#clusterId, database: this.#settings.safeConnection, table: this.#settings.table };
+    return reminderOfRow(row, where, this.#logger);
   }
 
   #use(op: string): { pool: Pool; clusterId: string } {

@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import { checkTable, openSqlite, validateFileOptions } from './open.ts';
 import { GranaryError, MembershipError } from '../../errors.ts';
+import { siloEntryOfRow } from '../sql-rows.ts';
 import { alreadyOpen, causeOf, NOT_OPEN, quote, wrapError } from '../shared.ts';
 import type {
   MembershipContext,
@@ -14,7 +15,7 @@ import type {
   SiloEntry,
   TableVersion,
 } from '../../membership/table.ts';
-import { decodeSiloEntry, siloId } from '../../membership/table.ts';
+import { siloId } from '../../membership/table.ts';
 
 /** Options of `sqliteMembership`. */
 export interface SqliteMembershipOptions {
@@ -338,23 +339,9 @@ class SqliteMembership implements MembershipTable {
   }
 
   #decode(row: EntryRow): { entry: SiloEntry; etag: string } {
-    const corrupt = (problem: string, cause?: unknown): MembershipError =>
-      this.#error('readAll', `corrupt row ${row.silo_id} in table ${this.#settings.table}: ${problem}`, cause);
-    if (typeof row.etag !== 'string') throw corrupt(`etag must be text, got ${String(row.etag)}`);
-    const entry = decodeSiloEntry(
-      {
-        address: row.address,
-        generation: row.generation,
-        status: row.status,
-        gatewayAddress: row.gateway_address,
-        hostName: row.host_name,
-        startedAt: row.started_at,
-        iAmAliveAt: row.i_am_alive_at,
-        suspicions: row.suspicions,
-      },
-      corrupt,
+    return siloEntryOfRow(row, (problem, cause) =>
+      this.#error('readAll', `corrupt row ${row.silo_id} in table ${this.#settings.table}: ${problem}`, cause),
     );
-    return { entry, etag: row.etag };
   }
 
   #use(op: string): { statements: Statements; clusterId: string } {

@@ -8,10 +8,11 @@
 import type Database from 'better-sqlite3';
 import { openSqlite, tableColumns, validateFileOptions } from './open.ts';
 import { GranaryError, ReminderError } from '../../errors.ts';
+import { reminderOfRow, type ReminderRow } from '../sql-rows.ts';
 import { alreadyOpen, causeOf, missingColumns, NOT_OPEN, quote, wrapError } from '../shared.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { ReminderContext, ReminderEntry, ReminderTable, StoredReminder } from '../../reminders/table.ts';
-import { decodeReminderRow, describeReminder, reminderEntryProblem, ringRangeProblem } from '../../reminders/table.ts';
+import { describeReminder, reminderEntryProblem, ringRangeProblem } from '../../reminders/table.ts';
 
 /** Options of `sqliteReminders`. */
 export interface SqliteRemindersOptions {
@@ -59,15 +60,7 @@ interface Settings {
 }
 
 /** A row as read, before it is checked. */
-interface Row {
-  readonly grain_id: unknown;
-  readonly name: unknown;
-  readonly grain_hash: unknown;
-  readonly start_at: unknown;
-  readonly period_ms: unknown;
-  readonly etag: unknown;
-  readonly last_tick_at: unknown;
-}
+type Row = ReminderRow;
 
 /** Prepared once per open database; each runs as one statement or in its own transaction. */
 interface Statements {
@@ -328,33 +321,8 @@ class SqliteReminders implements ReminderTable {
 
   /** The reminder of a row, or undefined (with a warning naming the row) if the row cannot be read back. */
   #decode(row: Row): StoredReminder | undefined {
-    const decoded = decodeReminderRow({
-      grainId: row.grain_id,
-      name: row.name,
-      grainHash: row.grain_hash,
-      startAt: row.start_at,
-      periodMs: row.period_ms,
-      etag: row.etag,
-      lastTickAt: row.last_tick_at,
-    });
-    const where = {
-      clusterId: this.#clusterId,
-      path: this.#settings.path,
-      table: this.#settings.table,
-      grainId: row.grain_id,
-      name: row.name,
-    };
-    if (decoded.reminder === undefined) {
-      this.#logger?.warn({ ...where, problem: decoded.problem }, 'skipped a reminder row that cannot be read back');
-      return undefined;
-    }
-    if (decoded.lastTickProblem !== undefined) {
-      this.#logger?.warn(
-        { ...where, problem: decoded.lastTickProblem },
-        'read a reminder row without its last tick, which cannot be read back',
-      );
-    }
-    return decoded.reminder;
+    const where = { clusterId: this.#clusterId, path: this.#settings.path, table: this.#settings.table };
+    return reminderOfRow(row, where, this.#logger);
   }
 
   #use(op: string): { statements: Statements; clusterId: string } {
