@@ -96,6 +96,8 @@ const rules = [
   { from: 'storage', not: below('runtime', 'transport', 'membership', 'directory', 'placement') },
   { from: 'reminders', not: below('runtime', 'transport') },
   { from: 'journal', not: below('runtime', 'transport') },
+  // Streams deliver through the runtime's interfaces (the service is handed its host).
+  { from: 'streams', not: below('runtime', 'transport', 'membership', 'directory', 'placement', 'hosting') },
   // The runtime reaches providers only through their interfaces.
   { from: 'runtime', not: below() },
   { from: 'client', not: below('runtime') },

@@ -21,6 +21,7 @@ export {
   callChainReentrancy,
   collectionAge,
   journal,
+  implicitSubscription,
   type GrainOptions,
   type MethodOptions,
   type PlacementStrategy,
@@ -71,3 +72,20 @@ export type { ReminderTick, ReminderInfo, ReminderOptions } from './reminders/se
 export type { ReminderTable, ReminderEntry, StoredReminder, ReminderContext } from './reminders/table.ts';
 export { defaultLogger, silentLogger, type Logger } from './observability/logger.ts';
 export { channels } from './observability/channels.ts';
+export { memoryStreams, type MemoryStreamsOptions } from './streams/memory.ts';
+export {
+  deliveryDefaults,
+  type DeliveryOptions,
+  type DeadLetter,
+  type StreamProvider,
+  type StreamProviderContext,
+} from './streams/provider.ts';
+export {
+  compareTokens,
+  type Stream,
+  type StreamId,
+  type StreamToken,
+  type StreamHandler,
+  type StreamSubscription,
+  type SubscribeOptions,
+} from './streams/types.ts';

@@ -7,6 +7,8 @@ import type { ReminderInfo, ReminderOptions } from '../reminders/info.ts';
 import { GrainConstructedError } from '../errors.ts';
 import type { GrainId } from './identity.ts';
 import type { PersistentState, PersistentStateOptions } from '../storage/persistent-state.ts';
+import type { StorageProvider } from '../storage/provider.ts';
+import type { Stream } from '../streams/types.ts';
 import type { JournalBinding } from '../journal/log.ts';
 import type { ReservedMethod } from './options.ts';
 import type { JOURNALED, JournaledGrainMember } from '../journal/members.ts';
@@ -107,6 +109,16 @@ export interface GrainContext {
   getReminders(): Promise<ReminderInfo[]>;
   deactivateOnIdle(): void;
   delayDeactivation(ms: number): void;
+  /** The silo's streams as this grain sees them. */
+  streams(): GrainStreams;
+}
+
+/** The silo's stream service as a grain's context offers it. */
+export interface GrainStreams {
+  /** A handle to a stream; subscriptions made through it belong to this grain. */
+  getStream(provider: string, namespace: string, key: string): Stream<unknown>;
+  /** The storage provider keeping the pub-sub records of stream provider `provider` (the rendezvous grain's). */
+  pubSubStorage(provider: string): StorageProvider;
 }
 
 let constructing: GrainContext | undefined;
@@ -216,6 +228,15 @@ export abstract class Grain {
   /** Keeps this activation alive for at least `ms`, whatever its idle time. */
   delayDeactivation(ms: number): void {
     this.#ctx.delayDeactivation(ms);
+  }
+
+  /**
+   * A handle to stream `key` in `namespace` of stream provider `provider`.
+   * Subscriptions made through it belong to this grain and outlive its
+   * activation (see `Stream.subscribe`).
+   */
+  getStream<T>(provider: string, namespace: string, key: string): Stream<T> {
+    return this.#ctx.streams().getStream(provider, namespace, key) as Stream<T>;
   }
 
   /** Runs before the first call is let in. A throw fails that call and discards the activation. */

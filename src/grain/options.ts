@@ -2,6 +2,8 @@
 // equivalent, and the per-class type info the runtime dispatches on.
 
 import { ConfigurationError } from '../errors.ts';
+import { STREAM_METHOD } from '../streams/types.ts';
+import { deliverStreamItems } from './stream-consumer.ts';
 
 /** A placement strategy: a built-in name or a custom strategy object. */
 export type PlacementStrategy = 'random' | 'preferLocal' | 'hash' | 'activationCount' | CustomPlacement;
@@ -40,6 +42,12 @@ export interface GrainOptions {
   methods?: Record<string, MethodOptions>;
   /** Event log options of a `JournaledGrain`. */
   journal?: JournalOptions;
+  /**
+   * Stream namespaces the grain is implicitly subscribed to: every item of a
+   * stream in one of them activates the grain whose key is the stream's key
+   * and reaches its `onStreamItem(item, token, stream)`.
+   */
+  implicitSubscriptions?: readonly string[];
 }
 
 /** Options of a `JournaledGrain` class: `@journal({...})`, or `journal` in `static grainOptions`. */
@@ -141,6 +149,18 @@ export function journal(options: JournalOptions) {
   };
 }
 
+/**
+ * `@implicitSubscription(namespace)`: every item of every stream in
+ * `namespace` activates the grain with the stream's key and reaches its
+ * `onStreamItem(item, token, stream)`; nothing to subscribe, no pub-sub record.
+ */
+export function implicitSubscription(namespace: string) {
+  return (cls: abstract new (...args: never[]) => unknown, _ctx: ClassDecoratorContext): void => {
+    const o = classOpts(cls);
+    o.implicitSubscriptions = [...(o.implicitSubscriptions ?? []), namespace];
+  };
+}
+
 /** `@readOnly`: may interleave with other read-only calls, never with a write. */
 export function readOnly(fn: (...args: never[]) => unknown, _ctx: ClassMethodDecoratorContext): void {
   flag(fn, { readOnly: true });
@@ -182,6 +202,10 @@ export interface GrainTypeInfo {
    * the class has none.
    */
   readonly reminder: MethodInfo | undefined;
+  /** Where the runtime delivers stream items (STREAM_METHOD; never callable through a reference). */
+  readonly stream: MethodInfo;
+  /** The stream namespaces the type is implicitly subscribed to. */
+  readonly implicitSubscriptions: readonly string[];
   /** True when the class overrides `onActivate`. */
   readonly hasOnActivate: boolean;
   readonly hasOnDeactivate: boolean;
@@ -303,12 +327,42 @@ export function grainTypeInfo(cls: new () => object, base: object, cpus: number)
             oneWay: false,
           }
         : undefined,
+    stream: streamMethod,
+    implicitSubscriptions: checkNamespaces(
+      name,
+      opts.implicitSubscriptions,
+      typeof proto['onStreamItem'] === 'function',
+    ),
     hasOnActivate: proto['onActivate'] !== baseProto['onActivate'],
     hasOnDeactivate: proto['onDeactivate'] !== baseProto['onDeactivate'],
     journal: journalOptions,
   };
   typeInfos.set(cls, info);
   return info;
+}
+
+const streamMethod: MethodInfo = {
+  name: STREAM_METHOD,
+  fn: deliverStreamItems as (...args: unknown[]) => unknown,
+  readOnly: false,
+  alwaysInterleave: false,
+  oneWay: false,
+};
+
+/** The implicit subscriptions of grain type `name`, checked. */
+function checkNamespaces(name: string, namespaces: unknown, hasHandler: boolean): readonly string[] {
+  if (namespaces === undefined) return [];
+  if (!Array.isArray(namespaces) || namespaces.some((n) => typeof n !== 'string' || n === '')) {
+    throw new ConfigurationError(
+      `implicitSubscriptions of grain ${name} must be a list of non-empty namespace names, got ${JSON.stringify(namespaces)}`,
+    );
+  }
+  if (namespaces.length > 0 && !hasHandler) {
+    throw new ConfigurationError(
+      `grain ${name} is implicitly subscribed to ${namespaces.map((n) => `'${n as string}'`).join(', ')} but has no onStreamItem(item, token, stream) method to receive the items`,
+    );
+  }
+  return [...new Set(namespaces as string[])];
 }
 
 /** The journal options of grain type `name`, checked; undefined when it is not journaled. */

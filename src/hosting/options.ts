@@ -13,6 +13,7 @@ import type { MembershipTable } from '../membership/table.ts';
 import { defaultLogger, type Logger } from '../observability/logger.ts';
 import type { ReminderTable } from '../reminders/table.ts';
 import type { StorageProvider } from '../storage/provider.ts';
+import type { StreamProvider } from '../streams/provider.ts';
 import { resolveTransportLimits, type ResolvedTransportLimits, type TransportLimits } from '../transport/limits.ts';
 
 /** Options of `Silo.start`. Every field is optional. */
@@ -36,6 +37,8 @@ export interface SiloOptions {
    * as long as this process (give SQLite, PostgreSQL or Redis for durable ones).
    */
   reminders?: ReminderTable;
+  /** Named stream providers, e.g. `{ events: memoryStreams() }`. Default: none (no streams). */
+  streams?: Record<string, StreamProvider>;
   /** Shortest period a reminder may have, in ms. Default 60 000 (as Orleans); tests use less. */
   minReminderPeriodMs?: number;
   /** How often a silo re-reads the reminders of its ring ranges from the table, in ms. Default 60 000. */
@@ -131,6 +134,7 @@ export interface ResolvedCommonOptions {
   readonly storage: ReadonlyMap<string, StorageProvider>;
   readonly eventLogs: ReadonlyMap<string, EventLog>;
   readonly reminders: ReminderTable;
+  readonly streams: ReadonlyMap<string, StreamProvider>;
   readonly membershipOptions: Readonly<Required<MembershipOptions>>;
   readonly transport: ResolvedTransportLimits;
   readonly minReminderPeriodMs: number;
@@ -230,6 +234,15 @@ const checks: Readonly<Record<keyof SiloOptions, (value: unknown, name: string) 
       throw new ConfigurationError(
         `silo option ${name} is not a reminder table (give e.g. memoryReminders() or sqliteReminders({ path })), got ${show(value)}`,
       );
+  },
+  streams(value, name) {
+    providers(
+      name,
+      value,
+      'stream provider',
+      ['publish', 'init', 'close'],
+      "memoryStreams() or natsStreams({ servers }) from 'granary/nats'",
+    );
   },
   minReminderPeriodMs: milliseconds,
   reminderRefreshIntervalMs: milliseconds,
@@ -375,6 +388,7 @@ export function resolveSiloOptions(options: SiloOptions, fallbacks: SiloFallback
     storage: new Map(Object.entries(options.storage ?? { default: fallbacks.storage() })),
     eventLogs: new Map(Object.entries(options.eventLogs ?? { default: fallbacks.eventLog() })),
     reminders: options.reminders ?? fallbacks.reminders(),
+    streams: new Map(Object.entries(options.streams ?? {})),
     membershipOptions: resolveMembershipOptions(options.membershipOptions),
     transport: resolveTransportLimits(options.transport),
     minReminderPeriodMs: options.minReminderPeriodMs ?? siloDefaults.minReminderPeriodMs,
@@ -468,6 +482,7 @@ export interface SiloOptionsSummary {
   readonly storage: Readonly<Record<string, string>>;
   readonly eventLogs: Readonly<Record<string, string>>;
   readonly reminders: string;
+  readonly streams: Readonly<Record<string, string>>;
   /** The membership table's kind, or `none` for a silo that runs alone. */
   readonly membership: string;
   readonly membershipOptions: Readonly<Record<string, number>>;
@@ -503,6 +518,7 @@ export function describeSiloOptions(resolved: ResolvedSiloOptions): SiloOptionsS
     storage: kinds(resolved.storage),
     eventLogs: kinds(resolved.eventLogs),
     reminders: resolved.reminders.kind,
+    streams: kinds(resolved.streams),
     membership: resolved.membership?.kind ?? 'none',
     membershipOptions: { ...resolved.membershipOptions },
     transport: { ...resolved.transport },

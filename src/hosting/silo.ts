@@ -8,6 +8,7 @@
 // stops in reverse order, each told how the silo is ending.
 
 import { availableParallelism } from 'node:os';
+import { ConfigurationError } from '../errors.ts';
 import type { Grain, GrainClass, SiloInfo } from '../grain/grain.ts';
 import type { GrainRef, ObserverRef } from '../grain/ref.ts';
 import { channels } from '../observability/channels.ts';
@@ -22,6 +23,11 @@ import { memoryMembership } from '../providers/memory/membership.ts';
 import { memoryReminders } from '../providers/memory/reminders.ts';
 import { ReminderService } from '../reminders/service.ts';
 import { Ring } from '../membership/ring.ts';
+import { PubSubGrain } from '../streams/pubsub.ts';
+import { StreamService } from '../streams/service.ts';
+import type { Stream } from '../streams/types.ts';
+import { checkedId } from '../streams/service.ts';
+import { StreamWorker } from '../streams/worker.ts';
 import { describeSiloOptions, resolveSiloOptions, type ResolvedSiloOptions, type SiloOptions } from './options.ts';
 
 /** The ring of a silo that is not (or no longer) a member: it owns no range. */
@@ -140,6 +146,42 @@ export class Silo {
       deactivationTimeoutMs: o.deactivationTimeoutMs,
     });
     for (const cls of o.grains) runtime.register(cls);
+    let streams: StreamService | undefined;
+    if (o.streams.size > 0) {
+      // The rendezvous of each stream, and the worker clients publish through.
+      runtime.register(PubSubGrain);
+      runtime.register(StreamWorker);
+      const implicit = new Map<string, string[]>();
+      for (const [name, t] of runtime.types.all)
+        for (const ns of t.implicitSubscriptions) implicit.set(ns, [...(implicit.get(ns) ?? []), name]);
+      streams = new StreamService(
+        {
+          get address() {
+            return runtime.siloInfo.address;
+          },
+          get logger() {
+            return runtime.logger;
+          },
+          deliverToGrain: (type, key, args) => runtime.deliverStream(type, key, args),
+          grain: (type, key) => runtime.getGrain(type, key, undefined),
+          createObserver: <T extends object>(impl: T) =>
+            runtime.createObserver(impl, undefined) as unknown as ObserverRef<T>,
+          storageProvider: (name, what) => {
+            const p = o.storage.get(name);
+            if (p === undefined)
+              throw new ConfigurationError(
+                `${what} go to storage provider '${name}', which is not configured; configured: ${[...o.storage.keys()].join(', ') || 'none'} (the silo's 'storage' option, or the stream provider's pubSubStorage)`,
+              );
+            return p;
+          },
+        },
+        o.streams,
+        implicit,
+      );
+      runtime.streamService = streams;
+      // A stream provider whose pub-sub records have nowhere to go fails the start, not the first subscribe.
+      for (const name of o.streams.keys()) streams.pubSubStorage(name);
+    }
     const made: { silo?: Silo } = {};
     let cluster: SiloCluster | undefined;
     const reminders = new ReminderService({
@@ -214,6 +256,19 @@ export class Silo {
         },
       },
       {
+        // Stream providers: after the silo is active (delivery needs the cluster), stopped before it leaves.
+        name: 'streams',
+        start: async () => {
+          if (streams === undefined) return;
+          await streams.start();
+          cluster?.membership.subscribe(() => streams.viewChanged());
+        },
+        stop: async () => {
+          runtime.streamService = undefined;
+          await streams?.stop();
+        },
+      },
+      {
         name: 'reminders',
         start: async () => {
           runtime.reminders = reminders;
@@ -275,6 +330,19 @@ export class Silo {
   getGrain<T>(type: string, key: string): GrainRef<T>;
   getGrain(type: GrainClass | string, key: string): unknown {
     return this.#runtime.getGrain(type, key, undefined);
+  }
+
+  /**
+   * A handle to stream `key` in `namespace` of stream provider `provider`:
+   * code in the silo's process can publish (subscribers are grains and clients).
+   */
+  getStream<T>(provider: string, namespace: string, key: string): Stream<T> {
+    const service = this.#runtime.streamService;
+    if (service === undefined)
+      throw new ConfigurationError(
+        `silo ${this.info.address} has no stream provider: give it a 'streams' option, e.g. streams: { default: memoryStreams() }`,
+      );
+    return service.handle(checkedId(provider, namespace, key), undefined) as Stream<T>;
   }
 
   /**

@@ -17,6 +17,8 @@ export const channels = {
   reminderTick: diagnostics_channel.channel('granary:reminder:tick'),
   /** `{ silo, grain, reminder, reason }` when a silo stops firing a reminder; `reason` is `removed` (unregistered), `moved` (another silo owns it now) or `stopped` (the silo stops). */
   reminderUnscheduled: diagnostics_channel.channel('granary:reminder:unscheduled'),
+  /** `{ silo, stream, subscription, consumer, item, token, error, attempts }` when a stream item is given up on after its retries (a dead letter). */
+  streamDeadLetter: diagnostics_channel.channel('granary:stream:dead-letter'),
   /** `{ silo, address }` when a silo has started. */
   siloStarted: diagnostics_channel.channel('granary:silo:started'),
   /** `{ silo, address }` when a silo has stopped. */

@@ -15,6 +15,7 @@ import {
   type SiloInfo,
   type TimerHandle,
   type TimerOptions,
+  type GrainStreams,
 } from '../grain/grain.ts';
 import type { GrainId } from '../grain/identity.ts';
 import type { GrainTypeInfo } from '../grain/options.ts';
@@ -28,6 +29,7 @@ import type { RefIdentity } from '../serialization/symbols.ts';
 import { PersistentStateImpl, type PersistentState, type PersistentStateOptions } from '../storage/persistent-state.ts';
 import type { StorageProvider } from '../storage/provider.ts';
 import type { CallSettler } from './call-tracker.ts';
+import type { StreamOwner } from '../streams/service.ts';
 import { GrainTimer } from './timers.ts';
 
 /**
@@ -116,6 +118,8 @@ export interface ActivationHost {
   storageProvider(name: string, grain: string, state: string): StorageProvider;
   eventLog(name: string, grain: string): EventLog;
   reminderService(): ReminderService;
+  /** The silo's streams as grain `owner` sees them; a clear error when the silo has no stream provider. */
+  streams(owner: StreamOwner): GrainStreams;
   /** Registers in the directory; resolves to undefined if this activation won, else to the winner's silo. */
   registerActivation(a: Activation): Promise<string | undefined>;
   /** Removes the directory entry `a` won. */
@@ -301,6 +305,19 @@ export class Activation implements GrainContext, CallerContext, Target {
       );
     }
     return this.#host.reminderService().register(this.idStr, name, options);
+  }
+
+  #streams: GrainStreams | undefined;
+
+  streams(): GrainStreams {
+    // The instance is read when used: a grain may get a stream handle while it is constructed.
+    this.#streams ??= this.#host.streams({
+      instance: () => this.instance as object,
+      type: this.id.type,
+      key: this.id.key,
+      ref: (type, key) => this.#host.getGrain(type, key, this),
+    });
+    return this.#streams;
   }
 
   unregisterReminder(name: string): Promise<boolean> {

@@ -4,6 +4,7 @@
 // (the cluster layer: directory cache, placement), or an observer. Calls whose
 // activation went away are delivered again (redispatch) or forwarded.
 
+import { STREAM_METHOD } from '../streams/types.ts';
 import { ConfigurationError, ForwardLimitError, SiloStoppedError, UnknownGrainTypeError } from '../errors.ts';
 import type { GrainClass, SiloInfo } from '../grain/grain.ts';
 import { grainId, OBSERVER_TYPE, type GrainId } from '../grain/identity.ts';
@@ -110,6 +111,23 @@ export class Dispatcher implements Invoker {
     return this.invoke(
       new RefCore(grainId(typeName, key), `${typeName}/${key}`, type, this, undefined, undefined),
       type.reminder,
+      args,
+    );
+  }
+
+  /** Delivers a batch of stream items to grain `typeName/key`, wherever it lives (see grain/stream-consumer.ts). */
+  deliverStream(typeName: string, key: string, args: unknown[]): Promise<unknown> {
+    const type = this.#types.get(typeName);
+    if (type === undefined) {
+      return Promise.reject(
+        new UnknownGrainTypeError(
+          `stream items for grain ${typeName}/${key} cannot be delivered: this silo does not know grain type '${typeName}'`,
+        ),
+      );
+    }
+    return this.invoke(
+      new RefCore(grainId(typeName, key), `${typeName}/${key}`, type, this, undefined, undefined),
+      type.stream,
       args,
     );
   }
@@ -241,6 +259,12 @@ export class Dispatcher implements Invoker {
     );
   }
 
+  #systemMethod(type: GrainTypeInfo, name: string): MethodInfo | undefined {
+    if (name === 'receiveReminder') return type.reminder;
+    if (name === STREAM_METHOD) return type.stream;
+    return undefined;
+  }
+
   /** Delivers a call whose activation went away before running it. */
   redispatch(msg: Message): void {
     // Re-queueing on this silo is no hop: each new activation runs at least the call that made it, so this ends.
@@ -313,8 +337,8 @@ export class Dispatcher implements Invoker {
       target =
         fromSilo && !stopping ? this.#catalog.getOrCreate(id, h.targetId, type) : this.#route(id, h.targetId, type);
     }
-    // receiveReminder is not callable by clients; the reminder service of another silo may call it.
-    const m = type.methods.get(h.method) ?? (fromSilo && h.method === 'receiveReminder' ? type.reminder : undefined);
+    // receiveReminder and stream deliveries are not callable by clients; the services of other silos call them.
+    const m = type.methods.get(h.method) ?? (fromSilo ? this.#systemMethod(type, h.method) : undefined);
     if (m === undefined) {
       if (target.remote !== true) this.#catalog.discardUnused(target as LocalTarget);
       reply?.respond(h.reqId, ResponseStatus.Error, unknownMethod(type, h.method, h.targetId));

@@ -8,9 +8,10 @@
 // they need from the rest (ActivationHost, ClusterHost); the Runtime is the
 // one object that gives it to them, and adds only the events between parts.
 
+import type { StreamOwner, StreamService } from '../streams/service.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import { ConfigurationError, SiloStoppedError } from '../errors.ts';
-import type { DeactivationReason, GrainClass, SiloInfo } from '../grain/grain.ts';
+import type { DeactivationReason, GrainClass, GrainStreams, SiloInfo } from '../grain/grain.ts';
 import type { GrainTypeInfo } from '../grain/options.ts';
 import type { GrainRefBase } from '../grain/ref.ts';
 import type { CallerContext } from '../messaging/call-chain.ts';
@@ -173,6 +174,23 @@ export class Runtime implements CatalogHost, ClusterHost {
         `silo ${this.siloInfo.address} has no reminder service running (starting or stopping)`,
       );
     return this.reminders;
+  }
+
+  /** The silo's stream service; undefined when no stream provider is configured. */
+  streamService: StreamService | undefined;
+
+  streams(owner: StreamOwner): GrainStreams {
+    if (this.streamService === undefined) {
+      throw new ConfigurationError(
+        `silo ${this.siloInfo.address} has no stream provider: give it a 'streams' option, e.g. streams: { default: memoryStreams() }`,
+      );
+    }
+    return this.streamService.forGrain(owner);
+  }
+
+  /** Delivers a batch of stream items to grain `type/key` (see grain/stream-consumer.ts). */
+  deliverStream(typeName: string, key: string, args: unknown[]): Promise<unknown> {
+    return this.dispatcher.deliverStream(typeName, key, args);
   }
 
   /** Another silo changed a reminder this silo owns. */

@@ -1,0 +1,99 @@
+// The stream provider interface: how items get from `publish` to the silos
+// that deliver them. The delivery itself (finding the subscribers, one ordered
+// pipeline per subscriber, retries, dead letters) is the stream service's and
+// the same for every provider.
+
+import { ConfigurationError } from '../errors.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { StreamId, StreamToken } from './types.ts';
+
+/** How a provider's items are delivered and retried. */
+export interface DeliveryOptions {
+  /** Attempts after the first before an item is given up on (a dead letter). Default 3. */
+  readonly retries?: number;
+  /** Wait before each retry, in ms; doubles with each attempt. Default 100. */
+  readonly retryDelayMs?: number;
+  /** Items waiting for one subscriber before `publish` fails with OverloadedError. Default 10,000. */
+  readonly maxQueuedItems?: number;
+  /** Items handed to a subscriber in one delivery (one turn). Default 256. */
+  readonly maxBatch?: number;
+  /** The storage provider (a silo `storage` name) keeping pub-sub records. Default `default`. */
+  readonly pubSubStorage?: string;
+  /** Called with each dead letter (an item given up on), besides the log line and the diagnostics channel. */
+  readonly onDeadLetter?: (letter: DeadLetter) => void;
+}
+
+/** An item given up on after its retries. */
+export interface DeadLetter {
+  readonly stream: StreamId;
+  /** The subscription, or `implicit:<grain type>` for an implicit subscription. */
+  readonly subscription: string;
+  /** `type/key` of the grain, or `client:<id>`. */
+  readonly consumer: string;
+  readonly item: unknown;
+  readonly token: StreamToken;
+  readonly error: unknown;
+  readonly attempts: number;
+}
+
+export type ResolvedDeliveryOptions = Required<Omit<DeliveryOptions, 'onDeadLetter'>> &
+  Pick<DeliveryOptions, 'onDeadLetter'>;
+
+export const deliveryDefaults: Required<Omit<DeliveryOptions, 'onDeadLetter'>> = Object.freeze({
+  retries: 3,
+  retryDelayMs: 100,
+  maxQueuedItems: 10_000,
+  maxBatch: 256,
+  pubSubStorage: 'default',
+});
+
+/** Checks delivery options of provider function `fn`, filling in the defaults. */
+export function resolveDeliveryOptions(fn: string, o: DeliveryOptions | undefined): ResolvedDeliveryOptions {
+  const r = { ...deliveryDefaults, ...o };
+  const whole = (name: keyof typeof deliveryDefaults, min: number, max: number): void => {
+    const v = r[name];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+      throw new ConfigurationError(
+        `${fn}: option ${name} must be a whole number from ${min} to ${max}, got ${String(v)}`,
+      );
+  };
+  whole('retries', 0, 1000);
+  whole('retryDelayMs', 0, 3_600_000);
+  whole('maxQueuedItems', 1, 100_000_000);
+  whole('maxBatch', 1, 100_000);
+  if (typeof r.pubSubStorage !== 'string' || r.pubSubStorage === '')
+    throw new ConfigurationError(
+      `${fn}: option pubSubStorage must name a storage provider, got ${String(r.pubSubStorage)}`,
+    );
+  if (r.onDeadLetter !== undefined && typeof r.onDeadLetter !== 'function')
+    throw new ConfigurationError(`${fn}: option onDeadLetter must be a function`);
+  return r;
+}
+
+/** What a provider is given before first use. */
+export interface StreamProviderContext {
+  /** The name the provider is configured under. */
+  readonly name: string;
+  readonly logger: Logger;
+  /** The address of the silo it runs in. */
+  readonly silo: string;
+  /**
+   * Hands items with their tokens to the silo's delivery: resolves once each
+   * subscriber's pipeline has them (in order, after any earlier items).
+   */
+  deliver(stream: StreamId, items: readonly unknown[], tokens: readonly StreamToken[]): Promise<void>;
+}
+
+/** A stream provider, as the silo's `streams` option takes it. */
+export interface StreamProvider {
+  /** Short kind for messages and logs: `memory`, `nats`. */
+  readonly kind: string;
+  /** Whether the provider keeps history a subscriber can rewind into (`subscribe(h, { from })`). */
+  readonly rewind: boolean;
+  /** Delivery and retry policy. */
+  readonly delivery: ResolvedDeliveryOptions;
+  init(ctx: StreamProviderContext): Promise<void> | void;
+  /** Accepts items of `stream`, in order; resolves once they are accepted (a broker: acknowledged). */
+  publish(stream: StreamId, items: readonly unknown[]): Promise<void>;
+  close(): Promise<void> | void;
+}

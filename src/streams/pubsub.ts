@@ -1,0 +1,229 @@
+// The pub-sub rendezvous: one grain per stream (Orleans' PubSubRendezvousGrain)
+// keeps the stream's explicit subscriptions and tells the silos that produce
+// to the stream when they change. Implicit subscriptions never come here.
+//
+// Its records live on a storage provider in pages of PAGE_SIZE subscriptions
+// (state `index` says how many pages there are, state `page-N` holds one), so
+// a subscribe or unsubscribe writes one small record however many subscribers
+// the stream has, and a million streams are a million separate records.
+
+import { randomUUID } from 'node:crypto';
+import { ConfigurationError } from '../errors.ts';
+import { Grain, grainContext, type ObserverRef } from '../grain/grain.ts';
+import type { StreamDeliveryResult } from '../grain/stream-consumer.ts';
+import type { StateAddress, StorageProvider } from '../storage/provider.ts';
+import { parseStreamKey, type StreamId, type StreamToken } from './types.ts';
+
+/** The grain type of the rendezvous; its key is the stream's `streamKey`. */
+export const PUBSUB_TYPE = 'granary.pubsub';
+
+/** Subscriptions per stored page. */
+export const PAGE_SIZE = 1000;
+
+/** Who receives a subscription's items. */
+export type Consumer =
+  | {
+      readonly kind: 'grain';
+      readonly type: string;
+      readonly key: string;
+      /** The grain method the items go to, when the subscription was made with one. */
+      readonly method: string | null;
+    }
+  | {
+      readonly kind: 'client';
+      /** The client's id; its subscriptions end with it. */
+      readonly client: string;
+      readonly sink: ObserverRef<ClientStreamSink>;
+    };
+
+/** One explicit subscription as the rendezvous keeps it. */
+export interface SubscriptionRecord {
+  readonly id: string;
+  readonly stream: StreamId;
+  readonly consumer: Consumer;
+}
+
+/** A client's receiver of stream items (an observer the client made). */
+export interface ClientStreamSink {
+  deliver(
+    subscription: string,
+    stream: StreamId,
+    items: unknown[],
+    tokens: StreamToken[],
+  ): Promise<StreamDeliveryResult>;
+}
+
+/** A producing silo's receiver of subscription changes (an observer the silo made). */
+export interface ProducerSink {
+  /** Subscriptions of stream `key` added and removed. */
+  changed(key: string, added: SubscriptionRecord[], removed: string[]): Promise<void>;
+  /** The rendezvous of stream `key` went away: ask again before the next publish. */
+  dropped(key: string): Promise<void>;
+}
+
+/** Which subscriptions `list` returns. */
+export interface SubscriptionFilter {
+  /** `type/key` of a grain consumer. */
+  readonly grain?: string;
+  readonly client?: string;
+}
+
+interface Page {
+  ids: Set<string>;
+  etag: string | null;
+}
+
+/** The rendezvous of one stream. */
+export class PubSubGrain extends Grain {
+  static readonly grainOptions = { name: PUBSUB_TYPE };
+
+  readonly #subs = new Map<string, SubscriptionRecord>();
+  /** Page number of each subscription. */
+  readonly #pageOf = new Map<string, number>();
+  readonly #pages: Page[] = [];
+  #indexEtag: string | null = null;
+  /** Silos that produce to this stream, by address. */
+  readonly #producers = new Map<string, ObserverRef<ProducerSink>>();
+  #stream!: StreamId;
+  #storage!: StorageProvider;
+
+  override async onActivate(): Promise<void> {
+    const id = parseStreamKey(this.key);
+    if (id === undefined) throw new ConfigurationError(`'${this.key}' is not a stream key`);
+    this.#stream = id;
+    this.#storage = grainContext(this).streams().pubSubStorage(id.provider);
+    const index = await this.#storage.read(this.#address('index'));
+    this.#indexEtag = index.etag;
+    const stored = index.state as { pages?: unknown } | undefined;
+    const pages = typeof stored?.pages === 'number' ? stored.pages : 0;
+    for (let n = 0; n < pages; n++) {
+      const page = await this.#storage.read(this.#address(`page-${n}`));
+      const subs = (page.state as { subs?: SubscriptionRecord[] } | undefined)?.subs ?? [];
+      this.#pages.push({ ids: new Set(subs.map((s) => s.id)), etag: page.etag });
+      for (const s of subs) {
+        this.#subs.set(s.id, s);
+        this.#pageOf.set(s.id, n);
+      }
+    }
+  }
+
+  override async onDeactivate(): Promise<void> {
+    // Producers cached the subscriptions; a later activation would not know them.
+    await this.#tellProducers((p) => p.dropped(this.key));
+  }
+
+  /** Adds a subscription; resolves once every producing silo knows of it. */
+  async subscribe(consumer: Consumer): Promise<SubscriptionRecord> {
+    checkConsumer(consumer);
+    const id = randomUUID();
+    const record: SubscriptionRecord = { id, stream: this.#stream, consumer };
+    let n = this.#pages.findIndex((p) => p.ids.size < PAGE_SIZE);
+    const grows = n < 0;
+    if (grows) {
+      n = this.#pages.length;
+      this.#pages.push({ ids: new Set(), etag: null });
+    }
+    const page = this.#pages[n] as Page;
+    page.ids.add(id);
+    this.#subs.set(id, record);
+    this.#pageOf.set(id, n);
+    try {
+      await this.#writePage(n);
+      // The index changes only when a page is added: no record is written by every subscribe.
+      if (grows) await this.#writeIndex();
+    } catch (e) {
+      page.ids.delete(id);
+      this.#subs.delete(id);
+      this.#pageOf.delete(id);
+      if (grows && page.ids.size === 0) this.#pages.pop();
+      throw e;
+    }
+    await this.#tellProducers((p) => p.changed(this.key, [record], []));
+    return record;
+  }
+
+  /** Removes a subscription; resolves to false if there was none of that id. */
+  async unsubscribe(id: string): Promise<boolean> {
+    const n = this.#pageOf.get(id);
+    const record = this.#subs.get(id);
+    if (n === undefined || record === undefined) return false;
+    const page = this.#pages[n] as Page;
+    page.ids.delete(id);
+    this.#subs.delete(id);
+    this.#pageOf.delete(id);
+    try {
+      await this.#writePage(n);
+    } catch (e) {
+      page.ids.add(id);
+      this.#subs.set(id, record);
+      this.#pageOf.set(id, n);
+      throw e;
+    }
+    await this.#tellProducers((p) => p.changed(this.key, [], [id]));
+    return true;
+  }
+
+  /** Removes every subscription of client `client` (it closed or went away). */
+  async unsubscribeClient(client: string): Promise<number> {
+    let n = 0;
+    for (const s of [...this.#subs.values()])
+      if (s.consumer.kind === 'client' && s.consumer.client === client && (await this.unsubscribe(s.id))) n++;
+    return n;
+  }
+
+  /** The subscriptions, all or those of one grain or client. */
+  async list(filter: SubscriptionFilter | null): Promise<SubscriptionRecord[]> {
+    const out: SubscriptionRecord[] = [];
+    for (const s of this.#subs.values()) {
+      const c = s.consumer;
+      if (filter?.grain !== undefined && (c.kind !== 'grain' || `${c.type}/${c.key}` !== filter.grain)) continue;
+      if (filter?.client !== undefined && (c.kind !== 'client' || c.client !== filter.client)) continue;
+      out.push(s);
+    }
+    return out;
+  }
+
+  /**
+   * Registers silo `address` as a producer of this stream (it hears of every
+   * change through `sink` until this activation ends) and returns the subscriptions.
+   */
+  async producer(address: string, sink: ObserverRef<ProducerSink>): Promise<SubscriptionRecord[]> {
+    this.#producers.set(address, sink);
+    return [...this.#subs.values()];
+  }
+
+  async #tellProducers(tell: (p: ObserverRef<ProducerSink>) => Promise<void>): Promise<void> {
+    await Promise.all(
+      [...this.#producers].map(([address, p]) =>
+        // A producer that cannot be told is gone (its silo stopped or died): it asks again if it comes back.
+        tell(p).catch(() => void this.#producers.delete(address)),
+      ),
+    );
+  }
+
+  #address(stateName: string): StateAddress {
+    return { grainType: PUBSUB_TYPE, grainKey: this.key, stateName };
+  }
+
+  async #writePage(n: number): Promise<void> {
+    const page = this.#pages[n] as Page;
+    const subs = [...page.ids].map((id) => this.#subs.get(id) as SubscriptionRecord);
+    page.etag = await this.#storage.write(this.#address(`page-${n}`), { subs }, page.etag);
+  }
+
+  async #writeIndex(): Promise<void> {
+    this.#indexEtag = await this.#storage.write(this.#address('index'), { pages: this.#pages.length }, this.#indexEtag);
+  }
+}
+
+function checkConsumer(c: Consumer): void {
+  const ok =
+    c !== null &&
+    typeof c === 'object' &&
+    ((c.kind === 'grain' &&
+      typeof c.type === 'string' &&
+      typeof c.key === 'string' &&
+      (c.method === null || typeof c.method === 'string')) ||
+      (c.kind === 'client' && typeof c.client === 'string' && c.sink !== null && typeof c.sink === 'object'));
+  if (!ok) throw new ConfigurationError(`not a stream consumer: ${JSON.stringify(c)}`);
+}

@@ -1,0 +1,503 @@
+// The stream service of one silo: stream handles for grains and the silo, and
+// delivery. Whatever the provider, items reach the service through
+// `deliver`, which finds the stream's subscribers (implicit ones from the
+// grain types, explicit ones from the stream's rendezvous, cached here and
+// kept current by it) and appends the items to one pipeline per subscriber.
+// A pipeline hands its subscriber one batch at a time (a turn of the grain,
+// or a call to the client), in order, retrying a failed item per the
+// provider's policy and then giving it up as a dead letter.
+
+import { ConfigurationError, OverloadedError, SiloUnavailableError } from '../errors.ts';
+import type { GrainStreams, ObserverRef } from '../grain/grain.ts';
+import {
+  bindStreamHandler,
+  handlerMethodName,
+  unbindStreamHandler,
+  type StreamDeliveryResult,
+} from '../grain/stream-consumer.ts';
+import { channels } from '../observability/channels.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { StorageProvider } from '../storage/provider.ts';
+import type { DeadLetter, StreamProvider } from './provider.ts';
+import { PUBSUB_TYPE, type Consumer, type ProducerSink, type PubSubGrain, type SubscriptionRecord } from './pubsub.ts';
+import {
+  streamKey,
+  type Stream,
+  type StreamHandler,
+  type StreamId,
+  type StreamSubscription,
+  type StreamToken,
+  type SubscribeOptions,
+} from './types.ts';
+
+/** The pub-sub rendezvous as a reference to it offers it. */
+type PubSubRef = {
+  [K in 'subscribe' | 'unsubscribe' | 'unsubscribeClient' | 'list' | 'producer']: PubSubGrain[K];
+};
+
+/** What the service needs from its silo. */
+export interface StreamServiceHost {
+  readonly address: string;
+  readonly logger: Logger;
+  /** Hands a batch to grain `type/key` (STREAM_METHOD), wherever it lives. */
+  deliverToGrain(type: string, key: string, args: unknown[]): Promise<unknown>;
+  /** A reference to grain `type/key` made by silo code (no caller grain). */
+  grain(type: string, key: string): unknown;
+  /** An observer on this silo; the rendezvous of each stream this silo produces to calls it. */
+  createObserver<T extends object>(impl: T): ObserverRef<T>;
+  /** The storage provider configured under `name`; a clear error if none is. */
+  storageProvider(name: string, what: string): StorageProvider;
+}
+
+/** The grain a handle belongs to: its subscriptions are its own. */
+export interface StreamOwner {
+  /** The grain instance (read when used: a handle may be made while the grain is constructed). */
+  instance(): object;
+  readonly type: string;
+  readonly key: string;
+  /** A reference made in the grain's context (its calls carry its call chain). */
+  ref(type: string, key: string): unknown;
+}
+
+/** The explicit subscriptions of a stream this silo produces to. */
+interface Produced {
+  subs: Map<string, SubscriptionRecord> | undefined;
+  loading: Promise<Map<string, SubscriptionRecord>> | undefined;
+}
+
+type Target =
+  | { readonly kind: 'grain'; readonly type: string; readonly key: string; readonly method: string | null }
+  | { readonly kind: 'client'; readonly client: string; readonly sink: ObserverRef<ClientSinkLike> };
+
+interface ClientSinkLike {
+  deliver(s: string, stream: StreamId, items: unknown[], tokens: StreamToken[]): Promise<StreamDeliveryResult>;
+}
+
+/** The items on their way to one subscriber, in order. */
+class Pipeline {
+  readonly items: unknown[] = [];
+  readonly tokens: StreamToken[] = [];
+  head = 0;
+  inFlight = false;
+  attempts = 0;
+  closed = false;
+  timer: NodeJS.Timeout | undefined;
+  constructor(
+    readonly id: string,
+    readonly provider: StreamProvider,
+    readonly stream: StreamId,
+    /** The subscription id, or null for an implicit subscription. */
+    readonly subscription: string | null,
+    readonly target: Target,
+  ) {}
+  get length(): number {
+    return this.items.length - this.head;
+  }
+  /** Drops the first `n` waiting items. */
+  shift(n: number): void {
+    this.head += n;
+    if (this.head === this.items.length) {
+      this.items.length = 0;
+      this.tokens.length = 0;
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items.splice(0, this.head);
+      this.tokens.splice(0, this.head);
+      this.head = 0;
+    }
+  }
+}
+
+export class StreamService {
+  readonly #host: StreamServiceHost;
+  readonly #providers: ReadonlyMap<string, StreamProvider>;
+  /** Grain types implicitly subscribed, by namespace. */
+  readonly #implicit: ReadonlyMap<string, readonly string[]>;
+  readonly #produced = new Map<string, Produced>();
+  readonly #pipelines = new Map<string, Pipeline>();
+  #sink: ObserverRef<ProducerSink> | undefined;
+  #stopped = false;
+  /** Items given up on since the silo started. */
+  deadLetters = 0;
+
+  constructor(
+    host: StreamServiceHost,
+    providers: ReadonlyMap<string, StreamProvider>,
+    implicit: ReadonlyMap<string, readonly string[]>,
+  ) {
+    this.#host = host;
+    this.#providers = providers;
+    this.#implicit = implicit;
+  }
+
+  async start(): Promise<void> {
+    for (const [name, p] of this.#providers) {
+      await p.init({
+        name,
+        logger: this.#host.logger,
+        silo: this.#host.address,
+        deliver: (stream, items, tokens) => this.#deliver(p, stream, items, tokens),
+      });
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const p of this.#pipelines.values()) {
+      p.closed = true;
+      if (p.timer !== undefined) clearTimeout(p.timer);
+    }
+    this.#pipelines.clear();
+    this.#produced.clear();
+    this.#sink?.dispose();
+    this.#sink = undefined;
+    for (const [name, p] of this.#providers) {
+      try {
+        await p.close();
+      } catch (err) {
+        this.#host.logger.warn({ err, provider: name }, 'stream provider failed to close');
+      }
+    }
+  }
+
+  /** The membership changed: a rendezvous may have gone with a silo, so ask each again. */
+  viewChanged(): void {
+    this.#produced.clear();
+  }
+
+  /** Items waiting in this silo's pipelines, all subscribers together. */
+  get queued(): number {
+    let n = 0;
+    for (const p of this.#pipelines.values()) n += p.length;
+    return n;
+  }
+
+  provider(name: string): StreamProvider {
+    const p = this.#providers.get(name);
+    if (p === undefined) {
+      throw new ConfigurationError(
+        `no stream provider '${name}' is configured; configured: ${[...this.#providers.keys()].join(', ') || 'none'} (the silo's 'streams' option)`,
+      );
+    }
+    return p;
+  }
+
+  pubSubStorage(provider: string): StorageProvider {
+    const p = this.provider(provider);
+    return this.#host.storageProvider(p.delivery.pubSubStorage, `the pub-sub records of stream provider '${provider}'`);
+  }
+
+  /** Publishes `items` to `stream` through its provider. */
+  publish(stream: StreamId, items: readonly unknown[]): Promise<void> {
+    let p: StreamProvider;
+    try {
+      p = this.provider(stream.provider);
+      if (!Array.isArray(items)) throw new ConfigurationError('publishBatch takes an array of items');
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (items.length === 0) return Promise.resolve();
+    return p.publish(stream, items);
+  }
+
+  /** The streams as grain `owner` sees them. */
+  forGrain(owner: StreamOwner): GrainStreams {
+    return {
+      getStream: (provider, namespace, key) => this.handle(checkedId(provider, namespace, key), owner),
+      pubSubStorage: (provider) => this.pubSubStorage(provider),
+    };
+  }
+
+  /** A handle to `id`; `owner` undefined for silo code (which can publish but not subscribe). */
+  handle(id: StreamId, owner: StreamOwner | undefined): Stream<unknown> {
+    return new GrainStream(this, id, owner);
+  }
+
+  // ---- Delivery ------------------------------------------------------------------
+
+  async #deliver(
+    provider: StreamProvider,
+    stream: StreamId,
+    items: readonly unknown[],
+    tokens: readonly StreamToken[],
+  ): Promise<void> {
+    if (this.#stopped) throw new SiloUnavailableError(`silo ${this.#host.address} is stopping`);
+    const key = streamKey(stream);
+    let produced = this.#produced.get(key);
+    if (produced === undefined) this.#produced.set(key, (produced = { subs: undefined, loading: undefined }));
+    const subs = produced.subs ?? (await this.#load(key, produced));
+    const targets: Pipeline[] = [];
+    for (const type of this.#implicit.get(stream.namespace) ?? []) {
+      targets.push(
+        this.#pipeline(`${key}|implicit:${type}`, provider, stream, null, {
+          kind: 'grain',
+          type,
+          key: stream.key,
+          method: null,
+        }),
+      );
+    }
+    for (const s of subs.values()) targets.push(this.#pipeline(`${key}|${s.id}`, provider, stream, s.id, s.consumer));
+    const max = provider.delivery.maxQueuedItems;
+    for (const p of targets) {
+      if (p.length + items.length > max) {
+        throw new OverloadedError(
+          `stream ${key}: subscriber ${describe(p)} has ${p.length} items waiting (maxQueuedItems ${max}); publish again later`,
+        );
+      }
+    }
+    for (const p of targets) {
+      for (let i = 0; i < items.length; i++) {
+        p.items.push(items[i]);
+        p.tokens.push(tokens[i] as StreamToken);
+      }
+      this.#pump(p);
+    }
+  }
+
+  #load(key: string, produced: Produced): Promise<Map<string, SubscriptionRecord>> {
+    produced.loading ??= (async () => {
+      try {
+        const records = await this.#pubsub(key).producer(this.#host.address, this.#producerSink());
+        const subs = new Map(records.map((r) => [r.id, r]));
+        if (this.#produced.get(key) === produced) produced.subs = subs;
+        return subs;
+      } finally {
+        produced.loading = undefined;
+      }
+    })();
+    return produced.loading;
+  }
+
+  #pipeline(id: string, provider: StreamProvider, stream: StreamId, sub: string | null, target: Target): Pipeline {
+    let p = this.#pipelines.get(id);
+    if (p === undefined) this.#pipelines.set(id, (p = new Pipeline(id, provider, stream, sub, target)));
+    return p;
+  }
+
+  #pump(p: Pipeline): void {
+    if (p.inFlight || p.closed || p.length === 0 || p.timer !== undefined) return;
+    const n = Math.min(p.length, p.provider.delivery.maxBatch);
+    const items = p.items.slice(p.head, p.head + n);
+    const tokens = p.tokens.slice(p.head, p.head + n);
+    p.inFlight = true;
+    this.#send(p, items, tokens).then(
+      (r) => this.#delivered(p, n, r),
+      (error: unknown) => this.#delivered(p, n, { delivered: 0, error }),
+    );
+  }
+
+  #send(p: Pipeline, items: unknown[], tokens: StreamToken[]): Promise<StreamDeliveryResult> {
+    const t = p.target;
+    if (t.kind === 'grain') {
+      return this.#host.deliverToGrain(t.type, t.key, [
+        p.subscription,
+        t.method,
+        p.stream,
+        items,
+        tokens,
+      ]) as Promise<StreamDeliveryResult>;
+    }
+    return t.sink.deliver(p.subscription as string, p.stream, items, tokens);
+  }
+
+  #delivered(p: Pipeline, sent: number, r: StreamDeliveryResult): void {
+    p.inFlight = false;
+    if (p.closed) return;
+    const done = Math.min(Math.max(0, Math.trunc(Number(r?.delivered) || 0)), sent);
+    if (done > 0) p.attempts = 0;
+    p.shift(done);
+    if (r?.error === undefined) {
+      this.#pump(p);
+      return;
+    }
+    p.attempts++;
+    const retries = p.provider.delivery.retries;
+    if (p.attempts <= retries) {
+      const delay = p.provider.delivery.retryDelayMs * 2 ** (p.attempts - 1);
+      p.timer = setTimeout(() => {
+        p.timer = undefined;
+        this.#pump(p);
+      }, delay);
+      p.timer.unref();
+      return;
+    }
+    if (p.target.kind === 'client' && r.error instanceof SiloUnavailableError) {
+      // The client is gone: its subscriptions end with it.
+      this.#dropClientSubscription(p, r.error);
+      return;
+    }
+    this.#deadLetter(p, r.error);
+    p.attempts = 0;
+    p.shift(1);
+    this.#pump(p);
+  }
+
+  #deadLetter(p: Pipeline, error: unknown): void {
+    this.deadLetters++;
+    const letter: DeadLetter = {
+      stream: p.stream,
+      subscription: p.subscription ?? `implicit:${(p.target as { type: string }).type}`,
+      consumer: describe(p),
+      item: p.items[p.head],
+      token: p.tokens[p.head] as StreamToken,
+      error,
+      attempts: p.attempts,
+    };
+    this.#host.logger.warn(
+      {
+        err: error,
+        stream: streamKey(p.stream),
+        subscription: letter.subscription,
+        consumer: letter.consumer,
+        token: letter.token,
+        attempts: letter.attempts,
+      },
+      'stream item given up on after its retries (dead letter)',
+    );
+    if (channels.streamDeadLetter.hasSubscribers)
+      channels.streamDeadLetter.publish({ silo: this.#host.address, ...letter });
+    try {
+      p.provider.delivery.onDeadLetter?.(letter);
+    } catch (err) {
+      this.#host.logger.warn({ err }, 'onDeadLetter threw');
+    }
+  }
+
+  #dropClientSubscription(p: Pipeline, error: unknown): void {
+    p.closed = true;
+    this.#pipelines.delete(p.id);
+    const key = streamKey(p.stream);
+    this.#host.logger.info(
+      { stream: key, subscription: p.subscription, consumer: describe(p), err: error, dropped: p.length },
+      'stream subscriber client is gone; ending its subscription',
+    );
+    this.#pubsub(key)
+      .unsubscribe(p.subscription as string)
+      .catch((err: unknown) =>
+        this.#host.logger.warn({ err, stream: key }, 'could not end the subscription of a client that is gone'),
+      );
+  }
+
+  // ---- Rendezvous ------------------------------------------------------------------
+
+  #pubsub(key: string): PubSubRef {
+    return this.#host.grain(PUBSUB_TYPE, key) as PubSubRef;
+  }
+
+  #producerSink(): ObserverRef<ProducerSink> {
+    this.#sink ??= this.#host.createObserver<ProducerSink>({
+      changed: async (key, added, removed) => {
+        const subs = this.#produced.get(key)?.subs;
+        for (const id of removed) {
+          subs?.delete(id);
+          const p = this.#pipelines.get(`${key}|${id}`);
+          if (p !== undefined) {
+            p.closed = true;
+            if (p.timer !== undefined) clearTimeout(p.timer);
+            this.#pipelines.delete(p.id);
+          }
+        }
+        if (subs !== undefined) for (const r of added) subs.set(r.id, r);
+      },
+      dropped: async (key) => {
+        this.#produced.delete(key);
+      },
+    });
+    return this.#sink;
+  }
+}
+
+function describe(p: Pipeline): string {
+  const t = p.target;
+  return t.kind === 'grain' ? `${t.type}/${t.key}` : `client:${t.client}`;
+}
+
+/** A stream id from user input, checked. */
+export function checkedId(provider: unknown, namespace: unknown, key: unknown): StreamId {
+  for (const [name, v] of [
+    ['provider', provider],
+    ['namespace', namespace],
+  ] as const) {
+    if (typeof v !== 'string' || v === '')
+      throw new ConfigurationError(`a stream's ${name} must be a non-empty string, got ${JSON.stringify(v)}`);
+  }
+  if (typeof key !== 'string') throw new ConfigurationError(`a stream's key must be a string, got ${typeof key}`);
+  return { provider: provider as string, namespace: namespace as string, key };
+}
+
+/** A stream handle of a grain (or of silo code, which can only publish). */
+class GrainStream implements Stream<unknown> {
+  readonly id: StreamId;
+  readonly #service: StreamService;
+  readonly #owner: StreamOwner | undefined;
+
+  constructor(service: StreamService, id: StreamId, owner: StreamOwner | undefined) {
+    this.#service = service;
+    this.id = id;
+    this.#owner = owner;
+  }
+
+  publish(item: unknown): Promise<void> {
+    return this.#service.publish(this.id, [item]);
+  }
+
+  publishBatch(items: readonly unknown[]): Promise<void> {
+    return this.#service.publish(this.id, items);
+  }
+
+  async subscribe(handler: StreamHandler<unknown>, options?: SubscribeOptions): Promise<StreamSubscription<unknown>> {
+    const owner = this.#ownerOrThrow('subscribe');
+    const provider = this.#service.provider(this.id.provider);
+    if (typeof handler !== 'function')
+      throw new ConfigurationError(`subscribe takes a handler function (item, token, stream), got ${typeof handler}`);
+    if (options?.from !== undefined && !provider.rewind) {
+      throw new ConfigurationError(
+        `stream provider '${this.id.provider}' (${provider.kind}) keeps no history: it cannot subscribe from a token`,
+      );
+    }
+    const method = handlerMethodName(owner.instance(), handler) ?? null;
+    if (method === null && typeof (owner.instance() as { onStreamItem?: unknown }).onStreamItem !== 'function') {
+      throw new ConfigurationError(
+        `${owner.type}/${owner.key}: subscribe with one of the grain's own methods (this.onItem), or implement onStreamItem, so that items reach the grain after it is reactivated; a closure lives only as long as this activation`,
+      );
+    }
+    const consumer: Consumer = { kind: 'grain', type: owner.type, key: owner.key, method };
+    const record = await this.#pubsub(owner).subscribe(consumer);
+    bindStreamHandler(owner.instance(), record.id, handler);
+    return this.#subscription(owner, record.id);
+  }
+
+  async getSubscriptions(): Promise<StreamSubscription<unknown>[]> {
+    const owner = this.#ownerOrThrow('getSubscriptions');
+    const records = await this.#pubsub(owner).list({ grain: `${owner.type}/${owner.key}` });
+    return records.map((r) => this.#subscription(owner, r.id));
+  }
+
+  #subscription(owner: StreamOwner, id: string): StreamSubscription<unknown> {
+    const sub: StreamSubscription<unknown> = {
+      id,
+      stream: this.id,
+      unsubscribe: async () => {
+        unbindStreamHandler(owner.instance(), id);
+        await this.#pubsub(owner).unsubscribe(id);
+      },
+      resume: (handler) => {
+        if (typeof handler !== 'function') throw new ConfigurationError('resume takes a handler function');
+        bindStreamHandler(owner.instance(), id, handler);
+        return sub;
+      },
+    };
+    return sub;
+  }
+
+  #pubsub(owner: StreamOwner): PubSubRef {
+    return owner.ref(PUBSUB_TYPE, streamKey(this.id)) as PubSubRef;
+  }
+
+  #ownerOrThrow(what: string): StreamOwner {
+    if (this.#owner === undefined)
+      throw new ConfigurationError(`${what}: only a grain or a client subscribes to a stream; silo code can publish`);
+    return this.#owner;
+  }
+}
