@@ -79,6 +79,7 @@ export {
   type DeadLetter,
   type StreamProvider,
   type StreamProviderContext,
+  type StreamProviderSilo,
 } from './streams/provider.ts';
 export {
   compareTokens,

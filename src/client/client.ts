@@ -40,6 +40,8 @@ import type { CodecContext, RefIdentity } from '../serialization/symbols.ts';
 import { encode } from '../serialization/codec.ts';
 import { Connector, type Connection, type ConnectionHandler, type TransportLimits } from '../transport/index.ts';
 import { availableParallelism } from 'node:os';
+import type { Stream } from '../streams/types.ts';
+import { ClientStreams } from './streams.ts';
 
 /** Options of `ClusterClient.connect`. Give `gateways` or `membership`. */
 export interface ClusterClientOptions {
@@ -260,6 +262,23 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     const ref = this.#ref(OBSERVER_TYPE, key) as ObserverRef<T>;
     Object.defineProperty(ref, 'dispose', { value: () => void this.#observers.delete(key), enumerable: false });
     return ref;
+  }
+
+  #streams: ClientStreams | undefined;
+
+  /**
+   * A handle to stream `key` in `namespace` of the cluster's stream provider
+   * `provider`: publish through the gateways, subscribe with any function
+   * (the subscription ends when the client closes or goes away).
+   */
+  getStream<T>(provider: string, namespace: string, key: string): Stream<T> {
+    this.#streams ??= new ClientStreams({
+      id: this.id,
+      logger: this.#logger,
+      grain: (type, key) => this.#ref(type, key),
+      createObserver: (impl) => this.createObserver(impl),
+    });
+    return this.#streams.getStream<T>(provider, namespace, key);
   }
 
   #ref(type: string, key: string): GrainRefBase<unknown> {
@@ -548,6 +567,8 @@ export class ClusterClient implements Invoker, ConnectionHandler {
   /** Closes every gateway connection; calls in flight fail with SiloUnavailableError. */
   async close(): Promise<void> {
     if (this.#closed) return;
+    // Its stream subscriptions end with it (while it can still tell the silos).
+    await this.#streams?.close();
     this.#closed = true;
     if (this.#refresh !== undefined) clearInterval(this.#refresh);
     const err = new SiloUnavailableError('the client was closed');

@@ -117,6 +117,8 @@ export interface GrainContext {
 export interface GrainStreams {
   /** A handle to a stream; subscriptions made through it belong to this grain. */
   getStream(provider: string, namespace: string, key: string): Stream<unknown>;
+  /** What the rendezvous grain needs to know of stream provider `provider`; a clear error if there is none. */
+  provider(provider: string): { readonly kind: string; readonly rewind: boolean };
   /** The storage provider keeping the pub-sub records of stream provider `provider` (the rendezvous grain's). */
   pubSubStorage(provider: string): StorageProvider;
 }

@@ -240,7 +240,7 @@ const checks: Readonly<Record<keyof SiloOptions, (value: unknown, name: string) 
       name,
       value,
       'stream provider',
-      ['publish', 'init', 'close'],
+      ['start'],
       "memoryStreams() or natsStreams({ servers }) from 'granary/nats'",
     );
   },

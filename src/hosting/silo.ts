@@ -26,7 +26,7 @@ import { Ring } from '../membership/ring.ts';
 import { PubSubGrain } from '../streams/pubsub.ts';
 import { StreamService } from '../streams/service.ts';
 import type { Stream } from '../streams/types.ts';
-import { checkedId } from '../streams/service.ts';
+import { checkedId } from '../streams/types.ts';
 import { StreamWorker } from '../streams/worker.ts';
 import { describeSiloOptions, resolveSiloOptions, type ResolvedSiloOptions, type SiloOptions } from './options.ts';
 

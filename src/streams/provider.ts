@@ -84,7 +84,11 @@ export interface StreamProviderContext {
   deliver(stream: StreamId, items: readonly unknown[], tokens: readonly StreamToken[]): Promise<void>;
 }
 
-/** A stream provider, as the silo's `streams` option takes it. */
+/**
+ * A stream provider, as the silo's `streams` option takes it: a description
+ * that starts once in each silo (one object may serve every silo of a test
+ * cluster in one process).
+ */
 export interface StreamProvider {
   /** Short kind for messages and logs: `memory`, `nats`. */
   readonly kind: string;
@@ -92,7 +96,12 @@ export interface StreamProvider {
   readonly rewind: boolean;
   /** Delivery and retry policy. */
   readonly delivery: ResolvedDeliveryOptions;
-  init(ctx: StreamProviderContext): Promise<void> | void;
+  /** Starts the provider in one silo. */
+  start(ctx: StreamProviderContext): Promise<StreamProviderSilo> | StreamProviderSilo;
+}
+
+/** A stream provider running in one silo. */
+export interface StreamProviderSilo {
   /** Accepts items of `stream`, in order; resolves once they are accepted (a broker: acknowledged). */
   publish(stream: StreamId, items: readonly unknown[]): Promise<void>;
   close(): Promise<void> | void;

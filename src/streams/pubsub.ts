@@ -41,6 +41,8 @@ export interface SubscriptionRecord {
   readonly id: string;
   readonly stream: StreamId;
   readonly consumer: Consumer;
+  /** Deliver from this token on (rewind), where the provider keeps history. */
+  readonly from: StreamToken | null;
 }
 
 /** A client's receiver of stream items (an observer the client made). */
@@ -113,10 +115,21 @@ export class PubSubGrain extends Grain {
   }
 
   /** Adds a subscription; resolves once every producing silo knows of it. */
-  async subscribe(consumer: Consumer): Promise<SubscriptionRecord> {
+  async subscribe(consumer: Consumer, from: StreamToken | null = null): Promise<SubscriptionRecord> {
     checkConsumer(consumer);
+    if (from !== null) {
+      if (typeof from?.sequence !== 'number' || typeof from.index !== 'number')
+        throw new ConfigurationError(
+          `subscribe: 'from' must be a stream token { sequence, index }, got ${JSON.stringify(from)}`,
+        );
+      const p = grainContext(this).streams().provider(this.#stream.provider);
+      if (!p.rewind)
+        throw new ConfigurationError(
+          `stream provider '${this.#stream.provider}' (${p.kind}) keeps no history: it cannot subscribe from a token`,
+        );
+    }
     const id = randomUUID();
-    const record: SubscriptionRecord = { id, stream: this.#stream, consumer };
+    const record: SubscriptionRecord = { id, stream: this.#stream, consumer, from };
     let n = this.#pages.findIndex((p) => p.ids.size < PAGE_SIZE);
     const grows = n < 0;
     if (grows) {

@@ -18,9 +18,10 @@ import {
 import { channels } from '../observability/channels.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { StorageProvider } from '../storage/provider.ts';
-import type { DeadLetter, StreamProvider } from './provider.ts';
+import type { DeadLetter, StreamProvider, StreamProviderSilo } from './provider.ts';
 import { PUBSUB_TYPE, type Consumer, type ProducerSink, type PubSubGrain, type SubscriptionRecord } from './pubsub.ts';
 import {
+  checkedId,
   streamKey,
   type Stream,
   type StreamHandler,
@@ -130,14 +131,18 @@ export class StreamService {
     this.#implicit = implicit;
   }
 
+  /** The providers as started in this silo, by name. */
+  readonly #started = new Map<string, StreamProviderSilo>();
+
   async start(): Promise<void> {
     for (const [name, p] of this.#providers) {
-      await p.init({
+      const started = await p.start({
         name,
         logger: this.#host.logger,
         silo: this.#host.address,
         deliver: (stream, items, tokens) => this.#deliver(p, stream, items, tokens),
       });
+      this.#started.set(name, started);
     }
   }
 
@@ -151,13 +156,14 @@ export class StreamService {
     this.#produced.clear();
     this.#sink?.dispose();
     this.#sink = undefined;
-    for (const [name, p] of this.#providers) {
+    for (const [name, p] of this.#started) {
       try {
         await p.close();
       } catch (err) {
         this.#host.logger.warn({ err, provider: name }, 'stream provider failed to close');
       }
     }
+    this.#started.clear();
   }
 
   /** The membership changed: a rendezvous may have gone with a silo, so ask each again. */
@@ -197,13 +203,19 @@ export class StreamService {
       return Promise.reject(e);
     }
     if (items.length === 0) return Promise.resolve();
-    return p.publish(stream, items);
+    const started = this.#started.get(stream.provider);
+    if (started === undefined)
+      return Promise.reject(
+        new SiloUnavailableError(`stream provider '${stream.provider}' is not running in silo ${this.#host.address}`),
+      );
+    return started.publish(stream, items);
   }
 
   /** The streams as grain `owner` sees them. */
   forGrain(owner: StreamOwner): GrainStreams {
     return {
       getStream: (provider, namespace, key) => this.handle(checkedId(provider, namespace, key), owner),
+      provider: (provider) => this.provider(provider),
       pubSubStorage: (provider) => this.pubSubStorage(provider),
     };
   }
@@ -413,19 +425,6 @@ function describe(p: Pipeline): string {
   return t.kind === 'grain' ? `${t.type}/${t.key}` : `client:${t.client}`;
 }
 
-/** A stream id from user input, checked. */
-export function checkedId(provider: unknown, namespace: unknown, key: unknown): StreamId {
-  for (const [name, v] of [
-    ['provider', provider],
-    ['namespace', namespace],
-  ] as const) {
-    if (typeof v !== 'string' || v === '')
-      throw new ConfigurationError(`a stream's ${name} must be a non-empty string, got ${JSON.stringify(v)}`);
-  }
-  if (typeof key !== 'string') throw new ConfigurationError(`a stream's key must be a string, got ${typeof key}`);
-  return { provider: provider as string, namespace: namespace as string, key };
-}
-
 /** A stream handle of a grain (or of silo code, which can only publish). */
 class GrainStream implements Stream<unknown> {
   readonly id: StreamId;
@@ -448,14 +447,9 @@ class GrainStream implements Stream<unknown> {
 
   async subscribe(handler: StreamHandler<unknown>, options?: SubscribeOptions): Promise<StreamSubscription<unknown>> {
     const owner = this.#ownerOrThrow('subscribe');
-    const provider = this.#service.provider(this.id.provider);
+    this.#service.provider(this.id.provider);
     if (typeof handler !== 'function')
       throw new ConfigurationError(`subscribe takes a handler function (item, token, stream), got ${typeof handler}`);
-    if (options?.from !== undefined && !provider.rewind) {
-      throw new ConfigurationError(
-        `stream provider '${this.id.provider}' (${provider.kind}) keeps no history: it cannot subscribe from a token`,
-      );
-    }
     const method = handlerMethodName(owner.instance(), handler) ?? null;
     if (method === null && typeof (owner.instance() as { onStreamItem?: unknown }).onStreamItem !== 'function') {
       throw new ConfigurationError(
@@ -463,7 +457,7 @@ class GrainStream implements Stream<unknown> {
       );
     }
     const consumer: Consumer = { kind: 'grain', type: owner.type, key: owner.key, method };
-    const record = await this.#pubsub(owner).subscribe(consumer);
+    const record = await this.#pubsub(owner).subscribe(consumer, options?.from ?? null);
     bindStreamHandler(owner.instance(), record.id, handler);
     return this.#subscription(owner, record.id);
   }

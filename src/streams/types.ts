@@ -1,7 +1,9 @@
 // What users see of streams: a stream's identity, an item's sequence token, a
 // handle to publish and subscribe, and a subscription. Plain data where it
 // crosses the wire (ids, tokens), so grains and clients pass them around.
-// Imports nothing: grain/ and client/ name these types.
+// Imports only the errors: grain/ and client/ name these types.
+
+import { ConfigurationError } from '../errors.ts';
 
 /** A stream: the provider it lives on, its namespace, and its key within the namespace. */
 export interface StreamId {
@@ -91,3 +93,16 @@ function unescape(s: string): string {
 
 /** Where stream deliveries go on the grain: the runtime calls it, a reference never can. */
 export const STREAM_METHOD = '$stream';
+
+/** A stream id from user input, checked. */
+export function checkedId(provider: unknown, namespace: unknown, key: unknown): StreamId {
+  for (const [name, v] of [
+    ['provider', provider],
+    ['namespace', namespace],
+  ] as const) {
+    if (typeof v !== 'string' || v === '')
+      throw new ConfigurationError(`a stream's ${name} must be a non-empty string, got ${JSON.stringify(v)}`);
+  }
+  if (typeof key !== 'string') throw new ConfigurationError(`a stream's key must be a string, got ${typeof key}`);
+  return { provider: provider as string, namespace: namespace as string, key };
+}

@@ -4,7 +4,7 @@
 // and the provider orders items from the moment publish is called.
 
 import { Grain } from '../grain/grain.ts';
-import { checkedId } from './service.ts';
+import { checkedId } from './types.ts';
 import type { StreamId } from './types.ts';
 
 /** The grain type clients publish through. */
