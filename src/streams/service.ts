@@ -195,9 +195,8 @@ export class StreamService {
 
   /** Publishes `items` to `stream` through its provider. */
   publish(stream: StreamId, items: readonly unknown[]): Promise<void> {
-    let p: StreamProvider;
     try {
-      p = this.provider(stream.provider);
+      this.provider(stream.provider);
       if (!Array.isArray(items)) throw new ConfigurationError('publishBatch takes an array of items');
     } catch (e) {
       return Promise.reject(e);
