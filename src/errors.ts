@@ -22,6 +22,8 @@ export const ErrorCodes = {
   RemoteError: 'GRANARY_REMOTE_ERROR',
   Membership: 'GRANARY_MEMBERSHIP',
   Reminders: 'GRANARY_REMINDERS',
+  /** A stream provider's broker refused or could not be reached; the items were not accepted. */
+  Stream: 'GRANARY_STREAM',
   ForwardLimit: 'GRANARY_FORWARD_LIMIT',
   Overloaded: 'GRANARY_OVERLOADED',
   Protocol: 'GRANARY_PROTOCOL',
@@ -235,6 +237,17 @@ export class TransportError extends GranaryError {
   }
 }
 
+/**
+ * A stream provider could not take items (its broker is down or refused
+ * them): they were not accepted, publish again once it is back.
+ */
+export class StreamError extends GranaryError {
+  declare readonly code: typeof ErrorCodes.Stream;
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, ErrorCodes.Stream, options);
+  }
+}
+
 /** A frame's body is over the transport's `maxFrameBytes`: the message was not sent. */
 export class FrameTooLargeError extends GranaryError {
   declare readonly code: typeof ErrorCodes.FrameTooLarge;
@@ -275,4 +288,5 @@ export const builtinErrorClasses: ReadonlyArray<new (...args: never[]) => Granar
   TransportError,
   FrameTooLargeError,
   GrainConstructedError,
+  StreamError,
 ];

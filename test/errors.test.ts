@@ -27,6 +27,7 @@ import {
   SiloUnavailableError,
   StorageCorruptError,
   StorageError,
+  StreamError,
   TimeoutError,
   TransportError,
   UnknownGrainTypeError,
@@ -60,6 +61,7 @@ const samples: Record<string, () => GranaryError> = {
   ProtocolError: () => new ProtocolError('frame length 0'),
   TransportError: () => new TransportError('connection is not open yet'),
   FrameTooLargeError: () => new FrameTooLargeError('frame of 17 bytes exceeds maxFrameBytes (16)'),
+  StreamError: () => new StreamError('nats: publish to events/chat/x failed: connection closed'),
   GrainConstructedError: () => new GrainConstructedError('Counter is a grain: it is never constructed by user code'),
 };
 

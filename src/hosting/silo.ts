@@ -146,7 +146,9 @@ export class Silo {
       deactivationTimeoutMs: o.deactivationTimeoutMs,
     });
     for (const cls of o.grains) runtime.register(cls);
+    let cluster: SiloCluster | undefined;
     let streams: StreamService | undefined;
+    let streamOwnershipChanged = (): void => {};
     if (o.streams.size > 0) {
       // The rendezvous of each stream, and the worker clients publish through.
       runtime.register(PubSubGrain);
@@ -154,11 +156,26 @@ export class Silo {
       const implicit = new Map<string, string[]>();
       for (const [name, t] of runtime.types.all)
         for (const ns of t.implicitSubscriptions) implicit.set(ns, [...(implicit.get(ns) ?? []), name]);
+      const ownershipListeners: Array<() => void> = [];
+      streamOwnershipChanged = () => {
+        for (const l of ownershipListeners) l();
+      };
+      const codec = runtime.codecContext;
       streams = new StreamService(
         {
           get address() {
             return runtime.siloInfo.address;
           },
+          clusterId: o.clusterId,
+          // Queues go to silos on the ring the directory uses; a silo alone owns them all.
+          owns: (queue) => {
+            const c = cluster;
+            if (c === undefined) return true;
+            return c.view.active.has(c.address) && c.view.ring.ownerOf(queue) === c.address;
+          },
+          onOwnershipChange: (listener) => void ownershipListeners.push(listener),
+          encode: (v) => encode(v),
+          decode: (b) => decode(b, codec),
           get logger() {
             return runtime.logger;
           },
@@ -183,7 +200,6 @@ export class Silo {
       for (const name of o.streams.keys()) streams.pubSubStorage(name);
     }
     const made: { silo?: Silo } = {};
-    let cluster: SiloCluster | undefined;
     const reminders = new ReminderService({
       table: o.reminders,
       logger: logger.child({ reminders: o.reminders.kind }),
@@ -261,7 +277,10 @@ export class Silo {
         start: async () => {
           if (streams === undefined) return;
           await streams.start();
-          cluster?.membership.subscribe(() => streams.viewChanged());
+          cluster?.membership.subscribe(() => {
+            streams.viewChanged();
+            streamOwnershipChanged();
+          });
         },
         stop: async () => {
           runtime.streamService = undefined;

@@ -70,18 +70,36 @@ export function resolveDeliveryOptions(fn: string, o: DeliveryOptions | undefine
   return r;
 }
 
-/** What a provider is given before first use. */
+/** What a provider is given when it starts in a silo. */
 export interface StreamProviderContext {
   /** The name the provider is configured under. */
   readonly name: string;
+  readonly clusterId: string;
   readonly logger: Logger;
   /** The address of the silo it runs in. */
   readonly silo: string;
   /**
-   * Hands items with their tokens to the silo's delivery: resolves once each
-   * subscriber's pipeline has them (in order, after any earlier items).
+   * Hands items with their tokens to the silo's delivery. With `until`
+   * `accepted` (the default) it resolves once each subscriber's pipeline has
+   * them, in order after any earlier items, and fails with OverloadedError
+   * when a pipeline is full; with `delivered` it resolves once every
+   * subscriber's turn for them has ended (or they were given up on as dead
+   * letters), and waits rather than fail when pipelines are full (a broker's
+   * unacknowledged window bounds them).
    */
-  deliver(stream: StreamId, items: readonly unknown[], tokens: readonly StreamToken[]): Promise<void>;
+  deliver(
+    stream: StreamId,
+    items: readonly unknown[],
+    tokens: readonly StreamToken[],
+    until?: 'accepted' | 'delivered',
+  ): Promise<void>;
+  /** Whether this silo should now be the one that pulls queue `queue` (balanced on the cluster's ring). */
+  owns(queue: string): boolean;
+  /** Calls `listener` whenever the answers of `owns` may have changed (the membership changed). */
+  onOwnershipChange(listener: () => void): void;
+  /** The silo's codec, which keeps grain references working in items. */
+  encode(value: unknown): Uint8Array;
+  decode(bytes: Uint8Array): unknown;
 }
 
 /**

@@ -39,6 +39,12 @@ type PubSubRef = {
 /** What the service needs from its silo. */
 export interface StreamServiceHost {
   readonly address: string;
+  readonly clusterId: string;
+  /** Whether this silo should pull queue `queue` now (the ring); `onOwnershipChange` says when to ask again. */
+  owns(queue: string): boolean;
+  onOwnershipChange(listener: () => void): void;
+  encode(value: unknown): Uint8Array;
+  decode(bytes: Uint8Array): unknown;
   readonly logger: Logger;
   /** Hands a batch to grain `type/key` (STREAM_METHOD), wherever it lives. */
   deliverToGrain(type: string, key: string, args: unknown[]): Promise<unknown>;
@@ -74,10 +80,18 @@ interface ClientSinkLike {
   deliver(s: string, stream: StreamId, items: unknown[], tokens: StreamToken[]): Promise<StreamDeliveryResult>;
 }
 
+/** Someone waiting until a batch has reached every subscriber (a broker's ack). */
+interface Waiter {
+  left: number;
+  resolve(): void;
+}
+
 /** The items on their way to one subscriber, in order. */
 class Pipeline {
   readonly items: unknown[] = [];
   readonly tokens: StreamToken[] = [];
+  /** Parallel to items: the waiter of the batch an item ends, if any. */
+  readonly waiters: Array<Waiter | undefined> = [];
   head = 0;
   inFlight = false;
   attempts = 0;
@@ -94,18 +108,40 @@ class Pipeline {
   get length(): number {
     return this.items.length - this.head;
   }
-  /** Drops the first `n` waiting items. */
+  /** Drops the first `n` waiting items (delivered, or given up on). */
   shift(n: number): void {
-    this.head += n;
+    const end = this.head + n;
+    if (this.waiting > 0) {
+      for (let i = this.head; i < end; i++) {
+        const w = this.waiters[i];
+        if (w !== undefined) {
+          this.waiters[i] = undefined;
+          this.waiting--;
+          if (--w.left === 0) w.resolve();
+        }
+      }
+    }
+    this.head = end;
     if (this.head === this.items.length) {
       this.items.length = 0;
       this.tokens.length = 0;
+      this.waiters.length = 0;
       this.head = 0;
     } else if (this.head > 1024 && this.head * 2 > this.items.length) {
       this.items.splice(0, this.head);
       this.tokens.splice(0, this.head);
+      this.waiters.splice(0, this.head);
       this.head = 0;
     }
+  }
+  /** Waiters among the items. */
+  waiting = 0;
+  /** Ends the pipeline: nothing more is delivered, and nobody waits on it any more. */
+  close(): void {
+    this.closed = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.shift(this.length);
   }
 }
 
@@ -140,7 +176,12 @@ export class StreamService {
         name,
         logger: this.#host.logger,
         silo: this.#host.address,
-        deliver: (stream, items, tokens) => this.#deliver(p, stream, items, tokens),
+        clusterId: this.#host.clusterId,
+        deliver: (stream, items, tokens, until) => this.#deliver(p, stream, items, tokens, until === 'delivered'),
+        owns: (queue) => this.#host.owns(queue),
+        onOwnershipChange: (listener) => this.#host.onOwnershipChange(listener),
+        encode: (v) => this.#host.encode(v),
+        decode: (b) => this.#host.decode(b),
       });
       this.#started.set(name, started);
     }
@@ -148,10 +189,7 @@ export class StreamService {
 
   async stop(): Promise<void> {
     this.#stopped = true;
-    for (const p of this.#pipelines.values()) {
-      p.closed = true;
-      if (p.timer !== undefined) clearTimeout(p.timer);
-    }
+    for (const p of this.#pipelines.values()) p.close();
     this.#pipelines.clear();
     this.#produced.clear();
     this.#sink?.dispose();
@@ -231,6 +269,7 @@ export class StreamService {
     stream: StreamId,
     items: readonly unknown[],
     tokens: readonly StreamToken[],
+    untilDelivered = false,
   ): Promise<void> {
     if (this.#stopped) throw new SiloUnavailableError(`silo ${this.#host.address} is stopping`);
     const key = streamKey(stream);
@@ -250,20 +289,33 @@ export class StreamService {
     }
     for (const s of subs.values()) targets.push(this.#pipeline(`${key}|${s.id}`, provider, stream, s.id, s.consumer));
     const max = provider.delivery.maxQueuedItems;
-    for (const p of targets) {
-      if (p.length + items.length > max) {
-        throw new OverloadedError(
-          `stream ${key}: subscriber ${describe(p)} has ${p.length} items waiting (maxQueuedItems ${max}); publish again later`,
-        );
+    if (!untilDelivered) {
+      for (const p of targets) {
+        if (p.length + items.length > max) {
+          throw new OverloadedError(
+            `stream ${key}: subscriber ${describe(p)} has ${p.length} items waiting (maxQueuedItems ${max}); publish again later`,
+          );
+        }
       }
+    }
+    let done: Promise<void> | undefined;
+    let waiter: Waiter | undefined;
+    if (untilDelivered && targets.length > 0 && items.length > 0) {
+      done = new Promise<void>((resolve) => (waiter = { left: targets.length, resolve }));
     }
     for (const p of targets) {
       for (let i = 0; i < items.length; i++) {
         p.items.push(items[i]);
         p.tokens.push(tokens[i] as StreamToken);
+        p.waiters.push(undefined);
+      }
+      if (waiter !== undefined) {
+        p.waiters[p.waiters.length - 1] = waiter;
+        p.waiting++;
       }
       this.#pump(p);
     }
+    if (done !== undefined) await done;
   }
 
   #load(key: string, produced: Produced): Promise<Map<string, SubscriptionRecord>> {
@@ -376,11 +428,12 @@ export class StreamService {
   }
 
   #dropClientSubscription(p: Pipeline, error: unknown): void {
-    p.closed = true;
+    const dropped = p.length;
+    p.close();
     this.#pipelines.delete(p.id);
     const key = streamKey(p.stream);
     this.#host.logger.info(
-      { stream: key, subscription: p.subscription, consumer: describe(p), err: error, dropped: p.length },
+      { stream: key, subscription: p.subscription, consumer: describe(p), err: error, dropped },
       'stream subscriber client is gone; ending its subscription',
     );
     this.#pubsub(key)
@@ -404,8 +457,7 @@ export class StreamService {
           subs?.delete(id);
           const p = this.#pipelines.get(`${key}|${id}`);
           if (p !== undefined) {
-            p.closed = true;
-            if (p.timer !== undefined) clearTimeout(p.timer);
+            p.close();
             this.#pipelines.delete(p.id);
           }
         }
