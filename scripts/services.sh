@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Makes sure the services the tests use are up on 127.0.0.1: PostgreSQL (5432)
-# and Redis (6379). Starts any that is down, then waits for it. Safe to run
-# when they are already up. (NATS joins the list with the tests that use it.)
+# Makes sure the services the tests use are up on 127.0.0.1: PostgreSQL (5432),
+# Redis (6379) and NATS with JetStream (4222). Starts any that is down, then
+# waits for it. Safe to run when they are already up.
 set -uo pipefail
 
 up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -24,10 +24,16 @@ if ! up 6379; then
   echo "services: starting Redis"
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no || true
 fi
+if ! up 4222; then
+  echo "services: starting NATS with JetStream"
+  mkdir -p /var/lib/nats-server 2>/dev/null || true
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server || true
+fi
 
 ok=0
 wait_port PostgreSQL 5432 || ok=1
 wait_port Redis 6379 || ok=1
+wait_port NATS 4222 || ok=1
 # PostgreSQL accepts connections a little after it listens.
 for _ in $(seq 1 60); do
   pg_isready -q -h 127.0.0.1 -p 5432 && break
