@@ -13,11 +13,13 @@
 // Run: node --import tsx --conditions=source bench/streams.ts
 //   --quick                  a short run (about 20 s instead of about 60 s)
 //   --only=raw,nats,memory   measure only these paths (for profiling one of them)
+//   --figures=latency,one,many  measure only these figures (default all three; for profiling one of them)
 //   --items=N                items per throughput measurement (default 30,000; 6,000 with --quick)
 //   --sequential-items=N     awaited items per round and path for the latency (default 1,000; 300 with --quick)
 // Profile with: node --cpu-prof --import tsx --conditions=source bench/streams.ts --only=nats
 
 import { randomUUID } from 'node:crypto';
+import { readFileSync, readdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
@@ -92,6 +94,13 @@ const unknownPath = only.find((p) => !(ALL_PATHS as readonly string[]).includes(
 if (unknownPath !== undefined || only.length === 0)
   throw new Error(`--only takes a comma-separated list of ${ALL_PATHS.join(', ')}; got '${option('only')}'`);
 const paths = ALL_PATHS.filter((p) => only.includes(p));
+type FigureName = 'latency' | 'one' | 'many';
+const ALL_FIGURES: readonly FigureName[] = ['latency', 'one', 'many'];
+const figureList = option('figures')?.split(',') ?? ALL_FIGURES;
+const unknownFigure = figureList.find((x) => !(ALL_FIGURES as readonly string[]).includes(x));
+if (unknownFigure !== undefined || figureList.length === 0)
+  throw new Error(`--figures takes a comma-separated list of ${ALL_FIGURES.join(', ')}; got '${option('figures')}'`);
+const figures = new Set(figureList as FigureName[]);
 const runId = `bench${Date.now()}${randomUUID().slice(0, 4)}`;
 
 // ---- What is published: the phase it belongs to, its number, its publish time, a small body ----
@@ -285,6 +294,8 @@ interface Throughput {
   items: number;
   /** CPU time of this process per item, µs. */
   cpuUs: number;
+  /** CPU time of the local nats-server per item, µs (NaN if unknown). */
+  serverUs: number;
 }
 
 /**
@@ -303,6 +314,7 @@ async function throughput(
   const phase = nextPhase++;
   sink.begin(phase);
   const cpu = process.cpuUsage();
+  const server = serverCpuUs();
   const start = performance.now();
   const end = start + maxMs;
   let next = 0;
@@ -321,6 +333,7 @@ async function throughput(
     rate: next / ((sink.lastAt - start) / 1000),
     items: next,
     cpuUs: (used.user + used.system) / next,
+    serverUs: (serverCpuUs() - server) / next,
   };
 }
 
@@ -371,6 +384,39 @@ async function sequential(
 function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)] ?? NaN;
+}
+
+/**
+ * The local nats-server process, if exactly one runs on this machine (Linux):
+ * its CPU time per item is shown besides this process's. Undefined elsewhere.
+ */
+const natsServerPid = ((): string | undefined => {
+  try {
+    const found = readdirSync('/proc').filter((d) => {
+      if (!/^[0-9]+$/.test(d)) return false;
+      try {
+        return /(^|\/)nats-server$/.test(readFileSync(`/proc/${d}/cmdline`, 'latin1').split('\0')[0] ?? '');
+      } catch {
+        return false;
+      }
+    });
+    return found.length === 1 ? found[0] : undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
+/** CPU time of the local nats-server so far, user and system, in µs (10 ms steps); NaN if unknown. */
+function serverCpuUs(): number {
+  if (natsServerPid === undefined) return NaN;
+  try {
+    const stat = readFileSync(`/proc/${natsServerPid}/stat`, 'latin1');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime, fields 14 and 15 of stat, in clock ticks (100 a second on Linux).
+    return (Number(fields[11]) + Number(fields[12])) * 10_000;
+  } catch {
+    return NaN;
+  }
 }
 
 interface PathResult {
@@ -443,22 +489,27 @@ async function main(): Promise<void> {
       await Promise.all(Array.from({ length: STREAMS }, (_, k) => path.many(k, itemOf(phase, k))));
       await path.one(itemOf(phase, STREAMS));
       await sink.until(STREAMS + 1);
-      await throughput(p, (_n, item) => path.one(item), WARM_ITEMS, TP_MAX_MS);
-      await throughput(p, (n, item) => path.many(n % STREAMS, item), WARM_ITEMS, TP_MAX_MS);
+      if (figures.has('one')) await throughput(p, (_n, item) => path.one(item), WARM_ITEMS, TP_MAX_MS);
+      if (figures.has('many')) await throughput(p, (n, item) => path.many(n % STREAMS, item), WARM_ITEMS, TP_MAX_MS);
     }
-    await sequential(ordered, WARM_SEQ_ITEMS, SEQ_MAX_MS);
+    if (figures.has('latency')) await sequential(ordered, WARM_SEQ_ITEMS, SEQ_MAX_MS);
 
     const results = new Map<PathName, PathResult>();
     for (const p of ordered.keys()) results.set(p, { seq: [], one: [], many: [] });
     for (let round = 0; round < ROUNDS; round++) {
-      for (const [p, latency] of await sequential(ordered, SEQ_ITEMS, SEQ_MAX_MS))
-        (results.get(p) as PathResult).seq.push(latency);
-      for (const [p, path] of ordered)
-        (results.get(p) as PathResult).one.push(await throughput(p, (_n, item) => path.one(item), TP_ITEMS, TP_MAX_MS));
-      for (const [p, path] of ordered)
-        (results.get(p) as PathResult).many.push(
-          await throughput(p, (n, item) => path.many(n % STREAMS, item), TP_ITEMS, TP_MAX_MS),
-        );
+      if (figures.has('latency'))
+        for (const [p, latency] of await sequential(ordered, SEQ_ITEMS, SEQ_MAX_MS))
+          (results.get(p) as PathResult).seq.push(latency);
+      if (figures.has('one'))
+        for (const [p, path] of ordered)
+          (results.get(p) as PathResult).one.push(
+            await throughput(p, (_n, item) => path.one(item), TP_ITEMS, TP_MAX_MS),
+          );
+      if (figures.has('many'))
+        for (const [p, path] of ordered)
+          (results.get(p) as PathResult).many.push(
+            await throughput(p, (n, item) => path.many(n % STREAMS, item), TP_ITEMS, TP_MAX_MS),
+          );
     }
     report(results, startMs, performance.now() - started);
   } finally {
@@ -489,9 +540,19 @@ function report(results: ReadonlyMap<PathName, PathResult>, startMs: number, tot
     Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '–';
   const fig = (
     p: PathName,
-  ): { p50: number; p99: number; one: number; many: number; oneCpu: number; manyCpu: number } => {
+  ): {
+    p50: number;
+    p99: number;
+    one: number;
+    many: number;
+    oneCpu: number;
+    manyCpu: number;
+    oneServer: number;
+    manyServer: number;
+  } => {
     const r = results.get(p);
-    if (r === undefined) return { p50: NaN, p99: NaN, one: NaN, many: NaN, oneCpu: NaN, manyCpu: NaN };
+    if (r === undefined)
+      return { p50: NaN, p99: NaN, one: NaN, many: NaN, oneCpu: NaN, manyCpu: NaN, oneServer: NaN, manyServer: NaN };
     return {
       p50: median(r.seq.map((s) => s.p50)),
       p99: median(r.seq.map((s) => s.p99)),
@@ -499,6 +560,8 @@ function report(results: ReadonlyMap<PathName, PathResult>, startMs: number, tot
       many: median(r.many.map((t) => t.rate)),
       oneCpu: median(r.one.map((t) => t.cpuUs)),
       manyCpu: median(r.many.map((t) => t.cpuUs)),
+      oneServer: median(r.one.map((t) => t.serverUs)),
+      manyServer: median(r.many.map((t) => t.serverUs)),
     };
   };
   const raw = fig('raw'),
@@ -531,9 +594,16 @@ function report(results: ReadonlyMap<PathName, PathResult>, startMs: number, tot
   console.log(
     `| publish → delivery p99 µs | ${f(raw.p99, 1)} | ${f(nats.p99, 1)} | ${f(nats.p99 / raw.p99, 2)}x raw | | ${f(memory.p99, 1)} | ${f(memory.p99 / raw.p99, 2)}x |`,
   );
-  console.log(
-    `| CPU µs per item in this process (not nats-server), 1 → 1 / ${f(STREAMS)} → ${f(STREAMS)} | ${f(raw.oneCpu, 1)} / ${f(raw.manyCpu, 1)} | ${f(nats.oneCpu, 1)} / ${f(nats.manyCpu, 1)} | ${f(nats.oneCpu / raw.oneCpu, 2)}x / ${f(nats.manyCpu / raw.manyCpu, 2)}x | | ${f(memory.oneCpu, 1)} / ${f(memory.manyCpu, 1)} | |`,
-  );
+  const cpuRow = (label: string, pick: (x: typeof raw) => [number, number]): void => {
+    const [r1, rm] = pick(raw),
+      [n1, nm] = pick(nats),
+      [m1, mm] = pick(memory);
+    console.log(
+      `| ${label}, 1 → 1 / ${f(STREAMS)} → ${f(STREAMS)} | ${f(r1, 1)} / ${f(rm, 1)} | ${f(n1, 1)} / ${f(nm, 1)} | ${f(n1 / r1, 2)}x / ${f(nm / rm, 2)}x | | ${f(m1, 1)} / ${f(mm, 1)} | |`,
+    );
+  };
+  cpuRow('CPU µs per item, this process', (x) => [x.oneCpu, x.manyCpu]);
+  if (natsServerPid !== undefined) cpuRow('CPU µs per item, nats-server', (x) => [x.oneServer, x.manyServer]);
   console.log('');
   const rounds = (p: PathName): string => {
     const r = results.get(p);
