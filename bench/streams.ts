@@ -68,10 +68,11 @@ const PUBLISHERS = 256;
 const OUTSTANDING = 4096;
 const SEQ_ITEMS = wholeOption('sequential-items', quick ? 300 : 1000, 1);
 /** A round's sequential items stop here, for all paths together, even if fewer were made. */
-const SEQ_MAX_MS = quick ? 1500 : 5000;
+const SEQ_MAX_MS = quick ? 1500 : 4000;
 /** Sequential items a path makes before the next path takes its turn. */
 const SEQ_BLOCK = 100;
 const WARM_ITEMS = quick ? 2000 : 5000;
+const WARM_MAX_MS = quick ? 500 : 1000;
 const WARM_SEQ_ITEMS = quick ? 100 : 300;
 const STREAMS = 1000;
 /** Longest wait for the items published so far to arrive. */
@@ -489,8 +490,8 @@ async function main(): Promise<void> {
       await Promise.all(Array.from({ length: STREAMS }, (_, k) => path.many(k, itemOf(phase, k))));
       await path.one(itemOf(phase, STREAMS));
       await sink.until(STREAMS + 1);
-      if (figures.has('one')) await throughput(p, (_n, item) => path.one(item), WARM_ITEMS, TP_MAX_MS);
-      if (figures.has('many')) await throughput(p, (n, item) => path.many(n % STREAMS, item), WARM_ITEMS, TP_MAX_MS);
+      if (figures.has('one')) await throughput(p, (_n, item) => path.one(item), WARM_ITEMS, WARM_MAX_MS);
+      if (figures.has('many')) await throughput(p, (n, item) => path.many(n % STREAMS, item), WARM_ITEMS, WARM_MAX_MS);
     }
     if (figures.has('latency')) await sequential(ordered, WARM_SEQ_ITEMS, SEQ_MAX_MS);
 
