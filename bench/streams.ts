@@ -11,7 +11,7 @@
 // NATS is the server at GRANARY_TEST_NATS (default 127.0.0.1:4222, with
 // JetStream); the JetStream streams the bench makes are deleted at the end.
 // Run: node --import tsx --conditions=source bench/streams.ts
-//   --quick                  a short run (about 20 s instead of about 60 s)
+//   --quick                  a short run (about 15 s instead of about 60 to 75 s)
 //   --only=raw,nats,memory   measure only these paths (for profiling one of them)
 //   --figures=latency,one,many  measure only these figures (default all three; for profiling one of them)
 //   --items=N                items per throughput measurement (default 30,000; 6,000 with --quick)
