@@ -22,6 +22,7 @@ export {
   collectionAge,
   journal,
   implicitSubscription,
+  implicitChannelSubscription,
   type GrainOptions,
   type MethodOptions,
   type PlacementStrategy,
@@ -83,6 +84,8 @@ export {
 } from './streams/provider.ts';
 export {
   compareTokens,
+  type BroadcastChannel,
+  type ChannelId,
   type Stream,
   type StreamId,
   type StreamToken,

@@ -40,7 +40,8 @@ import type { CodecContext, RefIdentity } from '../serialization/symbols.ts';
 import { encode } from '../serialization/codec.ts';
 import { Connector, type Connection, type ConnectionHandler, type TransportLimits } from '../transport/index.ts';
 import { availableParallelism } from 'node:os';
-import type { Stream } from '../streams/types.ts';
+import { checkedId, type BroadcastChannel, type Stream } from '../streams/types.ts';
+import { STREAM_WORKER_TYPE } from '../streams/worker.ts';
 import { ClientStreams } from './streams.ts';
 
 /** Options of `ClusterClient.connect`. Give `gateways` or `membership`. */
@@ -279,6 +280,14 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       createObserver: (impl) => this.createObserver(impl),
     });
     return this.#streams.getStream<T>(provider, namespace, key);
+  }
+
+  /** A handle to broadcast channel `key` of `namespace`: publishing goes through a gateway. */
+  getChannel<T>(namespace: string, key: string): BroadcastChannel<T> {
+    const { namespace: ns, key: k } = checkedId('broadcast', namespace, key);
+    const id = { namespace: ns, key: k };
+    const worker = this.#ref(STREAM_WORKER_TYPE, '') as unknown as { broadcast(c: unknown, i: unknown): Promise<void> };
+    return { id, publish: (item: T) => worker.broadcast(id, item) };
   }
 
   #ref(type: string, key: string): GrainRefBase<unknown> {

@@ -5,6 +5,7 @@
 // client's subscriptions end with it: close() ends them, and a silo that
 // cannot reach a client any more ends them itself.
 
+import { randomUUID } from 'node:crypto';
 import { ConfigurationError } from '../errors.ts';
 import type { ObserverRef } from '../grain/grain.ts';
 import type { StreamDeliveryResult } from '../grain/stream-consumer.ts';
@@ -47,10 +48,30 @@ export class ClientStreams {
     return new ClientStream(this, checkedId(provider, namespace, key)) as unknown as Stream<T>;
   }
 
+  /** The last publish of each stream still under way: the next one waits for it. */
+  readonly #tails = new Map<string, Promise<void>>();
+
+  /**
+   * Publishes through a gateway. Calls spread over the gateways, and two
+   * gateways are two producers with no order between them, so a stream's
+   * publishes go one after another: the next leaves once the previous was
+   * accepted. Different streams go in parallel.
+   */
   publish(stream: StreamId, items: readonly unknown[]): Promise<void> {
     if (!Array.isArray(items)) return Promise.reject(new ConfigurationError('publishBatch takes an array of items'));
     if (items.length === 0) return Promise.resolve();
-    return (this.#host.grain(STREAM_WORKER_TYPE, '') as WorkerRef).publish(stream, [...items]);
+    const copy = [...items];
+    const key = streamKey(stream);
+    const send = (): Promise<void> => (this.#host.grain(STREAM_WORKER_TYPE, '') as WorkerRef).publish(stream, copy);
+    const before = this.#tails.get(key);
+    // A failed publish does not fail the ones after it: each caller sees its own outcome.
+    const mine = before === undefined ? send() : before.then(send, send);
+    const tail = mine.catch(() => undefined);
+    this.#tails.set(key, tail);
+    void tail.then(() => {
+      if (this.#tails.get(key) === tail) this.#tails.delete(key);
+    });
+    return mine;
   }
 
   async subscribe(
@@ -60,12 +81,20 @@ export class ClientStreams {
   ): Promise<StreamSubscription<unknown>> {
     if (typeof handler !== 'function')
       throw new ConfigurationError(`subscribe takes a handler function (item, token, stream), got ${typeof handler}`);
-    const record = await this.#pubsub(stream).subscribe(
-      { kind: 'client', client: this.#host.id, sink: this.#sinkRef() },
-      options?.from ?? null,
-    );
-    this.#handlers.set(record.id, { stream, handler });
-    return this.#subscription(stream, record.id);
+    // Bound before the rendezvous hears of it: the first item may come before its answer.
+    const id = randomUUID();
+    this.#handlers.set(id, { stream, handler });
+    try {
+      await this.#pubsub(stream).subscribe(
+        { kind: 'client', client: this.#host.id, sink: this.#sinkRef() },
+        options?.from ?? null,
+        id,
+      );
+    } catch (e) {
+      this.#handlers.delete(id);
+      throw e;
+    }
+    return this.#subscription(stream, id);
   }
 
   async subscriptions(stream: StreamId): Promise<StreamSubscription<unknown>[]> {

@@ -8,7 +8,7 @@ import { GrainConstructedError } from '../errors.ts';
 import type { GrainId } from './identity.ts';
 import type { PersistentState, PersistentStateOptions } from '../storage/persistent-state.ts';
 import type { StorageProvider } from '../storage/provider.ts';
-import type { Stream } from '../streams/types.ts';
+import type { BroadcastChannel, Stream } from '../streams/types.ts';
 import type { JournalBinding } from '../journal/log.ts';
 import type { ReservedMethod } from './options.ts';
 import type { JOURNALED, JournaledGrainMember } from '../journal/members.ts';
@@ -111,6 +111,8 @@ export interface GrainContext {
   delayDeactivation(ms: number): void;
   /** The silo's streams as this grain sees them. */
   streams(): GrainStreams;
+  /** A handle to a broadcast channel. */
+  getChannel(namespace: string, key: string): BroadcastChannel<unknown>;
 }
 
 /** The silo's stream service as a grain's context offers it. */
@@ -239,6 +241,14 @@ export abstract class Grain {
    */
   getStream<T>(provider: string, namespace: string, key: string): Stream<T> {
     return this.#ctx.streams().getStream(provider, namespace, key) as Stream<T>;
+  }
+
+  /**
+   * A handle to broadcast channel `key` of `namespace`: `publish(item)` sends
+   * it to the grains implicitly subscribed to the namespace, fire and forget.
+   */
+  getChannel<T>(namespace: string, key: string): BroadcastChannel<T> {
+    return this.#ctx.getChannel(namespace, key) as BroadcastChannel<T>;
   }
 
   /** Runs before the first call is let in. A throw fails that call and discards the activation. */

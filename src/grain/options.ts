@@ -2,8 +2,8 @@
 // equivalent, and the per-class type info the runtime dispatches on.
 
 import { ConfigurationError } from '../errors.ts';
-import { STREAM_METHOD } from '../streams/types.ts';
-import { deliverStreamItems } from './stream-consumer.ts';
+import { CHANNEL_METHOD, STREAM_METHOD } from '../streams/types.ts';
+import { deliverChannelItem, deliverStreamItems } from './stream-consumer.ts';
 
 /** A placement strategy: a built-in name or a custom strategy object. */
 export type PlacementStrategy = 'random' | 'preferLocal' | 'hash' | 'activationCount' | CustomPlacement;
@@ -48,6 +48,12 @@ export interface GrainOptions {
    * and reaches its `onStreamItem(item, token, stream)`.
    */
   implicitSubscriptions?: readonly string[];
+  /**
+   * Broadcast channel namespaces the grain listens to: every item published to
+   * a channel in one of them reaches `onChannelItem(item, channel)` of the
+   * grain whose key is the channel's key (fire and forget, nothing stored).
+   */
+  implicitChannelSubscriptions?: readonly string[];
 }
 
 /** Options of a `JournaledGrain` class: `@journal({...})`, or `journal` in `static grainOptions`. */
@@ -161,6 +167,18 @@ export function implicitSubscription(namespace: string) {
   };
 }
 
+/**
+ * `@implicitChannelSubscription(namespace)`: every item broadcast on a channel
+ * in `namespace` reaches `onChannelItem(item, channel)` of the grain with the
+ * channel's key, activating it if needed.
+ */
+export function implicitChannelSubscription(namespace: string) {
+  return (cls: abstract new (...args: never[]) => unknown, _ctx: ClassDecoratorContext): void => {
+    const o = classOpts(cls);
+    o.implicitChannelSubscriptions = [...(o.implicitChannelSubscriptions ?? []), namespace];
+  };
+}
+
 /** `@readOnly`: may interleave with other read-only calls, never with a write. */
 export function readOnly(fn: (...args: never[]) => unknown, _ctx: ClassMethodDecoratorContext): void {
   flag(fn, { readOnly: true });
@@ -206,6 +224,10 @@ export interface GrainTypeInfo {
   readonly stream: MethodInfo;
   /** The stream namespaces the type is implicitly subscribed to. */
   readonly implicitSubscriptions: readonly string[];
+  /** Where the runtime delivers broadcast channel items (CHANNEL_METHOD). */
+  readonly channel: MethodInfo;
+  /** The broadcast channel namespaces the type listens to. */
+  readonly implicitChannelSubscriptions: readonly string[];
   /** True when the class overrides `onActivate`. */
   readonly hasOnActivate: boolean;
   readonly hasOnDeactivate: boolean;
@@ -224,6 +246,7 @@ export const RESERVED_METHODS = [
   'onDeactivate',
   'receiveReminder',
   'onStreamItem',
+  'onChannelItem',
 ] as const;
 
 /** A name in `RESERVED_METHODS`. */
@@ -333,6 +356,14 @@ export function grainTypeInfo(cls: new () => object, base: object, cpus: number)
       opts.implicitSubscriptions,
       typeof proto['onStreamItem'] === 'function',
     ),
+    channel: channelMethod,
+    implicitChannelSubscriptions: checkNamespaces(
+      name,
+      opts.implicitChannelSubscriptions,
+      typeof proto['onChannelItem'] === 'function',
+      'implicitChannelSubscriptions',
+      'onChannelItem(item, channel)',
+    ),
     hasOnActivate: proto['onActivate'] !== baseProto['onActivate'],
     hasOnDeactivate: proto['onDeactivate'] !== baseProto['onDeactivate'],
     journal: journalOptions,
@@ -349,17 +380,31 @@ const streamMethod: MethodInfo = {
   oneWay: false,
 };
 
+const channelMethod: MethodInfo = {
+  name: CHANNEL_METHOD,
+  fn: deliverChannelItem as (...args: unknown[]) => unknown,
+  readOnly: false,
+  alwaysInterleave: false,
+  oneWay: false,
+};
+
 /** The implicit subscriptions of grain type `name`, checked. */
-function checkNamespaces(name: string, namespaces: unknown, hasHandler: boolean): readonly string[] {
+function checkNamespaces(
+  name: string,
+  namespaces: unknown,
+  hasHandler: boolean,
+  option = 'implicitSubscriptions',
+  handler = 'onStreamItem(item, token, stream)',
+): readonly string[] {
   if (namespaces === undefined) return [];
   if (!Array.isArray(namespaces) || namespaces.some((n) => typeof n !== 'string' || n === '')) {
     throw new ConfigurationError(
-      `implicitSubscriptions of grain ${name} must be a list of non-empty namespace names, got ${JSON.stringify(namespaces)}`,
+      `${option} of grain ${name} must be a list of non-empty namespace names, got ${JSON.stringify(namespaces)}`,
     );
   }
   if (namespaces.length > 0 && !hasHandler) {
     throw new ConfigurationError(
-      `grain ${name} is implicitly subscribed to ${namespaces.map((n) => `'${n as string}'`).join(', ')} but has no onStreamItem(item, token, stream) method to receive the items`,
+      `grain ${name} is implicitly subscribed to ${namespaces.map((n) => `'${n as string}'`).join(', ')} but has no ${handler} method to receive the items`,
     );
   }
   return [...new Set(namespaces as string[])];

@@ -6,7 +6,7 @@
 // onActivate (Orleans needs ResumeAsync for that).
 
 import { ConfigurationError } from '../errors.ts';
-import type { StreamHandler, StreamId, StreamToken } from '../streams/types.ts';
+import type { ChannelId, StreamHandler, StreamId, StreamToken } from '../streams/types.ts';
 
 /** Handlers bound in an activation, by grain instance, then subscription id. */
 const bound = new WeakMap<object, Map<string, StreamHandler<unknown>>>();
@@ -18,9 +18,20 @@ export function bindStreamHandler(grain: object, id: string, handler: StreamHand
   m.set(id, handler);
 }
 
+/** Subscriptions this grain instance ended: batches of them still on their way are dropped. */
+const ended = new WeakMap<object, Set<string>>();
+
 /** Forgets the handler of subscription `id` in this grain instance. */
 export function unbindStreamHandler(grain: object, id: string): void {
   bound.get(grain)?.delete(id);
+}
+
+/** Subscription `id` was ended by this grain: nothing of it reaches a handler any more. */
+export function endStreamSubscription(grain: object, id: string): void {
+  unbindStreamHandler(grain, id);
+  let s = ended.get(grain);
+  if (s === undefined) ended.set(grain, (s = new Set()));
+  s.add(id);
 }
 
 /**
@@ -60,6 +71,8 @@ export async function deliverStreamItems(
   items: unknown[],
   tokens: StreamToken[],
 ): Promise<StreamDeliveryResult> {
+  // Already on its way when the grain unsubscribed: taken, handed to nobody.
+  if (subscription !== null && ended.get(this)?.has(subscription) === true) return { delivered: items.length };
   const handler = pickHandler(this, subscription, method, stream);
   for (let i = 0; i < items.length; i++) {
     try {
@@ -69,6 +82,14 @@ export async function deliverStreamItems(
     }
   }
   return { delivered: items.length };
+}
+
+/** The grain-side body of CHANNEL_METHOD: hands a broadcast item to `onChannelItem`. */
+export function deliverChannelItem(this: object, item: unknown, channel: ChannelId): unknown {
+  const g = this as { onChannelItem?: (item: unknown, channel: ChannelId) => unknown };
+  if (typeof g.onChannelItem !== 'function')
+    throw new ConfigurationError(`${this.constructor.name} has no onChannelItem(item, channel) method`);
+  return g.onChannelItem(item, channel);
 }
 
 function pickHandler(

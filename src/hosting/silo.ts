@@ -25,7 +25,8 @@ import { ReminderService } from '../reminders/service.ts';
 import { Ring } from '../membership/ring.ts';
 import { PubSubGrain } from '../streams/pubsub.ts';
 import { StreamService } from '../streams/service.ts';
-import type { Stream } from '../streams/types.ts';
+import type { BroadcastChannel, Stream } from '../streams/types.ts';
+import { BroadcastChannels } from '../streams/channels.ts';
 import { checkedId } from '../streams/types.ts';
 import { StreamWorker } from '../streams/worker.ts';
 import { describeSiloOptions, resolveSiloOptions, type ResolvedSiloOptions, type SiloOptions } from './options.ts';
@@ -146,13 +147,30 @@ export class Silo {
       deactivationTimeoutMs: o.deactivationTimeoutMs,
     });
     for (const cls of o.grains) runtime.register(cls);
+    // The worker clients publish and broadcast through.
+    runtime.register(StreamWorker);
+    const channelListeners = new Map<string, string[]>();
+    for (const [name, t] of runtime.types.all)
+      for (const ns of t.implicitChannelSubscriptions)
+        channelListeners.set(ns, [...(channelListeners.get(ns) ?? []), name]);
+    runtime.channels = new BroadcastChannels(
+      {
+        get address() {
+          return runtime.siloInfo.address;
+        },
+        get logger() {
+          return runtime.logger;
+        },
+        deliverToGrain: (type, key, args) => runtime.deliverChannel(type, key, args),
+      },
+      channelListeners,
+    );
     let cluster: SiloCluster | undefined;
     let streams: StreamService | undefined;
     let streamOwnershipChanged = (): void => {};
     if (o.streams.size > 0) {
-      // The rendezvous of each stream, and the worker clients publish through.
+      // The rendezvous of each stream.
       runtime.register(PubSubGrain);
-      runtime.register(StreamWorker);
       const implicit = new Map<string, string[]>();
       for (const [name, t] of runtime.types.all)
         for (const ns of t.implicitSubscriptions) implicit.set(ns, [...(implicit.get(ns) ?? []), name]);
@@ -323,7 +341,8 @@ export class Silo {
         ...describeSiloOptions(o),
         address: runtime.siloInfo.address,
         gateway: cluster?.gatewayAddress ?? null,
-        grains: [...runtime.types.all.keys()],
+        // The user's grain types; Granary's own (granary.*) are always there.
+        grains: [...runtime.types.all.keys()].filter((t) => !t.startsWith('granary.')),
       },
       'silo started',
     );
@@ -362,6 +381,11 @@ export class Silo {
         `silo ${this.info.address} has no stream provider: give it a 'streams' option, e.g. streams: { default: memoryStreams() }`,
       );
     return service.handle(checkedId(provider, namespace, key), undefined) as Stream<T>;
+  }
+
+  /** A handle to broadcast channel `key` of `namespace` (fire and forget to the grains listening). */
+  getChannel<T>(namespace: string, key: string): BroadcastChannel<T> {
+    return this.#runtime.channel(namespace, key) as BroadcastChannel<T>;
   }
 
   /**

@@ -30,6 +30,7 @@ import { PersistentStateImpl, type PersistentState, type PersistentStateOptions 
 import type { StorageProvider } from '../storage/provider.ts';
 import type { CallSettler } from './call-tracker.ts';
 import type { StreamOwner } from '../streams/service.ts';
+import type { BroadcastChannel } from '../streams/types.ts';
 import { GrainTimer } from './timers.ts';
 
 /**
@@ -118,6 +119,8 @@ export interface ActivationHost {
   storageProvider(name: string, grain: string, state: string): StorageProvider;
   eventLog(name: string, grain: string): EventLog;
   reminderService(): ReminderService;
+  /** A handle to a broadcast channel. */
+  channel(namespace: string, key: string): BroadcastChannel<unknown>;
   /** The silo's streams as grain `owner` sees them; a clear error when the silo has no stream provider. */
   streams(owner: StreamOwner): GrainStreams;
   /** Registers in the directory; resolves to undefined if this activation won, else to the winner's silo. */
@@ -308,6 +311,10 @@ export class Activation implements GrainContext, CallerContext, Target {
   }
 
   #streams: GrainStreams | undefined;
+
+  getChannel(namespace: string, key: string): BroadcastChannel<unknown> {
+    return this.#host.channel(namespace, key);
+  }
 
   streams(): GrainStreams {
     // The instance is read when used: a grain may get a stream handle while it is constructed.

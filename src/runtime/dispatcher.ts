@@ -4,7 +4,7 @@
 // (the cluster layer: directory cache, placement), or an observer. Calls whose
 // activation went away are delivered again (redispatch) or forwarded.
 
-import { STREAM_METHOD } from '../streams/types.ts';
+import { CHANNEL_METHOD, STREAM_METHOD } from '../streams/types.ts';
 import { ConfigurationError, ForwardLimitError, SiloStoppedError, UnknownGrainTypeError } from '../errors.ts';
 import type { GrainClass, SiloInfo } from '../grain/grain.ts';
 import { grainId, OBSERVER_TYPE, type GrainId } from '../grain/identity.ts';
@@ -128,6 +128,23 @@ export class Dispatcher implements Invoker {
     return this.invoke(
       new RefCore(grainId(typeName, key), `${typeName}/${key}`, type, this, undefined, undefined),
       type.stream,
+      args,
+    );
+  }
+
+  /** Delivers a broadcast channel item to grain `typeName/key` (see streams/channels.ts). */
+  deliverChannel(typeName: string, key: string, args: unknown[]): Promise<unknown> {
+    const type = this.#types.get(typeName);
+    if (type === undefined) {
+      return Promise.reject(
+        new UnknownGrainTypeError(
+          `a channel item for grain ${typeName}/${key} cannot be delivered: this silo does not know grain type '${typeName}'`,
+        ),
+      );
+    }
+    return this.invoke(
+      new RefCore(grainId(typeName, key), `${typeName}/${key}`, type, this, undefined, undefined),
+      type.channel,
       args,
     );
   }
@@ -262,6 +279,7 @@ export class Dispatcher implements Invoker {
   #systemMethod(type: GrainTypeInfo, name: string): MethodInfo | undefined {
     if (name === 'receiveReminder') return type.reminder;
     if (name === STREAM_METHOD) return type.stream;
+    if (name === CHANNEL_METHOD) return type.channel;
     return undefined;
   }
 

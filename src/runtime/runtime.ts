@@ -9,6 +9,8 @@
 // one object that gives it to them, and adds only the events between parts.
 
 import type { StreamOwner, StreamService } from '../streams/service.ts';
+import type { BroadcastChannels } from '../streams/channels.ts';
+import type { BroadcastChannel } from '../streams/types.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import { ConfigurationError, SiloStoppedError } from '../errors.ts';
 import type { DeactivationReason, GrainClass, GrainStreams, SiloInfo } from '../grain/grain.ts';
@@ -174,6 +176,19 @@ export class Runtime implements CatalogHost, ClusterHost {
         `silo ${this.siloInfo.address} has no reminder service running (starting or stopping)`,
       );
     return this.reminders;
+  }
+
+  /** The silo's broadcast channels (set by the silo; always there). */
+  channels: BroadcastChannels | undefined;
+
+  channel(namespace: string, key: string): BroadcastChannel<unknown> {
+    if (this.channels === undefined) throw new SiloStoppedError(`silo ${this.siloInfo.address} is not running`);
+    return this.channels.channel(namespace, key);
+  }
+
+  /** Delivers a broadcast channel item to grain `type/key`. */
+  deliverChannel(typeName: string, key: string, args: unknown[]): Promise<unknown> {
+    return this.dispatcher.deliverChannel(typeName, key, args);
   }
 
   /** The silo's stream service; undefined when no stream provider is configured. */

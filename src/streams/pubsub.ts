@@ -115,8 +115,19 @@ export class PubSubGrain extends Grain {
   }
 
   /** Adds a subscription; resolves once every producing silo knows of it. */
-  async subscribe(consumer: Consumer, from: StreamToken | null = null): Promise<SubscriptionRecord> {
+  async subscribe(
+    consumer: Consumer,
+    from: StreamToken | null = null,
+    id: string = randomUUID(),
+  ): Promise<SubscriptionRecord> {
     checkConsumer(consumer);
+    // The subscriber picks the id, so it can bind its handler before the first item can come.
+    if (typeof id !== 'string' || id === '' || id.length > 200)
+      throw new ConfigurationError(
+        `subscribe: a subscription id is a string of 1 to 200 characters, got ${JSON.stringify(id)}`,
+      );
+    const existing = this.#subs.get(id);
+    if (existing !== undefined) return existing;
     if (from !== null) {
       if (typeof from?.sequence !== 'number' || typeof from.index !== 'number')
         throw new ConfigurationError(
@@ -128,7 +139,6 @@ export class PubSubGrain extends Grain {
           `stream provider '${this.#stream.provider}' (${p.kind}) keeps no history: it cannot subscribe from a token`,
         );
     }
-    const id = randomUUID();
     const record: SubscriptionRecord = { id, stream: this.#stream, consumer, from };
     let n = this.#pages.findIndex((p) => p.ids.size < PAGE_SIZE);
     const grows = n < 0;
@@ -141,14 +151,16 @@ export class PubSubGrain extends Grain {
     this.#subs.set(id, record);
     this.#pageOf.set(id, n);
     try {
-      await this.#writePage(n);
-      // The index changes only when a page is added: no record is written by every subscribe.
+      // The index first (it changes only when a page is added, so no record is written by
+      // every subscribe): an index naming a page that was never written reads as an empty page.
       if (grows) await this.#writeIndex();
+      await this.#writePage(n);
     } catch (e) {
       page.ids.delete(id);
       this.#subs.delete(id);
       this.#pageOf.delete(id);
-      if (grows && page.ids.size === 0) this.#pages.pop();
+      // What was written is uncertain (a write may time out and still land): read it all again.
+      this.deactivateOnIdle();
       throw e;
     }
     await this.#tellProducers((p) => p.changed(this.key, [record], []));
@@ -170,18 +182,11 @@ export class PubSubGrain extends Grain {
       page.ids.add(id);
       this.#subs.set(id, record);
       this.#pageOf.set(id, n);
+      this.deactivateOnIdle();
       throw e;
     }
     await this.#tellProducers((p) => p.changed(this.key, [], [id]));
     return true;
-  }
-
-  /** Removes every subscription of client `client` (it closed or went away). */
-  async unsubscribeClient(client: string): Promise<number> {
-    let n = 0;
-    for (const s of [...this.#subs.values()])
-      if (s.consumer.kind === 'client' && s.consumer.client === client && (await this.unsubscribe(s.id))) n++;
-    return n;
   }
 
   /** The subscriptions, all or those of one grain or client. */

@@ -7,10 +7,12 @@
 // or a call to the client), in order, retrying a failed item per the
 // provider's policy and then giving it up as a dead letter.
 
+import { randomUUID } from 'node:crypto';
 import { ConfigurationError, OverloadedError, SiloUnavailableError } from '../errors.ts';
 import type { GrainStreams, ObserverRef } from '../grain/grain.ts';
 import {
   bindStreamHandler,
+  endStreamSubscription,
   handlerMethodName,
   unbindStreamHandler,
   type StreamDeliveryResult,
@@ -33,7 +35,7 @@ import {
 
 /** The pub-sub rendezvous as a reference to it offers it. */
 type PubSubRef = {
-  [K in 'subscribe' | 'unsubscribe' | 'unsubscribeClient' | 'list' | 'producer']: PubSubGrain[K];
+  [K in 'subscribe' | 'unsubscribe' | 'list' | 'producer']: PubSubGrain[K];
 };
 
 /** What the service needs from its silo. */
@@ -69,8 +71,19 @@ export interface StreamOwner {
 /** The explicit subscriptions of a stream this silo produces to. */
 interface Produced {
   subs: Map<string, SubscriptionRecord> | undefined;
+  /** The one load of the subscriptions in flight: deliveries wait on it in arrival order. */
   loading: Promise<Map<string, SubscriptionRecord>> | undefined;
+  /** Read again before the next delivery (the view changed, the rendezvous went away, or it is old). */
+  stale: boolean;
+  loadedAt: number;
+  /** Changes the rendezvous pushed while a load ran, applied to its result. */
+  pending: Array<{ added: SubscriptionRecord[]; removed: string[] }>;
 }
+
+/** How long a stream's cached subscriptions are trusted without the rendezvous saying anything, in ms. */
+const SUBSCRIPTIONS_TTL_MS = 60_000;
+/** Attempts to read a stream's subscriptions before its deliveries fail. */
+const LOAD_ATTEMPTS = 5;
 
 type Target =
   | { readonly kind: 'grain'; readonly type: string; readonly key: string; readonly method: string | null }
@@ -84,6 +97,8 @@ interface ClientSinkLike {
 interface Waiter {
   left: number;
   resolve(): void;
+  /** The items will not be delivered by this silo (it stops): the broker should hand them out again. */
+  reject(err: unknown): void;
 }
 
 /** The items on their way to one subscriber, in order. */
@@ -137,10 +152,25 @@ class Pipeline {
   /** Waiters among the items. */
   waiting = 0;
   /** Ends the pipeline: nothing more is delivered, and nobody waits on it any more. */
-  close(): void {
+  /**
+   * Ends the pipeline: nothing more is delivered. `undelivered` undefined: the
+   * subscriber is gone, so nobody needs its items (waiters count them done);
+   * else the silo stops before delivering them, and waiters fail with it.
+   */
+  close(undelivered?: unknown): void {
     this.closed = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
+    if (undelivered !== undefined && this.waiting > 0) {
+      for (let i = this.head; i < this.items.length; i++) {
+        const w = this.waiters[i];
+        if (w !== undefined) {
+          this.waiters[i] = undefined;
+          w.reject(undelivered);
+        }
+      }
+      this.waiting = 0;
+    }
     this.shift(this.length);
   }
 }
@@ -170,7 +200,16 @@ export class StreamService {
   /** The providers as started in this silo, by name. */
   readonly #started = new Map<string, StreamProviderSilo>();
 
+  #sweep: NodeJS.Timeout | undefined;
+
   async start(): Promise<void> {
+    // Cached subscriptions of streams not produced to for a while are dropped (read again if needed).
+    this.#sweep = setInterval(() => {
+      const old = Date.now() - SUBSCRIPTIONS_TTL_MS;
+      for (const [key, p] of this.#produced)
+        if (p.loading === undefined && p.loadedAt < old) this.#produced.delete(key);
+    }, SUBSCRIPTIONS_TTL_MS);
+    this.#sweep.unref();
     for (const [name, p] of this.#providers) {
       const started = await p.start({
         name,
@@ -189,7 +228,17 @@ export class StreamService {
 
   async stop(): Promise<void> {
     this.#stopped = true;
-    for (const p of this.#pipelines.values()) p.close();
+    if (this.#sweep !== undefined) clearInterval(this.#sweep);
+    // Items still queued here: a broker hands them out again (their waiters fail, so they
+    // are not acknowledged); memory streams lose them, and say how many.
+    const stopping = new SiloUnavailableError(`silo ${this.#host.address} stopped before delivering the item`);
+    let dropped = 0;
+    for (const p of this.#pipelines.values()) {
+      dropped += p.length;
+      p.close(stopping);
+    }
+    if (dropped > 0)
+      this.#host.logger.warn({ items: dropped }, 'stream items still queued at stop were not delivered by this silo');
     this.#pipelines.clear();
     this.#produced.clear();
     this.#sink?.dispose();
@@ -206,7 +255,13 @@ export class StreamService {
 
   /** The membership changed: a rendezvous may have gone with a silo, so ask each again. */
   viewChanged(): void {
-    this.#produced.clear();
+    for (const [key, p] of this.#produced) this.#forget(key, p);
+  }
+
+  /** The subscriptions of a stream may be stale: drop them, or mark them if a load is in flight (order). */
+  #forget(key: string, p: Produced): void {
+    if (p.loading === undefined) this.#produced.delete(key);
+    else p.stale = true;
   }
 
   /** Items waiting in this silo's pipelines, all subscribers together. */
@@ -274,8 +329,15 @@ export class StreamService {
     if (this.#stopped) throw new SiloUnavailableError(`silo ${this.#host.address} is stopping`);
     const key = streamKey(stream);
     let produced = this.#produced.get(key);
-    if (produced === undefined) this.#produced.set(key, (produced = { subs: undefined, loading: undefined }));
-    const subs = produced.subs ?? (await this.#load(key, produced));
+    if (produced === undefined) {
+      produced = { subs: undefined, loading: undefined, stale: true, loadedAt: 0, pending: [] };
+      this.#produced.set(key, produced);
+    }
+    let subs: Map<string, SubscriptionRecord>;
+    if (produced.loading !== undefined) subs = await produced.loading;
+    else if (produced.subs === undefined || produced.stale || Date.now() - produced.loadedAt > SUBSCRIPTIONS_TTL_MS)
+      subs = await this.#load(key, produced);
+    else subs = produced.subs;
     const targets: Pipeline[] = [];
     for (const type of this.#implicit.get(stream.namespace) ?? []) {
       targets.push(
@@ -301,7 +363,7 @@ export class StreamService {
     let done: Promise<void> | undefined;
     let waiter: Waiter | undefined;
     if (untilDelivered && targets.length > 0 && items.length > 0) {
-      done = new Promise<void>((resolve) => (waiter = { left: targets.length, resolve }));
+      done = new Promise<void>((resolve, reject) => (waiter = { left: targets.length, resolve, reject }));
     }
     for (const p of targets) {
       for (let i = 0; i < items.length; i++) {
@@ -318,18 +380,56 @@ export class StreamService {
     if (done !== undefined) await done;
   }
 
+  /**
+   * Reads the subscriptions of stream `key` from its rendezvous (registering
+   * this silo as a producer), retrying a few times: deliveries wait on it in
+   * order, so one that fails would let later items overtake theirs.
+   */
   #load(key: string, produced: Produced): Promise<Map<string, SubscriptionRecord>> {
-    produced.loading ??= (async () => {
+    produced.stale = false;
+    produced.pending = [];
+    produced.loading = (async () => {
       try {
-        const records = await this.#pubsub(key).producer(this.#host.address, this.#producerSink());
+        let records: SubscriptionRecord[];
+        for (let attempt = 1; ; attempt++) {
+          try {
+            records = await this.#pubsub(key).producer(this.#host.address, this.#producerSink());
+            break;
+          } catch (err) {
+            if (attempt >= LOAD_ATTEMPTS || this.#stopped) throw err;
+            this.#host.logger.warn({ err, stream: key, attempt }, 'cannot read the subscriptions of a stream yet');
+            await new Promise((r) => setTimeout(r, 50 * 2 ** attempt).unref());
+          }
+        }
         const subs = new Map(records.map((r) => [r.id, r]));
-        if (this.#produced.get(key) === produced) produced.subs = subs;
+        for (const { added, removed } of produced.pending) {
+          for (const r of added) subs.set(r.id, r);
+          for (const id of removed) subs.delete(id);
+        }
+        produced.pending = [];
+        // Pipelines of subscriptions that ended while this silo was not told (it was not a
+        // registered producer then) end now.
+        const prefix = `${key}|`;
+        if (produced.subs !== undefined)
+          for (const id of produced.subs.keys()) if (!subs.has(id)) this.#closePipeline(`${prefix}${id}`);
+        produced.subs = subs;
+        produced.loadedAt = Date.now();
         return subs;
+      } catch (err) {
+        produced.stale = true;
+        throw err;
       } finally {
         produced.loading = undefined;
       }
     })();
     return produced.loading;
+  }
+
+  #closePipeline(id: string): void {
+    const p = this.#pipelines.get(id);
+    if (p === undefined) return;
+    p.close();
+    this.#pipelines.delete(id);
   }
 
   #pipeline(id: string, provider: StreamProvider, stream: StreamId, sub: string | null, target: Target): Pipeline {
@@ -345,8 +445,9 @@ export class StreamService {
     const tokens = p.tokens.slice(p.head, p.head + n);
     p.inFlight = true;
     this.#send(p, items, tokens).then(
-      (r) => this.#delivered(p, n, r),
-      (error: unknown) => this.#delivered(p, n, { delivered: 0, error }),
+      (r) => this.#delivered(p, n, r, false),
+      // The call itself failed (not the handler): the subscriber may be unreachable.
+      (error: unknown) => this.#delivered(p, n, { delivered: 0, error }, true),
     );
   }
 
@@ -364,13 +465,19 @@ export class StreamService {
     return t.sink.deliver(p.subscription as string, p.stream, items, tokens);
   }
 
-  #delivered(p: Pipeline, sent: number, r: StreamDeliveryResult): void {
+  #delivered(p: Pipeline, sent: number, r: StreamDeliveryResult, callFailed: boolean): void {
     p.inFlight = false;
     if (p.closed) return;
     const done = Math.min(Math.max(0, Math.trunc(Number(r?.delivered) || 0)), sent);
     if (done > 0) p.attempts = 0;
     p.shift(done);
     if (r?.error === undefined) {
+      if (p.length === 0) {
+        // Idle: a pipeline holds nothing worth keeping, so a silo that delivered to a
+        // million streams does not keep a million of them. The next item makes a new one.
+        if (this.#pipelines.get(p.id) === p) this.#pipelines.delete(p.id);
+        return;
+      }
       this.#pump(p);
       return;
     }
@@ -385,7 +492,7 @@ export class StreamService {
       p.timer.unref();
       return;
     }
-    if (p.target.kind === 'client' && r.error instanceof SiloUnavailableError) {
+    if (p.target.kind === 'client' && callFailed && r.error instanceof SiloUnavailableError) {
       // The client is gone: its subscriptions end with it.
       this.#dropClientSubscription(p, r.error);
       return;
@@ -452,19 +559,18 @@ export class StreamService {
   #producerSink(): ObserverRef<ProducerSink> {
     this.#sink ??= this.#host.createObserver<ProducerSink>({
       changed: async (key, added, removed) => {
-        const subs = this.#produced.get(key)?.subs;
+        const produced = this.#produced.get(key);
+        if (produced === undefined) return; // not cached here: the next delivery reads them all
+        if (produced.loading !== undefined) produced.pending.push({ added, removed });
         for (const id of removed) {
-          subs?.delete(id);
-          const p = this.#pipelines.get(`${key}|${id}`);
-          if (p !== undefined) {
-            p.close();
-            this.#pipelines.delete(p.id);
-          }
+          produced.subs?.delete(id);
+          this.#closePipeline(`${key}|${id}`);
         }
-        if (subs !== undefined) for (const r of added) subs.set(r.id, r);
+        if (produced.subs !== undefined) for (const r of added) produced.subs.set(r.id, r);
       },
       dropped: async (key) => {
-        this.#produced.delete(key);
+        const produced = this.#produced.get(key);
+        if (produced !== undefined) this.#forget(key, produced);
       },
     });
     return this.#sink;
@@ -508,9 +614,16 @@ class GrainStream implements Stream<unknown> {
       );
     }
     const consumer: Consumer = { kind: 'grain', type: owner.type, key: owner.key, method };
-    const record = await this.#pubsub(owner).subscribe(consumer, options?.from ?? null);
-    bindStreamHandler(owner.instance(), record.id, handler);
-    return this.#subscription(owner, record.id);
+    // Bound before the rendezvous hears of it: in a reentrant grain the first item may come first.
+    const id = randomUUID();
+    bindStreamHandler(owner.instance(), id, handler);
+    try {
+      await this.#pubsub(owner).subscribe(consumer, options?.from ?? null, id);
+    } catch (e) {
+      unbindStreamHandler(owner.instance(), id);
+      throw e;
+    }
+    return this.#subscription(owner, id);
   }
 
   async getSubscriptions(): Promise<StreamSubscription<unknown>[]> {
@@ -524,7 +637,7 @@ class GrainStream implements Stream<unknown> {
       id,
       stream: this.id,
       unsubscribe: async () => {
-        unbindStreamHandler(owner.instance(), id);
+        endStreamSubscription(owner.instance(), id);
         await this.#pubsub(owner).unsubscribe(id);
       },
       resume: (handler) => {

@@ -94,6 +94,26 @@ function unescape(s: string): string {
 /** Where stream deliveries go on the grain: the runtime calls it, a reference never can. */
 export const STREAM_METHOD = '$stream';
 
+/** Where broadcast channel items go on the grain. */
+export const CHANNEL_METHOD = '$channel';
+
+/** A broadcast channel: a namespace and a key (see `@implicitChannelSubscription`). */
+export interface ChannelId {
+  readonly namespace: string;
+  readonly key: string;
+}
+
+/** A handle to a broadcast channel: fire and forget, nothing stored, no order between publishers. */
+export interface BroadcastChannel<T = unknown> {
+  readonly id: ChannelId;
+  /**
+   * Sends `item` to every grain implicitly subscribed to the channel's
+   * namespace (the one with the channel's key); resolves once it is sent, not
+   * when they have handled it. A grain that fails is logged, never retried.
+   */
+  publish(item: T): Promise<void>;
+}
+
 /** A stream id from user input, checked. */
 export function checkedId(provider: unknown, namespace: unknown, key: unknown): StreamId {
   for (const [name, v] of [

@@ -24,7 +24,13 @@ describe('granary command', () => {
       }
       await new Promise((r) => setTimeout(r, 20));
     }
-    assert.match(err, /"grains":\["box","counter","flaky","lifecycle"\]/);
+    try {
+      assert.match(err, /"grains":\["box","counter","flaky","lifecycle"\]/);
+    } catch (e) {
+      // A failed check must not leave the silo running (the test run would never end).
+      child.kill('SIGKILL');
+      throw e;
+    }
     child.kill('SIGTERM');
     const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
     assert.equal(code, 0, err);

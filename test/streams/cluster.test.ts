@@ -74,6 +74,16 @@ describe('memory streams in a cluster', () => {
     assert.deepEqual(received.get('implicit:dev-9'), [1, 2]);
   });
 
+  it("keeps a client's publishes to one stream in order, though its calls spread over the gateways", async () => {
+    const s = c.client.getStream<number>(PROVIDER, 'telemetry', 'ordered');
+    await Promise.all(Array.from({ length: 60 }, (_, i) => s.publish(i)));
+    await eventually('all 60 delivered', () => received.get('implicit:ordered')?.length === 60);
+    assert.deepEqual(
+      received.get('implicit:ordered'),
+      Array.from({ length: 60 }, (_, i) => i),
+    );
+  });
+
   it('delivers to a client subscriber, from a grain and from another client, until it unsubscribes', async () => {
     const got: Array<[unknown, StreamToken]> = [];
     const other = await ClusterClient.connect({ clusterId: c.clusterId, gateways: gateways(c) });

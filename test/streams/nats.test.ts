@@ -151,6 +151,38 @@ describe('nats streams', () => {
     }
   });
 
+  it('does not acknowledge what a silo had not delivered when it stops gracefully: the next silo delivers it', async () => {
+    orders.length = 0;
+    const id = clusterId();
+    const options = {
+      clusterId: id,
+      grains: [OrderBook],
+      logger: silentLogger(),
+      deactivationTimeoutMs: 100,
+      streams: { [PROVIDER]: natsStreams({ servers: NATS, queues: 2, ackWaitMs: 1000 }) },
+    };
+    gate.item = 'in delivery at stop';
+    gate.started = false;
+    const first = await Silo.start(options);
+    await first.getStream(PROVIDER, 'orders', 'book-4').publish('in delivery at stop');
+    await eventually('the item is being delivered', () => gate.started);
+    await first.stop();
+    gate.item = undefined;
+    gate.release?.();
+    orders.length = 0;
+    const second = await Silo.start(options);
+    try {
+      await eventually(
+        'the next silo delivered it',
+        () => orders.some((o) => o.item === 'in delivery at stop'),
+        10_000,
+      );
+      await eventually('acknowledged by the second silo', async () => (await pending(id)) === 0);
+    } finally {
+      await second.stop();
+    }
+  });
+
   it('refuses bad options, naming them', () => {
     assert.throws(
       () => natsStreams({ servers: [] }),

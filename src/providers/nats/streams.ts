@@ -100,8 +100,11 @@ function resolve(o: NatsStreamsOptions): Settings {
   };
 }
 
+const PLAIN_TOKEN = /^[A-Za-z0-9_-]+$/;
+
 /** A subject token: letters, digits, `_` and `-` as they are, any other character as `~` and its code in hex. */
 function subjectToken(s: string): string {
+  if (PLAIN_TOKEN.test(s)) return s;
   let out = '';
   for (const ch of s) {
     out += /[A-Za-z0-9_-]/.test(ch) ? ch : `~${(ch.codePointAt(0) as number).toString(16)}~`;
@@ -173,6 +176,9 @@ class NatsStreamsSilo implements StreamProviderSilo {
         // Once connected, a silo rides out a NATS restart: it reconnects for as long as it runs.
         maxReconnectAttempts: -1,
         reconnectTimeWait: 250,
+        // The client would build an error with a stack trace for every request, failed or
+        // not; its failures reach users as StreamError with their own message anyway.
+        noAsyncTraces: true,
       });
     } catch (e) {
       throw new StreamError(
@@ -342,16 +348,23 @@ class QueueAgent {
       try {
         const consumer = await this.#silo.js.consumers.get(this.#silo.streamName, `q${this.#q}`);
         if (this.#stopped) return;
-        this.#messages = await consumer.consume({
+        const messages = await consumer.consume({
           max_messages: Math.min(256, this.#silo.settings.maxAckPending),
           callback: (m) => this.#handle(m),
         });
+        if (this.#stopped) {
+          // Stopped while it was starting: another silo owns the queue now.
+          await messages.close().catch(() => undefined);
+          return;
+        }
+        this.#messages = messages;
         break;
       } catch (err) {
         ctx.logger.warn({ err, provider: ctx.name, queue: this.#q, attempt }, 'nats streams: cannot pull a queue yet');
         await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** Math.min(attempt, 5))).unref());
       }
     }
+    if (this.#stopped) return;
     // JetStream hands an item out again after ackWait; tell it the silo is still on the ones it has.
     const every = Math.max(250, Math.floor(this.#silo.settings.ackWaitMs / 3));
     this.#keepAlive = setInterval(() => {
@@ -369,7 +382,7 @@ class QueueAgent {
     try {
       const v = ctx.decode(m.data);
       if (!Array.isArray(v) || typeof v[0] !== 'string' || typeof v[1] !== 'string' || !Array.isArray(v[2]))
-        throw new Error('not [namespace, key, items]');
+        throw new StreamError('not [namespace, key, items]');
       [namespace, key, items] = v as [string, string, unknown[]];
     } catch (err) {
       // Never deliverable: say so once and drop it, rather than have it handed out for ever.
