@@ -8,7 +8,7 @@ import { GrainConstructedError } from '../errors.ts';
 import type { GrainId } from './identity.ts';
 import type { PersistentState, PersistentStateOptions } from '../storage/persistent-state.ts';
 import type { StorageProvider } from '../storage/provider.ts';
-import type { BroadcastChannel, Stream } from '../streams/types.ts';
+import type { BroadcastChannel, Stream, StreamId, StreamToken } from '../streams/types.ts';
 import type { JournalBinding } from '../journal/log.ts';
 import type { ReservedMethod } from './options.ts';
 import type { JOURNALED, JournaledGrainMember } from '../journal/members.ts';
@@ -121,6 +121,8 @@ export interface GrainStreams {
   getStream(provider: string, namespace: string, key: string): Stream<unknown>;
   /** What the rendezvous grain needs to know of stream provider `provider`; a clear error if there is none. */
   provider(provider: string): { readonly kind: string; readonly rewind: boolean };
+  /** Starts the replay of a new subscription's history (the rendezvous grain's, on rewind). */
+  requestReplay(stream: StreamId, subscription: string, from: StreamToken): Promise<void>;
   /** The storage provider keeping the pub-sub records of stream provider `provider` (the rendezvous grain's). */
   pubSubStorage(provider: string): StorageProvider;
 }

@@ -93,6 +93,13 @@ export interface StreamProviderContext {
     tokens: readonly StreamToken[],
     until?: 'accepted' | 'delivered',
   ): Promise<void>;
+  /**
+   * Replays the history of `stream` from `from` into subscription
+   * `subscription` (rewind), up to sequence `before` (not included), where the
+   * provider met the subscription's replay marker; later items go to it live.
+   * Resolves once the replayed items were delivered.
+   */
+  replay(stream: StreamId, subscription: string, from: StreamToken, before: number): Promise<void>;
   /** Whether this silo should now be the one that pulls queue `queue` (balanced on the cluster's ring). */
   owns(queue: string): boolean;
   /** Calls `listener` whenever the answers of `owns` may have changed (the membership changed). */
@@ -122,5 +129,17 @@ export interface StreamProvider {
 export interface StreamProviderSilo {
   /** Accepts items of `stream`, in order; resolves once they are accepted (a broker: acknowledged). */
   publish(stream: StreamId, items: readonly unknown[]): Promise<void>;
+  /**
+   * A provider with history (`rewind`): puts a replay marker for
+   * `subscription` in the stream's order, so that whichever silo delivers
+   * the stream calls `replay` on its context when it meets it.
+   */
+  requestReplay?(stream: StreamId, subscription: string, from: StreamToken): Promise<void>;
+  /** A provider with history: the items of `stream` from `from` up to sequence `before` (not included), in order. */
+  history?(
+    stream: StreamId,
+    from: StreamToken,
+    before: number,
+  ): AsyncIterable<{ items: unknown[]; tokens: StreamToken[] }>;
   close(): Promise<void> | void;
 }

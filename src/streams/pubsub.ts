@@ -164,6 +164,8 @@ export class PubSubGrain extends Grain {
       throw e;
     }
     await this.#tellProducers((p) => p.changed(this.key, [record], []));
+    // Rewind: the provider puts a marker in the stream's order; the silo that meets it replays.
+    if (from !== null) await grainContext(this).streams().requestReplay(this.#stream, id, from);
     return record;
   }
 
@@ -187,6 +189,26 @@ export class PubSubGrain extends Grain {
     }
     await this.#tellProducers((p) => p.changed(this.key, [], [id]));
     return true;
+  }
+
+  /**
+   * The history of subscription `id` was replayed (rewind): from now on it
+   * takes items live, like any other.
+   */
+  async replayed(id: string): Promise<void> {
+    const record = this.#subs.get(id);
+    const n = this.#pageOf.get(id);
+    if (record === undefined || n === undefined || record.from === null) return;
+    const live: SubscriptionRecord = { ...record, from: null };
+    this.#subs.set(id, live);
+    try {
+      await this.#writePage(n);
+    } catch (e) {
+      this.#subs.set(id, record);
+      this.deactivateOnIdle();
+      throw e;
+    }
+    await this.#tellProducers((p) => p.changed(this.key, [live], []));
   }
 
   /** The subscriptions, all or those of one grain or client. */

@@ -35,7 +35,7 @@ import {
 
 /** The pub-sub rendezvous as a reference to it offers it. */
 type PubSubRef = {
-  [K in 'subscribe' | 'unsubscribe' | 'list' | 'producer']: PubSubGrain[K];
+  [K in 'subscribe' | 'unsubscribe' | 'list' | 'producer' | 'replayed']: PubSubGrain[K];
 };
 
 /** What the service needs from its silo. */
@@ -111,6 +111,8 @@ class Pipeline {
   inFlight = false;
   attempts = 0;
   closed = false;
+  /** Replaying history (rewind): live items wait behind the replayed ones. */
+  paused = false;
   timer: NodeJS.Timeout | undefined;
   constructor(
     readonly id: string,
@@ -217,6 +219,7 @@ export class StreamService {
         silo: this.#host.address,
         clusterId: this.#host.clusterId,
         deliver: (stream, items, tokens, until) => this.#deliver(p, stream, items, tokens, until === 'delivered'),
+        replay: (stream, subscription, from, before) => this.#replay(p, stream, subscription, from, before),
         owns: (queue) => this.#host.owns(queue),
         onOwnershipChange: (listener) => this.#host.onOwnershipChange(listener),
         encode: (v) => this.#host.encode(v),
@@ -309,6 +312,7 @@ export class StreamService {
       getStream: (provider, namespace, key) => this.handle(checkedId(provider, namespace, key), owner),
       provider: (provider) => this.provider(provider),
       pubSubStorage: (provider) => this.pubSubStorage(provider),
+      requestReplay: (stream, subscription, from) => this.#requestReplay(stream, subscription, from),
     };
   }
 
@@ -349,7 +353,11 @@ export class StreamService {
         }),
       );
     }
-    for (const s of subs.values()) targets.push(this.#pipeline(`${key}|${s.id}`, provider, stream, s.id, s.consumer));
+    for (const s of subs.values()) {
+      // A rewinding subscription takes live items once its replay began here (its marker came).
+      if (s.from !== null && !this.#replaying.has(s.id)) continue;
+      targets.push(this.#pipeline(`${key}|${s.id}`, provider, stream, s.id, s.consumer));
+    }
     const max = provider.delivery.maxQueuedItems;
     if (!untilDelivered) {
       for (const p of targets) {
@@ -439,7 +447,7 @@ export class StreamService {
   }
 
   #pump(p: Pipeline): void {
-    if (p.inFlight || p.closed || p.length === 0 || p.timer !== undefined) return;
+    if (p.inFlight || p.closed || p.paused || p.length === 0 || p.timer !== undefined) return;
     const n = Math.min(p.length, p.provider.delivery.maxBatch);
     const items = p.items.slice(p.head, p.head + n);
     const tokens = p.tokens.slice(p.head, p.head + n);
@@ -548,6 +556,77 @@ export class StreamService {
       .catch((err: unknown) =>
         this.#host.logger.warn({ err, stream: key }, 'could not end the subscription of a client that is gone'),
       );
+  }
+
+  // ---- Rewind ----------------------------------------------------------------------
+
+  /** Subscriptions whose replay began on this silo: they take live items now. */
+  readonly #replaying = new Set<string>();
+
+  async #requestReplay(stream: StreamId, subscription: string, from: StreamToken): Promise<void> {
+    const p = this.provider(stream.provider);
+    const started = this.#started.get(stream.provider);
+    if (!p.rewind || started?.requestReplay === undefined)
+      throw new ConfigurationError(`stream provider '${stream.provider}' (${p.kind}) cannot replay history`);
+    await started.requestReplay(stream, subscription, from);
+  }
+
+  /**
+   * The replay marker of `subscription` came, at sequence `before`: items
+   * before it come from the provider's history, the ones after it live, in
+   * that order (the pipeline holds the live ones until the history is in).
+   */
+  async #replay(
+    provider: StreamProvider,
+    stream: StreamId,
+    subscription: string,
+    from: StreamToken,
+    before: number,
+  ): Promise<void> {
+    if (this.#stopped) throw new SiloUnavailableError(`silo ${this.#host.address} is stopping`);
+    const key = streamKey(stream);
+    const started = this.#started.get(stream.provider);
+    if (started?.history === undefined) return;
+    let produced = this.#produced.get(key);
+    if (produced === undefined) {
+      produced = { subs: undefined, loading: undefined, stale: true, loadedAt: 0, pending: [] };
+      this.#produced.set(key, produced);
+    }
+    const subs = produced.loading !== undefined ? await produced.loading : await this.#load(key, produced);
+    const record = subs.get(subscription);
+    if (record === undefined) return; // unsubscribed meanwhile
+    if (record.from === null) return; // replayed already (the marker came again)
+    const p = this.#pipeline(`${key}|${subscription}`, provider, stream, subscription, record.consumer);
+    p.paused = true;
+    this.#replaying.add(subscription);
+    const items: unknown[] = [];
+    const tokens: StreamToken[] = [];
+    // If reading the history fails, the live items stay held behind it: the provider hands
+    // the marker out again and the replay starts over on this pipeline.
+    for await (const batch of started.history(stream, from, before)) {
+      for (let i = 0; i < batch.items.length; i++) {
+        items.push(batch.items[i]);
+        tokens.push(batch.tokens[i] as StreamToken);
+      }
+    }
+    // In front of the live items that came meanwhile.
+    let done: Promise<void> | undefined;
+    if (items.length > 0) {
+      let waiter: Waiter | undefined;
+      done = new Promise<void>((resolve, reject) => (waiter = { left: 1, resolve, reject }));
+      const at = p.head;
+      p.items.splice(at, 0, ...items);
+      p.tokens.splice(at, 0, ...tokens);
+      const ws: Array<Waiter | undefined> = new Array(items.length).fill(undefined);
+      ws[ws.length - 1] = waiter;
+      p.waiters.splice(at, 0, ...ws);
+      p.waiting++;
+    }
+    p.paused = false;
+    this.#pump(p);
+    if (done !== undefined) await done;
+    await this.#pubsub(key).replayed(subscription);
+    this.#replaying.delete(subscription);
   }
 
   // ---- Rendezvous ------------------------------------------------------------------

@@ -25,7 +25,7 @@ import {
 } from 'granary';
 import { natsStreams } from 'granary/nats';
 import { eventually, freePort } from '../helpers.ts';
-import { Consumer, PROVIDER, Producer, received, resetLogs } from './grains.ts';
+import { Consumer, PROVIDER, Producer, received, resetLogs, tokensSeen } from './grains.ts';
 
 const NATS = '127.0.0.1:4222';
 
@@ -180,6 +180,36 @@ describe('nats streams', () => {
       await eventually('acknowledged by the second silo', async () => (await pending(id)) === 0);
     } finally {
       await second.stop();
+    }
+  });
+
+  it('rewinds a new subscription to a token: the history from it first, then the live items, in order', async () => {
+    resetLogs();
+    const id = clusterId();
+    const silo = await Silo.start({
+      clusterId: id,
+      grains: [Producer, Consumer],
+      logger: silentLogger(),
+      streams: { [PROVIDER]: natsStreams({ servers: NATS, queues: 2 }) },
+    });
+    try {
+      await silo.getGrain(Consumer, 'early').join('chat', 'history');
+      const p = silo.getGrain(Producer, 'p');
+      await p.send('chat', 'history', 'a');
+      await p.sendBatch('chat', 'history', ['b', 'c']);
+      await p.send('chat', 'history', 'd');
+      await eventually('the early subscriber has four', () => received.get('early')?.length === 4);
+      const fromB = tokensSeen.get('early')![1]!;
+      await silo.getGrain(Consumer, 'late').joinFrom('chat', 'history', fromB);
+      await p.send('chat', 'history', 'e');
+      await eventually('the late subscriber has four', () => received.get('late')?.length === 4);
+      assert.deepEqual(received.get('late'), ['b', 'c', 'd', 'e']);
+      await p.send('chat', 'history', 'f');
+      await eventually('and the next live one', () => received.get('late')?.length === 5);
+      assert.deepEqual(received.get('late'), ['b', 'c', 'd', 'e', 'f']);
+      assert.deepEqual(received.get('early'), ['a', 'b', 'c', 'd', 'e', 'f']);
+    } finally {
+      await silo.stop();
     }
   });
 

@@ -9,7 +9,11 @@
 // membership changes). An item is acknowledged only once every subscriber's
 // turn for it has ended, so a silo that dies redelivers what it had not
 // finished, and only that (at least once). JetStream keeps items for
-// `maxAgeMs`; replaying them into a new subscription (rewind) is not built yet.
+// `maxAgeMs`: a subscription can start from a token within that window
+// (rewind). Its rendezvous puts a replay marker in the stream's subject; the
+// silo that pulls the queue meets it in order, reads the stream's history from
+// the token up to the marker with an ordered consumer, and hands it over
+// before the items that came after the marker.
 
 import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
 import {
@@ -114,8 +118,7 @@ function subjectToken(s: string): string {
 
 class NatsStreams implements StreamProvider {
   readonly kind = 'nats';
-  // JetStream keeps the history; replaying it into a new subscription is still to come.
-  readonly rewind = false;
+  readonly rewind = true;
   readonly delivery: ResolvedDeliveryOptions;
   readonly #settings: Settings;
 
@@ -252,10 +255,71 @@ class NatsStreamsSilo implements StreamProviderSilo {
     return hash32(streamKey(stream)) % this.#s.queues;
   }
 
-  async publish(stream: StreamId, items: readonly unknown[]): Promise<void> {
+  #subject(stream: StreamId): string {
+    return `${this.#base}.${this.#queueOf(stream)}.${subjectToken(stream.namespace)}.${subjectToken(stream.key)}`;
+  }
+
+  publish(stream: StreamId, items: readonly unknown[]): Promise<void> {
+    return this.#send(stream, [stream.namespace, stream.key, items]);
+  }
+
+  /** A replay marker: `[namespace, key, null, [subscription, sequence, index]]`. */
+  requestReplay(stream: StreamId, subscription: string, from: StreamToken): Promise<void> {
+    return this.#send(stream, [stream.namespace, stream.key, null, [subscription, from.sequence, from.index]]);
+  }
+
+  async *history(
+    stream: StreamId,
+    from: StreamToken,
+    before: number,
+  ): AsyncIterable<{ items: unknown[]; tokens: StreamToken[] }> {
+    if (before <= from.sequence) return;
+    let consumer;
+    try {
+      consumer = await this.#js.consumers.get(this.#stream, {
+        // One subject as a string: a list needs NATS 2.10.
+        filter_subjects: this.#subject(stream),
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: Math.max(1, from.sequence),
+      });
+    } catch (e) {
+      throw new StreamError(
+        `nats streams '${this.#ctx.name}': cannot read the history of ${streamKey(stream)}: ${errorMessage(e)}`,
+        { cause: e },
+      );
+    }
+    try {
+      for (;;) {
+        const batch = await consumer.fetch({ max_messages: 256, expires: 2000 });
+        let seen = 0;
+        for await (const m of batch) {
+          seen++;
+          if (m.seq >= before) return;
+          const v = this.#ctx.decode(m.data) as unknown[];
+          if (!Array.isArray(v) || !Array.isArray(v[2])) continue; // another replay marker
+          const items = v[2] as unknown[];
+          const start = m.seq === from.sequence ? Math.max(0, from.index) : 0;
+          const out: unknown[] = [];
+          const tokens: StreamToken[] = [];
+          for (let i = start; i < items.length; i++) {
+            out.push(items[i]);
+            tokens.push({ sequence: m.seq, index: i });
+          }
+          if (out.length > 0) yield { items: out, tokens };
+          if (m.seq >= before - 1) return;
+        }
+        // Nothing more before the marker (items past the retention window are gone).
+        if (seen === 0) return;
+      }
+    } finally {
+      await consumer.delete().catch(() => undefined);
+    }
+  }
+
+  async #send(stream: StreamId, value: unknown): Promise<void> {
     if (this.#closed) throw new StreamError(`nats streams '${this.#ctx.name}': closed`);
-    const subject = `${this.#base}.${this.#queueOf(stream)}.${subjectToken(stream.namespace)}.${subjectToken(stream.key)}`;
-    const payload = this.#ctx.encode([stream.namespace, stream.key, items]);
+    const subject = this.#subject(stream);
+    const payload = this.#ctx.encode(value);
     try {
       await this.#js.publish(subject, payload, { timeout: this.#s.publishTimeoutMs });
     } catch (e) {
@@ -381,8 +445,13 @@ class QueueAgent {
     let items: unknown[];
     try {
       const v = ctx.decode(m.data);
-      if (!Array.isArray(v) || typeof v[0] !== 'string' || typeof v[1] !== 'string' || !Array.isArray(v[2]))
+      if (!Array.isArray(v) || typeof v[0] !== 'string' || typeof v[1] !== 'string')
         throw new StreamError('not [namespace, key, items]');
+      if (v[2] === null && Array.isArray(v[3])) {
+        this.#replay(m, { provider: ctx.name, namespace: v[0], key: v[1] }, v[3]);
+        return;
+      }
+      if (!Array.isArray(v[2])) throw new StreamError('not [namespace, key, items]');
       [namespace, key, items] = v as [string, string, unknown[]];
     } catch (err) {
       // Never deliverable: say so once and drop it, rather than have it handed out for ever.
@@ -412,6 +481,35 @@ class QueueAgent {
     );
   }
 
+  /** A replay marker: the subscription's history up to here goes to it first. */
+  #replay(m: JsMsg, stream: StreamId, marker: unknown[]): void {
+    const { ctx } = this.#silo;
+    const [subscription, sequence, index] = marker;
+    if (typeof subscription !== 'string' || typeof sequence !== 'number' || typeof index !== 'number') {
+      ctx.logger.error(
+        { provider: ctx.name, sequence: m.seq },
+        'nats streams: a replay marker cannot be read; dropping it',
+      );
+      m.term('bad replay marker');
+      return;
+    }
+    this.#inFlight.add(m);
+    ctx.replay(stream, subscription, { sequence, index }, m.seq).then(
+      () => {
+        this.#inFlight.delete(m);
+        m.ack();
+      },
+      (err: unknown) => {
+        this.#inFlight.delete(m);
+        ctx.logger.warn(
+          { err, provider: ctx.name, subscription, sequence: m.seq },
+          'nats streams: could not replay a subscription; JetStream hands the marker out again',
+        );
+        m.nak(this.#silo.retryDelayMs);
+      },
+    );
+  }
+
   async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#keepAlive !== undefined) clearInterval(this.#keepAlive);
@@ -421,7 +519,7 @@ class QueueAgent {
   }
 }
 
-/** Persistent streams on NATS JetStream: at least once, ordered per stream. */
+/** Persistent streams on NATS JetStream: at least once, ordered per stream, rewind within `maxAgeMs`. */
 export function natsStreams(options: NatsStreamsOptions): StreamProvider {
   return new NatsStreams(options);
 }
