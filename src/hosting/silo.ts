@@ -197,7 +197,7 @@ export class Silo {
           get logger() {
             return runtime.logger;
           },
-          deliverToGrain: (type, key, args) => runtime.deliverStream(type, key, args),
+          grainDeliverer: (type, key) => runtime.streamDeliverer(type, key),
           grain: (type, key) => runtime.getGrain(type, key, undefined),
           createObserver: <T extends object>(impl: T) =>
             runtime.createObserver(impl, undefined) as unknown as ObserverRef<T>,

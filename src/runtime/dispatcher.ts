@@ -115,21 +115,23 @@ export class Dispatcher implements Invoker {
     );
   }
 
-  /** Delivers a batch of stream items to grain `typeName/key`, wherever it lives (see grain/stream-consumer.ts). */
-  deliverStream(typeName: string, key: string, args: unknown[]): Promise<unknown> {
+  /**
+   * Where batches of stream items for grain `typeName/key` go, wherever it
+   * lives (see grain/stream-consumer.ts). Made once per subscriber: its
+   * reference keeps the grain's route, as a grain's own references do.
+   */
+  streamDeliverer(typeName: string, key: string): (args: unknown[]) => Promise<unknown> {
     const type = this.#types.get(typeName);
     if (type === undefined) {
-      return Promise.reject(
-        new UnknownGrainTypeError(
-          `stream items for grain ${typeName}/${key} cannot be delivered: this silo does not know grain type '${typeName}'`,
-        ),
-      );
+      return () =>
+        Promise.reject(
+          new UnknownGrainTypeError(
+            `stream items for grain ${typeName}/${key} cannot be delivered: this silo does not know grain type '${typeName}'`,
+          ),
+        );
     }
-    return this.invoke(
-      new RefCore(grainId(typeName, key), `${typeName}/${key}`, type, this, undefined, undefined),
-      type.stream,
-      args,
-    );
+    const core = new RefCore(grainId(typeName, key), `${typeName}/${key}`, type, this, undefined, undefined);
+    return (args) => this.invoke(core, type.stream, args);
   }
 
   /** Delivers a broadcast channel item to grain `typeName/key` (see streams/channels.ts). */

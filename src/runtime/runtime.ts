@@ -203,9 +203,9 @@ export class Runtime implements CatalogHost, ClusterHost {
     return this.streamService.forGrain(owner);
   }
 
-  /** Delivers a batch of stream items to grain `type/key` (see grain/stream-consumer.ts). */
-  deliverStream(typeName: string, key: string, args: unknown[]): Promise<unknown> {
-    return this.dispatcher.deliverStream(typeName, key, args);
+  /** Where batches of stream items for grain `type/key` go (see grain/stream-consumer.ts). */
+  streamDeliverer(typeName: string, key: string): (args: unknown[]) => Promise<unknown> {
+    return this.dispatcher.streamDeliverer(typeName, key);
   }
 
   /** Another silo changed a reminder this silo owns. */

@@ -48,8 +48,8 @@ export interface StreamServiceHost {
   encode(value: unknown): Uint8Array;
   decode(bytes: Uint8Array): unknown;
   readonly logger: Logger;
-  /** Hands a batch to grain `type/key` (STREAM_METHOD), wherever it lives. */
-  deliverToGrain(type: string, key: string, args: unknown[]): Promise<unknown>;
+  /** Where batches for grain `type/key` go (its STREAM_METHOD), wherever it lives; made once per pipeline. */
+  grainDeliverer(type: string, key: string): (args: unknown[]) => Promise<unknown>;
   /** A reference to grain `type/key` made by silo code (no caller grain). */
   grain(type: string, key: string): unknown;
   /** An observer on this silo; the rendezvous of each stream this silo produces to calls it. */
@@ -113,6 +113,10 @@ class Pipeline {
   closed = false;
   /** Replaying history (rewind): live items wait behind the replayed ones. */
   paused = false;
+  /** When it last delivered (or was made): idle pipelines are dropped by the sweep. */
+  usedAt = Date.now();
+  /** Where a grain subscriber's batches go; made on first use. */
+  toGrain: ((args: unknown[]) => Promise<unknown>) | undefined;
   timer: NodeJS.Timeout | undefined;
   constructor(
     readonly id: string,
@@ -210,6 +214,11 @@ export class StreamService {
       const old = Date.now() - SUBSCRIPTIONS_TTL_MS;
       for (const [key, p] of this.#produced)
         if (p.loading === undefined && p.loadedAt < old) this.#produced.delete(key);
+      // Idle pipelines hold nothing worth keeping: a silo that delivered to a million
+      // streams does not keep a million of them. The next item makes a new one.
+      for (const [id, p] of this.#pipelines)
+        if (p.length === 0 && !p.inFlight && !p.paused && p.timer === undefined && p.usedAt < old)
+          this.#pipelines.delete(id);
     }, SUBSCRIPTIONS_TTL_MS);
     this.#sweep.unref();
     for (const [name, p] of this.#providers) {
@@ -462,13 +471,8 @@ export class StreamService {
   #send(p: Pipeline, items: unknown[], tokens: StreamToken[]): Promise<StreamDeliveryResult> {
     const t = p.target;
     if (t.kind === 'grain') {
-      return this.#host.deliverToGrain(t.type, t.key, [
-        p.subscription,
-        t.method,
-        p.stream,
-        items,
-        tokens,
-      ]) as Promise<StreamDeliveryResult>;
+      p.toGrain ??= this.#host.grainDeliverer(t.type, t.key);
+      return p.toGrain([p.subscription, t.method, p.stream, items, tokens]) as Promise<StreamDeliveryResult>;
     }
     return t.sink.deliver(p.subscription as string, p.stream, items, tokens);
   }
@@ -480,12 +484,7 @@ export class StreamService {
     if (done > 0) p.attempts = 0;
     p.shift(done);
     if (r?.error === undefined) {
-      if (p.length === 0) {
-        // Idle: a pipeline holds nothing worth keeping, so a silo that delivered to a
-        // million streams does not keep a million of them. The next item makes a new one.
-        if (this.#pipelines.get(p.id) === p) this.#pipelines.delete(p.id);
-        return;
-      }
+      p.usedAt = Date.now();
       this.#pump(p);
       return;
     }

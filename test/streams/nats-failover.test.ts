@@ -60,6 +60,13 @@ class SlowOrFast extends Grain {
   }
 }
 
+/** Lets the held item go (a function, so the compiler does not narrow `slow.release` away). */
+function releaseSlow(): void {
+  const r = slow.release;
+  slow.release = undefined;
+  r?.();
+}
+
 describe('nats streams on bad days', () => {
   it('delivers every acknowledged publish at least once after a silo pulling queues is killed under load', async (t) => {
     deliveries.clear();
@@ -139,7 +146,7 @@ describe('nats streams on bad days', () => {
       }
       assert.deepEqual(slow.fast, [], 'the stuck stream holds the whole window (one queue shares it)');
       slow.open = true;
-      slow.release?.();
+      releaseSlow();
       await eventually('the fast stream went through once the window moved', () => slow.fast.length === 20, 20_000);
       assert.deepEqual(
         slow.fast,
@@ -147,7 +154,7 @@ describe('nats streams on bad days', () => {
       );
     } finally {
       slow.open = true;
-      slow.release?.();
+      releaseSlow();
       await silo.stop();
     }
   });
