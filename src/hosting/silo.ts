@@ -3,7 +3,7 @@
 //
 // This is the composition root: it resolves the options, picks the in-memory
 // providers where none are given, and starts the silo's parts as a list of
-// stages (storage, messaging, grains, active, reminders). Every way a silo
+// stages (storage, messaging, streams, grains, active, reminders). Every way a silo
 // ends (stop, declared dead, abort, a failed start) runs the started stages'
 // stops in reverse order, each told how the silo is ending.
 
@@ -270,6 +270,23 @@ export class Silo {
         },
       },
       {
+        // Stream providers: after the cluster layer (queues go to silos on its ring); stopped after the
+        // grains, so that onDeactivate can still publish.
+        name: 'streams',
+        start: async () => {
+          if (streams === undefined) return;
+          await streams.start();
+          cluster?.membership.subscribe(() => {
+            streams.viewChanged();
+            streamOwnershipChanged();
+          });
+        },
+        stop: async () => {
+          runtime.streamService = undefined;
+          await streams?.stop();
+        },
+      },
+      {
         // The activations: nothing to start (they come with calls); a stop runs them down.
         name: 'grains',
         start: async () => {},
@@ -287,22 +304,6 @@ export class Silo {
           // others close the connections at once, saying nothing.
           if (how === 'graceful') await cluster?.beginStop();
           else await cluster?.close();
-        },
-      },
-      {
-        // Stream providers: after the silo is active (delivery needs the cluster), stopped before it leaves.
-        name: 'streams',
-        start: async () => {
-          if (streams === undefined) return;
-          await streams.start();
-          cluster?.membership.subscribe(() => {
-            streams.viewChanged();
-            streamOwnershipChanged();
-          });
-        },
-        stop: async () => {
-          runtime.streamService = undefined;
-          await streams?.stop();
         },
       },
       {
