@@ -2,6 +2,6 @@
 // and a clock tests move by hand.
 
 export { TestCluster, fastMembership, waitFor, type TestClusterOptions } from './test-cluster.ts';
-export { SiloProcess, type SiloProcessOptions, type ProviderSpec } from './process.ts';
+export { SiloProcess, type SiloProcessOptions, type ProviderSpec, type StreamSpec } from './process.ts';
 export { ManualClock, advanceUntilDefaults, type AdvanceUntilOptions } from './manual-clock.ts';
 export { systemClock, sleep, type Clock, type ClockTimer } from '../clock.ts';

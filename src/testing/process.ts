@@ -14,6 +14,9 @@ export type ProviderSpec =
   | { kind: 'postgres'; connectionString: string; tablePrefix?: string }
   | { kind: 'redis'; url: string; keyPrefix?: string };
 
+/** A stream provider as plain data, rebuilt in the child. */
+export type StreamSpec = { kind: 'memory' } | { kind: 'nats'; servers: string; queues?: number; ackWaitMs?: number };
+
 /** What the child silo runs. Everything is JSON: it crosses a process boundary. */
 export interface SiloProcessOptions {
   /** A module whose exported grain classes the silo hosts (absolute path or relative to the cwd). */
@@ -23,6 +26,8 @@ export interface SiloProcessOptions {
   storage?: ProviderSpec;
   /** The reminder table. Default: memory (reminders die with the process). */
   reminders?: ProviderSpec;
+  /** Named stream providers. Default: none. */
+  streams?: Record<string, StreamSpec>;
   membershipOptions?: MembershipOptions;
   /** Other JSON silo options: responseTimeoutMs, collectionAgeMs, deactivationTimeoutMs, ... */
   siloOptions?: Record<string, unknown>;

@@ -16,7 +16,9 @@ import { memoryReminders } from '../providers/memory/reminders.ts';
 import type { ReminderTable } from '../reminders/table.ts';
 import { Silo } from '../hosting/silo.ts';
 import type { StorageProvider } from '../storage/provider.ts';
-import type { ProviderSpec, SiloProcessOptions } from './process.ts';
+import type { ProviderSpec, SiloProcessOptions, StreamSpec } from './process.ts';
+import { memoryStreams } from '../streams/memory.ts';
+import type { StreamProvider } from '../streams/provider.ts';
 
 async function membershipOf(spec: ProviderSpec): Promise<MembershipTable> {
   switch (spec.kind) {
@@ -85,6 +87,22 @@ async function remindersOf(spec: ProviderSpec | undefined): Promise<ReminderTabl
   }
 }
 
+async function streamsOf(specs: Record<string, StreamSpec> | undefined): Promise<Record<string, StreamProvider>> {
+  const out: Record<string, StreamProvider> = {};
+  for (const [name, spec] of Object.entries(specs ?? {})) {
+    if (spec.kind === 'memory') out[name] = memoryStreams();
+    else {
+      const { natsStreams } = await import('../providers/nats/index.ts');
+      out[name] = natsStreams({
+        servers: spec.servers,
+        ...(spec.queues !== undefined ? { queues: spec.queues } : {}),
+        ...(spec.ackWaitMs !== undefined ? { ackWaitMs: spec.ackWaitMs } : {}),
+      });
+    }
+  }
+  return out;
+}
+
 const opts = JSON.parse(process.env['GRANARY_SILO_PROCESS'] ?? 'null') as SiloProcessOptions | null;
 if (opts === null) throw new ConfigurationError('GRANARY_SILO_PROCESS is not set');
 const mod = (await import(pathToFileURL(resolve(opts.grains)).href)) as Record<string, unknown>;
@@ -101,6 +119,7 @@ const silo = await Silo.start({
   membership: await membershipOf(opts.membership),
   storage: { default: await storageOf(opts.storage) },
   reminders: await remindersOf(opts.reminders),
+  streams: await streamsOf(opts.streams),
   ...(opts.membershipOptions !== undefined ? { membershipOptions: opts.membershipOptions } : {}),
 });
 const alive = setInterval(() => {}, 1 << 30);
