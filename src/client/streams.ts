@@ -23,6 +23,9 @@ import {
   type SubscribeOptions,
 } from '../streams/types.ts';
 
+/** How long close() waits for the rendezvous to confirm the end of the client's subscriptions. */
+const CLOSE_WAIT_MS = 2000;
+
 type PubSubRef = { [K in 'subscribe' | 'unsubscribe' | 'list']: PubSubGrain[K] };
 type WorkerRef = { publish: StreamWorker['publish'] };
 
@@ -102,11 +105,17 @@ export class ClientStreams {
     return records.map((r) => this.#subscription(stream, r.id));
   }
 
-  /** Ends every subscription of this client (it is closing); failures are logged, not thrown. */
+  /**
+   * Ends every subscription of this client (it is closing); failures are
+   * logged, not thrown, and it waits at most CLOSE_WAIT_MS (the silos end
+   * what is left when they find the client gone).
+   */
   async close(): Promise<void> {
     const all = [...this.#handlers];
     this.#handlers.clear();
-    await Promise.all(
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<void>((r) => (timer = setTimeout(r, CLOSE_WAIT_MS)));
+    const ended = Promise.all(
       all.map(([id, { stream }]) =>
         this.#pubsub(stream)
           .unsubscribe(id)
@@ -118,6 +127,8 @@ export class ClientStreams {
           ),
       ),
     );
+    await Promise.race([ended, waited]);
+    clearTimeout(timer);
     this.#sink?.dispose();
     this.#sink = undefined;
   }

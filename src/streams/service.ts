@@ -369,6 +369,10 @@ export class StreamService {
     }
     const max = provider.delivery.maxQueuedItems;
     if (!untilDelivered) {
+      if (targets.length > 0 && items.length > max)
+        throw new ConfigurationError(
+          `stream ${key}: a batch of ${items.length} items is more than a subscriber may have waiting (maxQueuedItems ${max}); publish smaller batches`,
+        );
       for (const p of targets) {
         if (p.length + items.length > max) {
           throw new OverloadedError(

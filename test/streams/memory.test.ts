@@ -4,7 +4,7 @@
 
 import { describe, it, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { ConfigurationError, Silo, memoryStreams, silentLogger, type DeadLetter } from 'granary';
+import { ConfigurationError, OverloadedError, Silo, memoryStreams, silentLogger, type DeadLetter } from 'granary';
 import { eventually, nextEvent } from '../helpers.ts';
 import {
   ClosureConsumer,
@@ -174,5 +174,39 @@ describe('a silo with no stream provider', () => {
       }),
       (e: unknown) => e instanceof ConfigurationError && /storage provider 'pubsub'/.test(e.message),
     );
+  });
+});
+
+describe('memory streams under back-pressure', () => {
+  it('refuses a publish with OverloadedError while a subscriber has maxQueuedItems waiting, and a batch larger than that outright', async () => {
+    resetLogs();
+    const silo = await Silo.start({
+      grains,
+      logger: silentLogger(),
+      streams: { [PROVIDER]: memoryStreams({ maxQueuedItems: 5, retries: 1000, retryDelayMs: 20 }) },
+    });
+    try {
+      throwing.failuresLeft = 1_000_000; // the subscriber fails every item until told otherwise
+      const s = silo.getStream<number>(PROVIDER, 'flaky', 'pressure');
+      for (let i = 0; i < 5; i++) await s.publish(i);
+      await assert.rejects(
+        s.publish(5),
+        (e: unknown) => e instanceof OverloadedError && /maxQueuedItems 5/.test(e.message),
+      );
+      await assert.rejects(
+        s.publishBatch([1, 2, 3, 4, 5, 6]),
+        (e: unknown) => e instanceof ConfigurationError && /batch of 6 items/.test(e.message),
+      );
+      throwing.failuresLeft = 0;
+      await eventually(
+        'the five waiting items delivered once the subscriber recovers',
+        () => received.get('flaky:pressure')?.length === 5,
+      );
+      assert.deepEqual(received.get('flaky:pressure'), [0, 1, 2, 3, 4]);
+      await s.publish(5);
+      await eventually('and the next one', () => received.get('flaky:pressure')?.length === 6);
+    } finally {
+      await silo.stop();
+    }
   });
 });
