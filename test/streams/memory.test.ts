@@ -210,3 +210,39 @@ describe('memory streams under back-pressure', () => {
     }
   });
 });
+
+describe('memory streams after inactivity', () => {
+  it('delivers again after the rendezvous and the subscriber were collected as idle', async () => {
+    resetLogs();
+    const silo = await Silo.start({
+      grains,
+      logger: silentLogger(),
+      collectionAgeMs: 100,
+      streams: { [PROVIDER]: memoryStreams() },
+    });
+    try {
+      await silo.getGrain(Consumer, 'idle-sub').join('chat', 'quiet');
+      const p = silo.getGrain(Producer, 'idle-pub');
+      await p.send('chat', 'quiet', 'before');
+      await eventually('the first item', () => received.get('idle-sub')?.length === 1);
+      // Both the stream's rendezvous and the subscriber go idle and are collected.
+      await Promise.all([
+        nextEvent<{ grain: string }>(
+          'granary:activation:deactivated',
+          (e) => e.grain.startsWith('granary.pubsub/'),
+          10_000,
+        ),
+        nextEvent<{ grain: string }>(
+          'granary:activation:deactivated',
+          (e) => e.grain === 'streamConsumer/idle-sub',
+          10_000,
+        ),
+      ]);
+      await p.send('chat', 'quiet', 'after');
+      await eventually('the item after the quiet spell', () => received.get('idle-sub')?.length === 2);
+      assert.deepEqual(received.get('idle-sub'), ['before', 'after']);
+    } finally {
+      await silo.stop();
+    }
+  });
+});
