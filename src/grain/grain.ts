@@ -120,7 +120,11 @@ export interface GrainStreams {
   /** A handle to a stream; subscriptions made through it belong to this grain. */
   getStream(provider: string, namespace: string, key: string): Stream<unknown>;
   /** What the rendezvous grain needs to know of stream provider `provider`; a clear error if there is none. */
-  provider(provider: string): { readonly kind: string; readonly rewind: boolean };
+  provider(provider: string): {
+    readonly kind: string;
+    readonly rewind: boolean;
+    readonly delivery: { readonly pubSubPageSize: number };
+  };
   /** Starts the replay of a new subscription's history (the rendezvous grain's, on rewind). */
   requestReplay(stream: StreamId, subscription: string, from: StreamToken): Promise<void>;
   /** The storage provider keeping the pub-sub records of stream provider `provider` (the rendezvous grain's). */

@@ -19,6 +19,12 @@ export interface DeliveryOptions {
   readonly maxBatch?: number;
   /** The storage provider (a silo `storage` name) keeping pub-sub records. Default `default`. */
   readonly pubSubStorage?: string;
+  /**
+   * Subscriptions per stored pub-sub record (page), and per answer when a
+   * producing silo reads them. Default 250: a subscribe writes one page, and
+   * 100,000 subscribers are 400 records.
+   */
+  readonly pubSubPageSize?: number;
   /** Called with each dead letter (an item given up on), besides the log line and the diagnostics channel. */
   readonly onDeadLetter?: (letter: DeadLetter) => void;
 }
@@ -45,6 +51,7 @@ export const deliveryDefaults: Required<Omit<DeliveryOptions, 'onDeadLetter'>> =
   maxQueuedItems: 10_000,
   maxBatch: 256,
   pubSubStorage: 'default',
+  pubSubPageSize: 250,
 });
 
 /** Checks delivery options of provider function `fn`, filling in the defaults. */
@@ -61,6 +68,7 @@ export function resolveDeliveryOptions(fn: string, o: DeliveryOptions | undefine
   whole('retryDelayMs', 0, 3_600_000);
   whole('maxQueuedItems', 1, 100_000_000);
   whole('maxBatch', 1, 100_000);
+  whole('pubSubPageSize', 1, 10_000);
   if (typeof r.pubSubStorage !== 'string' || r.pubSubStorage === '')
     throw new ConfigurationError(
       `${fn}: option pubSubStorage must name a storage provider, got ${String(r.pubSubStorage)}`,

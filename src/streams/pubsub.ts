@@ -2,8 +2,9 @@
 // keeps the stream's explicit subscriptions and tells the silos that produce
 // to the stream when they change. Implicit subscriptions never come here.
 //
-// Its records live on a storage provider in pages of PAGE_SIZE subscriptions
-// (state `index` says how many pages there are, state `page-N` holds one), so
+// Its records live on a storage provider in pages of `pubSubPageSize`
+// subscriptions (state `index` says how many pages there are, state `page-N`
+// holds one), so
 // a subscribe or unsubscribe writes one small record however many subscribers
 // the stream has, and a million streams are a million separate records.
 
@@ -16,9 +17,6 @@ import { parseStreamKey, type StreamId, type StreamToken } from './types.ts';
 
 /** The grain type of the rendezvous; its key is the stream's `streamKey`. */
 export const PUBSUB_TYPE = 'granary.pubsub';
-
-/** Subscriptions per stored page. */
-export const PAGE_SIZE = 1000;
 
 /** Who receives a subscription's items. */
 export type Consumer =
@@ -140,7 +138,8 @@ export class PubSubGrain extends Grain {
         );
     }
     const record: SubscriptionRecord = { id, stream: this.#stream, consumer, from };
-    let n = this.#pages.findIndex((p) => p.ids.size < PAGE_SIZE);
+    const pageSize = grainContext(this).streams().provider(this.#stream.provider).delivery.pubSubPageSize;
+    let n = this.#pages.findIndex((p) => p.ids.size < pageSize);
     const grows = n < 0;
     if (grows) {
       n = this.#pages.length;
@@ -225,11 +224,21 @@ export class PubSubGrain extends Grain {
 
   /**
    * Registers silo `address` as a producer of this stream (it hears of every
-   * change through `sink` until this activation ends) and returns the subscriptions.
+   * change through `sink` until this activation ends) and returns page `page`
+   * of the subscriptions (a stream with 100,000 subscribers is read in pages,
+   * never in one answer the size of all of them).
    */
-  async producer(address: string, sink: ObserverRef<ProducerSink>): Promise<SubscriptionRecord[]> {
-    this.#producers.set(address, sink);
-    return [...this.#subs.values()];
+  async producer(
+    address: string,
+    sink: ObserverRef<ProducerSink>,
+    page = 0,
+  ): Promise<{ records: SubscriptionRecord[]; more: boolean }> {
+    // Registered at once: changes from now on reach it while it reads the other pages.
+    if (page === 0) this.#producers.set(address, sink);
+    const ids = this.#pages[page]?.ids ?? new Set<string>();
+    const records: SubscriptionRecord[] = [];
+    for (const id of ids) records.push(this.#subs.get(id) as SubscriptionRecord);
+    return { records, more: page + 1 < this.#pages.length };
   }
 
   async #tellProducers(tell: (p: ObserverRef<ProducerSink>) => Promise<void>): Promise<void> {

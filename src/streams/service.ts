@@ -411,15 +411,19 @@ export class StreamService {
     produced.pending = [];
     produced.loading = (async () => {
       try {
-        let records: SubscriptionRecord[];
-        for (let attempt = 1; ; attempt++) {
-          try {
-            records = await this.#pubsub(key).producer(this.#host.address, this.#producerSink());
-            break;
-          } catch (err) {
-            if (attempt >= LOAD_ATTEMPTS || this.#stopped) throw err;
-            this.#host.logger.warn({ err, stream: key, attempt }, 'cannot read the subscriptions of a stream yet');
-            await new Promise((r) => setTimeout(r, 50 * 2 ** attempt).unref());
+        const records: SubscriptionRecord[] = [];
+        for (let page = 0, more = true; more; page++) {
+          for (let attempt = 1; ; attempt++) {
+            try {
+              const answer = await this.#pubsub(key).producer(this.#host.address, this.#producerSink(), page);
+              for (const r of answer.records) records.push(r);
+              more = answer.more;
+              break;
+            } catch (err) {
+              if (attempt >= LOAD_ATTEMPTS || this.#stopped) throw err;
+              this.#host.logger.warn({ err, stream: key, attempt }, 'cannot read the subscriptions of a stream yet');
+              await new Promise((r) => setTimeout(r, 50 * 2 ** attempt).unref());
+            }
           }
         }
         const subs = new Map(records.map((r) => [r.id, r]));

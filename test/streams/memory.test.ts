@@ -4,7 +4,15 @@
 
 import { describe, it, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { ConfigurationError, OverloadedError, Silo, memoryStreams, silentLogger, type DeadLetter } from 'granary';
+import {
+  ConfigurationError,
+  OverloadedError,
+  Silo,
+  memoryStorage,
+  memoryStreams,
+  silentLogger,
+  type DeadLetter,
+} from 'granary';
 import { eventually, nextEvent } from '../helpers.ts';
 import {
   ClosureConsumer,
@@ -241,6 +249,49 @@ describe('memory streams after inactivity', () => {
       await p.send('chat', 'quiet', 'after');
       await eventually('the item after the quiet spell', () => received.get('idle-sub')?.length === 2);
       assert.deepEqual(received.get('idle-sub'), ['before', 'after']);
+    } finally {
+      await silo.stop();
+    }
+  });
+});
+
+describe('the pub-sub records of a stream', () => {
+  it('are kept in pages: a subscribe writes one, a silo reads them all back after a restart, producers read them page by page', async () => {
+    resetLogs();
+    const store = memoryStorage();
+    const options = {
+      grains,
+      logger: silentLogger(),
+      storage: { default: store },
+      streams: { [PROVIDER]: memoryStreams({ pubSubPageSize: 3 }) },
+    };
+    const keys = Array.from({ length: 10 }, (_, i) => `paged-${i}`);
+    let silo = await Silo.start(options);
+    try {
+      for (const k of keys) await silo.getGrain(Consumer, k).join('chat', 'crowd');
+      const page = (n: number) =>
+        store.read({ grainType: 'granary.pubsub', grainKey: `${PROVIDER}/chat/crowd`, stateName: `page-${n}` });
+      assert.deepEqual(
+        await Promise.all([0, 1, 2, 3].map(async (n) => ((await page(n)).state as { subs: unknown[] }).subs.length)),
+        [3, 3, 3, 1],
+        'ten subscriptions in pages of three',
+      );
+      await silo.getGrain(Producer, 'p').send('chat', 'crowd', 'one');
+      await eventually('all ten got it', () => keys.every((k) => received.get(k)?.length === 1));
+    } finally {
+      await silo.stop();
+    }
+    silo = await Silo.start(options);
+    try {
+      for (const k of keys.slice(0, 4)) await silo.getGrain(Consumer, k).leave('chat', 'crowd');
+      await silo.getGrain(Producer, 'p').send('chat', 'crowd', 'two');
+      await eventually('the six still subscribed got it', () =>
+        keys.slice(4).every((k) => received.get(k)?.length === 2),
+      );
+      assert.ok(
+        keys.slice(0, 4).every((k) => received.get(k)?.length === 1),
+        'the four that left did not',
+      );
     } finally {
       await silo.stop();
     }
