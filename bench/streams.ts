@@ -467,7 +467,7 @@ async function main(): Promise<void> {
     }
     let silo: Silo | undefined;
     if (paths.includes('nats') || paths.includes('memory')) {
-      jsStreams.push(`granary_${runId}_${NATS_PROVIDER}`);
+      jsStreams.push(`granary_${runId}_${NATS_PROVIDER}`, `KV_granary_${runId}_${NATS_PROVIDER}_leases`);
       silo = await Silo.start({
         clusterId: runId,
         grains: [OneConsumer, ManyConsumer],

@@ -13,7 +13,9 @@ const clusterId = `ex${randomUUID().slice(0, 8)}`;
 
 after(async () => {
   const nc = await connect({ servers: NATS });
-  await (await jetstreamManager(nc)).streams.delete(`granary_${clusterId}_events`).catch(() => undefined);
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.delete(`granary_${clusterId}_events`).catch(() => undefined);
+  await jsm.streams.delete(`KV_granary_${clusterId}_events_leases`).catch(() => undefined);
   await nc.close();
 });
 

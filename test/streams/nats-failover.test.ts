@@ -22,7 +22,8 @@ after(async () => {
 
 function clusterId(): string {
   const id = `f${randomUUID().slice(0, 8)}`;
-  made.push(`granary_${id}_events`);
+  // The items' stream, and the key-value bucket of the queues' leases.
+  made.push(`granary_${id}_events`, `KV_granary_${id}_events_leases`);
   return id;
 }
 

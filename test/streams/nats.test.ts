@@ -57,7 +57,8 @@ after(async () => {
 
 function clusterId(): string {
   const id = `t${randomUUID().slice(0, 8)}`;
-  made.push(`granary_${id}_${PROVIDER}`);
+  // The items' stream, and the key-value bucket of the queues' leases.
+  made.push(`granary_${id}_${PROVIDER}`, `KV_granary_${id}_${PROVIDER}_leases`);
   return id;
 }
 

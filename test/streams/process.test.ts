@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
 import { ClusterClient, silentLogger } from 'granary';
 import { SiloProcess, waitFor, type SiloProcessOptions } from 'granary/testing';
 import type { Ledger } from './process-grains.ts';
@@ -22,7 +23,9 @@ after(async () => {
   await Promise.all(clients.map((c) => c.close()));
   await Promise.all(running.map((p) => p.kill().catch(() => undefined)));
   const nc = await connect({ servers: NATS });
-  await (await jetstreamManager(nc)).streams.delete(streamName).catch(() => undefined);
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.delete(streamName).catch(() => undefined);
+  await jsm.streams.delete(`KV_${streamName}_leases`).catch(() => undefined);
   await nc.close();
 });
 
@@ -34,7 +37,7 @@ describe('nats streams with silos as processes', () => {
       clusterId: `sp${Math.random().toString(36).slice(2, 8)}`,
       membership: { kind: 'sqlite', path: join(dir, 'cluster.db') },
       storage: { kind: 'sqlite', path: join(dir, 'state.db') },
-      streams: { events: { kind: 'nats', servers: NATS, queues: 4, ackWaitMs: 2000 } },
+      streams: { events: { kind: 'nats', servers: NATS, queues: 16, ackWaitMs: 2000 } },
       membershipOptions: {
         iAmAliveIntervalMs: 200,
         tableRefreshIntervalMs: 100,
@@ -79,7 +82,24 @@ describe('nats streams with silos as processes', () => {
       );
     };
     await publish(0, 10);
-    // The ring spreads the 4 queues over both silos (not checked here); kill b under load.
+    // The ring spreads the 16 queues over both silos: b must hold some (their leases say who pulls).
+    const nc = await connect({ servers: NATS });
+    let heldByB = 0;
+    try {
+      const leases = await new Kvm(nc).open(`${streamName}_leases`);
+      await waitFor(
+        'both silos pull queues',
+        async () => {
+          heldByB = 0;
+          for (let q = 0; q < 16; q++) if ((await leases.get(`q${q}`))?.string() === b.address) heldByB++;
+          return heldByB > 0 && heldByB < 16;
+        },
+        10_000,
+      );
+    } finally {
+      await nc.close();
+    }
+    // Kill b under load.
     const load = publish(10, 30);
     await b.kill();
     const killedAt = Date.now();
@@ -110,7 +130,7 @@ describe('nats streams with silos as processes', () => {
     }
     const ackedCount = [...acked.values()].reduce((n, l) => n + l.length, 0);
     t.diagnostic(
-      `acknowledged ${ackedCount}, refused ${refused}, deliveries recorded ${total}, duplicates ${duplicates}, all delivered ${recovered} ms after the kill`,
+      `b pulled ${heldByB} of 16 queues; acknowledged ${ackedCount}, refused ${refused}, deliveries recorded ${total}, duplicates ${duplicates}, all delivered ${recovered} ms after the kill`,
     );
     assert.ok(ackedCount >= streams * 30, 'publishes go on through the surviving silo');
   });

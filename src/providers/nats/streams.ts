@@ -26,6 +26,7 @@ import {
   type JetStreamManager,
   type JsMsg,
 } from '@nats-io/jetstream';
+import { Kvm, type KV } from '@nats-io/kv';
 import { ConfigurationError, StreamError } from '../../errors.ts';
 import { hash32 } from '../../hash.ts';
 import type { Logger } from '../../observability/logger.ts';
@@ -58,6 +59,12 @@ export interface NatsStreamsOptions extends DeliveryOptions {
   readonly publishTimeoutMs?: number;
   /** Time the first connection may take, in ms. Default 5,000. */
   readonly connectTimeoutMs?: number;
+  /**
+   * How long a silo's hold on a queue lasts unless renewed, in ms (a NATS
+   * key-value lease): the time a queue of a crashed silo waits before another
+   * pulls it. Default 5,000.
+   */
+  readonly leaseMs?: number;
 }
 
 interface Settings {
@@ -69,6 +76,7 @@ interface Settings {
   readonly ackWaitMs: number;
   readonly publishTimeoutMs: number;
   readonly connectTimeoutMs: number;
+  readonly leaseMs: number;
 }
 
 function resolve(o: NatsStreamsOptions): Settings {
@@ -101,6 +109,7 @@ function resolve(o: NatsStreamsOptions): Settings {
     ackWaitMs: whole('ackWaitMs', 30_000, 1000, 3_600_000),
     publishTimeoutMs: whole('publishTimeoutMs', 5000, 1, 600_000),
     connectTimeoutMs: whole('connectTimeoutMs', 5000, 1, 600_000),
+    leaseMs: whole('leaseMs', 5000, 500, 600_000),
   };
 }
 
@@ -146,6 +155,8 @@ class NatsStreamsSilo implements StreamProviderSilo {
   readonly #base: string;
   readonly #agents = new Map<number, QueueAgent>();
   #closed = false;
+  /** Who pulls each queue: one key per queue, held by one silo at a time. */
+  #leases!: KV;
 
   private constructor(
     s: Settings,
@@ -209,6 +220,7 @@ class NatsStreamsSilo implements StreamProviderSilo {
 
   /** The JetStream stream and one durable consumer per queue; made by whichever silo comes first. */
   async #setUp(): Promise<void> {
+    this.#leases = await new Kvm(this.#js).create(`${this.#stream}_leases`, { ttl: this.#s.leaseMs });
     const config = {
       name: this.#stream,
       subjects: [`${this.#base}.>`],
@@ -388,6 +400,9 @@ class NatsStreamsSilo implements StreamProviderSilo {
   get closed(): boolean {
     return this.#closed;
   }
+  get leases(): KV {
+    return this.#leases;
+  }
 }
 
 /** Pulls one queue: hands each item to the silo's delivery, acknowledges it once delivered. */
@@ -405,8 +420,68 @@ class QueueAgent {
     this.#silo = silo;
   }
 
+  /** The revision of this silo's lease on the queue, while it holds it. */
+  #lease: number | undefined;
+  #renew: NodeJS.Timeout | undefined;
+
+  /**
+   * Takes the queue's lease: exactly one silo pulls a queue at a time. While
+   * the ring and the views settle, the one the ring names waits here until the
+   * last holder has finished its items and let go (or its lease ran out: it died).
+   */
+  async #acquire(): Promise<boolean> {
+    const { ctx, leases } = this.#silo;
+    const key = `q${this.#q}`;
+    for (let attempt = 0; !this.#stopped; attempt++) {
+      try {
+        this.#lease = await leases.create(key, ctx.silo);
+        break;
+      } catch {
+        // Held by another silo (or NATS is down): try again shortly.
+        await new Promise((r) => setTimeout(r, Math.min(1000, 100 * 2 ** Math.min(attempt, 4))).unref());
+      }
+    }
+    if (this.#stopped || this.#lease === undefined) {
+      await this.#release();
+      return false;
+    }
+    const every = Math.max(100, Math.floor(this.#silo.settings.leaseMs / 3));
+    this.#renew = setInterval(() => {
+      if (this.#lease === undefined) return;
+      leases.update(key, ctx.silo, this.#lease).then(
+        (rev) => {
+          if (this.#lease !== undefined) this.#lease = rev;
+        },
+        (err: unknown) => {
+          // Another silo holds it now (ours ran out): stop pulling at once, then ask again.
+          ctx.logger.warn({ err, provider: ctx.name, queue: this.#q }, 'nats streams: lost the lease of a queue');
+          this.#lease = undefined;
+          void this.#restart();
+        },
+      );
+    }, every);
+    this.#renew.unref();
+    return true;
+  }
+
+  async #restart(): Promise<void> {
+    if (this.#renew !== undefined) clearInterval(this.#renew);
+    if (this.#keepAlive !== undefined) clearInterval(this.#keepAlive);
+    await this.#messages?.close().catch(() => undefined);
+    this.#messages = undefined;
+    if (!this.#stopped) await this.start();
+  }
+
+  async #release(): Promise<void> {
+    const rev = this.#lease;
+    this.#lease = undefined;
+    if (rev === undefined) return;
+    await this.#silo.leases.delete(`q${this.#q}`, { previousSeq: rev }).catch(() => undefined);
+  }
+
   async start(): Promise<void> {
     const { ctx } = this.#silo;
+    if (!(await this.#acquire())) return;
     // Retries until it gets the consumer: NATS may be down right now.
     for (let attempt = 0; !this.#stopped; attempt++) {
       try {
@@ -513,9 +588,15 @@ class QueueAgent {
   async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#keepAlive !== undefined) clearInterval(this.#keepAlive);
-    // Items not finished go back to JetStream for the next owner (they were never acknowledged).
     await this.#messages?.close().catch(() => undefined);
+    // The items handed out finish here (or fail back to JetStream) before the next owner
+    // may pull: so a queue's items keep their order across the move.
+    const until = Date.now() + this.#silo.settings.ackWaitMs;
+    while (this.#inFlight.size > 0 && Date.now() < until && !this.#silo.closed)
+      await new Promise((r) => setTimeout(r, 20));
     this.#inFlight.clear();
+    if (this.#renew !== undefined) clearInterval(this.#renew);
+    await this.#release();
   }
 }
 
