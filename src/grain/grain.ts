@@ -123,7 +123,7 @@ export interface GrainStreams {
   provider(provider: string): {
     readonly kind: string;
     readonly rewind: boolean;
-    readonly delivery: { readonly pubSubPageSize: number };
+    readonly delivery: { readonly pubSubPageSize: number; readonly implicitOnly: ReadonlySet<string> };
   };
   /** Starts the replay of a new subscription's history (the rendezvous grain's, on rewind). */
   requestReplay(stream: StreamId, subscription: string, from: StreamToken): Promise<void>;

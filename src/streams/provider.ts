@@ -25,6 +25,13 @@ export interface DeliveryOptions {
    * 100,000 subscribers are 400 records.
    */
   readonly pubSubPageSize?: number;
+  /**
+   * Namespaces whose streams have implicit subscribers only: their items never
+   * look for explicit subscriptions (no rendezvous is read), so a million such
+   * streams cost no pub-sub record and no rendezvous activation. An explicit
+   * subscribe to one of them is refused. Default none.
+   */
+  readonly implicitOnlyNamespaces?: readonly string[];
   /** Called with each dead letter (an item given up on), besides the log line and the diagnostics channel. */
   readonly onDeadLetter?: (letter: DeadLetter) => void;
 }
@@ -42,21 +49,23 @@ export interface DeadLetter {
   readonly attempts: number;
 }
 
-export type ResolvedDeliveryOptions = Required<Omit<DeliveryOptions, 'onDeadLetter'>> &
-  Pick<DeliveryOptions, 'onDeadLetter'>;
+export type ResolvedDeliveryOptions = Required<Omit<DeliveryOptions, 'onDeadLetter' | 'implicitOnlyNamespaces'>> &
+  Pick<DeliveryOptions, 'onDeadLetter'> & { readonly implicitOnly: ReadonlySet<string> };
 
-export const deliveryDefaults: Required<Omit<DeliveryOptions, 'onDeadLetter'>> = Object.freeze({
-  retries: 3,
-  retryDelayMs: 100,
-  maxQueuedItems: 10_000,
-  maxBatch: 256,
-  pubSubStorage: 'default',
-  pubSubPageSize: 250,
-});
+export const deliveryDefaults: Required<Omit<DeliveryOptions, 'onDeadLetter' | 'implicitOnlyNamespaces'>> =
+  Object.freeze({
+    retries: 3,
+    retryDelayMs: 100,
+    maxQueuedItems: 10_000,
+    maxBatch: 256,
+    pubSubStorage: 'default',
+    pubSubPageSize: 250,
+  });
 
 /** Checks delivery options of provider function `fn`, filling in the defaults. */
 export function resolveDeliveryOptions(fn: string, o: DeliveryOptions | undefined): ResolvedDeliveryOptions {
-  const r = { ...deliveryDefaults, ...o };
+  const { implicitOnlyNamespaces, ...rest } = o ?? {};
+  const r = { ...deliveryDefaults, ...rest };
   const whole = (name: keyof typeof deliveryDefaults, min: number, max: number): void => {
     const v = r[name];
     if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
@@ -75,7 +84,12 @@ export function resolveDeliveryOptions(fn: string, o: DeliveryOptions | undefine
     );
   if (r.onDeadLetter !== undefined && typeof r.onDeadLetter !== 'function')
     throw new ConfigurationError(`${fn}: option onDeadLetter must be a function`);
-  return r;
+  const ns = implicitOnlyNamespaces ?? [];
+  if (!Array.isArray(ns) || ns.some((n) => typeof n !== 'string' || n === ''))
+    throw new ConfigurationError(
+      `${fn}: option implicitOnlyNamespaces must be a list of namespace names, got ${JSON.stringify(implicitOnlyNamespaces)}`,
+    );
+  return { ...r, implicitOnly: new Set(ns) };
 }
 
 /** What a provider is given when it starts in a silo. */

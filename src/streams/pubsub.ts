@@ -138,7 +138,12 @@ export class PubSubGrain extends Grain {
         );
     }
     const record: SubscriptionRecord = { id, stream: this.#stream, consumer, from };
-    const pageSize = grainContext(this).streams().provider(this.#stream.provider).delivery.pubSubPageSize;
+    const { delivery } = grainContext(this).streams().provider(this.#stream.provider);
+    if (delivery.implicitOnly.has(this.#stream.namespace))
+      throw new ConfigurationError(
+        `namespace '${this.#stream.namespace}' of stream provider '${this.#stream.provider}' is implicit-only (implicitOnlyNamespaces): its streams take no explicit subscription`,
+      );
+    const pageSize = delivery.pubSubPageSize;
     let n = this.#pages.findIndex((p) => p.ids.size < pageSize);
     const grows = n < 0;
     if (grows) {

@@ -80,6 +80,9 @@ interface Produced {
   pending: Array<{ added: SubscriptionRecord[]; removed: string[] }>;
 }
 
+/** The explicit subscriptions of a stream in an implicit-only namespace. */
+const NO_SUBSCRIPTIONS: ReadonlyMap<string, SubscriptionRecord> = new Map();
+
 /** How long a stream's cached subscriptions are trusted without the rendezvous saying anything, in ms. */
 const SUBSCRIPTIONS_TTL_MS = 60_000;
 /** Attempts to read a stream's subscriptions before its deliveries fail. */
@@ -341,16 +344,19 @@ export class StreamService {
   ): Promise<void> {
     if (this.#stopped) throw new SiloUnavailableError(`silo ${this.#host.address} is stopping`);
     const key = streamKey(stream);
-    let produced = this.#produced.get(key);
-    if (produced === undefined) {
-      produced = { subs: undefined, loading: undefined, stale: true, loadedAt: 0, pending: [] };
-      this.#produced.set(key, produced);
+    let subs: ReadonlyMap<string, SubscriptionRecord>;
+    if (provider.delivery.implicitOnly.has(stream.namespace)) subs = NO_SUBSCRIPTIONS;
+    else {
+      let produced = this.#produced.get(key);
+      if (produced === undefined) {
+        produced = { subs: undefined, loading: undefined, stale: true, loadedAt: 0, pending: [] };
+        this.#produced.set(key, produced);
+      }
+      if (produced.loading !== undefined) subs = await produced.loading;
+      else if (produced.subs === undefined || produced.stale || Date.now() - produced.loadedAt > SUBSCRIPTIONS_TTL_MS)
+        subs = await this.#load(key, produced);
+      else subs = produced.subs;
     }
-    let subs: Map<string, SubscriptionRecord>;
-    if (produced.loading !== undefined) subs = await produced.loading;
-    else if (produced.subs === undefined || produced.stale || Date.now() - produced.loadedAt > SUBSCRIPTIONS_TTL_MS)
-      subs = await this.#load(key, produced);
-    else subs = produced.subs;
     const targets: Pipeline[] = [];
     for (const type of this.#implicit.get(stream.namespace) ?? []) {
       targets.push(

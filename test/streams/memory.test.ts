@@ -13,7 +13,7 @@ import {
   silentLogger,
   type DeadLetter,
 } from 'granary';
-import { eventually, nextEvent } from '../helpers.ts';
+import { eventually, nextEvent, recordEvents } from '../helpers.ts';
 import {
   ClosureConsumer,
   Consumer,
@@ -293,6 +293,37 @@ describe('the pub-sub records of a stream', () => {
         'the four that left did not',
       );
     } finally {
+      await silo.stop();
+    }
+  });
+});
+
+describe('implicit-only namespaces', () => {
+  it('deliver with no rendezvous at all, and refuse an explicit subscription', async () => {
+    resetLogs();
+    const created = recordEvents<{ grain: string }>('granary:activation:created');
+    const silo = await Silo.start({
+      grains,
+      logger: silentLogger(),
+      streams: { [PROVIDER]: memoryStreams({ implicitOnlyNamespaces: ['telemetry'] }) },
+    });
+    try {
+      for (let i = 0; i < 20; i++) await silo.getStream(PROVIDER, 'telemetry', `dev-${i}`).publish(i);
+      await eventually(
+        'twenty implicit deliveries',
+        () => [...received.keys()].filter((k) => k.startsWith('implicit:')).length === 20,
+      );
+      assert.deepEqual(
+        created.events.filter((e) => e.grain.startsWith('granary.pubsub/')),
+        [],
+        'no rendezvous was activated',
+      );
+      await assert.rejects(
+        silo.getGrain(Consumer, 'explicit').join('telemetry', 'dev-1'),
+        (e: unknown) => e instanceof ConfigurationError && /implicit-only/.test(e.message),
+      );
+    } finally {
+      created.close();
       await silo.stop();
     }
   });
