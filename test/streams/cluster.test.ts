@@ -6,7 +6,7 @@
 import { describe, it, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import diagnostics_channel from 'node:diagnostics_channel';
-import { ClusterClient, memoryStreams, type StreamToken } from 'granary';
+import { ClusterClient, GranaryError, memoryStreams, type StreamToken } from 'granary';
 import { TestCluster } from 'granary/testing';
 import type { Connection } from '../../src/transport/connection.ts';
 import { eventually } from '../helpers.ts';
@@ -135,6 +135,32 @@ describe('memory streams in a cluster', () => {
     assert.equal(left[0]?.consumer.kind, 'grain');
     await eventually('the grain subscriber got the item', () => received.get('stays')?.length === 1);
     assert.deepEqual(got, []);
+    await gone.close();
+  });
+
+  it('a client that goes away while publishing: what was accepted is delivered, the rest fails at the client with a typed error', async () => {
+    const gone = await ClusterClient.connect({ clusterId: c.clusterId, gateways: gateways(c).slice(0, 1) });
+    const s = gone.getStream<number>(PROVIDER, 'telemetry', 'vanishing-producer');
+    const outcomes = Array.from({ length: 200 }, (_, i) => s.publish(i).then(() => i));
+    await outcomes[0];
+    // The producer's process ends: its connections close with calls in flight.
+    const closing = gone.close();
+    const settled = await Promise.allSettled(outcomes);
+    await closing;
+    const accepted = settled
+      .filter((r) => r.status === 'fulfilled')
+      .map((r) => (r as PromiseFulfilledResult<number>).value);
+    for (const r of settled)
+      if (r.status === 'rejected')
+        assert.ok(r.reason instanceof GranaryError, `a typed error, got ${String(r.reason)}`);
+    await eventually('every accepted item delivered', () =>
+      accepted.every((i) => (received.get('implicit:vanishing-producer') ?? []).includes(i)),
+    );
+    // The silos go on: another producer's items still arrive.
+    await c.client.getStream<number>(PROVIDER, 'telemetry', 'vanishing-producer').publish(-1);
+    await eventually('a later item from another client', () =>
+      (received.get('implicit:vanishing-producer') ?? []).includes(-1),
+    );
     await gone.close();
   });
 });
