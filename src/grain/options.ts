@@ -372,21 +372,14 @@ export function grainTypeInfo(cls: new () => object, base: object, cpus: number)
   return info;
 }
 
-const streamMethod: MethodInfo = {
-  name: STREAM_METHOD,
-  fn: deliverStreamItems as (...args: unknown[]) => unknown,
-  readOnly: false,
-  alwaysInterleave: false,
-  oneWay: false,
-};
+/** A method the runtime calls on every grain (a turn like any call; never through a reference). */
+function systemMethod(name: string, fn: (this: object, ...args: never[]) => unknown): MethodInfo {
+  return { name, fn: fn as (...args: unknown[]) => unknown, readOnly: false, alwaysInterleave: false, oneWay: false };
+}
 
-const channelMethod: MethodInfo = {
-  name: CHANNEL_METHOD,
-  fn: deliverChannelItem as (...args: unknown[]) => unknown,
-  readOnly: false,
-  alwaysInterleave: false,
-  oneWay: false,
-};
+const streamMethod = systemMethod(STREAM_METHOD, deliverStreamItems);
+
+const channelMethod = systemMethod(CHANNEL_METHOD, deliverChannelItem);
 
 /** The implicit subscriptions of grain type `name`, checked. */
 function checkNamespaces(

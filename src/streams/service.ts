@@ -347,11 +347,7 @@ export class StreamService {
     let subs: ReadonlyMap<string, SubscriptionRecord>;
     if (provider.delivery.implicitOnly.has(stream.namespace)) subs = NO_SUBSCRIPTIONS;
     else {
-      let produced = this.#produced.get(key);
-      if (produced === undefined) {
-        produced = { subs: undefined, loading: undefined, stale: true, loadedAt: 0, pending: [] };
-        this.#produced.set(key, produced);
-      }
+      const produced = this.#producedOf(key);
       if (produced.loading !== undefined) subs = await produced.loading;
       else if (produced.subs === undefined || produced.stale || Date.now() - produced.loadedAt > SUBSCRIPTIONS_TTL_MS)
         subs = await this.#load(key, produced);
@@ -454,6 +450,16 @@ export class StreamService {
       }
     })();
     return produced.loading;
+  }
+
+  /** The cached subscriptions of stream `key`, made (empty, to be read) on first use. */
+  #producedOf(key: string): Produced {
+    let p = this.#produced.get(key);
+    if (p === undefined) {
+      p = { subs: undefined, loading: undefined, stale: true, loadedAt: 0, pending: [] };
+      this.#produced.set(key, p);
+    }
+    return p;
   }
 
   #closePipeline(id: string): void {
@@ -600,11 +606,7 @@ export class StreamService {
     const key = streamKey(stream);
     const started = this.#started.get(stream.provider);
     if (started?.history === undefined) return;
-    let produced = this.#produced.get(key);
-    if (produced === undefined) {
-      produced = { subs: undefined, loading: undefined, stale: true, loadedAt: 0, pending: [] };
-      this.#produced.set(key, produced);
-    }
+    const produced = this.#producedOf(key);
     const subs = produced.loading !== undefined ? await produced.loading : await this.#load(key, produced);
     const record = subs.get(subscription);
     if (record === undefined) return; // unsubscribed meanwhile

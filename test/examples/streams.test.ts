@@ -1,23 +1,12 @@
-import { describe, it, after } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
-import { connect } from '@nats-io/transport-node';
-import { jetstreamManager } from '@nats-io/jetstream';
 import { Silo, silentLogger, memoryStorage } from 'granary';
 import { natsStreams } from 'granary/nats';
 import { DeviceTotals, type Reading } from '../../examples/streams/totals.ts';
 import { eventually } from '../helpers.ts';
+import { NATS, natsClusterId } from '../streams/nats-support.ts';
 
-const NATS = '127.0.0.1:4222';
-const clusterId = `ex${randomUUID().slice(0, 8)}`;
-
-after(async () => {
-  const nc = await connect({ servers: NATS });
-  const jsm = await jetstreamManager(nc);
-  await jsm.streams.delete(`granary_${clusterId}_events`).catch(() => undefined);
-  await jsm.streams.delete(`KV_granary_${clusterId}_events_leases`).catch(() => undefined);
-  await nc.close();
-});
+const clusterId = natsClusterId();
 
 describe('examples/streams (docs/streams.md)', () => {
   it('totals readings per device, and keeps the totals across a silo restart', async () => {

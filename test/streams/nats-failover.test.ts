@@ -1,31 +1,17 @@
 // Bad days on NATS streams: a silo that pulls queues dies under load (killed:
 // no goodbye), and a subscriber that is slow. Against the real NATS server.
 
-import { describe, it, after } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Grain, Silo, grain, implicitSubscription, silentLogger, type StreamId } from 'granary';
 import { natsStreams } from 'granary/nats';
 import { TestCluster } from 'granary/testing';
 import { eventually } from '../helpers.ts';
+import { NATS, natsClusterId } from './nats-support.ts';
 
-const NATS = '127.0.0.1:4222';
-const made: string[] = [];
-after(async () => {
-  const nc = await connect({ servers: NATS });
-  const jsm = await jetstreamManager(nc);
-  for (const name of made) await jsm.streams.delete(name).catch(() => undefined);
-  await nc.close();
-});
-
-function clusterId(): string {
-  const id = `f${randomUUID().slice(0, 8)}`;
-  // The items' stream, and the key-value bucket of the queues' leases.
-  made.push(`granary_${id}_events`, `KV_granary_${id}_events_leases`);
-  return id;
-}
+const clusterId = (): string => natsClusterId();
 
 /** How often each item was delivered, by `stream key:item`. */
 const deliveries = new Map<string, number>();

@@ -9,9 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomUUID } from 'node:crypto';
 import { connect } from '@nats-io/transport-node';
-import { jetstreamManager } from '@nats-io/jetstream';
 import {
   ConfigurationError,
   Grain,
@@ -25,9 +23,8 @@ import {
 } from 'granary';
 import { natsStreams } from 'granary/nats';
 import { eventually, freePort } from '../helpers.ts';
+import { NATS, natsClusterId, natsPending } from './nats-support.ts';
 import { Consumer, PROVIDER, Producer, received, resetLogs, tokensSeen } from './grains.ts';
-
-const NATS = '127.0.0.1:4222';
 
 /** Items an implicit consumer of `orders` saw, with their tokens and how often each came. */
 const orders: Array<{ key: string; item: unknown; token: StreamToken }> = [];
@@ -46,34 +43,8 @@ class OrderBook extends Grain {
   }
 }
 
-/** JetStream streams made by these tests, deleted at the end. */
-const made: string[] = [];
-after(async () => {
-  const nc = await connect({ servers: NATS });
-  const jsm = await jetstreamManager(nc);
-  for (const name of made) await jsm.streams.delete(name).catch(() => undefined);
-  await nc.close();
-});
-
-function clusterId(): string {
-  const id = `t${randomUUID().slice(0, 8)}`;
-  // The items' stream, and the key-value bucket of the queues' leases.
-  made.push(`granary_${id}_${PROVIDER}`, `KV_granary_${id}_${PROVIDER}_leases`);
-  return id;
-}
-
-async function pending(cluster: string): Promise<number> {
-  const nc = await connect({ servers: NATS });
-  try {
-    const jsm = await jetstreamManager(nc);
-    let n = 0;
-    for await (const ci of jsm.consumers.list(`granary_${cluster}_${PROVIDER}`))
-      n += ci.num_ack_pending + ci.num_pending;
-    return n;
-  } finally {
-    await nc.close();
-  }
-}
+const clusterId = (): string => natsClusterId(PROVIDER);
+const pending = (cluster: string): Promise<number> => natsPending(cluster, PROVIDER);
 
 describe('nats streams', () => {
   it('delivers to explicit and implicit subscribers in order, and acknowledges once delivered', async () => {

@@ -9,24 +9,17 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
-import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { ClusterClient, silentLogger } from 'granary';
 import { SiloProcess, waitFor, type SiloProcessOptions } from 'granary/testing';
 import type { Ledger } from './process-grains.ts';
+import { NATS, natsClusterId } from './nats-support.ts';
 
-const NATS = '127.0.0.1:4222';
 const running: SiloProcess[] = [];
 const clients: ClusterClient[] = [];
-let streamName = '';
 after(async () => {
   await Promise.all(clients.map((c) => c.close()));
   await Promise.all(running.map((p) => p.kill().catch(() => undefined)));
-  const nc = await connect({ servers: NATS });
-  const jsm = await jetstreamManager(nc);
-  await jsm.streams.delete(streamName).catch(() => undefined);
-  await jsm.streams.delete(`KV_${streamName}_leases`).catch(() => undefined);
-  await nc.close();
 });
 
 describe('nats streams with silos as processes', () => {
@@ -34,7 +27,7 @@ describe('nats streams with silos as processes', () => {
     const dir = mkdtempSync(join(tmpdir(), 'granary-streams-proc-'));
     const opts: SiloProcessOptions = {
       grains: join(import.meta.dirname, 'process-grains.ts'),
-      clusterId: `sp${Math.random().toString(36).slice(2, 8)}`,
+      clusterId: natsClusterId(),
       membership: { kind: 'sqlite', path: join(dir, 'cluster.db') },
       storage: { kind: 'sqlite', path: join(dir, 'state.db') },
       streams: { events: { kind: 'nats', servers: NATS, queues: 16, ackWaitMs: 2000 } },
@@ -48,7 +41,7 @@ describe('nats streams with silos as processes', () => {
       },
       siloOptions: { responseTimeoutMs: 5000, loadReportIntervalMs: 100 },
     };
-    streamName = `granary_${opts.clusterId}_events`;
+    const streamName = `granary_${opts.clusterId}_events`;
     const a = await SiloProcess.start(opts);
     running.push(a);
     const b = await SiloProcess.start(opts);

@@ -539,8 +539,14 @@ class QueueAgent {
     }
     const tokens: StreamToken[] = new Array(items.length);
     for (let i = 0; i < items.length; i++) tokens[i] = { sequence: m.seq, index: i };
+    this.#settle(m, ctx.deliver({ provider: ctx.name, namespace, key }, items, tokens, 'delivered'), 'an item');
+  }
+
+  /** Acknowledges `m` once `work` is done; hands it back to JetStream (nak) if it failed. */
+  #settle(m: JsMsg, work: Promise<void>, what: string): void {
+    const { ctx } = this.#silo;
     this.#inFlight.add(m);
-    ctx.deliver({ provider: ctx.name, namespace, key }, items, tokens, 'delivered').then(
+    work.then(
       () => {
         this.#inFlight.delete(m);
         m.ack();
@@ -549,7 +555,7 @@ class QueueAgent {
         this.#inFlight.delete(m);
         ctx.logger.warn(
           { err, provider: ctx.name, queue: this.#q, sequence: m.seq },
-          'nats streams: could not deliver an item; JetStream hands it out again',
+          `nats streams: could not handle ${what}; JetStream hands it out again`,
         );
         m.nak(this.#silo.retryDelayMs);
       },
@@ -568,21 +574,7 @@ class QueueAgent {
       m.term('bad replay marker');
       return;
     }
-    this.#inFlight.add(m);
-    ctx.replay(stream, subscription, { sequence, index }, m.seq).then(
-      () => {
-        this.#inFlight.delete(m);
-        m.ack();
-      },
-      (err: unknown) => {
-        this.#inFlight.delete(m);
-        ctx.logger.warn(
-          { err, provider: ctx.name, subscription, sequence: m.seq },
-          'nats streams: could not replay a subscription; JetStream hands the marker out again',
-        );
-        m.nak(this.#silo.retryDelayMs);
-      },
-    );
+    this.#settle(m, ctx.replay(stream, subscription, { sequence, index }, m.seq), `the replay of ${subscription}`);
   }
 
   async stop(): Promise<void> {

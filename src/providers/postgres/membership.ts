@@ -13,7 +13,7 @@ import type {
   TableVersion,
 } from '../../membership/table.ts';
 import { siloId } from '../../membership/table.ts';
-import { siloEntryOfRow } from '../sql-rows.ts';
+import { siloEntryOfRow, type SiloRow } from '../sql-rows.ts';
 import { alreadyOpen, causeOf, NOT_OPEN, quote, wrapError } from '../shared.ts';
 import {
   checkTable,
@@ -84,19 +84,10 @@ interface Settings extends ConnectionSettings {
 }
 
 /** A row of the readAll query: the version columns, and a silo row's columns unless the cluster has none. */
-interface ReadRow {
+interface ReadRow extends SiloRow {
   readonly version: unknown;
   readonly version_etag: unknown;
   readonly silo_id: string | null;
-  readonly address: unknown;
-  readonly generation: unknown;
-  readonly status: unknown;
-  readonly gateway_address: unknown;
-  readonly host_name: unknown;
-  readonly started_at: unknown;
-  readonly i_am_alive_at: unknown;
-  readonly suspicions: unknown;
-  readonly etag: unknown;
 }
 
 /** The SQL of one table pair, made once per provider. */

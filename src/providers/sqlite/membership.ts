@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import { checkTable, openSqlite, validateFileOptions } from './open.ts';
 import { GranaryError, MembershipError } from '../../errors.ts';
-import { siloEntryOfRow } from '../sql-rows.ts';
+import { siloEntryOfRow, type SiloRow } from '../sql-rows.ts';
 import { alreadyOpen, causeOf, NOT_OPEN, quote, wrapError } from '../shared.ts';
 import type {
   MembershipContext,
@@ -79,17 +79,8 @@ interface VersionRow {
   readonly etag: string;
 }
 
-interface EntryRow {
+interface EntryRow extends SiloRow {
   readonly silo_id: string;
-  readonly address: unknown;
-  readonly generation: unknown;
-  readonly status: unknown;
-  readonly gateway_address: unknown;
-  readonly host_name: unknown;
-  readonly started_at: unknown;
-  readonly i_am_alive_at: unknown;
-  readonly suspicions: unknown;
-  readonly etag: unknown;
 }
 
 /** Prepared once per open database; each runs in its own transaction (or is one statement). */
