@@ -7,6 +7,9 @@ import type { SiloEntry } from '../membership/table.ts';
 import { decodeSiloEntry } from '../membership/table.ts';
 import type { Logger } from '../observability/logger.ts';
 import { decodeReminderRow, type StoredReminder } from '../reminders/table.ts';
+import { decodeLogRow, describeStream, type LogAddress, type LogRow } from '../journal/log.ts';
+import type { ProviderContext } from '../storage/provider.ts';
+import { corruptState } from './shared.ts';
 
 /** A membership row's columns as read. */
 export interface SiloRow {
@@ -89,4 +92,43 @@ export function reminderOfRow(
     );
   }
   return decoded.reminder;
+}
+
+/** Where an event-log row was read, for its messages. */
+export interface LogRowSource {
+  readonly serializer: ProviderContext['serializer'];
+  /** The store's name of the payload column's type, e.g. `bytea`, `a BLOB`. */
+  readonly payloadType: string;
+  /** Starts the messages, e.g. `postgres event log 'default'`. */
+  readonly provider: string;
+  readonly table: string;
+  /** The database or file, for the messages. */
+  readonly place: string;
+}
+
+/**
+ * The version and value of an event or snapshot row (`what`) of `stream`; a
+ * row that cannot be read fails with StorageCorruptError naming the grain,
+ * the provider, the table and the version.
+ */
+export function logRowOf(
+  row: LogRow,
+  stream: LogAddress,
+  what: 'event' | 'snapshot',
+  source: LogRowSource,
+): { version: number; value: unknown } {
+  return decodeLogRow(row, {
+    serializer: source.serializer,
+    payloadType: source.payloadType,
+    corrupt: (problem, cause) =>
+      corruptState(
+        {
+          what: `${what} of ${describeStream(stream)}`,
+          provider: source.provider,
+          where: `table ${source.table}, version ${String(row.version)}, ${source.place}`,
+        },
+        problem,
+        cause,
+      ),
+  });
 }

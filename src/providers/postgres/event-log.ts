@@ -5,17 +5,10 @@
 // one version exactly one commits (the others hit the key and roll back).
 
 import type { Pool, PoolClient } from 'pg';
-import {
-  ErrorCodes,
-  GranaryError,
-  InconsistentStateError,
-  StorageError,
-  type StorageCorruptError,
-} from '../../errors.ts';
+import { ErrorCodes, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
 import {
   checkRange,
   checkVersion,
-  decodeLogRow,
   describeStream,
   LOG_FORMAT_VERSION,
   type LogSnapshot,
@@ -25,7 +18,8 @@ import {
   type StoredLog,
 } from '../../journal/log.ts';
 import type { ProviderContext } from '../../storage/provider.ts';
-import { causeOf, corruptState, NOT_OPEN, quote, wrapError } from '../shared.ts';
+import { causeOf, NOT_OPEN, quote, wrapError } from '../shared.ts';
+import { logRowOf } from '../sql-rows.ts';
 import {
   checkTable,
   createPool,
@@ -331,33 +325,16 @@ class PostgresEventLog implements EventLog {
     stream: LogAddress,
     row: Row,
     serializer: ProviderContext['serializer'],
-    what: string,
+    what: 'event' | 'snapshot',
     table: string,
   ): { version: number; value: unknown } {
-    return decodeLogRow(row, {
+    return logRowOf(row, stream, what, {
       serializer,
       payloadType: 'bytea',
-      corrupt: (problem, cause) => this.#corrupt(stream, row, what, table, problem, cause),
+      provider: `postgres event log '${this.#name}'`,
+      table,
+      place: this.#settings.safeConnection,
     });
-  }
-
-  #corrupt(
-    stream: LogAddress,
-    row: Row,
-    what: string,
-    table: string,
-    problem: string,
-    cause?: unknown,
-  ): StorageCorruptError {
-    return corruptState(
-      {
-        what: `${what} of ${describeStream(stream)}`,
-        provider: `postgres event log '${this.#name}'`,
-        where: `table ${table}, version ${String(row.version)}, ${this.#settings.safeConnection}`,
-      },
-      problem,
-      cause,
-    );
   }
 
   #error(problem: string, cause?: unknown): StorageError {

@@ -6,18 +6,12 @@
 
 import type Database from 'better-sqlite3';
 import { checkTable, openSqlite, validateFileOptions } from './open.ts';
-import {
-  ErrorCodes,
-  GranaryError,
-  InconsistentStateError,
-  StorageError,
-  type StorageCorruptError,
-} from '../../errors.ts';
-import { causeOf, corruptState, NOT_OPEN, quote, wrapError } from '../shared.ts';
+import { ErrorCodes, GranaryError, InconsistentStateError, StorageError } from '../../errors.ts';
+import { causeOf, NOT_OPEN, quote, wrapError } from '../shared.ts';
+import { logRowOf } from '../sql-rows.ts';
 import {
   checkRange,
   checkVersion,
-  decodeLogRow,
   describeStream,
   LOG_FORMAT_VERSION,
   type LogSnapshot,
@@ -340,33 +334,16 @@ class SqliteEventLog implements EventLog {
     stream: LogAddress,
     row: Row,
     serializer: ProviderContext['serializer'],
-    what: string,
+    what: 'event' | 'snapshot',
     table: string,
   ): { version: number; value: unknown } {
-    return decodeLogRow(row, {
+    return logRowOf(row, stream, what, {
       serializer,
       payloadType: 'a BLOB',
-      corrupt: (problem, cause) => this.#corrupt(stream, row, what, table, problem, cause),
+      provider: `sqlite event log '${this.#name}'`,
+      table,
+      place: `file ${this.#settings.path}`,
     });
-  }
-
-  #corrupt(
-    stream: LogAddress,
-    row: Row,
-    what: string,
-    table: string,
-    problem: string,
-    cause?: unknown,
-  ): StorageCorruptError {
-    return corruptState(
-      {
-        what: `${what} of ${describeStream(stream)}`,
-        provider: `sqlite event log '${this.#name}'`,
-        where: `table ${table}, version ${String(row.version)}, file ${this.#settings.path}`,
-      },
-      problem,
-      cause,
-    );
   }
 
   #error(problem: string, cause?: unknown): StorageError {
