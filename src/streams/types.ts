@@ -84,6 +84,8 @@ export function parseStreamKey(key: string): StreamId | undefined {
 }
 
 function escape(s: string): string {
+  // Per publish: most names need no escaping, so skip the two replaces then.
+  if (!s.includes('%') && !s.includes('/')) return s;
   return s.replace(/%/g, '%25').replace(/\//g, '%2F');
 }
 
