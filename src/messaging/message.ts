@@ -100,6 +100,8 @@ export class Message {
   /** A call sent over the wire: the silo it went to, and its request id there. */
   declare via: string | undefined;
   declare reqId: number;
+  /** When the call reached its activation (`performance.now()`); set only while the silo counts metrics. */
+  declare arrivedAt: number;
   // Deadline queue links.
   declare prev: Message | undefined;
   declare next: Message | undefined;
@@ -131,6 +133,7 @@ export class Message {
     this.replyId = 0;
     this.via = undefined;
     this.reqId = 0;
+    this.arrivedAt = 0;
     this.prev = undefined;
     this.next = undefined;
   }

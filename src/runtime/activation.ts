@@ -129,6 +129,11 @@ export interface ActivationHost {
   unregister(a: Activation): void;
   /** Delivers a call whose activation went away before running it. */
   redispatch(msg: Message): void;
+  /**
+   * With metrics on: the settler that counts the calls of grain type `type`
+   * and hands them on to `calls`. Absent, or undefined, when metrics are off.
+   */
+  callMeter?(type: GrainTypeInfo): CallSettler | undefined;
   /** Lifecycle events: the catalog forgets the activation on the last three. */
   activated(a: Activation): void;
   activationFailed(a: Activation, err: unknown): void;
@@ -142,7 +147,10 @@ export class Activation implements GrainContext, CallerContext, Target {
   readonly idStr: string;
   readonly type: GrainTypeInfo;
   readonly #host: ActivationHost;
+  /** The silo's call tracker, or with metrics on the meter of this grain type in front of it. */
   readonly #calls: CallSettler;
+  /** Metrics are on: calls are stamped when they arrive. */
+  readonly #metered: boolean;
   /** The stateless-worker pool this activation belongs to, if any. */
   readonly pool: { remove(a: Activation): void } | undefined;
   state: ActivationState = ActivationState.Created;
@@ -192,7 +200,9 @@ export class Activation implements GrainContext, CallerContext, Target {
     seq: number,
   ) {
     this.#host = host;
-    this.#calls = host.calls;
+    const meter = host.callMeter?.(type);
+    this.#calls = meter ?? host.calls;
+    this.#metered = meter !== undefined;
     this.seq = seq;
     this.id = id;
     this.idStr = idStr;
@@ -599,6 +609,7 @@ export class Activation implements GrainContext, CallerContext, Target {
 
   /** Delivers a call: runs it now if the rules allow, else queues it (or refuses a deadlock). */
   receive(msg: Message): void {
+    if (this.#metered) msg.arrivedAt = performance.now();
     const state = this.state;
     if (state === ActivationState.Valid) {
       if (this.#mayRun(msg, this.#queue === undefined)) {
