@@ -149,8 +149,6 @@ export class Activation implements GrainContext, CallerContext, Target {
   readonly #host: ActivationHost;
   /** The silo's call tracker, or with metrics on the meter of this grain type in front of it. */
   readonly #calls: CallSettler;
-  /** Metrics are on: calls are stamped when they arrive. */
-  readonly #metered: boolean;
   /** The stateless-worker pool this activation belongs to, if any. */
   readonly pool: { remove(a: Activation): void } | undefined;
   state: ActivationState = ActivationState.Created;
@@ -200,9 +198,7 @@ export class Activation implements GrainContext, CallerContext, Target {
     seq: number,
   ) {
     this.#host = host;
-    const meter = host.callMeter?.(type);
-    this.#calls = meter ?? host.calls;
-    this.#metered = meter !== undefined;
+    this.#calls = host.callMeter?.(type) ?? host.calls;
     this.seq = seq;
     this.id = id;
     this.idStr = idStr;
@@ -609,7 +605,8 @@ export class Activation implements GrainContext, CallerContext, Target {
 
   /** Delivers a call: runs it now if the rules allow, else queues it (or refuses a deadlock). */
   receive(msg: Message): void {
-    if (this.#metered) msg.arrivedAt = performance.now();
+    // A meter in front of the tracker: metrics are on, and the call's latency starts here.
+    if (this.#calls !== this.#host.calls) msg.arrivedAt = performance.now();
     const state = this.state;
     if (state === ActivationState.Valid) {
       if (this.#mayRun(msg, this.#queue === undefined)) {
