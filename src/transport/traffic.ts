@@ -41,21 +41,31 @@ function add(to: Map<string, PeerTotals>, peer: string, s: Readonly<PeerTotals>)
 export class PeerTraffic {
   readonly #live = new Set<Connection>();
   readonly #closed = new Map<string, PeerTotals>();
+  /** Peers that left the cluster: what their open connections carried is dropped when they close. */
+  readonly #gone = new Set<string>();
 
-  /** Counts `conn` from now on (what it sent and received so far included), and after it closes. */
+  /** Counts `conn` (once its handshake is done) from now on, what it carried so far included, and after it closes. */
   track(conn: Connection): void {
     if (this.#live.has(conn) || conn.state === 'closed') return;
+    const peer = peerOf(conn);
+    this.#gone.delete(peer);
     this.#live.add(conn);
     void conn.closed.then(() => {
       this.#live.delete(conn);
-      add(this.#closed, peerOf(conn), conn.stats);
+      if (!this.#gone.has(peer)) add(this.#closed, peer, conn.stats);
+      else if (!this.#hasLive(peer)) this.#gone.delete(peer);
     });
   }
 
-  /** Drops the totals of a peer that left the cluster, so departed silos do not stay in the metrics. */
+  /** Drops a peer that left the cluster, so departed silos do not stay in the metrics. */
   forget(peer: string): void {
-    for (const c of this.#live) if (peerOf(c) === peer) return;
     this.#closed.delete(peer);
+    if (this.#hasLive(peer)) this.#gone.add(peer);
+  }
+
+  #hasLive(peer: string): boolean {
+    for (const c of this.#live) if (peerOf(c) === peer) return true;
+    return false;
   }
 
   /** Totals by peer: the closed connections' and the open ones' so far. */
