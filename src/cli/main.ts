@@ -24,8 +24,11 @@ const USAGE = `usage:
                [--storage memory | sqlite:<path> | postgres:<url> | redis:<url>]
                [--reminders memory | sqlite:<path> | postgres:<url> | redis:<url>]
                [--min-reminder-period-ms MS] [--collection-age-ms MS]
+               [--http-port N] [--http-host H]
       Starts a silo hosting every grain class the module exports. With
-      --membership (or a port) it listens and joins that cluster.
+      --membership (or a port) it listens and joins that cluster. With
+      --http-port it serves /health/startup, /health/live, /health/ready
+      and /metrics (on --http-host, default --host).
       SIGTERM or SIGINT stops it gracefully; exit code 3 if the cluster
       declared it dead.
   granary version
@@ -114,6 +117,8 @@ async function silo(argv: string[]): Promise<void> {
       reminders: { type: 'string', default: 'sqlite:.granary/state.db' },
       'min-reminder-period-ms': { type: 'string' },
       'collection-age-ms': { type: 'string' },
+      'http-port': { type: 'string' },
+      'http-host': { type: 'string' },
     },
     strict: true,
   });
@@ -138,6 +143,7 @@ async function silo(argv: string[]): Promise<void> {
   const membership = values.membership !== undefined ? await parseMembership(values.membership) : undefined;
   const age = num('collection-age-ms', values['collection-age-ms']);
   const minPeriod = num('min-reminder-period-ms', values['min-reminder-period-ms']);
+  const httpPort = num('http-port', values['http-port']);
   const s = await Silo.start({
     grains,
     storage: { default: await parseStorage(values.storage) },
@@ -149,6 +155,8 @@ async function silo(argv: string[]): Promise<void> {
     ...(membership !== undefined ? { membership } : {}),
     ...(values['cluster-id'] !== undefined ? { clusterId: values['cluster-id'] } : {}),
     ...(age !== undefined ? { collectionAgeMs: age } : {}),
+    ...(httpPort !== undefined ? { httpPort } : {}),
+    ...(values['http-host'] !== undefined ? { httpHost: values['http-host'] } : {}),
   });
   // Serve until a signal says stop, whatever handles the silo holds.
   const alive = setInterval(() => {}, 1 << 30);

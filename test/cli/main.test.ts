@@ -8,7 +8,7 @@ describe('granary command', () => {
   it('runs a silo with the grains a module exports and stops it gracefully on SIGTERM', async () => {
     const child = spawn(
       process.execPath,
-      [...cli, 'silo', '--grains', 'test/grains/basic.ts', '--storage', 'memory', '--port', '0'],
+      [...cli, 'silo', '--grains', 'test/grains/basic.ts', '--storage', 'memory', '--port', '0', '--http-port', '0'],
       {
         env: { ...process.env, GRANARY_LOG_LEVEL: 'info' },
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -26,6 +26,9 @@ describe('granary command', () => {
     }
     try {
       assert.match(err, /"grains":\["box","counter","flaky","lifecycle"\]/);
+      const http = /"httpAddress":"([^"]+)"/.exec(err)?.[1];
+      assert.ok(http !== undefined, `no httpAddress in the start line: ${err}`);
+      assert.equal((await fetch(`http://${http}/health/ready`)).status, 200);
     } catch (e) {
       // A failed check must not leave the silo running (the test run would never end).
       child.kill('SIGKILL');
