@@ -4,6 +4,7 @@
 // unknown option gets a "did you mean"), and a summary for the start log with
 // secrets redacted. Nothing past this point reads a raw option.
 
+import type { IncomingCallFilter, OutgoingCallFilter } from '../messaging/filters.ts';
 import { MAX_TIMER_MS, systemClock, type Clock } from '../clock.ts';
 import { ConfigurationError } from '../errors.ts';
 import type { AnyGrainClass } from '../grain/grain.ts';
@@ -60,6 +61,14 @@ export interface SiloOptions {
    * of local call throughput), so it is for debugging. Default false.
    */
   callerStacks?: boolean;
+  /**
+   * Filters around every call to a grain of this silo, outermost first; a
+   * grain class's own `onIncomingCall(ctx)` runs inside them. See docs/filters.md.
+   * Default: none.
+   */
+  incomingFilters?: IncomingCallFilter[];
+  /** Filters around every call the silo's grains (and the silo itself) make, outermost first. Default: none. */
+  outgoingFilters?: OutgoingCallFilter[];
   /**
    * The membership table that makes this silo one of a cluster. With it (or with
    * `gatewayPort`, or `port`), the silo listens on `host:port` (0 picks a free port)
@@ -146,6 +155,8 @@ export interface ResolvedCommonOptions {
   readonly deactivationTimeoutMs: number;
   readonly maxForwardCount: number;
   readonly callerStacks: boolean;
+  readonly incomingFilters: readonly IncomingCallFilter[];
+  readonly outgoingFilters: readonly OutgoingCallFilter[];
   readonly loadReportIntervalMs: number;
   readonly maxPendingRequests: number;
   readonly systemCallTimeoutMs: number;
@@ -189,6 +200,13 @@ function integer(value: unknown, name: string, min: number, max: number): void {
 
 function port(value: unknown, name: string): void {
   integer(value, name, 0, 65_535);
+}
+
+function filterList(value: unknown, name: string): void {
+  if (!Array.isArray(value)) throw bad(name, 'an array of filter functions (ctx) => Promise<void>', value);
+  value.forEach((f, i) => {
+    if (typeof f !== 'function') throw bad(`${name}[${i}]`, 'a filter function (ctx) => Promise<void>', f);
+  });
 }
 
 const clusterIdPattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -255,6 +273,8 @@ const checks: Readonly<Record<keyof SiloOptions, (value: unknown, name: string) 
   callerStacks(value, name) {
     if (typeof value !== 'boolean') throw bad(name, 'true or false', value);
   },
+  incomingFilters: filterList,
+  outgoingFilters: filterList,
   membership(value, name) {
     if (!hasMethods(value, ['init', 'readAll', 'insert', 'update', 'updateIAmAlive', 'close']))
       throw new ConfigurationError(
@@ -399,6 +419,8 @@ export function resolveSiloOptions(options: SiloOptions, fallbacks: SiloFallback
     deactivationTimeoutMs: options.deactivationTimeoutMs ?? siloDefaults.deactivationTimeoutMs,
     maxForwardCount: options.maxForwardCount ?? siloDefaults.maxForwardCount,
     callerStacks: options.callerStacks ?? siloDefaults.callerStacks,
+    incomingFilters: Object.freeze([...(options.incomingFilters ?? [])]),
+    outgoingFilters: Object.freeze([...(options.outgoingFilters ?? [])]),
     loadReportIntervalMs: options.loadReportIntervalMs ?? siloDefaults.loadReportIntervalMs,
     maxPendingRequests: options.maxPendingRequests ?? siloDefaults.maxPendingRequests,
     systemCallTimeoutMs: options.systemCallTimeoutMs ?? siloDefaults.systemCallTimeoutMs,
@@ -494,6 +516,9 @@ export interface SiloOptionsSummary {
   readonly deactivationTimeoutMs: number;
   readonly maxForwardCount: number;
   readonly callerStacks: boolean;
+  /** How many filters of each kind. */
+  readonly incomingFilters: number;
+  readonly outgoingFilters: number;
   readonly minReminderPeriodMs: number;
   readonly reminderRefreshIntervalMs: number;
   readonly loadReportIntervalMs: number;
@@ -528,6 +553,8 @@ export function describeSiloOptions(resolved: ResolvedSiloOptions): SiloOptionsS
     deactivationTimeoutMs: resolved.deactivationTimeoutMs,
     maxForwardCount: resolved.maxForwardCount,
     callerStacks: resolved.callerStacks,
+    incomingFilters: resolved.incomingFilters.length,
+    outgoingFilters: resolved.outgoingFilters.length,
     minReminderPeriodMs: resolved.minReminderPeriodMs,
     reminderRefreshIntervalMs: resolved.reminderRefreshIntervalMs,
     loadReportIntervalMs: resolved.loadReportIntervalMs,

@@ -145,6 +145,8 @@ export class Silo {
       cpus: availableParallelism(),
       callerStacks: o.callerStacks,
       deactivationTimeoutMs: o.deactivationTimeoutMs,
+      incomingFilters: o.incomingFilters,
+      outgoingFilters: o.outgoingFilters,
     });
     for (const cls of o.grains) runtime.register(cls);
     // The worker clients publish and broadcast through.

@@ -4,6 +4,8 @@
 // grains, call chains). It talks to the rest of the silo only through
 // `ActivationHost`, declared here.
 
+import { IncomingCall, type IncomingCallFilter } from '../messaging/filters.ts';
+import { contextInUse, runInContext } from '../messaging/request-context.ts';
 import type { Clock } from '../clock.ts';
 import { ConfigurationError, DeadlockError, GranaryError } from '../errors.ts';
 import {
@@ -80,6 +82,11 @@ const enum PendingDeactivation {
   WhenDrained = 3,
 }
 
+const noArgs: unknown[] = [];
+function runChain(this: IncomingCall): Promise<unknown> {
+  return this.run();
+}
+
 /** The message whose turn is running synchronously right now, and its activation. */
 export let currentMessage: Message | undefined;
 export let currentActivation: Activation | undefined;
@@ -129,6 +136,8 @@ export interface ActivationHost {
   unregister(a: Activation): void;
   /** Delivers a call whose activation went away before running it. */
   redispatch(msg: Message): void;
+  /** The incoming call filters around calls to grains of `type`; undefined for none. */
+  incomingFilters(type: GrainTypeInfo): readonly IncomingCallFilter[] | undefined;
   /** Lifecycle events: the catalog forgets the activation on the last three. */
   activated(a: Activation): void;
   activationFailed(a: Activation, err: unknown): void;
@@ -165,6 +174,8 @@ export class Activation implements GrainContext, CallerContext, Target {
   #pumping = false;
   #chainOf: Message | undefined;
   #chainNode: ChainNode | undefined;
+  /** The incoming call filters of this grain's calls; undefined for none. */
+  readonly #filters: readonly IncomingCallFilter[] | undefined;
 
   // Idle collection reads these.
   /** Used since the collector last looked. */
@@ -198,6 +209,7 @@ export class Activation implements GrainContext, CallerContext, Target {
     this.idStr = idStr;
     this.type = type;
     this.pool = pool;
+    this.#filters = host.incomingFilters(type);
   }
 
   /** Whether the activation has received a call and begun activating. */
@@ -712,7 +724,14 @@ export class Activation implements GrainContext, CallerContext, Target {
     let result: unknown;
     let thenable = false;
     try {
-      result = m.fn.apply(this.instance, msg.args);
+      const filters = this.#filters;
+      if (filters !== undefined && msg.tick === undefined) {
+        const call = new IncomingCall(filters, this.instance as Grain, this.id, m.name, m.fn, msg.args);
+        result = contextInUse ? runInContext(msg.context, runChain, call, noArgs) : call.run();
+      } else
+        result = contextInUse
+          ? runInContext(msg.context, m.fn, this.instance, msg.args)
+          : m.fn.apply(this.instance, msg.args);
       if (!(result instanceof Promise) && result !== null && typeof result === 'object') {
         thenable = typeof (result as { then?: unknown }).then === 'function';
       }

@@ -8,6 +8,7 @@
 // they need from the rest (ActivationHost, ClusterHost); the Runtime is the
 // one object that gives it to them, and adds only the events between parts.
 
+import type { IncomingCallFilter, OutgoingCallFilter } from '../messaging/filters.ts';
 import type { StreamOwner, StreamService } from '../streams/service.ts';
 import type { BroadcastChannels } from '../streams/channels.ts';
 import type { BroadcastChannel } from '../streams/types.ts';
@@ -48,6 +49,10 @@ export interface RuntimeConfig {
   readonly cpus: number;
   readonly callerStacks: boolean;
   readonly deactivationTimeoutMs: number;
+  /** Filters around calls to this silo's grains, outermost first. */
+  readonly incomingFilters: readonly IncomingCallFilter[];
+  /** Filters around calls this silo's grains and the silo make. */
+  readonly outgoingFilters: readonly OutgoingCallFilter[];
 }
 
 /** An observer reference with the means to end it. */
@@ -77,7 +82,7 @@ export class Runtime implements CatalogHost, ClusterHost {
     this.logger = cfg.logger;
     this.clock = cfg.clock ?? systemClock;
     this.codecContext = { reviveRef: (id: RefIdentity) => this.ref(id.type, id.key, undefined) };
-    this.types = new GrainTypes(cfg.cpus);
+    this.types = new GrainTypes(cfg.cpus, cfg.incomingFilters);
     this.calls = new CallTracker(this, this.clock);
     this.catalog = new Catalog(this, cfg, () => this.types.all.values());
     this.observers = new Observers(this);
@@ -127,6 +132,10 @@ export class Runtime implements CatalogHost, ClusterHost {
 
   redispatch(msg: Message): void {
     this.dispatcher.redispatch(msg);
+  }
+
+  incomingFilters(type: GrainTypeInfo): readonly IncomingCallFilter[] | undefined {
+    return this.types.incomingFilters(type);
   }
 
   receiveRemote(h: RequestHeader, buf: Buffer, reply: RemoteReply | undefined, conn: object): void {
