@@ -4,7 +4,11 @@
 // (authorization) or translate its errors. With none registered the call path
 // does not look at them beyond one field.
 
-import type { GrainId } from '../grain/identity.ts';
+/** A grain's identity as filters see it (a GrainId). */
+export interface GrainId {
+  readonly type: string;
+  readonly key: string;
+}
 
 /** What an incoming filter sees: a call about to run on a grain of this silo, as a turn of that grain. */
 export interface IncomingCallContext {
