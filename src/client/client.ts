@@ -3,6 +3,7 @@
 // notices a gateway's death and moves to the others. Every routing decision
 // is the gateway's: a client only needs grain type names.
 
+import { outgoingTracing, tracerOf, type TracingOption } from '../observability/tracing.ts';
 import { OutgoingCall, type OutgoingCallFilter } from '../messaging/filters.ts';
 import {
   contextFromWire,
@@ -72,6 +73,12 @@ export interface ClusterClientOptions {
   logger?: Logger;
   /** Filters around every call the client makes, outermost first (see docs/filters.md). Default: none. */
   outgoingFilters?: OutgoingCallFilter[];
+  /**
+   * OpenTelemetry spans for the client's calls, their context sent with each
+   * call: `true` (the default) uses the global tracer provider if an SDK
+   * registered one before connect; `false` turns it off; `{ tracerProvider }`.
+   */
+  tracing?: TracingOption;
 }
 
 const noopFn = (): undefined => undefined;
@@ -162,7 +169,12 @@ export class ClusterClient implements Invoker, ConnectionHandler {
 
   private constructor(opts: ClusterClientOptions) {
     this.#opts = opts;
-    this.#outgoing = opts.outgoingFilters?.length ? Object.freeze([...opts.outgoingFilters]) : undefined;
+    const tracer = tracerOf(opts.tracing);
+    const filters = [
+      ...(tracer === undefined ? [] : [outgoingTracing(tracer, 'client')]),
+      ...(opts.outgoingFilters ?? []),
+    ];
+    this.#outgoing = filters.length > 0 ? Object.freeze(filters) : undefined;
     this.id = `client-${randomUUID()}`;
     this.#logger = (opts.logger ?? defaultLogger()).child({ client: this.id });
     this.#deadlines = new Deadlines((m) => this.#expire(m));
@@ -189,6 +201,15 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     if (filters !== undefined && (!Array.isArray(filters) || filters.some((f) => typeof f !== 'function')))
       throw new ConfigurationError(
         'ClusterClient option outgoingFilters must be an array of filter functions (ctx) => Promise<void>',
+      );
+    const tracing: unknown = options.tracing;
+    if (
+      tracing !== undefined &&
+      typeof tracing !== 'boolean' &&
+      typeof (tracing as { tracerProvider?: { getTracer?: unknown } })?.tracerProvider?.getTracer !== 'function'
+    )
+      throw new ConfigurationError(
+        'ClusterClient option tracing must be true, false or { tracerProvider } (an OpenTelemetry TracerProvider)',
       );
     if ((options.gateways === undefined || options.gateways.length === 0) && options.membership === undefined) {
       throw new ConfigurationError(
@@ -360,7 +381,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       (a) => this.#call(core, method, a),
     );
     // The chain runs in its own request context: a filter's RequestContext.set reaches the call, not the caller.
-    return contextInUse ? (runInContext(currentContext(), runOutgoing, call, noArgs) as Promise<unknown>) : call.run();
+    return runInContext(currentContext(), runOutgoing, call, noArgs) as Promise<unknown>;
   }
 
   /** A call past the outgoing filters. */

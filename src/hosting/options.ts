@@ -4,6 +4,7 @@
 // unknown option gets a "did you mean"), and a summary for the start log with
 // secrets redacted. Nothing past this point reads a raw option.
 
+import type { TracingOption } from '../observability/tracing.ts';
 import type { IncomingCallFilter, OutgoingCallFilter } from '../messaging/filters.ts';
 import { MAX_TIMER_MS, systemClock, type Clock } from '../clock.ts';
 import { ConfigurationError } from '../errors.ts';
@@ -69,6 +70,13 @@ export interface SiloOptions {
   incomingFilters?: IncomingCallFilter[];
   /** Filters around every call the silo's grains (and the silo itself) make, outermost first. Default: none. */
   outgoingFilters?: OutgoingCallFilter[];
+  /**
+   * OpenTelemetry spans for grain calls, activations and storage operations:
+   * `true` (the default) uses the global tracer provider when an SDK registered
+   * one before the silo started, and costs nothing when none did; `false` turns
+   * tracing off; `{ tracerProvider }` uses that provider. See docs/operations.md.
+   */
+  tracing?: TracingOption;
   /**
    * The membership table that makes this silo one of a cluster. With it (or with
    * `gatewayPort`, or `port`), the silo listens on `host:port` (0 picks a free port)
@@ -157,6 +165,7 @@ export interface ResolvedCommonOptions {
   readonly callerStacks: boolean;
   readonly incomingFilters: readonly IncomingCallFilter[];
   readonly outgoingFilters: readonly OutgoingCallFilter[];
+  readonly tracing: TracingOption;
   readonly loadReportIntervalMs: number;
   readonly maxPendingRequests: number;
   readonly systemCallTimeoutMs: number;
@@ -275,6 +284,11 @@ const checks: Readonly<Record<keyof SiloOptions, (value: unknown, name: string) 
   },
   incomingFilters: filterList,
   outgoingFilters: filterList,
+  tracing(value, name) {
+    if (typeof value === 'boolean') return;
+    if (!isRecord(value) || !hasMethods(value['tracerProvider'], ['getTracer']))
+      throw bad(name, 'true, false or { tracerProvider } (an OpenTelemetry TracerProvider)', value);
+  },
   membership(value, name) {
     if (!hasMethods(value, ['init', 'readAll', 'insert', 'update', 'updateIAmAlive', 'close']))
       throw new ConfigurationError(
@@ -421,6 +435,7 @@ export function resolveSiloOptions(options: SiloOptions, fallbacks: SiloFallback
     callerStacks: options.callerStacks ?? siloDefaults.callerStacks,
     incomingFilters: Object.freeze([...(options.incomingFilters ?? [])]),
     outgoingFilters: Object.freeze([...(options.outgoingFilters ?? [])]),
+    tracing: options.tracing ?? true,
     loadReportIntervalMs: options.loadReportIntervalMs ?? siloDefaults.loadReportIntervalMs,
     maxPendingRequests: options.maxPendingRequests ?? siloDefaults.maxPendingRequests,
     systemCallTimeoutMs: options.systemCallTimeoutMs ?? siloDefaults.systemCallTimeoutMs,
@@ -519,6 +534,8 @@ export interface SiloOptionsSummary {
   /** How many filters of each kind. */
   readonly incomingFilters: number;
   readonly outgoingFilters: number;
+  /** `auto` (the global provider, if any), `off` or `provider`. */
+  readonly tracing: string;
   readonly minReminderPeriodMs: number;
   readonly reminderRefreshIntervalMs: number;
   readonly loadReportIntervalMs: number;
@@ -555,6 +572,7 @@ export function describeSiloOptions(resolved: ResolvedSiloOptions): SiloOptionsS
     callerStacks: resolved.callerStacks,
     incomingFilters: resolved.incomingFilters.length,
     outgoingFilters: resolved.outgoingFilters.length,
+    tracing: resolved.tracing === true ? 'auto' : resolved.tracing === false ? 'off' : 'provider',
     minReminderPeriodMs: resolved.minReminderPeriodMs,
     reminderRefreshIntervalMs: resolved.reminderRefreshIntervalMs,
     loadReportIntervalMs: resolved.loadReportIntervalMs,

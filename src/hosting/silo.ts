@@ -7,6 +7,7 @@
 // ends (stop, declared dead, abort, a failed start) runs the started stages'
 // stops in reverse order, each told how the silo is ending.
 
+import { incomingTracing, outgoingTracing, tracedStorage, tracerOf } from '../observability/tracing.ts';
 import { availableParallelism } from 'node:os';
 import { ConfigurationError } from '../errors.ts';
 import type { Grain, GrainClass, SiloInfo } from '../grain/grain.ts';
@@ -132,7 +133,8 @@ export class Silo {
     });
     const base = o.logger;
     let logger = base.child({ silo: `${o.host}:${o.port}` });
-    const runtime = new Runtime({
+    const tracer = tracerOf(o.tracing);
+    const runtime: Runtime = new Runtime({
       siloInfo: Object.freeze({ address: `${o.host}:${o.port}`, clusterId: o.clusterId }),
       logger,
       clock: o.clock,
@@ -140,13 +142,22 @@ export class Silo {
       collectionAgeMs: o.collectionAgeMs,
       collectionQuantumMs: o.collectionQuantumMs,
       maxForwardCount: o.maxForwardCount,
-      storage: o.storage,
+      storage:
+        tracer === undefined
+          ? o.storage
+          : new Map([...o.storage].map(([name, p]) => [name, tracedStorage(p, name, tracer)])),
       eventLogs: o.eventLogs,
       cpus: availableParallelism(),
       callerStacks: o.callerStacks,
       deactivationTimeoutMs: o.deactivationTimeoutMs,
-      incomingFilters: o.incomingFilters,
-      outgoingFilters: o.outgoingFilters,
+      // Tracing, when on, is the outermost filter: the user's filters run inside its spans.
+      incomingFilters:
+        tracer === undefined
+          ? o.incomingFilters
+          : [incomingTracing(tracer, () => runtime.siloInfo.address), ...o.incomingFilters],
+      outgoingFilters:
+        tracer === undefined ? o.outgoingFilters : [outgoingTracing(tracer, 'silo'), ...o.outgoingFilters],
+      tracer,
     });
     for (const cls of o.grains) runtime.register(cls);
     // The worker clients publish and broadcast through.

@@ -4,6 +4,8 @@
 // grains, call chains). It talks to the rest of the silo only through
 // `ActivationHost`, declared here.
 
+import type { Span, Tracer } from '@opentelemetry/api';
+import { activationSpan, endActivationSpan, TRACEPARENT } from '../observability/tracing.ts';
 import { IncomingCall, type IncomingCallFilter } from '../messaging/filters.ts';
 import { contextInUse, runInContext } from '../messaging/request-context.ts';
 import type { Clock } from '../clock.ts';
@@ -136,6 +138,8 @@ export interface ActivationHost {
   unregister(a: Activation): void;
   /** Delivers a call whose activation went away before running it. */
   redispatch(msg: Message): void;
+  /** The tracer of activation spans; undefined when tracing is off. */
+  readonly tracer: Tracer | undefined;
   /** The incoming call filters around calls to grains of `type`; undefined for none. */
   incomingFilters(type: GrainTypeInfo): readonly IncomingCallFilter[] | undefined;
   /** Lifecycle events: the catalog forgets the activation on the last three. */
@@ -176,6 +180,8 @@ export class Activation implements GrainContext, CallerContext, Target {
   #chainNode: ChainNode | undefined;
   /** The incoming call filters of this grain's calls; undefined for none. */
   readonly #filters: readonly IncomingCallFilter[] | undefined;
+  /** The activation's trace span while it activates (tracing on). */
+  #span: Span | undefined;
 
   // Idle collection reads these.
   /** Used since the collector last looked. */
@@ -405,6 +411,10 @@ export class Activation implements GrainContext, CallerContext, Target {
       throw new GranaryError(`activation ${this.idStr}: no transition from ${stateNames[from]} to ${stateNames[next]}`);
     }
     this.state = next;
+    if (this.#span !== undefined) {
+      endActivationSpan(this.#span, next === ActivationState.FailedToActivate ? (outcome?.err ?? 'failed') : undefined);
+      this.#span = undefined;
+    }
     switch (next) {
       case ActivationState.Valid:
         this.idleSince = this.#host.clock.now();
@@ -438,6 +448,11 @@ export class Activation implements GrainContext, CallerContext, Target {
   /** Constructs the grain, loads its state and runs onActivate; queued calls run after. */
   activate(): void {
     this.#moveTo(ActivationState.Activating);
+    const tracer = this.#host.tracer;
+    if (tracer !== undefined) {
+      const first = this.#queue?.[this.#head];
+      this.#span = activationSpan(tracer, this.idStr, this.#host.siloInfo.address, first?.context?.values[TRACEPARENT]);
+    }
     if (this.pool === undefined && this.#host.clustered) {
       void this.#registerThenActivate();
       return;
@@ -726,8 +741,9 @@ export class Activation implements GrainContext, CallerContext, Target {
     try {
       const filters = this.#filters;
       if (filters !== undefined && msg.tick === undefined) {
+        // The chain runs in a context frame of its own, so a filter's RequestContext.set stays in this turn.
         const call = new IncomingCall(filters, this.instance as Grain, this.id, m.name, m.fn, msg.args);
-        result = contextInUse ? runInContext(msg.context, runChain, call, noArgs) : call.run();
+        result = runInContext(msg.context, runChain, call, noArgs);
       } else
         result = contextInUse
           ? runInContext(msg.context, m.fn, this.instance, msg.args)

@@ -193,7 +193,7 @@ export class Dispatcher implements Invoker {
       (a) => this.#call(core, method, a, caller),
     );
     // The chain runs in its own request context: a filter's RequestContext.set reaches the call, not the caller.
-    return contextInUse ? (runInContext(currentContext(), runOutgoing, call, noArgs) as Promise<unknown>) : call.run();
+    return runInContext(currentContext(), runOutgoing, call, noArgs) as Promise<unknown>;
   }
 
   /** A call past the outgoing filters: route it and hand it to its target. */

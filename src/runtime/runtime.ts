@@ -8,6 +8,7 @@
 // they need from the rest (ActivationHost, ClusterHost); the Runtime is the
 // one object that gives it to them, and adds only the events between parts.
 
+import type { Tracer } from '@opentelemetry/api';
 import type { IncomingCallFilter, OutgoingCallFilter } from '../messaging/filters.ts';
 import type { StreamOwner, StreamService } from '../streams/service.ts';
 import type { BroadcastChannels } from '../streams/channels.ts';
@@ -53,6 +54,8 @@ export interface RuntimeConfig {
   readonly incomingFilters: readonly IncomingCallFilter[];
   /** Filters around calls this silo's grains and the silo make. */
   readonly outgoingFilters: readonly OutgoingCallFilter[];
+  /** The tracer of activation spans; undefined when tracing is off. */
+  readonly tracer?: Tracer | undefined;
 }
 
 /** An observer reference with the means to end it. */
@@ -75,9 +78,11 @@ export class Runtime implements CatalogHost, ClusterHost {
   reminders: ReminderService | undefined;
   readonly #cfg: RuntimeConfig;
   #cluster: SiloCluster | undefined;
+  readonly tracer: Tracer | undefined;
 
   constructor(cfg: RuntimeConfig) {
     this.#cfg = cfg;
+    this.tracer = cfg.tracer;
     this.siloInfo = cfg.siloInfo;
     this.logger = cfg.logger;
     this.clock = cfg.clock ?? systemClock;
