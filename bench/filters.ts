@@ -64,7 +64,10 @@ interface Figures {
   con: number;
 }
 
-async function measure(options: SiloOptions, wrap?: (call: () => Promise<number>) => Promise<number>): Promise<Figures> {
+async function measure(
+  options: SiloOptions,
+  wrap?: (call: () => Promise<number>) => Promise<number>,
+): Promise<Figures> {
   const silo = await Silo.start({ grains: [Counter], logger: silentLogger(), ...options });
   const refs = Array.from({ length: CALLERS }, (_, c) => silo.getGrain(Counter, `k${c}`));
   const add: Add =
@@ -93,8 +96,11 @@ const provider = new BasicTracerProvider({ spanProcessors: [new NoopSpanProcesso
 const traced = await measure({ tracing: { tracerProvider: provider } });
 const context = await measure({ tracing: false }, (call) => RequestContext.run({ user: 'alice' }, call));
 
-const f = (n: number, d = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
-console.log(`filters, request context and tracing in use (median of ${ROUNDS} rounds of ${ROUND_MS} ms; ${CALLERS} callers)`);
+const f = (n: number, d = 0): string =>
+  n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+console.log(
+  `filters, request context and tracing in use (median of ${ROUNDS} rounds of ${ROUND_MS} ms; ${CALLERS} callers)`,
+);
 console.log('');
 console.log('| local grain call | sequential ns/call | vs plain | concurrent calls/s | vs plain |');
 console.log('| --- | --- | --- | --- | --- |');

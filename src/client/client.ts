@@ -9,6 +9,7 @@ import {
   contextFromWire,
   contextInUse,
   currentContext,
+  enableRequestContext,
   runInContext,
   type ContextValues,
 } from '../messaging/request-context.ts';
@@ -175,6 +176,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       ...(opts.outgoingFilters ?? []),
     ];
     this.#outgoing = filters.length > 0 ? Object.freeze(filters) : undefined;
+    if (this.#outgoing !== undefined) enableRequestContext();
     this.id = `client-${randomUUID()}`;
     this.#logger = (opts.logger ?? defaultLogger()).child({ client: this.id });
     this.#deadlines = new Deadlines((m) => this.#expire(m));
@@ -381,7 +383,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       (a) => this.#call(core, method, a),
     );
     // The chain runs in its own request context: a filter's RequestContext.set reaches the call, not the caller.
-    return runInContext(currentContext(), runOutgoing, call, noArgs) as Promise<unknown>;
+    return contextInUse ? (runInContext(currentContext(), runOutgoing, call, noArgs) as Promise<unknown>) : call.run();
   }
 
   /** A call past the outgoing filters. */

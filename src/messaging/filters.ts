@@ -58,8 +58,10 @@ export type OutgoingCallFilter = (ctx: OutgoingCallContext) => Promise<void> | v
 
 /**
  * The chain of filters around one call, and its context. `invoke()` runs the
- * filter at the current stage with the stage moved on, then puts it back, so
- * a filter may call `invoke()` again (a retry) and run the rest once more.
+ * filter at the current stage with the stage moved on, and puts the stage back
+ * once that filter is done, so a filter may call `invoke()` again (a retry)
+ * and run the rest once more. No async functions: a chain of n filters costs
+ * n promise reactions, not 3n.
  */
 abstract class FilterChain<F extends (ctx: never) => Promise<void> | void> {
   readonly #filters: readonly F[];
@@ -71,28 +73,49 @@ abstract class FilterChain<F extends (ctx: never) => Promise<void> | void> {
     this.args = args;
   }
 
-  /** The call past the last filter. */
+  /** The call past the last filter: resolves to its result. */
   protected abstract last(): Promise<unknown>;
 
-  async invoke(): Promise<void> {
+  invoke(): Promise<void> {
     const s = this.#stage;
     const filters = this.#filters;
     if (s >= filters.length) {
-      this.result = await this.last();
-      return;
+      let p: Promise<unknown>;
+      try {
+        p = this.last();
+      } catch (e) {
+        return Promise.reject(e);
+      }
+      return p.then((v) => {
+        this.result = v;
+      });
     }
     this.#stage = s + 1;
+    let p: Promise<void> | void;
     try {
-      await (filters[s] as unknown as (ctx: this) => Promise<void> | void)(this);
-    } finally {
+      p = (filters[s] as unknown as (ctx: this) => Promise<void> | void)(this);
+    } catch (e) {
       this.#stage = s;
+      return Promise.reject(e);
     }
+    if (!(p instanceof Promise)) {
+      this.#stage = s;
+      return Promise.resolve();
+    }
+    return p.then(
+      () => {
+        this.#stage = s;
+      },
+      (e: unknown) => {
+        this.#stage = s;
+        throw e;
+      },
+    );
   }
 
   /** Runs the whole chain; resolves to the call's result. */
-  async run(): Promise<unknown> {
-    await this.invoke();
-    return this.result;
+  run(): Promise<unknown> {
+    return this.invoke().then(() => this.result);
   }
 }
 
@@ -118,7 +141,8 @@ export class IncomingCall extends FilterChain<IncomingCallFilter> implements Inc
   }
 
   protected last(): Promise<unknown> {
-    return Promise.resolve(this.#fn.apply(this.grain, this.args));
+    const r = this.#fn.apply(this.grain, this.args);
+    return r instanceof Promise ? r : Promise.resolve(r);
   }
 }
 

@@ -35,6 +35,15 @@ let storage: AsyncLocalStorage<ContextValues | undefined> | undefined;
  */
 export let contextInUse = false;
 
+/**
+ * Turns the request context on for the process. Filters do it when they are
+ * registered: each chain then runs in a frame of its own, so a filter's
+ * `RequestContext.set` reaches its call and never its caller.
+ */
+export function enableRequestContext(): void {
+  enable();
+}
+
 function enable(): AsyncLocalStorage<ContextValues | undefined> {
   storage ??= new AsyncLocalStorage<ContextValues | undefined>();
   contextInUse = true;

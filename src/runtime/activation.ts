@@ -743,7 +743,7 @@ export class Activation implements GrainContext, CallerContext, Target {
       if (filters !== undefined && msg.tick === undefined) {
         // The chain runs in a context frame of its own, so a filter's RequestContext.set stays in this turn.
         const call = new IncomingCall(filters, this.instance as Grain, this.id, m.name, m.fn, msg.args);
-        result = runInContext(msg.context, runChain, call, noArgs);
+        result = contextInUse ? runInContext(msg.context, runChain, call, noArgs) : call.run();
       } else
         result = contextInUse
           ? runInContext(msg.context, m.fn, this.instance, msg.args)

@@ -25,6 +25,7 @@ import {
   contextFromWire,
   contextInUse,
   currentContext,
+  enableRequestContext,
   runInContext,
   type ContextValues,
 } from '../messaging/request-context.ts';
@@ -106,6 +107,7 @@ export class Dispatcher implements Invoker {
     this.#calls = calls;
     this.#observers = observers;
     this.#outgoing = options.outgoingFilters.length === 0 ? undefined : options.outgoingFilters;
+    if (this.#outgoing !== undefined) enableRequestContext();
   }
 
   // ---- References -----------------------------------------------------------
@@ -193,7 +195,7 @@ export class Dispatcher implements Invoker {
       (a) => this.#call(core, method, a, caller),
     );
     // The chain runs in its own request context: a filter's RequestContext.set reaches the call, not the caller.
-    return runInContext(currentContext(), runOutgoing, call, noArgs) as Promise<unknown>;
+    return contextInUse ? (runInContext(currentContext(), runOutgoing, call, noArgs) as Promise<unknown>) : call.run();
   }
 
   /** A call past the outgoing filters: route it and hand it to its target. */
