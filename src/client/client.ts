@@ -3,6 +3,16 @@
 // notices a gateway's death and moves to the others. Every routing decision
 // is the gateway's: a client only needs grain type names.
 
+import { outgoingTracing, tracerOf, type TracingOption } from '../observability/tracing.ts';
+import { OutgoingCall, type OutgoingCallFilter } from '../messaging/filters.ts';
+import {
+  contextFromWire,
+  contextInUse,
+  currentContext,
+  enableRequestContext,
+  runInContext,
+  type ContextValues,
+} from '../messaging/request-context.ts';
 import { randomUUID } from 'node:crypto';
 import {
   CancelledError,
@@ -24,6 +34,8 @@ import {
   RequestFlags,
   ResponseStatus,
   decodeRequestArgs,
+  decodeRequestContext,
+  contextBytes,
   decodeRequestHeader,
   requestArgs,
   rejectionOf,
@@ -60,9 +72,21 @@ export interface ClusterClientOptions {
   connectTimeoutMs?: number;
   transport?: TransportLimits;
   logger?: Logger;
+  /** Filters around every call the client makes, outermost first (see docs/filters.md). Default: none. */
+  outgoingFilters?: OutgoingCallFilter[];
+  /**
+   * OpenTelemetry spans for the client's calls, their context sent with each
+   * call: `true` (the default) uses the global tracer provider if an SDK
+   * registered one before connect; `false` turns it off; `{ tracerProvider }`.
+   */
+  tracing?: TracingOption;
 }
 
 const noopFn = (): undefined => undefined;
+const noArgs: unknown[] = [];
+function runOutgoing(this: OutgoingCall): Promise<unknown> {
+  return this.run();
+}
 const noop = (): void => {};
 
 let capturedResolve: (v: unknown) => void = noop;
@@ -87,6 +111,8 @@ class ClientCall {
   declare via: string | undefined;
   declare reqId: number;
   declare cancel: { readonly callerSignal: AbortSignal; readonly listener: () => void } | undefined;
+  /** The request context the call carries. */
+  declare context: ContextValues | undefined;
   declare prev: ClientCall | undefined;
   declare next: ClientCall | undefined;
 
@@ -102,6 +128,7 @@ class ClientCall {
     this.via = undefined;
     this.reqId = 0;
     this.cancel = undefined;
+    this.context = undefined;
     this.prev = undefined;
     this.next = undefined;
   }
@@ -138,9 +165,18 @@ export class ClusterClient implements Invoker, ConnectionHandler {
   #reqSeq = 0;
   #refresh: NodeJS.Timeout | undefined;
   #closed = false;
+  /** The outgoing filters; undefined when there are none. */
+  readonly #outgoing: readonly OutgoingCallFilter[] | undefined;
 
   private constructor(opts: ClusterClientOptions) {
     this.#opts = opts;
+    const tracer = tracerOf(opts.tracing);
+    const filters = [
+      ...(tracer === undefined ? [] : [outgoingTracing(tracer, 'client')]),
+      ...(opts.outgoingFilters ?? []),
+    ];
+    this.#outgoing = filters.length > 0 ? Object.freeze(filters) : undefined;
+    if (this.#outgoing !== undefined) enableRequestContext();
     this.id = `client-${randomUUID()}`;
     this.#logger = (opts.logger ?? defaultLogger()).child({ client: this.id });
     this.#deadlines = new Deadlines((m) => this.#expire(m));
@@ -163,6 +199,20 @@ export class ClusterClient implements Invoker, ConnectionHandler {
   static async connect(options: ClusterClientOptions): Promise<ClusterClient> {
     if (typeof options?.clusterId !== 'string' || options.clusterId === '')
       throw new ConfigurationError('ClusterClient.connect needs a clusterId');
+    const filters: unknown = options.outgoingFilters;
+    if (filters !== undefined && (!Array.isArray(filters) || filters.some((f) => typeof f !== 'function')))
+      throw new ConfigurationError(
+        'ClusterClient option outgoingFilters must be an array of filter functions (ctx) => Promise<void>',
+      );
+    const tracing: unknown = options.tracing;
+    if (
+      tracing !== undefined &&
+      typeof tracing !== 'boolean' &&
+      typeof (tracing as { tracerProvider?: { getTracer?: unknown } })?.tracerProvider?.getTracer !== 'function'
+    )
+      throw new ConfigurationError(
+        'ClusterClient option tracing must be true, false or { tracerProvider } (an OpenTelemetry TracerProvider)',
+      );
     if ((options.gateways === undefined || options.gateways.length === 0) && options.membership === undefined) {
       throw new ConfigurationError(
         'ClusterClient.connect needs gateways (host:port list) or a membership table to find them',
@@ -322,6 +372,22 @@ export class ClusterClient implements Invoker, ConnectionHandler {
   }
 
   invoke(core: RefCore, method: MethodInfo | string, args: unknown[]): Promise<unknown> {
+    const filters = this.#outgoing;
+    if (filters === undefined) return this.#call(core, method, args);
+    const call = new OutgoingCall(
+      filters,
+      core.id,
+      typeof method === 'string' ? method : method.name,
+      undefined,
+      args,
+      (a) => this.#call(core, method, a),
+    );
+    // The chain runs in its own request context: a filter's RequestContext.set reaches the call, not the caller.
+    return contextInUse ? (runInContext(currentContext(), runOutgoing, call, noArgs) as Promise<unknown>) : call.run();
+  }
+
+  /** A call past the outgoing filters. */
+  #call(core: RefCore, method: MethodInfo | string, args: unknown[]): Promise<unknown> {
     if (this.#closed) return Promise.reject(new SiloUnavailableError('the client is closed'));
     const m = typeof method === 'string' ? this.#method(method) : method;
     const n = args.length;
@@ -346,6 +412,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       }
     }
     const msg = new ClientCall(core.idStr, m, args, core.options?.timeoutMs ?? this.#opts.responseTimeoutMs ?? 30_000);
+    if (contextInUse) msg.context = currentContext();
     const p = m.oneWay ? Promise.resolve(undefined) : msg.promise();
     const conn = this.#gateway();
     if (conn !== undefined) this.#send(conn, msg, signal, target);
@@ -382,17 +449,21 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     try {
       // Bad arguments, a header that cannot be written or a frame over the limit: refused here, unsent.
       const body = requestArgs(msg.args);
+      const context = msg.context === undefined ? undefined : contextBytes(msg.context.values);
       conn.sendHead(
         Frame.Request,
         requestHeadOf(
           reqId,
-          (msg.method.oneWay ? RequestFlags.OneWay : 0) | (signal !== undefined ? RequestFlags.Signal : 0),
+          (msg.method.oneWay ? RequestFlags.OneWay : 0) |
+            (signal !== undefined ? RequestFlags.Signal : 0) |
+            (context !== undefined ? RequestFlags.Context : 0),
           msg.targetId,
           target,
           msg.method.name,
           msg.timeoutMs,
           null,
           0,
+          context,
         ),
         body,
       );
@@ -511,14 +582,21 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       return;
     }
     let args: unknown[];
+    let context: ContextValues | undefined;
     try {
       args = decodeRequestArgs(buf, h, this.#rootCtx);
+      if ((h.flags & RequestFlags.Context) !== 0)
+        context = contextFromWire(decodeRequestContext(buf, h, this.#rootCtx));
     } catch (e) {
       respond(ResponseStatus.Error, e);
       return;
     }
     Promise.resolve()
-      .then(() => (fn as (...a: unknown[]) => unknown).apply(impl, args))
+      .then(() =>
+        contextInUse
+          ? runInContext(context, fn as (...a: unknown[]) => unknown, impl, args)
+          : (fn as (...a: unknown[]) => unknown).apply(impl, args),
+      )
       .then(
         (v) => respond(ResponseStatus.Ok, v),
         (e: unknown) => respond(ResponseStatus.Error, e),

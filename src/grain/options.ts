@@ -1,6 +1,7 @@
 // Grain type metadata: the decorators, their plain `static grainOptions`
 // equivalent, and the per-class type info the runtime dispatches on.
 
+import type { IncomingCallContext, IncomingCallFilter } from '../messaging/filters.ts';
 import { ConfigurationError } from '../errors.ts';
 import { CHANNEL_METHOD, STREAM_METHOD } from '../streams/types.ts';
 import { deliverChannelItem, deliverStreamItems } from './stream-consumer.ts';
@@ -8,10 +9,19 @@ import { deliverChannelItem, deliverStreamItems } from './stream-consumer.ts';
 /** A placement strategy: a built-in name or a custom strategy object. */
 export type PlacementStrategy = 'random' | 'preferLocal' | 'hash' | 'activationCount' | CustomPlacement;
 
-/** A custom placement strategy: picks one of the candidate silo addresses. */
+/**
+ * A custom placement strategy: picks one of the candidate silo addresses.
+ * `context` is the request context of the call that activates the grain (see
+ * RequestContext), e.g. a region or tenant that decides where it should live.
+ */
 export interface CustomPlacement {
   readonly name: string;
-  place(grain: { type: string; key: string }, silos: readonly string[], local: string): string;
+  place(
+    grain: { type: string; key: string },
+    silos: readonly string[],
+    local: string,
+    context: Readonly<Record<string, unknown>>,
+  ): string;
 }
 
 /** Options of one grain method. */
@@ -228,6 +238,8 @@ export interface GrainTypeInfo {
   readonly channel: MethodInfo;
   /** The broadcast channel namespaces the type listens to. */
   readonly implicitChannelSubscriptions: readonly string[];
+  /** The class's own incoming call filter, its `onIncomingCall(ctx)` method; undefined when it has none. */
+  readonly incomingFilter: IncomingCallFilter | undefined;
   /** True when the class overrides `onActivate`. */
   readonly hasOnActivate: boolean;
   readonly hasOnDeactivate: boolean;
@@ -247,6 +259,7 @@ export const RESERVED_METHODS = [
   'receiveReminder',
   'onStreamItem',
   'onChannelItem',
+  'onIncomingCall',
 ] as const;
 
 /** A name in `RESERVED_METHODS`. */
@@ -364,12 +377,18 @@ export function grainTypeInfo(cls: new () => object, base: object, cpus: number)
       'implicitChannelSubscriptions',
       'onChannelItem(item, channel)',
     ),
+    incomingFilter: typeof proto['onIncomingCall'] === 'function' ? ownIncomingFilter : undefined,
     hasOnActivate: proto['onActivate'] !== baseProto['onActivate'],
     hasOnDeactivate: proto['onDeactivate'] !== baseProto['onDeactivate'],
     journal: journalOptions,
   };
   typeInfos.set(cls, info);
   return info;
+}
+
+/** A grain class's own filter: its `onIncomingCall(ctx)`, the innermost of the filters. */
+function ownIncomingFilter(ctx: IncomingCallContext): Promise<void> | void {
+  return (ctx.grain as { onIncomingCall(ctx: IncomingCallContext): Promise<void> | void }).onIncomingCall(ctx);
 }
 
 /** A method the runtime calls on every grain (a turn like any call; never through a reference). */

@@ -4,6 +4,8 @@
 // unknown option gets a "did you mean"), and a summary for the start log with
 // secrets redacted. Nothing past this point reads a raw option.
 
+import type { TracingOption } from '../observability/tracing.ts';
+import type { IncomingCallFilter, OutgoingCallFilter } from '../messaging/filters.ts';
 import { MAX_TIMER_MS, systemClock, type Clock } from '../clock.ts';
 import { ConfigurationError } from '../errors.ts';
 import type { AnyGrainClass } from '../grain/grain.ts';
@@ -69,6 +71,21 @@ export interface SiloOptions {
    * of local call throughput), so it is for debugging. Default false.
    */
   callerStacks?: boolean;
+  /**
+   * Filters around every call to a grain of this silo, outermost first; a
+   * grain class's own `onIncomingCall(ctx)` runs inside them. See docs/filters.md.
+   * Default: none.
+   */
+  incomingFilters?: IncomingCallFilter[];
+  /** Filters around every call the silo's grains (and the silo itself) make, outermost first. Default: none. */
+  outgoingFilters?: OutgoingCallFilter[];
+  /**
+   * OpenTelemetry spans for grain calls, activations and storage operations:
+   * `true` (the default) uses the global tracer provider when an SDK registered
+   * one before the silo started, and costs nothing when none did; `false` turns
+   * tracing off; `{ tracerProvider }` uses that provider. See docs/operations.md.
+   */
+  tracing?: TracingOption;
   /**
    * The membership table that makes this silo one of a cluster. With it (or with
    * `gatewayPort`, or `port`), the silo listens on `host:port` (0 picks a free port)
@@ -173,6 +190,9 @@ export interface ResolvedCommonOptions {
   readonly deactivationTimeoutMs: number;
   readonly maxForwardCount: number;
   readonly callerStacks: boolean;
+  readonly incomingFilters: readonly IncomingCallFilter[];
+  readonly outgoingFilters: readonly OutgoingCallFilter[];
+  readonly tracing: TracingOption;
   readonly loadReportIntervalMs: number;
   readonly maxPendingRequests: number;
   readonly systemCallTimeoutMs: number;
@@ -222,6 +242,13 @@ function integer(value: unknown, name: string, min: number, max: number): void {
 
 function port(value: unknown, name: string): void {
   integer(value, name, 0, 65_535);
+}
+
+function filterList(value: unknown, name: string): void {
+  if (!Array.isArray(value)) throw bad(name, 'an array of filter functions (ctx) => Promise<void>', value);
+  value.forEach((f, i) => {
+    if (typeof f !== 'function') throw bad(`${name}[${i}]`, 'a filter function (ctx) => Promise<void>', f);
+  });
 }
 
 const clusterIdPattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -287,6 +314,13 @@ const checks: Readonly<Record<keyof SiloOptions, (value: unknown, name: string) 
   maxForwardCount: (value, name) => integer(value, name, 0, 255),
   callerStacks(value, name) {
     if (typeof value !== 'boolean') throw bad(name, 'true or false', value);
+  },
+  incomingFilters: filterList,
+  outgoingFilters: filterList,
+  tracing(value, name) {
+    if (typeof value === 'boolean') return;
+    if (!isRecord(value) || !hasMethods(value['tracerProvider'], ['getTracer']))
+      throw bad(name, 'true, false or { tracerProvider } (an OpenTelemetry TracerProvider)', value);
   },
   membership(value, name) {
     if (!hasMethods(value, ['init', 'readAll', 'insert', 'update', 'updateIAmAlive', 'close']))
@@ -458,6 +492,9 @@ export function resolveSiloOptions(options: SiloOptions, fallbacks: SiloFallback
     deactivationTimeoutMs: options.deactivationTimeoutMs ?? siloDefaults.deactivationTimeoutMs,
     maxForwardCount: options.maxForwardCount ?? siloDefaults.maxForwardCount,
     callerStacks: options.callerStacks ?? siloDefaults.callerStacks,
+    incomingFilters: Object.freeze([...(options.incomingFilters ?? [])]),
+    outgoingFilters: Object.freeze([...(options.outgoingFilters ?? [])]),
+    tracing: options.tracing ?? true,
     loadReportIntervalMs: options.loadReportIntervalMs ?? siloDefaults.loadReportIntervalMs,
     maxPendingRequests: options.maxPendingRequests ?? siloDefaults.maxPendingRequests,
     systemCallTimeoutMs: options.systemCallTimeoutMs ?? siloDefaults.systemCallTimeoutMs,
@@ -557,6 +594,11 @@ export interface SiloOptionsSummary {
   readonly deactivationTimeoutMs: number;
   readonly maxForwardCount: number;
   readonly callerStacks: boolean;
+  /** How many filters of each kind. */
+  readonly incomingFilters: number;
+  readonly outgoingFilters: number;
+  /** `auto` (the global provider, if any), `off` or `provider`. */
+  readonly tracing: string;
   readonly minReminderPeriodMs: number;
   readonly reminderRefreshIntervalMs: number;
   readonly loadReportIntervalMs: number;
@@ -595,6 +637,9 @@ export function describeSiloOptions(resolved: ResolvedSiloOptions): SiloOptionsS
     deactivationTimeoutMs: resolved.deactivationTimeoutMs,
     maxForwardCount: resolved.maxForwardCount,
     callerStacks: resolved.callerStacks,
+    incomingFilters: resolved.incomingFilters.length,
+    outgoingFilters: resolved.outgoingFilters.length,
+    tracing: resolved.tracing === true ? 'auto' : resolved.tracing === false ? 'off' : 'provider',
     minReminderPeriodMs: resolved.minReminderPeriodMs,
     reminderRefreshIntervalMs: resolved.reminderRefreshIntervalMs,
     loadReportIntervalMs: resolved.loadReportIntervalMs,

@@ -7,6 +7,7 @@
 // ends (stop, declared dead, abort, a failed start) runs the started stages'
 // stops in reverse order, each told how the silo is ending.
 
+import { incomingTracing, outgoingTracing, tracedStorage, tracerOf } from '../observability/tracing.ts';
 import { availableParallelism } from 'node:os';
 import { ConfigurationError } from '../errors.ts';
 import type { Grain, GrainClass, SiloInfo } from '../grain/grain.ts';
@@ -191,7 +192,8 @@ export class Silo {
           }),
         )
       : o.storage;
-    const runtime = new Runtime({
+    const tracer = tracerOf(o.tracing);
+    const runtime: Runtime = new Runtime({
       siloInfo: Object.freeze({ address, clusterId: o.clusterId }),
       logger: log('runtime'),
       clock: o.clock,
@@ -199,12 +201,23 @@ export class Silo {
       collectionAgeMs: o.collectionAgeMs,
       collectionQuantumMs: o.collectionQuantumMs,
       maxForwardCount: o.maxForwardCount,
-      storage,
+      storage:
+        tracer === undefined
+          ? storage
+          : new Map([...storage].map(([name, p]) => [name, tracedStorage(p, name, tracer)])),
       eventLogs: o.eventLogs,
       cpus: availableParallelism(),
       callerStacks: o.callerStacks,
       deactivationTimeoutMs: o.deactivationTimeoutMs,
       metrics: o.metrics,
+      // Tracing, when on, is the outermost filter: the user's filters run inside its spans.
+      incomingFilters:
+        tracer === undefined
+          ? o.incomingFilters
+          : [incomingTracing(tracer, () => runtime.siloInfo.address), ...o.incomingFilters],
+      outgoingFilters:
+        tracer === undefined ? o.outgoingFilters : [outgoingTracing(tracer, 'silo'), ...o.outgoingFilters],
+      tracer,
     });
     for (const cls of o.grains) runtime.register(cls);
     // The worker clients publish and broadcast through.

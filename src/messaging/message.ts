@@ -3,6 +3,7 @@
 // also its own node in the deadline queue, so a call allocates little.
 
 import type { CallerContext, ChainNode } from './call-chain.ts';
+import type { ContextValues } from './request-context.ts';
 
 let capturedResolve: ((v: unknown) => void) | undefined;
 let capturedReject: ((e: unknown) => void) | undefined;
@@ -97,6 +98,8 @@ export class Message {
   declare reply: RemoteReply | undefined;
   /** The caller's request id of a call that came over the wire. */
   declare replyId: number;
+  /** The request context the call carries (see RequestContext). */
+  declare context: ContextValues | undefined;
   /** A call sent over the wire: the silo it went to, and its request id there. */
   declare via: string | undefined;
   declare reqId: number;
@@ -131,6 +134,7 @@ export class Message {
     this.tick = undefined;
     this.reply = undefined;
     this.replyId = 0;
+    this.context = undefined;
     this.via = undefined;
     this.reqId = 0;
     this.arrivedAt = 0;

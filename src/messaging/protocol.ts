@@ -4,6 +4,7 @@
 //
 // REQUEST body:  u32 reqId | u8 flags | u32 timeoutMs | u8 hops
 //                | u16 len + target id | u8 len + method | u16 count + (u16 len + grain id)* chain
+//                | (flag Context) u32 len + codec(request context values)
 //                | codec(args), decoded once the target is known, so references bind to it
 // RESPONSE body: u32 reqId | u8 status | codec(value or error)
 // Headers are plain binary, read and written in place: no codec on the hot path.
@@ -43,6 +44,8 @@ export const RequestFlags = {
   OneWay: 1,
   /** The last argument is an AbortSignal; the callee gets its own. */
   Signal: 2,
+  /** A request context follows the header (see RequestContext). */
+  Context: 4,
 } as const;
 
 /**
@@ -121,6 +124,9 @@ export interface RequestHeader {
   readonly timeoutMs: number;
   readonly chain: string[] | null;
   readonly hops: number;
+  /** Where the encoded request context starts and ends (flag Context); both 0 without one. */
+  readonly contextOffset: number;
+  readonly contextEnd: number;
   /** Where the encoded arguments start and end in the buffer the header was read from. */
   readonly argsOffset: number;
   readonly argsEnd: number;
@@ -186,6 +192,7 @@ class RequestHead implements HeadWriter {
   timeoutMs = 0;
   chain: readonly string[] | ChainNode | null | undefined = null;
   hops = 0;
+  context: Uint8Array | undefined = undefined;
   maxBytes = 0;
 
   writeTo(buf: Buffer, at: number): number {
@@ -233,6 +240,16 @@ class RequestHead implements HeadWriter {
     if (n > 0xffff) throw new ConfigurationError(`a call chain of ${n} grains is too long for a request header`);
     buf[countAt] = n >>> 8;
     buf[countAt + 1] = n & 0xff;
+    const ctx = this.context;
+    if (ctx !== undefined) {
+      const len = ctx.length;
+      buf[p] = len >>> 24;
+      buf[p + 1] = (len >>> 16) & 0xff;
+      buf[p + 2] = (len >>> 8) & 0xff;
+      buf[p + 3] = len & 0xff;
+      buf.set(ctx, p + 4);
+      p += 4 + len;
+    }
     return p;
   }
 }
@@ -250,8 +267,9 @@ const requestHeadScratch = new RequestHead();
 
 /**
  * The header of a request, to hand to `sendHead` at once. `target`, when
- * given, is `targetBytes(targetId)`, kept by the caller. Throws a ConfigurationError
- * for a method name too long for the header.
+ * given, is `targetBytes(targetId)`, kept by the caller; `context`, the
+ * encoded request context (`contextBytes`), given with flag Context. Throws a
+ * ConfigurationError for a method name too long for the header.
  */
 export function requestHeadOf(
   reqId: number,
@@ -262,6 +280,7 @@ export function requestHeadOf(
   timeoutMs: number,
   chain: readonly string[] | ChainNode | null | undefined,
   hops: number,
+  context?: Uint8Array,
 ): HeadWriter {
   const h = requestHeadScratch;
   h.reqId = reqId >>> 0;
@@ -273,7 +292,9 @@ export function requestHeadOf(
   h.timeoutMs = Math.min(0xffffffff, Math.max(0, Math.round(timeoutMs)));
   h.chain = chain;
   h.hops = Math.min(255, hops);
+  h.context = context;
   let max = 12 + (target !== undefined ? target.length : 2 + 3 * targetId.length) + m.length;
+  if (context !== undefined) max += 4 + context.length;
   if (chain != null) {
     if (Array.isArray(chain)) for (let i = 0; i < chain.length; i++) max += 2 + 3 * (chain[i] as string).length;
     else
@@ -292,8 +313,9 @@ export function requestHead(
   timeoutMs: number,
   chain: readonly string[] | null,
   hops: number,
+  context?: Uint8Array,
 ): Buffer {
-  const h = requestHeadOf(reqId, flags, targetId, undefined, method, timeoutMs, chain, hops);
+  const h = requestHeadOf(reqId, flags, targetId, undefined, method, timeoutMs, chain, hops, context);
   const buf = Buffer.allocUnsafe(h.maxBytes);
   return buf.subarray(0, h.writeTo(buf, 0));
 }
@@ -370,8 +392,30 @@ export function decodeRequestHeader(buf: Buffer, start = 0, end = buf.length): R
       at += 2 + l;
     }
   }
+  let contextOffset = 0;
+  let contextEnd = 0;
+  if ((flags & RequestFlags.Context) !== 0) {
+    if (at + 4 > end) throw new ProtocolError('request header overruns its frame (context)');
+    const l = buf.readUInt32BE(at);
+    if (at + 4 + l > end) throw new ProtocolError('request header overruns its frame (context)');
+    contextOffset = at + 4;
+    contextEnd = contextOffset + l;
+    at = contextEnd;
+  }
   if (at >= end) throw new ProtocolError('request frame has no arguments');
-  return { reqId, flags, targetId, method, timeoutMs, chain, hops, argsOffset: at, argsEnd: end };
+  return {
+    reqId,
+    flags,
+    targetId,
+    method,
+    timeoutMs,
+    chain,
+    hops,
+    contextOffset,
+    contextEnd,
+    argsOffset: at,
+    argsEnd: end,
+  };
 }
 
 /** Decodes a request's arguments from the buffer its header was read from, binding references to `ctx`. */
@@ -379,6 +423,16 @@ export function decodeRequestArgs(buf: Buffer, header: RequestHeader, ctx: Codec
   const args = decode(buf, ctx, header.argsOffset, header.argsEnd);
   if (!Array.isArray(args)) throw new ProtocolError('request arguments are not an array');
   return args;
+}
+
+/** Encodes a request context's values for a request header; throws SerializationError naming the bad value. */
+export function contextBytes(values: Readonly<Record<string, unknown>>): Uint8Array {
+  return encode(values, 'request context');
+}
+
+/** Decodes the request context of a request (flag Context) from the buffer its header was read from. */
+export function decodeRequestContext(buf: Buffer, header: RequestHeader, ctx: CodecContext): unknown {
+  return decode(buf, ctx, header.contextOffset, header.contextEnd);
 }
 
 const respHead = Buffer.allocUnsafe(5);

@@ -6,6 +6,8 @@ import { ConfigurationError } from '../errors.ts';
 import type { PlacementStrategy } from '../grain/options.ts';
 import { hash32 } from '../hash.ts';
 
+const noContext: Readonly<Record<string, unknown>> = Object.freeze({});
+
 /** A silo that may host a new activation. */
 export interface PlacementCandidate {
   /** `host:port` */
@@ -21,6 +23,7 @@ export function place(
   idStr: string,
   candidates: readonly PlacementCandidate[],
   local: string,
+  context?: Readonly<Record<string, unknown>>,
   random: () => number = Math.random,
 ): string {
   const n = candidates.length;
@@ -49,6 +52,7 @@ export function place(
         grain,
         candidates.map((c) => c.address),
         local,
+        context ?? noContext,
       );
       if (!candidates.some((c) => c.address === chosen)) {
         throw new ConfigurationError(

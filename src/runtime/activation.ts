@@ -4,6 +4,10 @@
 // grains, call chains). It talks to the rest of the silo only through
 // `ActivationHost`, declared here.
 
+import type { Span, Tracer } from '@opentelemetry/api';
+import { activationSpan, endActivationSpan, TRACEPARENT } from '../observability/tracing.ts';
+import { IncomingCall, type IncomingCallFilter } from '../messaging/filters.ts';
+import { contextInUse, runInContext } from '../messaging/request-context.ts';
 import type { Clock } from '../clock.ts';
 import { ConfigurationError, DeadlockError, GranaryError } from '../errors.ts';
 import {
@@ -80,6 +84,11 @@ const enum PendingDeactivation {
   WhenDrained = 3,
 }
 
+const noArgs: unknown[] = [];
+function runChain(this: IncomingCall): Promise<unknown> {
+  return this.run();
+}
+
 /** The message whose turn is running synchronously right now, and its activation. */
 export let currentMessage: Message | undefined;
 export let currentActivation: Activation | undefined;
@@ -134,6 +143,10 @@ export interface ActivationHost {
    * and hands them on to `calls`. Absent, or undefined, when metrics are off.
    */
   callMeter?(type: GrainTypeInfo): CallSettler | undefined;
+  /** The tracer of activation spans; undefined when tracing is off. */
+  readonly tracer: Tracer | undefined;
+  /** The incoming call filters around calls to grains of `type`; undefined for none. */
+  incomingFilters(type: GrainTypeInfo): readonly IncomingCallFilter[] | undefined;
   /** Lifecycle events: the catalog forgets the activation on the last three. */
   activated(a: Activation): void;
   activationFailed(a: Activation, err: unknown): void;
@@ -171,6 +184,10 @@ export class Activation implements GrainContext, CallerContext, Target {
   #pumping = false;
   #chainOf: Message | undefined;
   #chainNode: ChainNode | undefined;
+  /** The incoming call filters of this grain's calls; undefined for none. */
+  readonly #filters: readonly IncomingCallFilter[] | undefined;
+  /** The activation's trace span while it activates (tracing on). */
+  #span: Span | undefined;
 
   // Idle collection reads these.
   /** Used since the collector last looked. */
@@ -204,6 +221,7 @@ export class Activation implements GrainContext, CallerContext, Target {
     this.idStr = idStr;
     this.type = type;
     this.pool = pool;
+    this.#filters = host.incomingFilters(type);
   }
 
   /** Whether the activation has received a call and begun activating. */
@@ -399,6 +417,10 @@ export class Activation implements GrainContext, CallerContext, Target {
       throw new GranaryError(`activation ${this.idStr}: no transition from ${stateNames[from]} to ${stateNames[next]}`);
     }
     this.state = next;
+    if (this.#span !== undefined) {
+      endActivationSpan(this.#span, next === ActivationState.FailedToActivate ? (outcome?.err ?? 'failed') : undefined);
+      this.#span = undefined;
+    }
     switch (next) {
       case ActivationState.Valid:
         this.idleSince = this.#host.clock.now();
@@ -432,6 +454,11 @@ export class Activation implements GrainContext, CallerContext, Target {
   /** Constructs the grain, loads its state and runs onActivate; queued calls run after. */
   activate(): void {
     this.#moveTo(ActivationState.Activating);
+    const tracer = this.#host.tracer;
+    if (tracer !== undefined) {
+      const first = this.#queue?.[this.#head];
+      this.#span = activationSpan(tracer, this.idStr, this.#host.siloInfo.address, first?.context?.values[TRACEPARENT]);
+    }
     if (this.pool === undefined && this.#host.clustered) {
       void this.#registerThenActivate();
       return;
@@ -720,7 +747,15 @@ export class Activation implements GrainContext, CallerContext, Target {
     let result: unknown;
     let thenable = false;
     try {
-      result = m.fn.apply(this.instance, msg.args);
+      const filters = this.#filters;
+      if (filters !== undefined && msg.tick === undefined) {
+        // The chain runs in a context frame of its own, so a filter's RequestContext.set stays in this turn.
+        const call = new IncomingCall(filters, this.instance as Grain, this.id, m.name, m.fn, msg.args);
+        result = contextInUse ? runInContext(msg.context, runChain, call, noArgs) : call.run();
+      } else
+        result = contextInUse
+          ? runInContext(msg.context, m.fn, this.instance, msg.args)
+          : m.fn.apply(this.instance, msg.args);
       if (!(result instanceof Promise) && result !== null && typeof result === 'object') {
         thenable = typeof (result as { then?: unknown }).then === 'function';
       }

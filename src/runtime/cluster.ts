@@ -3,6 +3,7 @@
 // calls (requests out, responses back, system calls for the control plane).
 // The runtime hands it the calls it cannot serve locally.
 
+import type { ContextValues } from '../messaging/request-context.ts';
 import { hostname } from 'node:os';
 import type { Clock } from '../clock.ts';
 import { GranaryError, OverloadedError, SiloStoppedError, SiloUnavailableError, TimeoutError } from '../errors.ts';
@@ -21,6 +22,7 @@ import {
   encodeSystemResult,
   requestArgs,
   requestHeadOf,
+  contextBytes,
   rejectionOf,
   rejectionStatus,
   responseBody,
@@ -406,7 +408,12 @@ export class SiloCluster implements ConnectionHandler, Prober {
    * Where a call to a grain this silo does not host goes: a remote silo, or
    * undefined to activate it here. The cache first, then placement.
    */
-  route(idStr: string, type: GrainTypeInfo, grain: { type: string; key: string }): Target | undefined {
+  route(
+    idStr: string,
+    type: GrainTypeInfo,
+    grain: { type: string; key: string },
+    context: ContextValues | undefined,
+  ): Target | undefined {
     const view = this.#view;
     if (view.active.size === 0) return this.#stopping ? this.#unavailable(idStr) : undefined;
     const cached = this.directory.cached(idStr);
@@ -420,7 +427,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
       } else candidates.push({ address: a, activations: this.#loads.get(a) ?? 0 });
     }
     if (candidates.length === 0) return this.#unavailable(idStr);
-    const chosen = place(type.placement, grain, idStr, candidates, this.address);
+    const chosen = place(type.placement, grain, idStr, candidates, this.address, context?.values);
     if (chosen === this.address) return undefined;
     // Count the placement at once: load reports are periodic, and a burst of new grains
     // would otherwise all go to whichever silo looked lightest at the last report.
@@ -574,8 +581,13 @@ export class SiloCluster implements ConnectionHandler, Prober {
     }
     const reqId = (this.#reqSeq = (this.#reqSeq + 1) >>> 0 || 1);
     let body: Uint8Array;
+    let context: Uint8Array | undefined;
     try {
       body = requestArgs(args);
+      if (msg.context !== undefined) {
+        context = contextBytes(msg.context.values);
+        flags |= RequestFlags.Context;
+      }
     } catch (e) {
       this.#host.calls.fail(msg, e);
       return;
@@ -602,7 +614,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
       // A header that cannot be written (too long) or a frame over the limit is refused here, unsent.
       conn.sendHead(
         Frame.Request,
-        requestHeadOf(reqId, flags, msg.targetId, target, msg.method.name, msg.timeoutMs, msg.chain, msg.hops),
+        requestHeadOf(reqId, flags, msg.targetId, target, msg.method.name, msg.timeoutMs, msg.chain, msg.hops, context),
         body,
       );
     } catch (e) {

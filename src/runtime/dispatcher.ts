@@ -12,10 +12,26 @@ import type { GrainTypeInfo, MethodInfo } from '../grain/options.ts';
 import { makeRef, RefCore, type GrainRefBase, type Invoker } from '../grain/ref.ts';
 import type { CallerContext, ChainNode } from '../messaging/call-chain.ts';
 import { Message, MessageKind, type RemoteReply } from '../messaging/message.ts';
-import { RequestFlags, ResponseStatus, decodeRequestArgs, type RequestHeader } from '../messaging/protocol.ts';
+import { OutgoingCall, type OutgoingCallFilter } from '../messaging/filters.ts';
+import {
+  RequestFlags,
+  ResponseStatus,
+  decodeRequestArgs,
+  decodeRequestContext,
+  type RequestHeader,
+} from '../messaging/protocol.ts';
+import {
+  contextForLocalCall,
+  contextFromWire,
+  contextInUse,
+  currentContext,
+  enableRequestContext,
+  runInContext,
+  type ContextValues,
+} from '../messaging/request-context.ts';
 import { copyArgs } from '../serialization/codec.ts';
 import type { CodecContext } from '../serialization/symbols.ts';
-import { currentActivation, failingTarget, type Target } from './activation.ts';
+import { Activation, currentActivation, failingTarget, type Target } from './activation.ts';
 import type { CallTracker } from './call-tracker.ts';
 import type { Catalog, LocalTarget } from './catalog.ts';
 import type { SiloCluster } from './cluster.ts';
@@ -47,6 +63,13 @@ export interface DispatchOptions {
   readonly responseTimeoutMs: number;
   readonly maxForwardCount: number;
   readonly callerStacks: boolean;
+  /** Filters around every call a grain or the silo makes; empty for none. */
+  readonly outgoingFilters: readonly OutgoingCallFilter[];
+}
+
+const noArgs: unknown[] = [];
+function runOutgoing(this: OutgoingCall): Promise<unknown> {
+  return this.run();
 }
 
 /** What the dispatcher needs from the silo. */
@@ -64,6 +87,8 @@ export class Dispatcher implements Invoker {
   readonly #catalog: Catalog;
   readonly #calls: CallTracker;
   readonly #observers: Observers;
+  /** The outgoing filters; undefined when there are none. */
+  readonly #outgoing: readonly OutgoingCallFilter[] | undefined;
   /** The cluster layer of a networked silo. */
   cluster: SiloCluster | undefined;
 
@@ -81,6 +106,8 @@ export class Dispatcher implements Invoker {
     this.#catalog = catalog;
     this.#calls = calls;
     this.#observers = observers;
+    this.#outgoing = options.outgoingFilters.length === 0 ? undefined : options.outgoingFilters;
+    if (this.#outgoing !== undefined) enableRequestContext();
   }
 
   // ---- References -----------------------------------------------------------
@@ -108,10 +135,11 @@ export class Dispatcher implements Invoker {
         ),
       );
     }
-    return this.invoke(
+    return this.#call(
       new RefCore(grainId(typeName, key), `${typeName}/${key}`, type, this, undefined, undefined),
       type.reminder,
       args,
+      undefined,
     );
   }
 
@@ -131,7 +159,7 @@ export class Dispatcher implements Invoker {
         );
     }
     const core = new RefCore(grainId(typeName, key), `${typeName}/${key}`, type, this, undefined, undefined);
-    return (args) => this.invoke(core, type.stream, args);
+    return (args) => this.#call(core, type.stream, args, undefined);
   }
 
   /** Delivers a broadcast channel item to grain `typeName/key` (see streams/channels.ts). */
@@ -144,21 +172,44 @@ export class Dispatcher implements Invoker {
         ),
       );
     }
-    return this.invoke(
+    return this.#call(
       new RefCore(grainId(typeName, key), `${typeName}/${key}`, type, this, undefined, undefined),
       type.channel,
       args,
+      undefined,
     );
   }
 
   // ---- Calls from references ---------------------------------------------------
 
   invoke(core: RefCore, method: MethodInfo | string, args: unknown[]): Promise<unknown> {
+    const caller = core.caller ?? currentActivation;
+    const filters = this.#outgoing;
+    if (filters === undefined) return this.#call(core, method, args, caller);
+    const call = new OutgoingCall(
+      filters,
+      core.id,
+      typeof method === 'string' ? method : method.name,
+      caller instanceof Activation ? caller.id : undefined,
+      args,
+      (a) => this.#call(core, method, a, caller),
+    );
+    // The chain runs in its own request context: a filter's RequestContext.set reaches the call, not the caller.
+    return contextInUse ? (runInContext(currentContext(), runOutgoing, call, noArgs) as Promise<unknown>) : call.run();
+  }
+
+  /** A call past the outgoing filters: route it and hand it to its target. */
+  #call(
+    core: RefCore,
+    method: MethodInfo | string,
+    args: unknown[],
+    caller: CallerContext | undefined,
+  ): Promise<unknown> {
     let type = core.type;
     if (type === undefined) {
       type = this.#types.get(core.id.type);
       if (type === undefined && core.id.type === OBSERVER_TYPE)
-        return this.#callObserver(core, typeof method === 'string' ? method : method.name, args);
+        return this.#callObserver(core, typeof method === 'string' ? method : method.name, args, caller);
       if (type === undefined) {
         return Promise.reject(this.#types.unknownType(core.id.type, core.idStr, this.#host.siloInfo.address));
       }
@@ -173,7 +224,7 @@ export class Dispatcher implements Invoker {
       // A stopping silo takes no new work from outside, and makes no new activations; calls in
       // flight between its grains still reach the activations that are draining.
       const existing = this.#catalog.get(core.idStr);
-      if ((core.caller === undefined && currentActivation === undefined) || existing === undefined || !existing.live) {
+      if (caller === undefined || existing === undefined || !existing.live) {
         return Promise.reject(
           new SiloStoppedError(
             `silo ${this.#host.siloInfo.address} is stopping: call to ${core.idStr}.${m.name} refused`,
@@ -181,9 +232,10 @@ export class Dispatcher implements Invoker {
         );
       }
     }
+    const context = contextInUse ? currentContext() : undefined;
     let target = core.target as Target | undefined;
     if (target === undefined || !target.live) {
-      target = this.#route(core.id, core.idStr, type);
+      target = this.#route(core.id, core.idStr, type, context);
       if (target.remote !== true) core.target = target;
       else if (this.cluster !== undefined) core.target = this.cluster.keep(target);
     }
@@ -202,10 +254,10 @@ export class Dispatcher implements Invoker {
         return Promise.reject(e);
       }
     }
-    const caller = core.caller ?? currentActivation;
     const timeoutMs = core.options?.timeoutMs ?? this.#options.responseTimeoutMs;
     if (m.oneWay) {
       const msg = new Message(MessageKind.OneWay, core.idStr, m, args, undefined, caller, timeoutMs);
+      if (context !== undefined) msg.context = target.remote === true ? context : contextForLocalCall(context);
       if (signal !== undefined && !this.#calls.attachSignal(msg, signal)) {
         if (target.remote !== true) this.#catalog.discardUnused(target as LocalTarget);
         return Promise.resolve(undefined);
@@ -222,6 +274,7 @@ export class Dispatcher implements Invoker {
       caller,
       timeoutMs,
     );
+    if (context !== undefined) msg.context = target.remote === true ? context : contextForLocalCall(context);
     const p = msg.promise();
     this.#calls.track(msg);
     if (signal === undefined || this.#calls.attachSignal(msg, signal)) target.receive(msg);
@@ -230,8 +283,7 @@ export class Dispatcher implements Invoker {
   }
 
   /** A call to an observer: to this silo's own, or through the client's gateway (always encoded). */
-  #callObserver(core: RefCore, name: string, args: unknown[]): Promise<unknown> {
-    const caller = core.caller ?? currentActivation;
+  #callObserver(core: RefCore, name: string, args: unknown[], caller: CallerContext | undefined): Promise<unknown> {
     const msg = new Message(
       MessageKind.Call,
       core.idStr,
@@ -255,16 +307,16 @@ export class Dispatcher implements Invoker {
    * The target of a call: the local activation, else (in a cluster) the silo
    * the directory cache or placement names, else a new local activation.
    */
-  #route(id: GrainId, idStr: string, type: GrainTypeInfo): Target {
+  #route(id: GrainId, idStr: string, type: GrainTypeInfo, context: ContextValues | undefined): Target {
     const t = this.#catalog.get(idStr);
     if (t !== undefined && (t.live || !this.#catalog.stopping)) return t;
     const cluster = this.cluster;
     const stopping = this.#catalog.stopping;
     if (type.maxLocalWorkers > 0) {
       // Stateless workers live on the caller's silo, unless it is stopping.
-      if (stopping && cluster !== undefined) return cluster.route(idStr, type, id) ?? this.#refuse(idStr);
+      if (stopping && cluster !== undefined) return cluster.route(idStr, type, id, context) ?? this.#refuse(idStr);
     } else if (cluster !== undefined) {
-      const remote = cluster.route(idStr, type, id);
+      const remote = cluster.route(idStr, type, id, context);
       if (remote !== undefined) return remote;
       if (stopping) return this.#refuse(idStr);
     }
@@ -300,7 +352,7 @@ export class Dispatcher implements Invoker {
     }
     const slash = msg.targetId.indexOf('/');
     const type = this.#types.get(msg.targetId.slice(0, slash)) as GrainTypeInfo;
-    this.#route(grainId(type.name, msg.targetId.slice(slash + 1)), msg.targetId, type).receive(msg);
+    this.#route(grainId(type.name, msg.targetId.slice(slash + 1)), msg.targetId, type, msg.context).receive(msg);
   }
 
   /** Sends a call on to another silo, counting the hop. */
@@ -331,6 +383,15 @@ export class Dispatcher implements Invoker {
     // A client's call (through this gateway) is placed as a local call would be.
     const fromSilo = (conn as { peer?: { role?: string } }).peer?.role === 'silo';
     const stopping = this.#catalog.stopping;
+    let context: ContextValues | undefined;
+    if ((h.flags & RequestFlags.Context) !== 0) {
+      try {
+        context = contextFromWire(decodeRequestContext(buf, h, this.#host.codecContext));
+      } catch (e) {
+        reply?.respond(h.reqId, ResponseStatus.Error, e);
+        return;
+      }
+    }
     // The common case first: the grain is here.
     let target: Target | undefined = this.#catalog.get(h.targetId);
     let type: GrainTypeInfo | undefined;
@@ -355,7 +416,9 @@ export class Dispatcher implements Invoker {
       }
       const id = grainId(typeName, key);
       target =
-        fromSilo && !stopping ? this.#catalog.getOrCreate(id, h.targetId, type) : this.#route(id, h.targetId, type);
+        fromSilo && !stopping
+          ? this.#catalog.getOrCreate(id, h.targetId, type)
+          : this.#route(id, h.targetId, type, context);
     }
     // receiveReminder and stream deliveries are not callable by clients; the services of other silos call them.
     const m = type.methods.get(h.method) ?? (fromSilo ? this.#systemMethod(type, h.method) : undefined);
@@ -391,6 +454,7 @@ export class Dispatcher implements Invoker {
     msg.hops = h.hops;
     msg.reply = reply;
     msg.replyId = h.reqId;
+    msg.context = context;
     if ((h.flags & RequestFlags.Signal) !== 0) this.#calls.attachRemoteSignal(msg, conn);
     if (reply !== undefined) this.#calls.track(msg);
     if (target.remote === true && fromSilo) msg.hops++;

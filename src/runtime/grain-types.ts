@@ -4,15 +4,34 @@
 import { ConfigurationError, UnknownGrainTypeError, UnknownMethodError } from '../errors.ts';
 import { Grain, type GrainClass } from '../grain/grain.ts';
 import { grainTypeInfo, type GrainTypeInfo } from '../grain/options.ts';
+import type { IncomingCallFilter } from '../messaging/filters.ts';
+import { enableRequestContext } from '../messaging/request-context.ts';
 
 /** The registry of one silo's grain types. */
 export class GrainTypes {
   readonly #byName = new Map<string, GrainTypeInfo>();
   readonly #byClass = new Map<object, GrainTypeInfo>();
   readonly #cpus: number;
+  readonly #incoming: readonly IncomingCallFilter[];
+  readonly #filters = new Map<GrainTypeInfo, readonly IncomingCallFilter[] | undefined>();
 
-  constructor(cpus: number) {
+  constructor(cpus: number, incomingFilters: readonly IncomingCallFilter[] = []) {
     this.#cpus = cpus;
+    this.#incoming = incomingFilters;
+  }
+
+  /**
+   * The incoming filters around calls to `type`: the silo's, then the class's
+   * own `onIncomingCall`; undefined when there are none (the common case).
+   */
+  incomingFilters(type: GrainTypeInfo): readonly IncomingCallFilter[] | undefined {
+    if (this.#filters.has(type)) return this.#filters.get(type);
+    const own = type.incomingFilter;
+    const all = own === undefined ? this.#incoming : [...this.#incoming, own];
+    const out = all.length === 0 ? undefined : Object.freeze(all.slice());
+    if (out !== undefined) enableRequestContext();
+    this.#filters.set(type, out);
+    return out;
   }
 
   /** Registers a grain class; its type name must be unique. */

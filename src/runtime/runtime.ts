@@ -9,6 +9,8 @@
 // they need from the rest (ActivationHost, ClusterHost); the Runtime is the
 // one object that gives it to them, and adds only the events between parts.
 
+import type { Tracer } from '@opentelemetry/api';
+import type { IncomingCallFilter, OutgoingCallFilter } from '../messaging/filters.ts';
 import type { StreamOwner, StreamService } from '../streams/service.ts';
 import type { BroadcastChannels } from '../streams/channels.ts';
 import type { BroadcastChannel } from '../streams/types.ts';
@@ -52,6 +54,12 @@ export interface RuntimeConfig {
   readonly deactivationTimeoutMs: number;
   /** Count calls and activations per grain type (see CallMeters). Default false. */
   readonly metrics?: boolean;
+  /** Filters around calls to this silo's grains, outermost first. */
+  readonly incomingFilters: readonly IncomingCallFilter[];
+  /** Filters around calls this silo's grains and the silo make. */
+  readonly outgoingFilters: readonly OutgoingCallFilter[];
+  /** The tracer of activation spans; undefined when tracing is off. */
+  readonly tracer?: Tracer | undefined;
 }
 
 /** An observer reference with the means to end it. */
@@ -76,14 +84,16 @@ export class Runtime implements CatalogHost, ClusterHost {
   reminders: ReminderService | undefined;
   readonly #cfg: RuntimeConfig;
   #cluster: SiloCluster | undefined;
+  readonly tracer: Tracer | undefined;
 
   constructor(cfg: RuntimeConfig) {
     this.#cfg = cfg;
+    this.tracer = cfg.tracer;
     this.siloInfo = cfg.siloInfo;
     this.logger = cfg.logger;
     this.clock = cfg.clock ?? systemClock;
     this.codecContext = { reviveRef: (id: RefIdentity) => this.ref(id.type, id.key, undefined) };
-    this.types = new GrainTypes(cfg.cpus);
+    this.types = new GrainTypes(cfg.cpus, cfg.incomingFilters);
     this.calls = new CallTracker(this, this.clock);
     this.meters = cfg.metrics === true ? new CallMeters(this.calls) : undefined;
     this.catalog = new Catalog(this, cfg, () => this.types.all.values());
@@ -134,6 +144,10 @@ export class Runtime implements CatalogHost, ClusterHost {
 
   redispatch(msg: Message): void {
     this.dispatcher.redispatch(msg);
+  }
+
+  incomingFilters(type: GrainTypeInfo): readonly IncomingCallFilter[] | undefined {
+    return this.types.incomingFilters(type);
   }
 
   receiveRemote(h: RequestHeader, buf: Buffer, reply: RemoteReply | undefined, conn: object): void {

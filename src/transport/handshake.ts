@@ -8,8 +8,9 @@
  * than dropping the connection on a frame the other cannot read.
  * 2: the Leaving frame (a gateway tells its clients it is stopping) and the
  * response statuses beyond Ok and Error.
+ * 3: the request context after a request's header (request flag Context).
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** Frame type of a HELLO. Only meaningful before the handshake completes; afterwards every type belongs to the upper layer. */
 export const FRAME_HELLO = 0xf0;

@@ -36,6 +36,8 @@ function recorder(): Recorder {
     registerActivation: () => pending,
     unregister: (a: Activation) => unregistered.push(a),
     redispatch: noop,
+    incomingFilters: () => undefined,
+    tracer: undefined,
     activated: noop,
     activationFailed: noop,
     deactivated: noop,

@@ -1,0 +1,214 @@
+// OpenTelemetry tracing through @opentelemetry/api: a span per grain call on
+// the caller's side (CLIENT) and on the grain's silo (SERVER), per activation,
+// per storage operation. The trace context travels in the RequestContext as
+// W3C `traceparent`/`tracestate`, so a request through clients and silos is
+// one trace. With no tracer provider registered nothing here is installed: the
+// call path is the one without filters.
+
+import {
+  context as otel,
+  ProxyTracerProvider,
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  TraceFlags,
+  createTraceState,
+  isSpanContextValid,
+  trace,
+  type Context,
+  type Span,
+  type SpanContext,
+  type Tracer,
+  type TracerProvider,
+} from '@opentelemetry/api';
+import { GranaryError } from '../errors.ts';
+import type { IncomingCallFilter, OutgoingCallFilter } from '../messaging/filters.ts';
+import { RequestContext } from '../messaging/request-context.ts';
+import type { StateAddress, StorageProvider } from '../storage/provider.ts';
+
+/** Tracing of a silo or client: on (the global tracer provider, or the one given) or off. */
+export type TracingOption = boolean | { tracerProvider: TracerProvider };
+
+/** The RequestContext keys the trace context travels under (as Orleans names them). */
+export const TRACEPARENT = 'traceparent';
+export const TRACESTATE = 'tracestate';
+
+const noopDelegate = new ProxyTracerProvider().getDelegate();
+
+/**
+ * The tracer to use, or undefined for none. Default (`undefined` or `true`):
+ * the global tracer provider, if an OpenTelemetry SDK registered one before the
+ * silo or client started; `false`: none.
+ */
+export function tracerOf(option: TracingOption | undefined): Tracer | undefined {
+  if (option === false) return undefined;
+  if (typeof option === 'object') return option.tracerProvider.getTracer('granary');
+  const global = trace.getTracerProvider();
+  if (global instanceof ProxyTracerProvider && global.getDelegate() === noopDelegate) return undefined;
+  return global.getTracer('granary');
+}
+
+/** `traceparent` of a span context (W3C trace context, version 00). */
+export function traceparentOf(sc: SpanContext): string {
+  return `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 0xff).toString(16).padStart(2, '0')}`;
+}
+
+const traceparentPattern = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+
+/** The remote span context a `traceparent` names, or undefined when it is malformed. */
+export function parseTraceparent(value: unknown, state: unknown): SpanContext | undefined {
+  if (typeof value !== 'string') return undefined;
+  const m = traceparentPattern.exec(value);
+  if (m === null) return undefined;
+  const sc: SpanContext = {
+    traceId: m[1] as string,
+    spanId: m[2] as string,
+    traceFlags: parseInt(m[3] as string, 16) & TraceFlags.SAMPLED,
+    isRemote: true,
+    ...(typeof state === 'string' && state !== '' ? { traceState: createTraceState(state) } : {}),
+  };
+  return isSpanContextValid(sc) ? sc : undefined;
+}
+
+/**
+ * The parent of a span started here: the active span if a context manager
+ * keeps one, else the span the request context names (the grain turn's own
+ * span, or the caller's), else none.
+ */
+function parentContext(): Context {
+  const active = otel.active();
+  if (trace.getSpan(active) !== undefined) return active;
+  const sc = parseTraceparent(RequestContext.get(TRACEPARENT), RequestContext.get(TRACESTATE));
+  return sc === undefined ? active : trace.setSpanContext(ROOT_CONTEXT, sc);
+}
+
+/** Marks a span failed with `err`. */
+function fail(span: Span, err: unknown): void {
+  if (err instanceof Error) span.recordException(err);
+  span.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
+  if (err instanceof GranaryError) span.setAttribute('granary.error.code', err.code);
+}
+
+/** Puts `span` in the request context, for the callee (outgoing) or the calls a turn makes (incoming). */
+function propagate(span: Span): void {
+  const sc = span.spanContext();
+  RequestContext.set(TRACEPARENT, traceparentOf(sc));
+  const state = sc.traceState?.serialize();
+  if (state !== undefined && state !== '') RequestContext.set(TRACESTATE, state);
+}
+
+async function within(span: Span, parent: Context, invoke: () => Promise<void>): Promise<void> {
+  try {
+    await otel.with(trace.setSpan(parent, span), invoke);
+  } catch (e) {
+    fail(span, e);
+    throw e;
+  } finally {
+    span.end();
+  }
+}
+
+/** The outgoing filter that makes a CLIENT span per call and sends its context with the call. */
+export function outgoingTracing(tracer: Tracer, side: string): OutgoingCallFilter {
+  return (ctx) => {
+    const parent = parentContext();
+    const span = tracer.startSpan(
+      `${ctx.target.type}/${ctx.method}`,
+      {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          'rpc.system': 'granary',
+          'rpc.service': ctx.target.type,
+          'rpc.method': ctx.method,
+          'granary.grain.id': `${ctx.target.type}/${ctx.target.key}`,
+          'granary.caller': ctx.source === undefined ? side : `${ctx.source.type}/${ctx.source.key}`,
+        },
+      },
+      parent,
+    );
+    propagate(span);
+    return within(span, parent, () => ctx.invoke());
+  };
+}
+
+/** The incoming filter that makes a SERVER span per call, a child of the caller's span. */
+export function incomingTracing(tracer: Tracer, silo: () => string): IncomingCallFilter {
+  return (ctx) => {
+    const parent = parentContext();
+    const span = tracer.startSpan(
+      `${ctx.grainId.type}/${ctx.method}`,
+      {
+        kind: SpanKind.SERVER,
+        attributes: {
+          'rpc.system': 'granary',
+          'rpc.service': ctx.grainId.type,
+          'rpc.method': ctx.method,
+          'granary.grain.id': `${ctx.grainId.type}/${ctx.grainId.key}`,
+          'granary.silo': silo(),
+        },
+      },
+      parent,
+    );
+    // The turn's calls and storage operations are this span's children, with or without a context manager.
+    propagate(span);
+    return within(span, parent, () => ctx.invoke());
+  };
+}
+
+/** A span for an activation of `grain` (state load and onActivate), a child of the call that made it. */
+export function activationSpan(tracer: Tracer, grain: string, silo: string, traceparent: unknown): Span {
+  const sc = parseTraceparent(traceparent, undefined);
+  const parent = sc === undefined ? otel.active() : trace.setSpanContext(ROOT_CONTEXT, sc);
+  return tracer.startSpan(
+    `activate ${grain.slice(0, grain.indexOf('/'))}`,
+    { kind: SpanKind.INTERNAL, attributes: { 'granary.grain.id': grain, 'granary.silo': silo } },
+    parent,
+  );
+}
+
+/** Ends an activation span: `err` when the activation failed. */
+export function endActivationSpan(span: Span, err: unknown): void {
+  if (err !== undefined) fail(span, err);
+  span.end();
+}
+
+/** `provider` with a span around each read, write and clear, a child of the turn that made it. */
+export function tracedStorage(provider: StorageProvider, name: string, tracer: Tracer): StorageProvider {
+  const op = <T>(what: string, address: StateAddress, run: () => Promise<T>): Promise<T> => {
+    const parent = parentContext();
+    const span = tracer.startSpan(
+      `storage ${what}`,
+      {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          'granary.storage.provider': name,
+          'granary.storage.kind': provider.kind,
+          'granary.grain.id': `${address.grainType}/${address.grainKey}`,
+          'granary.state': address.stateName,
+        },
+      },
+      parent,
+    );
+    return otel.with(trace.setSpan(parent, span), run).then(
+      (v) => {
+        span.end();
+        return v;
+      },
+      (e: unknown) => {
+        fail(span, e);
+        span.end();
+        throw e;
+      },
+    );
+  };
+  return {
+    get kind() {
+      return provider.kind;
+    },
+    init: (ctx) => provider.init(ctx),
+    read: (address) => op('read', address, () => provider.read(address)),
+    write: (address, state, etag) => op('write', address, () => provider.write(address, state, etag)),
+    clear: (address, etag) => op('clear', address, () => provider.clear(address, etag)),
+    close: () => provider.close(),
+  };
+}
