@@ -103,7 +103,10 @@ export class Message {
   /** A call sent over the wire: the silo it went to, and its request id there. */
   declare via: string | undefined;
   declare reqId: number;
-  /** When the call reached its activation (`performance.now()`); set only while the silo counts metrics. */
+  /**
+   * When the call reached its activation (`performance.now()`), for a call the
+   * silo's metrics time (negated for a sampled one); 0 for the others.
+   */
   declare arrivedAt: number;
   // Deadline queue links.
   declare prev: Message | undefined;

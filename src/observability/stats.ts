@@ -31,14 +31,18 @@ export class LatencyHistogram {
     this.counts = new Float64Array(bounds.length + 1);
   }
 
-  /** Records one observation of `ms` milliseconds (a difference of `performance.now()` readings). */
-  observe(ms: number): void {
+  /**
+   * Records an observation of `ms` milliseconds (a difference of
+   * `performance.now()` readings) that stands for `weight` of them: a sample
+   * of one in `weight`.
+   */
+  observe(ms: number, weight = 1): void {
     const b = this.#boundsMs;
     let i = 0;
     while (i < b.length && ms > (b[i] as number)) i++;
-    (this.counts[i] as number)++;
-    this.count++;
-    this.sumMs += ms;
+    (this.counts[i] as number) += weight;
+    this.count += weight;
+    this.sumMs += ms * weight;
   }
 }
 

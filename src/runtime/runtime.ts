@@ -28,7 +28,7 @@ import type { Logger } from '../observability/logger.ts';
 import type { ReminderService } from '../reminders/service.ts';
 import type { CodecContext, RefIdentity } from '../serialization/symbols.ts';
 import type { StorageProvider } from '../storage/provider.ts';
-import { Activation } from './activation.ts';
+import { Activation, type CallMeter } from './activation.ts';
 import { CallMeters } from './call-meter.ts';
 import { CallTracker, type CallSettler } from './call-tracker.ts';
 import { Catalog, type CatalogHost } from './catalog.ts';
@@ -240,7 +240,7 @@ export class Runtime implements CatalogHost, ClusterHost {
     return this.#cluster === undefined ? Promise.resolve(undefined) : this.#cluster.register(a);
   }
 
-  callMeter(type: GrainTypeInfo): CallSettler | undefined {
+  callMeter(type: GrainTypeInfo): CallMeter | undefined {
     return this.meters?.of(type);
   }
 

@@ -11,6 +11,7 @@ import {
   readOnly,
   silentLogger,
 } from 'granary';
+import { LATENCY_EXACT_FIRST, LATENCY_SAMPLE } from '../../src/runtime/call-meter.ts';
 import { eventually } from '../helpers.ts';
 import { get, samples, scrape, value } from './scrape.ts';
 
@@ -111,6 +112,22 @@ describe('the /metrics endpoint of a silo', () => {
     for (const s of samples(text).filter((x) => x.name.startsWith('granary_')))
       for (const [label, v] of Object.entries(s.labels))
         assert.ok(v.length < 40, `label ${label}="${v}" of ${s.name} looks like an id`);
+  });
+
+  it('times every call of a type at first, then one in LATENCY_SAMPLE standing for as many', async () => {
+    const silo = await Silo.start({ grains: [Plain], metrics: true, logger: silentLogger() });
+    silos.push(silo);
+    const n = LATENCY_EXACT_FIRST + 1000;
+    for (let i = 0; i < n; i++) await silo.getGrain(Plain, `p-${i % 10}`).ping();
+    const text = await silo.metrics();
+    assert.equal(value(text, 'granary_app_requests_total', { type: 'obs.plain', method: 'ping' }), n);
+    const timed = value(text, 'granary_app_requests_latency_seconds_count', { type: 'obs.plain' }) ?? 0;
+    assert.ok(Math.abs(timed - n) < LATENCY_SAMPLE, `the histogram counts ${timed} of ${n} calls`);
+    assert.equal(
+      timed % LATENCY_SAMPLE,
+      LATENCY_EXACT_FIRST % LATENCY_SAMPLE,
+      'past the first calls, each sample counts LATENCY_SAMPLE',
+    );
   });
 
   it('counts deactivations by reason, and failed storage operations by code', async () => {
