@@ -30,7 +30,7 @@ import type { CodecContext, RefIdentity } from '../serialization/symbols.ts';
 import type { StorageProvider } from '../storage/provider.ts';
 import { Activation, type CallMeter } from './activation.ts';
 import { CallMeters } from './call-meter.ts';
-import { CallTracker, type CallSettler } from './call-tracker.ts';
+import { CallTracker } from './call-tracker.ts';
 import { Catalog, type CatalogHost } from './catalog.ts';
 import type { ClusterHost, SiloCluster } from './cluster.ts';
 import { Dispatcher } from './dispatcher.ts';
