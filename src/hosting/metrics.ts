@@ -5,6 +5,7 @@
 // label ever holds a grain key: type, method, error code, reason, peer silo,
 // provider and operation are all few.
 
+import { ConfigurationError } from '../errors.ts';
 import { MetricsRegistry } from '../observability/metrics.ts';
 import type { ReminderService } from '../reminders/service.ts';
 import type { SiloCluster } from '../runtime/cluster.ts';
@@ -30,7 +31,7 @@ export function siloMetrics(s: SiloMetricsSources): MetricsRegistry {
   const m = new MetricsRegistry();
   const rt = s.runtime;
   const meters = rt.meters;
-  if (meters === undefined) throw new Error('siloMetrics needs a runtime made with metrics: true');
+  if (meters === undefined) throw new ConfigurationError('siloMetrics needs a runtime made with metrics: true');
 
   // ---- Grain calls (Orleans: app.requests.*) ----------------------------------
   m.counter(
