@@ -1,0 +1,44 @@
+// The log level of a command: `info`, or per subsystem `info,membership=debug`.
+// It reaches the silo and the client the way their default logger reads it,
+// as GRANARY_LOG_LEVEL, whichever source (flag, file, variable) gave it.
+
+import { defaultLogger, type Logger } from '../observability/logger.ts';
+import { mustBe, type Parse } from './options.ts';
+
+const levels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+/** `level`, `subsystem=level` or a comma-separated mix with at most one bare level. */
+export const logLevel: Parse<string> = (value, where) => {
+  const what = `a log level (${levels.join(', ')}) or per subsystem, e.g. 'info,membership=debug'`;
+  if (typeof value !== 'string') throw mustBe(where, what, value);
+  const parts = value.split(',').map((p) => p.trim());
+  let bare = 0;
+  for (const p of parts) {
+    const m = /^(?:([A-Za-z][A-Za-z0-9_.-]*)=)?([a-z]+)$/.exec(p);
+    if (m === null || !(levels as readonly string[]).includes(m[2] as string)) throw mustBe(where, what, value);
+    if (m[1] === undefined) bare++;
+  }
+  if (bare > 1) throw mustBe(where, `${what}, with one level for all at most`, value);
+  return parts.join(',');
+};
+
+/**
+ * Makes `level` (or `fallback` when none was given) the level of every
+ * default logger of this process, and returns one for the command's own
+ * lines. A logger that does not take per-subsystem levels gets the level
+ * for all, with a warning saying what was dropped.
+ */
+export function useLogLevel(level: string | undefined, fallback: string): { logger: Logger; warning?: string } {
+  const wanted = level ?? fallback;
+  process.env['GRANARY_LOG_LEVEL'] = wanted;
+  try {
+    return { logger: defaultLogger() };
+  } catch {
+    const all = wanted.split(',').find((p) => !p.includes('=')) ?? fallback;
+    process.env['GRANARY_LOG_LEVEL'] = all;
+    return {
+      logger: defaultLogger(),
+      warning: `this version's logger takes no per-subsystem levels: everything logs at ${all} (asked: ${wanted})`,
+    };
+  }
+}
