@@ -7,6 +7,7 @@ import { ConfigurationError } from 'granary';
 import { logLevel } from '../../src/cli/logging.ts';
 import { envOf, flagOf, parseArgv, resolveOptions, show, type OptionTable } from '../../src/cli/options.ts';
 import { namedSpecs, providerSpec } from '../../src/cli/providers.ts';
+import { describeCommandOptions } from '../../src/cli/silo.ts';
 import { allEnv, allFileKeys, callOptions, siloOptions, statusOptions } from '../../src/cli/tables.ts';
 
 /** Resolves the silo's options from `argv`, `env` and a config file holding `file`. */
@@ -191,10 +192,27 @@ describe('granary options: providers', () => {
     );
   });
 
-  it('never show a password in messages', () => {
+  it('never show a password or the dashboard token, in messages or in the start log', () => {
     assert.equal(show('postgres://app:hunter2@db/x'), "'postgres://app:***@db/x'");
     assert.equal(show('postgresql:/app:hunter2@db/x'), "'postgresql:/app:***@db/x'");
     assert.equal(show('host=db password=hunter2'), "'host=db password=***'");
+    const r = silo(
+      [],
+      {},
+      {
+        membership: 'postgres://app:hunter2@db:5432/granary',
+        storage: 'redis://:hunter3@cache:6379',
+        streams: 'events=nats://user:hunter4@nats:4222',
+        dashboardToken: 'hunter5',
+      },
+    );
+    const logged = JSON.stringify(describeCommandOptions(r.values, r.sources));
+    assert.doesNotMatch(logged, /hunter/);
+    assert.match(logged, /"membership":"postgres:\/\/app:\*\*\*@db:5432\/granary"/);
+    assert.match(logged, /"dashboardToken":"\*\*\*"/);
+    // Reminders and event logs follow the storage unless given: redis keeps no event logs.
+    assert.match(logged, /"reminders":"redis:\/\/:\*\*\*@cache:6379"/);
+    assert.match(logged, /"eventLogs":\{"default":"memory"\}/);
   });
 
   it('read log levels for all and per subsystem', () => {
