@@ -3,11 +3,12 @@
 
 import { readFileSync } from 'node:fs';
 import { ConfigurationError } from '../errors.ts';
+import { runCall } from './call.ts';
 import { commandHelp, mainHelp, type Command } from './command.ts';
 import { Exit } from './exit.ts';
 import { guessName } from './options.ts';
 import { runSilo } from './silo.ts';
-import { siloOptions } from './tables.ts';
+import { callOptions, siloOptions } from './tables.ts';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -34,6 +35,46 @@ const silo: Command = {
     [Exit.SecondSigterm, 'a second SIGTERM during the graceful stop: stopped at once'],
   ],
   run: runSilo,
+};
+
+const callExits: Command['exits'] = [
+  [Exit.Ok, 'the call returned; its result is on stdout as JSON (null for none)'],
+  [Exit.Failed, 'the call failed, or no gateway answered: [CODE]: message on stderr'],
+  [Exit.Usage, 'bad usage or configuration'],
+];
+
+const callUsage = (path: string): string[] => [
+  `${path} <type>/<key> <method> [args...] (--gateway HOST:PORT | --membership SPEC) [options]`,
+];
+
+const callDescription =
+  'Calls one grain method by name through a gateway, e.g. granary call counter/alice increment 5. Each argument is JSON if it parses as JSON (5, true, null, {"a":1}, "\\"5\\"" for the text 5), else text. The result is printed on stdout as JSON. Put -- before arguments that start with --.';
+
+const call: Command = {
+  name: 'call',
+  summary: 'call a grain method through a gateway and print the result as JSON',
+  usage: callUsage('granary call'),
+  description: callDescription,
+  options: callOptions,
+  exits: callExits,
+  run: (argv) => runCall(argv, 'granary call'),
+};
+
+const client: Command = {
+  name: 'client',
+  summary: 'client commands: granary client call (the same as granary call)',
+  usage: ['granary client <command> ...'],
+  description: 'Commands that act as a client of a running cluster.',
+  subcommands: [
+    { ...call, usage: callUsage('granary client call'), run: (argv) => runCall(argv, 'granary client call') },
+  ],
+  run: async (argv) => {
+    throw new ConfigurationError(
+      argv[0] === undefined
+        ? 'granary client needs a command: call; see granary client --help'
+        : `unknown command 'granary client ${argv[0]}' (known: call); see granary client --help`,
+    );
+  },
 };
 
 const versionCommand: Command = {
@@ -68,7 +109,7 @@ const help: Command = {
 };
 
 /** Every command, in the order `granary help` lists them. */
-export const commands: readonly Command[] = [silo, versionCommand, help];
+export const commands: readonly Command[] = [silo, call, client, versionCommand, help];
 
 function unknownCommand(path: string, among: readonly Command[]): ConfigurationError {
   const name = path.split(' ').at(-1) as string;

@@ -38,21 +38,30 @@ describe('granary: commands and help', () => {
   });
 
   it('prints the same help for `granary help <command>` and `granary <command> --help`, and the list of commands', async () => {
-    const [helpSilo, siloHelp, bare, h] = await Promise.all([
+    const [helpSilo, siloHelp, helpClientCall, clientCallHelp, bare, h] = await Promise.all([
       runCli(['help', 'silo']),
-      runCli(['silo', '-h']),
+      runCli(['silo', '--help']),
+      runCli(['help', 'client', 'call']),
+      runCli(['client', 'call', '-h']),
       runCli([]),
       runCli(['--help']),
     ]);
     assert.equal(helpSilo.code, 0, helpSilo.stderr);
     assert.equal(siloHelp.stdout, helpSilo.stdout);
     assert.match(helpSilo.stdout, /^granary silo: /);
+    assert.equal(clientCallHelp.stdout, helpClientCall.stdout);
+    assert.match(helpClientCall.stdout, /^granary client call: /);
     assert.equal(h.stdout, bare.stdout);
     for (const c of commands) assert.match(bare.stdout, new RegExp(`^  ${c.name} `, 'm'));
   });
 
   it('prints the version, and refuses an unknown command with exit code 2 and the one it most likely meant', async () => {
-    const [version, typo, none] = await Promise.all([runCli(['version']), runCli(['sillo']), runCli(['serve'])]);
+    const [version, typo, none, client] = await Promise.all([
+      runCli(['version']),
+      runCli(['sillo']),
+      runCli(['serve']),
+      runCli(['client', 'cal', 'x/y', 'm']),
+    ]);
     assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);
     assert.equal(typo.code, 2);
     assert.equal(
@@ -61,5 +70,7 @@ describe('granary: commands and help', () => {
     );
     assert.equal(none.code, 2);
     assert.match(none.stderr, /^granary \[GRANARY_CONFIGURATION\]: unknown command 'serve'; see granary help\n$/);
+    assert.equal(client.code, 2);
+    assert.match(client.stderr, /unknown command 'granary client cal' \(known: call\)/);
   });
 });
