@@ -8,7 +8,8 @@ import { commandHelp, mainHelp, type Command } from './command.ts';
 import { Exit } from './exit.ts';
 import { guessName } from './options.ts';
 import { runSilo } from './silo.ts';
-import { callOptions, siloOptions } from './tables.ts';
+import { runStatus } from './status.ts';
+import { callOptions, siloOptions, statusOptions } from './tables.ts';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -77,6 +78,23 @@ const client: Command = {
   },
 };
 
+const status: Command = {
+  name: 'status',
+  summary: "print the membership table and each silo's load; exit code 4 if unhealthy",
+  usage: ['granary status (--membership SPEC | --gateway HOST:PORT) [--cluster-id ID] [--json] [options]'],
+  description:
+    "Prints every silo in the membership table (address, status, host, gateway, start time, last I-am-alive) and its activation count as placement sees it (the load reports the silos send each other, as a gateway's silo last heard them). With --membership it reads the table itself and asks an active silo's gateway for the load; with only --gateway that gateway answers both.\n" +
+    'A silo is suspected while a death vote against it is recent; a dead one was declared dead (voted out) or left (stopped). Rows of dead silos stay in the table, so only deaths within --dead-within-ms count against the exit code.',
+  options: statusOptions,
+  exits: [
+    [Exit.Ok, 'every live silo is active and unsuspected, and none was declared dead within --dead-within-ms'],
+    [Exit.Failed, 'the table or the gateway could not be read'],
+    [Exit.Usage, 'bad usage or configuration'],
+    [Exit.Unhealthy, 'a silo is suspected or was declared dead lately, or no silo is active'],
+  ],
+  run: runStatus,
+};
+
 const versionCommand: Command = {
   name: 'version',
   aliases: ['--version'],
@@ -109,7 +127,7 @@ const help: Command = {
 };
 
 /** Every command, in the order `granary help` lists them. */
-export const commands: readonly Command[] = [silo, call, client, versionCommand, help];
+export const commands: readonly Command[] = [silo, call, status, client, versionCommand, help];
 
 function unknownCommand(path: string, among: readonly Command[]): ConfigurationError {
   const name = path.split(' ').at(-1) as string;

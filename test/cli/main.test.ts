@@ -58,7 +58,7 @@ describe('granary: commands and help', () => {
   it('prints the version, and refuses an unknown command with exit code 2 and the one it most likely meant', async () => {
     const [version, typo, none, client] = await Promise.all([
       runCli(['version']),
-      runCli(['sillo']),
+      runCli(['stauts']),
       runCli(['serve']),
       runCli(['client', 'cal', 'x/y', 'm']),
     ]);
@@ -66,7 +66,7 @@ describe('granary: commands and help', () => {
     assert.equal(typo.code, 2);
     assert.equal(
       typo.stderr,
-      "granary [GRANARY_CONFIGURATION]: unknown command 'sillo' (did you mean 'silo'?); see granary help\n",
+      "granary [GRANARY_CONFIGURATION]: unknown command 'stauts' (did you mean 'status'?); see granary help\n",
     );
     assert.equal(none.code, 2);
     assert.match(none.stderr, /^granary \[GRANARY_CONFIGURATION\]: unknown command 'serve'; see granary help\n$/);
