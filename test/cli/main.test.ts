@@ -1,5 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { commandHelp, type Command } from '../../src/cli/command.ts';
 import { commands } from '../../src/cli/commands.ts';
 import { envOf, fileKeyOf, flagOf } from '../../src/cli/options.ts';
@@ -34,6 +35,21 @@ describe('granary: commands and help', () => {
           assert.ok(flat.includes(`default ${spec.default}`), `${key} default ${spec.default}`);
       }
       for (const [code] of command.exits ?? []) assert.match(help, new RegExp(`^  ${code} `, 'm'));
+    }
+  });
+
+  it('documents every command, flag, variable, config file key and exit code in docs/cli.md', () => {
+    const doc = readFileSync('docs/cli.md', 'utf8');
+    for (const { command, path } of everyCommand()) {
+      assert.ok(doc.includes(`granary ${path.join(' ')}`), `docs/cli.md names granary ${path.join(' ')}`);
+      for (const [key, spec] of Object.entries(command.options ?? {})) {
+        assert.ok(doc.includes(`\`--${flagOf(key, spec)}`), `docs/cli.md lists --${flagOf(key, spec)}`);
+        const env = envOf(key, spec);
+        if (env !== undefined) assert.ok(doc.includes(`\`${env}\``), `docs/cli.md lists ${env}`);
+        if (fileKeyOf(key, spec) !== undefined) assert.ok(doc.includes(`\`${key}\``), `docs/cli.md lists ${key}`);
+      }
+      for (const [code] of command.exits ?? [])
+        assert.match(doc, new RegExp(`^\\| ${code} `, 'm'), `docs/cli.md: exit code ${code}`);
     }
   });
 
