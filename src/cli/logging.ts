@@ -2,6 +2,7 @@
 // It reaches the silo and the client the way their default logger reads it,
 // as GRANARY_LOG_LEVEL, whichever source (flag, file, variable) gave it.
 
+import { pino } from 'pino';
 import { defaultLogger, type Logger } from '../observability/logger.ts';
 import { mustBe, type Parse } from './options.ts';
 
@@ -32,13 +33,49 @@ export function useLogLevel(level: string | undefined, fallback: string): { logg
   const wanted = level ?? fallback;
   process.env['GRANARY_LOG_LEVEL'] = wanted;
   try {
-    return { logger: defaultLogger() };
+    current = defaultLogger();
+    return { logger: current };
   } catch {
     const all = wanted.split(',').find((p) => !p.includes('=')) ?? fallback;
     process.env['GRANARY_LOG_LEVEL'] = all;
+    current = defaultLogger();
     return {
-      logger: defaultLogger(),
+      logger: current,
       warning: `this version's logger takes no per-subsystem levels: everything logs at ${all} (asked: ${wanted})`,
     };
   }
+}
+
+/** The command's logger, once made. */
+let current: Logger | undefined;
+
+/** The part of a pino destination (a SonicBoom) that ending it needs. */
+interface EndableStream {
+  end(): void;
+  once(event: 'close', listener: () => void): unknown;
+}
+
+/**
+ * Writes out what the command's logger still holds, then ends it: call it
+ * just before the process exits. pino writes asynchronously, and an exit
+ * flushes what is queued at once but not a write under way, so without this
+ * the last lines (why the process exits) can come out of order, or not at
+ * all. Waits at most `ms`; a logger that is not pino's is left as it is.
+ */
+export async function flushLogs(ms = 1000): Promise<void> {
+  const stream = (current as Record<symbol, unknown> | undefined)?.[pino.symbols.streamSym] as
+    Partial<EndableStream> | undefined;
+  if (typeof stream?.end !== 'function' || typeof stream.once !== 'function') return;
+  const s = stream as EndableStream;
+  let timer: NodeJS.Timeout | undefined;
+  await new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+    s.once('close', resolve);
+    try {
+      s.end();
+    } catch {
+      resolve(); // already ended
+    }
+  });
+  clearTimeout(timer);
 }

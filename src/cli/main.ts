@@ -6,10 +6,15 @@
 import { ConfigurationError } from '../errors.ts';
 import { runCommand } from './commands.ts';
 import { describeFailure, Exit } from './exit.ts';
+import { flushLogs } from './logging.ts';
 
 runCommand(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (e: unknown) => {
+  async (code) => {
+    await flushLogs();
+    process.exit(code);
+  },
+  async (e: unknown) => {
+    await flushLogs();
     process.stderr.write(`granary ${describeFailure(e)}\n`);
     process.exit(e instanceof ConfigurationError ? Exit.Usage : Exit.Failed);
   },

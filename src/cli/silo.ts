@@ -11,7 +11,7 @@ import { isSiloOption, redactSecrets, type SiloOptions } from '../hosting/option
 import { Silo } from '../hosting/silo.ts';
 import type { Logger } from '../observability/logger.ts';
 import { describeFailure, Exit } from './exit.ts';
-import { useLogLevel } from './logging.ts';
+import { flushLogs, useLogLevel } from './logging.ts';
 import { parseArgv, resolveOptions, type OptionValues, type Resolution } from './options.ts';
 import {
   buildNamed,
@@ -166,7 +166,10 @@ export async function runSilo(argv: readonly string[]): Promise<number> {
   const { logger, warning } = useLogLevel(v.logLevel, 'info');
   const log = logger.child({ command: 'granary silo' });
   const grains = await loadGrains(v.grains, r.sources.grains ?? 'grains');
-  const { options, warnings } = await siloOptionsOf(v, grains, r.sources);
+  const built = await siloOptionsOf(v, grains, r.sources);
+  const { warnings } = built;
+  // One logger for the command's lines and the silo's: one stream, lines in the order they happened.
+  const options: SiloOptions = { ...built.options, logger };
   log.info({ config: r.configFile ?? null, ...describeCommandOptions(v, r.sources) }, 'granary silo options');
   for (const w of [...(warning !== undefined ? [warning] : []), ...r.warnings, ...warnings]) log.warn({}, w);
   const stopTimeout =
@@ -192,7 +195,9 @@ async function serve(
   const onSignal = (sig: NodeJS.Signals): void => {
     if (got !== undefined) {
       log.warn({ signal: sig }, `second ${sig}: stopping at once`);
-      process.exit(sig === 'SIGINT' ? Exit.SecondSigint : Exit.SecondSigterm);
+      const code = sig === 'SIGINT' ? Exit.SecondSigint : Exit.SecondSigterm;
+      void flushLogs(200).then(() => process.exit(code));
+      return;
     }
     got = sig;
     log.info({ signal: sig }, `${sig}: stopping silo gracefully (send it again to stop at once)`);
