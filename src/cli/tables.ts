@@ -216,6 +216,13 @@ export const siloOptions = {
     help: "Add the caller's frames to the stacks of errors calls return (debugging; costs speed). A switch; the variable and file key take true or false.",
     parse: siloChecked('callerStacks', boolean),
   },
+  tracing: {
+    arg: 'true|false',
+    default: 'true',
+    silo: true,
+    help: 'OpenTelemetry spans for grain calls, activations and storage: true uses the tracer provider an OpenTelemetry SDK registered before the silo started (load one with NODE_OPTIONS=--import ./tracing.js) and costs nothing without one; false turns tracing off.',
+    parse: siloChecked('tracing', boolean),
+  },
   membershipOptions: {
     arg: 'JSON',
     silo: true,
