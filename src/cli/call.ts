@@ -45,7 +45,7 @@ export async function runCall(argv: readonly string[], command = 'granary call')
   const r = resolveOptions(callOptions, args, process.env, { fileKeys: allFileKeys });
   const v = r.values;
   needCluster(v, command);
-  const { logger, warning } = useLogLevel(v.logLevel, 'warn');
+  const { logger, warning } = useLogLevel(v.logLevel, 'warn', r.sources.logLevel);
   if (warning !== undefined) logger.warn({}, warning);
   const timeoutMs = v.timeoutMs ?? 30_000;
   const client = await connectClient(v, timeoutMs, logger, r.sources.membership ?? 'membership');

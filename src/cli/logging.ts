@@ -3,6 +3,7 @@
 // as GRANARY_LOG_LEVEL, whichever source (flag, file, variable) gave it.
 
 import { pino } from 'pino';
+import { ConfigurationError } from '../errors.ts';
 import { defaultLogger, type Logger } from '../observability/logger.ts';
 import { mustBe, type Parse } from './options.ts';
 
@@ -24,18 +25,24 @@ export const logLevel: Parse<string> = (value, where) => {
 };
 
 /**
- * Makes `level` (or `fallback` when none was given) the level of every
- * default logger of this process, and returns one for the command's own
- * lines. A logger that does not take per-subsystem levels gets the level
- * for all, with a warning saying what was dropped.
+ * Makes `level` (or `fallback` when none was given, `where` naming its
+ * source) the level of every default logger of this process, and returns one
+ * for the command and the silo. A logger that does not take per-subsystem
+ * levels gets the level for all, with a warning saying what was dropped.
  */
-export function useLogLevel(level: string | undefined, fallback: string): { logger: Logger; warning?: string } {
+export function useLogLevel(
+  level: string | undefined,
+  fallback: string,
+  where = 'GRANARY_LOG_LEVEL',
+): { logger: Logger; warning?: string } {
   const wanted = level ?? fallback;
   process.env['GRANARY_LOG_LEVEL'] = wanted;
   try {
     current = defaultLogger();
     return { logger: current };
-  } catch {
+  } catch (e) {
+    // A logger that reads subsystems refuses one it does not know: that is the user's to fix.
+    if (e instanceof ConfigurationError) throw new ConfigurationError(`${where}: ${e.message}`);
     const all = wanted.split(',').find((p) => !p.includes('=')) ?? fallback;
     process.env['GRANARY_LOG_LEVEL'] = all;
     current = defaultLogger();

@@ -163,7 +163,7 @@ export async function runSilo(argv: readonly string[]): Promise<number> {
     throw new ConfigurationError(
       'granary silo needs --grains <module> (or GRANARY_GRAINS, or "grains" in the config file); see granary silo --help',
     );
-  const { logger, warning } = useLogLevel(v.logLevel, 'info');
+  const { logger, warning } = useLogLevel(v.logLevel, 'info', r.sources.logLevel);
   const log = logger.child({ command: 'granary silo' });
   const grains = await loadGrains(v.grains, r.sources.grains ?? 'grains');
   const built = await siloOptionsOf(v, grains, r.sources);

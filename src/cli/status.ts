@@ -197,7 +197,7 @@ export async function runStatus(argv: readonly string[]): Promise<number> {
   const r = resolveOptions(statusOptions, args, process.env, { fileKeys: allFileKeys });
   const v = r.values;
   needCluster(v, command);
-  const { logger, warning } = useLogLevel(v.logLevel, 'warn');
+  const { logger, warning } = useLogLevel(v.logLevel, 'warn', r.sources.logLevel);
   if (warning !== undefined) logger.warn({}, warning);
   const clusterId = v.clusterId ?? siloDefaults.clusterId;
   const timeoutMs = v.timeoutMs ?? 10_000;

@@ -112,6 +112,12 @@ export const siloOptions = {
     help: 'Host the HTTP endpoint listens on. Default: as --host.',
     parse: siloChecked('httpHost', word('a host name or IP address')),
   },
+  metrics: {
+    arg: 'true|false',
+    pending: true,
+    help: 'Count calls, activations, messages and storage operations for /metrics. Default: true with --http-port, else false.',
+    parse: siloChecked('metrics', boolean),
+  },
   membership: {
     arg: 'SPEC',
     help: `The membership table the silos of the cluster share: ${specSyntax(membershipStores)}. Default: none (alone, or a cluster of one with --port).`,
