@@ -32,7 +32,7 @@ export {
 export { grainId, type GrainId } from './grain/identity.ts';
 export type { GrainRef, GrainRefBase, CallOptions } from './grain/ref.ts';
 export { Silo, siloDefaults, type SiloOptions } from './hosting/silo.ts';
-export { ClusterClient, type ClusterClientOptions, type ObserverRef } from './client/client.ts';
+export { ClusterClient, type ClusterClientOptions, type ClusterStatus, type ObserverRef } from './client/client.ts';
 export { RequestContext } from './messaging/request-context.ts';
 export type {
   IncomingCallContext,

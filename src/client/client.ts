@@ -27,7 +27,7 @@ import { Grain, type GrainClass } from '../grain/grain.ts';
 import { grainId, OBSERVER_TYPE } from '../grain/identity.ts';
 import { grainTypeInfo, type GrainTypeInfo, type MethodInfo } from '../grain/options.ts';
 import { makeRef, RefCore, type GrainRef, type GrainRefBase, type ObserverRef, type Invoker } from '../grain/ref.ts';
-import type { MembershipTable } from '../membership/table.ts';
+import type { MembershipTable, SiloEntry, SiloStatus } from '../membership/table.ts';
 import { Deadlines } from '../messaging/deadlines.ts';
 import {
   Frame,
@@ -37,6 +37,7 @@ import {
   decodeRequestContext,
   contextBytes,
   decodeRequestHeader,
+  encodeSystemCall,
   requestArgs,
   rejectionOf,
   requestHeadOf,
@@ -47,6 +48,14 @@ import {
   responseValue,
   targetBytes,
 } from '../messaging/protocol.ts';
+import {
+  checkSystemCallResult,
+  decodeSystemResult,
+  type SystemCallArgs,
+  type SystemCallName,
+  type SystemCallResult,
+  type SystemResultFrame,
+} from '../messaging/system-calls.ts';
 import { defaultLogger, type Logger } from '../observability/logger.ts';
 import type { CodecContext, RefIdentity } from '../serialization/symbols.ts';
 import { encode } from '../serialization/codec.ts';
@@ -143,6 +152,29 @@ class ClientCall {
 
 export type { ObserverRef };
 
+/** The cluster as the silo behind one gateway sees it (`ClusterClient.clusterStatus`). */
+export interface ClusterStatus {
+  /** The silo that answered. */
+  readonly silo: string;
+  /** The membership table as that silo read it just now: every row, dead silos' too. */
+  readonly members: readonly SiloEntry[];
+  /**
+   * Activations by silo address, as placement sees them there: the answering
+   * silo's count now, the others' as they last reported it (every
+   * `loadReportIntervalMs`). A silo that has not reported yet is missing.
+   */
+  readonly activations: ReadonlyMap<string, number>;
+}
+
+/** A system call this client waits on. */
+interface SystemPending {
+  resolve(v: unknown): void;
+  reject(e: unknown): void;
+  readonly timer: NodeJS.Timeout;
+  /** The gateway it went to. */
+  readonly via: string | undefined;
+}
+
 /** A client connected to a cluster through its gateways. */
 export class ClusterClient implements Invoker, ConnectionHandler {
   readonly id: string;
@@ -163,6 +195,8 @@ export class ClusterClient implements Invoker, ConnectionHandler {
   readonly #leavingGateways = new Set<string>();
   #next = 0;
   #reqSeq = 0;
+  readonly #sysPending = new Map<number, SystemPending>();
+  #sysSeq = 0;
   #refresh: NodeJS.Timeout | undefined;
   #closed = false;
   /** The outgoing filters; undefined when there are none. */
@@ -494,6 +528,75 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     }
   }
 
+  /**
+   * The cluster as one gateway's silo sees it: its membership table, read
+   * now, and the activation counts silos report to it for placement. For
+   * operators' tools; `timeoutMs` defaults to the client's `responseTimeoutMs`.
+   */
+  async clusterStatus(timeoutMs = this.#opts.responseTimeoutMs ?? 30_000): Promise<ClusterStatus> {
+    const [silo, members, loads] = await this.#systemCall('cluster.status', [], timeoutMs);
+    return {
+      silo,
+      members: members.map(([address, generation, status, gateway, hostName, startedAt, iAmAliveAt, votes]) => ({
+        address,
+        generation,
+        status: status as SiloStatus,
+        gatewayAddress: gateway,
+        hostName,
+        startedAt,
+        iAmAliveAt,
+        suspicions: votes.map(([by, at]) => ({ by, at })),
+      })),
+      activations: new Map(loads),
+    };
+  }
+
+  /** A control-plane call to one gateway's silo (only those in `clientSystemCalls` are answered). */
+  async #systemCall<N extends SystemCallName>(
+    name: N,
+    args: SystemCallArgs<N>,
+    timeoutMs: number,
+  ): Promise<SystemCallResult<N>> {
+    if (this.#closed) throw new SiloUnavailableError('the client is closed');
+    let conn = this.#gateway();
+    if (conn === undefined) {
+      try {
+        conn = await Promise.any(this.#gateways.map((g) => this.#connector.get(g)));
+      } catch {
+        throw new SiloUnavailableError(
+          `no gateway reachable for system call ${name} (${this.#gateways.join(', ') || 'none known'})`,
+        );
+      }
+    }
+    const via = conn.peer?.address;
+    const seq = (this.#sysSeq = (this.#sysSeq + 1) >>> 0 || 1);
+    const value = await new Promise<unknown>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#sysPending.delete(seq);
+        reject(new TimeoutError(`system call ${name} to gateway ${via ?? '?'} timed out after ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#sysPending.set(seq, { resolve, reject, timer, via });
+      (conn as Connection).send(Frame.SystemCall, encodeSystemCall(seq, name, args));
+    });
+    return checkSystemCallResult(name, value);
+  }
+
+  #onSystemResult(body: Buffer): void {
+    let r: SystemResultFrame;
+    try {
+      r = decodeSystemResult(body);
+    } catch (e) {
+      this.#logger.warn({ err: e }, 'dropped a malformed system result frame');
+      return;
+    }
+    const p = this.#sysPending.get(r.seq);
+    if (p === undefined) return;
+    this.#sysPending.delete(r.seq);
+    clearTimeout(p.timer);
+    if (r.ok) p.resolve(r.value);
+    else p.reject(r.value);
+  }
+
   #release(msg: ClientCall): void {
     const c = msg.cancel;
     if (c !== undefined) c.callerSignal.removeEventListener('abort', c.listener);
@@ -523,6 +626,10 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     }
     if (type === Frame.Request) {
       this.#observerCall(buf, start, end, conn);
+      return true;
+    }
+    if (type === Frame.SystemResult) {
+      this.#onSystemResult(buf.subarray(start, end));
       return true;
     }
     if (type !== Frame.Response) return false;
@@ -649,6 +756,13 @@ export class ClusterClient implements Invoker, ConnectionHandler {
         this.#fail(msg, err);
       }
     }
+    for (const [seq, p] of this.#sysPending) {
+      if (p.via === address) {
+        this.#sysPending.delete(seq);
+        clearTimeout(p.timer);
+        p.reject(err);
+      }
+    }
   }
 
   /** Closes every gateway connection; calls in flight fail with SiloUnavailableError. */
@@ -661,6 +775,11 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     const err = new SiloUnavailableError('the client was closed');
     for (const msg of this.#pending.values()) this.#fail(msg, err);
     this.#pending.clear();
+    for (const p of this.#sysPending.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.#sysPending.clear();
     this.#deadlines.close();
     await this.#connector.close();
     await this.#opts.membership?.close();

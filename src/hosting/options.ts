@@ -377,6 +377,19 @@ function providers(name: string, value: unknown, what: string, methods: readonly
   }
 }
 
+/** Whether `name` is an option of this version's silo (tools that pass options through ask). */
+export function isSiloOption(name: string): name is keyof SiloOptions {
+  return Object.hasOwn(checks, name);
+}
+
+/**
+ * Checks one silo option as `Silo.start` would (a ConfigurationError saying
+ * `silo option <name> must be ...`), without the checks across options.
+ */
+export function checkSiloOption(name: keyof SiloOptions, value: unknown): void {
+  checks[name](value, name);
+}
+
 /** Which membership options count what (the others are in ms). */
 const membershipCounts: ReadonlySet<string> = new Set<keyof MembershipOptions>([
   'missedProbesLimit',

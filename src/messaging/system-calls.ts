@@ -1,5 +1,6 @@
 // The control-plane calls between silos (directory, membership gossip and
-// probes, load reports, reminder notices) in one table: each name with the
+// probes, load reports, reminder notices), and the one a client may make
+// (`cluster.status`, for operators' tools), in one table: each name with the
 // shape of its arguments and of its result. Caller and handler take their
 // types from it, and data off the wire is checked against it, so a malformed
 // call fails with a ProtocolError naming the call and the field.
@@ -132,6 +133,17 @@ function argsShape<const F extends readonly Field[]>(fields: F): Shape<FieldType
 const wireEntry = shapes.tuple(['grain', shapes.string], ['address', shapes.string], ['activation', shapes.count]);
 /** Where an activation lives, as the directory answers: [silo address, activation number]. */
 const wireLocation = shapes.tuple(['address', shapes.string], ['activation', shapes.count]);
+/** A membership row on the wire, as `cluster.status` answers (times in epoch ms, whole). */
+const wireMember = shapes.tuple(
+  ['address', shapes.string],
+  ['generation', shapes.count],
+  ['status', shapes.string],
+  ['gateway', shapes.nullable(shapes.string)],
+  ['hostName', shapes.string],
+  ['startedAt', shapes.count],
+  ['iAmAliveAt', shapes.count],
+  ['suspicions', shapes.array(shapes.tuple(['by', shapes.string], ['at', shapes.count]))],
+);
 
 /**
  * Every system call: name → argument and result shapes. The only place a
@@ -184,7 +196,23 @@ export const systemCalls = Object.freeze({
   'dir.lookup': call([['grain', shapes.string]], shapes.nullable(wireLocation)),
   /** Take these entries over (a leaving silo or an old owner hands its partition on). */
   'dir.handoff': call([['entries', shapes.array(wireEntry)]], shapes.null),
+  /**
+   * The cluster as the callee sees it, for operators' tools (a client asks a
+   * gateway): the membership table read now, and activation counts by silo
+   * (the callee's own now, the others' as last reported to it).
+   */
+  'cluster.status': call(
+    [],
+    shapes.tuple(
+      ['silo', shapes.string],
+      ['members', shapes.array(wireMember)],
+      ['loads', shapes.array(shapes.tuple(['address', shapes.string], ['activations', shapes.count]))],
+    ),
+  ),
 });
+
+/** The system calls a client may make (through a gateway); the others are between silos only. */
+export const clientSystemCalls: ReadonlySet<SystemCallName> = new Set<SystemCallName>(['cluster.status']);
 
 type Table = typeof systemCalls;
 
@@ -198,6 +226,9 @@ export type SystemCallResult<N extends SystemCallName> =
 
 /** The table seen through the derived types, so that a generic name indexes it without casts. */
 const specs: { readonly [N in SystemCallName]: SystemCallSpec<SystemCallArgs<N>, SystemCallResult<N>> } = systemCalls;
+
+/** What `cluster.status` answers: [answering silo, membership rows, [address, activations] per silo]. */
+export type WireClusterStatus = SystemCallResult<'cluster.status'>;
 
 /** A wire entry of the directory: [grain id, silo address, activation number]. */
 export type WireDirectoryEntry = SystemCallArgs<'dir.handoff'>[0][number];

@@ -6,7 +6,14 @@
 import type { ContextValues } from '../messaging/request-context.ts';
 import { hostname } from 'node:os';
 import type { Clock } from '../clock.ts';
-import { GranaryError, OverloadedError, SiloStoppedError, SiloUnavailableError, TimeoutError } from '../errors.ts';
+import {
+  GranaryError,
+  OverloadedError,
+  ProtocolError,
+  SiloStoppedError,
+  SiloUnavailableError,
+  TimeoutError,
+} from '../errors.ts';
 import { GrainDirectory, directoryHandlers } from '../directory/directory.ts';
 import type { GrainTypeInfo } from '../grain/options.ts';
 import { MembershipService, type ClusterView, type MembershipOptions, type Prober } from '../membership/service.ts';
@@ -50,6 +57,7 @@ import type { CodecContext } from '../serialization/symbols.ts';
 import { MessageKind } from '../messaging/message.ts';
 import {
   checkSystemCallResult,
+  clientSystemCalls,
   decodeSystemCall,
   decodeSystemResult,
   dispatchSystemCall,
@@ -59,6 +67,7 @@ import {
   type SystemCallName,
   type SystemCallResult,
   type SystemResultFrame,
+  type WireClusterStatus,
 } from '../messaging/system-calls.ts';
 import { failingTarget, type Target } from './activation.ts';
 import type { CallSettler } from './call-tracker.ts';
@@ -306,6 +315,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
         await this.#host.reminderChanged(grainId, name);
         return null;
       },
+      'cluster.status': async () => this.#status(),
     };
   }
 
@@ -758,7 +768,12 @@ export class SiloCluster implements ConnectionHandler, Prober {
       return;
     }
     Promise.resolve()
-      .then(() => dispatchSystemCall(this.#handlers, call.name, call.args, conn.peer?.address))
+      .then(() => {
+        // Clients reach a gateway, whose control plane is the silos' own: they may only ask.
+        if (conn.peer?.role === 'client' && !clientSystemCalls.has(call.name as SystemCallName))
+          throw new ProtocolError(`system call ${String(call.name)} is not open to clients`);
+        return dispatchSystemCall(this.#handlers, call.name, call.args, conn.peer?.address);
+      })
       .then(
         (v) => conn.send(Frame.SystemResult, encodeSystemResult(call.seq, true, v)),
         (e: unknown) =>
@@ -828,6 +843,24 @@ export class SiloCluster implements ConnectionHandler, Prober {
     void this.directory.viewChanged(view, this.#host.localEntries(this.address), (grain, winner) =>
       this.#host.duplicateFound(grain, winner.address),
     );
+  }
+
+  /** This silo's answer to `cluster.status`: the table as read now, and the load reports it holds. */
+  async #status(): Promise<WireClusterStatus> {
+    const snap = await this.#cfg.membership.readAll();
+    const members = snap.entries.map(({ entry: e }): WireClusterStatus[1][number] => [
+      e.address,
+      e.generation,
+      e.status,
+      e.gatewayAddress,
+      e.hostName,
+      Math.round(e.startedAt),
+      Math.round(e.iAmAliveAt),
+      e.suspicions.map((s): [string, number] => [s.by, Math.round(s.at)]),
+    ]);
+    const loads: Array<[string, number]> = [[this.address, this.#host.activationCount]];
+    for (const [a, n] of this.#loads) if (a !== this.address) loads.push([a, n]);
+    return [this.address, members, loads];
   }
 
   #reportLoad(): void {

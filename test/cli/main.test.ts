@@ -1,142 +1,92 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { commandHelp, type Command } from '../../src/cli/command.ts';
+import { commands } from '../../src/cli/commands.ts';
+import { envOf, fileKeyOf, flagOf } from '../../src/cli/options.ts';
+import { runCli } from './support.ts';
 
-const cli = ['--import', 'tsx', '--conditions=source', 'src/cli/main.ts'];
+/** Every command and subcommand, with the words that reach it. */
+function everyCommand(): Array<{ command: Command; path: string[] }> {
+  const out: Array<{ command: Command; path: string[] }> = [];
+  const walk = (cs: readonly Command[], above: string[]): void => {
+    for (const c of cs) {
+      out.push({ command: c, path: [...above, c.name] });
+      if (c.subcommands !== undefined) walk(c.subcommands, [...above, c.name]);
+    }
+  };
+  walk(commands, []);
+  return out;
+}
 
-describe('granary command', () => {
-  it('runs a silo with the grains a module exports and stops it gracefully on SIGTERM', async () => {
-    const child = spawn(
-      process.execPath,
-      [...cli, 'silo', '--grains', 'test/grains/basic.ts', '--storage', 'memory', '--port', '0', '--http-port', '0'],
-      {
-        env: { ...process.env, GRANARY_LOG_LEVEL: 'info' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let err = '';
-    child.stderr.on('data', (d) => (err += String(d)));
-    const deadline = Date.now() + 20_000;
-    while (!err.includes('silo started')) {
-      if (Date.now() > deadline || child.exitCode !== null) {
-        child.kill('SIGKILL');
-        assert.fail(`the silo did not start: ${err}`);
+describe('granary: commands and help', () => {
+  it('gives every command and subcommand a --help listing each flag with its variable, file key and default, and its exit codes', () => {
+    for (const { command, path } of everyCommand()) {
+      const help = commandHelp(command, `granary ${path.join(' ')}`);
+      // Words as they read, wherever a line was folded.
+      const flat = help.replace(/\s+/g, ' ');
+      assert.match(help, new RegExp(`^granary ${path.join(' ')}: `), path.join(' '));
+      for (const [key, spec] of Object.entries(command.options ?? {})) {
+        assert.ok(help.includes(`--${flagOf(key, spec)}`), `${path.join(' ')} --help lists --${flagOf(key, spec)}`);
+        const env = envOf(key, spec);
+        if (env !== undefined) assert.ok(flat.includes(`env ${env}`), `${path.join(' ')} --help names ${env}`);
+        if (fileKeyOf(key, spec) !== undefined) assert.ok(flat.includes(`file key ${key}`), `file key ${key}`);
+        if (spec.default !== undefined)
+          assert.ok(flat.includes(`default ${spec.default}`), `${key} default ${spec.default}`);
       }
-      await new Promise((r) => setTimeout(r, 20));
+      for (const [code] of command.exits ?? []) assert.match(help, new RegExp(`^  ${code} `, 'm'));
     }
-    try {
-      assert.match(err, /"grains":\["box","counter","flaky","lifecycle"\]/);
-      const http = /"httpAddress":"([^"]+)"/.exec(err)?.[1];
-      assert.ok(http !== undefined, `no httpAddress in the start line: ${err}`);
-      assert.equal((await fetch(`http://${http}/health/ready`)).status, 200);
-    } catch (e) {
-      // A failed check must not leave the silo running (the test run would never end).
-      child.kill('SIGKILL');
-      throw e;
-    }
-    child.kill('SIGTERM');
-    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-    assert.equal(code, 0, err);
-    assert.match(err, /SIGTERM: stopping silo gracefully[\s\S]*silo stopped/);
   });
 
-  it('fails on bad arguments with exit code 2 and `granary [CODE]: message`', () => {
-    const r = spawnSync(process.execPath, [...cli, 'silo', '--grains', 'test/helpers.ts', '--storage', 'memory'], {
-      encoding: 'utf8',
-    });
-    assert.equal(r.status, 2);
-    assert.match(r.stderr, /^granary \[GRANARY_CONFIGURATION\]: test\/helpers.ts exports no grain class/);
-    const s = spawnSync(
-      process.execPath,
-      [...cli, 'silo', '--grains', 'test/grains/basic.ts', '--storage', 'postgres'],
-      { encoding: 'utf8' },
-    );
-    assert.equal(s.status, 2);
-    assert.match(
-      s.stderr,
-      /^granary \[GRANARY_CONFIGURATION\]: --storage takes 'memory', 'sqlite:<path>', 'postgres:\/\/...' or 'redis:\/\/...'/,
-    );
-    const unknown = spawnSync(process.execPath, [...cli, 'silo', '--grains', 'test/grains/basic.ts', '--nope'], {
-      encoding: 'utf8',
-    });
-    assert.equal(unknown.status, 2);
-    assert.match(unknown.stderr, /^granary \[GRANARY_CONFIGURATION\]: Unknown option '--nope'/);
-    const command = spawnSync(process.execPath, [...cli, 'serve'], { encoding: 'utf8' });
-    assert.equal(command.status, 2);
-    assert.match(command.stderr, /^granary \[GRANARY_CONFIGURATION\]: unknown command 'serve'\nusage:/);
-    const v = spawnSync(process.execPath, [...cli, 'version'], { encoding: 'utf8' });
-    assert.match(v.stdout, /^\d+\.\d+\.\d+/);
+  it('documents every command, flag, variable, config file key and exit code in docs/cli.md', () => {
+    const doc = readFileSync('docs/cli.md', 'utf8');
+    for (const { command, path } of everyCommand()) {
+      assert.ok(doc.includes(`granary ${path.join(' ')}`), `docs/cli.md names granary ${path.join(' ')}`);
+      for (const [key, spec] of Object.entries(command.options ?? {})) {
+        assert.ok(doc.includes(`\`--${flagOf(key, spec)}`), `docs/cli.md lists --${flagOf(key, spec)}`);
+        const env = envOf(key, spec);
+        if (env !== undefined) assert.ok(doc.includes(`\`${env}\``), `docs/cli.md lists ${env}`);
+        if (fileKeyOf(key, spec) !== undefined) assert.ok(doc.includes(`\`${key}\``), `docs/cli.md lists ${key}`);
+      }
+      for (const [code] of command.exits ?? [])
+        assert.match(doc, new RegExp(`^\\| ${code} `, 'm'), `docs/cli.md: exit code ${code}`);
+    }
   });
-});
 
-describe('granary command in a cluster', () => {
-  it(
-    'joins silos through a SQLite membership file, serves a client through their gateways, and stops on SIGTERM',
-    { timeout: 60_000 },
-    async () => {
-      const { mkdtempSync } = await import('node:fs');
-      const { tmpdir } = await import('node:os');
-      const { join } = await import('node:path');
-      const { ClusterClient, silentLogger } = await import('granary');
-      const dir = mkdtempSync(join(tmpdir(), 'granary-cli-'));
-      const start = (): { child: ReturnType<typeof spawn>; gateway: Promise<string>; log: () => string } => {
-        const child = spawn(
-          process.execPath,
-          [
-            ...cli,
-            'silo',
-            '--grains',
-            'test/grains/basic.ts',
-            '--storage',
-            `sqlite:${join(dir, 'state.db')}`,
-            '--membership',
-            `sqlite:${join(dir, 'cluster.db')}`,
-            '--cluster-id',
-            'cli',
-            '--port',
-            '0',
-            '--gateway-port',
-            '0',
-          ],
-          {
-            env: { ...process.env, GRANARY_LOG_LEVEL: 'info' },
-            stdio: ['ignore', 'pipe', 'pipe'],
-          },
-        );
-        let err = '';
-        const gateway = new Promise<string>((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error(`no 'silo started' line: ${err}`)), 20_000);
-          child.stderr?.on('data', (d) => {
-            err += String(d);
-            const m = /"gateway":"([^"]+)"[^\n]*"msg":"silo started"/.exec(err);
-            if (m !== null) {
-              clearTimeout(timer);
-              resolve(m[1] as string);
-            }
-          });
-        });
-        return { child, gateway, log: () => err };
-      };
-      const a = start();
-      const gwA = await a.gateway;
-      const b = start();
-      const gwB = await b.gateway;
-      const client = await ClusterClient.connect({ clusterId: 'cli', gateways: [gwA, gwB], logger: silentLogger() });
-      try {
-        const values = await Promise.all(
-          Array.from({ length: 20 }, (_, i) =>
-            client.getGrain<{ increment(by?: number): Promise<number> }>('counter', `c${i}`).increment(2),
-          ),
-        );
-        assert.deepEqual(values, new Array(20).fill(2));
-      } finally {
-        await client.close();
-      }
-      for (const s of [a, b]) {
-        s.child.kill('SIGTERM');
-        const code = await new Promise<number | null>((resolve) => s.child.on('exit', (c) => resolve(c)));
-        assert.equal(code, 0, s.log());
-      }
-    },
-  );
+  it('prints the same help for `granary help <command>` and `granary <command> --help`, and the list of commands', async () => {
+    const [helpSilo, siloHelp, helpClientCall, clientCallHelp, bare, h] = await Promise.all([
+      runCli(['help', 'silo']),
+      runCli(['silo', '--help']),
+      runCli(['help', 'client', 'call']),
+      runCli(['client', 'call', '-h']),
+      runCli([]),
+      runCli(['--help']),
+    ]);
+    assert.equal(helpSilo.code, 0, helpSilo.stderr);
+    assert.equal(siloHelp.stdout, helpSilo.stdout);
+    assert.match(helpSilo.stdout, /^granary silo: /);
+    assert.equal(clientCallHelp.stdout, helpClientCall.stdout);
+    assert.match(helpClientCall.stdout, /^granary client call: /);
+    assert.equal(h.stdout, bare.stdout);
+    for (const c of commands) assert.match(bare.stdout, new RegExp(`^  ${c.name} `, 'm'));
+  });
+
+  it('prints the version, and refuses an unknown command with exit code 2 and the one it most likely meant', async () => {
+    const [version, typo, none, client] = await Promise.all([
+      runCli(['version']),
+      runCli(['stauts']),
+      runCli(['serve']),
+      runCli(['client', 'cal', 'x/y', 'm']),
+    ]);
+    assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);
+    assert.equal(typo.code, 2);
+    assert.equal(
+      typo.stderr,
+      "granary [GRANARY_CONFIGURATION]: unknown command 'stauts' (did you mean 'status'?); see granary help\n",
+    );
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /^granary \[GRANARY_CONFIGURATION\]: unknown command 'serve'; see granary help\n$/);
+    assert.equal(client.code, 2);
+    assert.match(client.stderr, /unknown command 'granary client cal' \(known: call\)/);
+  });
 });

@@ -17,6 +17,9 @@ import { TestCluster, waitFor } from 'granary/testing';
 import diagnostics_channel from 'node:diagnostics_channel';
 import { listen } from '../../src/transport/listener.ts';
 import type { Connection } from '../../src/transport/connection.ts';
+import { Connector } from '../../src/transport/connector.ts';
+import { Frame, encodeSystemCall } from '../../src/messaging/protocol.ts';
+import { decodeSystemResult } from '../../src/messaging/system-calls.ts';
 
 /** The client side of each client's gateway connection, from the transport's public open event. */
 const clientConnections = new Map<string, Connection>();
@@ -160,6 +163,53 @@ describe('cluster limits and discovery', () => {
         assert.ok(served.has(added.info.address), 'the new silo serves grains too');
       } finally {
         await later.close();
+      }
+    } finally {
+      await c.stop();
+    }
+  });
+
+  it("tells a client the cluster's membership and load as one gateway sees them, and no other system call", async () => {
+    const c = await TestCluster.start({ silos: 2, grains: [Echo], siloOptions: { loadReportIntervalMs: 50 } });
+    try {
+      for (let i = 0; i < 10; i++) await c.client.getGrain(Echo, `load-${i}`).count();
+      const addresses = c.silos.map((s) => s.info.address).sort();
+      await waitFor('the gateway to hold a load report of 10 activations in all', async () => {
+        const status = await c.client.clusterStatus();
+        return [...status.activations.values()].reduce((a, b) => a + b, 0) === 10 && status.activations.size === 2;
+      });
+      const status = await c.client.clusterStatus();
+      assert.ok(addresses.includes(status.silo), `answered by ${status.silo}`);
+      assert.deepEqual(status.members.map((m) => m.address).sort(), addresses);
+      for (const m of status.members) {
+        assert.equal(m.status, 'Active');
+        assert.equal(m.gatewayAddress, c.silos.find((s) => s.info.address === m.address)?.cluster?.gatewayAddress);
+        assert.ok(m.iAmAliveAt >= m.startedAt, `${m.address}: I-am-alive ${m.iAmAliveAt}, started ${m.startedAt}`);
+      }
+      assert.equal(
+        status.activations.get(status.silo),
+        c.silos.find((s) => s.info.address === status.silo)?.activationCount,
+      );
+
+      // Any other system call from a client is refused: the gateway's control plane is the silos'.
+      const results: Array<ReturnType<typeof decodeSystemResult>> = [];
+      const raw = new Connector({
+        hello: { clusterId: c.clusterId, address: 'raw-client', generation: 1, role: 'client' },
+        handler: {
+          onFrame: (type, buf, start, end) => {
+            if (type === Frame.SystemResult) results.push(decodeSystemResult(buf.subarray(start, end)));
+            return true;
+          },
+        },
+      });
+      try {
+        const conn = await raw.get(c.silos[0]?.cluster?.gatewayAddress as string);
+        conn.send(Frame.SystemCall, encodeSystemCall(1, 'dir.handoff', [[['clientEcho/x', 'nowhere:1', 1]]]));
+        await waitFor('the answer to a system call a client may not make', () => results.length === 1);
+        assert.equal(results[0]?.ok, false);
+        assert.match(String((results[0]?.value as Error).message), /system call dir\.handoff is not open to clients/);
+      } finally {
+        await raw.close();
       }
     } finally {
       await c.stop();

@@ -9,31 +9,20 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { siloDefaults } from '../../src/hosting/options.ts';
+import { envOf } from '../../src/cli/options.ts';
+import { siloOptions } from '../../src/cli/tables.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const manifestDir = join(root, 'deploy/kubernetes');
 
 /**
- * The environment variables `granary silo` reads. This list must match the
- * command's own table of options (src/cli/main.ts): a name here that the
- * command does not know is an option silently ignored in production.
+ * The environment variables `granary silo` reads, from the command's own
+ * table of options: a name the manifests set that is not here would be an
+ * option silently ignored in production.
  */
-const siloEnv: ReadonlySet<string> = new Set([
-  'GRANARY_CLUSTER_ID',
-  'GRANARY_HOST',
-  'GRANARY_PORT',
-  'GRANARY_GATEWAY_PORT',
-  'GRANARY_HTTP_PORT',
-  'GRANARY_HTTP_HOST',
-  'GRANARY_GRAINS',
-  'GRANARY_MEMBERSHIP',
-  'GRANARY_STORAGE',
-  'GRANARY_REMINDERS',
-  'GRANARY_STREAMS',
-  'GRANARY_DEACTIVATION_TIMEOUT_MS',
-  'GRANARY_LOG_LEVEL',
-  'GRANARY_DASHBOARD_TOKEN',
-]);
+const siloEnv: ReadonlySet<string> = new Set(
+  Object.entries(siloOptions).flatMap(([key, spec]) => envOf(key, spec) ?? []),
+);
 
 // ---- The parts of Kubernetes objects these checks read ----------------------
 

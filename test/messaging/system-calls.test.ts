@@ -14,6 +14,7 @@ import {
   systemCalls,
   type RawSystemCall,
   type SystemCallHandlers,
+  type WireClusterStatus,
 } from '../../src/messaging/system-calls.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { eventually } from '../helpers.ts';
@@ -48,6 +49,11 @@ function handlersFor(dir: GrainDirectory, seen: string[]): SystemCallHandlers {
     'reminder.changed': ([grainId, name]) => {
       seen.push(`reminder ${grainId} ${name}`);
       return null;
+    },
+    'cluster.status': (_args, caller) => {
+      seen.push(`status for ${String(caller)}`);
+      const member: WireClusterStatus[1][number] = [A, 1, 'Active', null, 'host-a', 10, 20, [[`${B}@1`, 15]]];
+      return [A, [member], [[A, 3]]];
     },
   };
 }
@@ -111,7 +117,12 @@ describe('system calls', () => {
     assert.equal(await call(B, 'probe', [A, 250]), true);
     assert.equal(await call(B, 'load', [42]), null);
     assert.equal(await call(B, 'reminder.changed', ['counter/a', 'daily']), null);
-    assert.deepEqual(seenB, [`probe ${A} 250`, `load 42 from ${A}`, 'reminder counter/a daily']);
+    assert.deepEqual(await call(B, 'cluster.status', []), [
+      A,
+      [[A, 1, 'Active', null, 'host-a', 10, 20, [[`${B}@1`, 15]]]],
+      [[A, 3]],
+    ]);
+    assert.deepEqual(seenB, [`probe ${A} 250`, `load 42 from ${A}`, 'reminder counter/a daily', `status for ${A}`]);
   });
 
   it('refuse malformed arguments off the wire with a ProtocolError naming the call and the field', async () => {
@@ -191,6 +202,11 @@ describe('system calls', () => {
       (e: unknown) => e instanceof ProtocolError && /ping/.test(e.message) && /must be true/.test(e.message),
     );
     assert.deepEqual(checkSystemCallResult('dir.registerMany', [[A, 1]]), [[A, 1]]);
+    assert.throws(
+      () => checkSystemCallResult('cluster.status', [A, [[A, 1, 'Active', null, 'h', 10, -20, []]], []]),
+      (e: unknown) =>
+        e instanceof ProtocolError && /the result\[1\] \(members\)\[0\]\[6\] \(iAmAliveAt\)/.test(e.message),
+    );
   });
 
   it('refuse frames that are not [seq, name, args] or [seq, ok, value]', () => {
@@ -201,6 +217,7 @@ describe('system calls', () => {
 
   it('keep the wire names of every call (silos of two versions must understand each other)', () => {
     assert.deepEqual(Object.keys(systemCalls).sort(), [
+      'cluster.status',
       'dir.handoff',
       'dir.lookup',
       'dir.register',
