@@ -374,6 +374,7 @@ export class Silo {
           logger = log('silo');
           streamsLogger = log('streams');
           runtime.logger = log('runtime');
+          if (http !== undefined) http.logger = log('http');
         },
         stop: async (how) => {
           if (how === 'graceful') await cluster?.finishStop(o.deactivationTimeoutMs);

@@ -37,11 +37,14 @@ function hostPort(host: string, port: number): string {
 export class HttpEndpoint {
   readonly #server: Server;
   readonly #o: HttpEndpointOptions;
+  /** Set again by the silo once it knows its own address (the endpoint starts before). */
+  logger: Logger;
   #address: string;
   #closing: Promise<void> | undefined;
 
   private constructor(o: HttpEndpointOptions) {
     this.#o = o;
+    this.logger = o.logger;
     this.#address = hostPort(o.host, o.port);
     this.#server = createServer((req, res) => this.#serve(req, res));
   }
@@ -67,7 +70,7 @@ export class HttpEndpoint {
     });
     const bound = server.address();
     if (typeof bound === 'object' && bound !== null) self.#address = hostPort(o.host, bound.port);
-    server.on('error', (e: Error) => o.logger.error({ err: e, address: self.address }, 'HTTP endpoint failed'));
+    server.on('error', (e: Error) => self.logger.error({ err: e, address: self.address }, 'HTTP endpoint failed'));
     o.logger.info({ address: self.address, metrics: o.metrics !== undefined }, 'HTTP endpoint listening');
     return self;
   }
@@ -95,7 +98,7 @@ export class HttpEndpoint {
       metrics.text().then(
         (text) => this.#send(res, head, 200, metrics.contentType, text),
         (e: unknown) => {
-          this.#o.logger.warn({ err: e }, 'metrics could not be collected');
+          this.logger.warn({ err: e }, 'metrics could not be collected');
           this.#json(res, head, 500, { status: 'fail', reason: 'metrics could not be collected' });
         },
       );
@@ -123,7 +126,7 @@ export class HttpEndpoint {
     this.#closing ??= new Promise<void>((resolve) => {
       this.#server.close(() => resolve());
       this.#server.closeAllConnections();
-      this.#o.logger.info({ address: this.address }, 'HTTP endpoint closed');
+      this.logger.info({ address: this.address }, 'HTTP endpoint closed');
     });
     return this.#closing;
   }

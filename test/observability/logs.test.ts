@@ -90,6 +90,16 @@ describe('log levels per subsystem', () => {
     );
   });
 
+  it('name the address the silo listens on in the lines of the HTTP endpoint, which starts before it is known', async () => {
+    const { logger, lines } = capturing('info');
+    const silo = await Silo.start({ grains: [Talker], port: 0, httpPort: 0, logger });
+    await silo.stop();
+    const closed = lines.find((l) => l['msg'] === 'HTTP endpoint closed');
+    assert.equal(closed?.['subsystem'], 'http');
+    assert.equal(closed?.['silo'], silo.info.address);
+    assert.notEqual(silo.info.address, '127.0.0.1:0');
+  });
+
   it('take GRANARY_LOG_LEVEL=info,membership=debug over the option, and refuse a bad one', () => {
     const r = withEnv('info, membership=debug ,transport=warn', () =>
       resolveSiloOptions({ logLevels: { membership: 'error', storage: 'warn' } }, fallbacks),
