@@ -1,6 +1,7 @@
 // The control-plane calls between silos (directory, membership gossip and
-// probes, load reports, reminder notices), and the one a client may make
-// (`cluster.status`, for operators' tools), in one table: each name with the
+// probes, load reports, reminder notices, the dashboard's snapshots), and those
+// a client may make (`cluster.status` and the dashboard's, for operators'
+// tools), in one table: each name with the
 // shape of its arguments and of its result. Caller and handler take their
 // types from it, and data off the wire is checked against it, so a malformed
 // call fails with a ProtocolError naming the call and the field.
@@ -49,6 +50,8 @@ export const shapes = {
     'a positive integer (ms)',
     (v) => Number.isSafeInteger(v) && (v as number) > 0 && (v as number) <= MAX_TIMER_MS,
   ),
+  /** A finite number (rates, latencies, weighted counts). */
+  number: leaf<number>('a finite number', (v) => typeof v === 'number' && Number.isFinite(v)),
   boolean: leaf<boolean>('a boolean', (v) => typeof v === 'boolean'),
   true: leaf<true>('true', (v) => v === true),
   null: leaf<null>('null', (v) => v === null),
@@ -90,7 +93,29 @@ export const shapes = {
       },
     };
   },
+  /** A plain object with these fields (and no others checked); used where names read better than positions. */
+  object<const O extends Readonly<Record<string, Shape<unknown>>>>(fields: O): Shape<ObjectType<O>> {
+    const names = Object.keys(fields);
+    const expected = `an object of ${names.join(', ')}`;
+    return {
+      expected,
+      mismatch(v, path) {
+        if (v === null || typeof v !== 'object' || Array.isArray(v))
+          return `${path} must be ${expected}, got ${describe(v)}`;
+        for (const name of names) {
+          const m = (fields[name] as Shape<unknown>).mismatch((v as Record<string, unknown>)[name], `${path}.${name}`);
+          if (m !== undefined) return m;
+        }
+        return undefined;
+      },
+    };
+  },
 } as const;
+
+/** The type an object shape proves. */
+export type ObjectType<O extends Readonly<Record<string, Shape<unknown>>>> = {
+  -readonly [K in keyof O]: O[K] extends Shape<infer T> ? T : never;
+};
 
 /** A named element of a tuple or of a call's arguments: `['grain', shapes.string]`. */
 export type Field = readonly [name: string, shape: Shape<unknown>];
@@ -144,6 +169,100 @@ const wireMember = shapes.tuple(
   ['iAmAliveAt', shapes.count],
   ['suspicions', shapes.array(shapes.tuple(['by', shapes.string], ['at', shapes.count]))],
 );
+
+// ---- The dashboard's shapes (see observability/dashboard/) -------------------
+
+const str = shapes.string;
+const num = shapes.number;
+const count = shapes.count;
+const bool = shapes.boolean;
+
+/** One grain type on one silo: counters since the silo started, and what the type allows. */
+const wireTypeStats = shapes.object({
+  type: str,
+  /** Calls settled (failed ones included). */
+  calls: count,
+  failures: count,
+  /** Failures by error code. */
+  codes: shapes.array(shapes.tuple(['code', str], ['count', count])),
+  /** Latency observations per bucket (not cumulative; the bounds are the silo's `bounds`), weighted by their sampling. */
+  latency: shapes.array(num),
+  /** Activations in memory now. */
+  activations: count,
+  /** The method called most, and whether it is read-only (advice for a queueing grain). */
+  topMethod: shapes.nullable(shapes.tuple(['name', str], ['calls', count], ['readOnly', bool])),
+  reentrant: bool,
+  statelessWorker: bool,
+  /** The persistent states activations of the type declared here: [state, storage provider]. */
+  states: shapes.array(shapes.tuple(['state', str], ['provider', str])),
+});
+
+/** What one silo answers `dashboard.silo` with: its own counters, read now. */
+const wireSiloStats = shapes.object({
+  silo: str,
+  /** Epoch ms on the answering silo. */
+  at: num,
+  /** Whether the silo counts calls (metrics or the dashboard on); without, only activations are known. */
+  counting: bool,
+  /** Whether it samples hot grains (the dashboard on). */
+  sampling: bool,
+  activations: count,
+  /** Calls in flight on the silo. */
+  pending: count,
+  /** Calls waiting in mailboxes, all activations together. */
+  queued: count,
+  /** Upper bounds of the latency buckets, in seconds. */
+  bounds: shapes.array(num),
+  types: shapes.array(wireTypeStats),
+  /** The hottest grains by sampled calls: [grain, calls/s estimate, overestimate at most]. */
+  hot: shapes.array(shapes.tuple(['grain', str], ['rate', num], ['error', num])),
+  /** The longest mailboxes: [grain, calls waiting]. */
+  mailboxes: shapes.array(shapes.tuple(['grain', str], ['queued', count])),
+});
+
+/** A membership event the answering silo saw: [epoch ms, silo, what, detail]. */
+const wireEvent = shapes.tuple(['at', num], ['silo', str], ['what', str], ['detail', str]);
+
+/** Where a grain's activation runs, and how it is doing there. */
+const wireLocal = shapes.object({
+  silo: str,
+  /** Lifecycle state: Activating, Valid, Deactivating... */
+  state: str,
+  queued: count,
+  running: count,
+  /** Calls/s from the silo's hot-grain sampler; null when the grain is not among the hot ones. */
+  rate: shapes.nullable(num),
+  /** The persistent states the grain's type declared on that silo: [state, storage provider]. */
+  states: shapes.array(shapes.tuple(['state', str], ['provider', str])),
+});
+
+/** A grain's persistent state as stored. */
+const wireState = shapes.object({
+  state: str,
+  provider: str,
+  /** null: no record (the grain runs on its initial state). */
+  etag: shapes.nullable(str),
+  /** The stored value as JSON text for display (values JSON lacks are shown tagged); null without a record. */
+  json: shapes.nullable(str),
+  /** Whether the value is plain JSON, so an edit as JSON text writes back what was read. */
+  editable: bool,
+  /** Why it could not be read. */
+  error: shapes.nullable(str),
+});
+
+/** What the dashboard knows of one grain. */
+const wireGrain = shapes.object({
+  grain: str,
+  /** Whether the answering silo hosts the type (else the search can only say where the directory points). */
+  known: bool,
+  /** The directory's entry: [silo, activation number]; null when the grain is not active. */
+  location: shapes.nullable(shapes.tuple(['silo', str], ['activation', count])),
+  local: shapes.nullable(wireLocal),
+  states: shapes.array(wireState),
+  reminders: shapes.array(shapes.object({ name: str, startAt: num, periodMs: num, lastTickAt: shapes.nullable(num) })),
+  /** Why the reminders could not be read. */
+  remindersError: shapes.nullable(str),
+});
 
 /**
  * Every system call: name → argument and result shapes. The only place a
@@ -209,10 +328,61 @@ export const systemCalls = Object.freeze({
       ['loads', shapes.array(shapes.tuple(['address', shapes.string], ['activations', shapes.count]))],
     ),
   ),
+  /** This silo's own counters, for a dashboard (a silo asks each active one once a second while a page is open). */
+  'dashboard.silo': call([], wireSiloStats),
+  /**
+   * The cluster as a dashboard shows it, gathered by the callee: the
+   * membership table, every live silo's `dashboard.silo` (or why it did not
+   * answer), and the membership events the callee saw.
+   */
+  'dashboard.cluster': call(
+    [],
+    shapes.object({
+      silo: str,
+      at: num,
+      members: shapes.array(wireMember),
+      silos: shapes.array(
+        shapes.object({ address: str, stats: shapes.nullable(wireSiloStats), error: shapes.nullable(str) }),
+      ),
+      events: shapes.array(wireEvent),
+    }),
+  ),
+  /** A grain's location, activation, stored states and reminders (the dashboard's search and inspector). */
+  'dashboard.grain': call(
+    [
+      ['type', str],
+      ['key', str],
+    ],
+    wireGrain,
+  ),
+  /**
+   * Writes a grain's state as JSON text through its storage provider, under
+   * the ETag the editor read (a stale one fails with InconsistentStateError),
+   * then deactivates the grain's activation so its next call reads the new state.
+   */
+  'dashboard.writeState': call(
+    [
+      ['type', str],
+      ['key', str],
+      ['state', str],
+      ['etag', shapes.nullable(str)],
+      ['json', str],
+    ],
+    shapes.object({ etag: str, deactivated: bool }),
+  ),
+  /** The callee's activation of a grain, if it has one (the dashboard asks the silo the directory names). */
+  'dashboard.local': call([['grain', str]], shapes.nullable(wireLocal)),
+  /** Deactivate the callee's activation of a grain, if it has one; true if it had. */
+  'dashboard.deactivate': call([['grain', str]], bool),
 });
 
 /** The system calls a client may make (through a gateway); the others are between silos only. */
-export const clientSystemCalls: ReadonlySet<SystemCallName> = new Set<SystemCallName>(['cluster.status']);
+export const clientSystemCalls: ReadonlySet<SystemCallName> = new Set<SystemCallName>([
+  'cluster.status',
+  'dashboard.cluster',
+  'dashboard.grain',
+  'dashboard.writeState',
+]);
 
 type Table = typeof systemCalls;
 
@@ -229,6 +399,25 @@ const specs: { readonly [N in SystemCallName]: SystemCallSpec<SystemCallArgs<N>,
 
 /** What `cluster.status` answers: [answering silo, membership rows, [address, activations] per silo]. */
 export type WireClusterStatus = SystemCallResult<'cluster.status'>;
+
+/** One silo's counters, as `dashboard.silo` answers. */
+export type WireSiloStats = SystemCallResult<'dashboard.silo'>;
+/** The cluster as `dashboard.cluster` answers. */
+export type WireDashboardCluster = SystemCallResult<'dashboard.cluster'>;
+/** A grain as `dashboard.grain` answers. */
+export type WireDashboardGrain = SystemCallResult<'dashboard.grain'>;
+/** A grain's activation as `dashboard.local` answers. */
+export type WireDashboardLocal = NonNullable<SystemCallResult<'dashboard.local'>>;
+/** What `dashboard.writeState` answers. */
+export type WireStateWritten = SystemCallResult<'dashboard.writeState'>;
+/** The dashboard's system calls: a silo answers them with handlers the silo gives its cluster layer. */
+export type DashboardCallName =
+  | 'dashboard.silo'
+  | 'dashboard.cluster'
+  | 'dashboard.grain'
+  | 'dashboard.writeState'
+  | 'dashboard.local'
+  | 'dashboard.deactivate';
 
 /** A wire entry of the directory: [grain id, silo address, activation number]. */
 export type WireDirectoryEntry = SystemCallArgs<'dir.handoff'>[0][number];

@@ -7,6 +7,7 @@ import type { ContextValues } from '../messaging/request-context.ts';
 import { hostname } from 'node:os';
 import type { Clock } from '../clock.ts';
 import {
+  ConfigurationError,
   GranaryError,
   OverloadedError,
   ProtocolError,
@@ -61,6 +62,7 @@ import {
   decodeSystemCall,
   decodeSystemResult,
   dispatchSystemCall,
+  type DashboardCallName,
   type SystemCallArgs,
   type SystemCallFrame,
   type SystemCallHandlers,
@@ -104,6 +106,9 @@ export interface ClusterHost {
   /** Another silo's activation of a local grain won in the directory. */
   duplicateFound(grain: string, winner: string): void;
 }
+
+/** The handlers of the dashboard's system calls, which need more of the silo than the cluster layer has. */
+export type DashboardHandlers = Pick<SystemCallHandlers, DashboardCallName>;
 
 /** Options of the cluster layer, given through SiloOptions. */
 export interface ClusterConfig {
@@ -237,6 +242,8 @@ export class SiloCluster implements ConnectionHandler, Prober {
   readonly directory: GrainDirectory;
   /** Frames and bytes to and from each peer, for metrics. */
   readonly traffic: PeerTraffic;
+  /** What answers the dashboard's system calls; the silo sets it (see hosting/dashboard.ts). */
+  dashboard: DashboardHandlers | undefined;
   readonly #pending = new Map<number, Message>();
   #reqSeq = 0;
   readonly #sysPending = new Map<number, SystemPending>();
@@ -267,6 +274,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
   ) {
     this.#host = host;
     this.traffic = traffic;
+    this.dashboard = undefined;
     this.#cfg = cfg;
     this.#logger = cfg.logger;
     this.#listener = listener;
@@ -316,7 +324,21 @@ export class SiloCluster implements ConnectionHandler, Prober {
         return null;
       },
       'cluster.status': async () => this.#status(),
+      'dashboard.silo': (args, caller) => this.#dashboard()['dashboard.silo'](args, caller),
+      'dashboard.cluster': (args, caller) => this.#dashboard()['dashboard.cluster'](args, caller),
+      'dashboard.grain': (args, caller) => this.#dashboard()['dashboard.grain'](args, caller),
+      'dashboard.writeState': (args, caller) => this.#dashboard()['dashboard.writeState'](args, caller),
+      'dashboard.local': (args, caller) => this.#dashboard()['dashboard.local'](args, caller),
+      'dashboard.deactivate': (args, caller) => this.#dashboard()['dashboard.deactivate'](args, caller),
     };
+  }
+
+  #dashboard(): DashboardHandlers {
+    if (this.dashboard === undefined)
+      throw new ConfigurationError(
+        `silo ${this.address} answers no dashboard calls (it is not a Silo's cluster layer)`,
+      );
+    return this.dashboard;
   }
 
   /** Binds the listeners, joins the membership table and becomes active. */

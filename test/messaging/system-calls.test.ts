@@ -29,6 +29,11 @@ function viewOf(...addresses: string[]): ClusterView {
   return { version: 1, active, ring: new Ring(addresses), dead: new Set(), leaving: new Set() };
 }
 
+/** The dashboard's calls, which these tests do not make. */
+function noDashboard(): never {
+  throw new Error('no dashboard in this test');
+}
+
 /** Handlers of one silo: its directory's, and records of the others. */
 function handlersFor(dir: GrainDirectory, seen: string[]): SystemCallHandlers {
   return {
@@ -55,6 +60,12 @@ function handlersFor(dir: GrainDirectory, seen: string[]): SystemCallHandlers {
       const member: WireClusterStatus[1][number] = [A, 1, 'Active', null, 'host-a', 10, 20, [[`${B}@1`, 15]]];
       return [A, [member], [[A, 3]]];
     },
+    'dashboard.silo': noDashboard,
+    'dashboard.cluster': noDashboard,
+    'dashboard.grain': noDashboard,
+    'dashboard.writeState': noDashboard,
+    'dashboard.local': noDashboard,
+    'dashboard.deactivate': noDashboard,
   };
 }
 
