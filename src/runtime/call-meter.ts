@@ -9,10 +9,15 @@
 // reads per timed call), so past a type's first calls only one in
 // LATENCY_SAMPLE is timed, and counts for LATENCY_SAMPLE in the histogram:
 // its count and sum stay estimates of all calls, within a few calls.
+//
+// With the dashboard on, the meters also feed the silo's hot-grain sample
+// (observability/hot-grains.ts): one call in HOT_SAMPLE on average, chosen by
+// a countdown, so the calls in between pay one decrement.
 
 import type { DeactivationReason } from '../grain/grain.ts';
 import type { GrainTypeInfo } from '../grain/options.ts';
 import { MessageKind, type Message, type MessageMethod } from '../messaging/message.ts';
+import { HotGrains, nextSampleGap } from '../observability/hot-grains.ts';
 import { CALL_LATENCY_BUCKETS, CountsBy, LatencyHistogram, failureCode } from '../observability/stats.ts';
 import type { CallMeter } from './activation.ts';
 import type { CallSettler } from './call-tracker.ts';
@@ -50,13 +55,18 @@ export class TypeMeter implements CallMeter {
   readonly deactivated = new CountsBy();
   /** Calls that reached an activation of the type: which to time. */
   #arrivals = 0;
+  /** The silo's hot-grain sample; undefined when the dashboard is off. */
+  readonly #hot: HotGrains | undefined;
+  /** Calls until the next one sampled for the hot grains. */
+  #gap = nextSampleGap();
   // The method of the last call: consecutive calls to one method skip the map.
   #lastMethod: MessageMethod | undefined;
   #lastCounts: MethodCounts | undefined;
 
-  constructor(type: string, inner: CallSettler) {
+  constructor(type: string, inner: CallSettler, hot?: HotGrains) {
     this.type = type;
     this.#inner = inner;
+    this.#hot = hot;
   }
 
   /** Counts per method, those called at least once. */
@@ -73,6 +83,10 @@ export class TypeMeter implements CallMeter {
     const n = ++this.#arrivals;
     if (n <= LATENCY_EXACT_FIRST) msg.arrivedAt = performance.now();
     else if ((n & (LATENCY_SAMPLE - 1)) === 0) msg.arrivedAt = -performance.now();
+    if (this.#hot !== undefined && --this.#gap === 0) {
+      this.#gap = nextSampleGap();
+      this.#hot.sample(msg.targetId);
+    }
   }
 
   succeed(msg: Message, value: unknown): void {
@@ -107,16 +121,19 @@ export class TypeMeter implements CallMeter {
 export class CallMeters {
   readonly #inner: CallSettler;
   readonly #byType = new Map<string, TypeMeter>();
+  /** The silo's hot-grain sample, fed by every type's meter; undefined when the dashboard is off. */
+  readonly hot: HotGrains | undefined;
 
-  /** `inner` settles the calls once counted: the silo's call tracker. */
-  constructor(inner: CallSettler) {
+  /** `inner` settles the calls once counted: the silo's call tracker. `hot`: sample the hottest grains too. */
+  constructor(inner: CallSettler, hot = false) {
     this.#inner = inner;
+    this.hot = hot ? new HotGrains() : undefined;
   }
 
   /** The meter of `type`, made on first use. */
   of(type: GrainTypeInfo): TypeMeter {
     let m = this.#byType.get(type.name);
-    if (m === undefined) this.#byType.set(type.name, (m = new TypeMeter(type.name, this.#inner)));
+    if (m === undefined) this.#byType.set(type.name, (m = new TypeMeter(type.name, this.#inner, this.hot)));
     return m;
   }
 

@@ -54,6 +54,8 @@ export interface RuntimeConfig {
   readonly deactivationTimeoutMs: number;
   /** Count calls and activations per grain type (see CallMeters). Default false. */
   readonly metrics?: boolean;
+  /** Sample the hottest grains too (the dashboard); implies counting. Default false. */
+  readonly hotGrains?: boolean;
   /** Filters around calls to this silo's grains, outermost first. */
   readonly incomingFilters: readonly IncomingCallFilter[];
   /** Filters around calls this silo's grains and the silo make. */
@@ -95,7 +97,8 @@ export class Runtime implements CatalogHost, ClusterHost {
     this.codecContext = { reviveRef: (id: RefIdentity) => this.ref(id.type, id.key, undefined) };
     this.types = new GrainTypes(cfg.cpus, cfg.incomingFilters);
     this.calls = new CallTracker(this, this.clock);
-    this.meters = cfg.metrics === true ? new CallMeters(this.calls) : undefined;
+    this.meters =
+      cfg.metrics === true || cfg.hotGrains === true ? new CallMeters(this.calls, cfg.hotGrains === true) : undefined;
     this.catalog = new Catalog(this, cfg, () => this.types.all.values());
     this.observers = new Observers(this);
     this.dispatcher = new Dispatcher(this, cfg, this.types, this.catalog, this.calls, this.observers);
@@ -166,8 +169,20 @@ export class Runtime implements CatalogHost, ClusterHost {
 
   // ---- Providers an activation asks for ------------------------------------------
 
+  /**
+   * The persistent states grain types declared on this silo, by type: state
+   * name → storage provider name. States are declared as an activation is
+   * constructed, so a type appears once one of its grains has activated here
+   * (the dashboard's inspector reads states through it).
+   */
+  readonly declaredStates = new Map<string, Map<string, string>>();
+
   /** The storage provider a grain's state names; a clear error if it is not configured. */
   storageProvider(name: string, grain: string, state: string): StorageProvider {
+    const type = grain.slice(0, grain.indexOf('/'));
+    let states = this.declaredStates.get(type);
+    if (states === undefined) this.declaredStates.set(type, (states = new Map()));
+    if (states.get(state) !== name) states.set(state, name);
     const p = this.#cfg.storage.get(name);
     if (p === undefined) {
       const known = [...this.#cfg.storage.keys()].join(', ') || 'none';

@@ -1,0 +1,106 @@
+// The hottest grains of a silo, from a bounded sample of its calls: a
+// Space-Saving top-K (Metwally et al.) over one call in HOT_SAMPLE on
+// average, with forward decay so the counts are recent rates rather than
+// totals since the start. A call not sampled pays one counter decrement in
+// the meter of its grain type (see runtime/call-meter.ts); a sampled one a Map
+// lookup and, when its grain is new to the table, a scan of K entries.
+
+/** Calls per sample, on average: the gap to the next sample is drawn from 1 to 2 × HOT_SAMPLE - 1. */
+export const HOT_SAMPLE = 16;
+
+/** Grains the table keeps. */
+export const HOT_CAPACITY = 64;
+
+/** The decay's time constant, in ms: a rate is that of about the last 10 seconds. */
+export const HOT_DECAY_MS = 10_000;
+
+/** Past this many time constants since the landmark, weights are brought back down (no overflow). */
+const RENORMALIZE_AFTER = 40;
+
+/** The gap to the next sampled call: uniform from 1 to 2 × HOT_SAMPLE - 1 (mean HOT_SAMPLE), so no call pattern aliases with it. */
+export function nextSampleGap(): number {
+  return 1 + Math.floor(Math.random() * (2 * HOT_SAMPLE - 1));
+}
+
+interface Counter {
+  readonly grain: string;
+  /** Decayed sample weight, in units of the landmark. */
+  weight: number;
+  /** What the grain may have inherited from the one it replaced (Space-Saving's overestimate). */
+  error: number;
+}
+
+/** One hot grain: its estimated calls per second, which overstates it by `error` at most. */
+export interface HotGrain {
+  readonly grain: string;
+  readonly rate: number;
+  readonly error: number;
+}
+
+/** A silo's sample of its grain calls. */
+export class HotGrains {
+  readonly #byGrain = new Map<string, Counter>();
+  readonly #capacity: number;
+  readonly #decayMs: number;
+  /** Time (performance.now()) at which a sample weighs 1. */
+  #landmark: number;
+
+  constructor(capacity = HOT_CAPACITY, decayMs = HOT_DECAY_MS, now = performance.now()) {
+    this.#capacity = capacity;
+    this.#decayMs = decayMs;
+    this.#landmark = now;
+  }
+
+  /** A sampled call to `grain` (`type/key`) at `now` (performance.now()). */
+  sample(grain: string, now = performance.now()): void {
+    let age = (now - this.#landmark) / this.#decayMs;
+    if (age > RENORMALIZE_AFTER) {
+      this.#renormalize(now);
+      age = 0;
+    }
+    const w = Math.exp(age);
+    const c = this.#byGrain.get(grain);
+    if (c !== undefined) {
+      c.weight += w;
+      return;
+    }
+    if (this.#byGrain.size < this.#capacity) {
+      this.#byGrain.set(grain, { grain, weight: w, error: 0 });
+      return;
+    }
+    // Space-Saving: the new grain takes the place of the lightest, inheriting its weight as its error.
+    let min: Counter | undefined;
+    for (const e of this.#byGrain.values()) if (min === undefined || e.weight < min.weight) min = e;
+    const m = min as Counter;
+    this.#byGrain.delete(m.grain);
+    this.#byGrain.set(grain, { grain, weight: m.weight + w, error: m.weight });
+  }
+
+  #renormalize(now: number): void {
+    const f = Math.exp(-(now - this.#landmark) / this.#decayMs);
+    for (const c of this.#byGrain.values()) {
+      c.weight *= f;
+      c.error *= f;
+    }
+    this.#landmark = now;
+  }
+
+  /** calls/s of a decayed weight at `now`: a steady rate r leaves a weight of r × decay / HOT_SAMPLE. */
+  #rate(weight: number, now: number): number {
+    return (weight * Math.exp(-(now - this.#landmark) / this.#decayMs) * HOT_SAMPLE * 1000) / this.#decayMs;
+  }
+
+  /** The `n` hottest grains now, hottest first. */
+  top(n: number, now = performance.now()): HotGrain[] {
+    return [...this.#byGrain.values()]
+      .sort((a, b) => b.weight - a.weight)
+      .slice(0, n)
+      .map((c) => ({ grain: c.grain, rate: this.#rate(c.weight, now), error: this.#rate(c.error, now) }));
+  }
+
+  /** The estimated calls/s of `grain`, or undefined when it is not in the table (not among the hot grains). */
+  rateOf(grain: string, now = performance.now()): number | undefined {
+    const c = this.#byGrain.get(grain);
+    return c === undefined ? undefined : this.#rate(c.weight, now);
+  }
+}
