@@ -3,6 +3,7 @@
 // answers while storage opens and the silo joins) and closes after the rest.
 //   GET|HEAD /health/startup  /health/live  /health/ready   JSON { status, silo, reason? }
 //   GET|HEAD /metrics                                       Prometheus text
+//   /dashboard and below                                    the dashboard, when on (see dashboard/server.ts)
 // No log line per request: the kubelet probes every few seconds.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -18,6 +19,8 @@ export interface HttpEndpointOptions {
   readonly health: SiloHealth;
   /** The metrics as Prometheus text; undefined when the silo has metrics off (then /metrics is a 404). */
   readonly metrics: { readonly contentType: string; text(): Promise<string> } | undefined;
+  /** The dashboard; undefined when it is off (then /dashboard is a 404). Probes and /metrics never need its token. */
+  readonly dashboard?: { handle(req: IncomingMessage, res: ServerResponse): void; close(): void } | undefined;
   readonly logger: Logger;
 }
 
@@ -71,7 +74,10 @@ export class HttpEndpoint {
     const bound = server.address();
     if (typeof bound === 'object' && bound !== null) self.#address = hostPort(o.host, bound.port);
     server.on('error', (e: Error) => self.logger.error({ err: e, address: self.address }, 'HTTP endpoint failed'));
-    o.logger.info({ address: self.address, metrics: o.metrics !== undefined }, 'HTTP endpoint listening');
+    o.logger.info(
+      { address: self.address, metrics: o.metrics !== undefined, dashboard: o.dashboard !== undefined },
+      'HTTP endpoint listening',
+    );
     return self;
   }
 
@@ -80,6 +86,11 @@ export class HttpEndpoint {
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
     const head = req.method === 'HEAD';
+    const dashboard = this.#o.dashboard;
+    if (dashboard !== undefined && (path === '/dashboard' || path.startsWith('/dashboard/'))) {
+      dashboard.handle(req, res);
+      return;
+    }
     if (req.method !== 'GET' && !head) {
       res.setHeader('allow', 'GET, HEAD');
       this.#json(res, head, 405, { status: 'fail', reason: `method ${req.method ?? '?'} not allowed: GET or HEAD` });
@@ -104,7 +115,11 @@ export class HttpEndpoint {
       );
       return;
     }
-    const paths = [...probes.keys(), ...(metrics !== undefined ? ['/metrics'] : [])];
+    const paths = [
+      ...probes.keys(),
+      ...(metrics !== undefined ? ['/metrics'] : []),
+      ...(dashboard !== undefined ? ['/dashboard'] : []),
+    ];
     this.#json(res, head, 404, { status: 'fail', reason: `no such path: ${path}`, paths });
   }
 
@@ -124,6 +139,7 @@ export class HttpEndpoint {
   /** Stops listening and closes every connection (kept-alive ones included). */
   close(): Promise<void> {
     this.#closing ??= new Promise<void>((resolve) => {
+      this.#o.dashboard?.close();
       this.#server.close(() => resolve());
       this.#server.closeAllConnections();
       this.logger.info({ address: this.address }, 'HTTP endpoint closed');
