@@ -88,6 +88,14 @@ export {
   type LogSubsystem,
 } from './observability/logger.ts';
 export { channels } from './observability/channels.ts';
+export {
+  serveDashboard,
+  DASHBOARD_PORT,
+  type ServeDashboardOptions,
+  type ServedDashboard,
+} from './observability/dashboard/serve.ts';
+export { dashboardDefaults, type DashboardOptions } from './observability/dashboard/options.ts';
+export type { DashboardSource } from './observability/dashboard/model.ts';
 export { memoryStreams, type MemoryStreamsOptions } from './streams/memory.ts';
 export {
   deliveryDefaults,

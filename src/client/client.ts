@@ -56,6 +56,7 @@ import {
   type SystemCallResult,
   type SystemResultFrame,
 } from '../messaging/system-calls.ts';
+import type { DashboardSource } from '../observability/dashboard/model.ts';
 import { defaultLogger, type Logger } from '../observability/logger.ts';
 import type { CodecContext, RefIdentity } from '../serialization/symbols.ts';
 import { encode } from '../serialization/codec.ts';
@@ -548,6 +549,20 @@ export class ClusterClient implements Invoker, ConnectionHandler {
         suspicions: votes.map(([by, at]) => ({ by, at })),
       })),
       activations: new Map(loads),
+    };
+  }
+
+  /**
+   * What `serveDashboard` reads through this client: the cluster's snapshot,
+   * a grain's details and ETag-guarded state edits, each asked of a gateway's
+   * silo, which must have its dashboard on (silo option `dashboard`).
+   */
+  dashboardSource(timeoutMs = this.#opts.responseTimeoutMs ?? 30_000): DashboardSource {
+    return {
+      cluster: () => this.#systemCall('dashboard.cluster', [], timeoutMs),
+      grain: (type, key) => this.#systemCall('dashboard.grain', [type, key], timeoutMs),
+      writeState: (type, key, state, etag, json) =>
+        this.#systemCall('dashboard.writeState', [type, key, state, etag, json], timeoutMs),
     };
   }
 

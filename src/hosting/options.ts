@@ -22,6 +22,15 @@ import {
   type LogSubsystem,
   type Logger,
 } from '../observability/logger.ts';
+import {
+  DASHBOARD_TOKEN_ENV,
+  checkDashboardToken,
+  dashboardDefaults,
+  isLoopback,
+  resolveDashboardOptions,
+  tokenRequired,
+  type DashboardOptions,
+} from '../observability/dashboard/options.ts';
 import type { ReminderTable } from '../reminders/table.ts';
 import type { StorageProvider } from '../storage/provider.ts';
 import type { StreamProvider } from '../streams/provider.ts';
@@ -123,6 +132,21 @@ export interface SiloOptions {
    * type's first 64). Default: true when `httpPort` is given, else false.
    */
   metrics?: boolean;
+  /**
+   * The live dashboard at `/dashboard` on the HTTP endpoint (see docs/operations.md): `true`,
+   * `false`, or dashboard options (`DashboardOptions`, defaults in `dashboardDefaults`). It counts
+   * calls as metrics do and samples one call in 16 for the hottest grains. Default: on when
+   * `httpPort` is given and the endpoint listens on loopback or a `dashboardToken` is set, else
+   * off. Asked for on an endpoint beyond loopback with no token, the silo refuses to start. On
+   * without `httpPort`, the silo serves no page but answers a dashboard served elsewhere
+   * (`serveDashboard`) through its gateway.
+   */
+  dashboard?: boolean | DashboardOptions;
+  /**
+   * The bearer token the dashboard asks for (at least 16 characters); required for a dashboard
+   * on an endpoint beyond loopback. Default: the GRANARY_DASHBOARD_TOKEN environment variable, else none.
+   */
+  dashboardToken?: string;
   /** Where the silo reads the time and sets its timers. Default: the system clock; tests give a `ManualClock`. */
   clock?: Clock;
 }
@@ -204,6 +228,10 @@ export interface ResolvedCommonOptions {
   readonly httpPort: number | undefined;
   readonly httpHost: string;
   readonly metrics: boolean;
+  /** The dashboard's options; undefined when it is off. */
+  readonly dashboard: Readonly<Required<DashboardOptions>> | undefined;
+  /** The dashboard's token (the option, else GRANARY_DASHBOARD_TOKEN); undefined for none. */
+  readonly dashboardToken: string | undefined;
   readonly clock: Clock;
   /** The options the user gave (with a value other than undefined). */
   readonly given: ReadonlySet<keyof SiloOptions>;
@@ -359,6 +387,12 @@ const checks: Readonly<Record<keyof SiloOptions, (value: unknown, name: string) 
   metrics(value, name) {
     if (typeof value !== 'boolean') throw bad(name, 'true or false', value);
   },
+  dashboard(value, name) {
+    if (typeof value !== 'boolean') resolveDashboardOptions(value, `silo option ${name}`);
+  },
+  dashboardToken(value, name) {
+    checkDashboardToken(value, `silo option ${name}`);
+  },
   clock(value, name) {
     if (!hasMethods(value, ['now', 'setTimeout', 'setInterval']))
       throw bad(name, 'a clock with now, setTimeout and setInterval (systemClock, or ManualClock in tests)', value);
@@ -486,6 +520,7 @@ export function resolveSiloOptions(options: SiloOptions, fallbacks: SiloFallback
         `silo options httpPort and ${other} must differ (both ${http}): the HTTP endpoint needs a port of its own`,
       );
   }
+  const [dashboard, dashboardToken] = resolveDashboard(options, http, httpHost);
   const common: ResolvedCommonOptions = {
     clusterId: options.clusterId ?? siloDefaults.clusterId,
     grains: Object.freeze([...(options.grains ?? [])]),
@@ -517,6 +552,8 @@ export function resolveSiloOptions(options: SiloOptions, fallbacks: SiloFallback
     httpPort: http,
     httpHost,
     metrics: options.metrics ?? http !== undefined,
+    dashboard,
+    dashboardToken,
     clock: options.clock ?? systemClock,
     given,
   };
@@ -525,6 +562,29 @@ export function resolveSiloOptions(options: SiloOptions, fallbacks: SiloFallback
       ? { ...common, networked, membership: options.membership ?? fallbacks.membership() }
       : { ...common, networked, membership: undefined },
   );
+}
+
+/**
+ * The dashboard's options and token. Off by default where it could only be
+ * served open (an endpoint beyond loopback, no token): a deployment that
+ * exposes its probes does not expose grain state with them. Asked for there,
+ * the start fails.
+ */
+function resolveDashboard(
+  options: SiloOptions,
+  http: number | undefined,
+  httpHost: string,
+): [Readonly<Required<DashboardOptions>> | undefined, string | undefined] {
+  if (options.dashboard === false) return [undefined, undefined];
+  const env = process.env[DASHBOARD_TOKEN_ENV];
+  const token =
+    options.dashboardToken ??
+    (env !== undefined && env !== '' ? checkDashboardToken(env, DASHBOARD_TOKEN_ENV) : undefined);
+  const open = http === undefined || isLoopback(httpHost) || token !== undefined;
+  if (options.dashboard === undefined)
+    return http !== undefined && open ? [dashboardDefaults, token] : [undefined, undefined];
+  if (!open) throw tokenRequired(httpHost, 'the HTTP endpoint (silo options httpHost and httpPort)');
+  return [resolveDashboardOptions(options.dashboard, 'silo option dashboard'), token];
 }
 
 /** Names of fields whose values are secrets wherever they appear. */
@@ -621,6 +681,8 @@ export interface SiloOptionsSummary {
   /** The HTTP endpoint's `host:port` as asked (port 0: a free one), or null for none. */
   readonly http: string | null;
   readonly metrics: boolean;
+  /** `off`, `on`, `on with a token`, or `answers only` (on, no HTTP endpoint of its own). */
+  readonly dashboard: string;
   readonly logLevels: Readonly<Record<string, string>>;
   readonly clock: string;
   /** The options the user set; the others are defaults. */
@@ -661,6 +723,14 @@ export function describeSiloOptions(resolved: ResolvedSiloOptions): SiloOptionsS
     systemCallTimeoutMs: resolved.systemCallTimeoutMs,
     http: resolved.httpPort === undefined ? null : `${resolved.httpHost}:${resolved.httpPort}`,
     metrics: resolved.metrics,
+    dashboard:
+      resolved.dashboard === undefined
+        ? 'off'
+        : resolved.httpPort === undefined
+          ? 'answers only'
+          : resolved.dashboardToken === undefined
+            ? 'on'
+            : 'on with a token',
     logLevels: { ...resolved.logLevels },
     clock: resolved.clock === systemClock ? 'system' : (resolved.clock.constructor?.name ?? 'custom'),
     given: [...resolved.given].sort(),

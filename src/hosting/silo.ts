@@ -14,6 +14,7 @@ import type { Grain, GrainClass, SiloInfo } from '../grain/grain.ts';
 import type { GrainRef, ObserverRef } from '../grain/ref.ts';
 import { channels } from '../observability/channels.ts';
 import { SiloHealth } from '../observability/health.ts';
+import { DashboardServer } from '../observability/dashboard/server.ts';
 import { HttpEndpoint } from '../observability/http.ts';
 import { LOG_SUBSYSTEMS, subsystemLogger, type LogSubsystem, type Logger } from '../observability/logger.ts';
 import type { MetricsRegistry } from '../observability/metrics.ts';
@@ -34,6 +35,7 @@ import type { BroadcastChannel, Stream } from '../streams/types.ts';
 import { BroadcastChannels } from '../streams/channels.ts';
 import { checkedId } from '../streams/types.ts';
 import { StreamWorker } from '../streams/worker.ts';
+import { SiloDashboard } from './dashboard.ts';
 import { describeSiloOptions, resolveSiloOptions, type ResolvedSiloOptions, type SiloOptions } from './options.ts';
 
 /** The ring of a silo that is not (or no longer) a member: it owns no range. */
@@ -210,6 +212,8 @@ export class Silo {
       callerStacks: o.callerStacks,
       deactivationTimeoutMs: o.deactivationTimeoutMs,
       metrics: o.metrics,
+      // The dashboard counts as metrics do, and samples the hottest grains.
+      hotGrains: o.dashboard !== undefined,
       // Tracing, when on, is the outermost filter: the user's filters run inside its spans.
       incomingFilters:
         tracer === undefined
@@ -304,6 +308,18 @@ export class Silo {
       notify: (owner, grainId, name) => (cluster as SiloCluster).systemCall(owner, 'reminder.changed', [grainId, name]),
     });
 
+    // Answers the dashboard's system calls (every networked silo answers `dashboard.silo`), and feeds its page.
+    const dashboard = new SiloDashboard({
+      runtime,
+      cluster: () => cluster,
+      storage,
+      reminders: o.reminders,
+      options: o.dashboard,
+      get logger() {
+        return log('http');
+      },
+    });
+
     let metrics: MetricsRegistry | undefined;
     let http: HttpEndpoint | undefined;
     const stages: Stage[] = [
@@ -329,6 +345,17 @@ export class Silo {
             port: o.httpPort,
             health,
             metrics,
+            dashboard:
+              o.dashboard === undefined
+                ? undefined
+                : new DashboardServer({
+                    source: dashboard.source,
+                    options: o.dashboard,
+                    token: o.dashboardToken,
+                    host: o.httpHost,
+                    logger: log('http'),
+                    title: o.clusterId,
+                  }),
             logger: log('http'),
           });
         },
@@ -368,6 +395,8 @@ export class Silo {
             },
             () => made.silo?.declaredDead(),
           );
+          cluster.dashboard = dashboard.handlers;
+          dashboard.watch(cluster);
           // SiloCluster.start attached itself and set the silo's address before joining.
           address = cluster.address;
           health.address = address;
