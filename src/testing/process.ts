@@ -43,6 +43,7 @@ interface Ready {
   type: 'ready';
   address: string;
   gateway: string | null;
+  http: string | null;
 }
 
 /** A silo running in a child process. */
@@ -50,6 +51,8 @@ export class SiloProcess {
   readonly child: ChildProcess;
   readonly address: string;
   readonly gatewayAddress: string | null;
+  /** `host:port` of its HTTP endpoint (siloOptions.httpPort); null without one. */
+  readonly httpAddress: string | null;
   /** Resolves when the child exits, with its exit code or signal. */
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** What the child wrote to stderr (its logs). */
@@ -59,6 +62,7 @@ export class SiloProcess {
     this.child = child;
     this.address = ready.address;
     this.gatewayAddress = ready.gateway;
+    this.httpAddress = ready.http ?? null;
     this.exited = exited;
   }
 

@@ -128,4 +128,9 @@ void silo.terminated.then((how) => {
   process.exit(how === 'declared dead' ? 3 : 0);
 });
 process.on('SIGTERM', () => void silo.stop());
-process.send?.({ type: 'ready', address: silo.info.address, gateway: silo.cluster?.gatewayAddress ?? null });
+process.send?.({
+  type: 'ready',
+  address: silo.info.address,
+  gateway: silo.cluster?.gatewayAddress ?? null,
+  http: silo.httpAddress ?? null,
+});

@@ -229,6 +229,12 @@ describe('system calls', () => {
   it('keep the wire names of every call (silos of two versions must understand each other)', () => {
     assert.deepEqual(Object.keys(systemCalls).sort(), [
       'cluster.status',
+      'dashboard.cluster',
+      'dashboard.deactivate',
+      'dashboard.grain',
+      'dashboard.local',
+      'dashboard.silo',
+      'dashboard.writeState',
       'dir.handoff',
       'dir.lookup',
       'dir.register',
