@@ -182,14 +182,15 @@ export class SiloDashboard {
     const rt = this.#s.runtime;
     const meters = rt.meters;
     const byType = new Map<string, number>();
-    const mailboxes: Array<[string, number]> = [];
+    const mailboxes: Array<[string, number, string, boolean]> = [];
     let queued = 0;
     for (const a of rt.catalog.activations()) {
       byType.set(a.type.name, (byType.get(a.type.name) ?? 0) + 1);
       const n = a.queueLength;
       if (n === 0) continue;
       queued += n;
-      mailboxes.push([a.idStr, n]);
+      const m = a.nextQueued;
+      mailboxes.push([a.idStr, n, m?.name ?? '', m?.readOnly ?? false]);
     }
     mailboxes.sort((a, b) => b[1] - a[1]);
     const types: WireSiloStats['types'] = [];
@@ -252,10 +253,11 @@ export class SiloDashboard {
       queued,
       bounds: [...CALL_LATENCY_BUCKETS],
       types,
-      hot: (hot?.top(this.#s.options?.hotGrainsShown ?? 10) ?? []).map((h): [string, number, number] => [
+      hot: (hot?.top(this.#s.options?.hotGrainsShown ?? 10) ?? []).map((h): [string, number, number, number] => [
         h.grain,
         h.rate,
         h.error,
+        h.share,
       ]),
       mailboxes: mailboxes.slice(0, MAILBOXES_SHOWN),
     };

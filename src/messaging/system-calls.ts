@@ -214,10 +214,13 @@ const wireSiloStats = shapes.object({
   /** Upper bounds of the latency buckets, in seconds. */
   bounds: shapes.array(num),
   types: shapes.array(wireTypeStats),
-  /** The hottest grains by sampled calls: [grain, calls/s estimate, overestimate at most]. */
-  hot: shapes.array(shapes.tuple(['grain', str], ['rate', num], ['error', num])),
-  /** The longest mailboxes: [grain, calls waiting]. */
-  mailboxes: shapes.array(shapes.tuple(['grain', str], ['queued', count])),
+  /**
+   * The hottest grains by sampled calls: [grain, calls/s estimate, overestimate at most, its part of
+   * its type's sampled calls on the silo (0 to 1)].
+   */
+  hot: shapes.array(shapes.tuple(['grain', str], ['rate', num], ['error', num], ['share', num])),
+  /** The longest mailboxes: [grain, calls waiting, the method of the first, whether it is read-only]. */
+  mailboxes: shapes.array(shapes.tuple(['grain', str], ['queued', count], ['method', str], ['readOnly', bool])),
 });
 
 /** A membership event the answering silo saw: [epoch ms, silo, what, detail]. */

@@ -35,11 +35,15 @@ export interface HotGrain {
   readonly grain: string;
   readonly rate: number;
   readonly error: number;
+  /** Its part of the sampled calls of its grain type on this silo, from 0 to 1. */
+  readonly share: number;
 }
 
 /** A silo's sample of its grain calls. */
 export class HotGrains {
   readonly #byGrain = new Map<string, Counter>();
+  /** Decayed sample weight of every grain type (all its grains, not only the hot ones). */
+  readonly #byType = new Map<string, { weight: number }>();
   readonly #capacity: number;
   readonly #decayMs: number;
   /** Time (performance.now()) at which a sample weighs 1. */
@@ -51,14 +55,17 @@ export class HotGrains {
     this.#landmark = now;
   }
 
-  /** A sampled call to `grain` (`type/key`) at `now` (performance.now()). */
-  sample(grain: string, now = performance.now()): void {
+  /** A sampled call to `grain` (`type/key`) of grain type `type` at `now` (performance.now()). */
+  sample(grain: string, type: string, now = performance.now()): void {
     let age = (now - this.#landmark) / this.#decayMs;
     if (age > RENORMALIZE_AFTER) {
       this.#renormalize(now);
       age = 0;
     }
     const w = Math.exp(age);
+    const t = this.#byType.get(type);
+    if (t !== undefined) t.weight += w;
+    else this.#byType.set(type, { weight: w });
     const c = this.#byGrain.get(grain);
     if (c !== undefined) {
       c.weight += w;
@@ -82,6 +89,7 @@ export class HotGrains {
       c.weight *= f;
       c.error *= f;
     }
+    for (const t of this.#byType.values()) t.weight *= f;
     this.#landmark = now;
   }
 
@@ -95,7 +103,15 @@ export class HotGrains {
     return [...this.#byGrain.values()]
       .sort((a, b) => b.weight - a.weight)
       .slice(0, n)
-      .map((c) => ({ grain: c.grain, rate: this.#rate(c.weight, now), error: this.#rate(c.error, now) }));
+      .map((c) => {
+        const type = this.#byType.get(c.grain.slice(0, c.grain.indexOf('/')))?.weight ?? 0;
+        return {
+          grain: c.grain,
+          rate: this.#rate(c.weight, now),
+          error: this.#rate(c.error, now),
+          share: type > 0 ? Math.min(1, c.weight / type) : 1,
+        };
+      });
   }
 
   /** The estimated calls/s of `grain`, or undefined when it is not in the table (not among the hot grains). */

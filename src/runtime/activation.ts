@@ -25,7 +25,7 @@ import type { GrainId } from '../grain/identity.ts';
 import type { GrainTypeInfo } from '../grain/options.ts';
 import type { EventLog, JournalBinding } from '../journal/log.ts';
 import { chainContains, chainPath, type CallerContext, type ChainNode } from '../messaging/call-chain.ts';
-import type { Message } from '../messaging/message.ts';
+import type { Message, MessageMethod } from '../messaging/message.ts';
 import { targetBytes } from '../messaging/protocol.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { ReminderInfo, ReminderOptions, ReminderService } from '../reminders/service.ts';
@@ -258,6 +258,11 @@ export class Activation implements GrainContext, CallerContext, Target {
 
   get queueLength(): number {
     return this.#queue === undefined ? 0 : this.#queue.length - this.#head;
+  }
+
+  /** The method of the call that waits longest in the mailbox, if any (the dashboard's advice names it). */
+  get nextQueued(): MessageMethod | undefined {
+    return this.#queue?.[this.#head]?.method;
   }
 
   /** Constructing the grain (field initializers run now): the only time states and a journal may be declared. */

@@ -85,7 +85,7 @@ export class TypeMeter implements CallMeter {
     else if ((n & (LATENCY_SAMPLE - 1)) === 0) msg.arrivedAt = -performance.now();
     if (this.#hot !== undefined && --this.#gap === 0) {
       this.#gap = nextSampleGap();
-      this.#hot.sample(msg.targetId);
+      this.#hot.sample(msg.targetId, this.type);
     }
   }
 

@@ -69,6 +69,8 @@ export interface HotRow {
   readonly callsPerSecond: number;
   /** The estimate overstates by this much at most. */
   readonly error: number;
+  /** Its part of its type's calls on its silo, from 0 to 1. */
+  readonly share: number;
 }
 
 /** A grain that looks like a bottleneck, and what to do about it. */
@@ -160,14 +162,20 @@ function subtract(a: readonly number[], b: readonly number[] | undefined): numbe
 
 const readName = /^(get|read|list|find|is|has|count|fetch|load|peek|show|describe|query|lookup|search|view)/i;
 
-/** The pattern that fixes a hot or queueing grain, from what its type allows and how its calls spread. */
+/**
+ * The pattern that fixes a hot or queueing grain, from what its type allows,
+ * the method its calls are to (`waiting`: the first queued call's), and its
+ * part of its type's calls on its silo.
+ */
 export function advise(
   kind: 'calls' | 'queue',
   grain: string,
   type: WireSiloStats['types'][number] | undefined,
   shareOfType: number,
+  waiting?: { readonly method: string; readonly readOnly: boolean },
 ): { pattern: string; advice: string } {
-  const top = type?.topMethod ?? null;
+  const top: readonly [string, number, boolean] | null =
+    waiting !== undefined && waiting.method !== '' ? [waiting.method, 0, waiting.readOnly] : (type?.topMethod ?? null);
   if (kind === 'queue') {
     if (type?.statelessWorker === true)
       return {
@@ -377,19 +385,16 @@ export class DashboardView {
         perSilo: a.perSilo,
       }))
       .sort((a, b) => (b.callsPerSecond ?? 0) - (a.callsPerSecond ?? 0) || a.type.localeCompare(b.type));
-    const typeRate = new Map(types.map((t) => [t.type, t.callsPerSecond ?? 0]));
 
     const hot: HotRow[] = [];
     const warnings: Warning[] = [];
     for (const s of c.silos) {
       if (s.stats === null) continue;
       const byType = new Map(s.stats.types.map((t) => [t.type, t]));
-      for (const [grain, rate, error] of s.stats.hot) {
+      for (const [grain, rate, error, share] of s.stats.hot) {
         const type = grain.slice(0, grain.indexOf('/'));
-        hot.push({ grain, type, silo: s.address, callsPerSecond: rate, error });
+        hot.push({ grain, type, silo: s.address, callsPerSecond: rate, error, share });
         if (rate >= o.hotGrainCallsPerSecond) {
-          const total = typeRate.get(type) ?? 0;
-          const share = total > 0 ? rate / total : 1;
           warnings.push({
             grain,
             silo: s.address,
@@ -400,7 +405,7 @@ export class DashboardView {
           });
         }
       }
-      for (const [grain, queued] of s.stats.mailboxes) {
+      for (const [grain, queued, method, readOnly] of s.stats.mailboxes) {
         if (queued < o.hotGrainQueueLength) continue;
         const type = grain.slice(0, grain.indexOf('/'));
         warnings.push({
@@ -409,7 +414,7 @@ export class DashboardView {
           kind: 'queue',
           value: queued,
           threshold: o.hotGrainQueueLength,
-          ...advise('queue', grain, byType.get(type), 0),
+          ...advise('queue', grain, byType.get(type), 0, { method, readOnly }),
         });
       }
     }
