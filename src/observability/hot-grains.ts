@@ -11,8 +11,8 @@ export const HOT_SAMPLE = 16;
 /** Grains the table keeps. */
 export const HOT_CAPACITY = 64;
 
-/** The decay's time constant, in ms: a rate is that of about the last 10 seconds. */
-export const HOT_DECAY_MS = 10_000;
+/** The decay's time constant, in ms: a rate is that of about the last 5 seconds (the page's rate window). */
+export const HOT_DECAY_MS = 5000;
 
 /** Past this many time constants since the landmark, weights are brought back down (no overflow). */
 const RENORMALIZE_AFTER = 40;
@@ -48,11 +48,14 @@ export class HotGrains {
   readonly #decayMs: number;
   /** Time (performance.now()) at which a sample weighs 1. */
   #landmark: number;
+  /** When sampling began: a young sample has had less time to add up, and its rates are scaled for it. */
+  readonly #born: number;
 
   constructor(capacity = HOT_CAPACITY, decayMs = HOT_DECAY_MS, now = performance.now()) {
     this.#capacity = capacity;
     this.#decayMs = decayMs;
     this.#landmark = now;
+    this.#born = now;
   }
 
   /** A sampled call to `grain` (`type/key`) of grain type `type` at `now` (performance.now()). */
@@ -93,9 +96,13 @@ export class HotGrains {
     this.#landmark = now;
   }
 
-  /** calls/s of a decayed weight at `now`: a steady rate r leaves a weight of r × decay / HOT_SAMPLE. */
+  /**
+   * calls/s of a decayed weight at `now`: a steady rate r, sampled for a time
+   * t, leaves a weight of r × decay × (1 - e^(-t/decay)) / HOT_SAMPLE.
+   */
   #rate(weight: number, now: number): number {
-    return (weight * Math.exp(-(now - this.#landmark) / this.#decayMs) * HOT_SAMPLE * 1000) / this.#decayMs;
+    const filled = Math.max(1e-3, 1 - Math.exp(-(now - this.#born) / this.#decayMs));
+    return (weight * Math.exp(-(now - this.#landmark) / this.#decayMs) * HOT_SAMPLE * 1000) / (this.#decayMs * filled);
   }
 
   /** The `n` hottest grains now, hottest first. */
@@ -112,6 +119,11 @@ export class HotGrains {
           share: type > 0 ? Math.min(1, c.weight / type) : 1,
         };
       });
+  }
+
+  /** Drops `grain` (its activation here ended): a grain that moved is hot where it runs now, not here. */
+  forget(grain: string): void {
+    this.#byGrain.delete(grain);
   }
 
   /** The estimated calls/s of `grain`, or undefined when it is not in the table (not among the hot grains). */

@@ -277,6 +277,7 @@ export class Runtime implements CatalogHost, ClusterHost {
     this.catalog.remove(a);
     // One made for a call and never started was no activation to speak of.
     if (a.instance !== undefined) this.meters?.deactivated(a.type, reason);
+    this.meters?.hot?.forget(a.idStr);
     if (channels.activationDeactivated.hasSubscribers)
       channels.activationDeactivated.publish({
         silo: this.siloInfo.address,
