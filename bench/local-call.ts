@@ -2,7 +2,8 @@
 // same async method on a plain object kept in a Map, measured in one process
 // and one run. Also cold activations per second and heap per idle activation.
 // Run: npm run bench:local   (options: --quick for a short run; --metrics for a silo
-// that counts metrics, to see what they cost: `npm run bench:local -- --metrics`)
+// that counts metrics, to see what they cost: `npm run bench:local -- --metrics`;
+// --dashboard for one that also samples its hottest grains for the dashboard)
 
 import { Silo, Grain, grain, silentLogger } from 'granary';
 
@@ -32,6 +33,7 @@ class RawCounter {
 
 const quick = process.argv.includes('--quick');
 const metrics = process.argv.includes('--metrics');
+const dashboard = process.argv.includes('--dashboard');
 const ROUND_MS = quick ? 300 : 1000;
 const ROUNDS = quick ? 2 : 3;
 const CALLERS = 1000;
@@ -86,7 +88,7 @@ function gc(): void {
 }
 
 async function main(): Promise<void> {
-  const silo = await Silo.start({ grains: [BenchCounter, Small], logger: silentLogger(), metrics });
+  const silo = await Silo.start({ grains: [BenchCounter, Small], logger: silentLogger(), metrics, dashboard });
   const raw = new Map<string, RawCounter>();
   const refs: Array<{ add(n: number): Promise<number> }> = [];
   const objs: RawCounter[] = [];
@@ -137,7 +139,7 @@ async function main(): Promise<void> {
   const f = (n: number, d = 0): string =>
     n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
   console.log(
-    `local call, one process (median of ${ROUNDS} rounds of ${ROUND_MS} ms; ${CALLERS} callers on ${CALLERS} targets${metrics ? '; metrics on' : ''})`,
+    `local call, one process (median of ${ROUNDS} rounds of ${ROUND_MS} ms; ${CALLERS} callers on ${CALLERS} targets${metrics ? '; metrics on' : ''}${dashboard ? '; dashboard on' : ''})`,
   );
   console.log('');
   console.log('| figure | raw (async method, Map) | grain call | ratio | target |');
