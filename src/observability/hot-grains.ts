@@ -3,7 +3,8 @@
 // average, with forward decay so the counts are recent rates rather than
 // totals since the start. A call not sampled pays one counter decrement in
 // the meter of its grain type (see runtime/call-meter.ts); a sampled one a Map
-// lookup and, when its grain is new to the table, a scan of K entries.
+// lookup and a few steps in a min-heap of the K counters (the lightest is
+// the one a new grain replaces).
 
 /** Calls per sample, on average: the gap to the next sample is drawn from 1 to 2 × HOT_SAMPLE - 1. */
 export const HOT_SAMPLE = 16;
@@ -23,11 +24,13 @@ export function nextSampleGap(): number {
 }
 
 interface Counter {
-  readonly grain: string;
+  grain: string;
   /** Decayed sample weight, in units of the landmark. */
   weight: number;
   /** What the grain may have inherited from the one it replaced (Space-Saving's overestimate). */
   error: number;
+  /** Its index in the heap. */
+  at: number;
 }
 
 /** One hot grain: its estimated calls per second, which overstates it by `error` at most. */
@@ -42,6 +45,8 @@ export interface HotGrain {
 /** A silo's sample of its grain calls. */
 export class HotGrains {
   readonly #byGrain = new Map<string, Counter>();
+  /** The counters as a min-heap on weight: the lightest first. */
+  readonly #heap: Counter[] = [];
   /** Decayed sample weight of every grain type (all its grains, not only the hot ones). */
   readonly #byType = new Map<string, { weight: number }>();
   readonly #capacity: number;
@@ -72,18 +77,59 @@ export class HotGrains {
     const c = this.#byGrain.get(grain);
     if (c !== undefined) {
       c.weight += w;
+      this.#down(c.at);
       return;
     }
-    if (this.#byGrain.size < this.#capacity) {
-      this.#byGrain.set(grain, { grain, weight: w, error: 0 });
+    const heap = this.#heap;
+    if (heap.length < this.#capacity) {
+      const n: Counter = { grain, weight: w, error: 0, at: heap.length };
+      heap.push(n);
+      this.#byGrain.set(grain, n);
+      this.#up(n.at);
       return;
     }
     // Space-Saving: the new grain takes the place of the lightest, inheriting its weight as its error.
-    let min: Counter | undefined;
-    for (const e of this.#byGrain.values()) if (min === undefined || e.weight < min.weight) min = e;
-    const m = min as Counter;
+    const m = heap[0] as Counter;
     this.#byGrain.delete(m.grain);
-    this.#byGrain.set(grain, { grain, weight: m.weight + w, error: m.weight });
+    m.grain = grain;
+    m.error = m.weight;
+    m.weight += w;
+    this.#byGrain.set(grain, m);
+    this.#down(0);
+  }
+
+  #up(i: number): void {
+    const heap = this.#heap;
+    const c = heap[i] as Counter;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      const parent = heap[p] as Counter;
+      if (parent.weight <= c.weight) break;
+      heap[i] = parent;
+      parent.at = i;
+      i = p;
+    }
+    heap[i] = c;
+    c.at = i;
+  }
+
+  #down(i: number): void {
+    const heap = this.#heap;
+    const n = heap.length;
+    const c = heap[i] as Counter;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= n) break;
+      const r = l + 1;
+      const child = r < n && (heap[r] as Counter).weight < (heap[l] as Counter).weight ? r : l;
+      const lighter = heap[child] as Counter;
+      if (lighter.weight >= c.weight) break;
+      heap[i] = lighter;
+      lighter.at = i;
+      i = child;
+    }
+    heap[i] = c;
+    c.at = i;
   }
 
   #renormalize(now: number): void {
@@ -123,7 +169,16 @@ export class HotGrains {
 
   /** Drops `grain` (its activation here ended): a grain that moved is hot where it runs now, not here. */
   forget(grain: string): void {
+    const c = this.#byGrain.get(grain);
+    if (c === undefined) return;
     this.#byGrain.delete(grain);
+    const heap = this.#heap;
+    const last = heap.pop() as Counter;
+    if (last === c) return;
+    heap[c.at] = last;
+    last.at = c.at;
+    this.#down(last.at);
+    this.#up(last.at);
   }
 
   /** The estimated calls/s of `grain`, or undefined when it is not in the table (not among the hot grains). */
