@@ -16,7 +16,9 @@ import type { DashCounter, DashPing } from '../grains/dashboard.ts';
 
 /** What the functions run in the page use of it (this project compiles without the DOM's types). */
 declare const document: {
-  querySelector(selector: string): { getAttribute(name: string): string | null } | null;
+  querySelector(
+    selector: string,
+  ): { getAttribute(name: string): string | null; readonly textContent: string | null } | null;
   readonly body: { readonly innerText: string };
 };
 
@@ -166,8 +168,12 @@ describe(
           ),
         addresses.slice(0, 2),
       );
-      const live = await page.textContent('#conn-text');
-      assert.equal(live, 'live');
+      await until(
+        page,
+        'the page still live',
+        () => document.querySelector('#conn-text')?.textContent === 'live',
+        undefined,
+      );
 
       const shot = process.env['DASHBOARD_SCREENSHOT'];
       if (shot !== undefined && shot !== '') {
