@@ -203,7 +203,7 @@ describe('granary options: providers', () => {
         membership: 'postgres://app:hunter2@db:5432/granary',
         storage: 'redis://:hunter3@cache:6379',
         streams: 'events=nats://user:hunter4@nats:4222',
-        dashboardToken: 'hunter5',
+        dashboardToken: 'hunter5-a-token-of-16-or-more',
       },
     );
     const logged = JSON.stringify(describeCommandOptions(r.values, r.sources));
