@@ -1,7 +1,8 @@
 // bench/local-call: a warm grain call in one silo against the raw limit, the
 // same async method on a plain object kept in a Map, measured in one process
 // and one run. Also cold activations per second and heap per idle activation.
-// Run: npm run bench:local   (options: --quick for a short run)
+// Run: npm run bench:local   (options: --quick for a short run; --metrics for a silo
+// that counts metrics, to see what they cost: `npm run bench:local -- --metrics`)
 
 import { Silo, Grain, grain, silentLogger } from 'granary';
 
@@ -30,6 +31,7 @@ class RawCounter {
 }
 
 const quick = process.argv.includes('--quick');
+const metrics = process.argv.includes('--metrics');
 const ROUND_MS = quick ? 300 : 1000;
 const ROUNDS = quick ? 2 : 3;
 const CALLERS = 1000;
@@ -84,7 +86,7 @@ function gc(): void {
 }
 
 async function main(): Promise<void> {
-  const silo = await Silo.start({ grains: [BenchCounter, Small], logger: silentLogger() });
+  const silo = await Silo.start({ grains: [BenchCounter, Small], logger: silentLogger(), metrics });
   const raw = new Map<string, RawCounter>();
   const refs: Array<{ add(n: number): Promise<number> }> = [];
   const objs: RawCounter[] = [];
@@ -135,7 +137,7 @@ async function main(): Promise<void> {
   const f = (n: number, d = 0): string =>
     n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
   console.log(
-    `local call, one process (median of ${ROUNDS} rounds of ${ROUND_MS} ms; ${CALLERS} callers on ${CALLERS} targets)`,
+    `local call, one process (median of ${ROUNDS} rounds of ${ROUND_MS} ms; ${CALLERS} callers on ${CALLERS} targets${metrics ? '; metrics on' : ''})`,
   );
   console.log('');
   console.log('| figure | raw (async method, Map) | grain call | ratio | target |');

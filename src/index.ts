@@ -78,7 +78,15 @@ export {
 } from './providers/memory/event-log.ts';
 export type { ReminderTick, ReminderInfo, ReminderOptions } from './reminders/service.ts';
 export type { ReminderTable, ReminderEntry, StoredReminder, ReminderContext } from './reminders/table.ts';
-export { defaultLogger, silentLogger, type Logger } from './observability/logger.ts';
+export {
+  defaultLogger,
+  silentLogger,
+  LOG_LEVELS,
+  LOG_SUBSYSTEMS,
+  type Logger,
+  type LogLevel,
+  type LogSubsystem,
+} from './observability/logger.ts';
 export { channels } from './observability/channels.ts';
 export { memoryStreams, type MemoryStreamsOptions } from './streams/memory.ts';
 export {

@@ -12,7 +12,16 @@ import type { AnyGrainClass } from '../grain/grain.ts';
 import type { EventLog } from '../journal/log.ts';
 import { membershipDefaults, type MembershipOptions } from '../membership/service.ts';
 import type { MembershipTable } from '../membership/table.ts';
-import { defaultLogger, type Logger } from '../observability/logger.ts';
+import {
+  LOG_LEVELS,
+  LOG_SUBSYSTEMS,
+  defaultLogger,
+  envLogLevels,
+  isLogLevel,
+  type LogLevel,
+  type LogSubsystem,
+  type Logger,
+} from '../observability/logger.ts';
 import type { ReminderTable } from '../reminders/table.ts';
 import type { StorageProvider } from '../storage/provider.ts';
 import type { StreamProvider } from '../streams/provider.ts';
@@ -95,6 +104,25 @@ export interface SiloOptions {
   systemCallTimeoutMs?: number;
   /** Where the silo logs; a pino logger fits. Default: pino at GRANARY_LOG_LEVEL (default info) to stderr. */
   logger?: Logger;
+  /**
+   * Log levels per subsystem (see `LOG_SUBSYSTEMS`), e.g. `{ membership: 'debug', directory: 'warn' }`.
+   * `GRANARY_LOG_LEVEL=info,membership=debug` sets them too, and wins over this option.
+   * Default: every subsystem at the logger's level.
+   */
+  logLevels?: Partial<Record<LogSubsystem, LogLevel>>;
+  /**
+   * Port of the silo's HTTP endpoint: health probes (`/health/startup`, `/health/live`,
+   * `/health/ready`) and Prometheus metrics (`/metrics`); 0 picks a free one. Default: none (no endpoint).
+   */
+  httpPort?: number;
+  /** Host the HTTP endpoint listens on; in Kubernetes `0.0.0.0`, so the kubelet reaches the probes. Default: `host`. */
+  httpHost?: string;
+  /**
+   * Count calls, activations, messages and storage operations for `/metrics` and `silo.metrics()`.
+   * Costs a few counters per grain call, and two clock reads per timed one (one in 8 past a grain
+   * type's first 64). Default: true when `httpPort` is given, else false.
+   */
+  metrics?: boolean;
   /** Where the silo reads the time and sets its timers. Default: the system clock; tests give a `ManualClock`. */
   clock?: Clock;
 }
@@ -170,6 +198,12 @@ export interface ResolvedCommonOptions {
   readonly maxPendingRequests: number;
   readonly systemCallTimeoutMs: number;
   readonly logger: Logger;
+  /** Levels per subsystem: the option, with GRANARY_LOG_LEVEL's on top. */
+  readonly logLevels: Readonly<Partial<Record<LogSubsystem, LogLevel>>>;
+  /** Undefined: no HTTP endpoint. */
+  readonly httpPort: number | undefined;
+  readonly httpHost: string;
+  readonly metrics: boolean;
   readonly clock: Clock;
   /** The options the user gave (with a value other than undefined). */
   readonly given: ReadonlySet<keyof SiloOptions>;
@@ -309,6 +343,22 @@ const checks: Readonly<Record<keyof SiloOptions, (value: unknown, name: string) 
     if (!hasMethods(value, ['debug', 'info', 'warn', 'error', 'child']))
       throw bad(name, 'a logger with debug, info, warn, error and child (a pino logger fits)', value);
   },
+  logLevels(value, name) {
+    if (!isRecord(value)) throw bad(name, `an object of log levels by subsystem, e.g. { membership: 'debug' }`, value);
+    for (const [key, level] of Object.entries(value)) {
+      if (!(LOG_SUBSYSTEMS as readonly string[]).includes(key))
+        throw unknownOption(`${name} subsystem`, key, LOG_SUBSYSTEMS);
+      if (level !== undefined && !isLogLevel(level))
+        throw bad(`${name}.${key}`, `one of ${LOG_LEVELS.join(', ')}`, level);
+    }
+  },
+  httpPort: port,
+  httpHost(value, name) {
+    checks.host(value, name);
+  },
+  metrics(value, name) {
+    if (typeof value !== 'boolean') throw bad(name, 'true or false', value);
+  },
   clock(value, name) {
     if (!hasMethods(value, ['now', 'setTimeout', 'setInterval']))
       throw bad(name, 'a clock with now, setTimeout and setInterval (systemClock, or ManualClock in tests)', value);
@@ -426,10 +476,20 @@ export function resolveSiloOptions(options: SiloOptions, fallbacks: SiloFallback
     );
   // Any of these makes the silo listen and join a cluster.
   const networked = given.has('membership') || given.has('gatewayPort') || given.has('port');
+  const host = options.host ?? siloDefaults.host;
+  const httpHost = options.httpHost ?? host;
+  const http = options.httpPort;
+  if (http !== undefined && http !== 0 && httpHost === host) {
+    const other = networked && http === port ? 'port' : http === options.gatewayPort ? 'gatewayPort' : undefined;
+    if (other !== undefined)
+      throw new ConfigurationError(
+        `silo options httpPort and ${other} must differ (both ${http}): the HTTP endpoint needs a port of its own`,
+      );
+  }
   const common: ResolvedCommonOptions = {
     clusterId: options.clusterId ?? siloDefaults.clusterId,
     grains: Object.freeze([...(options.grains ?? [])]),
-    host: options.host ?? siloDefaults.host,
+    host,
     port,
     gatewayPort: options.gatewayPort,
     storage: new Map(Object.entries(options.storage ?? { default: fallbacks.storage() })),
@@ -453,6 +513,10 @@ export function resolveSiloOptions(options: SiloOptions, fallbacks: SiloFallback
     maxPendingRequests: options.maxPendingRequests ?? siloDefaults.maxPendingRequests,
     systemCallTimeoutMs: options.systemCallTimeoutMs ?? siloDefaults.systemCallTimeoutMs,
     logger: options.logger ?? defaultLogger(),
+    logLevels: Object.freeze({ ...options.logLevels, ...envLogLevels().subsystems }),
+    httpPort: http,
+    httpHost,
+    metrics: options.metrics ?? http !== undefined,
     clock: options.clock ?? systemClock,
     given,
   };
@@ -554,6 +618,10 @@ export interface SiloOptionsSummary {
   readonly loadReportIntervalMs: number;
   readonly maxPendingRequests: number;
   readonly systemCallTimeoutMs: number;
+  /** The HTTP endpoint's `host:port` as asked (port 0: a free one), or null for none. */
+  readonly http: string | null;
+  readonly metrics: boolean;
+  readonly logLevels: Readonly<Record<string, string>>;
   readonly clock: string;
   /** The options the user set; the others are defaults. */
   readonly given: readonly string[];
@@ -591,6 +659,9 @@ export function describeSiloOptions(resolved: ResolvedSiloOptions): SiloOptionsS
     loadReportIntervalMs: resolved.loadReportIntervalMs,
     maxPendingRequests: resolved.maxPendingRequests,
     systemCallTimeoutMs: resolved.systemCallTimeoutMs,
+    http: resolved.httpPort === undefined ? null : `${resolved.httpHost}:${resolved.httpPort}`,
+    metrics: resolved.metrics,
+    logLevels: { ...resolved.logLevels },
     clock: resolved.clock === systemClock ? 'system' : (resolved.clock.constructor?.name ?? 'custom'),
     given: [...resolved.given].sort(),
   });

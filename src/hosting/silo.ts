@@ -3,7 +3,7 @@
 //
 // This is the composition root: it resolves the options, picks the in-memory
 // providers where none are given, and starts the silo's parts as a list of
-// stages (storage, messaging, streams, grains, active, reminders). Every way a silo
+// stages (http, storage, messaging, streams, grains, active, reminders). Every way a silo
 // ends (stop, declared dead, abort, a failed start) runs the started stages'
 // stops in reverse order, each told how the silo is ending.
 
@@ -13,11 +13,15 @@ import { ConfigurationError } from '../errors.ts';
 import type { Grain, GrainClass, SiloInfo } from '../grain/grain.ts';
 import type { GrainRef, ObserverRef } from '../grain/ref.ts';
 import { channels } from '../observability/channels.ts';
-import type { Logger } from '../observability/logger.ts';
+import { SiloHealth } from '../observability/health.ts';
+import { HttpEndpoint } from '../observability/http.ts';
+import { LOG_SUBSYSTEMS, subsystemLogger, type LogSubsystem, type Logger } from '../observability/logger.ts';
+import type { MetricsRegistry } from '../observability/metrics.ts';
 import { memoryStorage } from '../providers/memory/storage.ts';
 import { memoryEventLog } from '../providers/memory/event-log.ts';
 import { decode, encode } from '../serialization/codec.ts';
-import type { StateSerializer } from '../storage/provider.ts';
+import { MeteredStorage } from '../storage/metered.ts';
+import type { StateSerializer, StorageProvider } from '../storage/provider.ts';
 import { Runtime } from '../runtime/runtime.ts';
 import { SiloCluster } from '../runtime/cluster.ts';
 import { memoryMembership } from '../providers/memory/membership.ts';
@@ -47,11 +51,19 @@ interface Stage {
   stop(how: Ending): Promise<void>;
 }
 
+/** What the silo keeps of its observability: health, metrics, the HTTP endpoint. */
+interface Observed {
+  readonly health: SiloHealth;
+  readonly metrics: MetricsRegistry | undefined;
+  readonly http: HttpEndpoint | undefined;
+}
+
 /** A running silo. */
 export class Silo {
   readonly #runtime: Runtime;
   readonly #logger: Logger;
   readonly #cluster: SiloCluster | undefined;
+  readonly #observed: Observed;
   /** The stages that started, in start order. */
   readonly #started: Stage[];
   #stopped: Promise<void> | undefined;
@@ -59,12 +71,37 @@ export class Silo {
   /** Resolves when the silo has stopped: 'stopped' after stop(), 'declared dead' when the cluster declared it dead. */
   readonly terminated: Promise<'stopped' | 'declared dead'>;
 
-  private constructor(runtime: Runtime, logger: Logger, cluster: SiloCluster | undefined, started: Stage[]) {
+  private constructor(
+    runtime: Runtime,
+    logger: Logger,
+    cluster: SiloCluster | undefined,
+    observed: Observed,
+    started: Stage[],
+  ) {
     this.#runtime = runtime;
     this.#logger = logger;
     this.#cluster = cluster;
+    this.#observed = observed;
     this.#started = started;
     this.terminated = new Promise((r) => (this.#resolveTerminated = r));
+  }
+
+  /** `host:port` of the silo's HTTP endpoint (health probes, /metrics); undefined without `httpPort`. */
+  get httpAddress(): string | undefined {
+    return this.#observed.http?.address;
+  }
+
+  /**
+   * The silo's metrics as Prometheus text (what `/metrics` serves), for a
+   * silo started with `metrics: true` or an `httpPort`.
+   */
+  metrics(): Promise<string> {
+    const m = this.#observed.metrics;
+    if (m === undefined)
+      return Promise.reject(
+        new ConfigurationError(`silo ${this.info.address} counts no metrics: give it metrics: true or an httpPort`),
+      );
+    return m.text();
   }
 
   /** The cluster layer, when the silo is networked. Internal: tests and tools. */
@@ -86,6 +123,10 @@ export class Silo {
 
   #end(how: Ending): Promise<void> {
     this.#stopped ??= (async () => {
+      // Readiness fails from this moment on, before anything drains.
+      this.#observed.health.moveTo(how === 'dead' ? 'dead' : 'stopping');
+      if (channels.siloStopping.hasSubscribers)
+        channels.siloStopping.publish({ silo: this.info.address, address: this.info.address, how });
       if (how === 'graceful') this.#logger.info({}, 'silo stopping');
       else if (how === 'dead') this.#logger.error({}, 'stopping at once: declared dead by the cluster');
       else this.#logger.warn({}, 'aborting: no goodbye');
@@ -131,12 +172,30 @@ export class Silo {
       reminders: () => memoryReminders(),
       membership: () => memoryMembership(),
     });
-    const base = o.logger;
-    let logger = base.child({ silo: `${o.host}:${o.port}` });
+    // One child logger per subsystem, at its level; lines name the silo's address once it is known.
+    const subsystems = Object.fromEntries(
+      LOG_SUBSYSTEMS.map((name) => [name, subsystemLogger(o.logger, name, o.logLevels[name])]),
+    ) as Record<LogSubsystem, Logger>;
+    let address = `${o.host}:${o.port}`;
+    const log = (name: LogSubsystem): Logger => subsystems[name].child({ silo: address });
+    let logger = log('silo');
+    let streamsLogger = log('streams');
+    const health = new SiloHealth(address);
+    // With metrics on, each storage provider is counted and timed through a MeteredStorage.
+    const metered = new Map<string, MeteredStorage>();
+    const storage: ReadonlyMap<string, StorageProvider> = o.metrics
+      ? new Map(
+          [...o.storage].map(([name, p]) => {
+            const m = new MeteredStorage(p);
+            metered.set(name, m);
+            return [name, m];
+          }),
+        )
+      : o.storage;
     const tracer = tracerOf(o.tracing);
     const runtime: Runtime = new Runtime({
-      siloInfo: Object.freeze({ address: `${o.host}:${o.port}`, clusterId: o.clusterId }),
-      logger,
+      siloInfo: Object.freeze({ address, clusterId: o.clusterId }),
+      logger: log('runtime'),
       clock: o.clock,
       responseTimeoutMs: o.responseTimeoutMs,
       collectionAgeMs: o.collectionAgeMs,
@@ -144,12 +203,13 @@ export class Silo {
       maxForwardCount: o.maxForwardCount,
       storage:
         tracer === undefined
-          ? o.storage
-          : new Map([...o.storage].map(([name, p]) => [name, tracedStorage(p, name, tracer)])),
+          ? storage
+          : new Map([...storage].map(([name, p]) => [name, tracedStorage(p, name, tracer)])),
       eventLogs: o.eventLogs,
       cpus: availableParallelism(),
       callerStacks: o.callerStacks,
       deactivationTimeoutMs: o.deactivationTimeoutMs,
+      metrics: o.metrics,
       // Tracing, when on, is the outermost filter: the user's filters run inside its spans.
       incomingFilters:
         tracer === undefined
@@ -172,7 +232,7 @@ export class Silo {
           return runtime.siloInfo.address;
         },
         get logger() {
-          return runtime.logger;
+          return streamsLogger;
         },
         deliverToGrain: (type, key, args) => runtime.deliverChannel(type, key, args),
       },
@@ -208,17 +268,17 @@ export class Silo {
           encode: (v) => encode(v),
           decode: (b) => decode(b, codec),
           get logger() {
-            return runtime.logger;
+            return streamsLogger;
           },
           grainDeliverer: (type, key) => runtime.streamDeliverer(type, key),
           grain: (type, key) => runtime.getGrain(type, key, undefined),
           createObserver: <T extends object>(impl: T) =>
             runtime.createObserver(impl, undefined) as unknown as ObserverRef<T>,
           storageProvider: (name, what) => {
-            const p = o.storage.get(name);
+            const p = storage.get(name);
             if (p === undefined)
               throw new ConfigurationError(
-                `${what} go to storage provider '${name}', which is not configured; configured: ${[...o.storage.keys()].join(', ') || 'none'} (the silo's 'storage' option, or the stream provider's pubSubStorage)`,
+                `${what} go to storage provider '${name}', which is not configured; configured: ${[...storage.keys()].join(', ') || 'none'} (the silo's 'storage' option, or the stream provider's pubSubStorage)`,
               );
             return p;
           },
@@ -233,7 +293,7 @@ export class Silo {
     const made: { silo?: Silo } = {};
     const reminders = new ReminderService({
       table: o.reminders,
-      logger: logger.child({ reminders: o.reminders.kind }),
+      logger: log('reminders').child({ reminders: o.reminders.kind }),
       minPeriodMs: o.minReminderPeriodMs,
       refreshIntervalMs: o.reminderRefreshIntervalMs,
       clock: runtime.clock,
@@ -244,8 +304,40 @@ export class Silo {
       notify: (owner, grainId, name) => (cluster as SiloCluster).systemCall(owner, 'reminder.changed', [grainId, name]),
     });
 
+    let metrics: MetricsRegistry | undefined;
+    let http: HttpEndpoint | undefined;
     const stages: Stage[] = [
-      storageStage(o, runtime, logger),
+      {
+        // First up and last down: the startup probe answers while the rest starts.
+        name: 'http',
+        start: async () => {
+          if (o.metrics) {
+            // prom-client is loaded only by silos that count.
+            const { siloMetrics } = await import('./metrics.ts');
+            metrics = siloMetrics({
+              runtime,
+              networked: o.networked,
+              cluster: () => cluster,
+              storage: metered,
+              reminders,
+              streams: () => runtime.streamService,
+            });
+          }
+          if (o.httpPort === undefined) return;
+          http = await HttpEndpoint.start({
+            host: o.httpHost,
+            port: o.httpPort,
+            health,
+            metrics,
+            logger: log('http'),
+          });
+        },
+        stop: async (how) => {
+          health.moveTo(how === 'dead' ? 'dead' : 'stopped');
+          await http?.close();
+        },
+      },
+      storageStage(o, storage, runtime, log),
       {
         // Listeners, the membership table, the join: the silo becomes Active at the end of it.
         name: 'messaging',
@@ -266,14 +358,23 @@ export class Silo {
               systemCallTimeoutMs: o.systemCallTimeoutMs,
               maxForwardCount: o.maxForwardCount,
               maxPendingRequests: o.maxPendingRequests,
-              logger: base,
+              logger: subsystems.cluster,
+              loggers: {
+                transport: subsystems.transport,
+                membership: subsystems.membership,
+                directory: subsystems.directory,
+              },
               clock: runtime.clock,
             },
             () => made.silo?.declaredDead(),
           );
           // SiloCluster.start attached itself and set the silo's address before joining.
-          logger = base.child({ silo: cluster.address });
-          runtime.logger = logger;
+          address = cluster.address;
+          health.address = address;
+          logger = log('silo');
+          streamsLogger = log('streams');
+          runtime.logger = log('runtime');
+          if (http !== undefined) http.logger = log('http');
         },
         stop: async (how) => {
           if (how === 'graceful') await cluster?.finishStop(o.deactivationTimeoutMs);
@@ -355,15 +456,17 @@ export class Silo {
         ...describeSiloOptions(o),
         address: runtime.siloInfo.address,
         gateway: cluster?.gatewayAddress ?? null,
+        httpAddress: http?.address ?? null,
         // The user's grain types; Granary's own (granary.*) are always there.
         grains: [...runtime.types.all.keys()].filter((t) => !t.startsWith('granary.')),
       },
       'silo started',
     );
     warnAboutMemoryProviders(o, logger);
+    made.silo = new Silo(runtime, logger, cluster, { health, metrics, http }, started);
+    health.moveTo('active');
     if (channels.siloStarted.hasSubscribers)
       channels.siloStarted.publish({ silo: runtime.siloInfo.address, address: runtime.siloInfo.address });
-    made.silo = new Silo(runtime, logger, cluster, started);
     return made.silo;
   }
 
@@ -412,8 +515,14 @@ export class Silo {
   }
 }
 
-/** Storage providers, event logs and the reminder table: opened first, closed last. */
-function storageStage(o: ResolvedSiloOptions, runtime: Runtime, logger: Logger): Stage {
+/** Storage providers, event logs and the reminder table: opened first (after the HTTP endpoint), closed last. */
+function storageStage(
+  o: ResolvedSiloOptions,
+  storage: ReadonlyMap<string, StorageProvider>,
+  runtime: Runtime,
+  log: (subsystem: LogSubsystem) => Logger,
+): Stage {
+  const logger = log('storage');
   const opened: Array<{ kind: string; name: string; close(): Promise<void> }> = [];
   return {
     name: 'storage',
@@ -421,7 +530,7 @@ function storageStage(o: ResolvedSiloOptions, runtime: Runtime, logger: Logger):
       const ctx = runtime.codecContext;
       const serializer: StateSerializer = { encode, decode: (b) => decode(b, ctx) };
       try {
-        for (const [name, p] of o.storage) {
+        for (const [name, p] of storage) {
           await p.init({ name, logger: logger.child({ storage: name }), serializer });
           opened.push({ kind: 'storage provider', name, close: async () => p.close() });
         }
@@ -429,7 +538,10 @@ function storageStage(o: ResolvedSiloOptions, runtime: Runtime, logger: Logger):
           await l.init({ name, logger: logger.child({ eventLog: name }), serializer });
           opened.push({ kind: 'event log', name, close: async () => l.close() });
         }
-        await o.reminders.init({ clusterId: o.clusterId, logger: logger.child({ reminders: o.reminders.kind }) });
+        await o.reminders.init({
+          clusterId: o.clusterId,
+          logger: log('reminders').child({ reminders: o.reminders.kind }),
+        });
         opened.push({ kind: 'reminder table', name: o.reminders.kind, close: () => o.reminders.close() });
       } catch (e) {
         await closeAll(opened, logger);

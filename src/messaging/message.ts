@@ -103,6 +103,11 @@ export class Message {
   /** A call sent over the wire: the silo it went to, and its request id there. */
   declare via: string | undefined;
   declare reqId: number;
+  /**
+   * When the call reached its activation (`performance.now()`), for a call the
+   * silo's metrics time (negated for a sampled one); 0 for the others.
+   */
+  declare arrivedAt: number;
   // Deadline queue links.
   declare prev: Message | undefined;
   declare next: Message | undefined;
@@ -135,6 +140,7 @@ export class Message {
     this.context = undefined;
     this.via = undefined;
     this.reqId = 0;
+    this.arrivedAt = 0;
     this.prev = undefined;
     this.next = undefined;
   }

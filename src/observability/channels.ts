@@ -21,6 +21,11 @@ export const channels = {
   streamDeadLetter: diagnostics_channel.channel('granary:stream:dead-letter'),
   /** `{ silo, address }` when a silo has started. */
   siloStarted: diagnostics_channel.channel('granary:silo:started'),
-  /** `{ silo, address }` when a silo has stopped. */
+  /**
+   * `{ silo, address, how }` when a silo begins to end: `how` is `graceful` (stop()), `dead` (declared
+   * dead by the cluster) or `abort`. Its readiness probe fails from this moment.
+   */
+  siloStopping: diagnostics_channel.channel('granary:silo:stopping'),
+  /** `{ silo, address }` when a silo has stopped gracefully. */
   siloStopped: diagnostics_channel.channel('granary:silo:stopped'),
 } as const;

@@ -93,6 +93,8 @@ export class ReminderService {
   readonly #o: ReminderServiceOptions;
   readonly #clock: Clock;
   readonly #scheduled = new Map<string, Scheduled>();
+  /** Ticks this silo fired (their delivery began) since it started, for metrics. */
+  ticksFired = 0;
   #self = '';
   /** Ranges `(begin, end]` this silo owns; undefined: the whole ring (a silo alone). */
   #ranges: Array<[number, number]> | undefined;
@@ -403,6 +405,7 @@ export class ReminderService {
     s.lastDue = dueAt;
     const e = s.entry;
     const tick: ReminderTick = { firstTickAt: e.startAt, periodMs: e.periodMs, dueAt, missed };
+    this.ticksFired++;
     if (channels.reminderTick.hasSubscribers)
       channels.reminderTick.publish({ silo: this.#self, grain: e.grainId, reminder: e.name, dueAt, missed });
     const done: Promise<void> = this.#deliver(e, tick).finally(() => {

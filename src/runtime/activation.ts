@@ -111,6 +111,12 @@ export function failingTarget(calls: CallSettler, error: () => unknown): Target 
   return { live: true, remote: true, receive: (msg: Message) => calls.fail(msg, error()) };
 }
 
+/** With metrics on, what an activation settles its calls through: it counts them, and times some. */
+export interface CallMeter extends CallSettler {
+  /** A call reached the activation: its latency may start now. */
+  arrived(msg: Message): void;
+}
+
 /** What an activation needs from its silo. */
 export interface ActivationHost {
   readonly siloInfo: SiloInfo;
@@ -138,6 +144,11 @@ export interface ActivationHost {
   unregister(a: Activation): void;
   /** Delivers a call whose activation went away before running it. */
   redispatch(msg: Message): void;
+  /**
+   * With metrics on: the settler that counts the calls of grain type `type`
+   * and hands them on to `calls`. Absent, or undefined, when metrics are off.
+   */
+  callMeter?(type: GrainTypeInfo): CallMeter | undefined;
   /** The tracer of activation spans; undefined when tracing is off. */
   readonly tracer: Tracer | undefined;
   /** The incoming call filters around calls to grains of `type`; undefined for none. */
@@ -155,6 +166,7 @@ export class Activation implements GrainContext, CallerContext, Target {
   readonly idStr: string;
   readonly type: GrainTypeInfo;
   readonly #host: ActivationHost;
+  /** The silo's call tracker, or with metrics on the meter of this grain type in front of it. */
   readonly #calls: CallSettler;
   /** The stateless-worker pool this activation belongs to, if any. */
   readonly pool: { remove(a: Activation): void } | undefined;
@@ -209,7 +221,7 @@ export class Activation implements GrainContext, CallerContext, Target {
     seq: number,
   ) {
     this.#host = host;
-    this.#calls = host.calls;
+    this.#calls = host.callMeter?.(type) ?? host.calls;
     this.seq = seq;
     this.id = id;
     this.idStr = idStr;
@@ -626,6 +638,9 @@ export class Activation implements GrainContext, CallerContext, Target {
 
   /** Delivers a call: runs it now if the rules allow, else queues it (or refuses a deadlock). */
   receive(msg: Message): void {
+    // A meter in front of the tracker: metrics are on, and the call's latency starts here.
+    const calls = this.#calls;
+    if (calls !== this.#host.calls) (calls as CallMeter).arrived(msg);
     const state = this.state;
     if (state === ActivationState.Valid) {
       if (this.#mayRun(msg, this.#queue === undefined)) {

@@ -36,6 +36,8 @@ export class CallTracker implements CallSettler {
   readonly #deadlines: Deadlines<Message>;
   /** Calls that came over the wire with a signal, by connection and request id, for Cancel frames. */
   readonly #remoteCancels = new Map<object, Map<number, Message>>();
+  /** Calls made here that timed out, by grain type (for metrics; counted on this rare path only). */
+  readonly timeouts = new Map<string, number>();
 
   constructor(host: CallTrackerHost, clock: Clock) {
     this.#host = host;
@@ -153,6 +155,9 @@ export class CallTracker implements CallSettler {
       this.#forgetRemoteCancel(msg);
       return; // the caller, on its own silo, times out by itself
     }
+    const slash = msg.targetId.indexOf('/');
+    const type = slash < 0 ? msg.targetId : msg.targetId.slice(0, slash);
+    this.timeouts.set(type, (this.timeouts.get(type) ?? 0) + 1);
     msg.reject(new TimeoutError(`call to ${msg.targetId}.${msg.method.name} timed out after ${msg.timeoutMs} ms`));
   };
 

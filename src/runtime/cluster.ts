@@ -46,6 +46,7 @@ import {
   Connector,
   listen,
   makeHello,
+  PeerTraffic,
   type Connection,
   type ConnectionHandler,
   type Listener,
@@ -118,6 +119,8 @@ export interface ClusterConfig {
   readonly maxForwardCount: number;
   readonly maxPendingRequests: number;
   readonly logger: Logger;
+  /** Loggers of the parts of the cluster layer (their subsystems); each defaults to `logger`. */
+  readonly loggers?: Readonly<Partial<Record<'transport' | 'membership' | 'directory', Logger>>>;
   /** The silo's clock: failure detection reads time through it. */
   readonly clock: Clock;
 }
@@ -232,6 +235,8 @@ export class SiloCluster implements ConnectionHandler, Prober {
   readonly #connector: Connector;
   readonly membership: MembershipService;
   readonly directory: GrainDirectory;
+  /** Frames and bytes to and from each peer, for metrics. */
+  readonly traffic: PeerTraffic;
   readonly #pending = new Map<number, Message>();
   #reqSeq = 0;
   readonly #sysPending = new Map<number, SystemPending>();
@@ -257,9 +262,11 @@ export class SiloCluster implements ConnectionHandler, Prober {
     listener: Listener,
     gateway: Listener | undefined,
     generation: number,
+    traffic: PeerTraffic,
     onDeclaredDead: () => void,
   ) {
     this.#host = host;
+    this.traffic = traffic;
     this.#cfg = cfg;
     this.#logger = cfg.logger;
     this.#listener = listener;
@@ -271,21 +278,22 @@ export class SiloCluster implements ConnectionHandler, Prober {
       hello: makeHello({ clusterId: cfg.clusterId, address: this.address, generation, role: 'silo' }),
       handler: this,
       ...(cfg.transport !== undefined ? { limits: cfg.transport } : {}),
-      logger: cfg.logger,
+      logger: cfg.loggers?.transport ?? cfg.logger,
       onConnection: (c) => {
+        traffic.track(c);
         void c.closed.then(() => this.#connectionLost(c));
       },
     });
     this.directory = new GrainDirectory(
       this.address,
       { call: (a, op, args) => this.systemCall(a, op, args), refresh: () => this.membership.refresh() },
-      cfg.logger,
+      cfg.loggers?.directory ?? cfg.logger,
     );
     this.membership = new MembershipService(
       cfg.membership,
       { address: this.address, generation, gatewayAddress: this.gatewayAddress },
       this,
-      cfg.logger,
+      cfg.loggers?.membership ?? cfg.logger,
       { ...cfg.membershipOptions, clock: cfg.clock },
       onDeclaredDead,
     );
@@ -320,17 +328,31 @@ export class SiloCluster implements ConnectionHandler, Prober {
     const handler: ConnectionHandler = {
       onFrame: (type, buf, start, end, conn) => (self as SiloCluster).onFrame(type, buf, start, end, conn),
     };
-    const common = { ...(cfg.transport !== undefined ? { limits: cfg.transport } : {}), logger: cfg.logger, handler };
+    const traffic = new PeerTraffic();
+    const common = {
+      ...(cfg.transport !== undefined ? { limits: cfg.transport } : {}),
+      logger: cfg.loggers?.transport ?? cfg.logger,
+      handler,
+    };
     const listener = await listen({
       host: cfg.host,
       port: cfg.port,
       hello,
       acceptRoles: ['silo'],
-      onConnection: () => {},
+      onConnection: (c) => traffic.track(c),
       ...common,
     });
     // Log lines name the address the silo really listens on (port 0 picks one).
-    cfg = { ...cfg, logger: cfg.logger.child({ silo: listener.address }) };
+    const bound = (l: Logger | undefined): Logger => (l ?? config.logger).child({ silo: listener.address });
+    cfg = {
+      ...cfg,
+      logger: bound(cfg.logger),
+      loggers: {
+        transport: bound(cfg.loggers?.transport),
+        membership: bound(cfg.loggers?.membership),
+        directory: bound(cfg.loggers?.directory),
+      },
+    };
     let gateway: Listener | undefined;
     try {
       if (cfg.gatewayPort !== undefined)
@@ -339,14 +361,17 @@ export class SiloCluster implements ConnectionHandler, Prober {
           port: cfg.gatewayPort,
           hello,
           acceptRoles: ['client'],
-          onConnection: (c) => self?.clientConnected(c),
+          onConnection: (c) => {
+            traffic.track(c);
+            self?.clientConnected(c);
+          },
           ...common,
         });
       await cfg.membership.init({
         clusterId: cfg.clusterId,
-        logger: cfg.logger.child({ membership: cfg.membership.kind }),
+        logger: (cfg.loggers?.membership ?? cfg.logger).child({ membership: cfg.membership.kind }),
       });
-      self = new SiloCluster(host, cfg, listener, gateway, generation, onDeclaredDead);
+      self = new SiloCluster(host, cfg, listener, gateway, generation, traffic, onDeclaredDead);
       // Before the join makes this silo Active (the others place grains here at once, and
       // its gateway takes calls), its runtime must register what it activates in the
       // directory and know its own address: an activation made before would never be
@@ -803,6 +828,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
       if (view.active.has(a)) continue;
       this.#loads.delete(a);
       this.#remotes.delete(a);
+      this.traffic.forget(a);
       if (view.dead.has(a)) {
         this.#connector.markDead(a);
         const err = new SiloUnavailableError(`silo ${a} was declared dead`);

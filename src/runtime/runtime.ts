@@ -4,6 +4,7 @@
 //   CallTracker  (call-tracker.ts) calls in flight: deadlines, settling, cancels
 //   Dispatcher   (dispatcher.ts)   where each call goes: here, another silo, an observer
 //   Observers    (observers.ts)    observer objects that live on this silo
+//   CallMeters   (call-meter.ts)   with metrics on: calls and activations counted per grain type
 // Activation (activation.ts) and SiloCluster (cluster.ts) each declare what
 // they need from the rest (ActivationHost, ClusterHost); the Runtime is the
 // one object that gives it to them, and adds only the events between parts.
@@ -27,7 +28,8 @@ import type { Logger } from '../observability/logger.ts';
 import type { ReminderService } from '../reminders/service.ts';
 import type { CodecContext, RefIdentity } from '../serialization/symbols.ts';
 import type { StorageProvider } from '../storage/provider.ts';
-import { Activation } from './activation.ts';
+import { Activation, type CallMeter } from './activation.ts';
+import { CallMeters } from './call-meter.ts';
 import { CallTracker } from './call-tracker.ts';
 import { Catalog, type CatalogHost } from './catalog.ts';
 import type { ClusterHost, SiloCluster } from './cluster.ts';
@@ -50,6 +52,8 @@ export interface RuntimeConfig {
   readonly cpus: number;
   readonly callerStacks: boolean;
   readonly deactivationTimeoutMs: number;
+  /** Count calls and activations per grain type (see CallMeters). Default false. */
+  readonly metrics?: boolean;
   /** Filters around calls to this silo's grains, outermost first. */
   readonly incomingFilters: readonly IncomingCallFilter[];
   /** Filters around calls this silo's grains and the silo make. */
@@ -72,6 +76,8 @@ export class Runtime implements CatalogHost, ClusterHost {
   readonly calls: CallTracker;
   readonly dispatcher: Dispatcher;
   readonly observers: Observers;
+  /** Calls and activations counted per grain type; undefined when metrics are off. */
+  readonly meters: CallMeters | undefined;
   /** Where references revived outside any activation are bound. */
   readonly codecContext: CodecContext;
   /** The silo's reminder service, set once the silo has started. */
@@ -89,6 +95,7 @@ export class Runtime implements CatalogHost, ClusterHost {
     this.codecContext = { reviveRef: (id: RefIdentity) => this.ref(id.type, id.key, undefined) };
     this.types = new GrainTypes(cfg.cpus, cfg.incomingFilters);
     this.calls = new CallTracker(this, this.clock);
+    this.meters = cfg.metrics === true ? new CallMeters(this.calls) : undefined;
     this.catalog = new Catalog(this, cfg, () => this.types.all.values());
     this.observers = new Observers(this);
     this.dispatcher = new Dispatcher(this, cfg, this.types, this.catalog, this.calls, this.observers);
@@ -233,13 +240,19 @@ export class Runtime implements CatalogHost, ClusterHost {
     return this.#cluster === undefined ? Promise.resolve(undefined) : this.#cluster.register(a);
   }
 
+  callMeter(type: GrainTypeInfo): CallMeter | undefined {
+    return this.meters?.of(type);
+  }
+
   activated(a: Activation): void {
+    if (this.meters !== undefined) this.meters.of(a.type).activated++;
     if (channels.activationCreated.hasSubscribers)
       channels.activationCreated.publish({ silo: this.siloInfo.address, grain: a.idStr, type: a.type.name });
   }
 
   activationFailed(a: Activation, err: unknown): void {
     this.catalog.remove(a);
+    if (this.meters !== undefined) this.meters.of(a.type).failedToActivate++;
     this.logger.warn({ grain: a.idStr, err }, 'activation failed');
     if (channels.activationFailed.hasSubscribers)
       channels.activationFailed.publish({ silo: this.siloInfo.address, grain: a.idStr, type: a.type.name, error: err });
@@ -247,6 +260,8 @@ export class Runtime implements CatalogHost, ClusterHost {
 
   deactivated(a: Activation, reason: DeactivationReason): void {
     this.catalog.remove(a);
+    // One made for a call and never started was no activation to speak of.
+    if (a.instance !== undefined) this.meters?.deactivated(a.type, reason);
     if (channels.activationDeactivated.hasSubscribers)
       channels.activationDeactivated.publish({
         silo: this.siloInfo.address,

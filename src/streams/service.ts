@@ -195,6 +195,8 @@ export class StreamService {
   #stopped = false;
   /** Items given up on since the silo started. */
   deadLetters = 0;
+  /** The same, by stream provider (for metrics). */
+  readonly deadLettersByProvider = new Map<string, number>();
 
   constructor(
     host: StreamServiceHost,
@@ -532,6 +534,8 @@ export class StreamService {
 
   #deadLetter(p: Pipeline, error: unknown): void {
     this.deadLetters++;
+    const by = this.deadLettersByProvider;
+    by.set(p.stream.provider, (by.get(p.stream.provider) ?? 0) + 1);
     const letter: DeadLetter = {
       stream: p.stream,
       subscription: p.subscription ?? `implicit:${(p.target as { type: string }).type}`,

@@ -38,6 +38,7 @@ export {
 export { Listener, listen, type ListenOptions } from './listener.ts';
 export { Connector, parseAddress, type ConnectorOptions, type PeerStatus } from './connector.ts';
 export { transportChannels } from './channels.ts';
+export { PeerTraffic, type PeerTotals } from './traffic.ts';
 export {
   resolveTransportLimits,
   transportDefaults,

@@ -82,6 +82,27 @@ describe('silo options', () => {
     assert.deepEqual(f.made.sort(), ['eventLog', 'reminders', 'storage']);
     assert.deepEqual([...r.given], ['logger']);
     assert.ok(Object.isFrozen(r) && Object.isFrozen(siloDefaults));
+    // No HTTP endpoint, no metrics, every subsystem at the logger's level.
+    assert.equal(r.httpPort, undefined);
+    assert.equal(r.httpHost, '127.0.0.1');
+    assert.equal(r.metrics, false);
+    assert.deepEqual({ ...r.logLevels }, {});
+  });
+
+  it("give the HTTP endpoint the silo's host unless told otherwise, and metrics with it", () => {
+    const r = resolveSiloOptions({ logger, host: '10.0.0.7', httpPort: 9090 }, fallbacks());
+    assert.deepEqual([r.httpHost, r.httpPort, r.metrics], ['10.0.0.7', 9090, true]);
+    const quiet = resolveSiloOptions({ logger, httpPort: 0, httpHost: '0.0.0.0', metrics: false }, fallbacks());
+    assert.deepEqual([quiet.httpHost, quiet.httpPort, quiet.metrics], ['0.0.0.0', 0, false]);
+    assert.equal(resolveSiloOptions({ logger, metrics: true }, fallbacks()).httpPort, undefined);
+    assert.equal(describeSiloOptions(r).http, '10.0.0.7:9090');
+    assert.equal(describeSiloOptions(resolveSiloOptions({ logger }, fallbacks())).http, null);
+    // The same port on another host is no clash; a silo alone binds no `port`.
+    assert.equal(resolveSiloOptions({ logger, httpPort: 11111 }, fallbacks()).httpPort, 11111);
+    assert.equal(
+      resolveSiloOptions({ logger, port: 7000, httpPort: 7000, httpHost: '0.0.0.0' }, fallbacks()).httpPort,
+      7000,
+    );
   });
 
   it('keep what the user gave, and say which options were given', () => {
@@ -184,6 +205,17 @@ describe('silo options', () => {
     refused({ transport: { maxFrameBytes: 0 } }, /transport option maxFrameBytes/, '0');
     refused({ transport: 5 }, /silo option transport must be an object/, '5');
     refused({ logger: console.log }, /silo option logger must be a logger/);
+    refused({ httpPort: 70_000 }, /silo option httpPort must be an integer from 0 to 65535/, '70000');
+    refused({ httpPort: 8080, gatewayPort: 8080 }, /httpPort and gatewayPort must differ/, '8080');
+    refused({ port: 8080, httpPort: 8080 }, /httpPort and port must differ/, '8080');
+    refused({ httpHost: 'my host' }, /silo option httpHost must be a host name/, '"my host"');
+    refused({ metrics: 1 }, /silo option metrics must be true or false/, '1');
+    refused({ logLevels: 'debug' }, /silo option logLevels must be an object of log levels/, '"debug"');
+    refused({ logLevels: { storage: 'verbose' } }, /silo option logLevels\.storage must be one of trace/, '"verbose"');
+    refused(
+      { logLevels: { transprot: 'debug' } },
+      /unknown logLevels subsystem 'transprot' \(did you mean 'transport'\?\)/,
+    );
     refused({ clock: Date }, /silo option clock must be a clock/);
     assert.throws(() => resolveSiloOptions(null as never, fallbacks()), /silo options must be an object, got null/);
   });
