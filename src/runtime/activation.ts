@@ -85,6 +85,8 @@ const enum PendingDeactivation {
 }
 
 const noArgs: unknown[] = [];
+/** The trace spans of activations under way (tracing on): kept aside, so an activation carries no field for them. */
+const activating = new WeakMap<object, Span>();
 function runChain(this: IncomingCall): Promise<unknown> {
   return this.run();
 }
@@ -192,8 +194,6 @@ export class Activation implements GrainContext, CallerContext, Target {
   #chainNode: ChainNode | undefined;
   /** The incoming call filters of this grain's calls; undefined for none. */
   readonly #filters: readonly IncomingCallFilter[] | undefined;
-  /** The activation's trace span while it activates (tracing on). */
-  #span: Span | undefined;
 
   // Idle collection reads these.
   /** Used since the collector last looked. */
@@ -423,9 +423,12 @@ export class Activation implements GrainContext, CallerContext, Target {
       throw new GranaryError(`activation ${this.idStr}: no transition from ${stateNames[from]} to ${stateNames[next]}`);
     }
     this.state = next;
-    if (this.#span !== undefined) {
-      endActivationSpan(this.#span, next === ActivationState.FailedToActivate ? (outcome?.err ?? 'failed') : undefined);
-      this.#span = undefined;
+    if (this.#host.tracer !== undefined) {
+      const span = activating.get(this);
+      if (span !== undefined) {
+        activating.delete(this);
+        endActivationSpan(span, next === ActivationState.FailedToActivate ? (outcome?.err ?? 'failed') : undefined);
+      }
     }
     switch (next) {
       case ActivationState.Valid:
@@ -463,7 +466,10 @@ export class Activation implements GrainContext, CallerContext, Target {
     const tracer = this.#host.tracer;
     if (tracer !== undefined) {
       const first = this.#queue?.[this.#head];
-      this.#span = activationSpan(tracer, this.idStr, this.#host.siloInfo.address, first?.context?.values[TRACEPARENT]);
+      activating.set(
+        this,
+        activationSpan(tracer, this.idStr, this.#host.siloInfo.address, first?.context?.values[TRACEPARENT]),
+      );
     }
     if (this.pool === undefined && this.#host.clustered) {
       void this.#registerThenActivate();
