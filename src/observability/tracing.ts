@@ -23,7 +23,7 @@ import {
 } from '@opentelemetry/api';
 import { GranaryError } from '../errors.ts';
 import type { IncomingCallFilter, OutgoingCallFilter } from '../messaging/filters.ts';
-import { RequestContext } from '../messaging/request-context.ts';
+import { enableRequestContext, RequestContext } from '../messaging/request-context.ts';
 import type { StateAddress, StorageProvider } from '../storage/provider.ts';
 
 /** Tracing of a silo or client: on (the global tracer provider, or the one given) or off. */
@@ -42,10 +42,15 @@ const noopDelegate = new ProxyTracerProvider().getDelegate();
  */
 export function tracerOf(option: TracingOption | undefined): Tracer | undefined {
   if (option === false) return undefined;
-  if (typeof option === 'object') return option.tracerProvider.getTracer('granary');
-  const global = trace.getTracerProvider();
-  if (global instanceof ProxyTracerProvider && global.getDelegate() === noopDelegate) return undefined;
-  return global.getTracer('granary');
+  let provider: TracerProvider;
+  if (typeof option === 'object') provider = option.tracerProvider;
+  else {
+    provider = trace.getTracerProvider();
+    if (provider instanceof ProxyTracerProvider && provider.getDelegate() === noopDelegate) return undefined;
+  }
+  // Every traced call sets the trace context: turn the request context on now, before any call.
+  enableRequestContext();
+  return provider.getTracer('granary');
 }
 
 /** `traceparent` of a span context (W3C trace context, version 00). */

@@ -7,7 +7,7 @@
 import type { Span, Tracer } from '@opentelemetry/api';
 import { activationSpan, endActivationSpan, TRACEPARENT } from '../observability/tracing.ts';
 import { IncomingCall, type IncomingCallFilter } from '../messaging/filters.ts';
-import { contextInUse, runInContext } from '../messaging/request-context.ts';
+import { contextInUse, leaveFirstUse, runInContext } from '../messaging/request-context.ts';
 import type { Clock } from '../clock.ts';
 import { ConfigurationError, DeadlockError, GranaryError } from '../errors.ts';
 import {
@@ -761,14 +761,24 @@ export class Activation implements GrainContext, CallerContext, Target {
     let thenable = false;
     try {
       const filters = this.#filters;
-      if (filters !== undefined && msg.tick === undefined) {
-        // The chain runs in a context frame of its own, so a filter's RequestContext.set stays in this turn.
-        const call = new IncomingCall(filters, this.instance as Grain, this.id, m.name, m.fn, msg.args);
-        result = contextInUse ? runInContext(msg.context, runChain, call, noArgs) : call.run();
-      } else
-        result = contextInUse
-          ? runInContext(msg.context, m.fn, this.instance, msg.args)
-          : m.fn.apply(this.instance, msg.args);
+      const call =
+        filters !== undefined && msg.tick === undefined
+          ? new IncomingCall(filters, this.instance as Grain, this.id, m.name, m.fn, msg.args)
+          : undefined;
+      if (contextInUse) {
+        // The turn runs in a context frame of its own: a RequestContext.set in it stays in it.
+        result =
+          call === undefined
+            ? runInContext(msg.context, m.fn, this.instance, msg.args)
+            : runInContext(msg.context, runChain, call, noArgs);
+      } else {
+        try {
+          result = call === undefined ? m.fn.apply(this.instance, msg.args) : call.run();
+        } finally {
+          // The process's first RequestContext.set happened in this turn, outside any frame: take it back out.
+          if (contextInUse) leaveFirstUse();
+        }
+      }
       if (!(result instanceof Promise) && result !== null && typeof result === 'object') {
         thenable = typeof (result as { then?: unknown }).then === 'function';
       }
