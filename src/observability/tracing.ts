@@ -13,7 +13,6 @@ import {
   SpanStatusCode,
   TraceFlags,
   createTraceState,
-  isSpanContextValid,
   trace,
   type Context,
   type Span,
@@ -58,21 +57,52 @@ export function traceparentOf(sc: SpanContext): string {
   return `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 0xff).toString(16).padStart(2, '0')}`;
 }
 
-const traceparentPattern = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+/** Span contexts by the `traceparent` they were read from or written as: a call's context is parsed once, not per hop. */
+const parsed = new Map<string, SpanContext>();
+const PARSED_MAX = 1024;
+
+function isHex(s: string, from: number, to: number): boolean {
+  let nonZero = false;
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 48 && c <= 57) {
+      if (c !== 48) nonZero = true;
+    } else if (c >= 97 && c <= 102) nonZero = true;
+    else return false;
+  }
+  return nonZero;
+}
+
+function remember(value: string, sc: SpanContext): void {
+  if (parsed.size >= PARSED_MAX) parsed.clear();
+  parsed.set(value, sc);
+}
 
 /** The remote span context a `traceparent` names, or undefined when it is malformed. */
 export function parseTraceparent(value: unknown, state: unknown): SpanContext | undefined {
   if (typeof value !== 'string') return undefined;
-  const m = traceparentPattern.exec(value);
-  if (m === null) return undefined;
+  const known = parsed.get(value);
+  if (known !== undefined && (state === undefined || known.traceState?.serialize() === state)) return known;
+  // 00-<32 hex trace id, not all zero>-<16 hex span id, not all zero>-<2 hex flags>
+  if (
+    value.length !== 55 ||
+    !value.startsWith('00-') ||
+    value[35] !== '-' ||
+    value[52] !== '-' ||
+    !isHex(value, 3, 35) ||
+    !isHex(value, 36, 52) ||
+    !/^[0-9a-f]{2}$/.test(value.slice(53))
+  )
+    return undefined;
   const sc: SpanContext = {
-    traceId: m[1] as string,
-    spanId: m[2] as string,
-    traceFlags: parseInt(m[3] as string, 16) & TraceFlags.SAMPLED,
+    traceId: value.slice(3, 35),
+    spanId: value.slice(36, 52),
+    traceFlags: parseInt(value.slice(53), 16) & TraceFlags.SAMPLED,
     isRemote: true,
     ...(typeof state === 'string' && state !== '' ? { traceState: createTraceState(state) } : {}),
   };
-  return isSpanContextValid(sc) ? sc : undefined;
+  remember(value, sc);
+  return sc;
 }
 
 /**
@@ -97,7 +127,9 @@ function fail(span: Span, err: unknown): void {
 /** Puts `span` in the request context, for the callee (outgoing) or the calls a turn makes (incoming). */
 function propagate(span: Span): void {
   const sc = span.spanContext();
-  RequestContext.set(TRACEPARENT, traceparentOf(sc));
+  const value = traceparentOf(sc);
+  remember(value, { ...sc, isRemote: true });
+  RequestContext.set(TRACEPARENT, value);
   const state = sc.traceState?.serialize();
   if (state !== undefined && state !== '') RequestContext.set(TRACESTATE, state);
 }
