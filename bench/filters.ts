@@ -5,7 +5,12 @@
 // for the process, so the plain and filtered silos are measured first.
 // Run: node --import tsx --conditions=source bench/filters.ts   (--quick for a short run)
 
-import { NoopSpanProcessor, BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
+import {
+  BasicTracerProvider,
+  NoopSpanProcessor,
+  ParentBasedSampler,
+  TraceIdRatioBasedSampler,
+} from '@opentelemetry/sdk-trace-base';
 import { Grain, grain, RequestContext, Silo, silentLogger, type SiloOptions } from 'granary';
 
 @grain('benchFiltered')
@@ -94,6 +99,11 @@ const plain = await measure({ tracing: false });
 const filtered = await measure({ tracing: false, incomingFilters: [passThrough], outgoingFilters: [passThrough] });
 const provider = new BasicTracerProvider({ spanProcessors: [new NoopSpanProcessor()] });
 const traced = await measure({ tracing: { tracerProvider: provider } });
+const sampledProvider = new BasicTracerProvider({
+  sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(0.01) }),
+  spanProcessors: [new NoopSpanProcessor()],
+});
+const sampled = await measure({ tracing: { tracerProvider: sampledProvider } });
 const context = await measure({ tracing: false }, (call) => RequestContext.run({ user: 'alice' }, call));
 
 const f = (n: number, d = 0): string =>
@@ -111,4 +121,5 @@ const row = (name: string, x: Figures): void =>
 row('plain (no filter, no context)', plain);
 row('one incoming + one outgoing pass-through filter', filtered);
 row('tracing on (SDK, spans dropped by a no-op processor)', traced);
+row('tracing on, 1% of traces sampled', sampled);
 row('request context of one key on every call', context);

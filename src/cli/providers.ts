@@ -3,6 +3,7 @@
 // options are read (the message names the flag, variable or file key), built
 // when the command starts, loading the drivers it needs and only those.
 
+import { ConfigurationError } from '../errors.ts';
 import type { EventLog } from '../journal/log.ts';
 import type { MembershipTable } from '../membership/table.ts';
 import { memoryEventLog } from '../providers/memory/event-log.ts';
@@ -117,7 +118,7 @@ export function specText(spec: ProviderSpec): string {
 
 /** A store the role has no provider for: the spec's parser lets none through, so this is a bug. */
 function unsupported(role: string, spec: ProviderSpec): never {
-  throw new Error(`no ${role} provider for ${spec.store}`);
+  throw new ConfigurationError(`no ${role} provider for ${spec.store}`);
 }
 
 export async function membershipOf(spec: ProviderSpec): Promise<MembershipTable> {

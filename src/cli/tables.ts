@@ -102,19 +102,19 @@ export const siloOptions = {
   },
   httpPort: {
     arg: 'N',
-    pending: true,
+    silo: true,
     help: "Port of the silo's HTTP endpoint (health, metrics), 0 for a free one. Default: none.",
     parse: siloChecked('httpPort', port),
   },
   httpHost: {
     arg: 'HOST',
-    pending: true,
+    silo: true,
     help: 'Host the HTTP endpoint listens on. Default: as --host.',
     parse: siloChecked('httpHost', word('a host name or IP address')),
   },
   metrics: {
     arg: 'true|false',
-    pending: true,
+    silo: true,
     help: 'Count calls, activations, messages and storage operations for /metrics. Default: true with --http-port, else false.',
     parse: siloChecked('metrics', boolean),
   },

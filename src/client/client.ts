@@ -9,7 +9,7 @@ import {
   contextFromWire,
   contextInUse,
   currentContext,
-  enableRequestContext,
+  leaveFirstUse,
   runInContext,
   type ContextValues,
 } from '../messaging/request-context.ts';
@@ -211,7 +211,6 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       ...(opts.outgoingFilters ?? []),
     ];
     this.#outgoing = filters.length > 0 ? Object.freeze(filters) : undefined;
-    if (this.#outgoing !== undefined) enableRequestContext();
     this.id = `client-${randomUUID()}`;
     this.#logger = (opts.logger ?? defaultLogger()).child({ client: this.id });
     this.#deadlines = new Deadlines((m) => this.#expire(m));
@@ -418,7 +417,13 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       (a) => this.#call(core, method, a),
     );
     // The chain runs in its own request context: a filter's RequestContext.set reaches the call, not the caller.
-    return contextInUse ? (runInContext(currentContext(), runOutgoing, call, noArgs) as Promise<unknown>) : call.run();
+    if (contextInUse) return runInContext(currentContext(), runOutgoing, call, noArgs) as Promise<unknown>;
+    try {
+      return call.run();
+    } finally {
+      // The process's first RequestContext.set happened in a filter, outside any frame: take it back out.
+      if (contextInUse) leaveFirstUse();
+    }
   }
 
   /** A call past the outgoing filters. */

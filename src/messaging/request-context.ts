@@ -36,12 +36,23 @@ let storage: AsyncLocalStorage<ContextValues | undefined> | undefined;
 export let contextInUse = false;
 
 /**
- * Turns the request context on for the process. Filters do it when they are
- * registered: each chain then runs in a frame of its own, so a filter's
- * `RequestContext.set` reaches its call and never its caller.
+ * Turns the request context on for the process (tracing does it at start: it
+ * sets the trace context on every call).
  */
 export function enableRequestContext(): void {
   enable();
+}
+
+/**
+ * Until the request context is in use, turns and filter chains run without a
+ * frame of their own (that is what makes them free). The first `set` in the
+ * process, made synchronously in one of them, went into the frame of whatever
+ * ran it: the caller calls this right after, to take it back out. Calls the
+ * turn or filter made meanwhile already carry the value, and the turn's own
+ * asynchronous continuations keep it.
+ */
+export function leaveFirstUse(): void {
+  storage?.enterWith(undefined);
 }
 
 function enable(): AsyncLocalStorage<ContextValues | undefined> {

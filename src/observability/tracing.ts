@@ -13,7 +13,6 @@ import {
   SpanStatusCode,
   TraceFlags,
   createTraceState,
-  isSpanContextValid,
   trace,
   type Context,
   type Span,
@@ -23,7 +22,7 @@ import {
 } from '@opentelemetry/api';
 import { GranaryError } from '../errors.ts';
 import type { IncomingCallFilter, OutgoingCallFilter } from '../messaging/filters.ts';
-import { RequestContext } from '../messaging/request-context.ts';
+import { enableRequestContext, RequestContext } from '../messaging/request-context.ts';
 import type { StateAddress, StorageProvider } from '../storage/provider.ts';
 
 /** Tracing of a silo or client: on (the global tracer provider, or the one given) or off. */
@@ -42,10 +41,15 @@ const noopDelegate = new ProxyTracerProvider().getDelegate();
  */
 export function tracerOf(option: TracingOption | undefined): Tracer | undefined {
   if (option === false) return undefined;
-  if (typeof option === 'object') return option.tracerProvider.getTracer('granary');
-  const global = trace.getTracerProvider();
-  if (global instanceof ProxyTracerProvider && global.getDelegate() === noopDelegate) return undefined;
-  return global.getTracer('granary');
+  let provider: TracerProvider;
+  if (typeof option === 'object') provider = option.tracerProvider;
+  else {
+    provider = trace.getTracerProvider();
+    if (provider instanceof ProxyTracerProvider && provider.getDelegate() === noopDelegate) return undefined;
+  }
+  // Every traced call sets the trace context: turn the request context on now, before any call.
+  enableRequestContext();
+  return provider.getTracer('granary');
 }
 
 /** `traceparent` of a span context (W3C trace context, version 00). */
@@ -53,21 +57,52 @@ export function traceparentOf(sc: SpanContext): string {
   return `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 0xff).toString(16).padStart(2, '0')}`;
 }
 
-const traceparentPattern = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+/** Span contexts by the `traceparent` they were read from or written as: a call's context is parsed once, not per hop. */
+const parsed = new Map<string, SpanContext>();
+const PARSED_MAX = 1024;
+
+function isHex(s: string, from: number, to: number): boolean {
+  let nonZero = false;
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 48 && c <= 57) {
+      if (c !== 48) nonZero = true;
+    } else if (c >= 97 && c <= 102) nonZero = true;
+    else return false;
+  }
+  return nonZero;
+}
+
+function remember(value: string, sc: SpanContext): void {
+  if (parsed.size >= PARSED_MAX) parsed.clear();
+  parsed.set(value, sc);
+}
 
 /** The remote span context a `traceparent` names, or undefined when it is malformed. */
 export function parseTraceparent(value: unknown, state: unknown): SpanContext | undefined {
   if (typeof value !== 'string') return undefined;
-  const m = traceparentPattern.exec(value);
-  if (m === null) return undefined;
+  const known = parsed.get(value);
+  if (known !== undefined && (state === undefined || known.traceState?.serialize() === state)) return known;
+  // 00-<32 hex trace id, not all zero>-<16 hex span id, not all zero>-<2 hex flags>
+  if (
+    value.length !== 55 ||
+    !value.startsWith('00-') ||
+    value[35] !== '-' ||
+    value[52] !== '-' ||
+    !isHex(value, 3, 35) ||
+    !isHex(value, 36, 52) ||
+    !/^[0-9a-f]{2}$/.test(value.slice(53))
+  )
+    return undefined;
   const sc: SpanContext = {
-    traceId: m[1] as string,
-    spanId: m[2] as string,
-    traceFlags: parseInt(m[3] as string, 16) & TraceFlags.SAMPLED,
+    traceId: value.slice(3, 35),
+    spanId: value.slice(36, 52),
+    traceFlags: parseInt(value.slice(53), 16) & TraceFlags.SAMPLED,
     isRemote: true,
     ...(typeof state === 'string' && state !== '' ? { traceState: createTraceState(state) } : {}),
   };
-  return isSpanContextValid(sc) ? sc : undefined;
+  remember(value, sc);
+  return sc;
 }
 
 /**
@@ -92,7 +127,9 @@ function fail(span: Span, err: unknown): void {
 /** Puts `span` in the request context, for the callee (outgoing) or the calls a turn makes (incoming). */
 function propagate(span: Span): void {
   const sc = span.spanContext();
-  RequestContext.set(TRACEPARENT, traceparentOf(sc));
+  const value = traceparentOf(sc);
+  remember(value, { ...sc, isRemote: true });
+  RequestContext.set(TRACEPARENT, value);
   const state = sc.traceState?.serialize();
   if (state !== undefined && state !== '') RequestContext.set(TRACESTATE, state);
 }

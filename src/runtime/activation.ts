@@ -7,7 +7,7 @@
 import type { Span, Tracer } from '@opentelemetry/api';
 import { activationSpan, endActivationSpan, TRACEPARENT } from '../observability/tracing.ts';
 import { IncomingCall, type IncomingCallFilter } from '../messaging/filters.ts';
-import { contextInUse, runInContext } from '../messaging/request-context.ts';
+import { contextInUse, leaveFirstUse, runInContext } from '../messaging/request-context.ts';
 import type { Clock } from '../clock.ts';
 import { ConfigurationError, DeadlockError, GranaryError } from '../errors.ts';
 import {
@@ -85,6 +85,8 @@ const enum PendingDeactivation {
 }
 
 const noArgs: unknown[] = [];
+/** The trace spans of activations under way (tracing on): kept aside, so an activation carries no field for them. */
+const activating = new WeakMap<object, Span>();
 function runChain(this: IncomingCall): Promise<unknown> {
   return this.run();
 }
@@ -192,8 +194,6 @@ export class Activation implements GrainContext, CallerContext, Target {
   #chainNode: ChainNode | undefined;
   /** The incoming call filters of this grain's calls; undefined for none. */
   readonly #filters: readonly IncomingCallFilter[] | undefined;
-  /** The activation's trace span while it activates (tracing on). */
-  #span: Span | undefined;
 
   // Idle collection reads these.
   /** Used since the collector last looked. */
@@ -428,9 +428,12 @@ export class Activation implements GrainContext, CallerContext, Target {
       throw new GranaryError(`activation ${this.idStr}: no transition from ${stateNames[from]} to ${stateNames[next]}`);
     }
     this.state = next;
-    if (this.#span !== undefined) {
-      endActivationSpan(this.#span, next === ActivationState.FailedToActivate ? (outcome?.err ?? 'failed') : undefined);
-      this.#span = undefined;
+    if (this.#host.tracer !== undefined) {
+      const span = activating.get(this);
+      if (span !== undefined) {
+        activating.delete(this);
+        endActivationSpan(span, next === ActivationState.FailedToActivate ? (outcome?.err ?? 'failed') : undefined);
+      }
     }
     switch (next) {
       case ActivationState.Valid:
@@ -468,7 +471,10 @@ export class Activation implements GrainContext, CallerContext, Target {
     const tracer = this.#host.tracer;
     if (tracer !== undefined) {
       const first = this.#queue?.[this.#head];
-      this.#span = activationSpan(tracer, this.idStr, this.#host.siloInfo.address, first?.context?.values[TRACEPARENT]);
+      activating.set(
+        this,
+        activationSpan(tracer, this.idStr, this.#host.siloInfo.address, first?.context?.values[TRACEPARENT]),
+      );
     }
     if (this.pool === undefined && this.#host.clustered) {
       void this.#registerThenActivate();
@@ -760,14 +766,24 @@ export class Activation implements GrainContext, CallerContext, Target {
     let thenable = false;
     try {
       const filters = this.#filters;
-      if (filters !== undefined && msg.tick === undefined) {
-        // The chain runs in a context frame of its own, so a filter's RequestContext.set stays in this turn.
-        const call = new IncomingCall(filters, this.instance as Grain, this.id, m.name, m.fn, msg.args);
-        result = contextInUse ? runInContext(msg.context, runChain, call, noArgs) : call.run();
-      } else
-        result = contextInUse
-          ? runInContext(msg.context, m.fn, this.instance, msg.args)
-          : m.fn.apply(this.instance, msg.args);
+      const call =
+        filters !== undefined && msg.tick === undefined
+          ? new IncomingCall(filters, this.instance as Grain, this.id, m.name, m.fn, msg.args)
+          : undefined;
+      if (contextInUse) {
+        // The turn runs in a context frame of its own: a RequestContext.set in it stays in it.
+        result =
+          call === undefined
+            ? runInContext(msg.context, m.fn, this.instance, msg.args)
+            : runInContext(msg.context, runChain, call, noArgs);
+      } else {
+        try {
+          result = call === undefined ? m.fn.apply(this.instance, msg.args) : call.run();
+        } finally {
+          // The process's first RequestContext.set happened in this turn, outside any frame: take it back out.
+          if (contextInUse) leaveFirstUse();
+        }
+      }
       if (!(result instanceof Promise) && result !== null && typeof result === 'object') {
         thenable = typeof (result as { then?: unknown }).then === 'function';
       }

@@ -723,7 +723,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
 
   #onRequest(buf: Buffer, start: number, end: number, conn: Connection): void {
     const h = decodeRequestHeader(buf, start, end);
-    if (this.#refusingClients && conn.hello.role === 'client') {
+    if (this.#refusingClients && conn.peer?.role === 'client') {
       // The stop drained what came before; what a client sends now did not run: it retries elsewhere.
       if ((h.flags & RequestFlags.OneWay) === 0)
         replyOf(conn).respond(

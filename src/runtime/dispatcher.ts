@@ -25,7 +25,7 @@ import {
   contextFromWire,
   contextInUse,
   currentContext,
-  enableRequestContext,
+  leaveFirstUse,
   runInContext,
   type ContextValues,
 } from '../messaging/request-context.ts';
@@ -107,7 +107,6 @@ export class Dispatcher implements Invoker {
     this.#calls = calls;
     this.#observers = observers;
     this.#outgoing = options.outgoingFilters.length === 0 ? undefined : options.outgoingFilters;
-    if (this.#outgoing !== undefined) enableRequestContext();
   }
 
   // ---- References -----------------------------------------------------------
@@ -195,7 +194,13 @@ export class Dispatcher implements Invoker {
       (a) => this.#call(core, method, a, caller),
     );
     // The chain runs in its own request context: a filter's RequestContext.set reaches the call, not the caller.
-    return contextInUse ? (runInContext(currentContext(), runOutgoing, call, noArgs) as Promise<unknown>) : call.run();
+    if (contextInUse) return runInContext(currentContext(), runOutgoing, call, noArgs) as Promise<unknown>;
+    try {
+      return call.run();
+    } finally {
+      // The process's first RequestContext.set happened in a filter, outside any frame: take it back out.
+      if (contextInUse) leaveFirstUse();
+    }
   }
 
   /** A call past the outgoing filters: route it and hand it to its target. */

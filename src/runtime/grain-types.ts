@@ -5,7 +5,6 @@ import { ConfigurationError, UnknownGrainTypeError, UnknownMethodError } from '.
 import { Grain, type GrainClass } from '../grain/grain.ts';
 import { grainTypeInfo, type GrainTypeInfo } from '../grain/options.ts';
 import type { IncomingCallFilter } from '../messaging/filters.ts';
-import { enableRequestContext } from '../messaging/request-context.ts';
 
 /** The registry of one silo's grain types. */
 export class GrainTypes {
@@ -29,7 +28,6 @@ export class GrainTypes {
     const own = type.incomingFilter;
     const all = own === undefined ? this.#incoming : [...this.#incoming, own];
     const out = all.length === 0 ? undefined : Object.freeze(all.slice());
-    if (out !== undefined) enableRequestContext();
     this.#filters.set(type, out);
     return out;
   }

@@ -9,6 +9,7 @@ import {
 } from '@opentelemetry/sdk-trace-base';
 import { ClusterClient, Grain, grain, GranaryError, RequestContext, Silo, silentLogger } from 'granary';
 import { memoryMembership, MemoryMembershipStore } from '../../src/providers/memory/membership.ts';
+import { parseTraceparent, traceparentOf } from '../../src/observability/tracing.ts';
 import { eventually } from '../helpers.ts';
 
 @grain('traceFront')
@@ -167,6 +168,31 @@ describe('OpenTelemetry tracing', () => {
     await eventually('spans from the global provider', () =>
       exporter.getFinishedSpans().some((s) => s.name === 'traceFront/where' && s.kind === SpanKind.SERVER),
     );
+  });
+
+  it('reads a W3C traceparent, and ignores a malformed one (the call then starts a trace of its own)', () => {
+    const good = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+    const sc = parseTraceparent(good, 'congo=t61rcWkgMzE');
+    assert.ok(sc);
+    assert.equal(sc.traceId, '0af7651916cd43dd8448eb211c80319c');
+    assert.equal(sc.spanId, 'b7ad6b7169203331');
+    assert.equal(sc.traceFlags, 1);
+    assert.equal(sc.isRemote, true);
+    assert.equal(sc.traceState?.get('congo'), 't61rcWkgMzE');
+    assert.equal(traceparentOf(sc), good);
+    for (const bad of [
+      '',
+      good.toUpperCase(),
+      good.replace('00-', '01-'),
+      good.slice(0, -1),
+      `00-${'0'.repeat(32)}-b7ad6b7169203331-01`,
+      `00-0af7651916cd43dd8448eb211c80319c-${'0'.repeat(16)}-01`,
+      good.replace('-b7ad', '_b7ad'),
+      good.replace('-01', '-zz'),
+      42,
+      undefined,
+    ])
+      assert.equal(parseTraceparent(bad, undefined), undefined, `refused: ${String(bad)}`);
   });
 
   it('refuses a tracing option that is not a tracer provider', async () => {
