@@ -131,7 +131,7 @@ function spark(values) {
 async function api(path, init) {
   const r = await fetch(base + path, init);
   const body = await r.json().catch(() => ({ error: r.statusText }));
-  if (!r.ok) { const e = new Error(body.error || r.statusText); e.code = body.code; throw e; }
+  if (!r.ok) throw { message: body.error || r.statusText, status: r.status };
   return body;
 }
 async function search(type, key) {
@@ -169,7 +169,7 @@ function stateEditor(type, key, s) {
       msg.textContent = 'written (ETag ' + r.etag + ')' + (r.deactivated ? '; the activation was deactivated, its next call reads the new state' : '');
     } catch (e) {
       msg.className = 'state-message msg-bad';
-      msg.textContent = (e.code === 'GRANARY_INCONSISTENT_STATE' ? 'refused, the record changed since it was read: ' : '') + e.message;
+      msg.textContent = (e.status === 409 ? 'refused, the record changed since it was read: ' : '') + e.message;
     } finally { save.disabled = !s.editable; }
   } }, 'save');
   return el('div', { class: 'state' },
