@@ -50,11 +50,10 @@ import {
 } from '../messaging/protocol.ts';
 import {
   checkSystemCallResult,
-  decodeSystemResult,
+  settleSystemResult,
   type SystemCallArgs,
   type SystemCallName,
   type SystemCallResult,
-  type SystemResultFrame,
 } from '../messaging/system-calls.ts';
 import type { DashboardSource } from '../observability/dashboard/model.ts';
 import { defaultLogger, type Logger } from '../observability/logger.ts';
@@ -602,19 +601,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
   }
 
   #onSystemResult(body: Buffer): void {
-    let r: SystemResultFrame;
-    try {
-      r = decodeSystemResult(body);
-    } catch (e) {
-      this.#logger.warn({ err: e }, 'dropped a malformed system result frame');
-      return;
-    }
-    const p = this.#sysPending.get(r.seq);
-    if (p === undefined) return;
-    this.#sysPending.delete(r.seq);
-    clearTimeout(p.timer);
-    if (r.ok) p.resolve(r.value);
-    else p.reject(r.value);
+    settleSystemResult(body, this.#sysPending, this.#logger);
   }
 
   #release(msg: ClientCall): void {

@@ -549,3 +549,34 @@ function decodeBody(body: Uint8Array, what: string): unknown {
     throw new ProtocolError(`undecodable ${what} frame: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
   }
 }
+
+/** A system call waiting for its result. */
+export interface WaitingSystemCall {
+  resolve(v: unknown): void;
+  reject(e: unknown): void;
+  readonly timer: NodeJS.Timeout;
+}
+
+/**
+ * Settles the system call a SystemResult frame answers, if it still waits; a
+ * malformed frame is dropped with a warning (silos and clients alike).
+ */
+export function settleSystemResult(
+  body: Uint8Array,
+  waiting: Map<number, WaitingSystemCall>,
+  logger: { warn(fields: object, message?: string): void },
+): void {
+  let r: SystemResultFrame;
+  try {
+    r = decodeSystemResult(body);
+  } catch (e) {
+    logger.warn({ err: e }, 'dropped a malformed system result frame');
+    return;
+  }
+  const p = waiting.get(r.seq);
+  if (p === undefined) return;
+  waiting.delete(r.seq);
+  clearTimeout(p.timer);
+  if (r.ok) p.resolve(r.value);
+  else p.reject(r.value);
+}

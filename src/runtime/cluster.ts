@@ -60,7 +60,7 @@ import {
   checkSystemCallResult,
   clientSystemCalls,
   decodeSystemCall,
-  decodeSystemResult,
+  settleSystemResult,
   dispatchSystemCall,
   type DashboardCallName,
   type SystemCallArgs,
@@ -68,7 +68,6 @@ import {
   type SystemCallHandlers,
   type SystemCallName,
   type SystemCallResult,
-  type SystemResultFrame,
   type WireClusterStatus,
 } from '../messaging/system-calls.ts';
 import { failingTarget, type Target } from './activation.ts';
@@ -807,19 +806,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
   }
 
   #onSystemResult(body: Buffer): void {
-    let r: SystemResultFrame;
-    try {
-      r = decodeSystemResult(body);
-    } catch (e) {
-      this.#logger.warn({ err: e }, 'dropped a malformed system result frame');
-      return;
-    }
-    const p = this.#sysPending.get(r.seq);
-    if (p === undefined) return;
-    this.#sysPending.delete(r.seq);
-    clearTimeout(p.timer);
-    if (r.ok) p.resolve(r.value);
-    else p.reject(r.value);
+    settleSystemResult(body, this.#sysPending, this.#logger);
   }
 
   // ---- Prober -------------------------------------------------------------------
