@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the services the tests use are up on 127.0.0.1: PostgreSQL (5432),
-# Redis (6379) and NATS with JetStream (4222). Starts any that is down, then
+# Redis (6379), NATS with JetStream (4222) and Mosquitto (MQTT, 1883, for the
+# fleet sample's tests). Starts any that is down, then
 # waits for it. Safe to run when they are already up.
 set -uo pipefail
 
@@ -30,10 +31,16 @@ if ! up 4222; then
   start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server || true
 fi
 
+if ! up 1883; then
+  echo "services: starting Mosquitto"
+  mosquitto -d -p 1883 || start-stop-daemon --start --oknodo --background --exec /usr/sbin/mosquitto -- -p 1883 || true
+fi
+
 ok=0
 wait_port PostgreSQL 5432 || ok=1
 wait_port Redis 6379 || ok=1
 wait_port NATS 4222 || ok=1
+wait_port Mosquitto 1883 || ok=1
 # PostgreSQL accepts connections a little after it listens.
 for _ in $(seq 1 60); do
   pg_isready -q -h 127.0.0.1 -p 5432 && break
