@@ -1,7 +1,6 @@
 // What a `granary` command is (its name, its options, its exit codes, how it
 // runs), and its --help, written from the same declarations it runs by.
 
-import { isSiloOption } from '../hosting/options.ts';
 import { envOf, fileKeyOf, flagOf, type OptionTable } from './options.ts';
 
 /** One command of `granary`, or a subcommand (`granary client call`). */
@@ -58,12 +57,8 @@ export function optionsHelp(table: OptionTable): string {
       spec.default !== undefined ? `default ${spec.default}` : undefined,
       spec.repeatable === true ? 'repeatable' : undefined,
     ].filter((p) => p !== undefined);
-    const note =
-      spec.pending === true && !isSiloOption(key)
-        ? " Not in this version's silo yet: accepted and checked, then ignored with a warning."
-        : '';
     parts.push(
-      `  --${flagOf(key, spec)}${spec.arg !== undefined ? ` ${spec.arg}` : ''}\n${wrap(spec.help + note, '      ')}\n${wrap(where.join('; '), '      ')}`,
+      `  --${flagOf(key, spec)}${spec.arg !== undefined ? ` ${spec.arg}` : ''}\n${wrap(spec.help, '      ')}\n${wrap(where.join('; '), '      ')}`,
     );
   }
   return parts.join('\n');

@@ -4,12 +4,13 @@
 import { readFileSync } from 'node:fs';
 import { ConfigurationError } from '../errors.ts';
 import { runCall } from './call.ts';
+import { runDashboard } from './dashboard.ts';
 import { commandHelp, mainHelp, type Command } from './command.ts';
 import { Exit } from './exit.ts';
 import { guessName } from './options.ts';
 import { runSilo } from './silo.ts';
 import { runStatus } from './status.ts';
-import { callOptions, siloOptions, statusOptions } from './tables.ts';
+import { callOptions, dashboardOptions, siloOptions, statusOptions } from './tables.ts';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -95,6 +96,21 @@ const status: Command = {
   run: runStatus,
 };
 
+const dashboard: Command = {
+  name: 'dashboard',
+  summary: 'serve the live dashboard of a cluster from this process',
+  usage: ['granary dashboard (--gateway HOST:PORT | --membership SPEC) [--port N] [--host HOST] [options]'],
+  description:
+    "Serves the cluster's live dashboard at http://HOST:PORT/dashboard (default http://127.0.0.1:8081/dashboard), reading the cluster through a gateway: the silos need the dashboard on (a silo with --http-port on loopback has it; one without an HTTP port needs --dashboard true). With --membership it finds the gateways in the table, and moves to another when one goes. Beyond loopback the page is served only with --dashboard-token (or GRANARY_DASHBOARD_TOKEN). Prints the page's address, then serves until SIGTERM or SIGINT.",
+  options: dashboardOptions,
+  exits: [
+    [Exit.Ok, 'stopped by SIGTERM or SIGINT'],
+    [Exit.Failed, 'no gateway answered, or the port could not be listened on'],
+    [Exit.Usage, 'bad usage or configuration (a host beyond loopback with no token, say): nothing served'],
+  ],
+  run: runDashboard,
+};
+
 const versionCommand: Command = {
   name: 'version',
   aliases: ['--version'],
@@ -127,7 +143,7 @@ const help: Command = {
 };
 
 /** Every command, in the order `granary help` lists them. */
-export const commands: readonly Command[] = [silo, call, status, client, versionCommand, help];
+export const commands: readonly Command[] = [silo, call, status, dashboard, client, versionCommand, help];
 
 function unknownCommand(path: string, among: readonly Command[]): ConfigurationError {
   const name = path.split(' ').at(-1) as string;

@@ -32,12 +32,6 @@ export interface OptionSpec<T = unknown> {
   readonly secret?: boolean;
   /** `granary silo`: passed to `Silo.start` under its key. */
   readonly silo?: true;
-  /**
-   * `granary silo`: a silo option being added elsewhere. Accepted and checked;
-   * passed to `Silo.start` once the silo knows the option, ignored with a
-   * warning until then.
-   */
-  readonly pending?: true;
   readonly parse: Parse<T>;
 }
 

@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigurationError } from '../errors.ts';
 import { Grain, type GrainClass } from '../grain/grain.ts';
-import { isSiloOption, redactSecrets, type SiloOptions } from '../hosting/options.ts';
+import { redactSecrets, type SiloOptions } from '../hosting/options.ts';
 import { Silo } from '../hosting/silo.ts';
 import type { Logger } from '../observability/logger.ts';
 import { describeFailure, Exit } from './exit.ts';
@@ -113,11 +113,10 @@ function isSpecRecord(v: unknown): v is Record<string, ProviderSpec> {
   );
 }
 
-/** The SiloOptions the command's values make; pending options the silo lacks come back as warnings. */
+/** The SiloOptions the command's values make, and warnings about them. */
 async function siloOptionsOf(
   v: Values,
   grains: GrainClass[],
-  sources: Resolution<typeof siloOptions>['sources'],
 ): Promise<{
   options: SiloOptions;
   warnings: string[];
@@ -128,13 +127,6 @@ async function siloOptionsOf(
     const value = v[key as keyof Values];
     if (value === undefined) continue;
     if ('silo' in spec) options[key] = value;
-    else if ('pending' in spec) {
-      if (isSiloOption(key)) options[key] = value;
-      else
-        warnings.push(
-          `${sources[key as keyof typeof sources] ?? key} is accepted, but this version's silo has no option ${key} yet: ignored`,
-        );
-    }
   }
   const d = defaultsFromStorage(v);
   if (d.eventLogsInMemory)
@@ -166,7 +158,7 @@ export async function runSilo(argv: readonly string[]): Promise<number> {
   const { logger, warning } = useLogLevel(v.logLevel, 'info', r.sources.logLevel);
   const log = logger.child({ command: 'granary silo' });
   const grains = await loadGrains(v.grains, r.sources.grains ?? 'grains');
-  const built = await siloOptionsOf(v, grains, r.sources);
+  const built = await siloOptionsOf(v, grains);
   const { warnings } = built;
   // One logger for the command's lines and the silo's: one stream, lines in the order they happened.
   const options: SiloOptions = { ...built.options, logger };

@@ -6,6 +6,7 @@
 import { siloDefaults, type SiloOptions } from '../hosting/options.ts';
 import { checkSiloOption, isSiloOption } from '../hosting/options.ts';
 import { ConfigurationError } from '../errors.ts';
+import { DASHBOARD_PORT } from '../observability/dashboard/serve.ts';
 import { logLevel } from './logging.ts';
 import {
   boolean,
@@ -15,6 +16,7 @@ import {
   jsonObject,
   list,
   milliseconds,
+  mustBe,
   port,
   word,
   type OptionSpec,
@@ -45,6 +47,13 @@ function siloChecked<T>(key: string, parse: Parse<T>): Parse<T> {
 }
 
 const membershipStores: readonly Store[] = ['sqlite', 'postgres', 'redis'];
+
+/** `--dashboard`: true, false, or the dashboard's options as a JSON object. */
+const dashboardSetting: Parse<boolean | Record<string, unknown>> = (value, where) => {
+  if (typeof value === 'boolean') return value;
+  if (typeof value === 'string' && !value.trim().startsWith('{')) return boolean(value, where);
+  return jsonObject('dashboard options')(value, where);
+};
 
 /** The JSON config file; its keys are the other options' keys. */
 const config = {
@@ -117,6 +126,12 @@ export const siloOptions = {
     silo: true,
     help: 'Count calls, activations, messages and storage operations for /metrics. Default: true with --http-port, else false.',
     parse: siloChecked('metrics', boolean),
+  },
+  dashboard: {
+    arg: 'true|false|JSON',
+    silo: true,
+    help: 'The live dashboard at /dashboard on the HTTP endpoint: true, false, or dashboard options as a JSON object, e.g. {"hotGrainCallsPerSecond": 500} (keys: see dashboardDefaults). On without --http-port, the silo serves no page but answers a granary dashboard through its gateway. Default: on with --http-port when the endpoint listens on loopback or --dashboard-token is set.',
+    parse: siloChecked('dashboard', dashboardSetting),
   },
   membership: {
     arg: 'SPEC',
@@ -244,9 +259,9 @@ export const siloOptions = {
   logLevel: logLevelOption('info'),
   dashboardToken: {
     arg: 'TOKEN',
-    pending: true,
+    silo: true,
     secret: true,
-    help: "Bearer token the silo's HTTP endpoint asks of dashboard requests; never logged.",
+    help: "Bearer token the silo's HTTP endpoint asks of dashboard requests (at least 16 characters; required for a dashboard beyond loopback); never logged.",
     parse: siloChecked('dashboardToken', word('a token without spaces', true)),
   },
   stopTimeoutMs: {
@@ -333,8 +348,62 @@ export const statusOptions = {
   logLevel: logLevelOption('warn'),
 } satisfies OptionTable;
 
+/** Options of `granary dashboard`. */
+export const dashboardOptions = {
+  config,
+  clusterId,
+  gateways,
+  membership: clientMembership,
+  host: {
+    arg: 'HOST',
+    default: '127.0.0.1',
+    env: 'GRANARY_DASHBOARD_HOST',
+    file: false,
+    help: 'Host the page listens on; beyond loopback it needs --dashboard-token.',
+    parse: word('a host name or IP address'),
+  },
+  port: {
+    arg: 'N',
+    default: String(DASHBOARD_PORT),
+    env: 'GRANARY_DASHBOARD_PORT',
+    file: false,
+    help: 'Port the page listens on, 0 for a free one.',
+    parse: port,
+  },
+  dashboardToken: {
+    arg: 'TOKEN',
+    secret: true,
+    help: 'Bearer token the page and its API ask for (at least 16 characters); required beyond loopback; never logged.',
+    parse: word('a token without spaces', true),
+  },
+  dashboard: {
+    arg: 'JSON',
+    help: 'Dashboard options as a JSON object, e.g. {"hotGrainCallsPerSecond": 500} (keys: see dashboardDefaults).',
+    parse: jsonObject('dashboard options'),
+  },
+  title: {
+    arg: 'TEXT',
+    default: 'the cluster id',
+    env: false,
+    file: false,
+    help: "The page's title.",
+    parse: (value, where) => {
+      if (typeof value !== 'string' || value.trim() === '') throw mustBe(where, 'a title', value);
+      return value;
+    },
+  },
+  timeoutMs: {
+    arg: 'MS',
+    flag: 'timeout',
+    default: '10000',
+    help: 'How long to wait for a gateway at start.',
+    parse: milliseconds,
+  },
+  logLevel: logLevelOption('warn'),
+} satisfies OptionTable;
+
 /** Every command's options, for the checks of config file keys and GRANARY_* variables. */
-const allTables: readonly OptionTable[] = [siloOptions, callOptions, statusOptions];
+const allTables: readonly OptionTable[] = [siloOptions, callOptions, statusOptions, dashboardOptions];
 
 /** Every config file key some command takes. */
 export const allFileKeys: readonly string[] = [
