@@ -38,6 +38,13 @@ export interface MembershipOptions {
   deathVoteExpirationMs?: number;
   /** How long a joining silo tries to reach the active ones, in ms. Default 10 000. */
   joinTimeoutMs?: number;
+  /**
+   * Rows of Dead silos whose last I-am-alive is older than this are deleted from the table,
+   * in ms. Default 7 days (Orleans' `DefunctSiloExpiration`): long enough to read what happened.
+   */
+  defunctSiloExpirationMs?: number;
+  /** How often each silo deletes those rows, in ms. Default 1 hour (Orleans' `DefunctSiloCleanupPeriod`). */
+  defunctSiloCleanupPeriodMs?: number;
 }
 
 /** Defaults of MembershipOptions: a crashed silo is declared dead within about 5 to 7 seconds. */
@@ -51,6 +58,8 @@ export const membershipDefaults: Required<MembershipOptions> = {
   numVotesForDeathDeclaration: 2,
   deathVoteExpirationMs: 60_000,
   joinTimeoutMs: 10_000,
+  defunctSiloExpirationMs: 7 * 24 * 3_600_000,
+  defunctSiloCleanupPeriodMs: 3_600_000,
 };
 
 /** What a `MembershipService` is given besides the timing: the clock it reads time and sets timers on. */
@@ -243,6 +252,11 @@ export class MembershipService {
     );
     every(this.#opts.tableRefreshIntervalMs, () => this.refresh());
     every(this.#opts.probeIntervalMs, () => this.#probeRound());
+    // Without it, the rows of every silo that ever ran stay: every read of the table grows.
+    every(this.#opts.defunctSiloCleanupPeriodMs, async () => {
+      const deleted = await this.#table.cleanupDefunct(this.#clock.now() - this.#opts.defunctSiloExpirationMs);
+      if (deleted > 0) this.#logger.info({ deleted }, 'deleted the rows of long-dead silos from the membership table');
+    });
   }
 
   async #read(): Promise<MembershipSnapshot> {

@@ -89,6 +89,29 @@ describe('membership service', () => {
     assert.equal(clock.pendingTimers, 0, 'stopped services leave no timer behind');
   });
 
+  it('deletes the rows of silos dead for longer than defunctSiloExpirationMs, and keeps the newer ones', async () => {
+    const clock = new ManualClock();
+    const store = new MemoryMembershipStore();
+    const net = new FakeNet();
+    const options = { ...fast, clock, defunctSiloExpirationMs: 2000, defunctSiloCleanupPeriodMs: 100 };
+    const svcs = await cluster(3, store, net, options);
+    net.down.add('127.0.0.1:3');
+    await clock.advanceUntil(async () => (await row(store, '127.0.0.1:3'))?.status === 'Dead', {
+      what: 'silo 3 declared dead',
+      maxMs: 5000,
+    });
+    const diedAt = (await row(store, '127.0.0.1:3'))?.iAmAliveAt as number;
+    // Several cleanup rounds within the expiry: the row stays, for operators to read.
+    await clock.advanceUntil(() => clock.now() >= diedAt + 1500, { what: 'most of the expiry', maxMs: 5000 });
+    assert.equal((await row(store, '127.0.0.1:3'))?.status, 'Dead');
+    await clock.advanceUntil(async () => (await row(store, '127.0.0.1:3')) === undefined, {
+      what: "silo 3's row deleted once it is older than the expiry",
+      maxMs: 5000,
+    });
+    assert.equal((await row(store, '127.0.0.1:1'))?.status, 'Active', 'live rows are never deleted');
+    for (const s of svcs) s.stop();
+  });
+
   it('votes against a silo only after missedProbesLimit probe rounds in a row, and declares it dead at numVotesForDeathDeclaration votes', async () => {
     const clock = new ManualClock();
     const store = new MemoryMembershipStore();
