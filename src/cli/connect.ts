@@ -6,7 +6,10 @@ import { ClusterClient } from '../client/client.ts';
 import { ConfigurationError } from '../errors.ts';
 import { siloDefaults } from '../hosting/options.ts';
 import type { Logger } from '../observability/logger.ts';
+import { useLogLevel } from './logging.ts';
+import { parseArgv, resolveOptions, type OptionTable, type Resolution } from './options.ts';
 import { membershipOf, type ProviderSpec } from './providers.ts';
+import { allFileKeys } from './tables.ts';
 
 /** The options every client command takes. */
 export interface ClientValues {
@@ -22,6 +25,27 @@ export function needCluster(v: ClientValues, command: string): void {
     throw new ConfigurationError(
       `${command} needs --gateway HOST:PORT (or GRANARY_GATEWAYS) or --membership SPEC (or GRANARY_MEMBERSHIP); see ${command} --help`,
     );
+}
+
+/**
+ * The start of a client command that takes no arguments (`granary status`,
+ * `granary dashboard`): its options resolved, a way to the cluster checked,
+ * and its logger (level `warn` unless the options say otherwise).
+ */
+export function startClientCommand<T extends OptionTable>(
+  table: T,
+  argv: readonly string[],
+  command: string,
+): { r: Resolution<T>; logger: Logger } {
+  const args = parseArgv(table, argv, command);
+  if (args.positionals.length > 0)
+    throw new ConfigurationError(`${command} takes no arguments, got '${args.positionals[0]}'; see ${command} --help`);
+  const r = resolveOptions(table, args, process.env, { fileKeys: allFileKeys });
+  needCluster(r.values as ClientValues, command);
+  const level = (r.values as { logLevel?: string }).logLevel;
+  const { logger, warning } = useLogLevel(level, 'warn', (r.sources as { logLevel?: string }).logLevel);
+  if (warning !== undefined) logger.warn({}, warning);
+  return { r, logger };
 }
 
 /**

@@ -7,23 +7,15 @@ import { ConfigurationError } from '../errors.ts';
 import { siloDefaults } from '../hosting/options.ts';
 import { DASHBOARD_TOKEN_ENV, isLoopback, tokenRequired } from '../observability/dashboard/options.ts';
 import { DASHBOARD_PORT, serveDashboard } from '../observability/dashboard/serve.ts';
-import { connectClient, needCluster } from './connect.ts';
+import { connectClient, startClientCommand } from './connect.ts';
 import { describeFailure, Exit } from './exit.ts';
-import { useLogLevel } from './logging.ts';
-import { parseArgv, resolveOptions } from './options.ts';
-import { allFileKeys, dashboardOptions } from './tables.ts';
+import { dashboardOptions } from './tables.ts';
 
 /** Runs `granary dashboard`; resolves with the exit code once a signal stopped it. */
 export async function runDashboard(argv: readonly string[]): Promise<number> {
   const command = 'granary dashboard';
-  const args = parseArgv(dashboardOptions, argv, command);
-  if (args.positionals.length > 0)
-    throw new ConfigurationError(`${command} takes no arguments, got '${args.positionals[0]}'; see ${command} --help`);
-  const r = resolveOptions(dashboardOptions, args, process.env, { fileKeys: allFileKeys });
+  const { r, logger } = startClientCommand(dashboardOptions, argv, command);
   const v = r.values;
-  needCluster(v, command);
-  const { logger, warning } = useLogLevel(v.logLevel, 'warn', r.sources.logLevel);
-  if (warning !== undefined) logger.warn({}, warning);
   const clusterId = v.clusterId ?? siloDefaults.clusterId;
   const timeoutMs = v.timeoutMs ?? 10_000;
   const host = v.host ?? '127.0.0.1';

@@ -3,17 +3,15 @@
 // as a table or as JSON. Its exit code says whether the cluster is healthy.
 
 import { type ClusterClient, type ClusterStatus } from '../client/client.ts';
-import { ConfigurationError, TimeoutError } from '../errors.ts';
+import { TimeoutError } from '../errors.ts';
 import { redactSecrets, siloDefaults } from '../hosting/options.ts';
 import { membershipDefaults } from '../membership/service.ts';
 import type { SiloEntry } from '../membership/table.ts';
 import type { Logger } from '../observability/logger.ts';
-import { checkReadable, connectClient, needCluster } from './connect.ts';
+import { checkReadable, connectClient, startClientCommand } from './connect.ts';
 import { describeFailure, Exit } from './exit.ts';
-import { useLogLevel } from './logging.ts';
-import { parseArgv, resolveOptions } from './options.ts';
 import { membershipOf, specText, type ProviderSpec } from './providers.ts';
-import { allFileKeys, statusOptions } from './tables.ts';
+import { statusOptions } from './tables.ts';
 
 /** A silo's state as an operator reads it, from its row. */
 export type Health = 'active' | 'suspected' | 'joining' | 'shutting down' | 'left' | 'declared dead';
@@ -191,14 +189,8 @@ async function readTable(
 /** Runs `granary status`; resolves with the exit code. */
 export async function runStatus(argv: readonly string[]): Promise<number> {
   const command = 'granary status';
-  const args = parseArgv(statusOptions, argv, command);
-  if (args.positionals.length > 0)
-    throw new ConfigurationError(`${command} takes no arguments, got '${args.positionals[0]}'; see ${command} --help`);
-  const r = resolveOptions(statusOptions, args, process.env, { fileKeys: allFileKeys });
+  const { r, logger } = startClientCommand(statusOptions, argv, command);
   const v = r.values;
-  needCluster(v, command);
-  const { logger, warning } = useLogLevel(v.logLevel, 'warn', r.sources.logLevel);
-  if (warning !== undefined) logger.warn({}, warning);
   const clusterId = v.clusterId ?? siloDefaults.clusterId;
   const timeoutMs = v.timeoutMs ?? 10_000;
 
