@@ -40,6 +40,8 @@ export interface LoadOptions {
   urls?: string[];
   /** Broker URL (MQTT). Default mqtt://127.0.0.1:1883. */
   mqttUrl?: string;
+  /** First level of the MQTT topics (`<root>/<id>/telemetry`, `<root>/<id>/ack`). Default 'fleet'. */
+  mqttTopicRoot?: string;
   /** MQTT client connections carrying the devices between them. Default 4. */
   mqttClients?: number;
   /** Bound on messages in flight (sent, not yet acknowledged or given up). Default 512. */
@@ -128,6 +130,8 @@ export interface LoadReport {
   retries: number;
   /** Commands received with HTTP answers. */
   commands: number;
+  /** HTTP answers that said the seq was accepted before (a retry of a message that had landed, or a rerun with the same seqs). */
+  duplicates: number;
   /** Messages with an anomaly. */
   anomalies: number;
   /** Failed attempts by kind (ECONNREFUSED, http-503, timeout, …). */
@@ -411,12 +415,6 @@ export function deviceId(index: number): string {
 }
 
 const KINDS = ['vehicle', 'meter', 'sensor'] as const;
-/** 50% vehicles, 30% meters, 20% sensors. */
-function kindOf(index: number): 0 | 1 | 2 {
-  const m = index % 10;
-  return m < 5 ? 0 : m < 8 ? 1 : 2;
-}
-
 interface Pending {
   device: number;
   seq: number;
@@ -450,6 +448,7 @@ export async function runLoad(options: LoadOptions = {}): Promise<LoadReport> {
   const transport = options.transport ?? 'http';
   const urls = options.urls ?? ['http://127.0.0.1:3000'];
   const mqttUrl = options.mqttUrl ?? 'mqtt://127.0.0.1:1883';
+  const root = options.mqttTopicRoot ?? 'fleet';
   const cap = Math.max(1, Math.min(options.concurrency ?? 512, devices));
   const sites = options.sites ?? 100;
   const regions = options.regions ?? 10;
@@ -478,21 +477,25 @@ export async function runLoad(options: LoadOptions = {}): Promise<LoadReport> {
   const level = new Float32Array(devices); // speed, watts or temperature
   const ids: string[] = new Array<string>(devices);
   const siteOf = new Uint32Array(devices);
+  const kindOf = new Uint8Array(devices); // index into KINDS
   const siteNames = Array.from({ length: sites }, (_, s) => `site-${s}`);
   const regionNames = Array.from({ length: regions }, (_, r) => `region-${r}`);
   for (let d = 0; d < devices; d++) {
     ids[d] = deviceId(d);
-    siteOf[d] = d % sites;
+    // Sites at random (and so regions); kinds 50% vehicles, 30% meters, 20% sensors.
+    siteOf[d] = Math.floor(rand() * sites);
+    const r = rand();
+    kindOf[d] = r < 0.5 ? 0 : r < 0.8 ? 1 : 2;
     battery[d] = 40 + rand() * 60;
     lat[d] = 48 + rand() * 6;
     lon[d] = 2 + rand() * 12;
-    const k = kindOf(d);
+    const k = kindOf[d]!;
     level[d] = k === 0 ? rand() * 90 : k === 1 ? 200 + rand() * 3000 : 15 + rand() * 10;
   }
 
   let anomalies = 0;
   function makeBody(d: number, seq: number): string {
-    const k = kindOf(d);
+    const k = kindOf[d]!;
     const site = siteOf[d]!;
     let b = battery[d]! - rand() * 0.05;
     if (b < 5) b = 100;
@@ -538,6 +541,7 @@ export async function runLoad(options: LoadOptions = {}): Promise<LoadReport> {
   let abandoned = 0;
   let retries = 0;
   let commands = 0;
+  let duplicates = 0;
   let inFlight = 0;
   let maxInFlight = 0;
   let ticks = 0;
@@ -650,8 +654,9 @@ export async function runLoad(options: LoadOptions = {}): Promise<LoadReport> {
           fail(p, code, true);
         } else if (status >= 200 && status < 300) {
           try {
-            const parsed = JSON.parse(body) as { seq?: unknown; commands?: unknown };
+            const parsed = JSON.parse(body) as { seq?: unknown; commands?: unknown; duplicate?: unknown };
             if (Array.isArray(parsed.commands)) commands += parsed.commands.length;
+            if (parsed.duplicate === true) duplicates++;
             if (parsed.seq !== undefined && parsed.seq !== p.seq) countError('seq-mismatch');
           } catch {
             countError('bad-json');
@@ -673,7 +678,7 @@ export async function runLoad(options: LoadOptions = {}): Promise<LoadReport> {
     const client = clients[(p.device + p.urlIndex) % clients.length]!;
     const attemptAt = p.attemptAt;
     pendingByDevice[p.device] = p;
-    client.publish(`fleet/${ids[p.device]}/telemetry`, p.body, { qos: 1 }, (err) => {
+    client.publish(`${root}/${ids[p.device]}/telemetry`, p.body, { qos: 1 }, (err) => {
       if (err && !p.done && p.attemptAt === attemptAt) {
         pendingByDevice[p.device] = undefined;
         fail(p, 'mqtt-publish', true);
@@ -681,10 +686,11 @@ export async function runLoad(options: LoadOptions = {}): Promise<LoadReport> {
     });
   }
 
+  const ackPrefix = `${root}/dev-`;
   function onAck(topic: string, payload: Buffer): void {
-    // fleet/dev-000042/ack
-    if (topic.length !== 20 || !topic.startsWith('fleet/dev-')) return;
-    const d = Number(topic.slice(10, 16));
+    // <root>/dev-000042/ack
+    if (topic.length !== root.length + 15 || !topic.startsWith(ackPrefix)) return;
+    const d = Number(topic.slice(ackPrefix.length, ackPrefix.length + 6));
     if (!(d < devices)) return;
     const p = pendingByDevice[d];
     if (p === undefined || p.done) return;
@@ -717,7 +723,7 @@ export async function runLoad(options: LoadOptions = {}): Promise<LoadReport> {
         c.on('message', onAck);
         c.on('error', () => {});
         // Acks are spread over the connections by a shared subscription.
-        await c.subscribeAsync(`$share/${group}/fleet/+/ack`, { qos: 0 });
+        await c.subscribeAsync(`$share/${group}/${root}/+/ack`, { qos: 0 });
       }
     } catch (err) {
       await Promise.all(clients.map((c) => c.endAsync(true)));
@@ -908,6 +914,7 @@ export async function runLoad(options: LoadOptions = {}): Promise<LoadReport> {
     abandoned,
     retries,
     commands,
+    duplicates,
     anomalies,
     errors,
     sentRate: issuingMs > 0 ? (issued * 1000) / issuingMs : 0,
@@ -943,6 +950,7 @@ Simulated devices send telemetry to the fleet sample, paced to a target rate
                      (default http://127.0.0.1:3000)
   --mqtt U           MQTT broker (default mqtt://127.0.0.1:1883)
   --mqtt-clients N   MQTT connections carrying the devices (default 4)
+  --mqtt-topic-root R  first topic level, R/<id>/telemetry (default fleet)
   --concurrency N    bound on messages in flight (default 512)
   --sites N          sites site-0 … (default 100)
   --regions N        regions region-0 … (default 10)
@@ -1002,6 +1010,7 @@ export function parseLoadArgs(argv: string[]): CliOptions {
         transport: { type: 'string' },
         url: { type: 'string' },
         mqtt: { type: 'string' },
+        'mqtt-topic-root': { type: 'string' },
         'mqtt-clients': { type: 'string' },
         concurrency: { type: 'string' },
         sites: { type: 'string' },
@@ -1061,6 +1070,12 @@ export function parseLoadArgs(argv: string[]): CliOptions {
     }
     if (!ok) throw new UsageError(`--mqtt: expected a broker URL like mqtt://127.0.0.1:1883, got '${u}'`);
     o.mqttUrl = u;
+  }
+  if (s('mqtt-topic-root') !== undefined) {
+    const v = s('mqtt-topic-root')!;
+    if (!/^[A-Za-z0-9_.-]+$/.test(v))
+      throw new UsageError(`--mqtt-topic-root: expected one topic level (letters, digits, _ . -), got '${v}'`);
+    o.mqttTopicRoot = v;
   }
   if (s('mqtt-clients') !== undefined) o.mqttClients = parseCount('mqtt-clients', s('mqtt-clients')!, 1, 1000);
   if (s('concurrency') !== undefined) o.concurrency = parseCount('concurrency', s('concurrency')!, 1, 100_000);
@@ -1130,6 +1145,11 @@ export function formatReport(r: LoadReport): string {
   const errs = Object.entries(r.errors).sort((a, b) => b[1] - a[1]);
   lines.push(`  errors     ${errs.length === 0 ? 'none' : errs.map(([k, n]) => `${k} ${fmtN(n)}`).join(', ')}`);
   lines.push(`  anomalies  ${fmtN(r.anomalies)}, commands received ${fmtN(r.commands)}`);
+  if (r.duplicates > 0)
+    lines.push(
+      `  repeats    ${fmtN(r.duplicates)} answers said the seq was already accepted` +
+        (r.duplicates > r.retries ? ' (run again with a higher --start-seq, or on fresh data)' : ''),
+    );
   lines.push(
     `  generator  CPU ${fmtN(r.cpu.userMs + r.cpu.systemMs)} ms over ${fmtN(r.elapsedMs)} ms, ${r.cpu.usPerAttempt.toFixed(0)} µs a request`,
   );

@@ -284,15 +284,24 @@ describe('examples/fleet load generator', () => {
       connectTimeout: 5000,
     });
     const received: Received[] = [];
+    // A topic root of its own, so that no fleet service on this broker takes these messages.
+    const root = `fleet-load-test-${process.pid}`;
     try {
       responder.on('message', (topic, payload) => {
         const device = topic.split('/')[1]!;
         const body = JSON.parse(payload.toString()) as Record<string, unknown>;
         received.push({ device, seq: body['seq'] as number, body });
-        responder.publish(`fleet/${device}/ack`, JSON.stringify({ seq: body['seq'] }), { qos: 1 });
+        responder.publish(`${root}/${device}/ack`, JSON.stringify({ seq: body['seq'] }), { qos: 1 });
       });
-      await responder.subscribeAsync('fleet/+/telemetry', { qos: 1 });
-      const report = await runLoad({ transport: 'mqtt', messages: 300, rate: 1500, devices: 60, mqttClients: 3 });
+      await responder.subscribeAsync(`${root}/+/telemetry`, { qos: 1 });
+      const report = await runLoad({
+        transport: 'mqtt',
+        mqttTopicRoot: root,
+        messages: 300,
+        rate: 1500,
+        devices: 60,
+        mqttClients: 3,
+      });
       assert.equal(report.sent, 300);
       assert.equal(report.acked, 300);
       assert.equal(report.latency.count, 300);
