@@ -1,0 +1,145 @@
+// Keeps the code in the guide in step with the sources it quotes. In
+// docs/guide/*.md, a line `<!-- include: examples/fleet/device.ts#telemetry -->`
+// before a fenced block names a file and a region of it, marked in the file by
+// `// #region telemetry` and `// #endregion telemetry` (no `#name`: the whole
+// file). The block is the region's lines, less their common indentation and
+// any region markers nested in it.
+// Usage: node scripts/sync-guide.mjs           rewrites stale blocks
+//        node scripts/sync-guide.mjs --check   exits 1 naming each stale block or missing file or region
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const guideDir = join(root, 'docs', 'guide');
+const includeLine = /^<!--\s*include:\s*(\S+?)\s*-->\s*$/;
+const regionMarker = /^\s*\/\/\s*#(end)?region\b/;
+
+/** The text a marker names, or an error message. */
+export function regionText(spec) {
+  const hash = spec.indexOf('#');
+  const file = hash < 0 ? spec : spec.slice(0, hash);
+  const name = hash < 0 ? undefined : spec.slice(hash + 1);
+  const path = join(root, file);
+  if (!existsSync(path)) return { error: `${file}: no such file` };
+  const lines = readFileSync(path, 'utf8').replace(/\n$/, '').split('\n');
+  let body = lines;
+  if (name !== undefined) {
+    const start = lines.findIndex((l) => l.trim() === `// #region ${name}`);
+    if (start < 0) return { error: `${file}: no region '${name}' (a line '// #region ${name}')` };
+    const end = lines.findIndex((l, i) => i > start && l.trim() === `// #endregion ${name}`);
+    if (end < 0) return { error: `${file}: region '${name}' has no '// #endregion ${name}'` };
+    body = lines.slice(start + 1, end);
+  }
+  body = body.filter((l) => !regionMarker.test(l));
+  const indent = Math.min(...body.filter((l) => l.trim() !== '').map((l) => /^ */.exec(l)[0].length));
+  return { text: body.map((l) => l.slice(Number.isFinite(indent) ? indent : 0).trimEnd()).join('\n') };
+}
+
+const fenceLanguage = (spec) =>
+  ({ ts: 'ts', mjs: 'js', js: 'js', json: 'json', sh: 'sh', yaml: 'yaml', yml: 'yaml' })[
+    spec.replace(/#.*$/, '').split('.').pop()
+  ] ?? '';
+
+/** Syncs one markdown text; returns the new text and the problems found. */
+export function syncMarkdown(text, where, onInclude = () => {}) {
+  const lines = text.split('\n');
+  const problems = [];
+  const out = [];
+  let fence = null; // the fence of the block we are in, whose lines are never markers
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
+    out.push(line);
+    const f = /^\s*(`{3,}|~{3,})/.exec(line);
+    if (fence !== null) {
+      if (f !== null && f[1][0] === fence[0] && f[1].length >= fence.length && line.trim() === f[1]) fence = null;
+      continue;
+    }
+    if (f !== null) {
+      fence = f[1];
+      continue;
+    }
+    const m = includeLine.exec(line);
+    if (m === null) continue;
+    const spec = m[1];
+    const at = `${where}:${i + 1}`;
+    onInclude(i + 1, spec);
+    let j = i + 1;
+    while (j < lines.length && lines[j].trim() === '') j++;
+    const open = /^(`{3,})(.*)$/.exec(lines[j] ?? '');
+    if (open === null) {
+      problems.push(`${at}: the include of ${spec} is not followed by a fenced code block`);
+      continue;
+    }
+    let k = j + 1;
+    while (k < lines.length && lines[k] !== open[1]) k++;
+    if (k >= lines.length) {
+      problems.push(`${at}: the code block after the include of ${spec} is not closed`);
+      continue;
+    }
+    const r = regionText(spec);
+    if (r.error !== undefined) {
+      problems.push(`${at}: ${r.error}`);
+      continue;
+    }
+    const current = lines.slice(j + 1, k).join('\n');
+    if (current !== r.text) problems.push(`${at}: the block quoting ${spec} is stale`);
+    const language = open[2].trim() === '' ? fenceLanguage(spec) : open[2].trim();
+    out.push(...lines.slice(i + 1, j), `${open[1]}${language}`, ...r.text.split('\n'), open[1]);
+    i = k;
+  }
+  return { text: out.join('\n'), problems };
+}
+
+/** Every include of the guide: `{ file, line, spec }`. */
+export function guideIncludes() {
+  const found = [];
+  for (const name of guideFiles()) {
+    const where = `docs/guide/${name}`;
+    const { problems } = syncMarkdown(readFileSync(join(guideDir, name), 'utf8'), where, (line, spec) =>
+      found.push({ file: where, line, spec }),
+    );
+    void problems;
+  }
+  return found;
+}
+
+function guideFiles() {
+  return existsSync(guideDir)
+    ? readdirSync(guideDir)
+        .filter((n) => n.endsWith('.md'))
+        .sort()
+    : [];
+}
+
+function main() {
+  const check = process.argv.includes('--check');
+  let problems = 0;
+  for (const name of guideFiles()) {
+    const path = join(guideDir, name);
+    const before = readFileSync(path, 'utf8');
+    const r = syncMarkdown(before, relative(root, path));
+    if (check) {
+      for (const p of r.problems) console.error(p);
+      problems += r.problems.length;
+    } else {
+      const missing = r.problems.filter((p) => !p.endsWith('is stale'));
+      for (const p of missing) console.error(p);
+      problems += missing.length;
+      if (r.text !== before) {
+        writeFileSync(path, r.text);
+        console.log(`updated ${relative(root, path)}`);
+      }
+    }
+  }
+  if (problems > 0) {
+    console.error(
+      check
+        ? `${problems} problem(s); run node scripts/sync-guide.mjs to rewrite stale blocks`
+        : `${problems} problem(s)`,
+    );
+    process.exit(1);
+  }
+}
+
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) main();
