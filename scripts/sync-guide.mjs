@@ -2,8 +2,9 @@
 // docs/guide/*.md, a line `<!-- include: examples/fleet/device.ts#telemetry -->`
 // before a fenced block names a file and a region of it, marked in the file by
 // `// #region telemetry` and `// #endregion telemetry` (no `#name`: the whole
-// file). The block is the region's lines, less their common indentation and
-// any region markers nested in it.
+// file). Without such a region, `#Name` or `#Class.member` names a declaration
+// (with its doc comment and decorators) in the formatted source. The block is
+// the lines, less their common indentation and any region markers in them.
 // Usage: node scripts/sync-guide.mjs           rewrites stale blocks
 //        node scripts/sync-guide.mjs --check   exits 1 naming each stale block or missing file or region
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -14,6 +15,63 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const guideDir = join(root, 'docs', 'guide');
 const includeLine = /^<!--\s*include:\s*(\S+?)\s*-->\s*$/;
 const regionMarker = /^\s*\/\/\s*#(end)?region\b/;
+
+const indentOf = (l) => /^ */.exec(l)[0].length;
+
+/**
+ * The lines [first, last] of a declaration, found in formatted source without
+ * markers: `Name` (a top-level class, function, interface, type, const or
+ * enum) or `Class.member` (a method, accessor or field of that class, `#name`
+ * for a private one). Its doc comment and decorators come with it.
+ */
+function declaration(lines, name) {
+  const [outer, member] = name.split('.');
+  const esc = (x) => x.replace(/[$#]/g, '\\$&');
+  const top = new RegExp(
+    `^(export )?(default )?(declare )?(abstract )?(async )?(class|function\\*?|interface|type|const|let|enum) ${esc(outer)}\\b`,
+  );
+  let at = lines.findIndex((l) => top.test(l));
+  if (at < 0) return undefined;
+  if (member !== undefined) {
+    const end = blockEnd(lines, at);
+    const inner = new RegExp(
+      `^ {${indentOf(lines[at]) + 2}}((static|private|public|protected|readonly|override|async|get|set|declare|abstract) )*${esc(member)}\\b\\s*[(<:=;?!]`,
+    );
+    at = lines.findIndex((l, i) => i > at && i < end && inner.test(l));
+    if (at < 0) return undefined;
+  }
+  let first = at;
+  const indent = indentOf(lines[at]);
+  // Decorators and the doc comment right above, at the same indentation.
+  while (first > 0) {
+    const prev = lines[first - 1];
+    const t = prev.trim();
+    if (indentOf(prev) === indent && t.startsWith('@')) first--;
+    else if (t.endsWith('*/') && indentOf(prev) >= indent) {
+      let k = first - 1;
+      while (k > 0 && !lines[k].trim().startsWith('/**') && !lines[k].trim().startsWith('/*')) k--;
+      first = k;
+    } else break;
+  }
+  return [first, blockEnd(lines, at)];
+}
+
+/** The last line of the statement or block that starts at `at`: where its brackets close again. */
+function blockEnd(lines, at) {
+  let depth = 0;
+  let opened = false;
+  for (let i = at; i < lines.length; i++) {
+    const code = lines[i].replace(/\/\/.*$/, '').replace(/'(?:\\.|[^'])*'|"(?:\\.|[^"])*"|`(?:\\.|[^`])*`/g, '');
+    for (const c of code) {
+      if (c === '{' || c === '(' || c === '[') {
+        depth++;
+        opened = true;
+      } else if (c === '}' || c === ')' || c === ']') depth--;
+    }
+    if (depth <= 0 && (opened || /;\s*$/.test(code))) return i;
+  }
+  return lines.length - 1;
+}
 
 /** The text a marker names, or an error message. */
 export function regionText(spec) {
@@ -26,10 +84,18 @@ export function regionText(spec) {
   let body = lines;
   if (name !== undefined) {
     const start = lines.findIndex((l) => l.trim() === `// #region ${name}`);
-    if (start < 0) return { error: `${file}: no region '${name}' (a line '// #region ${name}')` };
-    const end = lines.findIndex((l, i) => i > start && l.trim() === `// #endregion ${name}`);
-    if (end < 0) return { error: `${file}: region '${name}' has no '// #endregion ${name}'` };
-    body = lines.slice(start + 1, end);
+    if (start >= 0) {
+      const end = lines.findIndex((l, i) => i > start && l.trim() === `// #endregion ${name}`);
+      if (end < 0) return { error: `${file}: region '${name}' has no '// #endregion ${name}'` };
+      body = lines.slice(start + 1, end);
+    } else {
+      const range = declaration(lines, name);
+      if (range === undefined)
+        return {
+          error: `${file}: no region '${name}' (a line '// #region ${name}') and no declaration of that name`,
+        };
+      body = lines.slice(range[0], range[1] + 1);
+    }
   }
   body = body.filter((l) => !regionMarker.test(l));
   const indent = Math.min(...body.filter((l) => l.trim() !== '').map((l) => /^ */.exec(l)[0].length));

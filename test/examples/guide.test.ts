@@ -10,7 +10,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 // @ts-expect-error: a plain script, without declarations
-import { guideIncludes, syncMarkdown } from '../../scripts/sync-guide.mjs';
+import { guideIncludes, regionText, syncMarkdown } from '../../scripts/sync-guide.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -60,13 +60,37 @@ describe('docs/guide', () => {
       r.problems.map((p) => p.replace(/:.*?: /, ': ')),
       [
         'x.md: the block quoting examples/patterns/deadlock.ts#restructured is stale',
-        "x.md: examples/patterns/deadlock.ts: no region 'nothing-here' (a line '// #region nothing-here')",
+        "x.md: examples/patterns/deadlock.ts: no region 'nothing-here' (a line '// #region nothing-here') and no declaration of that name",
         'x.md: examples/nowhere.ts: no such file',
       ],
     );
     assert.match(r.text, /```ts\n@grain\('account'\)\nexport class Account extends Grain \{/);
     assert.ok(!r.text.includes('// #region'));
     assert.equal((syncMarkdown(r.text, 'x.md') as { problems: string[] }).problems.length, 2);
+  });
+
+  it('quotes a declaration by name, with its doc comment and decorators, where the source has no region', () => {
+    const method = regionText('examples/patterns/deadlock.ts#Ledger.recordWith') as { text: string };
+    assert.equal(
+      method.text,
+      [
+        '/** The restructured call: everything the ledger needs comes with it. */',
+        'async recordWith(account: string, change: number, balance: number): Promise<void> {',
+        '  this.#entries.push({ account, change, balance });',
+        '}',
+      ].join('\n'),
+    );
+    const cls = regionText('examples/patterns/blocking.ts#Ping') as { text: string };
+    assert.match(
+      cls.text,
+      /^\/\*\* Another grain[^\n]*\n@grain\('ping'\)\nexport class Ping extends Grain \{\n[^]*\n\}$/,
+    );
+    const constant = regionText('examples/patterns/blocking.ts#chunk') as { text: string };
+    assert.equal(constant.text.split('\n').at(-1), 'export const chunk = 200_000;');
+    assert.deepEqual(regionText('examples/patterns/blocking.ts#Ping.nothing'), {
+      error:
+        "examples/patterns/blocking.ts: no region 'Ping.nothing' (a line '// #region Ping.nothing') and no declaration of that name",
+    });
   });
 
   it('quotes only files that a test under test/examples imports', () => {
