@@ -10,6 +10,7 @@
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as prettier from 'prettier';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const guideDir = join(root, 'docs', 'guide');
@@ -35,7 +36,7 @@ function declaration(lines, name) {
   if (member !== undefined) {
     const end = blockEnd(lines, at);
     const inner = new RegExp(
-      `^ {${indentOf(lines[at]) + 2}}((static|private|public|protected|readonly|override|async|get|set|declare|abstract) )*${esc(member)}\\b\\s*[(<:=;?!]`,
+      `^ {${indentOf(lines[at]) + 2}}((static|private|public|protected|readonly|override|async|get|set|declare|abstract|function|const|let) )*${esc(member)}\\b\\s*[(<:=;?!]`,
     );
     at = lines.findIndex((l, i) => i > at && i < end && inner.test(l));
     if (at < 0) return undefined;
@@ -107,8 +108,22 @@ const fenceLanguage = (spec) =>
     spec.replace(/#.*$/, '').split('.').pop()
   ] ?? '';
 
-/** Syncs one markdown text; returns the new text and the problems found. */
-export function syncMarkdown(text, where, onInclude = () => {}) {
+let prettierOptions;
+
+/**
+ * `code` as the guide's formatter leaves it inside a fenced block of
+ * `language`: prettier formats code in markdown (a region lifted out of a
+ * class or function may fit on fewer lines), so a block is kept as prettier
+ * would write it, and `prettier --check` and this script never disagree.
+ */
+export async function formatBlock(code, language) {
+  prettierOptions ??= { ...(await prettier.resolveConfig(join(guideDir, 'README.md'))), parser: 'markdown' };
+  const md = await prettier.format(`\`\`\`${language}\n${code}\n\`\`\`\n`, prettierOptions);
+  return md.replace(/\n$/, '').split('\n').slice(1, -1).join('\n');
+}
+
+/** Syncs one markdown text; resolves to the new text and the problems found. */
+export async function syncMarkdown(text, where, onInclude = () => {}) {
   const lines = text.split('\n');
   const problems = [];
   const out = [];
@@ -148,24 +163,24 @@ export function syncMarkdown(text, where, onInclude = () => {}) {
       problems.push(`${at}: ${r.error}`);
       continue;
     }
-    const current = lines.slice(j + 1, k).join('\n');
-    if (current !== r.text) problems.push(`${at}: the block quoting ${spec} is stale`);
     const language = open[2].trim() === '' ? fenceLanguage(spec) : open[2].trim();
-    out.push(...lines.slice(i + 1, j), `${open[1]}${language}`, ...r.text.split('\n'), open[1]);
+    const expected = await formatBlock(r.text, language);
+    const current = lines.slice(j + 1, k).join('\n');
+    if (current !== expected) problems.push(`${at}: the block quoting ${spec} is stale`);
+    out.push(...lines.slice(i + 1, j), `${open[1]}${language}`, ...expected.split('\n'), open[1]);
     i = k;
   }
   return { text: out.join('\n'), problems };
 }
 
 /** Every include of the guide: `{ file, line, spec }`. */
-export function guideIncludes() {
+export async function guideIncludes() {
   const found = [];
   for (const name of guideFiles()) {
     const where = `docs/guide/${name}`;
-    const { problems } = syncMarkdown(readFileSync(join(guideDir, name), 'utf8'), where, (line, spec) =>
+    await syncMarkdown(readFileSync(join(guideDir, name), 'utf8'), where, (line, spec) =>
       found.push({ file: where, line, spec }),
     );
-    void problems;
   }
   return found;
 }
@@ -178,13 +193,13 @@ function guideFiles() {
     : [];
 }
 
-function main() {
+async function main() {
   const check = process.argv.includes('--check');
   let problems = 0;
   for (const name of guideFiles()) {
     const path = join(guideDir, name);
     const before = readFileSync(path, 'utf8');
-    const r = syncMarkdown(before, relative(root, path));
+    const r = await syncMarkdown(before, relative(root, path));
     if (check) {
       for (const p of r.problems) console.error(p);
       problems += r.problems.length;
@@ -208,4 +223,4 @@ function main() {
   }
 }
 
-if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) main();
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) await main();

@@ -10,7 +10,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 // @ts-expect-error: a plain script, without declarations
-import { guideIncludes, regionText, syncMarkdown } from '../../scripts/sync-guide.mjs';
+import { formatBlock, guideIncludes, regionText, syncMarkdown } from '../../scripts/sync-guide.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -41,7 +41,7 @@ describe('docs/guide', () => {
     assert.equal(r.status, 0, `stale or broken includes:\n${r.stderr}`);
   });
 
-  it('finds a stale block, a missing region and a missing file, and rewrites the stale block', () => {
+  it('finds a stale block, a missing region and a missing file, and rewrites the stale block', async () => {
     const md = [
       '<!-- include: examples/patterns/deadlock.ts#restructured -->',
       '',
@@ -55,7 +55,7 @@ describe('docs/guide', () => {
       '```ts',
       '```',
     ].join('\n');
-    const r = syncMarkdown(md, 'x.md') as { text: string; problems: string[] };
+    const r = (await syncMarkdown(md, 'x.md')) as { text: string; problems: string[] };
     assert.deepEqual(
       r.problems.map((p) => p.replace(/:.*?: /, ': ')),
       [
@@ -66,7 +66,7 @@ describe('docs/guide', () => {
     );
     assert.match(r.text, /```ts\n@grain\('account'\)\nexport class Account extends Grain \{/);
     assert.ok(!r.text.includes('// #region'));
-    assert.equal((syncMarkdown(r.text, 'x.md') as { problems: string[] }).problems.length, 2);
+    assert.equal(((await syncMarkdown(r.text, 'x.md')) as { problems: string[] }).problems.length, 2);
   });
 
   it('quotes a declaration by name, with its doc comment and decorators, where the source has no region', () => {
@@ -93,8 +93,23 @@ describe('docs/guide', () => {
     });
   });
 
-  it('quotes only files that a test under test/examples imports', () => {
-    const includes = guideIncludes() as Include[];
+  it('keeps a block as the formatter leaves it, where a quoted statement fits on fewer lines out of its context', async () => {
+    const long = `    for (const c of commands)\n      await client.publishAsync(\`\${root}/\${id}/commands\`, JSON.stringify(c), { qos: 1 });`;
+    const dedented = long
+      .split('\n')
+      .map((l) => l.slice(4))
+      .join('\n');
+    assert.equal(
+      await formatBlock(dedented, 'ts'),
+      'for (const c of commands) await client.publishAsync(`${root}/${id}/commands`, JSON.stringify(c), { qos: 1 });',
+    );
+    // A fragment prettier cannot parse (a class member on its own) stays as it is.
+    const member = 'async get(): Promise<number> {\n  return 1;\n}';
+    assert.equal(await formatBlock(member, 'ts'), member);
+  });
+
+  it('quotes only files that a test under test/examples imports', async () => {
+    const includes = (await guideIncludes()) as Include[];
     assert.ok(includes.length > 0, 'the guide quotes no code');
     const dir = join(root, 'test', 'examples');
     // What the tests import, and what that imports in turn.
