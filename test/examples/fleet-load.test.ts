@@ -210,7 +210,11 @@ describe('examples/fleet load generator', () => {
         timeoutMs: 300,
       });
       assert.equal(report.sent, 200);
-      assert.equal(report.acked, 200);
+      assert.equal(
+        report.acked,
+        200,
+        JSON.stringify({ failed: report.failed, abandoned: report.abandoned, errors: report.errors }),
+      );
       assert.equal(report.failed, 0);
       assert.ok(report.retries > 0);
       assert.ok((report.errors['ECONNREFUSED'] ?? 0) > 0, JSON.stringify(report.errors));
