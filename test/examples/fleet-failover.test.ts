@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -169,6 +169,7 @@ describe('examples/fleet failover under load', () => {
       });
     } finally {
       await Promise.all([stopSilo(b), stopSilo(a)]);
+      rmSync(dataDir, { recursive: true, force: true });
     }
   });
 });

@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import mqtt from 'mqtt';
 import { LatencyHistogram, runLoad, type LoadReport } from '../../examples/fleet/load.ts';
+import { eventually } from '../helpers.ts';
 
 const LOAD = new URL('../../examples/fleet/load.ts', import.meta.url).pathname;
 
@@ -210,7 +211,11 @@ describe('examples/fleet load generator', () => {
         timeoutMs: 300,
       });
       assert.equal(report.sent, 200);
-      assert.equal(report.acked, 200);
+      assert.equal(
+        report.acked,
+        200,
+        JSON.stringify({ failed: report.failed, abandoned: report.abandoned, errors: report.errors }),
+      );
       assert.equal(report.failed, 0);
       assert.ok(report.retries > 0);
       assert.ok((report.errors['ECONNREFUSED'] ?? 0) > 0, JSON.stringify(report.errors));
@@ -312,6 +317,48 @@ describe('examples/fleet load generator', () => {
     }
   });
 
+  it('over MQTT: publishes again, after the ack timeout, a message whose ack never came', async () => {
+    const responder = await mqtt.connectAsync('mqtt://127.0.0.1:1883', {
+      clientId: `fleet-load-test-retry-${process.pid}`,
+      connectTimeout: 5000,
+    });
+    const root = `fleet-load-test-retry-${process.pid}`;
+    const seen = new Set<string>();
+    const received: Received[] = [];
+    try {
+      // Each message's first publish is lost: the device must send the same seq again.
+      responder.on('message', (topic, payload) => {
+        const device = topic.split('/')[1]!;
+        const body = JSON.parse(payload.toString()) as Record<string, unknown>;
+        const key = `${device}/${String(body['seq'])}`;
+        if (!seen.has(key)) {
+          seen.add(key);
+          return;
+        }
+        received.push({ device, seq: body['seq'] as number, body });
+        responder.publish(`${root}/${device}/ack`, JSON.stringify({ seq: body['seq'] }), { qos: 1 });
+      });
+      await responder.subscribeAsync(`${root}/+/telemetry`, { qos: 1 });
+      const report = await runLoad({
+        transport: 'mqtt',
+        mqttTopicRoot: root,
+        messages: 60,
+        rate: 600,
+        devices: 30,
+        timeoutMs: 300,
+      });
+      assert.equal(report.sent, 60);
+      assert.equal(report.acked, 60);
+      // At least one retry each (more if a slow machine lets a second ack time out too).
+      assert.ok(report.retries >= 60, `retries ${report.retries}`);
+      assert.deepEqual(report.errors, { 'ack-timeout': report.retries });
+      assert.equal(new Set(received.map((r) => `${r.device}/${r.seq}`)).size, 60);
+      assertNothingAckedLost(report, received);
+    } finally {
+      await responder.endAsync(true);
+    }
+  });
+
   it('the command line rejects bad flags with exit code 2, naming the flag', async () => {
     const run = async (args: string[]) => {
       const child = spawn(process.execPath, ['--import', 'tsx', '--conditions=source', LOAD, ...args], {
@@ -337,6 +384,29 @@ describe('examples/fleet load generator', () => {
     const help = await run(['--help']);
     assert.equal(help.code, 0);
     assert.match(help.out, /--devices/);
+  });
+
+  it('the command line stops on SIGINT and still prints its report', async () => {
+    const server = await telemetryServer();
+    try {
+      const child = spawn(
+        process.execPath,
+        ['--import', 'tsx', '--conditions=source', LOAD, '--url', server.url, '--rate', '200', '--duration', '60s'],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let out = '';
+      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      const exited = once(child, 'exit');
+      await eventually('the first messages', () => server.received.length >= 20, 20_000);
+      child.kill('SIGINT');
+      const [code] = (await exited) as [number];
+      assert.equal(code, 0, out);
+      assert.match(out, /stopped by abort/);
+      assert.match(out, /latency +p50/);
+      assert.ok(server.received.length < 2000);
+    } finally {
+      await server.close();
+    }
   });
 
   it('the command line runs a short load and prints its report', async () => {
