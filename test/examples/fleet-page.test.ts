@@ -48,9 +48,11 @@ describe('examples/fleet: the live page', () => {
     const { a, b } = cluster;
     await page.goto(`${b.url}/`);
     assert.equal(await page.title(), 'Fleet');
-    await page.waitForFunction(() => document.getElementById('status')?.textContent === 'live', undefined, {
-      timeout: 10_000,
-    });
+    await eventually(
+      'the page to follow /api/live',
+      async () => (await page.textContent('#status')) === 'live',
+      10_000,
+    );
 
     for (let seq = 1; seq <= 4; seq++)
       for (let n = 1; n <= 10; n++) await send(n % 2 === 0 ? a.url : b.url, n, seq, n % 2 === 0 ? 'meter' : 'sensor');
