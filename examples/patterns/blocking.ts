@@ -8,11 +8,12 @@
 // Bad: the whole computation in one synchronous loop.
 // Good: the same computation in chunks, with `await setImmediate()` between
 // them, so the calls of other grains run between chunks. The grain itself
-// still runs one turn at a time; only its neighbours stop waiting. For work of
-// seconds, move it off the silo's thread altogether (a worker thread or
-// another service) and await the result.
+// still runs one turn at a time; only its neighbours stop waiting.
+// Good, for work of seconds: off the silo's thread altogether, in a worker
+// thread the grain owns, while its turn awaits the answer.
 
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { Worker } from 'node:worker_threads';
 import { Grain, grain } from 'granary';
 
 /** Some CPU work: rounds `from` to `to` of an integer hash, continuing from `h`. */
@@ -49,6 +50,40 @@ export class YieldingReport extends Grain {
 }
 // #endregion yielding
 
+// #region worker
+/** The worker's program: the same hash function, run on each message. */
+const workerSource = `
+const { parentPort } = require('node:worker_threads');
+${hashRounds.toString()}
+parentPort.on('message', ({ h, from, to }) => parentPort.postMessage(hashRounds(h, from, to)));
+`;
+
+@grain('offloadedReport')
+export class OffloadedReport extends Grain {
+  #worker: Worker | undefined;
+
+  override async onActivate(): Promise<void> {
+    this.#worker = new Worker(workerSource, { eval: true });
+  }
+
+  override async onDeactivate(): Promise<void> {
+    await this.#worker?.terminate();
+  }
+
+  async crunch(n: number): Promise<number> {
+    const worker = this.#worker as Worker;
+    // One report at a time per activation (turns), so the next message is this report's answer.
+    return new Promise<number>((resolve, reject) => {
+      const settle = (): void => void worker.off('message', answered).off('error', failed);
+      const answered = (h: number): void => (settle(), resolve(h));
+      const failed = (e: Error): void => (settle(), reject(e));
+      worker.on('message', answered).on('error', failed);
+      worker.postMessage({ h: seed, from: 0, to: n });
+    });
+  }
+}
+// #endregion worker
+
 /** Another grain on the same silo, whose calls should not wait for the report. */
 @grain('ping')
 export class Ping extends Grain {
@@ -57,4 +92,4 @@ export class Ping extends Grain {
   }
 }
 
-export const blockingGrains = [BlockingReport, YieldingReport, Ping];
+export const blockingGrains = [BlockingReport, YieldingReport, OffloadedReport, Ping];

@@ -10,7 +10,7 @@ import { TestCluster, waitFor } from 'granary/testing';
 import { FleetTotal, HotDevice, HotFleetTotal, StagedDevice, hotSingletonGrains } from './hot-singleton.ts';
 import { Floor, Sensor, chattyGrains } from './chatty.ts';
 import { Account, CyclicAccount, ReentrantAccount, deadlockGrains } from './deadlock.ts';
-import { BlockingReport, Ping, YieldingReport, blockingGrains, chunk } from './blocking.ts';
+import { BlockingReport, OffloadedReport, Ping, YieldingReport, blockingGrains, chunk } from './blocking.ts';
 import { withLatency } from './latency.ts';
 
 const quick = process.argv.includes('--quick');
@@ -248,26 +248,36 @@ async function blocking(): Promise<void> {
   };
   const blockingRef = silo.getGrain(BlockingReport, 'r');
   const yieldingRef = silo.getGrain(YieldingReport, 'r');
+  const offloadedRef = silo.getGrain(OffloadedReport, 'r');
   await blockingRef.crunch(1000);
   await yieldingRef.crunch(1000);
+  await offloadedRef.crunch(1000);
   const b: Round[] = [];
   const g: Round[] = [];
+  const w: Round[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     b.push(await measure(() => blockingRef.crunch(N)));
     g.push(await measure(() => yieldingRef.crunch(N)));
+    w.push(await measure(() => offloadedRef.crunch(N)));
   }
   const m = (rs: Round[], pick: (r: Round) => number): number => median(rs.map(pick));
   const row = (label: string, pick: (r: Round) => number, d: number, ratio: (bad: number, good: number) => string) => {
-    const bad = m(b, pick);
-    const good = m(g, pick);
-    return [label, f(bad, d), f(good, d), ratio(bad, good)];
+    const [bad, good, off] = [m(b, pick), m(g, pick), m(w, pick)];
+    return [label, f(bad, d), f(good, d), ratio(bad, good), f(off, d), ratio(bad, off)];
   };
   console.log(
-    `## a blocking turn against a yielding one (one silo; a report of ${f(N)} hash rounds while another grain on the silo is due a ping every millisecond)`,
+    `## a blocking turn against a yielding one and a worker thread (one silo; a report of ${f(N)} hash rounds while another grain on the silo is due a ping every millisecond)`,
   );
   console.log('');
   table(
-    ['figure', 'one synchronous loop', `chunks of ${f(chunk)} rounds, setImmediate between`, 'good against bad'],
+    [
+      'figure',
+      'one synchronous loop',
+      `chunks of ${f(chunk)} rounds, setImmediate between`,
+      'chunks against the loop',
+      'a worker thread',
+      'worker against the loop',
+    ],
     [
       row(
         'the report, ms',

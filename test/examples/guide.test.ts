@@ -151,7 +151,7 @@ describe('docs/guide', () => {
       '## chatty against coarse calls (one silo',
       '## chatty against coarse calls (two silos',
       '## a call cycle',
-      '## a blocking turn against a yielding one',
+      '## a blocking turn against a yielding one and a worker thread',
     ])
       assert.ok(r.stdout.includes(heading), `no '${heading}' in the output:\n${r.stdout}`);
     assert.match(r.stdout, /the hot grain counted ([\d,]+) readings, every one sent \(\1\)/);

@@ -13,7 +13,13 @@ import {
 } from '../../examples/patterns/hot-singleton.ts';
 import { Floor, Sensor, chattyGrains } from '../../examples/patterns/chatty.ts';
 import { Account, CyclicAccount, Ledger, ReentrantAccount, deadlockGrains } from '../../examples/patterns/deadlock.ts';
-import { BlockingReport, Ping, YieldingReport, blockingGrains } from '../../examples/patterns/blocking.ts';
+import {
+  BlockingReport,
+  OffloadedReport,
+  Ping,
+  YieldingReport,
+  blockingGrains,
+} from '../../examples/patterns/blocking.ts';
 import { withLatency } from '../../examples/patterns/latency.ts';
 import { eventually } from '../helpers.ts';
 
@@ -105,16 +111,21 @@ describe('examples/patterns (docs/guide/06-patterns.md)', () => {
     return order;
   }
 
-  it('a blocking turn holds up other grains; a yielding one lets them through, with the same result', async () => {
+  it('a blocking turn holds up other grains; a yielding or offloaded one lets them through, with the same result', async () => {
     const silo = await Silo.start({ grains: blockingGrains, logger: silentLogger() });
     try {
       const blocking = silo.getGrain(BlockingReport, 'r');
       const yielding = silo.getGrain(YieldingReport, 'r');
+      const offloaded = silo.getGrain(OffloadedReport, 'r');
       await blocking.crunch(1);
       await yielding.crunch(1);
+      await offloaded.crunch(1);
       assert.deepEqual(await pingDuringCrunch(silo, (n) => blocking.crunch(n)), ['crunch', 'ping']);
       assert.deepEqual(await pingDuringCrunch(silo, (n) => yielding.crunch(n)), ['ping', 'crunch']);
-      assert.equal(await yielding.crunch(1_000_000), await blocking.crunch(1_000_000));
+      assert.deepEqual(await pingDuringCrunch(silo, (n) => offloaded.crunch(n)), ['ping', 'crunch']);
+      const expected = await blocking.crunch(1_000_000);
+      assert.equal(await yielding.crunch(1_000_000), expected);
+      assert.equal(await offloaded.crunch(1_000_000), expected);
     } finally {
       await silo.stop();
     }
