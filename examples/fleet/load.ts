@@ -603,9 +603,11 @@ export async function runLoad(options: LoadOptions = {}): Promise<LoadReport> {
     }
     retries++;
     p.urlIndex++;
-    // The first retry goes straight to the next URL; later ones back off.
+    // Every try of a URL list's first round goes straight to the next URL; later ones back off.
     const immediate = transport === 'http' && p.tries < targets.length;
     const delay = immediate ? 0 : Math.min(2000, 100 * 2 ** (p.tries - 1));
+    // No attempt is out while it waits: the timeout sweep must pass it by.
+    p.attemptAt = Infinity;
     setTimeout(() => {
       if (!p.done) attempt(p);
     }, delay).unref();
