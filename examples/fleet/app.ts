@@ -78,6 +78,11 @@ export interface FleetSilo {
   readonly dashboard: string | undefined;
   /** Stops the bridge, the HTTP server and the silo, gracefully. */
   stop(): Promise<void>;
+  /**
+   * Ends as a crash would, for tests and drills: the silo aborts (no goodbye,
+   * no deactivation: what was not written is lost), connections are cut.
+   */
+  abort(): Promise<void>;
 }
 
 let errorsRegistered = false;
@@ -160,6 +165,14 @@ export async function startFleetSilo(options: FleetSiloOptions = {}): Promise<Fl
         await h.close();
         await c.close();
         await silo.stop();
+      })();
+      return stopping;
+    },
+    abort() {
+      stopping ??= (async () => {
+        h.server.closeAllConnections();
+        await silo.abort();
+        await Promise.allSettled([bridge?.stop(), l.close(), h.close(), c.close()]);
       })();
       return stopping;
     },

@@ -413,9 +413,11 @@ export class SiteReporter extends Grain {
     });
   }
 
-  override async onDeactivate(_reason: DeactivationReason): Promise<void> {
+  override async onDeactivate(reason: DeactivationReason): Promise<void> {
     this.#timer?.dispose();
-    await this.#flush();
+    // At shutdown the sites may be going too; what does not reach them comes
+    // again when its devices next activate, so it is not worth a warning.
+    await this.#flush(reason === 'shutdown');
   }
 
   /** Takes a device's snapshot for its site's next batch; a newer one replaces an older one. */
@@ -431,7 +433,7 @@ export class SiteReporter extends Grain {
     if (had === undefined || had.rev < s.rev || (had.rev === s.rev && s.gone === true)) batch.set(s.id, s);
   }
 
-  async #flush(): Promise<void> {
+  async #flush(quiet = false): Promise<void> {
     if (this.#flushing || this.#batches.size === 0) return;
     this.#flushing = true;
     const batches = [...this.#batches];
@@ -445,7 +447,8 @@ export class SiteReporter extends Grain {
           } catch (e) {
             // Kept for the next flush; newer snapshots that came meanwhile win.
             for (const s of snapshots) this.#merge(s);
-            fleetSettings.warn({ site, devices: snapshots.length, err: e }, 'site batch not applied; retrying');
+            if (!quiet)
+              fleetSettings.warn({ site, devices: snapshots.length, err: e }, 'site batch not applied; retrying');
           }
         }),
       );

@@ -2,13 +2,15 @@
 //
 //   tsx --conditions=source examples/fleet/silo.ts --http-port 3000 --silo-port 11111 \
 //     --data-dir .fleet [--cluster-id fleet] [--mqtt mqtt://127.0.0.1:1883 | --mqtt off] \
-//     [--dashboard-port 8080] [--offline-after-ms 60000]
+//     [--dashboard-port 8080] [--offline-after-ms 60000] [--stop-with-parent]
 //
 // Each flag can also come from the environment (FLEET_HTTP_PORT, FLEET_SILO_PORT,
 // FLEET_DATA_DIR, FLEET_CLUSTER_ID, FLEET_MQTT, FLEET_DASHBOARD_PORT,
 // FLEET_OFFLINE_AFTER_MS); a flag wins. When ready it prints one JSON line on
 // stdout: {"ready":true,"http":"http://127.0.0.1:3000",...}. SIGTERM and
 // SIGINT stop it gracefully (exit 0); a silo the cluster declared dead exits 3.
+// With --stop-with-parent it also stops when its stdin ends: the process that
+// started it (npm start) is gone, even if it died without a word.
 
 import { parseArgs } from 'node:util';
 import { startFleetSilo, type FleetSiloOptions } from './app.ts';
@@ -36,10 +38,13 @@ function usage(message: string): never {
 const { values } = (() => {
   try {
     return parseArgs({
-      options: Object.fromEntries(Object.keys(flags).map((f) => [f, { type: 'string' }])) as Record<
-        Flag,
-        { type: 'string' }
-      >,
+      options: {
+        ...(Object.fromEntries(Object.keys(flags).map((f) => [f, { type: 'string' }])) as Record<
+          Flag,
+          { type: 'string' }
+        >),
+        'stop-with-parent': { type: 'boolean' },
+      },
       strict: true,
     });
   } catch (e) {
@@ -48,7 +53,7 @@ const { values } = (() => {
 })();
 
 function get(flag: Flag): string | undefined {
-  return (values as Partial<Record<Flag, string>>)[flag] ?? process.env[flags[flag]];
+  return (values as unknown as Partial<Record<Flag, string>>)[flag] ?? process.env[flags[flag]];
 }
 
 function port(flag: Flag): number | undefined {
@@ -92,16 +97,20 @@ process.stdout.write(
   })}\n`,
 );
 
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => {
-    void app.stop().then(
-      () => process.exit(0),
-      (e: unknown) => {
-        process.stderr.write(`fleet silo: stop failed: ${String(e)}\n`);
-        process.exit(1);
-      },
-    );
-  });
+function stop(): void {
+  void app.stop().then(
+    () => process.exit(0),
+    (e: unknown) => {
+      process.stderr.write(`fleet silo: stop failed: ${String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, stop);
+if (values['stop-with-parent'] === true) {
+  process.stdin.once('end', stop);
+  process.stdin.once('error', stop);
+  process.stdin.resume();
 }
 void app.silo.terminated.then((how) => {
   if (how === 'declared dead') process.exit(3);

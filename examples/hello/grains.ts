@@ -3,6 +3,7 @@
 
 import { Grain, grain, readOnly } from 'granary';
 
+// #region counter
 @grain('counter')
 export class Counter extends Grain {
   readonly count = this.persistentState('count', { initial: () => ({ value: 0 }) });
@@ -18,3 +19,4 @@ export class Counter extends Grain {
     return this.count.state.value;
   }
 }
+// #endregion counter
