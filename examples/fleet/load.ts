@@ -603,9 +603,11 @@ export async function runLoad(options: LoadOptions = {}): Promise<LoadReport> {
     }
     retries++;
     p.urlIndex++;
-    // The first retry goes straight to the next URL; later ones back off.
+    // Every try of a URL list's first round goes straight to the next URL; later ones back off.
     const immediate = transport === 'http' && p.tries < targets.length;
     const delay = immediate ? 0 : Math.min(2000, 100 * 2 ** (p.tries - 1));
+    // No attempt is out while it waits: the timeout sweep must pass it by.
+    p.attemptAt = Infinity;
     setTimeout(() => {
       if (!p.done) attempt(p);
     }, delay).unref();
@@ -672,12 +674,18 @@ export async function runLoad(options: LoadOptions = {}): Promise<LoadReport> {
   }
 
   // ---- MQTT ----
+  // A few client connections carry all the devices, each device always on
+  // the same one (so its messages stay in order). What is measured is the
+  // service's throughput and its latency to the ack; 100k broker connections
+  // would measure the broker and this process's sockets instead. The acks come
+  // back through a shared subscription spread over the same connections.
   type MqttClient = import('mqtt').MqttClient;
   const clients: MqttClient[] = [];
   const pendingByDevice: (Pending | undefined)[] = transport === 'mqtt' ? new Array(devices) : [];
 
   function attemptMqtt(p: Pending): void {
-    const client = clients[(p.device + p.urlIndex) % clients.length]!;
+    // The device's own connection; a retry goes through the next one.
+    const client = clients[(p.device + p.tries - 1) % clients.length]!;
     const attemptAt = p.attemptAt;
     pendingByDevice[p.device] = p;
     client.publish(`${root}/${ids[p.device]}/telemetry`, p.body, { qos: 1 }, (err) => {
@@ -1146,6 +1154,8 @@ export function formatReport(r: LoadReport): string {
   }
   const errs = Object.entries(r.errors).sort((a, b) => b[1] - a[1]);
   lines.push(`  errors     ${errs.length === 0 ? 'none' : errs.map(([k, n]) => `${k} ${fmtN(n)}`).join(', ')}`);
+  if (r.acked === 0 && (r.errors['ECONNREFUSED'] ?? 0) > 0)
+    lines.push(`             nothing listens at ${r.targets.join(', ')}: is the service running (npm start)?`);
   lines.push(`  anomalies  ${fmtN(r.anomalies)}, commands received ${fmtN(r.commands)}`);
   if (r.duplicates > 0)
     lines.push(

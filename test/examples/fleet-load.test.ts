@@ -350,7 +350,8 @@ describe('examples/fleet load generator', () => {
       assert.equal(report.sent, 60);
       assert.equal(report.acked, 60);
       // At least one retry each (more if a slow machine lets a second ack time out too).
-      assert.ok(report.retries >= 60, `retries ${report.retries}`);
+      // (A message waiting out its backoff is not timed out again: about one retry each, not two.)
+      assert.ok(report.retries >= 60 && report.retries < 90, `retries ${report.retries}`);
       assert.deepEqual(report.errors, { 'ack-timeout': report.retries });
       assert.equal(new Set(received.map((r) => `${r.device}/${r.seq}`)).size, 60);
       assertNothingAckedLost(report, received);
