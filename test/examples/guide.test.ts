@@ -108,6 +108,30 @@ describe('docs/guide', () => {
     assert.equal(await formatBlock(member, 'ts'), member);
   });
 
+  it('types no code by hand: every TypeScript or JavaScript block follows an include', () => {
+    const dir = join(root, 'docs', 'guide');
+    const typed: string[] = [];
+    for (const name of readdirSync(dir).filter((n) => n.endsWith('.md'))) {
+      const lines = readFileSync(join(dir, name), 'utf8').split('\n');
+      let fence: string | null = null;
+      let previous = '';
+      lines.forEach((line, i) => {
+        const open = /^(`{3,}|~{3,})(\S*)/.exec(line);
+        if (fence !== null) {
+          if (line.trim() === fence) fence = null;
+          return;
+        }
+        if (open !== null) {
+          fence = open[1] as string;
+          if (/^(ts|typescript|js|javascript)$/.test(open[2] as string) && !previous.startsWith('<!-- include:'))
+            typed.push(`docs/guide/${name}:${i + 1}`);
+        }
+        if (line.trim() !== '') previous = line.trim();
+      });
+    }
+    assert.deepEqual(typed, [], 'code blocks typed by hand: quote them from a source with an include instead');
+  });
+
   it('quotes only files that a test under test/examples imports', async () => {
     const includes = (await guideIncludes()) as Include[];
     assert.ok(includes.length > 0, 'the guide quotes no code');
