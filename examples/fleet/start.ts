@@ -40,12 +40,23 @@ function fail(message: string): never {
 
 let parsed: Partial<Record<Flag, string>>;
 try {
-  parsed = parseArgs({
-    options: Object.fromEntries(Object.keys(flags).map((f) => [f, { type: 'string' }])) as Record<
-      Flag,
-      { type: 'string' }
-    >,
-  }).values as Partial<Record<Flag, string>>;
+  const { values } = parseArgs({
+    options: {
+      ...(Object.fromEntries(Object.keys(flags).map((f) => [f, { type: 'string' }])) as Record<
+        Flag,
+        { type: 'string' }
+      >),
+      help: { type: 'boolean' },
+    },
+  });
+  if (values.help === true) {
+    const rows = Object.entries(flags).map(([f, [env, d]]) => `  --${f.padEnd(15)} ${env.padEnd(21)} default ${d}`);
+    process.stdout.write(
+      `npm start -- [flags]: the fleet service on a local cluster of two silos\n${rows.join('\n')}\n`,
+    );
+    process.exit(0);
+  }
+  parsed = values as unknown as Partial<Record<Flag, string>>;
 } catch (e) {
   fail(
     `${(e as Error).message}; flags: ${Object.keys(flags)

@@ -356,7 +356,10 @@ export class Dispatcher implements Invoker {
       return;
     }
     const slash = msg.targetId.indexOf('/');
-    const type = this.#types.get(msg.targetId.slice(0, slash)) as GrainTypeInfo;
+    const typeName = msg.targetId.slice(0, slash);
+    // A call to an observer whose silo could not be reached: routed as observer calls are (it fails if the observer is gone).
+    if (typeName === OBSERVER_TYPE) return this.#observerTarget(msg.targetId.slice(slash + 1)).receive(msg);
+    const type = this.#types.get(typeName) as GrainTypeInfo;
     this.#route(grainId(type.name, msg.targetId.slice(slash + 1)), msg.targetId, type, msg.context).receive(msg);
   }
 

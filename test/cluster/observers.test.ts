@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Grain, grain, Silo, silentLogger, type GrainRef, type ObserverRef } from 'granary';
+import { Grain, grain, membershipDefaults, Silo, silentLogger, type GrainRef, type ObserverRef } from 'granary';
 import { TestCluster, waitFor } from 'granary/testing';
 
 interface ChatObserver {
@@ -35,6 +35,22 @@ class RoomWatcher extends Grain {
   }
   async leave(): Promise<void> {
     this.deactivateOnIdle();
+  }
+}
+
+@grain('observerCaller')
+class ObserverCaller extends Grain {
+  /** Calls the observer once; returns 'ok' or the error's code. */
+  async call(o: GrainRef<ChatObserver>): Promise<string> {
+    try {
+      await o.onMessage('hello');
+      return 'ok';
+    } catch (e) {
+      return String((e as { code?: unknown }).code);
+    }
+  }
+  async where(): Promise<string> {
+    return this.silo.address;
   }
 }
 
@@ -108,6 +124,30 @@ describe('observers', () => {
       obs.dispose();
       // A disposed observer refuses calls: the room's call to it fails.
       assert.equal(await rooms[0]?.room.say('after dispose'), 0);
+    } finally {
+      await c.stop();
+    }
+  });
+
+  it('a call to an observer on a silo that crashed, still active in the view, fails as unavailable rather than hanging', async () => {
+    // Slow failure detection, so the crashed silo is still an active member when the call is made,
+    // and a deadline far beyond the test's wait, so a lost call would show as a timeout.
+    const c = await TestCluster.start({
+      silos: 2,
+      grains: [ObserverCaller],
+      siloOptions: { membershipOptions: membershipDefaults, responseTimeoutMs: 60_000 },
+    });
+    try {
+      const [a, b] = [c.silos[0] as Silo, c.silos[1] as Silo];
+      const obs = b.createObserver<ChatObserver>({ onMessage: () => {} });
+      let caller: GrainRef<ObserverCaller> | undefined;
+      for (let i = 0; caller === undefined; i++) {
+        const g = a.getGrain(ObserverCaller, `caller-${i}`);
+        if ((await g.where()) === a.info.address) caller = g;
+      }
+      assert.equal(await caller.call(obs), 'ok');
+      await c.killSilo(1);
+      assert.equal(await caller.call(obs), 'GRANARY_SILO_UNAVAILABLE');
     } finally {
       await c.stop();
     }

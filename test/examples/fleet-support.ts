@@ -41,8 +41,10 @@ export async function startTwoSilos(
     a,
     b,
     dataDir,
+    // One after the other: b's grains move to a, which then stops alone.
     async stop() {
-      await Promise.allSettled([b.stop(), a.stop()]);
+      await b.stop();
+      await a.stop();
     },
   };
 }
