@@ -106,7 +106,7 @@ async function hotSingleton(): Promise<void> {
   await waitFor('the staged totals to catch up', async () => (await fleet.totals()).readings === good.calls, 10_000);
   const stagedTotals = await fleet.totals();
   console.log(
-    `## hot singleton against staged aggregation (one silo; ${DEVICES} devices on ${SITES} sites each reporting in a loop; a state write takes ${WRITE_MS} ms)`,
+    `## hot singleton against staged aggregation (one silo; ${f(DEVICES)} devices on ${SITES} sites each reporting in a loop; a state write takes ${WRITE_MS} ms)`,
   );
   console.log('');
   table(

@@ -108,6 +108,67 @@ describe('docs/guide', () => {
     assert.equal(await formatBlock(member, 'ts'), member);
   });
 
+  it('types no code by hand: every TypeScript or JavaScript block follows an include', () => {
+    const dir = join(root, 'docs', 'guide');
+    const typed: string[] = [];
+    for (const name of readdirSync(dir).filter((n) => n.endsWith('.md'))) {
+      const lines = readFileSync(join(dir, name), 'utf8').split('\n');
+      let fence: string | null = null;
+      let previous = '';
+      lines.forEach((line, i) => {
+        const open = /^(`{3,}|~{3,})(\S*)/.exec(line);
+        if (fence !== null) {
+          if (line.trim() === fence) fence = null;
+          return;
+        }
+        if (open !== null) {
+          fence = open[1] as string;
+          if (/^(ts|typescript|js|javascript)$/.test(open[2] as string) && !previous.startsWith('<!-- include:'))
+            typed.push(`docs/guide/${name}:${i + 1}`);
+        }
+        if (line.trim() !== '') previous = line.trim();
+      });
+    }
+    assert.deepEqual(typed, [], 'code blocks typed by hand: quote them from a source with an include instead');
+  });
+
+  it('links only to files and headings that exist', () => {
+    const dir = join(root, 'docs', 'guide');
+    // GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens.
+    const slug = (h: string): string =>
+      h
+        .trim()
+        .toLowerCase()
+        .replace(/[^\p{L}\p{N} _-]/gu, '')
+        .replace(/ /g, '-');
+    const anchors = (file: string): Set<string> =>
+      new Set(
+        readFileSync(file, 'utf8')
+          .split('\n')
+          .filter((l) => /^#{1,6} /.test(l))
+          .map((l) => slug(l.replace(/^#+ /, ''))),
+      );
+    const broken: string[] = [];
+    for (const name of readdirSync(dir).filter((n) => n.endsWith('.md'))) {
+      const text = readFileSync(join(dir, name), 'utf8').replace(/^(`{3,})[^]*?^\1$/gm, '');
+      for (const m of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+        const target = m[1] as string;
+        if (/^[a-z]+:/.test(target)) continue;
+        const [path, anchor] = target.split('#') as [string, string | undefined];
+        const file = path === '' ? join(dir, name) : resolve(dir, path);
+        let ok = true;
+        try {
+          readFileSync(file);
+        } catch {
+          ok = false;
+        }
+        if (ok && anchor !== undefined && file.endsWith('.md')) ok = anchors(file).has(anchor);
+        if (!ok) broken.push(`docs/guide/${name}: ${target}`);
+      }
+    }
+    assert.deepEqual(broken, [], 'links to nothing');
+  });
+
   it('quotes only files that a test under test/examples imports', async () => {
     const includes = (await guideIncludes()) as Include[];
     assert.ok(includes.length > 0, 'the guide quotes no code');
