@@ -14,12 +14,13 @@
 // (FLEET_MQTT, default mqtt://127.0.0.1:1883, or off), --devices
 // (FLEET_DEVICES, default 2000), --rate (FLEET_RATE, messages per second,
 // default 200). Ctrl-C stops the simulator, then the silos, gracefully.
+// The simulator is the load generator's runLoad (load.ts) at a modest rate.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { simulate } from './simulator.ts';
+import { runLoad } from './load.ts';
 
 const flags = {
   'http-port': ['FLEET_HTTP_PORT', '3000'],
@@ -213,13 +214,19 @@ const lines = [
 process.stdout.write(`${lines.join('\n')}\n`);
 
 if (rate > 0) {
-  simulation = simulate({
+  simulation = runLoad({
     urls: [first.http, second.http],
     devices,
     rate,
     transport: 'http',
+    durationMs: Infinity,
     signal: controller.signal,
     // Seqs go on from the clock, so a run over the data of an earlier one is counted, not taken for repeats.
     startSeq: Date.now(),
+    progressIntervalMs: 10_000,
+    onProgress: (p) =>
+      process.stdout.write(
+        `simulator: ${p.acked} acknowledged, ${Math.round(p.rate)}/s, p99 ${p.p99Ms} ms, ${p.failed} failed\n`,
+      ),
   }).catch((e: unknown) => process.stderr.write(`fleet: the simulator stopped: ${(e as Error).message}\n`));
 }
