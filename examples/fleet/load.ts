@@ -966,7 +966,8 @@ Simulated devices send telemetry to the fleet sample, paced to a target rate
                      (default http://127.0.0.1:3000)
   --mqtt U           MQTT broker (default mqtt://127.0.0.1:1883)
   --mqtt-clients N   MQTT connections carrying the devices (default 4)
-  --mqtt-topic-root R  first topic level, R/<id>/telemetry (default fleet)
+  --mqtt-topic-root R
+                     first topic level: R/<id>/telemetry, R/<id>/ack (default fleet)
   --concurrency N    bound on messages in flight (default 512)
   --sites N          sites site-0 … (default 100)
   --regions N        regions region-0 … (default 10)
