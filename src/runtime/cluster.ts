@@ -788,6 +788,22 @@ export class SiloCluster implements ConnectionHandler, Prober {
       this.#logger.warn({ peer: conn.peer?.address, err: e }, 'dropped a malformed system call frame');
       return;
     }
+    // The caller may be gone by the time the answer is ready (its connection closed, and its
+    // side failed the call then): the answer is dropped, never thrown where nobody awaits it.
+    const answer = (ok: boolean, value: unknown): void => {
+      if (conn.state !== 'open') return;
+      let body: Uint8Array;
+      try {
+        body = encodeSystemResult(call.seq, ok, value);
+      } catch (e) {
+        body = encodeSystemResult(
+          call.seq,
+          false,
+          new GranaryError(`the answer to ${String(call.name)} could not be encoded: ${(e as Error).message}`),
+        );
+      }
+      conn.send(Frame.SystemResult, body);
+    };
     Promise.resolve()
       .then(() => {
         // Clients reach a gateway, whose control plane is the silos' own: they may only ask.
@@ -796,12 +812,8 @@ export class SiloCluster implements ConnectionHandler, Prober {
         return dispatchSystemCall(this.#handlers, call.name, call.args, conn.peer?.address);
       })
       .then(
-        (v) => conn.send(Frame.SystemResult, encodeSystemResult(call.seq, true, v)),
-        (e: unknown) =>
-          conn.send(
-            Frame.SystemResult,
-            encodeSystemResult(call.seq, false, e instanceof Error ? e : new GranaryError(String(e))),
-          ),
+        (v) => answer(true, v),
+        (e: unknown) => answer(false, e instanceof Error ? e : new GranaryError(String(e))),
       );
   }
 
