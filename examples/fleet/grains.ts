@@ -171,6 +171,8 @@ export class Device extends Grain {
   });
   /** In memory only: the history is for looking at, and rebuilding it after a crash is not worth a write per message. */
   readonly #history: HistoryEntry[] = [];
+  /** Whether this activation has made sure of the liveness reminder (once per activation, not once per message). */
+  #watching = false;
 
   override async onActivate(): Promise<void> {
     // Re-report on activation: a report lost in a crash (the pre-aggregator's
@@ -234,7 +236,7 @@ export class Device extends Grain {
 
     if (movedFrom !== null) this.#tombstone(movedFrom);
     this.#report(false);
-    if (!wasOnline) await this.#watchLiveness();
+    if (!wasOnline || !this.#watching) await this.#watchLiveness();
     await this.#publishAlerts(before, alerts, now);
     return { seq: t.seq, commands: s.delivered, duplicate: false };
   }
@@ -292,6 +294,7 @@ export class Device extends Grain {
     if (name !== 'liveness') return;
     const s = this.#state.state;
     if (!s.online) {
+      this.#watching = false;
       await this.unregisterReminder('liveness');
       return;
     }
@@ -300,12 +303,25 @@ export class Device extends Grain {
     s.rev++;
     await this.#write();
     this.#report(false);
+    this.#watching = false;
     await this.unregisterReminder('liveness');
   }
 
+  /**
+   * Registers the liveness reminder. A table that fails here does not fail
+   * the message, which is durable already: the next message tries again.
+   */
   async #watchLiveness(): Promise<void> {
     const period = livenessPeriodMs();
-    await this.registerReminder('liveness', { dueMs: period, periodMs: period });
+    try {
+      await this.registerReminder('liveness', { dueMs: period, periodMs: period });
+      this.#watching = true;
+    } catch (e) {
+      fleetSettings.warn(
+        { device: this.key, err: e },
+        'liveness reminder not registered; trying again with the next message',
+      );
+    }
   }
 
   /**

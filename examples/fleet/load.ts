@@ -392,6 +392,10 @@ export class HttpPool {
     if (i >= 0) this.#idle.splice(i, 1);
   }
 
+  dropIdle(): void {
+    for (const c of this.#idle.splice(0)) c.destroy();
+  }
+
   close(): void {
     for (const c of [...this.#all]) c.destroy();
     this.#idle.length = 0;
@@ -655,6 +659,8 @@ export async function runLoad(options: LoadOptions = {}): Promise<LoadReport> {
         if (err) {
           const code = err.code ?? err.name;
           if (code === 'ECONNREFUSED') t.downUntil = performance.now() + 500;
+          // A refused or reset connection: the server's other idle connections are likely gone too.
+          if (code === 'ECONNREFUSED' || code === 'ECONNRESET') pools[k]!.dropIdle();
           fail(p, code, true);
         } else if (status >= 200 && status < 300) {
           try {
@@ -960,7 +966,8 @@ Simulated devices send telemetry to the fleet sample, paced to a target rate
                      (default http://127.0.0.1:3000)
   --mqtt U           MQTT broker (default mqtt://127.0.0.1:1883)
   --mqtt-clients N   MQTT connections carrying the devices (default 4)
-  --mqtt-topic-root R  first topic level, R/<id>/telemetry (default fleet)
+  --mqtt-topic-root R
+                     first topic level: R/<id>/telemetry, R/<id>/ack (default fleet)
   --concurrency N    bound on messages in flight (default 512)
   --sites N          sites site-0 … (default 100)
   --regions N        regions region-0 … (default 10)

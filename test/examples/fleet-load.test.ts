@@ -133,6 +133,31 @@ describe('examples/fleet load generator', () => {
     }
   });
 
+  it('in random order too, each device sends its seqs in order, one message at a time', async () => {
+    const server = await telemetryServer();
+    try {
+      const report = await runLoad({ urls: [server.url], messages: 300, rate: 3000, devices: 20, order: 'random' });
+      assert.equal(report.acked, 300);
+      const byDevice = new Map<string, number[]>();
+      for (const r of server.received) byDevice.set(r.device, [...(byDevice.get(r.device) ?? []), r.seq]);
+      let total = 0;
+      for (const [device, seqs] of byDevice) {
+        assert.deepEqual(
+          seqs,
+          seqs.map((_, i) => i),
+          device,
+        );
+        total += seqs.length;
+        assert.equal(report.perDevice.get(device)?.acked, seqs.length);
+      }
+      assert.equal(total, 300);
+      // Random, not round-robin: the devices' counts differ.
+      assert.ok(new Set([...byDevice.values()].map((s) => s.length)).size > 1);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('paces to the target rate: a 1 s run at 300/s sends at most 300 messages', async () => {
     const server = await telemetryServer();
     try {

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { eventually } from '../helpers.ts';
 
 describe('examples/fleet: npm start', () => {
-  it('runs two silos, the dashboard and the simulator, prints addresses that answer, and stops on SIGINT', async () => {
+  it('runs two silos, the dashboard and the simulator, goes on without a broker, prints addresses that answer, and stops on SIGINT', async () => {
     const dataDir = join(mkdtempSync(join(tmpdir(), 'granary-fleet-start-')), 'data');
     // Port 0 everywhere: the printed addresses are the ones the processes really took.
     const child = spawn(
@@ -27,8 +27,9 @@ describe('examples/fleet: npm start', () => {
         dataDir,
         '--cluster-id',
         'fleet-start-test',
+        // No broker answers there: start.ts says so and goes on over HTTP.
         '--mqtt',
-        'off',
+        'mqtt://127.0.0.1:1',
         '--devices',
         '40',
         '--rate',
@@ -68,6 +69,7 @@ describe('examples/fleet: npm start', () => {
       const [dashboard] = line('dashboard');
       assert.match(dashboard as string, /^http:\/\/127\.0\.0\.1:\d+\/dashboard$/);
       assert.equal((await fetch(dashboard as string)).status, 200);
+      assert.match(out, /no MQTT broker answers at mqtt:\/\/127\.0\.0\.1:1: going on without MQTT/);
       assert.deepEqual(line('MQTT'), ['off']);
       // The simulator sends: the totals grow on both silos' API.
       await eventually(
