@@ -36,10 +36,11 @@ export const ErrorCodes = {
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
 /**
- * Codes of failures where the call did not run and a retry may succeed: the
- * cluster was changing, busy or stopping. A caller tells "try again" from
- * "your bug" with `isTransient(err)`. A timeout is not among them: the call
- * may have run.
+ * Codes of failures a retry may cure: the cluster was changing, busy or
+ * stopping. A caller tells "try again" from "your bug" with
+ * `isTransient(err)`. All but one say the call did not run; a
+ * `SiloUnavailableError` for a call already sent when its silo died may have
+ * run, so retry only what is idempotent. A timeout is not among them.
  */
 const transientCodes: ReadonlySet<string> = new Set<ErrorCode>([
   ErrorCodes.SiloUnavailable,

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
-import type { Silo } from 'granary';
+import { isTransient, type Silo } from 'granary';
 import { AlertLog, Device, Fleet, Region, Site } from './grains.ts';
 import type { LiveHub } from './live.ts';
 import { DEVICE_ID, REGION_ID, SITE_ID, parseTelemetry, telemetrySchema } from './model.ts';
@@ -30,11 +30,16 @@ const idParam = (name: string, pattern: RegExp, example: string) =>
     properties: { [name]: { type: 'string', pattern: pattern.source, description: `like ${example}` } },
   }) as const;
 
-/** A grain's error as an HTTP status: the application's own codes, else 503 for the cluster's transient ones. */
+/**
+ * A grain's error as an HTTP status: the application's own codes; 503 for the
+ * cluster's transient failures and 504 for a timeout, which a device may retry
+ * (its seq makes a retry safe); 500 for the rest, a bug that a retry won't cure.
+ */
 function statusOf(e: unknown): number {
   const code = (e as { code?: unknown }).code;
   if (code === 'FLEET_TOO_MANY_COMMANDS') return 429;
-  if (typeof code === 'string' && code.startsWith('GRANARY_')) return 503;
+  if (isTransient(e)) return 503;
+  if (code === 'GRANARY_TIMEOUT') return 504;
   return 500;
 }
 

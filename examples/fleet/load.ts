@@ -974,8 +974,8 @@ Simulated devices send telemetry to the fleet sample, paced to a target rate
   --order O          round-robin or random (default round-robin)
   --tries N          attempts per message, first included (default 8)
   --timeout T        one attempt's timeout (default 10s)
-  --start-seq N      first seq of every device (default 0; raise it to run again
-                     against a service that already holds these seqs)
+  --start-seq N      first seq of every device (default: the clock in ms, so each
+                     run's seqs are above the last run's)
   --seed N           seed of the pseudo-random choices (default 1)
   --json             print the report as JSON on stdout
   --quiet            no progress on stderr
@@ -1106,7 +1106,9 @@ export function parseLoadArgs(argv: string[]): CliOptions {
   }
   if (s('tries') !== undefined) o.tries = parseCount('tries', s('tries')!, 1, 100);
   if (s('timeout') !== undefined) o.timeoutMs = parseDuration('timeout', s('timeout')!);
-  if (s('start-seq') !== undefined) o.startSeq = parseCount('start-seq', s('start-seq')!, 0);
+  // From the command line the seqs start at the clock (ms), as npm start's simulator does, so a run
+  // against a service that already holds earlier runs' seqs is counted rather than answered as repeats.
+  o.startSeq = s('start-seq') !== undefined ? parseCount('start-seq', s('start-seq')!, 0) : Date.now();
   if (s('seed') !== undefined) o.seed = parseCount('seed', s('seed')!, 0, 2 ** 32 - 1);
   return o;
 }

@@ -10,7 +10,8 @@
 // stdout: {"ready":true,"http":"http://127.0.0.1:3000",...}. SIGTERM and
 // SIGINT stop it gracefully (exit 0); a silo the cluster declared dead exits 3.
 // With --stop-with-parent it also stops when its stdin ends: the process that
-// started it (npm start) is gone, even if it died without a word.
+// started it (npm start) is gone, even if it died without a word; and it leaves
+// SIGINT to that parent, which stops its silos one after the other.
 
 import { parseArgs } from 'node:util';
 import { startFleetSilo, type FleetSiloOptions } from './app.ts';
@@ -106,8 +107,12 @@ function stop(): void {
     },
   );
 }
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, stop);
-if (values['stop-with-parent'] === true) {
+process.once('SIGTERM', stop);
+if (values['stop-with-parent'] !== true) process.once('SIGINT', stop);
+else {
+  // Ctrl-C in a terminal signals the whole process group: the parent stops its silos one after
+  // the other (SIGTERM), so this one leaves the SIGINT to it rather than stop at the same time.
+  process.on('SIGINT', () => {});
   process.stdin.once('end', stop);
   process.stdin.once('error', stop);
   process.stdin.resume();

@@ -1,5 +1,5 @@
 // Runs the hello service on the embedded defaults (one silo, SQLite state).
-// `npm start`, then: curl -X POST localhost:8080/counter/alice/increment
+// `npm run start:hello`, then: curl -X POST localhost:8080/counter/alice/increment
 
 import { startHello } from './app.ts';
 

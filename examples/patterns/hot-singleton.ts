@@ -110,7 +110,7 @@ export class SiteTotal extends Grain {
   }
 }
 
-/** Good, stage 3: the one fleet grain, called once per site per flush. */
+/** Good, stage 3: the one fleet grain, called once per site with readings in each pre-aggregator's flush. */
 @grain('fleetTotal')
 export class FleetTotal extends Grain {
   readonly #totals = this.persistentState<Totals>('totals', { initial: noTotals });

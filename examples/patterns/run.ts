@@ -78,11 +78,16 @@ async function alternate(bad: () => Promise<Load>, good: () => Promise<Load>): P
   return { bad: med(b), good: med(g) };
 }
 
+/** How much lower the good latency is than the bad; "higher" when the good one is the slower. */
+function lower(bad: number, good: number, digits: number): string {
+  return bad >= good ? `${f(bad / good, digits)}x lower` : `${f(good / bad, digits)}x higher`;
+}
+
 function loadRows(bad: Load, good: Load, unit: string): string[][] {
   return [
     [`${unit}/s`, f(bad.perSec), f(good.perSec), `${f(good.perSec / bad.perSec, 1)}x`],
-    ['p50 latency, ms', f(bad.p50, 3), f(good.p50, 3), `${f(bad.p50 / good.p50, 1)}x lower`],
-    ['p99 latency, ms', f(bad.p99, 3), f(good.p99, 3), `${f(bad.p99 / good.p99, 1)}x lower`],
+    ['p50 latency, ms', f(bad.p50, 3), f(good.p50, 3), lower(bad.p50, good.p50, 1)],
+    ['p99 latency, ms', f(bad.p99, 3), f(good.p99, 3), lower(bad.p99, good.p99, 1)],
   ];
 }
 
@@ -158,7 +163,7 @@ async function chatty(): Promise<void> {
           'one caller: p50 view latency, ms',
           f(r.seqBad.p50, 3),
           f(r.seqGood.p50, 3),
-          `${f(r.seqBad.p50 / r.seqGood.p50, 1)}x lower`,
+          lower(r.seqBad.p50, r.seqGood.p50, 1),
         ],
         ...loadRows(r.bad, r.good, `views (${FLOORS} callers)`),
       ],
@@ -295,13 +300,13 @@ async function blocking(): Promise<void> {
         'p50 ping delay from when it was due, ms',
         (r) => median(r.delays),
         3,
-        (x, y) => `${f(x / y, 0)}x lower`,
+        (x, y) => lower(x, y, 0),
       ),
       row(
         'slowest ping, ms',
         (r) => Math.max(...r.delays),
         1,
-        (x, y) => `${f(x / y, 0)}x lower`,
+        (x, y) => lower(x, y, 0),
       ),
     ],
   );

@@ -47,7 +47,12 @@ export interface MembershipOptions {
   defunctSiloCleanupPeriodMs?: number;
 }
 
-/** Defaults of MembershipOptions: a crashed silo is declared dead within about 5 to 7 seconds. */
+/**
+ * Defaults of MembershipOptions: a silo whose process died is declared dead in
+ * about 3 seconds (its probes are refused at once), one that hangs (a frozen
+ * process, a partition) in about 10 to 12 (each probe waits out its timeout
+ * and is tried again through another silo before a miss counts).
+ */
 export const membershipDefaults: Required<MembershipOptions> = {
   iAmAliveIntervalMs: 5000,
   tableRefreshIntervalMs: 1000,
