@@ -17,6 +17,8 @@ import { randomUUID } from 'node:crypto';
 import {
   CancelledError,
   ConfigurationError,
+  ErrorCodes,
+  GranaryError,
   OverloadedError,
   SiloUnavailableError,
   TimeoutError,
@@ -107,6 +109,9 @@ function capture(res: (v: unknown) => void, rej: (e: unknown) => void): void {
 
 /** A call in flight from this client: what a response, a deadline or a cancel needs, and no more. */
 // Fields are `declare`d and set in the constructor only: one shape, no define-semantics cost per call.
+/** Times a call refused unrun by a stopping gateway is sent again through another. */
+const MAX_REFUSALS = 3;
+
 class ClientCall {
   declare readonly targetId: string;
   declare readonly method: MethodInfo;
@@ -122,6 +127,11 @@ class ClientCall {
   declare cancel: { readonly callerSignal: AbortSignal; readonly listener: () => void } | undefined;
   /** The request context the call carries. */
   declare context: ContextValues | undefined;
+  /** What the call is sent with again when a stopping gateway refused it unrun. */
+  declare signal: AbortSignal | undefined;
+  declare target: Buffer | undefined;
+  /** Times a stopping gateway refused it. */
+  declare refusals: number;
   declare prev: ClientCall | undefined;
   declare next: ClientCall | undefined;
 
@@ -138,6 +148,9 @@ class ClientCall {
     this.reqId = 0;
     this.cancel = undefined;
     this.context = undefined;
+    this.signal = undefined;
+    this.target = undefined;
+    this.refusals = 0;
     this.prev = undefined;
     this.next = undefined;
   }
@@ -455,22 +468,44 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     const p = m.oneWay ? Promise.resolve(undefined) : msg.promise();
     const conn = this.#gateway();
     if (conn !== undefined) this.#send(conn, msg, signal, target);
-    else {
-      // No gateway open right now: wait for one (reconnects are under way), within the deadline.
-      const staying = this.#gateways.filter((g) => !this.#leavingGateways.has(g));
-      const tryAll = (staying.length > 0 ? staying : this.#gateways).map((g) => this.#connector.get(g));
-      Promise.any(tryAll).then(
-        (c) => this.#send(c, msg, signal, target),
-        () =>
-          this.#fail(
-            msg,
-            new SiloUnavailableError(
-              `no gateway reachable for the call to ${core.idStr}.${m.name} (${this.#gateways.join(', ') || 'none known'})`,
-            ),
-          ),
-      );
-    }
+    else this.#sendWhenOpen(msg, signal, target, undefined);
     return p;
+  }
+
+  /**
+   * No gateway to send through right now (reconnects are under way, or the only
+   * one open is `avoid`): waits for one of the others, within the deadline.
+   */
+  #sendWhenOpen(msg: ClientCall, signal: AbortSignal | undefined, target: Buffer, avoid: Connection | undefined): void {
+    const staying = this.#gateways.filter((g) => !this.#leavingGateways.has(g) && g !== avoid?.peer?.address);
+    const tryAll = (staying.length > 0 || avoid !== undefined ? staying : this.#gateways).map((g) =>
+      this.#connector.get(g),
+    );
+    Promise.any(tryAll).then(
+      (c) => this.#send(c, msg, signal, target),
+      () =>
+        this.#fail(
+          msg,
+          new SiloUnavailableError(
+            `no gateway reachable for the call to ${msg.targetId}.${msg.method.name} (${this.#gateways.join(', ') || 'none known'})`,
+          ),
+        ),
+    );
+  }
+
+  /**
+   * A stopping gateway refused the call before it ran (it had sent Leaving
+   * first, on the same connection, so it is out of the rotation now): the call
+   * goes again through another gateway, a few times at most.
+   */
+  #sendElsewhere(msg: ClientCall, from: Connection): void {
+    msg.refusals++;
+    this.#deadlines.remove(msg);
+    this.#release(msg);
+    const target = msg.target as Buffer;
+    const conn = this.#gateway();
+    if (conn !== undefined && conn !== from) this.#send(conn, msg, msg.signal, target);
+    else this.#sendWhenOpen(msg, msg.signal, target, from);
   }
 
   #send(conn: Connection, msg: ClientCall, signal: AbortSignal | undefined, target: Buffer): void {
@@ -512,6 +547,8 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     }
     msg.reqId = reqId;
     msg.via = conn.peer?.address;
+    msg.signal = signal;
+    msg.target = target;
     if (!msg.method.oneWay) {
       this.#pending.set(reqId, msg);
       this.#deadlines.add(msg);
@@ -653,12 +690,23 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       return true;
     }
     if (msg.done) return true;
+    if (status !== ResponseStatus.Ok) {
+      value = rejectionOf(status, value);
+      if (
+        value instanceof GranaryError &&
+        value.code === ErrorCodes.SiloStopped &&
+        msg.refusals < MAX_REFUSALS &&
+        !this.#closed
+      ) {
+        this.#sendElsewhere(msg, conn);
+        return true;
+      }
+    }
     msg.done = true;
     this.#deadlines.remove(msg);
     this.#release(msg);
     if (status === ResponseStatus.Ok) msg.resolve(value);
     else {
-      value = rejectionOf(status, value);
       if (value instanceof Error && typeof value.stack === 'string')
         value.stack += `\n    at <grain call> ${msg.targetId}.${msg.method.name} (through gateway ${msg.via ?? '?'})`;
       msg.reject(value);
