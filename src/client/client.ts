@@ -496,16 +496,24 @@ export class ClusterClient implements Invoker, ConnectionHandler {
   /**
    * A stopping gateway refused the call before it ran (it had sent Leaving
    * first, on the same connection, so it is out of the rotation now): the call
-   * goes again through another gateway, a few times at most.
+   * goes again through another gateway, a few times at most. False when
+   * there is no other gateway: the caller then gets the refusal.
    */
-  #sendElsewhere(msg: ClientCall, from: Connection): void {
+  #sendElsewhere(msg: ClientCall, from: Connection): boolean {
+    const conn = this.#gateway();
+    const others =
+      conn !== undefined && conn !== from
+        ? true
+        : this.#gateways.some((g) => !this.#leavingGateways.has(g) && g !== from.peer?.address);
+    // No other gateway to go through: the caller gets the refusal, which says so.
+    if (!others) return false;
     msg.refusals++;
     this.#deadlines.remove(msg);
     this.#release(msg);
     const target = msg.target as Buffer;
-    const conn = this.#gateway();
     if (conn !== undefined && conn !== from) this.#send(conn, msg, msg.signal, target);
     else this.#sendWhenOpen(msg, msg.signal, target, from);
+    return true;
   }
 
   #send(conn: Connection, msg: ClientCall, signal: AbortSignal | undefined, target: Buffer): void {
@@ -696,11 +704,10 @@ export class ClusterClient implements Invoker, ConnectionHandler {
         value instanceof GranaryError &&
         value.code === ErrorCodes.SiloStopped &&
         msg.refusals < MAX_REFUSALS &&
-        !this.#closed
-      ) {
-        this.#sendElsewhere(msg, conn);
+        !this.#closed &&
+        this.#sendElsewhere(msg, conn)
+      )
         return true;
-      }
     }
     msg.done = true;
     this.#deadlines.remove(msg);
