@@ -30,6 +30,7 @@ import {
   Silo,
   grain,
   placement,
+  reentrant,
   silentLogger,
   statelessWorker,
   type CustomPlacement,
@@ -81,12 +82,14 @@ class Far extends Keeper {}
 
 /**
  * The request handler on the gateway silo: a stateless worker is always
- * local, so a client's request never takes an extra hop to reach it. Keys of
- * the grains it calls carry its silo's address, so "near" and "far" stay what
- * they are once placed.
+ * local, so a client's request never takes an extra hop to reach it. One per
+ * silo, reentrant, as a front end would be: its references are made once (in
+ * the warm-up), not per request. Keys of the grains it calls carry its silo's
+ * address, so "near" and "far" stay what they are once placed.
  */
 @grain('benchClusterEntry')
-@statelessWorker()
+@statelessWorker({ maxLocal: 1 })
+@reentrant
 class Entry extends Grain {
   readonly #near = new Map<number, GrainRef<Near>>();
   readonly #far = new Map<number, GrainRef<Far>>();
@@ -331,8 +334,8 @@ async function measure(size: number): Promise<SizeResult> {
       responseTimeoutMs: 30_000,
       logger: silentLogger(),
     });
-    // Each caller has its own entry reference; the client spreads calls over the gateways.
-    const entries = Array.from({ length: CALLERS }, (_, c) => (client as ClusterClient).getGrain(Entry, `e${c}`));
+    // One entry grain id (a stateless worker on every silo); the client spreads calls over the gateways.
+    const entries = Array.from({ length: CALLERS }, () => (client as ClusterClient).getGrain(Entry, 'entry'));
     const entry = entries[0] as GrainRef<Entry>;
 
     // Activate every grain on every silo: each warm() call activates its gateway silo's grains,
