@@ -37,6 +37,7 @@ import {
   type GrainRef,
 } from 'granary';
 import { sqliteMembership, sqliteStorage } from 'granary/sqlite';
+import { awaitMessage, median, option, stopChildren } from './support.ts';
 
 // ---- Grains ----
 
@@ -129,8 +130,6 @@ class Entry extends Grain {
 // ---- Settings ----
 
 const argv = process.argv.slice(2);
-const option = (name: string): string | undefined =>
-  argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 function whole(name: string, fallback: number, min = 1): number {
   const raw = option(name);
   const n = raw === undefined ? fallback : Number(raw);
@@ -227,7 +226,7 @@ function spawnSilo(dir: string): ChildProcess {
   return child;
 }
 
-/** The next message of `child` that `accept` takes, within `timeoutMs`; rejects if the child exits first. */
+/** The next message of `child` that `accept` takes (after sending it `message`), within `timeoutMs`. */
 function ask<T>(
   child: ChildProcess,
   what: string,
@@ -235,47 +234,11 @@ function ask<T>(
   accept: (m: ToParent) => T | undefined,
   timeoutMs = START_TIMEOUT_MS,
 ): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-    };
-    const onMessage = (m: ToParent): void => {
-      const v = accept(m);
-      if (v === undefined) return;
-      done();
-      resolve(v);
-    };
-    const onExit = (code: number | null, signal: string | null): void => {
-      done();
-      reject(new Error(`${what}: the silo process exited first (code ${code}, signal ${signal})`));
-    };
-    const timer = setTimeout(() => {
-      done();
-      reject(new Error(`${what}: no answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    child.on('message', onMessage);
-    child.once('exit', onExit);
-    if (message !== undefined) {
-      if (!child.connected) return onExit(child.exitCode, child.signalCode);
-      child.send(message);
-    }
-  });
+  return awaitMessage<ToParent, T>(child, what, timeoutMs, accept, message);
 }
 
-async function stopSilos(silos: readonly ChildProcess[]): Promise<void> {
-  await Promise.all(
-    silos.map(async (child) => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      if (child.connected) child.disconnect();
-      else child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(timer);
-    }),
-  );
+function stopSilos(silos: readonly ChildProcess[]): Promise<void> {
+  return stopChildren(silos, 10_000);
 }
 
 // ---- The parent: measurements ----
@@ -289,11 +252,6 @@ function rng(seed: number): () => number {
     s ^= s << 5;
     return (s >>> 0) / 0x1_0000_0000;
   };
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] ?? NaN;
 }
 
 interface SizeResult {

@@ -6,6 +6,7 @@
 // Run: node --import tsx --conditions=source bench/dashboard.ts [--quick]
 
 import { Silo, Grain, grain, silentLogger, type GrainRef } from 'granary';
+import { median } from './support.ts';
 
 @grain('benchDashCounter')
 class Counter extends Grain {
@@ -20,11 +21,6 @@ const quick = process.argv.includes('--quick');
 const ROUND_MS = quick ? 200 : 500;
 const ROUNDS = quick ? 5 : 15;
 const CALLERS = 1000;
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] as number;
-}
 
 /** ns per call, one caller awaiting each call on one grain. */
 async function sequential(ref: GrainRef<Counter>): Promise<number> {

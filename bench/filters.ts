@@ -12,6 +12,7 @@ import {
   TraceIdRatioBasedSampler,
 } from '@opentelemetry/sdk-trace-base';
 import { Grain, grain, RequestContext, Silo, silentLogger, type SiloOptions } from 'granary';
+import { median } from './support.ts';
 
 @grain('benchFiltered')
 class Counter extends Grain {
@@ -57,11 +58,6 @@ async function concurrent(add: Add): Promise<number> {
   }
   await Promise.all(callers);
   return calls / (Number(process.hrtime.bigint() - start) / 1e9);
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] as number;
 }
 
 interface Figures {

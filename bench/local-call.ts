@@ -6,6 +6,7 @@
 // --dashboard for one that also samples its hottest grains for the dashboard)
 
 import { Silo, Grain, grain, silentLogger } from 'granary';
+import { median } from './support.ts';
 
 @grain('benchCounter')
 class BenchCounter extends Grain {
@@ -72,11 +73,6 @@ async function concurrent(add: Add): Promise<number> {
   await Promise.all(callers);
   const secs = Number(process.hrtime.bigint() - start) / 1e9;
   return calls / secs;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] as number;
 }
 
 function gc(): void {

@@ -29,6 +29,7 @@ import {
   type GrainRef,
 } from 'granary';
 import { sqliteMembership } from 'granary/sqlite';
+import { awaitMessage, median, option, stopChildren as stopAll } from './support.ts';
 
 // ---- Grains (the silo children host them; the parent uses the classes for typed references) ----
 
@@ -74,8 +75,6 @@ class Relay extends Grain {
 // ---- Settings ----
 
 const argv = process.argv.slice(2);
-const option = (name: string): string | undefined =>
-  argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const quick = argv.includes('--quick');
 const ROUNDS = quick ? 3 : 5;
 const SEQ_CALLS = Number(option('sequential-calls') ?? (quick ? 1000 : 5000));
@@ -339,29 +338,7 @@ function nextMessage<T>(
   timeoutMs: number,
   accept: (m: ToParent) => T | undefined,
 ): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-    };
-    const onMessage = (m: ToParent): void => {
-      const v = accept(m);
-      if (v === undefined) return;
-      done();
-      resolve(v);
-    };
-    const onExit = (code: number | null, signal: string | null): void => {
-      done();
-      reject(new Error(`${what}: the child exited first (code ${code}, signal ${signal})`));
-    };
-    const timer = setTimeout(() => {
-      done();
-      reject(new Error(`${what}: no answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    child.on('message', onMessage);
-    child.once('exit', onExit);
-  });
+  return awaitMessage<ToParent, T>(child, what, timeoutMs, accept);
 }
 
 const ready = (child: ChildProcess, what: string): Promise<ToParent & { kind: 'ready' }> =>
@@ -378,19 +355,8 @@ async function waitForView(child: ChildProcess, what: string, active: number): P
 }
 
 /** Asks every child to exit (they exit on disconnect, so profiles get written), then kills the stragglers. */
-async function stopChildren(): Promise<void> {
-  const all = [...children];
-  await Promise.all(
-    all.map(async (child) => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      if (child.connected) child.disconnect();
-      else child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
-    }),
-  );
+function stopChildren(): Promise<void> {
+  return stopAll(children);
 }
 
 process.on('exit', () => {
@@ -502,11 +468,6 @@ interface PathResult {
   seq: Latency[];
   con: number[];
   cost: Cost;
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] ?? NaN;
 }
 
 async function main(): Promise<void> {

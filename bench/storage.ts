@@ -23,12 +23,11 @@ import { decode, encode, memoryStorage, silentLogger, type StateAddress, type St
 import { postgresStorage } from 'granary/postgres';
 import { redisStorage } from 'granary/redis';
 import { sqliteStorage } from 'granary/sqlite';
+import { median, option } from './support.ts';
 
 // ---- Settings ----
 
 const argv = process.argv.slice(2);
-const option = (name: string): string | undefined =>
-  argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const quick = argv.includes('--quick');
 const ROUNDS = quick ? 3 : 5;
 /**
@@ -383,11 +382,6 @@ async function concurrent(path: Path, counter: { n: number }, ms: number): Promi
     }),
   );
   return writes / ((performance.now() - start) / 1000);
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] ?? NaN;
 }
 
 interface StoreResult {

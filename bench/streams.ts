@@ -45,12 +45,11 @@ import {
   type StreamToken,
 } from 'granary';
 import { natsStreams } from 'granary/nats';
+import { median, option } from './support.ts';
 
 // ---- Settings ----
 
 const argv = process.argv.slice(2);
-const option = (name: string): string | undefined =>
-  argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const quick = argv.includes('--quick');
 const wholeOption = (name: string, dflt: number, min: number): number => {
   const v = Number(option(name) ?? dflt);
@@ -380,11 +379,6 @@ async function sequential(
       return [p, { p50: at(0.5), p99: at(0.99), items: n }];
     }),
   );
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] ?? NaN;
 }
 
 /**
