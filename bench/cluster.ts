@@ -37,7 +37,7 @@ import {
   type GrainRef,
 } from 'granary';
 import { sqliteMembership, sqliteStorage } from 'granary/sqlite';
-import { awaitMessage, median, option, stopChildren } from './support.ts';
+import { awaitMessage, median, option, reportView, stopChildren } from './support.ts';
 
 // ---- Grains ----
 
@@ -190,13 +190,7 @@ async function siloChild(): Promise<void> {
       } satisfies ToParent);
       return;
     }
-    const deadline = Date.now() + m.timeoutMs;
-    const poll = (): void => {
-      const active = silo.cluster?.view.active.size ?? 0;
-      if (active >= m.active || Date.now() > deadline) process.send?.({ kind: 'view', active } satisfies ToParent);
-      else setTimeout(poll, 20);
-    };
-    poll();
+    reportView(silo, m.active, m.timeoutMs);
   });
   process.on('disconnect', () => void silo.stop().finally(() => process.exit(0)));
   process.send?.({

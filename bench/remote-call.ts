@@ -29,7 +29,7 @@ import {
   type GrainRef,
 } from 'granary';
 import { sqliteMembership } from 'granary/sqlite';
-import { awaitMessage, median, option, stopChildren as stopAll } from './support.ts';
+import { awaitMessage, median, option, reportView, stopChildren as stopAll } from './support.ts';
 
 // ---- Grains (the silo children host them; the parent uses the classes for typed references) ----
 
@@ -287,14 +287,7 @@ async function siloChild(): Promise<void> {
   });
   process.on('message', (m: ToChild) => {
     if (m.kind !== 'view') return;
-    // Poll the view with a deadline; the parent fails with what it saw.
-    const deadline = Date.now() + m.timeoutMs;
-    const poll = (): void => {
-      const active = silo.cluster?.view.active.size ?? 0;
-      if (active >= m.active || Date.now() > deadline) process.send?.({ kind: 'view', active } satisfies ToParent);
-      else setTimeout(poll, 20);
-    };
-    poll();
+    reportView(silo, m.active, m.timeoutMs);
   });
   answerUsage();
   process.send?.({

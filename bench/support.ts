@@ -3,6 +3,7 @@
 // message, stopping them all).
 
 import type { ChildProcess } from 'node:child_process';
+import type { Silo } from 'granary';
 
 /** The value of `--name=value` among the process's arguments, if given. */
 export function option(name: string, argv: readonly string[] = process.argv.slice(2)): string | undefined {
@@ -73,4 +74,19 @@ export async function stopChildren(children: Iterable<ChildProcess>, killAfterMs
       clearTimeout(timer);
     }),
   );
+}
+
+/**
+ * A silo child's answer to the parent's "how many silos do you see": polls the
+ * silo's view until it holds `active` silos or `timeoutMs` passed, then sends
+ * what it saw (the parent fails with that figure when it is short).
+ */
+export function reportView(silo: Silo, active: number, timeoutMs: number): void {
+  const deadline = Date.now() + timeoutMs;
+  const poll = (): void => {
+    const seen = silo.cluster?.view.active.size ?? 0;
+    if (seen >= active || Date.now() > deadline) process.send?.({ kind: 'view', active: seen });
+    else setTimeout(poll, 20);
+  };
+  poll();
 }

@@ -77,6 +77,28 @@ function assertNothingAckedLost(report: LoadReport, received: Received[]): void 
   assert.equal(acked, report.acked);
 }
 
+/**
+ * A stand-in for the service on the broker: takes telemetry under a topic root
+ * of its own and acks each message `answer` (given `device/seq`) lets through.
+ */
+async function mqttResponder(
+  name: string,
+  answer: (key: string) => boolean,
+): Promise<{ responder: mqtt.MqttClient; root: string; received: Received[] }> {
+  const root = `${name}-${process.pid}`;
+  const responder = await mqtt.connectAsync('mqtt://127.0.0.1:1883', { clientId: root, connectTimeout: 5000 });
+  const received: Received[] = [];
+  responder.on('message', (topic, payload) => {
+    const device = topic.split('/')[1]!;
+    const body = JSON.parse(payload.toString()) as Record<string, unknown>;
+    if (!answer(`${device}/${String(body['seq'])}`)) return;
+    received.push({ device, seq: body['seq'] as number, body });
+    responder.publish(`${root}/${device}/ack`, JSON.stringify({ seq: body['seq'] }), { qos: 1 });
+  });
+  await responder.subscribeAsync(`${root}/+/telemetry`, { qos: 1 });
+  return { responder, root, received };
+}
+
 describe('examples/fleet load generator', () => {
   it('sends exactly the messages asked, each the next seq of its device, with plausible telemetry', async () => {
     const server = await telemetryServer({ chunked: true });
@@ -309,21 +331,9 @@ describe('examples/fleet load generator', () => {
   });
 
   it('over MQTT: publishes QoS 1 on fleet/<id>/telemetry and counts the acks on fleet/<id>/ack', async () => {
-    const responder = await mqtt.connectAsync('mqtt://127.0.0.1:1883', {
-      clientId: `fleet-load-test-${process.pid}`,
-      connectTimeout: 5000,
-    });
-    const received: Received[] = [];
     // A topic root of its own, so that no fleet service on this broker takes these messages.
-    const root = `fleet-load-test-${process.pid}`;
+    const { responder, root, received } = await mqttResponder('fleet-load-test', () => true);
     try {
-      responder.on('message', (topic, payload) => {
-        const device = topic.split('/')[1]!;
-        const body = JSON.parse(payload.toString()) as Record<string, unknown>;
-        received.push({ device, seq: body['seq'] as number, body });
-        responder.publish(`${root}/${device}/ack`, JSON.stringify({ seq: body['seq'] }), { qos: 1 });
-      });
-      await responder.subscribeAsync(`${root}/+/telemetry`, { qos: 1 });
       const report = await runLoad({
         transport: 'mqtt',
         mqttTopicRoot: root,
@@ -343,27 +353,14 @@ describe('examples/fleet load generator', () => {
   });
 
   it('over MQTT: publishes again, after the ack timeout, a message whose ack never came', async () => {
-    const responder = await mqtt.connectAsync('mqtt://127.0.0.1:1883', {
-      clientId: `fleet-load-test-retry-${process.pid}`,
-      connectTimeout: 5000,
-    });
-    const root = `fleet-load-test-retry-${process.pid}`;
+    // Each message's first publish is lost: the device must send the same seq again.
     const seen = new Set<string>();
-    const received: Received[] = [];
+    const { responder, root, received } = await mqttResponder('fleet-load-test-retry', (key) => {
+      if (seen.has(key)) return true;
+      seen.add(key);
+      return false;
+    });
     try {
-      // Each message's first publish is lost: the device must send the same seq again.
-      responder.on('message', (topic, payload) => {
-        const device = topic.split('/')[1]!;
-        const body = JSON.parse(payload.toString()) as Record<string, unknown>;
-        const key = `${device}/${String(body['seq'])}`;
-        if (!seen.has(key)) {
-          seen.add(key);
-          return;
-        }
-        received.push({ device, seq: body['seq'] as number, body });
-        responder.publish(`${root}/${device}/ack`, JSON.stringify({ seq: body['seq'] }), { qos: 1 });
-      });
-      await responder.subscribeAsync(`${root}/+/telemetry`, { qos: 1 });
       const report = await runLoad({
         transport: 'mqtt',
         mqttTopicRoot: root,
