@@ -501,9 +501,14 @@ abstract class Aggregator<M extends { rev: number }> extends Grain {
     if (!this.pushes) return;
     this.registerTimer(() => this.#push(), { dueMs: fleetSettings.pushMs, periodMs: fleetSettings.pushMs });
     if (this.agg.recordExists) {
-      const period = Math.max(fleetSettings.resyncMs, 1);
-      await this.registerReminder('resync', { dueMs: period, periodMs: period });
+      await this.#watchResync();
     }
+  }
+
+  /** The durable resync: the push goes again every resyncMs even if no member reports. */
+  async #watchResync(): Promise<void> {
+    const period = Math.max(fleetSettings.resyncMs, 1);
+    await this.registerReminder('resync', { dueMs: period, periodMs: period });
   }
 
   async receiveReminder(name: string, _tick: ReminderTick): Promise<void> {
@@ -535,8 +540,7 @@ abstract class Aggregator<M extends { rev: number }> extends Grain {
     }
     this.#dirty = true;
     if (first && this.pushes) {
-      const period = Math.max(fleetSettings.resyncMs, 1);
-      await this.registerReminder('resync', { dueMs: period, periodMs: period });
+      await this.#watchResync();
     }
   }
 
