@@ -216,6 +216,8 @@ export interface MethodInfo {
 /** Runtime info of a grain type, computed once per class. */
 export interface GrainTypeInfo {
   readonly name: string;
+  /** `name/`: a grain id string is this and the key (one string per type, not one per id). */
+  readonly idPrefix: string;
   readonly cls: new () => object;
   readonly reentrant: boolean;
   readonly callChainReentrancy: boolean;
@@ -346,6 +348,7 @@ export function grainTypeInfo(cls: new () => object, base: object, cpus: number)
   const baseProto = base as Record<string, unknown>;
   const info: GrainTypeInfo = {
     name,
+    idPrefix: `${name}/`,
     cls,
     reentrant: opts.reentrant === true,
     callChainReentrancy: opts.callChainReentrancy === true,

@@ -91,6 +91,22 @@ function runChain(this: IncomingCall): Promise<unknown> {
   return this.run();
 }
 
+/**
+ * The parts of an activation that only some use, or use only for a while: kept
+ * in one object made on first use, so an idle activation of a plain grain
+ * carries one field for them instead of six.
+ */
+class Extras {
+  /** What is read before onActivate: persistent states, a journal (dropped once read). */
+  states: { read(): Promise<void> }[] | undefined = undefined;
+  timers: Set<GrainTimer> | undefined = undefined;
+  /** Observers this activation made: they end with it. */
+  observers: { dispose(): void }[] | undefined = undefined;
+  streams: GrainStreams | undefined = undefined;
+  deactivated: Promise<void> | undefined = undefined;
+  resolveDeactivated: (() => void) | undefined = undefined;
+}
+
 /** The message whose turn is running synchronously right now, and its activation. */
 export let currentMessage: Message | undefined;
 export let currentActivation: Activation | undefined;
@@ -201,16 +217,11 @@ export class Activation implements GrainContext, CallerContext, Target {
   idleSince = 0;
   keepAliveUntil = 0;
 
-  /** What is read before onActivate: persistent states, a journal. */
-  #states: { read(): Promise<void> }[] | undefined;
-  #timers: Set<GrainTimer> | undefined;
-  /** Observers this activation made: they end with it. */
-  #observers: { dispose(): void }[] | undefined;
+  /** What only some activations use, made on first use (see Extras). */
+  #x: Extras | undefined;
   /** A deactivation asked for and not begun, and its reason. */
   #pending: PendingDeactivation = PendingDeactivation.None;
   #reason: DeactivationReason = 'idle';
-  #deactivated: Promise<void> | undefined;
-  #resolveDeactivated: (() => void) | undefined;
 
   constructor(
     host: ActivationHost,
@@ -279,7 +290,7 @@ export class Activation implements GrainContext, CallerContext, Target {
   createObserver(impl: object): unknown {
     if (this.ended) throw new ConfigurationError(`${this.idStr} is deactivated: it cannot create an observer`);
     const ref = this.#host.createObserver(impl, this);
-    (this.#observers ??= []).push(ref);
+    ((this.#x ??= new Extras()).observers ??= []).push(ref);
     return ref;
   }
 
@@ -302,7 +313,7 @@ export class Activation implements GrainContext, CallerContext, Target {
       storageName,
       options.initial,
     );
-    (this.#states ??= []).push(s);
+    ((this.#x ??= new Extras()).states ??= []).push(s);
     return s;
   }
 
@@ -314,7 +325,7 @@ export class Activation implements GrainContext, CallerContext, Target {
       );
     }
     const log = this.#host.eventLog(options.log, this.idStr);
-    (this.#states ??= []).push({ read: load });
+    ((this.#x ??= new Extras()).states ??= []).push({ read: load });
     return {
       log,
       logName: options.log,
@@ -330,7 +341,7 @@ export class Activation implements GrainContext, CallerContext, Target {
     if (this.state >= ActivationState.Deactivating)
       throw new ConfigurationError(`${this.idStr} is deactivating: it cannot register a timer`);
     const t = new GrainTimer(this, callback, options);
-    (this.#timers ??= new Set()).add(t);
+    ((this.#x ??= new Extras()).timers ??= new Set()).add(t);
     return t;
   }
 
@@ -345,21 +356,20 @@ export class Activation implements GrainContext, CallerContext, Target {
     return this.#host.reminderService().register(this.idStr, name, options);
   }
 
-  #streams: GrainStreams | undefined;
-
   getChannel(namespace: string, key: string): BroadcastChannel<unknown> {
     return this.#host.channel(namespace, key);
   }
 
   streams(): GrainStreams {
     // The instance is read when used: a grain may get a stream handle while it is constructed.
-    this.#streams ??= this.#host.streams({
+    const x = (this.#x ??= new Extras());
+    x.streams ??= this.#host.streams({
       instance: () => this.instance as object,
       type: this.id.type,
       key: this.id.key,
       ref: (type, key) => this.#host.getGrain(type, key, this),
     });
-    return this.#streams;
+    return x.streams;
   }
 
   unregisterReminder(name: string): Promise<boolean> {
@@ -372,7 +382,7 @@ export class Activation implements GrainContext, CallerContext, Target {
 
   /** A timer was disposed. */
   timerDisposed(t: GrainTimer): void {
-    this.#timers?.delete(t);
+    this.#x?.timers?.delete(t);
   }
 
   deactivateOnIdle(): void {
@@ -462,7 +472,7 @@ export class Activation implements GrainContext, CallerContext, Target {
         return;
     }
     this.#pending = PendingDeactivation.None;
-    this.#resolveDeactivated?.();
+    this.#x?.resolveDeactivated?.();
   }
 
   /** Constructs the grain, loads its state and runs onActivate; queued calls run after. */
@@ -481,7 +491,7 @@ export class Activation implements GrainContext, CallerContext, Target {
       return;
     }
     if (!this.#construct()) return;
-    if (this.#states === undefined && !this.type.hasOnActivate) {
+    if (this.#x?.states === undefined && !this.type.hasOnActivate) {
       // The fast path: nothing to await, the first call runs now.
       this.#moveTo(ActivationState.Valid);
       this.#pump();
@@ -526,8 +536,19 @@ export class Activation implements GrainContext, CallerContext, Target {
 
   async #activateAsync(): Promise<void> {
     try {
-      if (this.#states !== undefined) {
-        for (const s of this.#states) await s.read();
+      const states = this.#x?.states;
+      if (states !== undefined) {
+        for (const s of states) await s.read();
+        const x = this.#x as Extras;
+        x.states = undefined;
+        // Nothing else in it (no timer, observer, stream handle or stop under way): let it go.
+        if (
+          x.timers === undefined &&
+          x.observers === undefined &&
+          x.streams === undefined &&
+          x.deactivated === undefined
+        )
+          this.#x = undefined;
       }
       if (this.type.hasOnActivate) await (this.instance as Grain).onActivate();
     } catch (e) {
@@ -571,7 +592,8 @@ export class Activation implements GrainContext, CallerContext, Target {
    * and are then delivered to a new activation: none is lost.
    */
   deactivate(reason: DeactivationReason): Promise<void> {
-    this.#deactivated ??= new Promise<void>((r) => (this.#resolveDeactivated = r));
+    const x = (this.#x ??= new Extras());
+    x.deactivated ??= new Promise<void>((r) => (x.resolveDeactivated = r));
     switch (this.state) {
       case ActivationState.Created:
         // Never received a call: nothing to run down.
@@ -595,12 +617,12 @@ export class Activation implements GrainContext, CallerContext, Target {
         break;
       case ActivationState.Invalid:
       case ActivationState.FailedToActivate:
-        this.#resolveDeactivated?.();
+        x.resolveDeactivated?.();
         break;
       default:
         break;
     }
-    return this.#deactivated;
+    return x.deactivated;
   }
 
   /**
@@ -627,13 +649,15 @@ export class Activation implements GrainContext, CallerContext, Target {
 
   /** Ends what lives only as long as the activation: its timers and its observers. */
   #disposeScoped(): void {
-    if (this.#observers !== undefined) {
-      for (const o of this.#observers) o.dispose();
-      this.#observers = undefined;
+    const x = this.#x;
+    if (x === undefined) return;
+    if (x.observers !== undefined) {
+      for (const o of x.observers) o.dispose();
+      x.observers = undefined;
     }
-    if (this.#timers === undefined) return;
-    for (const t of [...this.#timers]) t.dispose();
-    this.#timers = undefined;
+    if (x.timers === undefined) return;
+    for (const t of [...x.timers]) t.dispose();
+    x.timers = undefined;
   }
 
   #takeQueue(): Message[] {
@@ -800,7 +824,8 @@ export class Activation implements GrainContext, CallerContext, Target {
       if (this.#awaiting === undefined) {
         // One turn at a time can use the activation's own settle handlers: no per-call closure.
         this.#awaiting = msg;
-        result.then((this.#settled ??= this.#makeSettled(true)), (this.#failed ??= this.#makeSettled(false)));
+        if (this.#settled === undefined) this.#makeSettled();
+        result.then(this.#settled, this.#failed as (e: unknown) => void);
       } else void this.#await(msg, result);
     } else if (thenable) {
       void this.#await(msg, result as Promise<unknown>); // a foreign thenable
@@ -815,14 +840,32 @@ export class Activation implements GrainContext, CallerContext, Target {
   #settled: ((v: unknown) => void) | undefined;
   #failed: ((e: unknown) => void) | undefined;
 
-  #makeSettled(ok: boolean): (v: unknown) => void {
-    return (v: unknown): void => {
+  /** Makes the activation's own settle handlers (two closures sharing one context). */
+  #makeSettled(): void {
+    this.#settled = (v: unknown): void => {
       const msg = this.#awaiting as Message;
       this.#awaiting = undefined;
-      if (ok) this.#calls.succeed(msg, v);
-      else this.#calls.fail(msg, v);
+      this.#calls.succeed(msg, v);
       this.#end(msg);
     };
+    this.#failed = (e: unknown): void => {
+      const msg = this.#awaiting as Message;
+      this.#awaiting = undefined;
+      this.#calls.fail(msg, e);
+      this.#end(msg);
+    };
+  }
+
+  /**
+   * Called by idle collection when the activation was not used since its last
+   * look: lets go of what only a busy activation needs (the settle handlers,
+   * made again by the next call).
+   */
+  idle(): void {
+    if (this.running === 0) {
+      this.#settled = undefined;
+      this.#failed = undefined;
+    }
   }
 
   async #await(msg: Message, result: Promise<unknown>): Promise<void> {

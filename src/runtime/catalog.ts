@@ -175,6 +175,7 @@ export class Catalog implements PoolHost {
       a.idleSince = now;
       return;
     }
+    a.idle();
     if (now < a.keepAliveUntil) return;
     if (now - a.idleSince >= (a.type.collectionAgeMs ?? defAge)) void a.deactivate('idle');
   }

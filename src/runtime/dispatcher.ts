@@ -115,11 +115,13 @@ export class Dispatcher implements Invoker {
     if (typeof key !== 'string') throw new ConfigurationError(`a grain key is a string, got ${typeof key}`);
     if (typeof type === 'string') return this.ref(type, key, caller);
     const info = this.#types.ofClass(type);
-    return makeRef(new RefCore(grainId(info.name, key), `${info.name}/${key}`, info, this, caller, undefined));
+    return makeRef(new RefCore(grainId(info.name, key), info.idPrefix + key, info, this, caller, undefined));
   }
 
   ref(type: string, key: string, caller: CallerContext | undefined): GrainRefBase<unknown> {
-    return makeRef(new RefCore(grainId(type, key), `${type}/${key}`, this.#types.get(type), this, caller, undefined));
+    const info = this.#types.get(type);
+    const idStr = info === undefined ? `${type}/${key}` : info.idPrefix + key;
+    return makeRef(new RefCore(grainId(type, key), idStr, info, this, caller, undefined));
   }
 
   /** Delivers a reminder tick: `receiveReminder(...args)` on the grain, wherever it lives. */

@@ -1,6 +1,6 @@
 import { describe, it, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { Silo, silentLogger, SiloStoppedError, GranaryError, channels } from 'granary';
+import { Grain, grain, Silo, silentLogger, SiloStoppedError, GranaryError, channels } from 'granary';
 import { Lifecycle, lifecycleLog, Flaky, flaky, Counter } from '../grains/basic.ts';
 import { Sleeper, Worker, workerStats, waitingForAbort } from '../grains/scheduling.ts';
 import { eventually, nextEvent } from '../helpers.ts';
@@ -132,6 +132,42 @@ describe('activation lifecycle', () => {
     );
     await silo.getGrain(Lifecycle, 'chan').ping();
     await ev;
+  });
+});
+
+@grain('idleThenBusy')
+class IdleThenBusy extends Grain {
+  readonly made = Math.random();
+  async incarnation(): Promise<number> {
+    return this.made;
+  }
+  async refuse(why: string): Promise<never> {
+    await Promise.resolve();
+    throw new GranaryError(why, 'TEST_REFUSED');
+  }
+}
+
+describe('an activation idle for a collection pass', () => {
+  it('keeps answering and failing calls after idle collection let go of what only a busy one needs', async () => {
+    // A pass every 10 ms, collection after 10 s: the grain stays, unused through several passes.
+    const silo = await Silo.start({
+      grains: [IdleThenBusy],
+      collectionAgeMs: 10_000,
+      collectionQuantumMs: 10,
+      responseTimeoutMs: 2_000,
+      logger: silentLogger(),
+    });
+    try {
+      const g = silo.getGrain(IdleThenBusy, 'i');
+      const first = await g.incarnation();
+      await assert.rejects(g.refuse('before'), (e: unknown) => e instanceof GranaryError && e.message === 'before');
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(await g.incarnation(), first, 'the same activation answers');
+      await assert.rejects(g.refuse('after'), (e: unknown) => e instanceof GranaryError && e.message === 'after');
+      assert.equal(await g.incarnation(), first);
+    } finally {
+      await silo.stop();
+    }
   });
 });
 
