@@ -1,6 +1,9 @@
 // bench/local-call: a warm grain call in one silo against the raw limit, the
 // same async method on a plain object kept in a Map, measured in one process
 // and one run. Also cold activations per second and heap per idle activation.
+// A third path, the floor, is the raw method behind the least a call with a
+// deadline needs: a promise the callee's side can settle by itself (as a
+// time-out must), settled from one reaction on the method's promise.
 // Run: npm run bench:local   (options: --quick for a short run; --metrics for a silo
 // that counts metrics, to see what they cost: `npm run bench:local -- --metrics`;
 // --dashboard for one that also samples its hottest grains for the dashboard)
@@ -29,6 +32,34 @@ class RawCounter {
   async add(n: number): Promise<number> {
     this.total += n;
     return this.total;
+  }
+}
+
+/**
+ * The floor of a call that can time out: the caller gets a promise the callee's
+ * side can settle on its own (so a deadline can reject it while the method
+ * still runs), and a reaction on the method's promise settles it. No queue, no
+ * deadline bookkeeping, no copy: what any call path with the contract's
+ * time-outs does at least. One call at a time per object, as a turn.
+ */
+let capturedResolve: (v: number) => void = () => {};
+let capturedReject: (e: unknown) => void = () => {};
+function capture(res: (v: number) => void, rej: (e: unknown) => void): void {
+  capturedResolve = res;
+  capturedReject = rej;
+}
+class Settleable {
+  readonly #target = new RawCounter();
+  #resolve: (v: number) => void = capturedResolve;
+  #reject: (e: unknown) => void = capturedReject;
+  readonly #ok = (v: number): void => this.#resolve(v);
+  readonly #failed = (e: unknown): void => this.#reject(e);
+  add(n: number): Promise<number> {
+    const p = new Promise<number>(capture);
+    this.#resolve = capturedResolve;
+    this.#reject = capturedReject;
+    this.#target.add(n).then(this.#ok, this.#failed);
+    return p;
   }
 }
 
@@ -86,36 +117,47 @@ function gc(): void {
 async function main(): Promise<void> {
   const silo = await Silo.start({ grains: [BenchCounter, Small], logger: silentLogger(), metrics, dashboard });
   const raw = new Map<string, RawCounter>();
+  const floor = new Map<string, Settleable>();
   const refs: Array<{ add(n: number): Promise<number> }> = [];
   const objs: RawCounter[] = [];
   for (let c = 0; c < CALLERS; c++) {
     raw.set(`k${c}`, new RawCounter());
+    floor.set(`k${c}`, new Settleable());
     refs.push(silo.getGrain(BenchCounter, `k${c}`));
     objs.push(raw.get(`k${c}`) as RawCounter);
   }
   const keys = Array.from({ length: CALLERS }, (_, c) => `k${c}`);
   const rawAdd: Add = (k, n) => (raw.get(keys[k] as string) as RawCounter).add(n);
+  const floorAdd: Add = (k, n) => (floor.get(keys[k] as string) as Settleable).add(n);
   const grainAdd: Add = (k, n) => (refs[k] as { add(n: number): Promise<number> }).add(n);
   // Warm up both paths (activations exist, code is optimised).
   await sequential(rawAdd);
   await sequential(grainAdd);
+  await sequential(floorAdd);
   await concurrent(rawAdd);
   await concurrent(grainAdd);
+  await concurrent(floorAdd);
 
   const rs: number[] = [],
     gs: number[] = [],
     rc: number[] = [],
-    gcs: number[] = [];
+    gcs: number[] = [],
+    fs: number[] = [],
+    fc: number[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     rs.push(await sequential(rawAdd));
     gs.push(await sequential(grainAdd));
     rc.push(await concurrent(rawAdd));
     gcs.push(await concurrent(grainAdd));
+    fs.push(await sequential(floorAdd));
+    fc.push(await concurrent(floorAdd));
   }
   const seqRaw = median(rs),
     seqGrain = median(gs),
     conRaw = median(rc),
-    conGrain = median(gcs);
+    conGrain = median(gcs),
+    seqFloor = median(fs),
+    conFloor = median(fc);
 
   // Cold activations: first calls on new grains, 1,000 in flight at a time.
   const COLD = quick ? 20_000 : 100_000;
@@ -145,6 +187,19 @@ async function main(): Promise<void> {
   );
   console.log(
     `| concurrent calls/s | ${f(conRaw)} | ${f(conGrain)} | ${f((100 * conGrain) / conRaw, 1)}% of raw | at least 25% |`,
+  );
+  console.log('');
+  console.log(
+    'The floor: the raw method behind a promise its side can settle by itself and one reaction (what a call with a deadline needs at least).',
+  );
+  console.log('');
+  console.log('| figure | floor | floor against raw | grain call against floor |');
+  console.log('| --- | --- | --- | --- |');
+  console.log(
+    `| sequential ns/call | ${f(seqFloor)} | ${f(seqFloor / seqRaw, 2)}x the raw cost | ${f(seqGrain / seqFloor, 2)}x the floor's cost |`,
+  );
+  console.log(
+    `| concurrent calls/s | ${f(conFloor)} | ${f((100 * conFloor) / conRaw, 1)}% of raw | ${f((100 * conGrain) / conFloor, 1)}% of the floor |`,
   );
   console.log('');
   console.log(`| cold activations/s | ${f(COLD / coldSecs)} (${f(COLD)} grains) |`);
