@@ -13,9 +13,17 @@ export class ContextValues {
   readonly values: Readonly<Record<string, unknown>>;
   /** True when every value is a primitive: the context can be shared with a local callee as it is. */
   readonly plain: boolean;
-  constructor(values: Readonly<Record<string, unknown>>, plain: boolean) {
+  /**
+   * What tracing read from these values (the span context their traceparent
+   * names; null for none), kept here so a context is parsed once, however
+   * many calls and turns read it; undefined until read. A context with other
+   * values is a new object, so this never goes stale.
+   */
+  trace: unknown;
+  constructor(values: Readonly<Record<string, unknown>>, plain: boolean, trace?: unknown) {
     this.values = values;
     this.plain = plain;
+    this.trace = trace;
   }
 }
 
@@ -86,7 +94,7 @@ export function runInContext(
 ): unknown {
   const s = enable();
   let store = ctx ?? noValues;
-  if (store === s.getStore()) store = new ContextValues(store.values, store.plain);
+  if (store === s.getStore()) store = new ContextValues(store.values, store.plain, store.trace);
   return s.run(store, applyFn, fn, self, args);
 }
 
@@ -109,7 +117,19 @@ export function contextFromWire(values: unknown): ContextValues | undefined {
 export function contextForLocalCall(ctx: ContextValues): ContextValues {
   return ctx.plain
     ? ctx
-    : new ContextValues(Object.freeze(copy({ ...ctx.values }, undefined, 'request context')), false);
+    : new ContextValues(Object.freeze(copy({ ...ctx.values }, undefined, 'request context')), false, ctx.trace);
+}
+
+/**
+ * Sets `entries` (primitive values) in the current context at once, with
+ * `trace` kept as what tracing read from them: tracing's own setter, so the
+ * span context it writes as a traceparent is never parsed back in this process.
+ */
+export function setTraceContext(entries: Readonly<Record<string, string>>, trace: unknown): void {
+  const s = enable();
+  const base = s.getStore();
+  const values = base === undefined || base.values === EMPTY ? entries : { ...base.values, ...entries };
+  s.enterWith(new ContextValues(Object.freeze(values), base === undefined || base.plain, trace));
 }
 
 function checkKey(key: unknown): asserts key is string {
@@ -196,7 +216,7 @@ export const RequestContext = {
     }
     // A frame of its own even when nothing was added, so a set() inside stays inside.
     if (ctx === undefined) ctx = noValues;
-    if (ctx === s.getStore()) ctx = new ContextValues(ctx.values, ctx.plain);
+    if (ctx === s.getStore()) ctx = new ContextValues(ctx.values, ctx.plain, ctx.trace);
     return s.run(ctx, fn);
   },
 } as const;

@@ -22,7 +22,12 @@ import {
 } from '@opentelemetry/api';
 import { GranaryError } from '../errors.ts';
 import type { IncomingCallFilter, OutgoingCallFilter } from '../messaging/filters.ts';
-import { enableRequestContext, RequestContext } from '../messaging/request-context.ts';
+import {
+  currentContext,
+  enableRequestContext,
+  setTraceContext,
+  type ContextValues,
+} from '../messaging/request-context.ts';
 import type { StateAddress, StorageProvider } from '../storage/provider.ts';
 
 /** Tracing of a silo or client: on (the global tracer provider, or the one given) or off. */
@@ -57,10 +62,6 @@ export function traceparentOf(sc: SpanContext): string {
   return `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 0xff).toString(16).padStart(2, '0')}`;
 }
 
-/** Span contexts by the `traceparent` they were read from or written as: a call's context is parsed once, not per hop. */
-const parsed = new Map<string, SpanContext>();
-const PARSED_MAX = 1024;
-
 function isHex(s: string, from: number, to: number): boolean {
   let nonZero = false;
   for (let i = from; i < to; i++) {
@@ -73,16 +74,9 @@ function isHex(s: string, from: number, to: number): boolean {
   return nonZero;
 }
 
-function remember(value: string, sc: SpanContext): void {
-  if (parsed.size >= PARSED_MAX) parsed.clear();
-  parsed.set(value, sc);
-}
-
 /** The remote span context a `traceparent` names, or undefined when it is malformed. */
 export function parseTraceparent(value: unknown, state: unknown): SpanContext | undefined {
   if (typeof value !== 'string') return undefined;
-  const known = parsed.get(value);
-  if (known !== undefined && (state === undefined || known.traceState?.serialize() === state)) return known;
   // 00-<32 hex trace id, not all zero>-<16 hex span id, not all zero>-<2 hex flags>
   if (
     value.length !== 55 ||
@@ -101,8 +95,21 @@ export function parseTraceparent(value: unknown, state: unknown): SpanContext | 
     isRemote: true,
     ...(typeof state === 'string' && state !== '' ? { traceState: createTraceState(state) } : {}),
   };
-  remember(value, sc);
   return sc;
+}
+
+/**
+ * The span context a request context names, parsed once per context (tracing's
+ * own writes come with it already): undefined when it names none.
+ */
+function spanContextOf(ctx: ContextValues | undefined): SpanContext | undefined {
+  if (ctx === undefined) return undefined;
+  let sc = ctx.trace as SpanContext | null | undefined;
+  if (sc === undefined) {
+    sc = parseTraceparent(ctx.values[TRACEPARENT], ctx.values[TRACESTATE]) ?? null;
+    ctx.trace = sc;
+  }
+  return sc ?? undefined;
 }
 
 /**
@@ -113,7 +120,7 @@ export function parseTraceparent(value: unknown, state: unknown): SpanContext | 
 function parentContext(): Context {
   const active = otel.active();
   if (trace.getSpan(active) !== undefined) return active;
-  const sc = parseTraceparent(RequestContext.get(TRACEPARENT), RequestContext.get(TRACESTATE));
+  const sc = spanContextOf(currentContext());
   return sc === undefined ? active : trace.setSpanContext(ROOT_CONTEXT, sc);
 }
 
@@ -127,11 +134,20 @@ function fail(span: Span, err: unknown): void {
 /** Puts `span` in the request context, for the callee (outgoing) or the calls a turn makes (incoming). */
 function propagate(span: Span): void {
   const sc = span.spanContext();
-  const value = traceparentOf(sc);
-  remember(value, { ...sc, isRemote: true });
-  RequestContext.set(TRACEPARENT, value);
   const state = sc.traceState?.serialize();
-  if (state !== undefined && state !== '') RequestContext.set(TRACESTATE, state);
+  // Literal keys (TRACEPARENT, TRACESTATE) and no spread: both objects get a fixed shape at once.
+  setTraceContext(
+    state !== undefined && state !== ''
+      ? { traceparent: traceparentOf(sc), tracestate: state }
+      : { traceparent: traceparentOf(sc) },
+    {
+      traceId: sc.traceId,
+      spanId: sc.spanId,
+      traceFlags: sc.traceFlags,
+      isRemote: true,
+      traceState: sc.traceState,
+    } as SpanContext,
+  );
 }
 
 async function within(span: Span, parent: Context, invoke: () => Promise<void>): Promise<void> {
@@ -193,8 +209,8 @@ export function incomingTracing(tracer: Tracer, silo: () => string): IncomingCal
 }
 
 /** A span for an activation of `grain` (state load and onActivate), a child of the call that made it. */
-export function activationSpan(tracer: Tracer, grain: string, silo: string, traceparent: unknown): Span {
-  const sc = parseTraceparent(traceparent, undefined);
+export function activationSpan(tracer: Tracer, grain: string, silo: string, context: ContextValues | undefined): Span {
+  const sc = spanContextOf(context);
   const parent = sc === undefined ? otel.active() : trace.setSpanContext(ROOT_CONTEXT, sc);
   return tracer.startSpan(
     `activate ${grain.slice(0, grain.indexOf('/'))}`,

@@ -5,7 +5,7 @@
 // `ActivationHost`, declared here.
 
 import type { Span, Tracer } from '@opentelemetry/api';
-import { activationSpan, endActivationSpan, TRACEPARENT } from '../observability/tracing.ts';
+import { activationSpan, endActivationSpan } from '../observability/tracing.ts';
 import { IncomingCall, type IncomingCallFilter } from '../messaging/filters.ts';
 import { contextInUse, leaveFirstUse, runInContext } from '../messaging/request-context.ts';
 import type { Clock } from '../clock.ts';
@@ -481,10 +481,7 @@ export class Activation implements GrainContext, CallerContext, Target {
     const tracer = this.#host.tracer;
     if (tracer !== undefined) {
       const first = this.#queue?.[this.#head];
-      activating.set(
-        this,
-        activationSpan(tracer, this.idStr, this.#host.siloInfo.address, first?.context?.values[TRACEPARENT]),
-      );
+      activating.set(this, activationSpan(tracer, this.idStr, this.#host.siloInfo.address, first?.context));
     }
     if (this.pool === undefined && this.#host.clustered) {
       void this.#registerThenActivate();
