@@ -262,7 +262,7 @@ export class Silo {
             return runtime.siloInfo.address;
           },
           clusterId: o.clusterId,
-          // Queues go to silos on the ring the directory uses; a silo alone owns them all.
+          // Queues go to silos on the ring of active silos; a silo alone owns them all.
           owns: (queue) => {
             const c = cluster;
             if (c === undefined) return true;
@@ -459,8 +459,14 @@ export class Silo {
           }
           const c = cluster;
           const ringOf = (): Ring | undefined => (c.view.active.has(c.address) ? c.view.ring : emptyRing);
-          reminders.start(c.address, ringOf());
-          c.membership.subscribe(() => reminders.viewChanged(ringOf()));
+          let ring = ringOf();
+          reminders.start(c.address, ring);
+          // Only when the ring of active silos changed (not when a stopping silo leaves the directory's ring).
+          c.membership.subscribe(() => {
+            if (ringOf() === ring) return;
+            ring = ringOf();
+            reminders.viewChanged(ring);
+          });
         },
         // Others take this silo's reminders over as soon as it leaves their views.
         stop: async () => {

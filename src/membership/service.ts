@@ -1,7 +1,9 @@
 // The membership service of one silo: joins the table, writes I-am-alive,
 // probes its ring neighbours directly and through others, votes suspects dead,
 // learns of changes by re-reading the table, and keeps the versioned view of
-// active silos that the directory, placement and transport subscribe to.
+// active silos that the directory, placement and transport subscribe to. A
+// silo that is stopping (ShuttingDown) leaves the active set at once, but stays
+// on the directory's ring, and is still probed, until it is Dead.
 
 import { hostname } from 'node:os';
 import { sleep, systemClock, type Clock, type ClockTimer } from '../clock.ts';
@@ -86,8 +88,13 @@ export interface ClusterView {
   readonly version: number;
   /** Active silos by address. */
   readonly active: ReadonlyMap<string, ActiveSilo>;
-  /** The ring of active silo addresses. */
+  /** The ring of active silo addresses (reminders, stream queues). */
   readonly ring: Ring;
+  /**
+   * The ring of active and leaving silo addresses: the grain directory's partitions. A silo
+   * that is stopping keeps its partition until it has handed it over, just before it leaves.
+   */
+  readonly directoryRing: Ring;
   /** Addresses declared dead (this run of the service), so calls to them fail fast. */
   readonly dead: ReadonlySet<string>;
   /** Other silos that are stopping (ShuttingDown in the table): their grains are moving. */
@@ -118,6 +125,8 @@ export class MembershipService {
   readonly #dead = new Set<string>();
   /** Refilled on every read of the table, shared by every view (like #dead). */
   readonly #leaving = new Set<string>();
+  /** The silos in #leaving by address, for probing them (a silo may crash while it stops). */
+  #leavingSilos = new Map<string, ActiveSilo>();
   #timers: ClockTimer[] = [];
   #stopped = false;
   #onDeclaredDead: () => void;
@@ -150,7 +159,15 @@ export class MembershipService {
       suspicions: [],
     };
     this.#selfId = siloId(this.#self);
-    this.#view = { version: 0, active: new Map(), ring: new Ring([]), dead: this.#dead, leaving: this.#leaving };
+    const empty = new Ring([]);
+    this.#view = {
+      version: 0,
+      active: new Map(),
+      ring: empty,
+      directoryRing: empty,
+      dead: this.#dead,
+      leaving: this.#leaving,
+    };
     this.#onDeclaredDead = onDeclaredDead;
   }
 
@@ -289,7 +306,7 @@ export class MembershipService {
     this.#tableReachable = false;
   }
 
-  /** Re-reads the table and publishes a new view if the active set changed. */
+  /** Re-reads the table and publishes a new view if the active or the leaving set changed. */
   refresh(): Promise<void> {
     this.#refreshing ??= this.#refresh().finally(() => (this.#refreshing = undefined));
     return this.#refreshing;
@@ -303,10 +320,19 @@ export class MembershipService {
       return;
     }
     const active = new Map<string, ActiveSilo>();
-    this.#leaving.clear();
+    const leaving = new Map<string, ActiveSilo>();
     for (const { entry } of snap.entries) {
       const id = siloId(entry);
-      if (entry.status === 'ShuttingDown' && id !== this.#selfId) this.#leaving.add(entry.address);
+      if (entry.status === 'ShuttingDown' && id !== this.#selfId) {
+        const prev = leaving.get(entry.address);
+        if (prev === undefined || prev.generation < entry.generation)
+          leaving.set(entry.address, {
+            id,
+            address: entry.address,
+            generation: entry.generation,
+            gatewayAddress: entry.gatewayAddress,
+          });
+      }
       if (id === this.#selfId) {
         if (entry.status === 'Dead' && !this.#stopped) {
           this.#logger.error({ silo: id }, 'this silo was declared dead by the cluster: stopping at once');
@@ -336,20 +362,35 @@ export class MembershipService {
     }
     for (const a of active.keys()) {
       this.#dead.delete(a);
-      this.#leaving.delete(a); // a newer generation on the address is active
+      leaving.delete(a); // a newer generation on the address is active
     }
+    for (const a of leaving.keys()) this.#dead.delete(a);
+    const oldLeaving = this.#leavingSilos;
+    this.#leavingSilos = leaving;
+    this.#leaving.clear();
+    for (const a of leaving.keys()) this.#leaving.add(a);
     const old = this.#view.active;
-    let changed = old.size !== active.size;
-    if (!changed) for (const [a, s] of active) if (old.get(a)?.id !== s.id) changed = true;
-    if (!changed) return;
+    const differ = (x: ReadonlyMap<string, ActiveSilo>, y: ReadonlyMap<string, ActiveSilo>): boolean => {
+      if (x.size !== y.size) return true;
+      for (const [a, s] of x) if (y.get(a)?.id !== s.id) return true;
+      return false;
+    };
+    const activeChanged = differ(old, active);
+    // A silo that starts to stop, or that stopped, changes the directory's ring.
+    if (!activeChanged && !differ(oldLeaving, leaving)) return;
+    const ring = activeChanged ? new Ring(active.keys()) : this.#view.ring;
     this.#view = {
       version: ++this.#viewVersion,
       active,
-      ring: new Ring(active.keys()),
+      ring,
+      directoryRing: leaving.size === 0 ? ring : new Ring([...active.keys(), ...leaving.keys()]),
       dead: this.#dead,
       leaving: this.#leaving,
     };
-    this.#logger.info({ version: this.#view.version, active: [...active.keys()] }, 'cluster view changed');
+    this.#logger.info(
+      { version: this.#view.version, active: [...active.keys()], leaving: [...leaving.keys()] },
+      'cluster view changed',
+    );
     if (channels.membershipChanged.hasSubscribers)
       channels.membershipChanged.publish({
         silo: this.#self.address,
@@ -367,10 +408,13 @@ export class MembershipService {
 
   async #probeRound(): Promise<void> {
     const v = this.#view;
-    const watched = v.ring.successors(this.#self.address, this.#opts.numProbedSilos);
+    // Leaving silos too: one that crashes while it stops must be declared dead, or its
+    // directory partition would stay with it.
+    const watched = v.directoryRing.successors(this.#self.address, this.#opts.numProbedSilos);
+    const leaving = this.#leavingSilos;
     await Promise.all(
       watched.map(async (address) => {
-        const s = v.active.get(address);
+        const s = v.active.get(address) ?? leaving.get(address);
         if (s === undefined) return;
         let ok = await this.#prober.probe(address, this.#opts.probeTimeoutMs);
         if (!ok) {

@@ -319,6 +319,11 @@ export const systemCalls = Object.freeze({
   /** Take these entries over (a leaving silo or an old owner hands its partition on). */
   'dir.handoff': call([['entries', shapes.array(wireEntry)]], shapes.null),
   /**
+   * The caller, stopping, hands its whole partition over: take these entries (those the
+   * callee owns without the caller, maybe none) and route past the caller from now on.
+   */
+  'dir.handoffAll': call([['entries', shapes.array(wireEntry)]], shapes.null),
+  /**
    * The cluster as the callee sees it, for operators' tools (a client asks a
    * gateway): the membership table read now, and activation counts by silo
    * (the callee's own now, the others' as last reported to it).

@@ -845,11 +845,14 @@ export class SiloCluster implements ConnectionHandler, Prober {
     this.#unreachable.clear();
     this.directory.routeVersion++;
     for (const a of view.active.keys()) if (!old.active.has(a)) this.#connector.forget(a);
-    for (const a of old.active.keys()) {
+    // Every silo that left the active set, or the directory's ring (a stopping silo that is now dead).
+    for (const a of old.directoryRing.members) {
       if (view.active.has(a)) continue;
-      this.#loads.delete(a);
-      this.#remotes.delete(a);
-      this.traffic.forget(a);
+      if (old.active.has(a)) {
+        this.#loads.delete(a);
+        this.#remotes.delete(a);
+        this.traffic.forget(a);
+      }
       if (view.dead.has(a)) {
         this.#connector.markDead(a);
         const err = new SiloUnavailableError(`silo ${a} was declared dead`);
@@ -945,7 +948,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
     if (left === 0) left = await this.#drain(drainTimeoutMs);
     if (left > 0)
       this.#logger.warn({ calls: left, timeoutMs: drainTimeoutMs }, 'calls still in flight at the end of the stop');
-    await this.directory.handOffAll(this.#view);
+    await this.directory.handOffAll();
     await this.membership.leave();
     await this.gossip();
     await this.close();

@@ -89,6 +89,39 @@ describe('membership service', () => {
     assert.equal(clock.pendingTimers, 0, 'stopped services leave no timer behind');
   });
 
+  it("keeps a stopping silo on the directory's ring, probes it, and declares it dead if it stops answering", async () => {
+    const clock = new ManualClock();
+    const store = new MemoryMembershipStore();
+    const net = new FakeNet();
+    const svcs = await cluster(3, store, net, { ...fast, clock });
+    const [s1, s2, s3] = svcs as [MembershipService, MembershipService, MembershipService];
+    const all = ['127.0.0.1:1', '127.0.0.1:2', '127.0.0.1:3'];
+    await s3.shuttingDown();
+    await Promise.all([s1.refresh(), s2.refresh()]);
+    for (const s of [s1, s2]) {
+      assert.deepEqual([...s.view.active.keys()].sort(), all.slice(0, 2), 'a stopping silo is not active');
+      assert.deepEqual(s.view.ring.members, all.slice(0, 2));
+      assert.deepEqual(s.view.directoryRing.members, all, "but keeps its part of the directory's ring");
+      assert.ok(s.view.leaving.has('127.0.0.1:3'));
+    }
+    assert.deepEqual(s3.view.directoryRing.members, all, 'its own view too');
+    // It crashes while it stops: the others probe it, and declare it dead.
+    const version = s1.view.version;
+    net.down.add('127.0.0.1:3');
+    await clock.advanceUntil(() => [s1, s2].every((s) => s.view.dead.has('127.0.0.1:3')), {
+      what: 'the stopping silo declared dead',
+      maxMs: 5000,
+    });
+    assert.ok((net.probes.get('127.0.0.1:3') ?? 0) > 0, 'it was probed');
+    for (const s of [s1, s2]) {
+      assert.deepEqual(s.view.directoryRing.members, all.slice(0, 2), "and it leaves the directory's ring");
+      assert.ok(!s.view.leaving.has('127.0.0.1:3'));
+    }
+    assert.ok(s1.view.version > version, 'in a new view, though the active set did not change');
+    assert.equal((await row(store, '127.0.0.1:3'))?.status, 'Dead');
+    for (const s of svcs) s.stop();
+  });
+
   it('deletes the rows of silos dead for longer than defunctSiloExpirationMs, and keeps the newer ones', async () => {
     const clock = new ManualClock();
     const store = new MemoryMembershipStore();

@@ -26,7 +26,8 @@ function viewOf(...addresses: string[]): ClusterView {
   const active = new Map<string, ActiveSilo>(
     addresses.map((address) => [address, { id: `${address}@1`, address, generation: 1, gatewayAddress: null }]),
   );
-  return { version: 1, active, ring: new Ring(addresses), dead: new Set(), leaving: new Set() };
+  const ring = new Ring(addresses);
+  return { version: 1, active, ring, directoryRing: ring, dead: new Set(), leaving: new Set() };
 }
 
 /** The dashboard's calls, which these tests do not make. */
@@ -236,6 +237,7 @@ describe('system calls', () => {
       'dashboard.silo',
       'dashboard.writeState',
       'dir.handoff',
+      'dir.handoffAll',
       'dir.lookup',
       'dir.register',
       'dir.registerMany',
