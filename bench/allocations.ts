@@ -4,6 +4,7 @@
 // trace on; every scavenge then stands for 16 MiB allocated, so
 // (scavenges with N calls - scavenges with none) x 16 MiB / N is the
 // allocation per call, within one scavenge's worth (16 MiB / N).
+// The floor of a call that can time out, as bench/local-call.ts measures it, is counted too.
 // Run: node --import tsx --conditions=source bench/allocations.ts [--calls=N]
 
 import { spawnSync } from 'node:child_process';
@@ -28,6 +29,32 @@ class Raw {
   }
 }
 
+/**
+ * The floor of a call that can time out (as in bench/local-call.ts): the raw
+ * method behind a promise its side can settle by itself, settled from one
+ * reaction on the method's promise.
+ */
+let capturedResolve: (v: number) => void = () => {};
+let capturedReject: (e: unknown) => void = () => {};
+function capture(res: (v: number) => void, rej: (e: unknown) => void): void {
+  capturedResolve = res;
+  capturedReject = rej;
+}
+class Settleable {
+  readonly #target = new Raw();
+  #resolve: (v: number) => void = capturedResolve;
+  #reject: (e: unknown) => void = capturedReject;
+  readonly #ok = (v: number): void => this.#resolve(v);
+  readonly #failed = (e: unknown): void => this.#reject(e);
+  add(n: number): Promise<number> {
+    const p = new Promise<number>(capture);
+    this.#resolve = capturedResolve;
+    this.#reject = capturedReject;
+    this.#target.add(n).then(this.#ok, this.#failed);
+    return p;
+  }
+}
+
 const SEMI_SPACE_MB = 16;
 const argv = process.argv.slice(2);
 
@@ -35,7 +62,13 @@ async function child(mode: string, calls: number): Promise<void> {
   const silo = await Silo.start({ grains: [Counter], logger: silentLogger() });
   const ref = silo.getGrain(Counter, 'k');
   const map = new Map([['k', new Raw()]]);
-  const call = mode === 'grain' ? (n: number) => ref.add(n) : (n: number) => (map.get('k') as Raw).add(n);
+  const floor = new Map([['k', new Settleable()]]);
+  const call =
+    mode === 'grain'
+      ? (n: number) => ref.add(n)
+      : mode === 'floor'
+        ? (n: number) => (floor.get('k') as Settleable).add(n)
+        : (n: number) => (map.get('k') as Raw).add(n);
   for (let i = 0; i < 100_000; i++) await call(1);
   for (let i = 0; i < calls; i++) await call(1);
   await silo.stop();
@@ -73,10 +106,14 @@ if (argv[0] === 'child') {
     ((scavenges(mode, calls) - scavenges(mode, 0)) * SEMI_SPACE_MB * 1024 * 1024) / calls;
   const r = perCall('raw');
   const g = perCall('grain');
+  const fl = perCall('floor');
   const slack = (SEMI_SPACE_MB * 1024 * 1024) / calls;
   console.log(
     `bytes allocated per sequential call, ${calls.toLocaleString('en-US')} calls (± ${slack.toFixed(0)} bytes)`,
   );
   console.log(`  raw awaited method: ${r.toFixed(0)}`);
   console.log(`  local grain call:   ${g.toFixed(0)} (${(g / r).toFixed(2)}x)`);
+  console.log(
+    `  the floor of a call that can time out (raw method, a promise its side settles, one reaction): ${fl.toFixed(0)} (${(fl / r).toFixed(2)}x; the grain call is ${(g / fl).toFixed(2)}x it)`,
+  );
 }
