@@ -63,6 +63,20 @@ class Settleable {
   }
 }
 
+/**
+ * For comparison only, what the contract's deadline costs: the caller gets the
+ * promise of the reaction that ends the turn, so nothing could reject it while
+ * the method runs (such a call could never time out).
+ */
+class Untimed {
+  readonly #target = new RawCounter();
+  /** The turn's end: here it only hands the value on. */
+  readonly #ended = (v: number): number => v;
+  add(n: number): Promise<number> {
+    return this.#target.add(n).then(this.#ended);
+  }
+}
+
 const quick = process.argv.includes('--quick');
 const metrics = process.argv.includes('--metrics');
 const dashboard = process.argv.includes('--dashboard');
@@ -118,32 +132,39 @@ async function main(): Promise<void> {
   const silo = await Silo.start({ grains: [BenchCounter, Small], logger: silentLogger(), metrics, dashboard });
   const raw = new Map<string, RawCounter>();
   const floor = new Map<string, Settleable>();
+  const untimed = new Map<string, Untimed>();
   const refs: Array<{ add(n: number): Promise<number> }> = [];
   const objs: RawCounter[] = [];
   for (let c = 0; c < CALLERS; c++) {
     raw.set(`k${c}`, new RawCounter());
     floor.set(`k${c}`, new Settleable());
+    untimed.set(`k${c}`, new Untimed());
     refs.push(silo.getGrain(BenchCounter, `k${c}`));
     objs.push(raw.get(`k${c}`) as RawCounter);
   }
   const keys = Array.from({ length: CALLERS }, (_, c) => `k${c}`);
   const rawAdd: Add = (k, n) => (raw.get(keys[k] as string) as RawCounter).add(n);
   const floorAdd: Add = (k, n) => (floor.get(keys[k] as string) as Settleable).add(n);
+  const untimedAdd: Add = (k, n) => (untimed.get(keys[k] as string) as Untimed).add(n);
   const grainAdd: Add = (k, n) => (refs[k] as { add(n: number): Promise<number> }).add(n);
   // Warm up both paths (activations exist, code is optimised).
   await sequential(rawAdd);
   await sequential(grainAdd);
   await sequential(floorAdd);
+  await sequential(untimedAdd);
   await concurrent(rawAdd);
   await concurrent(grainAdd);
   await concurrent(floorAdd);
+  await concurrent(untimedAdd);
 
   const rs: number[] = [],
     gs: number[] = [],
     rc: number[] = [],
     gcs: number[] = [],
     fs: number[] = [],
-    fc: number[] = [];
+    fc: number[] = [],
+    us: number[] = [],
+    uc: number[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     rs.push(await sequential(rawAdd));
     gs.push(await sequential(grainAdd));
@@ -151,13 +172,17 @@ async function main(): Promise<void> {
     gcs.push(await concurrent(grainAdd));
     fs.push(await sequential(floorAdd));
     fc.push(await concurrent(floorAdd));
+    us.push(await sequential(untimedAdd));
+    uc.push(await concurrent(untimedAdd));
   }
   const seqRaw = median(rs),
     seqGrain = median(gs),
     conRaw = median(rc),
     conGrain = median(gcs),
     seqFloor = median(fs),
-    conFloor = median(fc);
+    conFloor = median(fc),
+    seqUntimed = median(us),
+    conUntimed = median(uc);
 
   // Cold activations: first calls on new grains, 1,000 in flight at a time.
   const COLD = quick ? 20_000 : 100_000;
@@ -200,6 +225,9 @@ async function main(): Promise<void> {
   );
   console.log(
     `| concurrent calls/s | ${f(conFloor)} | ${f((100 * conFloor) / conRaw, 1)}% of raw | ${f((100 * conGrain) / conFloor, 1)}% of the floor |`,
+  );
+  console.log(
+    `| for comparison: no deadline possible (the caller gets the turn's own reaction) | ${f(seqUntimed)} ns, ${f(seqUntimed / seqRaw, 2)}x raw | ${f(conUntimed)} calls/s, ${f((100 * conUntimed) / conRaw, 1)}% of raw | |`,
   );
   console.log('');
   console.log(`| cold activations/s | ${f(COLD / coldSecs)} (${f(COLD)} grains) |`);
