@@ -24,17 +24,20 @@ import {
   Frame,
   RequestFlags,
   ResponseStatus,
-  decodeRequestHeader,
+  readRequestHeader,
+  RequestHeaderSlot,
   type RequestHeader,
   encodeSystemCall,
   encodeSystemResult,
   requestArgs,
   requestHeadOf,
+  smallArgs,
   contextBytes,
   rejectionOf,
   rejectionStatus,
   responseBody,
   responseHeadBytes,
+  responseHeadOf,
   responseId,
   responseStatus,
   responseValue,
@@ -188,6 +191,14 @@ class ConnectionReply implements RemoteReply {
   }
   respond(reqId: number, status: number, value: unknown): void {
     if (this.#conn.state === 'closed') return;
+    if (status === ResponseStatus.Ok) {
+      // A small value (a number, a short string...) is written straight into the outgoing batch.
+      const head = responseHeadOf(reqId, status, value);
+      if (head !== undefined) {
+        this.#conn.sendHead(Frame.Response, head, NO_BODY);
+        return;
+      }
+    }
     // A failure says on the wire what kind it is: try again, or a bug to fix.
     if (status !== ResponseStatus.Ok) status = rejectionStatus(value);
     let body: Uint8Array;
@@ -211,6 +222,8 @@ class ConnectionReply implements RemoteReply {
     if (this.#conn.state !== 'closed') this.#conn.send(Frame.Location, encode([targetId, address]));
   }
 }
+
+const NO_BODY = new Uint8Array(0);
 
 const replies = new WeakMap<Connection, ConnectionReply>();
 function replyOf(conn: Connection): ConnectionReply {
@@ -245,6 +258,8 @@ export class SiloCluster implements ConnectionHandler, Prober {
   dashboard: DashboardHandlers | undefined;
   readonly #pending = new Map<number, Message>();
   #reqSeq = 0;
+  /** Every incoming request's header is read into this one object (see #onRequest). */
+  readonly #header = new RequestHeaderSlot(true);
   readonly #sysPending = new Map<number, SystemPending>();
   /** The receiving end of every system call. */
   readonly #handlers: SystemCallHandlers;
@@ -613,8 +628,13 @@ export class SiloCluster implements ConnectionHandler, Prober {
     const reqId = (this.#reqSeq = (this.#reqSeq + 1) >>> 0 || 1);
     let body: Uint8Array;
     let context: Uint8Array | undefined;
+    /** Arguments the header writes in place (small values), else undefined and `body` holds them. */
+    let inPlace: unknown[] | undefined;
     try {
-      body = requestArgs(args);
+      if (smallArgs(args)) {
+        inPlace = args;
+        body = NO_BODY;
+      } else body = requestArgs(args);
       if (msg.context !== undefined) {
         context = contextBytes(msg.context.values);
         flags |= RequestFlags.Context;
@@ -645,7 +665,18 @@ export class SiloCluster implements ConnectionHandler, Prober {
       // A header that cannot be written (too long) or a frame over the limit is refused here, unsent.
       conn.sendHead(
         Frame.Request,
-        requestHeadOf(reqId, flags, msg.targetId, target, msg.method.name, msg.timeoutMs, msg.chain, msg.hops, context),
+        requestHeadOf(
+          reqId,
+          flags,
+          msg.targetId,
+          target,
+          msg.method.name,
+          msg.timeoutMs,
+          msg.chain,
+          msg.hops,
+          context,
+          inPlace,
+        ),
         body,
       );
     } catch (e) {
@@ -721,7 +752,8 @@ export class SiloCluster implements ConnectionHandler, Prober {
   }
 
   #onRequest(buf: Buffer, start: number, end: number, conn: Connection): void {
-    const h = decodeRequestHeader(buf, start, end);
+    // Read into one reused object: the host reads it synchronously, before the next request.
+    const h = readRequestHeader(buf, start, end, this.#header);
     if (this.#refusingClients && conn.peer?.role === 'client') {
       // The stop drained what came before; what a client sends now did not run: it retries elsewhere.
       if ((h.flags & RequestFlags.OneWay) === 0)
