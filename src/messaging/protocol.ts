@@ -20,7 +20,17 @@ import {
   SiloUnavailableError,
   isTransient,
 } from '../errors.ts';
-import { decode, encode, smallArrayBytes, smallBytes, writeSmall, writeSmallArray } from '../serialization/codec.ts';
+import {
+  NOT_SMALL,
+  decode,
+  encode,
+  readSmall,
+  readSmallArray,
+  smallArrayBytes,
+  smallBytes,
+  writeSmall,
+  writeSmallArray,
+} from '../serialization/codec.ts';
 import type { CodecContext } from '../serialization/symbols.ts';
 
 /** Frame types. 0xF0 and up belong to the transport's handshake. */
@@ -385,31 +395,60 @@ function readMethod(buf: Buffer, start: number, end: number): string {
  * Grain ids as read off the wire, by a hash of their bytes: the same bytes give
  * the same string object, so a silo reading the ids of the grains it serves
  * decodes each once, and its lookups by id hash and compare a string they have
- * seen before. Direct-mapped: a slot holds the last id that hashed there.
+ * seen before. Two ways per set: a set keeps the last two ids that hashed there.
  */
-const ID_SLOTS = 4096;
+const ID_SETS = 8192;
 /** Longer ids are decoded each time. */
-const ID_MAX_BYTES = 64;
-const idBytes = new Uint8Array(ID_SLOTS * ID_MAX_BYTES);
-/** The byte length of the id in each slot; 0 for an empty slot. */
-const idLengths = new Uint8Array(ID_SLOTS);
-const idStrs: string[] = new Array<string>(ID_SLOTS).fill('');
+const ID_MAX_BYTES = 48;
+const idBytes = new Uint8Array(2 * ID_SETS * ID_MAX_BYTES);
+/** The byte length of the id in each slot (set * 2 + way); 0 for an empty slot. */
+const idLengths = new Uint8Array(2 * ID_SETS);
+const idStrs: string[] = new Array<string>(2 * ID_SETS).fill('');
+/** Per set, the way to replace next: the one not hit last. */
+const idVictims = new Uint8Array(ID_SETS);
+
+/** Whether slot `slot` holds the id `buf[start, start + n)`. */
+function idIn(slot: number, buf: Buffer, start: number, n: number): boolean {
+  if (idLengths[slot] !== n) return false;
+  const at = slot * ID_MAX_BYTES;
+  let j = 0;
+  while (j < n && idBytes[at + j] === buf[start + j]) j++;
+  return j === n;
+}
 
 /** The UTF-8 string of `buf[start, end)`, the same string object as the last time these bytes were read (usually). */
 export function readId(buf: Buffer, start: number, end: number): string {
   const n = end - start;
   if (n === 0 || n > ID_MAX_BYTES) return buf.toString('utf8', start, end);
   let h = 0x811c9dc5 ^ n;
-  for (let i = start; i < end; i++) h = Math.imul(h ^ (buf[i] as number), 0x01000193);
-  const slot = (h ^ (h >>> 15)) & (ID_SLOTS - 1);
-  const at = slot * ID_MAX_BYTES;
-  if (idLengths[slot] === n) {
-    let i = 0;
-    while (i < n && idBytes[at + i] === buf[start + i]) i++;
-    if (i === n) return idStrs[slot] as string;
+  let i = start;
+  for (; i + 4 <= end; i += 4)
+    h = Math.imul(
+      h ^
+        ((buf[i] as number) |
+          ((buf[i + 1] as number) << 8) |
+          ((buf[i + 2] as number) << 16) |
+          ((buf[i + 3] as number) << 24)),
+      0x01000193,
+    );
+  for (; i < end; i++) h = Math.imul(h ^ (buf[i] as number), 0x01000193);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x45d9f3b);
+  const set = (h ^ (h >>> 16)) & (ID_SETS - 1);
+  const way0 = set * 2;
+  if (idIn(way0, buf, start, n)) {
+    idVictims[set] = 1;
+    return idStrs[way0] as string;
   }
+  if (idIn(way0 + 1, buf, start, n)) {
+    idVictims[set] = 0;
+    return idStrs[way0 + 1] as string;
+  }
+  const slot = way0 + (idVictims[set] as number);
+  idVictims[set] = slot === way0 ? 1 : 0;
   const str = buf.toString('utf8', start, end);
-  for (let i = 0; i < n; i++) idBytes[at + i] = buf[start + i] as number;
+  const at = slot * ID_MAX_BYTES;
+  for (let j = 0; j < n; j++) idBytes[at + j] = buf[start + j] as number;
   idLengths[slot] = n;
   idStrs[slot] = str;
   return str;
@@ -438,10 +477,12 @@ export class RequestHeaderSlot implements RequestHeader {
   constructor(reuseChain = false) {
     this.#reuseChain = reuseChain;
   }
-  chainArray(): string[] {
-    if (!this.#reuseChain) return [];
-    this.#chain.length = 0;
-    return this.#chain;
+  /** An array for a chain of `n` ids, to fill. */
+  chainArray(n: number): string[] {
+    if (!this.#reuseChain) return new Array<string>(n);
+    const chain = this.#chain;
+    if (chain.length !== n) chain.length = n;
+    return chain;
   }
 }
 
@@ -479,12 +520,12 @@ export function readRequestHeader(buf: Buffer, start: number, end: number, into:
   at += 2;
   let chain: string[] | null = null;
   if (n > 0) {
-    chain = into.chainArray();
+    chain = into.chainArray(n);
     for (let i = 0; i < n; i++) {
       if (at + 2 > end) throw new ProtocolError('request header overruns its frame (chain)');
       const l = ((buf[at] as number) << 8) | (buf[at + 1] as number);
       if (at + 2 + l > end) throw new ProtocolError('request header overruns its frame (chain)');
-      chain.push(readId(buf, at + 2, at + 2 + l));
+      chain[i] = readId(buf, at + 2, at + 2 + l);
       at += 2 + l;
     }
   }
@@ -520,6 +561,9 @@ export function decodeRequestHeader(buf: Buffer, start = 0, end = buf.length): R
 
 /** Decodes a request's arguments from the buffer its header was read from, binding references to `ctx`. */
 export function decodeRequestArgs(buf: Buffer, header: RequestHeader, ctx: CodecContext): unknown[] {
+  // Small values (numbers, short strings...) are read here; the rest, and anything malformed, by the codec.
+  const small = readSmallArray(buf, header.argsOffset, header.argsEnd);
+  if (small !== undefined) return small;
   const args = decode(buf, ctx, header.argsOffset, header.argsEnd);
   if (!Array.isArray(args)) throw new ProtocolError('request arguments are not an array');
   return args;
@@ -616,7 +660,8 @@ export function responseHead(buf: Buffer, start = 0, end = buf.length): { reqId:
 
 /** Decodes the value of the response in `buf[start, end)`, binding references to `ctx`. */
 export function responseValue(buf: Buffer, ctx: CodecContext | undefined, start = 0, end = buf.length): unknown {
-  return decode(buf, ctx, start + 5, end);
+  const small = readSmall(buf, start + 5, end);
+  return small !== NOT_SMALL ? small : decode(buf, ctx, start + 5, end);
 }
 
 /** A system call: codec([seq, op, args]). */

@@ -151,9 +151,9 @@ class RemoteTarget implements Target {
   receive(msg: Message): void {
     this.#cluster.send(msg, this.address);
   }
-  /** Sends with the target's header bytes when the caller keeps them. */
-  send(msg: Message, target: Uint8Array | undefined): void {
-    this.#cluster.send(msg, this.address, target);
+  /** Sends with the target's header bytes when the caller keeps them; `cached`: see SiloCluster.send. */
+  send(msg: Message, target: Uint8Array | undefined, cached: boolean): void {
+    this.#cluster.send(msg, this.address, target, cached);
   }
 }
 
@@ -174,12 +174,21 @@ class KeptRoute implements Target {
   }
   /** The grain's id as request headers write it: encoded once, for every call through this route. */
   #bytes: Uint8Array | undefined;
+  /**
+   * Whether the directory cache named this route's silo when the route was first
+   * used: then it still does while the route is live (any change to the cache
+   * changes the route version), and responses need not set it again.
+   */
+  #cached: boolean | undefined;
   get live(): boolean {
     return this.#dir.routeVersion === this.#version;
   }
   receive(msg: Message): void {
-    if (this.#bytes === undefined && msg.targetId.length < 16_384) this.#bytes = targetBytes(msg.targetId);
-    this.#to.send(msg, this.#bytes);
+    if (this.#cached === undefined) {
+      this.#cached = this.#dir.cached(msg.targetId) === this.#to.address;
+      if (msg.targetId.length < 16_384) this.#bytes = targetBytes(msg.targetId);
+    }
+    this.#to.send(msg, this.#bytes, this.#cached);
   }
 }
 
@@ -256,6 +265,11 @@ export class SiloCluster implements ConnectionHandler, Prober {
   readonly traffic: PeerTraffic;
   /** What answers the dashboard's system calls; the silo sets it (see hosting/dashboard.ts). */
   dashboard: DashboardHandlers | undefined;
+  /**
+   * Calls sent to other silos, by request id. Request ids are even, plus 1 when
+   * the directory cache named the callee's silo as the call was sent (see
+   * KeptRoute): the response of such a call does not look the cache up again.
+   */
   readonly #pending = new Map<number, Message>();
   #reqSeq = 0;
   /** Every incoming request's header is read into this one object (see #onRequest). */
@@ -579,16 +593,21 @@ export class SiloCluster implements ConnectionHandler, Prober {
 
   // ---- Outgoing calls -----------------------------------------------------------
 
-  /** Sends a call to another silo; a failure to reach it fails the call at once. */
-  send(msg: Message, address: string, target?: Uint8Array): void {
+  /**
+   * Sends a call to another silo; a failure to reach it fails the call at once.
+   * `target`: the grain id's header bytes, when the caller keeps them. `cached`:
+   * the directory cache names `address` for the grain, and still will if the
+   * response comes back before the routes change.
+   */
+  send(msg: Message, address: string, target?: Uint8Array, cached = false): void {
     if (msg.done) return;
     const conn = this.#connector.peek(address);
     if (conn !== undefined && conn.isOpen) {
-      this.#sendOn(conn, msg, address, target);
+      this.#sendOn(conn, msg, address, target, cached);
       return;
     }
     this.#connector.get(address).then(
-      (c) => this.#sendOn(c, msg, address, target),
+      (c) => this.#sendOn(c, msg, address, target, cached),
       (e: unknown) => this.#unsent(msg, address, e),
     );
   }
@@ -617,7 +636,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
     this.#host.redispatch(msg);
   }
 
-  #sendOn(conn: Connection, msg: Message, address: string, target?: Uint8Array): void {
+  #sendOn(conn: Connection, msg: Message, address: string, target?: Uint8Array, cached = false): void {
     if (msg.done) return;
     let args = msg.args;
     let flags = msg.method.oneWay ? RequestFlags.OneWay : 0;
@@ -625,7 +644,8 @@ export class SiloCluster implements ConnectionHandler, Prober {
       flags |= RequestFlags.Signal;
       args = args.slice(0, -1);
     }
-    const reqId = (this.#reqSeq = (this.#reqSeq + 1) >>> 0 || 1);
+    const seq = (this.#reqSeq = (this.#reqSeq + 2) >>> 0 || 2);
+    const reqId = cached ? seq + 1 : seq;
     let body: Uint8Array;
     let context: Uint8Array | undefined;
     /** Arguments the header writes in place (small values), else undefined and `body` holds them. */
@@ -782,7 +802,8 @@ export class SiloCluster implements ConnectionHandler, Prober {
       this.#host.calls.fail(msg, e);
       return;
     }
-    if (msg.via !== undefined && this.directory.cached(msg.targetId) !== msg.via)
+    // Learn where the grain lives, unless the cache said so when the call was sent (an odd request id).
+    if ((reqId & 1) === 0 && msg.via !== undefined && this.directory.cached(msg.targetId) !== msg.via)
       this.directory.cache(msg.targetId, msg.via);
     if (status === ResponseStatus.Ok) this.#host.calls.succeed(msg, value);
     else this.#host.calls.fail(msg, rejectionOf(status, value));

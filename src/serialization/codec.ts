@@ -1166,3 +1166,131 @@ function putSmall(v: unknown, buf: Buffer, p: number): number {
       return p + 1;
   }
 }
+
+/** What `readSmall` gives for bytes it leaves to `decode`. */
+export const NOT_SMALL: unique symbol = Symbol('not a small value');
+
+/** Where the last `getSmall` ended. */
+let smallEnd = 0;
+
+/** One value as `putSmall` writes it, at `p` (before `end`); NOT_SMALL for anything else. Sets smallEnd. */
+function getSmall(buf: Uint8Array, p: number, end: number): unknown {
+  if (p >= end) return NOT_SMALL;
+  const b = buf[p] as number;
+  if (b < 0x80) {
+    smallEnd = p + 1;
+    return b;
+  }
+  if (b >= 0xe0) {
+    smallEnd = p + 1;
+    return b - 0x100;
+  }
+  if (b >= 0xa0 && b < 0xc0) return getAscii(buf, p + 1, b & 0x1f, end);
+  switch (b) {
+    case 0xc0:
+      smallEnd = p + 1;
+      return null;
+    case 0xc2:
+      smallEnd = p + 1;
+      return false;
+    case 0xc3:
+      smallEnd = p + 1;
+      return true;
+    case 0xcc:
+      if (p + 2 > end) return NOT_SMALL;
+      smallEnd = p + 2;
+      return buf[p + 1] as number;
+    case 0xcd:
+      if (p + 3 > end) return NOT_SMALL;
+      smallEnd = p + 3;
+      return ((buf[p + 1] as number) << 8) | (buf[p + 2] as number);
+    case 0xce:
+      if (p + 5 > end) return NOT_SMALL;
+      smallEnd = p + 5;
+      return (
+        (((buf[p + 1] as number) << 24) |
+          ((buf[p + 2] as number) << 16) |
+          ((buf[p + 3] as number) << 8) |
+          (buf[p + 4] as number)) >>>
+        0
+      );
+    case 0xd0:
+      if (p + 2 > end) return NOT_SMALL;
+      smallEnd = p + 2;
+      return ((buf[p + 1] as number) << 24) >> 24;
+    case 0xd1:
+      if (p + 3 > end) return NOT_SMALL;
+      smallEnd = p + 3;
+      return ((((buf[p + 1] as number) << 8) | (buf[p + 2] as number)) << 16) >> 16;
+    case 0xd2:
+      if (p + 5 > end) return NOT_SMALL;
+      smallEnd = p + 5;
+      return (
+        ((buf[p + 1] as number) << 24) |
+        ((buf[p + 2] as number) << 16) |
+        ((buf[p + 3] as number) << 8) |
+        (buf[p + 4] as number)
+      );
+    case 0xcb: {
+      if (p + 9 > end) return NOT_SMALL;
+      smallEnd = p + 9;
+      for (let i = 0; i < 8; i++) f64bytes[7 - i] = buf[p + 1 + i] as number;
+      return f64[0];
+    }
+    case 0xd4:
+      if (p + 3 > end || buf[p + 1] !== 0 || buf[p + 2] !== 0) return NOT_SMALL;
+      smallEnd = p + 3;
+      return undefined;
+    case 0xd9:
+      if (p + 2 > end) return NOT_SMALL;
+      return getAscii(buf, p + 2, buf[p + 1] as number, end);
+    default:
+      return NOT_SMALL;
+  }
+}
+
+const f64 = new Float64Array(1);
+/** f64's bytes, little-endian first (a check below refuses other machines). */
+const f64bytes = new Uint8Array(f64.buffer);
+const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** `n` bytes of ASCII at `p` as a string; NOT_SMALL if they overrun `end` or are not ASCII. */
+function getAscii(buf: Uint8Array, p: number, n: number, end: number): unknown {
+  if (p + n > end) return NOT_SMALL;
+  let s = '';
+  for (let i = 0; i < n; i++) {
+    const c = buf[p + i] as number;
+    if (c >= 0x80) return NOT_SMALL;
+    s += String.fromCharCode(c);
+  }
+  smallEnd = p + n;
+  return s;
+}
+
+/**
+ * The value `decode(buf, ctx, start, end)` gives, when the bytes are a small
+ * value as `writeSmall` writes it (references need no context, as there are
+ * none); NOT_SMALL otherwise, for `decode` to read (and to judge).
+ */
+export function readSmall(buf: Uint8Array, start: number, end: number): unknown {
+  if (!littleEndian || end - start < 2 || buf[start] !== FORMAT) return NOT_SMALL;
+  const v = getSmall(buf, start + 1, end);
+  return v !== NOT_SMALL && smallEnd === end ? v : NOT_SMALL;
+}
+
+/** Like readSmall for an array of up to 15 small values; undefined for anything else. */
+export function readSmallArray(buf: Uint8Array, start: number, end: number): unknown[] | undefined {
+  if (!littleEndian || end - start < 2 || buf[start] !== FORMAT) return undefined;
+  const h = buf[start + 1] as number;
+  if ((h & 0xf0) !== 0x90) return undefined;
+  const n = h & 0x0f;
+  const out: unknown[] = [];
+  let p = start + 2;
+  for (let i = 0; i < n; i++) {
+    const v = getSmall(buf, p, end);
+    if (v === NOT_SMALL) return undefined;
+    out.push(v);
+    p = smallEnd;
+  }
+  return p === end ? out : undefined;
+}

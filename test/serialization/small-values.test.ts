@@ -5,8 +5,11 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  NOT_SMALL,
   decode,
   encode,
+  readSmall,
+  readSmallArray,
   smallArrayBytes,
   smallBytes,
   writeSmall,
@@ -83,5 +86,32 @@ describe('small values written in place', () => {
       assert.equal(smallBytes(v), -1);
     assert.equal(smallArrayBytes(new Array(16).fill(1)), -1);
     assert.equal(smallArrayBytes([1, {}]), -1);
+  });
+
+  it('reads small values back as decode() does, and leaves the rest (or bytes cut short) to it', () => {
+    for (const v of small) {
+      const bytes = Buffer.from(encode(v));
+      const framed = Buffer.concat([Buffer.from([9, 9]), bytes, Buffer.from([7])]);
+      assert.ok(Object.is(readSmall(framed, 2, 2 + bytes.length), decode(bytes)), `value ${String(v)}`);
+      if (bytes.length > 2) assert.equal(readSmall(bytes, 0, bytes.length - 1), NOT_SMALL, `${String(v)} cut short`);
+    }
+    for (const v of ['é', {}, [], 5n, new Date(0), [1]]) {
+      const bytes = Buffer.from(encode(v));
+      assert.equal(readSmall(bytes, 0, bytes.length), NOT_SMALL);
+    }
+    const a = [1, 'a', null, true, undefined, -5, 2.5, 70000, -70000];
+    const bytes = Buffer.from(encode(a));
+    assert.deepEqual(readSmallArray(bytes, 0, bytes.length), decode(bytes));
+    assert.equal(readSmallArray(bytes, 0, bytes.length - 1), undefined, 'cut short');
+    assert.equal(
+      readSmallArray(Buffer.concat([bytes, Buffer.from([1])]), 0, bytes.length + 1),
+      undefined,
+      'bytes left over',
+    );
+    for (const v of [[{}], new Array(16).fill(0), 3, ['é']]) {
+      const b = Buffer.from(encode(v));
+      assert.equal(readSmallArray(b, 0, b.length), undefined);
+    }
+    assert.equal(readSmallArray(Buffer.from([0x02, 0x91, 0x01]), 0, 3), undefined, 'another format byte');
   });
 });
