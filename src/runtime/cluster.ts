@@ -74,6 +74,7 @@ import {
   type WireClusterStatus,
 } from '../messaging/system-calls.ts';
 import { failingTarget, type Target } from './activation.ts';
+import { PendingCalls } from './pending-calls.ts';
 import type { CallSettler } from './call-tracker.ts';
 import { parseObserverKey, SILO_OBSERVER_OWNER, unreachableObserver } from './observers.ts';
 
@@ -270,7 +271,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
    * the directory cache named the callee's silo as the call was sent (see
    * KeptRoute): the response of such a call does not look the cache up again.
    */
-  readonly #pending = new Map<number, Message>();
+  readonly #pending = new PendingCalls<Message>();
   #reqSeq = 0;
   /** Every incoming request's header is read into this one object (see #onRequest). */
   readonly #header = new RequestHeaderSlot(true);
@@ -725,7 +726,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
     const err = new SiloUnavailableError(
       `connection to silo ${address} was lost${conn.closeInfo !== undefined ? `: ${conn.closeInfo.reason}` : ''}`,
     );
-    for (const [id, msg] of this.#pending) {
+    for (const [id, msg] of this.#pending.entries()) {
       if (msg.via === address) {
         this.#pending.delete(id);
         this.#host.calls.fail(msg, err);
@@ -792,9 +793,8 @@ export class SiloCluster implements ConnectionHandler, Prober {
   #onResponse(buf: Buffer, start: number, end: number): void {
     const reqId = responseId(buf, start, end);
     const status = responseStatus(buf, start);
-    const msg = this.#pending.get(reqId);
+    const msg = this.#pending.take(reqId);
     if (msg === undefined) return; // the caller gave up (deadline, cancel)
-    this.#pending.delete(reqId);
     let value: unknown;
     try {
       value = responseValue(buf, msg.caller ?? this.#host.codecContext, start, end);
@@ -906,7 +906,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
       if (view.dead.has(a)) {
         this.#connector.markDead(a);
         const err = new SiloUnavailableError(`silo ${a} was declared dead`);
-        for (const [id, msg] of this.#pending) {
+        for (const [id, msg] of this.#pending.entries()) {
           if (msg.via === a) {
             this.#pending.delete(id);
             this.#host.calls.fail(msg, err);
@@ -1012,8 +1012,9 @@ export class SiloCluster implements ConnectionHandler, Prober {
     this.membership.stop();
     if (this.#loadTimer !== undefined) clearInterval(this.#loadTimer);
     const err = new SiloUnavailableError(`silo ${this.address} stopped`);
-    for (const msg of this.#pending.values()) this.#host.calls.fail(msg, err);
+    const pending = this.#pending.entries();
     this.#pending.clear();
+    for (const [, msg] of pending) this.#host.calls.fail(msg, err);
     for (const p of this.#sysPending.values()) {
       clearTimeout(p.timer);
       p.reject(err);
