@@ -1,9 +1,11 @@
 // The calls a silo sent to other silos and waits on, by request id. Request ids
-// are handed out in sequence, so a table indexed by the id's low bits holds them
-// with few collisions (linear probing, deletion by backward shift), in arrays
-// allocated once: no allocation per call, and none of a Map's rehashing as calls
-// come and go (a Map of 1,000 calls in flight reallocated its table every few
-// thousand calls).
+// are handed out in sequence, so each goes to the slot its low bits name, in
+// arrays allocated once: no allocation per call, and none of a Map's rehashing
+// as calls come and go (a Map of 1,000 calls in flight reallocated its table
+// every few thousand calls). An id whose slot is still taken (a call that has
+// waited while as many newer ones were made as there are slots) goes to a Map
+// on the side. (Linear probing was tried first: with ids in sequence every call
+// in flight forms one run, and each removal scanned all of it.)
 
 /** Request ids (not 0) to values, for one caller's calls in flight. */
 export class PendingCalls<T> {
@@ -11,6 +13,8 @@ export class PendingCalls<T> {
   #values: (T | undefined)[];
   #mask: number;
   #size = 0;
+  /** Ids whose slot was taken when they came. */
+  #overflow: Map<number, T> | undefined;
 
   constructor(capacity = 1024) {
     let n = 16;
@@ -24,61 +28,75 @@ export class PendingCalls<T> {
     return this.#size;
   }
 
-  /** The slot of `id` (a request id drops its low bit: ids are even, or even plus a flag). */
-  #home(id: number): number {
+  /** The slot of `id`: a request id drops its low bit (ids are even, or even plus a flag). */
+  #slot(id: number): number {
     return (id >>> 1) & this.#mask;
   }
 
-  #find(id: number): number {
-    const ids = this.#ids;
-    const mask = this.#mask;
-    for (let i = this.#home(id); ; i = (i + 1) & mask) {
-      const k = ids[i] as number;
-      if (k === id) return i;
-      if (k === 0) return -1;
-    }
-  }
-
   get(id: number): T | undefined {
-    const i = this.#find(id >>> 0);
-    return i < 0 ? undefined : this.#values[i];
+    id >>>= 0;
+    const i = this.#slot(id);
+    if (this.#ids[i] === id) return this.#values[i];
+    return this.#overflow?.get(id);
   }
 
   /** Adds or replaces; `id` must not be 0. */
   set(id: number, value: T): void {
     id >>>= 0;
     if (id === 0) throw new RangeError('request id 0 is not a request id');
-    if ((this.#size + 1) * 2 > this.#ids.length) this.#grow();
-    const ids = this.#ids;
-    const mask = this.#mask;
-    let i = this.#home(id);
-    for (;;) {
-      const k = ids[i] as number;
-      if (k === id) {
-        this.#values[i] = value;
-        return;
-      }
-      if (k === 0) break;
-      i = (i + 1) & mask;
+    const i = this.#slot(id);
+    const k = this.#ids[i] as number;
+    if (k === id) {
+      this.#values[i] = value;
+      return;
     }
-    ids[i] = id;
-    this.#values[i] = value;
+    if (this.#overflow?.has(id) === true) {
+      this.#overflow.set(id, value);
+      return;
+    }
+    if ((this.#size + 1) * 2 > this.#ids.length) {
+      this.#grow();
+      this.set(id, value);
+      return;
+    }
+    if (k === 0) {
+      this.#ids[i] = id;
+      this.#values[i] = value;
+    } else (this.#overflow ??= new Map()).set(id, value);
     this.#size++;
   }
 
   /** Removes `id` and returns its value, if it was there. */
   take(id: number): T | undefined {
-    const i = this.#find(id >>> 0);
-    if (i < 0) return undefined;
-    const value = this.#values[i];
-    this.#removeAt(i);
+    id >>>= 0;
+    const i = this.#slot(id);
+    if (this.#ids[i] === id) {
+      const value = this.#values[i];
+      this.#ids[i] = 0;
+      this.#values[i] = undefined;
+      this.#size--;
+      return value;
+    }
+    const overflow = this.#overflow;
+    if (overflow === undefined) return undefined;
+    const value = overflow.get(id);
+    if (value === undefined && !overflow.has(id)) return undefined;
+    overflow.delete(id);
+    this.#size--;
     return value;
   }
 
   delete(id: number): boolean {
-    const i = this.#find(id >>> 0);
-    if (i < 0) return false;
-    this.#removeAt(i);
+    id >>>= 0;
+    const i = this.#slot(id);
+    if (this.#ids[i] === id) {
+      this.#ids[i] = 0;
+      this.#values[i] = undefined;
+      this.#size--;
+      return true;
+    }
+    if (this.#overflow?.delete(id) !== true) return false;
+    this.#size--;
     return true;
   }
 
@@ -87,43 +105,25 @@ export class PendingCalls<T> {
     const out: [number, T][] = [];
     const ids = this.#ids;
     for (let i = 0; i < ids.length; i++) if (ids[i] !== 0) out.push([ids[i] as number, this.#values[i] as T]);
+    if (this.#overflow !== undefined) for (const e of this.#overflow) out.push(e);
     return out;
   }
 
   clear(): void {
     this.#ids.fill(0);
     this.#values.fill(undefined);
+    this.#overflow = undefined;
     this.#size = 0;
-  }
-
-  /** Empties slot `i`, moving later entries of its probe run back so that every entry stays reachable. */
-  #removeAt(i: number): void {
-    const ids = this.#ids;
-    const values = this.#values;
-    const mask = this.#mask;
-    let hole = i;
-    for (let j = (i + 1) & mask; ids[j] !== 0; j = (j + 1) & mask) {
-      const home = this.#home(ids[j] as number);
-      // The entry at j may move to the hole unless its home lies cyclically in (hole, j].
-      const stays = hole <= j ? hole < home && home <= j : hole < home || home <= j;
-      if (stays) continue;
-      ids[hole] = ids[j] as number;
-      values[hole] = values[j];
-      hole = j;
-    }
-    ids[hole] = 0;
-    values[hole] = undefined;
-    this.#size--;
   }
 
   #grow(): void {
-    const oldIds = this.#ids;
-    const oldValues = this.#values;
-    const n = oldIds.length * 2;
+    const entries = this.entries();
+    const n = this.#ids.length * 2;
     this.#ids = new Uint32Array(n);
     this.#values = new Array<T | undefined>(n).fill(undefined);
     this.#mask = n - 1;
+    this.#overflow = undefined;
     this.#size = 0;
-    for (let i = 0; i < oldIds.length; i++) if (oldIds[i] !== 0) this.set(oldIds[i] as number, oldValues[i] as T);
+    for (const [id, value] of entries) this.set(id, value);
   }
 }
