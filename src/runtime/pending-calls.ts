@@ -7,6 +7,8 @@
 // on the side. (Linear probing was tried first: with ids in sequence every call
 // in flight forms one run, and each removal scanned all of it.)
 
+import { ProtocolError } from '../errors.ts';
+
 /** Request ids (not 0) to values, for one caller's calls in flight. */
 export class PendingCalls<T> {
   #ids: Uint32Array;
@@ -43,7 +45,7 @@ export class PendingCalls<T> {
   /** Adds or replaces; `id` must not be 0. */
   set(id: number, value: T): void {
     id >>>= 0;
-    if (id === 0) throw new RangeError('request id 0 is not a request id');
+    if (id === 0) throw new ProtocolError('request id 0 is not a request id');
     const i = this.#slot(id);
     const k = this.#ids[i] as number;
     if (k === id) {

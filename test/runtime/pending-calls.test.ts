@@ -5,6 +5,7 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { ProtocolError } from '../../src/errors.ts';
 import { PendingCalls } from '../../src/runtime/pending-calls.ts';
 
 describe('PendingCalls', () => {
@@ -70,6 +71,6 @@ describe('PendingCalls', () => {
   });
 
   it('refuses id 0', () => {
-    assert.throws(() => new PendingCalls<number>().set(0, 1), RangeError);
+    assert.throws(() => new PendingCalls<number>().set(0, 1), ProtocolError);
   });
 });
