@@ -20,7 +20,17 @@ import {
   SiloUnavailableError,
   isTransient,
 } from '../errors.ts';
-import { decode, encode } from '../serialization/codec.ts';
+import {
+  NOT_SMALL,
+  decode,
+  encode,
+  readSmall,
+  readSmallArray,
+  smallArrayBytes,
+  smallBytes,
+  writeSmall,
+  writeSmallArray,
+} from '../serialization/codec.ts';
 import type { CodecContext } from '../serialization/symbols.ts';
 
 /** Frame types. 0xF0 and up belong to the transport's handshake. */
@@ -193,6 +203,8 @@ class RequestHead implements HeadWriter {
   chain: readonly string[] | ChainNode | null | undefined = null;
   hops = 0;
   context: Uint8Array | undefined = undefined;
+  /** Arguments written in place after the header (small values only), or undefined when the frame's body has them. */
+  args: readonly unknown[] | undefined = undefined;
   maxBytes = 0;
 
   writeTo(buf: Buffer, at: number): number {
@@ -250,6 +262,8 @@ class RequestHead implements HeadWriter {
       buf.set(ctx, p + 4);
       p += 4 + len;
     }
+    const args = this.args;
+    if (args !== undefined) p = writeSmallArray(args, buf, p);
     return p;
   }
 }
@@ -268,8 +282,11 @@ const requestHeadScratch = new RequestHead();
 /**
  * The header of a request, to hand to `sendHead` at once. `target`, when
  * given, is `targetBytes(targetId)`, kept by the caller; `context`, the
- * encoded request context (`contextBytes`), given with flag Context. Throws a
- * ConfigurationError for a method name too long for the header.
+ * encoded request context (`contextBytes`), given with flag Context. `args`,
+ * when given, are written after the header as `requestArgs(args)` would encode
+ * them (send the frame with an empty body then): only for arguments that
+ * `smallArgs` takes. Throws a ConfigurationError for a method name too long
+ * for the header.
  */
 export function requestHeadOf(
   reqId: number,
@@ -281,6 +298,7 @@ export function requestHeadOf(
   chain: readonly string[] | ChainNode | null | undefined,
   hops: number,
   context?: Uint8Array,
+  args?: readonly unknown[],
 ): HeadWriter {
   const h = requestHeadScratch;
   h.reqId = reqId >>> 0;
@@ -293,8 +311,10 @@ export function requestHeadOf(
   h.chain = chain;
   h.hops = Math.min(255, hops);
   h.context = context;
+  h.args = args;
   let max = 12 + (target !== undefined ? target.length : 2 + 3 * targetId.length) + m.length;
   if (context !== undefined) max += 4 + context.length;
+  if (args !== undefined) max += smallArrayBytes(args);
   if (chain != null) {
     if (Array.isArray(chain)) for (let i = 0; i < chain.length; i++) max += 2 + 3 * (chain[i] as string).length;
     else
@@ -318,6 +338,14 @@ export function requestHead(
   const h = requestHeadOf(reqId, flags, targetId, undefined, method, timeoutMs, chain, hops, context);
   const buf = Buffer.allocUnsafe(h.maxBytes);
   return buf.subarray(0, h.writeTo(buf, 0));
+}
+
+/**
+ * Whether `requestHeadOf` can write `args` in place: up to 15 numbers,
+ * booleans, nulls, undefineds and short ASCII strings.
+ */
+export function smallArgs(args: readonly unknown[]): boolean {
+  return smallArrayBytes(args) >= 0;
 }
 
 /** Encodes a request's arguments; throws SerializationError naming `args[i]...` for bad ones. */
@@ -363,18 +391,127 @@ function readMethod(buf: Buffer, start: number, end: number): string {
   return str;
 }
 
-/** Decodes the request header in `buf[start, end)` in place; throws ProtocolError when malformed. */
-export function decodeRequestHeader(buf: Buffer, start = 0, end = buf.length): RequestHeader {
+/**
+ * Grain ids as read off the wire, by a hash of their bytes: the same bytes give
+ * the same string object, so a silo reading the ids of the grains it serves
+ * decodes each once, and its lookups by id hash and compare a string they have
+ * seen before. Two ways per set: a set keeps the last two ids that hashed there.
+ */
+const ID_SETS = 8192;
+/** Longer ids are decoded each time. */
+const ID_MAX_BYTES = 48;
+const idBytes = new Uint8Array(2 * ID_SETS * ID_MAX_BYTES);
+/** The byte length of the id in each slot (set * 2 + way); 0 for an empty slot. */
+const idLengths = new Uint8Array(2 * ID_SETS);
+const idStrs: string[] = new Array<string>(2 * ID_SETS).fill('');
+/** Per set, the way to replace next: the one not hit last. */
+const idVictims = new Uint8Array(ID_SETS);
+
+/** Whether slot `slot` holds the id `buf[start, start + n)`. */
+function idIn(slot: number, buf: Buffer, start: number, n: number): boolean {
+  if (idLengths[slot] !== n) return false;
+  const at = slot * ID_MAX_BYTES;
+  let j = 0;
+  while (j < n && idBytes[at + j] === buf[start + j]) j++;
+  return j === n;
+}
+
+/** The UTF-8 string of `buf[start, end)`, the same string object as the last time these bytes were read (usually). */
+export function readId(buf: Buffer, start: number, end: number): string {
+  const n = end - start;
+  if (n === 0 || n > ID_MAX_BYTES) return buf.toString('utf8', start, end);
+  let h = 0x811c9dc5 ^ n;
+  let i = start;
+  for (; i + 4 <= end; i += 4)
+    h = Math.imul(
+      h ^
+        ((buf[i] as number) |
+          ((buf[i + 1] as number) << 8) |
+          ((buf[i + 2] as number) << 16) |
+          ((buf[i + 3] as number) << 24)),
+      0x01000193,
+    );
+  for (; i < end; i++) h = Math.imul(h ^ (buf[i] as number), 0x01000193);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x45d9f3b);
+  const set = (h ^ (h >>> 16)) & (ID_SETS - 1);
+  const way0 = set * 2;
+  if (idIn(way0, buf, start, n)) {
+    idVictims[set] = 1;
+    return idStrs[way0] as string;
+  }
+  if (idIn(way0 + 1, buf, start, n)) {
+    idVictims[set] = 0;
+    return idStrs[way0 + 1] as string;
+  }
+  const slot = way0 + (idVictims[set] as number);
+  idVictims[set] = slot === way0 ? 1 : 0;
+  const str = buf.toString('utf8', start, end);
+  const at = slot * ID_MAX_BYTES;
+  for (let j = 0; j < n; j++) idBytes[at + j] = buf[start + j] as number;
+  idLengths[slot] = n;
+  idStrs[slot] = str;
+  return str;
+}
+
+/**
+ * A request header to read into (`readRequestHeader`): a silo reads each
+ * request into one such object, reused, instead of a new object per request.
+ */
+export class RequestHeaderSlot implements RequestHeader {
+  reqId = 0;
+  flags = 0;
+  targetId = '';
+  method = '';
+  timeoutMs = 0;
+  chain: string[] | null = null;
+  hops = 0;
+  contextOffset = 0;
+  contextEnd = 0;
+  argsOffset = 0;
+  argsEnd = 0;
+  /** The chain's array, reused from one request to the next when `reuseChain`. */
+  readonly #chain: string[] = [];
+  readonly #reuseChain: boolean;
+  /** `reuseChain`: `chain` is one array refilled per request (read it before the next one). */
+  constructor(reuseChain = false) {
+    this.#reuseChain = reuseChain;
+  }
+  /** An array for a chain of `n` ids, to fill. */
+  chainArray(n: number): string[] {
+    if (!this.#reuseChain) return new Array<string>(n);
+    const chain = this.#chain;
+    if (chain.length !== n) chain.length = n;
+    return chain;
+  }
+}
+
+/**
+ * Reads the request header in `buf[start, end)` into `into` and returns it:
+ * valid until the next read into the same object. Throws ProtocolError when
+ * malformed.
+ */
+export function readRequestHeader(buf: Buffer, start: number, end: number, into: RequestHeaderSlot): RequestHeader {
   const len = end - start;
   if (len < 15) throw new ProtocolError(`request frame of ${len} bytes is too short`);
-  const reqId = buf.readUInt32BE(start);
+  const reqId =
+    (((buf[start] as number) << 24) |
+      ((buf[start + 1] as number) << 16) |
+      ((buf[start + 2] as number) << 8) |
+      (buf[start + 3] as number)) >>>
+    0;
   const flags = buf[start + 4] as number;
-  const timeoutMs = buf.readUInt32BE(start + 5);
+  const timeoutMs =
+    (((buf[start + 5] as number) << 24) |
+      ((buf[start + 6] as number) << 16) |
+      ((buf[start + 7] as number) << 8) |
+      (buf[start + 8] as number)) >>>
+    0;
   const hops = buf[start + 9] as number;
   const tlen = ((buf[start + 10] as number) << 8) | (buf[start + 11] as number);
   let at = start + 12 + tlen;
   if (at + 1 > end) throw new ProtocolError('request header overruns its frame (target)');
-  const targetId = buf.toString('utf8', start + 12, at);
+  const targetId = readId(buf, start + 12, at);
   const mlen = buf[at] as number;
   if (at + 1 + mlen + 2 > end) throw new ProtocolError('request header overruns its frame (method)');
   const method = readMethod(buf, at + 1, at + 1 + mlen);
@@ -383,12 +520,12 @@ export function decodeRequestHeader(buf: Buffer, start = 0, end = buf.length): R
   at += 2;
   let chain: string[] | null = null;
   if (n > 0) {
-    chain = [];
+    chain = into.chainArray(n);
     for (let i = 0; i < n; i++) {
       if (at + 2 > end) throw new ProtocolError('request header overruns its frame (chain)');
-      const l = buf.readUInt16BE(at);
+      const l = ((buf[at] as number) << 8) | (buf[at + 1] as number);
       if (at + 2 + l > end) throw new ProtocolError('request header overruns its frame (chain)');
-      chain.push(buf.toString('utf8', at + 2, at + 2 + l));
+      chain[i] = readId(buf, at + 2, at + 2 + l);
       at += 2 + l;
     }
   }
@@ -403,23 +540,30 @@ export function decodeRequestHeader(buf: Buffer, start = 0, end = buf.length): R
     at = contextEnd;
   }
   if (at >= end) throw new ProtocolError('request frame has no arguments');
-  return {
-    reqId,
-    flags,
-    targetId,
-    method,
-    timeoutMs,
-    chain,
-    hops,
-    contextOffset,
-    contextEnd,
-    argsOffset: at,
-    argsEnd: end,
-  };
+  into.reqId = reqId;
+  into.flags = flags;
+  into.targetId = targetId;
+  into.method = method;
+  into.timeoutMs = timeoutMs;
+  into.chain = chain;
+  into.hops = hops;
+  into.contextOffset = contextOffset;
+  into.contextEnd = contextEnd;
+  into.argsOffset = at;
+  into.argsEnd = end;
+  return into;
+}
+
+/** Decodes the request header in `buf[start, end)` into an object of its own; throws ProtocolError when malformed. */
+export function decodeRequestHeader(buf: Buffer, start = 0, end = buf.length): RequestHeader {
+  return readRequestHeader(buf, start, end, new RequestHeaderSlot());
 }
 
 /** Decodes a request's arguments from the buffer its header was read from, binding references to `ctx`. */
 export function decodeRequestArgs(buf: Buffer, header: RequestHeader, ctx: CodecContext): unknown[] {
+  // Small values (numbers, short strings...) are read here; the rest, and anything malformed, by the codec.
+  const small = readSmallArray(buf, header.argsOffset, header.argsEnd);
+  if (small !== undefined) return small;
   const args = decode(buf, ctx, header.argsOffset, header.argsEnd);
   if (!Array.isArray(args)) throw new ProtocolError('request arguments are not an array');
   return args;
@@ -442,6 +586,43 @@ export function responseHeadBytes(reqId: number, status: number): Buffer {
   respHead.writeUInt32BE(reqId >>> 0, 0);
   respHead[4] = status;
   return respHead;
+}
+
+/** A response whose value is written in place after its 5-byte head (see responseHeadOf). */
+class ResponseHead implements HeadWriter {
+  reqId = 0;
+  status = 0;
+  value: unknown = undefined;
+  maxBytes = 0;
+
+  writeTo(buf: Buffer, at: number): number {
+    const r = this.reqId;
+    buf[at] = r >>> 24;
+    buf[at + 1] = (r >>> 16) & 0xff;
+    buf[at + 2] = (r >>> 8) & 0xff;
+    buf[at + 3] = r & 0xff;
+    buf[at + 4] = this.status;
+    return writeSmall(this.value, buf, at + 5);
+  }
+}
+
+const responseHeadScratch = new ResponseHead();
+
+/**
+ * A whole response, written in place by `sendHead` (with an empty body), for
+ * a value `responseBody` would encode as a small value (a number, a boolean,
+ * null, undefined, a short ASCII string); undefined for any other value. Valid
+ * until the next call.
+ */
+export function responseHeadOf(reqId: number, status: number, value: unknown): HeadWriter | undefined {
+  const n = smallBytes(value);
+  if (n < 0) return undefined;
+  const h = responseHeadScratch;
+  h.reqId = reqId >>> 0;
+  h.status = status;
+  h.value = value;
+  h.maxBytes = 5 + n;
+  return h;
 }
 
 /** Encodes a response's value; throws SerializationError if it cannot be encoded. */
@@ -479,7 +660,8 @@ export function responseHead(buf: Buffer, start = 0, end = buf.length): { reqId:
 
 /** Decodes the value of the response in `buf[start, end)`, binding references to `ctx`. */
 export function responseValue(buf: Buffer, ctx: CodecContext | undefined, start = 0, end = buf.length): unknown {
-  return decode(buf, ctx, start + 5, end);
+  const small = readSmall(buf, start + 5, end);
+  return small !== NOT_SMALL ? small : decode(buf, ctx, start + 5, end);
 }
 
 /** A system call: codec([seq, op, args]). */

@@ -24,17 +24,20 @@ import {
   Frame,
   RequestFlags,
   ResponseStatus,
-  decodeRequestHeader,
+  readRequestHeader,
+  RequestHeaderSlot,
   type RequestHeader,
   encodeSystemCall,
   encodeSystemResult,
   requestArgs,
   requestHeadOf,
+  smallArgs,
   contextBytes,
   rejectionOf,
   rejectionStatus,
   responseBody,
   responseHeadBytes,
+  responseHeadOf,
   responseId,
   responseStatus,
   responseValue,
@@ -71,6 +74,7 @@ import {
   type WireClusterStatus,
 } from '../messaging/system-calls.ts';
 import { failingTarget, type Target } from './activation.ts';
+import { PendingCalls } from './pending-calls.ts';
 import type { CallSettler } from './call-tracker.ts';
 import { parseObserverKey, SILO_OBSERVER_OWNER, unreachableObserver } from './observers.ts';
 
@@ -148,9 +152,9 @@ class RemoteTarget implements Target {
   receive(msg: Message): void {
     this.#cluster.send(msg, this.address);
   }
-  /** Sends with the target's header bytes when the caller keeps them. */
-  send(msg: Message, target: Uint8Array | undefined): void {
-    this.#cluster.send(msg, this.address, target);
+  /** Sends with the target's header bytes when the caller keeps them; `cached`: see SiloCluster.send. */
+  send(msg: Message, target: Uint8Array | undefined, cached: boolean): void {
+    this.#cluster.send(msg, this.address, target, cached);
   }
 }
 
@@ -171,12 +175,21 @@ class KeptRoute implements Target {
   }
   /** The grain's id as request headers write it: encoded once, for every call through this route. */
   #bytes: Uint8Array | undefined;
+  /**
+   * Whether the directory cache named this route's silo when the route was first
+   * used: then it still does while the route is live (any change to the cache
+   * changes the route version), and responses need not set it again.
+   */
+  #cached: boolean | undefined;
   get live(): boolean {
     return this.#dir.routeVersion === this.#version;
   }
   receive(msg: Message): void {
-    if (this.#bytes === undefined && msg.targetId.length < 16_384) this.#bytes = targetBytes(msg.targetId);
-    this.#to.send(msg, this.#bytes);
+    if (this.#cached === undefined) {
+      this.#cached = this.#dir.cached(msg.targetId) === this.#to.address;
+      if (msg.targetId.length < 16_384) this.#bytes = targetBytes(msg.targetId);
+    }
+    this.#to.send(msg, this.#bytes, this.#cached);
   }
 }
 
@@ -188,6 +201,14 @@ class ConnectionReply implements RemoteReply {
   }
   respond(reqId: number, status: number, value: unknown): void {
     if (this.#conn.state === 'closed') return;
+    if (status === ResponseStatus.Ok) {
+      // A small value (a number, a short string...) is written straight into the outgoing batch.
+      const head = responseHeadOf(reqId, status, value);
+      if (head !== undefined) {
+        this.#conn.sendHead(Frame.Response, head, NO_BODY);
+        return;
+      }
+    }
     // A failure says on the wire what kind it is: try again, or a bug to fix.
     if (status !== ResponseStatus.Ok) status = rejectionStatus(value);
     let body: Uint8Array;
@@ -211,6 +232,8 @@ class ConnectionReply implements RemoteReply {
     if (this.#conn.state !== 'closed') this.#conn.send(Frame.Location, encode([targetId, address]));
   }
 }
+
+const NO_BODY = new Uint8Array(0);
 
 const replies = new WeakMap<Connection, ConnectionReply>();
 function replyOf(conn: Connection): ConnectionReply {
@@ -243,8 +266,15 @@ export class SiloCluster implements ConnectionHandler, Prober {
   readonly traffic: PeerTraffic;
   /** What answers the dashboard's system calls; the silo sets it (see hosting/dashboard.ts). */
   dashboard: DashboardHandlers | undefined;
-  readonly #pending = new Map<number, Message>();
+  /**
+   * Calls sent to other silos, by request id. Request ids are even, plus 1 when
+   * the directory cache named the callee's silo as the call was sent (see
+   * KeptRoute): the response of such a call does not look the cache up again.
+   */
+  readonly #pending = new PendingCalls<Message>();
   #reqSeq = 0;
+  /** Every incoming request's header is read into this one object (see #onRequest). */
+  readonly #header = new RequestHeaderSlot(true);
   readonly #sysPending = new Map<number, SystemPending>();
   /** The receiving end of every system call. */
   readonly #handlers: SystemCallHandlers;
@@ -564,16 +594,21 @@ export class SiloCluster implements ConnectionHandler, Prober {
 
   // ---- Outgoing calls -----------------------------------------------------------
 
-  /** Sends a call to another silo; a failure to reach it fails the call at once. */
-  send(msg: Message, address: string, target?: Uint8Array): void {
+  /**
+   * Sends a call to another silo; a failure to reach it fails the call at once.
+   * `target`: the grain id's header bytes, when the caller keeps them. `cached`:
+   * the directory cache names `address` for the grain, and still will if the
+   * response comes back before the routes change.
+   */
+  send(msg: Message, address: string, target?: Uint8Array, cached = false): void {
     if (msg.done) return;
     const conn = this.#connector.peek(address);
     if (conn !== undefined && conn.isOpen) {
-      this.#sendOn(conn, msg, address, target);
+      this.#sendOn(conn, msg, address, target, cached);
       return;
     }
     this.#connector.get(address).then(
-      (c) => this.#sendOn(c, msg, address, target),
+      (c) => this.#sendOn(c, msg, address, target, cached),
       (e: unknown) => this.#unsent(msg, address, e),
     );
   }
@@ -602,7 +637,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
     this.#host.redispatch(msg);
   }
 
-  #sendOn(conn: Connection, msg: Message, address: string, target?: Uint8Array): void {
+  #sendOn(conn: Connection, msg: Message, address: string, target?: Uint8Array, cached = false): void {
     if (msg.done) return;
     let args = msg.args;
     let flags = msg.method.oneWay ? RequestFlags.OneWay : 0;
@@ -610,11 +645,17 @@ export class SiloCluster implements ConnectionHandler, Prober {
       flags |= RequestFlags.Signal;
       args = args.slice(0, -1);
     }
-    const reqId = (this.#reqSeq = (this.#reqSeq + 1) >>> 0 || 1);
+    const seq = (this.#reqSeq = (this.#reqSeq + 2) >>> 0 || 2);
+    const reqId = cached ? seq + 1 : seq;
     let body: Uint8Array;
     let context: Uint8Array | undefined;
+    /** Arguments the header writes in place (small values), else undefined and `body` holds them. */
+    let inPlace: unknown[] | undefined;
     try {
-      body = requestArgs(args);
+      if (smallArgs(args)) {
+        inPlace = args;
+        body = NO_BODY;
+      } else body = requestArgs(args);
       if (msg.context !== undefined) {
         context = contextBytes(msg.context.values);
         flags |= RequestFlags.Context;
@@ -645,7 +686,18 @@ export class SiloCluster implements ConnectionHandler, Prober {
       // A header that cannot be written (too long) or a frame over the limit is refused here, unsent.
       conn.sendHead(
         Frame.Request,
-        requestHeadOf(reqId, flags, msg.targetId, target, msg.method.name, msg.timeoutMs, msg.chain, msg.hops, context),
+        requestHeadOf(
+          reqId,
+          flags,
+          msg.targetId,
+          target,
+          msg.method.name,
+          msg.timeoutMs,
+          msg.chain,
+          msg.hops,
+          context,
+          inPlace,
+        ),
         body,
       );
     } catch (e) {
@@ -674,7 +726,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
     const err = new SiloUnavailableError(
       `connection to silo ${address} was lost${conn.closeInfo !== undefined ? `: ${conn.closeInfo.reason}` : ''}`,
     );
-    for (const [id, msg] of this.#pending) {
+    for (const [id, msg] of this.#pending.entries()) {
       if (msg.via === address) {
         this.#pending.delete(id);
         this.#host.calls.fail(msg, err);
@@ -721,7 +773,8 @@ export class SiloCluster implements ConnectionHandler, Prober {
   }
 
   #onRequest(buf: Buffer, start: number, end: number, conn: Connection): void {
-    const h = decodeRequestHeader(buf, start, end);
+    // Read into one reused object: the host reads it synchronously, before the next request.
+    const h = readRequestHeader(buf, start, end, this.#header);
     if (this.#refusingClients && conn.peer?.role === 'client') {
       // The stop drained what came before; what a client sends now did not run: it retries elsewhere.
       if ((h.flags & RequestFlags.OneWay) === 0)
@@ -740,9 +793,8 @@ export class SiloCluster implements ConnectionHandler, Prober {
   #onResponse(buf: Buffer, start: number, end: number): void {
     const reqId = responseId(buf, start, end);
     const status = responseStatus(buf, start);
-    const msg = this.#pending.get(reqId);
+    const msg = this.#pending.take(reqId);
     if (msg === undefined) return; // the caller gave up (deadline, cancel)
-    this.#pending.delete(reqId);
     let value: unknown;
     try {
       value = responseValue(buf, msg.caller ?? this.#host.codecContext, start, end);
@@ -750,7 +802,8 @@ export class SiloCluster implements ConnectionHandler, Prober {
       this.#host.calls.fail(msg, e);
       return;
     }
-    if (msg.via !== undefined && this.directory.cached(msg.targetId) !== msg.via)
+    // Learn where the grain lives, unless the cache said so when the call was sent (an odd request id).
+    if ((reqId & 1) === 0 && msg.via !== undefined && this.directory.cached(msg.targetId) !== msg.via)
       this.directory.cache(msg.targetId, msg.via);
     if (status === ResponseStatus.Ok) this.#host.calls.succeed(msg, value);
     else this.#host.calls.fail(msg, rejectionOf(status, value));
@@ -856,7 +909,7 @@ export class SiloCluster implements ConnectionHandler, Prober {
       if (view.dead.has(a)) {
         this.#connector.markDead(a);
         const err = new SiloUnavailableError(`silo ${a} was declared dead`);
-        for (const [id, msg] of this.#pending) {
+        for (const [id, msg] of this.#pending.entries()) {
           if (msg.via === a) {
             this.#pending.delete(id);
             this.#host.calls.fail(msg, err);
@@ -962,8 +1015,9 @@ export class SiloCluster implements ConnectionHandler, Prober {
     this.membership.stop();
     if (this.#loadTimer !== undefined) clearInterval(this.#loadTimer);
     const err = new SiloUnavailableError(`silo ${this.address} stopped`);
-    for (const msg of this.#pending.values()) this.#host.calls.fail(msg, err);
+    const pending = this.#pending.entries();
     this.#pending.clear();
+    for (const [, msg] of pending) this.#host.calls.fail(msg, err);
     for (const p of this.#sysPending.values()) {
       clearTimeout(p.timer);
       p.reject(err);

@@ -1020,3 +1020,277 @@ export function decode(bytes: Uint8Array, ctx?: CodecContext, start = 0, end = b
     decodeCtx = saved;
   }
 }
+
+// ---- Small values written in place -------------------------------------------
+
+// A call's arguments and its result are often a few numbers, short strings,
+// booleans: the protocol writes those straight into a frame, byte for byte as
+// encode() writes them (a test holds the two to it), with no walk, no msgpackr
+// and no buffer of their own. Anything else goes through encode().
+
+/** The most bytes `putSmall` writes for `v`, or -1 when `v` is not a small value. */
+function smallValueBytes(v: unknown): number {
+  switch (typeof v) {
+    case 'number':
+      return 9;
+    case 'boolean':
+      return 1;
+    case 'undefined':
+      return 3;
+    case 'string': {
+      const n = v.length;
+      if (n > 255) return -1;
+      for (let i = 0; i < n; i++) if (v.charCodeAt(i) >= 0x80) return -1;
+      return 2 + n;
+    }
+    case 'object':
+      return v === null ? 1 : -1;
+    default:
+      return -1;
+  }
+}
+
+/**
+ * The most bytes `writeSmall(v, ...)` writes, or -1 when `v` is not a small
+ * value: a number, a boolean, null, undefined, or an ASCII string of up to 255
+ * characters.
+ */
+export function smallBytes(v: unknown): number {
+  const n = smallValueBytes(v);
+  return n < 0 ? -1 : 1 + n;
+}
+
+/** The most bytes `writeSmallArray(a, ...)` writes, or -1 unless `a` holds at most 15 small values. */
+export function smallArrayBytes(a: readonly unknown[]): number {
+  const n = a.length;
+  if (n > 15) return -1;
+  let total = 2;
+  for (let i = 0; i < n; i++) {
+    const b = smallValueBytes(a[i]);
+    if (b < 0) return -1;
+    total += b;
+  }
+  return total;
+}
+
+/** Writes `encode(v)` at `at` for a small value (see smallBytes); returns the end. */
+export function writeSmall(v: unknown, buf: Buffer, at: number): number {
+  buf[at] = FORMAT;
+  return putSmall(v, buf, at + 1);
+}
+
+/** Writes `encode(a)` at `at` for an array of small values (see smallArrayBytes); returns the end. */
+export function writeSmallArray(a: readonly unknown[], buf: Buffer, at: number): number {
+  const n = a.length;
+  buf[at] = FORMAT;
+  buf[at + 1] = 0x90 | n;
+  let p = at + 2;
+  for (let i = 0; i < n; i++) p = putSmall(a[i], buf, p);
+  return p;
+}
+
+/** One small value as msgpackr packs it with this module's options. */
+function putSmall(v: unknown, buf: Buffer, p: number): number {
+  switch (typeof v) {
+    case 'number':
+      if (v >>> 0 === v) {
+        if (v < 0x80) {
+          buf[p] = v;
+          return p + 1;
+        }
+        if (v < 0x100) {
+          buf[p] = 0xcc;
+          buf[p + 1] = v;
+          return p + 2;
+        }
+        if (v < 0x10000) {
+          buf[p] = 0xcd;
+          buf[p + 1] = v >>> 8;
+          buf[p + 2] = v & 0xff;
+          return p + 3;
+        }
+        buf[p] = 0xce;
+        buf[p + 1] = v >>> 24;
+        buf[p + 2] = (v >>> 16) & 0xff;
+        buf[p + 3] = (v >>> 8) & 0xff;
+        buf[p + 4] = v & 0xff;
+        return p + 5;
+      }
+      if (v >> 0 === v) {
+        if (v >= -0x20) {
+          buf[p] = 0x100 + v;
+          return p + 1;
+        }
+        if (v >= -0x80) {
+          buf[p] = 0xd0;
+          buf[p + 1] = v + 0x100;
+          return p + 2;
+        }
+        if (v >= -0x8000) {
+          buf[p] = 0xd1;
+          buf[p + 1] = (v >> 8) & 0xff;
+          buf[p + 2] = v & 0xff;
+          return p + 3;
+        }
+        buf[p] = 0xd2;
+        buf[p + 1] = (v >>> 24) & 0xff;
+        buf[p + 2] = (v >>> 16) & 0xff;
+        buf[p + 3] = (v >>> 8) & 0xff;
+        buf[p + 4] = v & 0xff;
+        return p + 5;
+      }
+      buf[p] = 0xcb;
+      buf.writeDoubleBE(v, p + 1);
+      return p + 9;
+    case 'boolean':
+      buf[p] = v ? 0xc3 : 0xc2;
+      return p + 1;
+    case 'undefined':
+      buf[p] = 0xd4;
+      buf[p + 1] = 0;
+      buf[p + 2] = 0;
+      return p + 3;
+    case 'string': {
+      const n = v.length;
+      if (n < 0x20) buf[p++] = 0xa0 | n;
+      else {
+        buf[p++] = 0xd9;
+        buf[p++] = n;
+      }
+      for (let i = 0; i < n; i++) buf[p + i] = v.charCodeAt(i);
+      return p + n;
+    }
+    default:
+      // null (smallBytes let nothing else through)
+      buf[p] = 0xc0;
+      return p + 1;
+  }
+}
+
+/** What `readSmall` gives for bytes it leaves to `decode`. */
+export const NOT_SMALL: unique symbol = Symbol('not a small value');
+
+/** Where the last `getSmall` ended. */
+let smallEnd = 0;
+
+/** One value as `putSmall` writes it, at `p` (before `end`); NOT_SMALL for anything else. Sets smallEnd. */
+function getSmall(buf: Uint8Array, p: number, end: number): unknown {
+  if (p >= end) return NOT_SMALL;
+  const b = buf[p] as number;
+  if (b < 0x80) {
+    smallEnd = p + 1;
+    return b;
+  }
+  if (b >= 0xe0) {
+    smallEnd = p + 1;
+    return b - 0x100;
+  }
+  if (b >= 0xa0 && b < 0xc0) return getAscii(buf, p + 1, b & 0x1f, end);
+  switch (b) {
+    case 0xc0:
+      smallEnd = p + 1;
+      return null;
+    case 0xc2:
+      smallEnd = p + 1;
+      return false;
+    case 0xc3:
+      smallEnd = p + 1;
+      return true;
+    case 0xcc:
+      if (p + 2 > end) return NOT_SMALL;
+      smallEnd = p + 2;
+      return buf[p + 1] as number;
+    case 0xcd:
+      if (p + 3 > end) return NOT_SMALL;
+      smallEnd = p + 3;
+      return ((buf[p + 1] as number) << 8) | (buf[p + 2] as number);
+    case 0xce:
+      if (p + 5 > end) return NOT_SMALL;
+      smallEnd = p + 5;
+      return (
+        (((buf[p + 1] as number) << 24) |
+          ((buf[p + 2] as number) << 16) |
+          ((buf[p + 3] as number) << 8) |
+          (buf[p + 4] as number)) >>>
+        0
+      );
+    case 0xd0:
+      if (p + 2 > end) return NOT_SMALL;
+      smallEnd = p + 2;
+      return ((buf[p + 1] as number) << 24) >> 24;
+    case 0xd1:
+      if (p + 3 > end) return NOT_SMALL;
+      smallEnd = p + 3;
+      return ((((buf[p + 1] as number) << 8) | (buf[p + 2] as number)) << 16) >> 16;
+    case 0xd2:
+      if (p + 5 > end) return NOT_SMALL;
+      smallEnd = p + 5;
+      return (
+        ((buf[p + 1] as number) << 24) |
+        ((buf[p + 2] as number) << 16) |
+        ((buf[p + 3] as number) << 8) |
+        (buf[p + 4] as number)
+      );
+    case 0xcb: {
+      if (p + 9 > end) return NOT_SMALL;
+      smallEnd = p + 9;
+      for (let i = 0; i < 8; i++) f64bytes[7 - i] = buf[p + 1 + i] as number;
+      return f64[0];
+    }
+    case 0xd4:
+      if (p + 3 > end || buf[p + 1] !== 0 || buf[p + 2] !== 0) return NOT_SMALL;
+      smallEnd = p + 3;
+      return undefined;
+    case 0xd9:
+      if (p + 2 > end) return NOT_SMALL;
+      return getAscii(buf, p + 2, buf[p + 1] as number, end);
+    default:
+      return NOT_SMALL;
+  }
+}
+
+const f64 = new Float64Array(1);
+/** f64's bytes, little-endian first (a check below refuses other machines). */
+const f64bytes = new Uint8Array(f64.buffer);
+const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** `n` bytes of ASCII at `p` as a string; NOT_SMALL if they overrun `end` or are not ASCII. */
+function getAscii(buf: Uint8Array, p: number, n: number, end: number): unknown {
+  if (p + n > end) return NOT_SMALL;
+  let s = '';
+  for (let i = 0; i < n; i++) {
+    const c = buf[p + i] as number;
+    if (c >= 0x80) return NOT_SMALL;
+    s += String.fromCharCode(c);
+  }
+  smallEnd = p + n;
+  return s;
+}
+
+/**
+ * The value `decode(buf, ctx, start, end)` gives, when the bytes are a small
+ * value as `writeSmall` writes it (references need no context, as there are
+ * none); NOT_SMALL otherwise, for `decode` to read (and to judge).
+ */
+export function readSmall(buf: Uint8Array, start: number, end: number): unknown {
+  if (!littleEndian || end - start < 2 || buf[start] !== FORMAT) return NOT_SMALL;
+  const v = getSmall(buf, start + 1, end);
+  return v !== NOT_SMALL && smallEnd === end ? v : NOT_SMALL;
+}
+
+/** Like readSmall for an array of up to 15 small values; undefined for anything else. */
+export function readSmallArray(buf: Uint8Array, start: number, end: number): unknown[] | undefined {
+  if (!littleEndian || end - start < 2 || buf[start] !== FORMAT) return undefined;
+  const h = buf[start + 1] as number;
+  if ((h & 0xf0) !== 0x90) return undefined;
+  const n = h & 0x0f;
+  const out: unknown[] = [];
+  let p = start + 2;
+  for (let i = 0; i < n; i++) {
+    const v = getSmall(buf, p, end);
+    if (v === NOT_SMALL) return undefined;
+    out.push(v);
+    p = smallEnd;
+  }
+  return p === end ? out : undefined;
+}

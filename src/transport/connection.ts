@@ -508,6 +508,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     stats.bytesSent += chunk.length;
     const socket = this.#socket;
     socket.write(chunk);
+    // The kernel took the whole batch (nothing queued): its bytes may be overwritten by the next one.
+    if (socket.writableLength === 0) this.#writer.reuse();
     if (!this.#blocked && socket.writableLength >= this.#limits.writeHighWaterMark && this.#state === OPEN) {
       this.#blocked = true;
       this.emit('blocked');

@@ -7,7 +7,10 @@ import { FrameTooLargeError, ProtocolError } from '../errors.ts';
 // Design notes.
 // - FrameWriter appends into a slab (a large Buffer) from `end`; take() hands out
 //   the view [start, end) and moves start up, so the bytes handed to the socket
-//   are never written again and nothing is copied at flush. A batch that outgrows
+//   are not written again while it may hold them, and nothing is copied at flush.
+//   When the socket wrote a batch at once (its queue is empty after the write),
+//   reuse() starts the next batch at the beginning of the same slab: a busy
+//   connection then allocates no slab per 64 KiB sent. A batch that outgrows
 //   the slab moves to a new, larger slab (one copy of the pending bytes, amortised
 //   by doubling); oversized slabs are dropped after their batch is taken.
 // - FrameDecoder hands out a body as (buffer, start, end): the socket chunk itself
@@ -160,6 +163,15 @@ export class FrameWriter {
       this.#start = end;
     }
     return out;
+  }
+
+  /**
+   * Says that the bytes handed out by `take()` are no longer read (the socket
+   * wrote them all at once): when nothing is pending, the next frames start
+   * again at the beginning of the same slab instead of filling a new one.
+   */
+  reuse(): void {
+    if (this.#start === this.#end) this.#start = this.#end = 0;
   }
 
   /** Drops the pending frames. */

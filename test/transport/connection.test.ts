@@ -286,6 +286,42 @@ describe('connection', () => {
     }
   });
 
+  it('writes batches over one reused buffer only once the socket took them: frames stay intact while the peer stalls', async () => {
+    const local = new Connector({
+      hello: { clusterId: 'test', address: 'stalling-reader-client', generation: 1, role: 'client' },
+      handler: collector(),
+    });
+    try {
+      const conn = await local.get(listener.address);
+      await eventually('the listener hands over the connection', () =>
+        accepted.some((c) => c.peer?.address === 'stalling-reader-client'),
+      );
+      const remote = accepted.find((c) => c.peer?.address === 'stalling-reader-client');
+      assert.ok(remote);
+      const framesBefore = server.frames.length;
+      const frameOf = (n: number): Buffer => {
+        const b = Buffer.alloc(8 + (n % 3000), n & 0xff);
+        b.writeUInt32BE(n, 0);
+        return b;
+      };
+      let n = 0;
+      // Batches flowing (the buffer reused), then with the reader stalled (the socket queues them), then flowing again.
+      for (let tick = 0; tick < 300; tick++) {
+        if (tick === 100) remote.pause();
+        if (tick === 200) remote.resume();
+        for (let i = 0; i < 200; i++) conn.send(9, frameOf(n++));
+        await nextLoop();
+      }
+      await eventually('every frame reaches the server', () => server.frames.length - framesBefore === n, 20_000);
+      for (let i = 0; i < n; i++) {
+        const f = server.frames[framesBefore + i];
+        assert.ok(f?.body.equals(frameOf(i)), `frame ${i} intact`);
+      }
+    } finally {
+      await local.close();
+    }
+  });
+
   it('reports back-pressure while the peer does not read, and clears it after it resumes', async () => {
     const local = new Connector({
       hello: { clusterId: 'test', address: 'slow-reader-client', generation: 1, role: 'client' },
