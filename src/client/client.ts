@@ -41,6 +41,7 @@ import {
   decodeRequestHeader,
   encodeSystemCall,
   requestArgs,
+  smallArgs,
   rejectionOf,
   requestHeadOf,
   responseBody,
@@ -50,6 +51,7 @@ import {
   responseValue,
   targetBytes,
 } from '../messaging/protocol.ts';
+import { PendingCalls } from '../messaging/pending-calls.ts';
 import {
   checkSystemCallResult,
   settleSystemResult,
@@ -111,6 +113,9 @@ function capture(res: (v: unknown) => void, rej: (e: unknown) => void): void {
 // Fields are `declare`d and set in the constructor only: one shape, no define-semantics cost per call.
 /** Times a call refused unrun by a stopping gateway is sent again through another. */
 const MAX_REFUSALS = 3;
+
+/** The body of a request whose arguments went into its header. */
+const NO_BODY = new Uint8Array(0);
 
 class ClientCall {
   declare readonly targetId: string;
@@ -195,7 +200,8 @@ export class ClusterClient implements Invoker, ConnectionHandler {
   readonly #logger: Logger;
   readonly #connector: Connector;
   readonly #deadlines: Deadlines<ClientCall>;
-  readonly #pending = new Map<number, ClientCall>();
+  /** Calls waiting for a response, by request id (even ids, in sequence: see PendingCalls). */
+  readonly #pending = new PendingCalls<ClientCall>();
   readonly #methods = new Map<string, MethodInfo>();
   readonly #types = new Map<object, GrainTypeInfo>();
   readonly #rootCtx: CodecContext;
@@ -527,10 +533,12 @@ export class ClusterClient implements Invoker, ConnectionHandler {
       );
       return;
     }
-    const reqId = (this.#reqSeq = (this.#reqSeq + 1) >>> 0 || 1);
+    const reqId = (this.#reqSeq = (this.#reqSeq + 2) >>> 0 || 2);
     try {
       // Bad arguments, a header that cannot be written or a frame over the limit: refused here, unsent.
-      const body = requestArgs(msg.args);
+      // Small arguments (numbers, short strings...) are written into the header in place.
+      const inPlace = smallArgs(msg.args) ? msg.args : undefined;
+      const body = inPlace === undefined ? requestArgs(msg.args) : NO_BODY;
       const context = msg.context === undefined ? undefined : contextBytes(msg.context.values);
       conn.sendHead(
         Frame.Request,
@@ -546,6 +554,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
           null,
           0,
           context,
+          inPlace,
         ),
         body,
       );
@@ -812,7 +821,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
         'gateway connection lost; using the other gateways',
       );
     const err = new SiloUnavailableError(`gateway ${address} went away while the call was in flight`);
-    for (const [id, msg] of this.#pending) {
+    for (const [id, msg] of this.#pending.entries()) {
       if (msg.via === address) {
         this.#pending.delete(id);
         this.#fail(msg, err);
@@ -835,7 +844,7 @@ export class ClusterClient implements Invoker, ConnectionHandler {
     this.#closed = true;
     if (this.#refresh !== undefined) clearInterval(this.#refresh);
     const err = new SiloUnavailableError('the client was closed');
-    for (const msg of this.#pending.values()) this.#fail(msg, err);
+    for (const [, msg] of this.#pending.entries()) this.#fail(msg, err);
     this.#pending.clear();
     for (const p of this.#sysPending.values()) {
       clearTimeout(p.timer);

@@ -74,7 +74,7 @@ import {
   type WireClusterStatus,
 } from '../messaging/system-calls.ts';
 import { failingTarget, type Target } from './activation.ts';
-import { PendingCalls } from './pending-calls.ts';
+import { PendingCalls } from '../messaging/pending-calls.ts';
 import type { CallSettler } from './call-tracker.ts';
 import { parseObserverKey, SILO_OBSERVER_OWNER, unreachableObserver } from './observers.ts';
 

@@ -6,7 +6,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ProtocolError } from '../../src/errors.ts';
-import { PendingCalls } from '../../src/runtime/pending-calls.ts';
+import { PendingCalls } from '../../src/messaging/pending-calls.ts';
 
 describe('PendingCalls', () => {
   it('agrees with a Map through random adds, takes and deletes', () => {

@@ -1,4 +1,4 @@
-// The calls a silo sent to other silos and waits on, by request id. Request ids
+// The calls a silo (or a client) sent and waits on, by request id. Request ids
 // are handed out in sequence, so each goes to the slot its low bits name, in
 // arrays allocated once: no allocation per call, and none of a Map's rehashing
 // as calls come and go (a Map of 1,000 calls in flight reallocated its table
