@@ -5,7 +5,8 @@ import { ConfigurationError, ErrorCodes, Silo, serveDashboard, silentLogger, typ
 import { TestCluster } from 'granary/testing';
 import { resolveSiloOptions, describeSiloOptions, type SiloFallbacks } from '../../src/hosting/options.ts';
 import type { DashboardModel } from '../../src/observability/dashboard/model.ts';
-import { quantileMs } from '../../src/observability/dashboard/model.ts';
+import { DashboardView, quantileMs } from '../../src/observability/dashboard/model.ts';
+import { dashboardDefaults } from '../../src/observability/dashboard/options.ts';
 import { HotGrains, HOT_SAMPLE } from '../../src/observability/hot-grains.ts';
 import { memoryEventLog } from '../../src/providers/memory/event-log.ts';
 import { memoryMembership } from '../../src/providers/memory/membership.ts';
@@ -379,6 +380,42 @@ function never(): never {
 }
 
 describe('the pieces of the dashboard', () => {
+  it('marks a silo suspected while fresh votes say it is dead, and not for stale votes or once it is dead', () => {
+    const at = 1_800_000_000_000;
+    const member = (
+      address: string,
+      status: string,
+      votes: [string, number][],
+    ): [string, number, string, string | null, string, number, number, [string, number][]] => [
+      address,
+      1,
+      status,
+      null,
+      'host',
+      at - 600_000,
+      at - 1_000,
+      votes,
+    ];
+    const model = new DashboardView(dashboardDefaults).update({
+      silo: 'a:1',
+      at,
+      members: [
+        member('a:1', 'Active', []),
+        member('b:1', 'Active', [
+          ['a:1', at - 2_000],
+          ['c:1', at - 5_000],
+        ]),
+        member('c:1', 'Active', [['a:1', at - 120_000]]),
+        member('d:1', 'Dead', [['a:1', at - 2_000]]),
+      ],
+      silos: ['a:1', 'b:1', 'c:1'].map((address) => ({ address, stats: null, error: null })),
+      events: [],
+    });
+    const suspected = Object.fromEntries(model.silos.map((s) => [s.address, s.suspectedBy]));
+    assert.deepEqual(suspected, { 'a:1': [], 'b:1': ['a:1', 'c:1'], 'c:1': [], 'd:1': [] });
+    assert.equal(model.silos.find((s) => s.address === 'd:1')?.status, 'dead');
+  });
+
   it('estimates the hottest grains from a sample, within its error bound', () => {
     const hot = new HotGrains(16, 10_000, 0);
     // A seeded generator (xorshift32): the same calls and samples on every run, so the
