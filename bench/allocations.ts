@@ -10,7 +10,7 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Grain, Silo, grain, silentLogger } from 'granary';
-import { option } from './support.ts';
+import { option, Settleable } from './support.ts';
 
 @grain('benchAllocCounter')
 class Counter extends Grain {
@@ -29,32 +29,6 @@ class Raw {
   }
 }
 
-/**
- * The floor of a call that can time out (as in bench/local-call.ts): the raw
- * method behind a promise its side can settle by itself, settled from one
- * reaction on the method's promise.
- */
-let capturedResolve: (v: number) => void = () => {};
-let capturedReject: (e: unknown) => void = () => {};
-function capture(res: (v: number) => void, rej: (e: unknown) => void): void {
-  capturedResolve = res;
-  capturedReject = rej;
-}
-class Settleable {
-  readonly #target = new Raw();
-  #resolve: (v: number) => void = capturedResolve;
-  #reject: (e: unknown) => void = capturedReject;
-  readonly #ok = (v: number): void => this.#resolve(v);
-  readonly #failed = (e: unknown): void => this.#reject(e);
-  add(n: number): Promise<number> {
-    const p = new Promise<number>(capture);
-    this.#resolve = capturedResolve;
-    this.#reject = capturedReject;
-    this.#target.add(n).then(this.#ok, this.#failed);
-    return p;
-  }
-}
-
 const SEMI_SPACE_MB = 16;
 const argv = process.argv.slice(2);
 
@@ -62,7 +36,7 @@ async function child(mode: string, calls: number): Promise<void> {
   const silo = await Silo.start({ grains: [Counter], logger: silentLogger() });
   const ref = silo.getGrain(Counter, 'k');
   const map = new Map([['k', new Raw()]]);
-  const floor = new Map([['k', new Settleable()]]);
+  const floor = new Map([['k', new Settleable(new Raw())]]);
   const call =
     mode === 'grain'
       ? (n: number) => ref.add(n)

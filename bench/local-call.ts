@@ -9,7 +9,7 @@
 // --dashboard for one that also samples its hottest grains for the dashboard)
 
 import { Silo, Grain, grain, silentLogger } from 'granary';
-import { median } from './support.ts';
+import { median, Settleable } from './support.ts';
 
 @grain('benchCounter')
 class BenchCounter extends Grain {
@@ -32,34 +32,6 @@ class RawCounter {
   async add(n: number): Promise<number> {
     this.total += n;
     return this.total;
-  }
-}
-
-/**
- * The floor of a call that can time out: the caller gets a promise the callee's
- * side can settle on its own (so a deadline can reject it while the method
- * still runs), and a reaction on the method's promise settles it. No queue, no
- * deadline bookkeeping, no copy: what any call path with the contract's
- * time-outs does at least. One call at a time per object, as a turn.
- */
-let capturedResolve: (v: number) => void = () => {};
-let capturedReject: (e: unknown) => void = () => {};
-function capture(res: (v: number) => void, rej: (e: unknown) => void): void {
-  capturedResolve = res;
-  capturedReject = rej;
-}
-class Settleable {
-  readonly #target = new RawCounter();
-  #resolve: (v: number) => void = capturedResolve;
-  #reject: (e: unknown) => void = capturedReject;
-  readonly #ok = (v: number): void => this.#resolve(v);
-  readonly #failed = (e: unknown): void => this.#reject(e);
-  add(n: number): Promise<number> {
-    const p = new Promise<number>(capture);
-    this.#resolve = capturedResolve;
-    this.#reject = capturedReject;
-    this.#target.add(n).then(this.#ok, this.#failed);
-    return p;
   }
 }
 
@@ -137,7 +109,7 @@ async function main(): Promise<void> {
   const objs: RawCounter[] = [];
   for (let c = 0; c < CALLERS; c++) {
     raw.set(`k${c}`, new RawCounter());
-    floor.set(`k${c}`, new Settleable());
+    floor.set(`k${c}`, new Settleable(new RawCounter()));
     untimed.set(`k${c}`, new Untimed());
     refs.push(silo.getGrain(BenchCounter, `k${c}`));
     objs.push(raw.get(`k${c}`) as RawCounter);

@@ -1,6 +1,6 @@
-// What the benches share: reading `--name=value` options, medians, and the
+// What the benches share: reading `--name=value` options, medians, the
 // parent's side of talking to child processes over IPC (waiting for one
-// message, stopping them all).
+// message, stopping them all), and the floor of a call that can time out.
 
 import type { ChildProcess } from 'node:child_process';
 import type { Silo } from 'granary';
@@ -89,4 +89,36 @@ export function reportView(silo: Silo, active: number, timeoutMs: number): void 
     else setTimeout(poll, 20);
   };
   poll();
+}
+
+let capturedResolve: (v: number) => void = () => {};
+let capturedReject: (e: unknown) => void = () => {};
+function capture(res: (v: number) => void, rej: (e: unknown) => void): void {
+  capturedResolve = res;
+  capturedReject = rej;
+}
+
+/**
+ * The floor of a call that can time out: the caller gets a promise the callee's
+ * side can settle on its own (so a deadline can reject it while the method
+ * still runs), and a reaction on the method's promise settles it. No queue, no
+ * deadline bookkeeping, no copy: what any call path with the contract's
+ * time-outs does at least. One call at a time per object, as a turn.
+ */
+export class Settleable {
+  readonly #target: { add(n: number): Promise<number> };
+  #resolve: (v: number) => void = capturedResolve;
+  #reject: (e: unknown) => void = capturedReject;
+  readonly #ok = (v: number): void => this.#resolve(v);
+  readonly #failed = (e: unknown): void => this.#reject(e);
+  constructor(target: { add(n: number): Promise<number> }) {
+    this.#target = target;
+  }
+  add(n: number): Promise<number> {
+    const p = new Promise<number>(capture);
+    this.#resolve = capturedResolve;
+    this.#reject = capturedReject;
+    this.#target.add(n).then(this.#ok, this.#failed);
+    return p;
+  }
 }

@@ -12,7 +12,7 @@
 
 import { SiloUnavailableError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
-import type { ClusterView } from '../membership/service.ts';
+import { emptyView, type ClusterView } from '../membership/service.ts';
 import { Ring } from '../membership/ring.ts';
 import { type SystemCaller, type SystemCallHandlers, type WireDirectoryEntry } from '../messaging/system-calls.ts';
 
@@ -65,16 +65,8 @@ export class GrainDirectory {
     this.#net = net;
     this.#call = net.call;
     this.#logger = logger;
-    const empty = new Ring([]);
-    this.#view = {
-      version: 0,
-      active: new Map(),
-      ring: empty,
-      directoryRing: empty,
-      dead: new Set(),
-      leaving: new Set(),
-    };
-    this.#ring = empty;
+    this.#view = emptyView();
+    this.#ring = this.#view.directoryRing;
   }
 
   /** Whether this silo has handed its partition over: it owns nothing, and forwards directory calls. */

@@ -101,6 +101,15 @@ export interface ClusterView {
   readonly leaving: ReadonlySet<string>;
 }
 
+/** The view before the first read of the table: no silo at all. */
+export function emptyView(
+  dead: ReadonlySet<string> = new Set(),
+  leaving: ReadonlySet<string> = new Set(),
+): ClusterView {
+  const ring = new Ring([]);
+  return { version: 0, active: new Map(), ring, directoryRing: ring, dead, leaving };
+}
+
 /** How the service reaches other silos; the silo wires these to its transport. */
 export interface Prober {
   /** True if `address` answered a ping within `timeoutMs`. */
@@ -159,15 +168,7 @@ export class MembershipService {
       suspicions: [],
     };
     this.#selfId = siloId(this.#self);
-    const empty = new Ring([]);
-    this.#view = {
-      version: 0,
-      active: new Map(),
-      ring: empty,
-      directoryRing: empty,
-      dead: this.#dead,
-      leaving: this.#leaving,
-    };
+    this.#view = emptyView(this.#dead, this.#leaving);
     this.#onDeclaredDead = onDeclaredDead;
   }
 
